@@ -1,0 +1,199 @@
+"""Console output: a live progress bar on a terminal, plain periodic lines otherwise.
+
+On a terminal (stdout is a TTY) one line is redrawn in place about once a
+second::
+
+    ubuntu.iso  [#########-----------]  45.2%  12.3 MiB/s  up 1.1 MiB/s  peers 8  ETA 1m12s
+
+When stdout is a file or a pipe, a plain line is printed every
+``--progress-interval`` seconds (default 10) and on every state change, so
+logs stay readable. A summary is printed when the torrent stops.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import time
+
+from torrentcore.hookspec import Metainfo, PeerInfo, ProgressSnapshot, hookimpl
+
+BAR_WIDTH = 24
+
+
+def human_bytes(n: float) -> str:
+    """``1536`` -> ``1.5 KiB``."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)  # pragma: no cover
+
+
+def human_time(seconds: float | None) -> str:
+    """``75`` -> ``1m15s``; None -> ``--``."""
+    if seconds is None or seconds != seconds or seconds > 100 * 86400:
+        return "--"
+    seconds = int(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+def status_line(s: ProgressSnapshot, width: int | None = None) -> str:
+    """One line describing ``s``; with ``width`` it includes a bar and fits that width."""
+    if s.state == "checking":
+        frac = s.checked / s.num_pieces if s.num_pieces else 1.0
+        core = f"checking {100 * frac:5.1f}%  ({s.pieces_done} pieces good so far)"
+    elif s.state in ("seeding", "done") and s.pieces_done == s.num_pieces:
+        core = (
+            f"seeding  up {human_bytes(s.upload_rate)}/s  uploaded {human_bytes(s.uploaded)}  "
+            f"ratio {s.ratio:.2f}  leechers {s.leechers}  peers {s.peers}"
+        )
+        frac = 1.0
+    else:
+        frac = s.fraction
+        core = (
+            f"{100 * frac:5.1f}%  {human_bytes(s.download_rate)}/s  up {human_bytes(s.upload_rate)}/s  "
+            f"peers {s.peers} ({s.seeds} seeds)  ETA {human_time(s.eta)}"
+        )
+    if width is None:
+        return f"{s.name}: {core}"
+    filled = int(frac * BAR_WIDTH)
+    bar = "[" + "#" * filled + "-" * (BAR_WIDTH - filled) + "]"
+    room = max(10, width - len(core) - len(bar) - 4)
+    name = s.name if len(s.name) <= room else s.name[: room - 1] + "~"
+    return f"{name}  {bar}  {core}"[: width - 1]
+
+
+class ConsoleReporter:
+    """Writes progress to ``stream``; a live bar when it is a terminal."""
+
+    def __init__(self, stream=None, interval: float = 10.0, live: bool | None = None) -> None:
+        self.stream = stream or sys.stdout
+        self.live = self.stream.isatty() if live is None else live
+        self.interval = interval
+        self._last_plain = 0.0
+        self._last_state = ""
+        self._drawn = False
+
+    def _write(self, text: str) -> None:
+        try:
+            self.stream.write(text)
+            self.stream.flush()
+        except (OSError, ValueError):
+            pass
+
+    def _clear(self) -> None:
+        if self._drawn:
+            self._write("\r\x1b[2K")
+            self._drawn = False
+
+    def progress(self, s: ProgressSnapshot) -> None:
+        """A snapshot arrived."""
+        if self.live:
+            width = shutil.get_terminal_size((100, 20)).columns
+            self._write("\r\x1b[2K" + status_line(s, width))
+            self._drawn = True
+            return
+        now = time.monotonic()
+        if s.state != self._last_state or now - self._last_plain >= self.interval:
+            self._last_plain = now
+            self._last_state = s.state
+            self._write(status_line(s) + "\n")
+
+    def message(self, text: str) -> None:
+        """A line that must not be overwritten by the bar."""
+        self._clear()
+        self._write(text + "\n")
+
+
+_reporter: ConsoleReporter | None = None
+
+
+def _get() -> ConsoleReporter:
+    global _reporter
+    if _reporter is None:
+        _reporter = ConsoleReporter()
+    return _reporter
+
+
+@hookimpl
+def torrentcore_add_options(parser: argparse.ArgumentParser) -> None:
+    """``--quiet`` and ``--progress-interval``."""
+    g = parser.add_argument_group("console output")
+    g.add_argument("--quiet", action="store_true", help="no progress output, only errors")
+    g.add_argument("--progress-interval", type=float, default=10.0, metavar="SECONDS",
+                   help="seconds between plain progress lines when output is not a terminal (default: 10)")
+
+
+@hookimpl
+def torrentcore_on_start(torrent: Metainfo, save_path: str, options: argparse.Namespace) -> None:
+    """Set up for this run and say what is starting."""
+    global _reporter
+    if getattr(options, "quiet", False):
+        _reporter = None
+        return
+    _reporter = ConsoleReporter(interval=getattr(options, "progress_interval", 10.0))
+    _reporter.message(
+        f"{torrent.name}: {human_bytes(torrent.data_length)} in {len(torrent.data_files)} file(s), "
+        f"{torrent.num_pieces} pieces, saving to {save_path}"
+    )
+
+
+@hookimpl
+def torrentcore_on_progress(torrent: Metainfo, snapshot: ProgressSnapshot) -> None:
+    """Redraw the bar or print a line."""
+    if _reporter is not None:
+        _reporter.progress(snapshot)
+
+
+@hookimpl
+def torrentcore_on_completed(torrent: Metainfo, snapshot: ProgressSnapshot) -> None:
+    """Say the download is complete."""
+    if _reporter is not None:
+        rate = snapshot.downloaded / snapshot.elapsed if snapshot.elapsed > 0 else 0.0
+        _reporter.message(
+            f"{torrent.name}: complete, {human_bytes(snapshot.have_bytes)} verified"
+            + (f" (downloaded {human_bytes(snapshot.downloaded)} at {human_bytes(rate)}/s)"
+               if snapshot.downloaded else "")
+        )
+
+
+@hookimpl
+def torrentcore_on_piece_failed(torrent: Metainfo, index: int, peers) -> None:
+    """Report a hash failure."""
+    if _reporter is not None:
+        who = ", ".join(f"{h}:{p}" for h, p in peers) or "unknown peer"
+        _reporter.message(f"{torrent.name}: piece {index} failed its hash check (from {who}); fetching it again")
+
+
+@hookimpl
+def torrentcore_on_peer_lost(torrent: Metainfo, peer: PeerInfo, reason: str) -> None:
+    """Only bans are worth a line."""
+    if _reporter is not None and reason.startswith("banned"):
+        _reporter.message(f"{torrent.name}: peer {peer.address[0]}:{peer.address[1]} {reason}")
+
+
+@hookimpl
+def torrentcore_on_error(torrent: Metainfo | None, message: str, fatal: bool) -> None:
+    """Warnings go to the console; fatal errors are printed by the CLI itself."""
+    if _reporter is not None and not fatal:
+        _reporter.message(f"{torrent.name + ': ' if torrent else ''}warning: {message}")
+
+
+@hookimpl
+def torrentcore_on_finish(torrent: Metainfo, snapshot: ProgressSnapshot, exit_code: int) -> None:
+    """The final summary."""
+    if _reporter is None:
+        return
+    verdict = {0: "done", 130: "interrupted"}.get(exit_code, "stopped with errors")
+    _reporter.message(
+        f"{torrent.name}: {verdict}. {snapshot.pieces_done}/{snapshot.num_pieces} pieces, "
+        f"downloaded {human_bytes(snapshot.downloaded)}, uploaded {human_bytes(snapshot.uploaded)}, "
+        f"{human_time(snapshot.elapsed)}"
+        + (f", {human_bytes(snapshot.wasted)} wasted" if snapshot.wasted else "")
+    )

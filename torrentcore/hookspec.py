@@ -1,0 +1,294 @@
+"""The plugin contract of torrentcore: every hook, and every type a plugin is handed.
+
+Plugins are modules or objects with functions marked ``@hookimpl`` whose
+names match the hooks below. torrentcore finds them through the
+``torrentcore`` entry-point group (the default plugins in ``plugins/`` are
+registered exactly that way), or through ``--plugin MODULE`` on the command
+line. A plugin is known by its entry-point name; ``--disable NAME`` blocks it.
+
+There are three families:
+
+* **piece selection** -- :func:`torrentcore_piece_strategies` offers named
+  factories of :class:`PieceStrategy` objects; the user picks one with
+  ``--strategy NAME`` (default ``rarest-first``);
+* **storage** -- :func:`torrentcore_storage_backends` offers named factories
+  of :class:`Storage` objects; the user picks one with ``--storage NAME``
+  (default ``filesystem``);
+* **progress reporting** -- every ``torrentcore_on_*`` hook is called on every
+  registered plugin; none returns a value. Reporters must be quick: they run
+  on the engine's event loop.
+
+Everything a plugin needs is importable from this module, so a third-party
+plugin can do anything a default one can.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+import pluggy
+
+from .bitfield import Bitfield
+from .errors import StorageError
+from .metainfo import FileEntry, Metainfo
+
+__all__ = [
+    "hookimpl",
+    "hookspec",
+    "Bitfield",
+    "FileEntry",
+    "Metainfo",
+    "StorageError",
+    "SwarmView",
+    "PieceStrategy",
+    "StrategyFactory",
+    "Storage",
+    "StorageFactory",
+    "PeerInfo",
+    "ProgressSnapshot",
+]
+
+PROJECT = "torrentcore"
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+#: Size of a request block (BEP 3 convention; every client uses it).
+BLOCK_SIZE = 16 * 1024
+
+
+# --- types handed to plugins --------------------------------------------------------------------
+
+
+class SwarmView(Protocol):
+    """What the engine tells a piece strategy about the swarm (read-only).
+
+    ``availability[i]`` is how many connected peers have piece ``i`` (counted
+    from their bitfield and have messages). ``have`` is our verified pieces.
+    ``partial`` holds pieces that are started (some blocks requested or
+    received) but not verified. ``version`` changes whenever availability or
+    the set of started pieces changes in a way that can reorder a strategy's
+    choices (a peer's bitfield arrives, a peer leaves, a piece fails its hash),
+    so a strategy may cache an ordering and rebuild it only when it changes.
+    """
+
+    num_pieces: int
+    availability: Sequence[int]
+    have: Bitfield
+    partial: Mapping[int, object]
+    endgame: bool
+    version: int
+
+    def wanted(self, index: int) -> bool:
+        """True if piece ``index`` is still needed (not verified; the user wants its files)."""
+
+
+@runtime_checkable
+class PieceStrategy(Protocol):
+    """Decides which pieces to request blocks from, one peer at a time."""
+
+    def next_pieces(self, swarm: SwarmView, peer_has: Bitfield) -> Iterable[int]:
+        """Yield piece indices to take blocks from for one peer, best first.
+
+        Called whenever a peer has room in its request pipeline. The engine
+        consumes the iterator lazily and stops as soon as it has enough blocks,
+        taking the free (not yet requested) blocks of each yielded piece in
+        offset order; yielding a piece that the peer lacks, that is verified or
+        that has no free block is harmless. Keep it cheap: it runs on the event
+        loop, many times a second on a fast swarm.
+        """
+
+
+#: ``factory(torrent, options) -> PieceStrategy``; ``options`` is the parsed command line.
+StrategyFactory = Callable[[Metainfo, argparse.Namespace], PieceStrategy]
+
+
+@runtime_checkable
+class Storage(Protocol):
+    """Where a torrent's bytes live, addressed by piece (the model of anacrolix/torrent).
+
+    The engine writes a piece only after its SHA-1 matched, then calls
+    :meth:`mark_complete`. It reads only pieces that are complete (to upload
+    them, or to check data that was already there). Raise
+    :class:`StorageError` with a one-line message for failures the user must
+    see (disk full, permission denied); the engine stops the torrent without
+    marking the piece complete.
+    """
+
+    def read(self, piece: int, offset: int, length: int) -> bytes:
+        """Return ``length`` bytes at ``offset`` inside ``piece`` (missing data reads as zeros)."""
+
+    def write(self, piece: int, offset: int, data: bytes | memoryview) -> None:
+        """Store ``data`` at ``offset`` inside ``piece``; durable at least to the OS when it returns."""
+
+    def mark_complete(self, piece: int) -> None:
+        """Record that ``piece`` is verified and fully written."""
+
+    def mark_incomplete(self, piece: int) -> None:
+        """Forget a completion record (the data was found bad)."""
+
+    def completed_pieces(self) -> set[int] | None:
+        """Pieces a trustworthy record (e.g. a resume file) says are complete, or ``None``.
+
+        ``None`` means "no usable record": the engine then hashes every piece
+        listed by :meth:`pieces_with_data`. Return ``None`` whenever the record
+        could be stale (files changed since it was written, unclean exit).
+        """
+
+    def pieces_with_data(self) -> Iterable[int]:
+        """Pieces that may hold data worth hashing at start (all of them if unsure)."""
+
+    def flush(self) -> None:
+        """Push buffered writes to the operating system."""
+
+    def close(self) -> None:
+        """Flush, save completion records, release files. Called once, also after errors."""
+
+
+#: ``factory(torrent, save_path, options) -> Storage``.
+StorageFactory = Callable[[Metainfo, str, argparse.Namespace], Storage]
+
+
+@dataclass
+class PeerInfo:
+    """A connected peer, as reporters see it."""
+
+    address: tuple[str, int]
+    client: str = ""
+    incoming: bool = False
+    download_rate: float = 0.0
+    upload_rate: float = 0.0
+    downloaded: int = 0
+    uploaded: int = 0
+    is_seed: bool = False
+
+
+@dataclass
+class ProgressSnapshot:
+    """The state of one torrent at one moment (sent about once a second).
+
+    ``state`` is one of ``"checking"`` (hashing data found on disk; see
+    ``checked``), ``"downloading"``, ``"seeding"``, ``"stopping"``, ``"done"``.
+    Byte counts are for this session except ``have_bytes``/``total_bytes``.
+    """
+
+    name: str
+    state: str
+    total_bytes: int
+    have_bytes: int
+    pieces_done: int
+    num_pieces: int
+    downloaded: int = 0
+    uploaded: int = 0
+    download_rate: float = 0.0
+    upload_rate: float = 0.0
+    peers: int = 0
+    seeds: int = 0
+    leechers: int = 0
+    eta: float | None = None
+    elapsed: float = 0.0
+    checked: int = 0
+    wasted: int = 0
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def fraction(self) -> float:
+        """Share of the torrent we have, 0.0 to 1.0."""
+        return self.have_bytes / self.total_bytes if self.total_bytes else 1.0
+
+    @property
+    def ratio(self) -> float:
+        """Uploaded / downloaded in this session (uploaded / total when nothing was downloaded)."""
+        base = self.downloaded or self.total_bytes
+        return self.uploaded / base if base else 0.0
+
+
+# --- hooks: configuration ------------------------------------------------------------------------
+
+
+@hookspec
+def torrentcore_add_options(parser: argparse.ArgumentParser) -> None:
+    """Add command-line options for this plugin.
+
+    Called once per ``run``/``seed`` sub-command parser, before the command
+    line is parsed. The parsed values reach plugins as the ``options``
+    argument of factories and of :func:`torrentcore_on_start`. Returns nothing.
+    """
+
+
+# --- hooks: piece selection ----------------------------------------------------------------------
+
+
+@hookspec
+def torrentcore_piece_strategies() -> Mapping[str, StrategyFactory]:
+    """Offer piece-selection strategies by name.
+
+    Called once when the plugin manager is set up. Return a mapping of
+    strategy name to factory; the results of all plugins are merged, and two
+    plugins offering the same name is an error. The factory of the strategy
+    the user chose is called once per torrent.
+    """
+
+
+# --- hooks: storage ------------------------------------------------------------------------------
+
+
+@hookspec
+def torrentcore_storage_backends() -> Mapping[str, StorageFactory]:
+    """Offer storage backends by name.
+
+    Called once when the plugin manager is set up. Return a mapping of
+    backend name to factory; merged across plugins like strategies. The
+    chosen factory is called once per torrent with the torrent, the download
+    folder and the options, and must return an open :class:`Storage`.
+    """
+
+
+# --- hooks: progress reporting -------------------------------------------------------------------
+
+
+@hookspec
+def torrentcore_on_start(torrent: Metainfo, save_path: str, options: argparse.Namespace) -> None:
+    """A torrent is starting (before data is checked). Returns nothing."""
+
+
+@hookspec
+def torrentcore_on_progress(torrent: Metainfo, snapshot: ProgressSnapshot) -> None:
+    """About once a second while the torrent runs, including while checking. Returns nothing."""
+
+
+@hookspec
+def torrentcore_on_piece_verified(torrent: Metainfo, index: int) -> None:
+    """Piece ``index`` matched its hash and is on disk (downloaded or found at start). Returns nothing."""
+
+
+@hookspec
+def torrentcore_on_piece_failed(torrent: Metainfo, index: int, peers: Sequence[tuple[str, int]]) -> None:
+    """Piece ``index`` failed its hash; ``peers`` sent its blocks. It will be downloaded again."""
+
+
+@hookspec
+def torrentcore_on_peer_connected(torrent: Metainfo, peer: PeerInfo) -> None:
+    """A peer finished the handshake. Returns nothing."""
+
+
+@hookspec
+def torrentcore_on_peer_lost(torrent: Metainfo, peer: PeerInfo, reason: str) -> None:
+    """A connection to a peer ended; ``reason`` is a short text. Returns nothing."""
+
+
+@hookspec
+def torrentcore_on_completed(torrent: Metainfo, snapshot: ProgressSnapshot) -> None:
+    """Every piece is verified and written. Seeding may follow. Returns nothing."""
+
+
+@hookspec
+def torrentcore_on_error(torrent: Metainfo | None, message: str, fatal: bool) -> None:
+    """Something went wrong. ``fatal`` errors end the run; others (a tracker down) are warnings."""
+
+
+@hookspec
+def torrentcore_on_finish(torrent: Metainfo, snapshot: ProgressSnapshot, exit_code: int) -> None:
+    """The torrent stopped for good (done, interrupted or failed); the last call for it."""

@@ -1,0 +1,409 @@
+"""Reading .torrent files (BEP 3, 12, 27, 47; hybrid BEP 52 through the v1 part).
+
+:func:`load` / :func:`parse` turn a metainfo file into a :class:`Metainfo`:
+validated piece layout, trackers by tier and file paths made safe to create
+under a download folder. Anything malformed raises
+:class:`~torrentcore.errors.MetainfoError` (or ``BencodeError``) with one line
+saying what is wrong.
+
+Path safety rules (every path stays inside the download folder):
+
+* each path component is decoded as UTF-8 (``path.utf-8`` preferred), invalid
+  bytes become ``_``; ``/``, ``\\``, NUL and control characters become ``_``;
+* components that are empty, ``.`` or ``..`` become ``_``;
+* components longer than 240 bytes are shortened, keeping the extension;
+* a torrent name that is unusable (empty, ``.``, ``..``) is replaced by the
+  info-hash in hex, as libtorrent does;
+* two files that would land on the same path (or a file that would sit where
+  another file needs a folder) get ``.1``, ``.2``, ... before the extension.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import bencode
+from .errors import MetainfoError
+
+#: Largest piece length accepted (libtorrent's limit too); pieces are held in memory.
+MAX_PIECE_LENGTH = 512 * 1024 * 1024
+#: Largest number of files in one torrent.
+MAX_FILES = 1_000_000
+#: Byte budget for one path component (filesystems allow 255; leave room for ``.N``).
+MAX_COMPONENT_BYTES = 240
+#: How many ``.N`` suffixes to try before giving up on a duplicate name.
+MAX_DUPLICATES = 100
+#: Pre-BEP 47 padding files are recognised by this name prefix.
+PAD_PREFIX = "_____padding_file_"
+V2_ONLY_MESSAGE = "v2-only torrents are not supported yet (this torrent has no v1 'pieces')"
+
+_CASE_INSENSITIVE_FS = sys.platform in ("darwin", "win32")
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    """One file of the torrent, placed in the torrent's byte stream.
+
+    ``path`` is relative to the download folder and already safe (it starts
+    with the torrent's folder name for multi-file torrents). Pad files (BEP 47)
+    occupy bytes in the stream but are never written; symlinks have length 0
+    and are not created.
+    """
+
+    path: tuple[str, ...]
+    length: int
+    offset: int
+    pad: bool = False
+    symlink: bool = False
+    executable: bool = False
+    hidden: bool = False
+
+    @property
+    def relpath(self) -> str:
+        """The path joined with ``/`` (for display and JSON)."""
+        return "/".join(self.path)
+
+
+@dataclass
+class Metainfo:
+    """A parsed, validated v1 (or hybrid) torrent."""
+
+    info_hash: bytes
+    name: str
+    piece_length: int
+    pieces: bytes
+    files: list[FileEntry]
+    total_length: int
+    trackers: list[list[str]] = field(default_factory=list)
+    private: bool = False
+    multi_file: bool = False
+    hybrid: bool = False
+    created_by: str | None = None
+    comment: str | None = None
+    creation_date: int | None = None
+    url_list: list[str] = field(default_factory=list)
+    nodes: list[tuple[str, int]] = field(default_factory=list)
+    raw_info: bytes = b""
+
+    @property
+    def num_pieces(self) -> int:
+        """Number of pieces."""
+        return len(self.pieces) // 20
+
+    @property
+    def info_hash_hex(self) -> str:
+        """The v1 info-hash in lowercase hex."""
+        return self.info_hash.hex()
+
+    def piece_hash(self, index: int) -> bytes:
+        """The SHA-1 that piece ``index`` must hash to."""
+        return self.pieces[index * 20 : index * 20 + 20]
+
+    def piece_size(self, index: int) -> int:
+        """Length in bytes of piece ``index`` (the last one may be short)."""
+        if index == self.num_pieces - 1:
+            return self.total_length - index * self.piece_length
+        return self.piece_length
+
+    @property
+    def data_files(self) -> list[FileEntry]:
+        """Files that are really stored (no pad files)."""
+        return [f for f in self.files if not f.pad]
+
+    @property
+    def data_length(self) -> int:
+        """Bytes of real data (total length less pad files)."""
+        return sum(f.length for f in self.files if not f.pad)
+
+
+def load(path: str) -> Metainfo:
+    """Read and parse the .torrent file at ``path``."""
+    try:
+        size = os.path.getsize(path)
+        if size > bencode.MAX_SIZE:
+            raise MetainfoError(f"{path}: {size} bytes is too large for a .torrent file")
+        with open(path, "rb") as fh:
+            data = fh.read()
+    except OSError as exc:
+        raise MetainfoError(f"cannot read {path}: {exc.strerror or exc}") from None
+    return parse(data)
+
+
+def parse(data: bytes) -> Metainfo:
+    """Parse the bytes of a .torrent file."""
+    if data[:1] != b"d":
+        raise MetainfoError("not a torrent file: it is not a bencoded dictionary")
+    # libtorrent tolerates a trailing newline after the dictionary; nothing else may follow.
+    top, raw = bencode.decode_dict_with_spans(data.rstrip(b" \t\r\n"))
+    info = top.get(b"info")
+    if not isinstance(info, dict):
+        raise MetainfoError("missing or invalid 'info' dictionary")
+    raw_info = raw[b"info"]
+    info_hash = hashlib.sha1(raw_info).digest()
+
+    if b"pieces" not in info:
+        if info.get(b"meta version") == 2 or b"file tree" in info:
+            raise MetainfoError(V2_ONLY_MESSAGE)
+        raise MetainfoError("missing 'pieces' in the info dictionary")
+    hybrid = info.get(b"meta version") == 2
+
+    piece_length = info.get(b"piece length")
+    if not isinstance(piece_length, int) or piece_length <= 0:
+        raise MetainfoError("invalid or missing 'piece length'")
+    if piece_length > MAX_PIECE_LENGTH:
+        raise MetainfoError(f"piece length {piece_length} is larger than the supported {MAX_PIECE_LENGTH}")
+    if hybrid and (piece_length < 16384 or piece_length & (piece_length - 1)):
+        raise MetainfoError("invalid 'piece length' for a v2 torrent (must be a power of two >= 16 KiB)")
+    pieces = info[b"pieces"]
+    if not isinstance(pieces, bytes) or len(pieces) % 20:
+        raise MetainfoError("invalid 'pieces': its length is not a multiple of 20")
+
+    name = _text(info, b"name")
+    if name is None:
+        raise MetainfoError("missing or invalid 'name' in the info dictionary")
+    name = _safe_component(name)
+    if name == "_" or name.strip() == "":
+        name = info_hash.hex()
+
+    files = _read_files(info, name)
+    if hybrid:
+        _check_v2_tree(info, files)
+    total = 0
+    placed: list[FileEntry] = []
+    for f in files:
+        placed.append(FileEntry(f.path, f.length, total, f.pad, f.symlink, f.executable, f.hidden))
+        total += f.length
+    if total <= 0:
+        raise MetainfoError("invalid length: the torrent holds no data")
+    expected = math.ceil(total / piece_length)
+    if expected != len(pieces) // 20:
+        raise MetainfoError(
+            f"piece count mismatch: {len(pieces) // 20} hashes for {total} bytes in "
+            f"{piece_length}-byte pieces (expected {expected})"
+        )
+    _dedupe_paths(placed)
+
+    return Metainfo(
+        info_hash=info_hash,
+        name=name,
+        piece_length=piece_length,
+        pieces=pieces,
+        files=placed,
+        total_length=total,
+        trackers=_trackers(top),
+        private=info.get(b"private") == 1,
+        multi_file=b"files" in info,
+        hybrid=hybrid,
+        created_by=_text(top, b"created by"),
+        comment=_text(top, b"comment"),
+        creation_date=top.get(b"creation date") if isinstance(top.get(b"creation date"), int) else None,
+        url_list=_url_list(top),
+        nodes=_nodes(top),
+        raw_info=raw_info,
+    )
+
+
+# --- helpers -----------------------------------------------------------------------------------
+
+
+def _decode_text(value: bytes) -> str:
+    return value.decode("utf-8", errors="replace").replace("\ufffd", "_")
+
+
+def _text(d: dict, key: bytes) -> str | None:
+    """A text field, preferring the ``key.utf-8`` variant when it is valid."""
+    for k in (key + b".utf-8", key):
+        v = d.get(k)
+        if isinstance(v, bytes):
+            return _decode_text(v)
+    return None
+
+
+def _safe_component(comp: str) -> str:
+    """Make one path component safe to create inside a folder."""
+    comp = comp.strip("/\\")  # a leading or trailing separator carries no name (libtorrent agrees)
+    out = "".join("_" if (c in "/\\" or ord(c) < 32 or c == "\x7f") else c for c in comp)
+    if out in ("", ".", ".."):
+        return "_"
+    raw = out.encode("utf-8")
+    if len(raw) > MAX_COMPONENT_BYTES:
+        stem, dot, ext = out.rpartition(".")
+        ext_b = (dot + ext).encode("utf-8") if dot and stem and len(ext.encode()) <= 20 else b""
+        keep = raw[: MAX_COMPONENT_BYTES - len(ext_b)].decode("utf-8", errors="ignore")
+        out = keep + ext_b.decode("utf-8")
+    return out
+
+
+@dataclass
+class _RawFile:
+    path: tuple[str, ...]
+    length: int
+    pad: bool
+    symlink: bool
+    executable: bool
+    hidden: bool
+
+
+def _read_files(info: dict, name: str) -> list[_RawFile]:
+    attr = info.get(b"attr", b"")
+    if b"files" not in info:
+        length = info.get(b"length")
+        if not isinstance(length, int) or length < 0:
+            raise MetainfoError("invalid or missing 'length'")
+        attr = attr if isinstance(attr, bytes) else b""
+        return [_RawFile((name,), length, False, False, b"x" in attr, b"h" in attr)]
+    entries = info[b"files"]
+    if not isinstance(entries, list) or not entries:
+        raise MetainfoError("invalid 'files': no files in the torrent")
+    if len(entries) > MAX_FILES:
+        raise MetainfoError(f"too many files ({len(entries)})")
+    out = []
+    for n, entry in enumerate(entries):
+        if not isinstance(entry, dict):
+            raise MetainfoError(f"file #{n} is not a dictionary")
+        attr = entry.get(b"attr", b"")
+        attr = attr if isinstance(attr, bytes) else b""
+        symlink = b"l" in attr
+        length = entry.get(b"length", 0 if symlink else None)
+        if not isinstance(length, int) or length < 0:
+            raise MetainfoError(f"file #{n} has an invalid or missing 'length'")
+        parts = entry.get(b"path.utf-8")
+        if not _is_path_list(parts):
+            parts = entry.get(b"path", [] if b"p" in attr else None)
+        if not _is_path_list(parts):
+            raise MetainfoError(f"file #{n} has an invalid or missing 'path'")
+        comps = [_decode_text(p) for p in parts]
+        pad = b"p" in attr or (bool(comps) and comps[-1].startswith(PAD_PREFIX))
+        if symlink:
+            target = entry.get(b"symlink path")
+            if not _is_path_list(target):
+                raise MetainfoError(f"file #{n} is a symlink with an invalid 'symlink path'")
+            length = 0  # libtorrent and BEP 47: a symlink carries no data
+        path = (name, *(_safe_component(c) for c in comps)) if comps else (name, "_")
+        out.append(_RawFile(path, length, pad, symlink, b"x" in attr, b"h" in attr))
+    return out
+
+
+def _check_v2_tree(info: dict, files: list[_RawFile]) -> None:
+    """Reject a hybrid torrent whose v2 'file tree' is malformed or disagrees with its v1 file list."""
+    tree = info.get(b"file tree")
+    if not isinstance(tree, dict):
+        raise MetainfoError("hybrid torrent without a valid v2 'file tree'")
+    lengths: list[int] = []
+    stack = [tree]
+    while stack:
+        node = stack.pop()
+        for key, child in node.items():
+            if not isinstance(child, dict):
+                raise MetainfoError("invalid v2 'file tree' entry")
+            if key == b"":
+                if len(node) != 1 or not isinstance(child.get(b"length"), int) or child[b"length"] < 0:
+                    raise MetainfoError("invalid v2 'file tree' file entry")
+                lengths.append(child[b"length"])
+            else:
+                stack.append(child)
+    # Compare the non-empty files only: empty files and symlinks carry no data in either list.
+    v1 = sorted(f.length for f in files if not f.pad and f.length)
+    if sorted(n for n in lengths if n) != v1:
+        raise MetainfoError("the v1 and v2 file lists of this hybrid torrent do not match")
+
+
+def _is_path_list(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(p, bytes) for p in value)
+
+
+def _key(path: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(p.casefold() for p in path) if _CASE_INSENSITIVE_FS else path
+
+
+def _with_suffix(comp: str, n: int) -> str:
+    stem, dot, ext = comp.rpartition(".")
+    if dot and stem:
+        return f"{stem}.{n}.{ext}"
+    return f"{comp}.{n}"
+
+
+def _dedupe_paths(files: list[FileEntry]) -> None:
+    """Rename files in place so no two share a path and no file blocks a folder."""
+    taken_files: set[tuple[str, ...]] = set()
+    taken_dirs: set[tuple[str, ...]] = set()
+    for i, f in enumerate(files):
+        if f.pad:
+            continue
+        path = list(f.path)
+        # A folder on our path that is already a file: rename that folder component.
+        for depth in range(1, len(path)):
+            if _key(tuple(path[:depth])) in taken_files:
+                base = path[depth - 1]
+                for n in range(1, MAX_DUPLICATES + 1):
+                    path[depth - 1] = _with_suffix(base, n)
+                    if _key(tuple(path[:depth])) not in taken_files:
+                        break
+                else:
+                    raise MetainfoError("too many duplicate file names")
+        leaf = path[-1]
+        for n in range(0, MAX_DUPLICATES + 1):
+            cand = tuple(path[:-1]) + ((_with_suffix(leaf, n) if n else leaf),)
+            if _key(cand) not in taken_files and _key(cand) not in taken_dirs:
+                break
+        else:
+            raise MetainfoError("too many duplicate file names")
+        taken_files.add(_key(cand))
+        for depth in range(1, len(cand)):
+            taken_dirs.add(_key(cand[:depth]))
+        if cand != f.path:
+            files[i] = FileEntry(cand, f.length, f.offset, f.pad, f.symlink, f.executable, f.hidden)
+
+
+def _trackers(top: dict) -> list[list[str]]:
+    """Tracker tiers per BEP 12; ``announce`` alone when there is no usable list."""
+    tiers: list[list[str]] = []
+    seen: set[str] = set()
+    announce_list = top.get(b"announce-list")
+    if isinstance(announce_list, list):
+        for tier in announce_list:
+            if not isinstance(tier, list):
+                continue
+            urls = []
+            for url in tier:
+                if isinstance(url, bytes):
+                    text = _decode_text(url).strip()
+                    if text and text not in seen and "://" in text:
+                        seen.add(text)
+                        urls.append(text)
+            if urls:
+                tiers.append(urls)
+    if not tiers:
+        announce = top.get(b"announce")
+        if isinstance(announce, bytes):
+            text = _decode_text(announce).strip()
+            if text and "://" in text:
+                tiers.append([text])
+    return tiers
+
+
+def _url_list(top: dict) -> list[str]:
+    value = top.get(b"url-list")
+    items = value if isinstance(value, list) else [value]
+    return [_decode_text(v).strip() for v in items if isinstance(v, bytes) and v.strip()]
+
+
+def _nodes(top: dict) -> list[tuple[str, int]]:
+    out = []
+    value = top.get(b"nodes")
+    if isinstance(value, list):
+        for node in value:
+            if (
+                isinstance(node, list)
+                and len(node) == 2
+                and isinstance(node[0], bytes)
+                and isinstance(node[1], int)
+                and 0 < node[1] < 65536
+            ):
+                out.append((_decode_text(node[0]), node[1]))
+    return out

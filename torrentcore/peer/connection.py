@@ -1,0 +1,206 @@
+"""One TCP connection speaking the peer wire protocol: framing, handshake, buffered I/O.
+
+The socket is a (gevent-patched) blocking socket. One greenlet reads
+(:meth:`Connection.read_message`), and a writer greenlet owned by the
+connection sends whatever :meth:`Connection.send` queued, in batches, so a
+slow peer never blocks the engine; when the queue is empty the writer asks
+the ``producer`` callback for more (piece data being uploaded) and sends a
+keep-alive after ``KEEPALIVE_INTERVAL`` seconds of silence.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+import time
+from collections.abc import Callable
+
+import gevent
+import gevent.event
+
+from ..errors import ProtocolError
+from . import messages as msg
+
+#: Largest message accepted: a 128 KiB block plus header, or a bitfield for 2^21 pieces.
+MAX_MESSAGE = 512 * 1024
+#: A peer silent for this long is dead (BEP 3 peers send keep-alives every 2 minutes).
+IDLE_TIMEOUT = 150.0
+KEEPALIVE_INTERVAL = 90.0
+HANDSHAKE_TIMEOUT = 15.0
+CONNECT_TIMEOUT = 10.0
+READ_BUFFER = 256 * 1024
+
+_U32 = struct.Struct(">I")
+_U32x2 = struct.Struct(">II")
+
+
+class Connection:
+    """A peer wire connection. Not thread-safe; greenlet-safe for one reader plus senders."""
+
+    def __init__(self, sock: socket.socket, address: tuple[str, int]) -> None:
+        self.sock = sock
+        self.address = address
+        sock.settimeout(IDLE_TIMEOUT)
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass
+        self._buf = bytearray(READ_BUFFER)
+        self._view = memoryview(self._buf)
+        self._start = 0
+        self._end = 0
+        self._out: list[bytes] = []
+        self._wake = gevent.event.Event()
+        self._writer: gevent.Greenlet | None = None
+        self.producer: Callable[[], bytes | None] | None = None
+        self.closed = False
+        self.close_reason = ""
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.last_send = time.monotonic()
+
+    @classmethod
+    def connect(cls, address: tuple[str, int], timeout: float = CONNECT_TIMEOUT) -> Connection:
+        """Open a TCP connection to ``address``."""
+        sock = socket.create_connection(address, timeout=timeout)
+        return cls(sock, address)
+
+    # --- reading ---------------------------------------------------------------------------------
+
+    def _fill(self, need: int) -> None:
+        """Make at least ``need`` bytes available in the buffer."""
+        while self._end - self._start < need:
+            if self._start == self._end:
+                self._start = self._end = 0
+            elif len(self._buf) - self._start < need:
+                size = self._end - self._start
+                self._buf[0:size] = self._buf[self._start : self._end]
+                self._start, self._end = 0, size
+            n = self.sock.recv_into(self._view[self._end :])
+            if not n:
+                raise ConnectionError("connection closed by peer")
+            self._end += n
+            self.bytes_in += n
+
+    def read_exact(self, n: int) -> bytes:
+        """Read exactly ``n`` bytes (``n`` <= the read buffer)."""
+        self._fill(n)
+        data = bytes(self._view[self._start : self._start + n])
+        self._start += n
+        return data
+
+    def read_into(self, dest: memoryview) -> None:
+        """Fill ``dest`` completely: first from the buffer, then straight from the socket."""
+        have = min(self._end - self._start, len(dest))
+        if have:
+            dest[:have] = self._view[self._start : self._start + have]
+            self._start += have
+        pos = have
+        while pos < len(dest):
+            n = self.sock.recv_into(dest[pos:])
+            if not n:
+                raise ConnectionError("connection closed by peer")
+            pos += n
+            self.bytes_in += n
+
+    def skip(self, n: int) -> None:
+        """Discard ``n`` bytes of payload."""
+        while n:
+            chunk = min(n, READ_BUFFER)
+            self._fill(chunk)
+            self._start += chunk
+            n -= chunk
+
+    def read_message(self) -> tuple[int, object]:
+        """Read one message; return ``(id, payload)``; ``(-1, None)`` is a keep-alive.
+
+        For PIECE the payload is ``(index, begin, length)`` and the caller must
+        then consume ``length`` bytes with :meth:`read_into` or :meth:`skip`.
+        """
+        self._fill(4)
+        (length,) = _U32.unpack_from(self._buf, self._start)
+        self._start += 4
+        if length == 0:
+            return -1, None
+        if length > MAX_MESSAGE:
+            raise ProtocolError(f"message of {length} bytes is larger than the {MAX_MESSAGE}-byte limit")
+        self._fill(1)
+        msg_id = self._buf[self._start]
+        self._start += 1
+        if msg_id == msg.PIECE:
+            if length < 9:
+                raise ProtocolError("piece message too short")
+            self._fill(8)
+            index, begin = _U32x2.unpack_from(self._buf, self._start)
+            self._start += 8
+            return msg_id, (index, begin, length - 9)
+        return msg_id, self.read_exact(length - 1)
+
+    # --- handshake -------------------------------------------------------------------------------
+
+    def send_handshake(self, info_hash: bytes, peer_id: bytes, reserved: bytes) -> None:
+        """Send our handshake directly (before the writer starts)."""
+        self.sock.sendall(msg.handshake(info_hash, peer_id, reserved))
+
+    def read_handshake(self, timeout: float = HANDSHAKE_TIMEOUT) -> tuple[bytes, bytes, bytes]:
+        """Read the peer's handshake: ``(reserved, info_hash, peer_id)``."""
+        with gevent.Timeout(timeout, ProtocolError("no handshake from peer")):
+            self._fill(1)
+            if self._buf[self._start] != len(msg.PROTOCOL):
+                raise ProtocolError("not a BitTorrent handshake")
+            return msg.parse_handshake(self.read_exact(msg.HANDSHAKE_LEN))
+
+    # --- writing ---------------------------------------------------------------------------------
+
+    def start_writer(self) -> None:
+        """Start the writer greenlet (after the handshake)."""
+        self._writer = gevent.spawn(self._write_loop)
+
+    def send(self, data: bytes) -> None:
+        """Queue ``data`` for sending."""
+        if self.closed:
+            return
+        self._out.append(data)
+        self._wake.set()
+
+    def wake(self) -> None:
+        """Ask the writer to poll the producer again."""
+        self._wake.set()
+
+    def _write_loop(self) -> None:
+        try:
+            while not self.closed:
+                self._wake.wait(KEEPALIVE_INTERVAL)
+                self._wake.clear()
+                while not self.closed:
+                    if self._out:
+                        batch, self._out = self._out, []
+                        data = b"".join(batch)
+                    elif self.producer is not None and (more := self.producer()):
+                        data = more
+                    else:
+                        break
+                    self.sock.sendall(data)
+                    self.bytes_out += len(data)
+                    self.last_send = time.monotonic()
+                if not self.closed and time.monotonic() - self.last_send >= KEEPALIVE_INTERVAL:
+                    self.sock.sendall(msg.KEEPALIVE)
+                    self.last_send = time.monotonic()
+        except (OSError, ConnectionError) as exc:
+            self.close(f"send failed: {exc}")
+
+    def close(self, reason: str = "") -> None:
+        """Close the socket (idempotent); the reader then fails with an OSError."""
+        if self.closed:
+            return
+        self.closed = True
+        self.close_reason = reason
+        self._wake.set()
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        try:
+            self.sock.close()
+        except OSError:
+            pass

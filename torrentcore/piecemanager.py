@@ -1,0 +1,222 @@
+"""Block bookkeeping: which blocks are free, requested, received; availability; endgame.
+
+The piece manager is the :class:`~torrentcore.hookspec.SwarmView` handed to
+the piece strategy. It asks the strategy for an order of pieces and turns it
+into block requests, tracks who asked for what (several peers per block in
+endgame), assembles each piece in memory, and hands complete pieces over for
+verification. Nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+
+from .bitfield import Bitfield
+from .hookspec import BLOCK_SIZE, PieceStrategy
+from .metainfo import Metainfo
+
+FREE, REQUESTED, RECEIVED = 0, 1, 2
+#: In endgame, a block is requested from at most this many peers at once.
+ENDGAME_DUPLICATES = 3
+
+Block = tuple[int, int, int]  # (piece index, begin, length)
+
+
+class Piece:
+    """A piece being downloaded: its buffer and the state of each block."""
+
+    __slots__ = ("index", "size", "buffer", "state", "requesters", "free", "received", "senders", "first_free")
+
+    def __init__(self, index: int, size: int) -> None:
+        self.index = index
+        self.size = size
+        self.buffer = bytearray(size)
+        nblocks = (size + BLOCK_SIZE - 1) // BLOCK_SIZE
+        self.state = bytearray(nblocks)
+        self.requesters: dict[int, list[Hashable]] = {}
+        self.free = nblocks
+        self.received = 0
+        self.first_free = 0
+        # block number -> peer that delivered it (for banning liars)
+        self.senders: dict[int, Hashable] = {}
+
+    def block_length(self, block: int) -> int:
+        """Length of block number ``block``."""
+        return min(BLOCK_SIZE, self.size - block * BLOCK_SIZE)
+
+
+class PieceManager:
+    """Request planning for one torrent (implements :class:`~torrentcore.hookspec.SwarmView`)."""
+
+    def __init__(self, torrent: Metainfo, have: Bitfield, strategy: PieceStrategy) -> None:
+        self.torrent = torrent
+        self.num_pieces = torrent.num_pieces
+        self.have = have
+        self.strategy = strategy
+        self.availability = [0] * self.num_pieces
+        self.partial: dict[int, Piece] = {}
+        self.verifying: set[int] = set()
+        self.version = 0
+        self.endgame = False
+        # Number of wanted pieces that are neither started nor being verified.
+        self._unstarted = self.num_pieces - have.count
+
+    # --- SwarmView ---------------------------------------------------------------------------
+
+    def wanted(self, index: int) -> bool:
+        """Not verified and not waiting for its hash check."""
+        return not self.have[index] and index not in self.verifying
+
+    # --- availability --------------------------------------------------------------------------
+
+    def add_peer_pieces(self, has: Bitfield) -> None:
+        """A peer's bitfield arrived."""
+        avail = self.availability
+        for i in has.indices():
+            avail[i] += 1
+        self.version += 1
+
+    def add_peer_piece(self, index: int) -> None:
+        """A peer announced one more piece (HAVE)."""
+        self.availability[index] += 1
+        self.version += 1
+
+    def remove_peer_pieces(self, has: Bitfield) -> None:
+        """A peer left; forget its pieces."""
+        avail = self.availability
+        for i in has.indices():
+            avail[i] -= 1
+        self.version += 1
+
+    def interesting(self, has: Bitfield) -> bool:
+        """Whether a peer with ``has`` has any piece we still want."""
+        if self.have.complete:
+            return False
+        if has.complete:
+            return True
+        return any(self.wanted(i) for i in has.indices())
+
+    # --- requests ------------------------------------------------------------------------------
+
+    def _start(self, index: int) -> Piece:
+        piece = Piece(index, self.torrent.piece_size(index))
+        self.partial[index] = piece
+        self._unstarted -= 1
+        return piece
+
+    def next_requests(self, peer: Hashable, has: Bitfield, count: int) -> list[Block]:
+        """Up to ``count`` blocks to request from ``peer`` (whose pieces are ``has``)."""
+        out: list[Block] = []
+        if count <= 0:
+            return out
+        for index in self.strategy.next_pieces(self, has):
+            if not (0 <= index < self.num_pieces) or not has[index] or not self.wanted(index):
+                continue
+            piece = self.partial.get(index)
+            if piece is None:
+                piece = self._start(index)
+            if not piece.free:
+                continue
+            state = piece.state
+            b = piece.first_free
+            nblocks = len(state)
+            while b < nblocks and len(out) < count:
+                if state[b] == FREE:
+                    state[b] = REQUESTED
+                    piece.requesters[b] = [peer]
+                    piece.free -= 1
+                    out.append((index, b * BLOCK_SIZE, piece.block_length(b)))
+                b += 1
+            piece.first_free = b
+            if len(out) >= count:
+                return out
+        if self._unstarted == 0 and not any(p.free for p in self.partial.values()):
+            self.endgame = True
+        if self.endgame and len(out) < count:
+            out.extend(self._endgame_requests(peer, has, count - len(out)))
+        return out
+
+    def _endgame_requests(self, peer: Hashable, has: Bitfield, count: int) -> list[Block]:
+        out: list[Block] = []
+        for piece in self.partial.values():
+            if not has[piece.index]:
+                continue
+            for b, who in piece.requesters.items():
+                if piece.state[b] == REQUESTED and peer not in who and len(who) < ENDGAME_DUPLICATES:
+                    who.append(peer)
+                    out.append((piece.index, b * BLOCK_SIZE, piece.block_length(b)))
+                    if len(out) >= count:
+                        return out
+        return out
+
+    def release(self, peer: Hashable, blocks: list[Block]) -> None:
+        """``peer`` will not deliver these blocks (choked us, timed out, left): free them."""
+        for index, begin, _length in blocks:
+            piece = self.partial.get(index)
+            if piece is None:
+                continue
+            b = begin // BLOCK_SIZE
+            who = piece.requesters.get(b)
+            if who and peer in who:
+                who.remove(peer)
+                if not who:
+                    del piece.requesters[b]
+                    if piece.state[b] == REQUESTED:
+                        piece.state[b] = FREE
+                        piece.free += 1
+                        piece.first_free = min(piece.first_free, b)
+                        self.endgame = False
+
+    # --- receiving -----------------------------------------------------------------------------
+
+    def block_buffer(self, index: int, begin: int, length: int) -> memoryview | None:
+        """Where to store an arriving block, or None if we do not need it (duplicate, unknown)."""
+        piece = self.partial.get(index)
+        if piece is None or begin % BLOCK_SIZE:
+            return None
+        b = begin // BLOCK_SIZE
+        if b >= len(piece.state) or piece.state[b] == RECEIVED or length != piece.block_length(b):
+            return None
+        return memoryview(piece.buffer)[begin : begin + length]
+
+    def block_received(self, peer: Hashable, index: int, begin: int) -> tuple[list[Hashable], Piece | None]:
+        """Record a block stored via :meth:`block_buffer`.
+
+        Returns the other peers that were also asked for it (send them CANCEL),
+        and the piece if it is now complete (it moves to verification).
+        """
+        piece = self.partial[index]
+        b = begin // BLOCK_SIZE
+        if piece.state[b] == FREE:
+            piece.free -= 1
+        piece.state[b] = RECEIVED
+        piece.received += 1
+        piece.senders[b] = peer
+        others = [p for p in piece.requesters.pop(b, ()) if p != peer]
+        if piece.received == len(piece.state):
+            del self.partial[index]
+            self.verifying.add(index)
+            return others, piece
+        return others, None
+
+    def piece_verified(self, index: int) -> None:
+        """The piece passed its hash check and is stored."""
+        self.verifying.discard(index)
+        self.have.set(index)
+
+    def piece_failed(self, index: int) -> None:
+        """The piece failed its hash check: it is wanted again from scratch."""
+        self.verifying.discard(index)
+        self._unstarted += 1
+        self.endgame = False
+        self.version += 1
+
+    def requested_by(self, index: int, begin: int) -> list[Hashable]:
+        """Peers currently asked for a block."""
+        piece = self.partial.get(index)
+        return list(piece.requesters.get(begin // BLOCK_SIZE, ())) if piece else []
+
+    @property
+    def bytes_in_partial(self) -> int:
+        """Bytes received into pieces not yet verified."""
+        return sum(min(p.received * BLOCK_SIZE, p.size) for p in self.partial.values())

@@ -1,0 +1,730 @@
+"""The engine for one torrent: check data, find peers, download, verify, upload.
+
+A :class:`Torrent` owns the storage backend and piece strategy chosen through
+plugins, the :class:`~torrentcore.piecemanager.PieceManager`, the tracker
+tiers, and one greenlet per connected peer (bounded by a gevent ``Pool``).
+Around them run a few small greenlets: the tracker announcer, the connector
+(dials candidates while there is room), a one-second ticker (rates, request
+time-outs, progress reports, seeding limits) and the choker. SHA-1 hashing
+runs in gevent's thread pool, so it uses another core while the event loop
+keeps receiving.
+
+The rule that protects users' data: a piece is written through the storage
+hook only after its hash matched, and marked complete only after the write
+returned.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import hashlib
+import ipaddress
+import random
+import socket
+import time
+from dataclasses import dataclass
+
+import gevent
+import gevent.event
+import gevent.pool
+import gevent.server
+import structlog
+
+from . import __version__
+from .bitfield import Bitfield
+from .choker import INTERVAL as CHOKE_INTERVAL
+from .choker import Choker
+from .errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_RUNTIME, ProtocolError, StorageError, TrackerError
+from .hookspec import ProgressSnapshot
+from .metainfo import Metainfo
+from .peer import messages as msg
+from .peer.connection import Connection
+from .peer.peer import Peer
+from .piecemanager import Piece, PieceManager
+from .ratelimit import TokenBucket
+from .tracker import AnnounceRequest, TrackerTiers
+
+log = structlog.get_logger(__name__)
+
+#: Ban a peer once it has sent blocks of this many pieces that failed their hash alone.
+BAN_STRIKES = 2
+#: Re-dial delays for a known peer after failures (seconds), capped.
+RETRY_BASE = 2.0
+RETRY_MAX = 60.0
+#: Announce early when fewer peers than this are connected.
+WANT_MORE_PEERS = 8
+#: Hashing at start: pieces hashed concurrently in the thread pool.
+CHECK_PARALLEL = 2
+
+
+def make_peer_id() -> bytes:
+    """An Azureus-style peer id: ``-TC0100-`` and 12 random characters."""
+    major, minor, *_ = (__version__.split(".") + ["0", "0"])[:3]
+    prefix = f"-TC{int(major):02d}{int(minor):02d}-".encode()
+    alphabet = b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+    return prefix + bytes(random.choice(alphabet) for _ in range(20 - len(prefix)))
+
+
+def _sha1(data) -> bytes:
+    return hashlib.sha1(data).digest()
+
+
+@dataclass
+class Candidate:
+    """A peer address we may dial."""
+
+    address: tuple[str, int]
+    failures: int = 0
+    next_try: float = 0.0
+    connected: bool = False
+    source: str = "tracker"
+
+
+class Torrent:
+    """Runs one torrent from start to finish (see the module docstring)."""
+
+    version = __version__
+
+    def __init__(
+        self,
+        meta: Metainfo,
+        save_path: str,
+        pm,
+        options: argparse.Namespace,
+        strategy_factory,
+        storage_factory,
+        peer_id: bytes | None = None,
+    ) -> None:
+        self.meta = meta
+        self.save_path = save_path
+        self.pm = pm
+        self.hook = pm.hook
+        self.options = options
+        self.peer_id = peer_id or make_peer_id()
+        self.log = log.bind(torrent=meta.name, info_hash=meta.info_hash_hex)
+        self.have = Bitfield(meta.num_pieces)
+        self.storage = storage_factory(meta, save_path, options)
+        self.strategy = strategy_factory(meta, options)
+        self.manager = PieceManager(meta, self.have, self.strategy)
+        self.choker = Choker(self, slots=getattr(options, "upload_slots", 4))
+        self.peers: dict[tuple[str, int], Peer] = {}
+        self.candidates: dict[tuple[str, int], Candidate] = {}
+        self.banned_addresses: set[tuple[str, int]] = set()
+        self.banned_ids: set[bytes] = set()
+        self.self_addresses: set[tuple[str, int]] = set()
+        self.strikes: dict[tuple[str, int], int] = {}
+        self._bad_blocks: dict[int, dict[int, tuple[tuple[str, int], bytes]]] = {}
+        self.max_peers = max(1, getattr(options, "max_peers", 50))
+        self.pool = gevent.pool.Pool(self.max_peers)
+        self.port = 0
+        self.tiers = TrackerTiers(meta.trackers) if meta.trackers else None
+        self.download_limit = TokenBucket(getattr(options, "max_download_rate", 0))
+        self.upload_limit = TokenBucket(getattr(options, "max_upload_rate", 0))
+        self.downloaded = 0
+        self.uploaded = 0
+        self.wasted = 0
+        self.checked = 0
+        self.state = "checking"
+        self.started_at = time.monotonic()
+        self.completed_at: float | None = None
+        self.exit_code: int | None = None
+        self.error: str | None = None
+        self._done = gevent.event.Event()
+        self._announce_now = gevent.event.Event()
+        self._connect_now = gevent.event.Event()
+        self._greenlets: list[gevent.Greenlet] = []
+        self._rate_down = 0.0
+        self._rate_up = 0.0
+        self._bytes_down_tick = 0
+        self._bytes_up_tick = 0
+        self._last_announce = 0.0
+        self._min_interval = 0.0
+        self._tracker_seeders = 0
+        self._tracker_leechers = 0
+
+    # --- stats hooks used by peers -----------------------------------------------------------------
+
+    def block_arrived(self, n: int) -> None:
+        """Payload bytes received."""
+        self.downloaded += n
+        self._bytes_down_tick += n
+
+    def block_uploaded(self, n: int) -> None:
+        """Payload bytes sent."""
+        self.uploaded += n
+        self._bytes_up_tick += n
+
+    def stats_wasted(self, n: int) -> None:
+        """Bytes received that we could not use (duplicates, unrequested)."""
+        self.wasted += n
+
+    def read_block(self, index: int, begin: int, length: int) -> bytes | None:
+        """Read a block of a verified piece for uploading."""
+        if not self.have[index]:
+            return None
+        try:
+            return self.storage.read(index, begin, length)
+        except StorageError as exc:
+            self.fail(str(exc))
+            return None
+
+    # --- lifecycle ---------------------------------------------------------------------------------
+
+    def add_peers(self, addresses, source: str = "tracker") -> None:
+        """Learn peer addresses (from a tracker, the command line, ...)."""
+        added = False
+        for host, port in addresses:
+            addr = (host, int(port))
+            if addr in self.candidates or addr in self.banned_addresses or self._is_self(addr):
+                continue
+            self.candidates[addr] = Candidate(addr, source=source)
+            added = True
+        if added:
+            self._connect_now.set()
+
+    def _is_self(self, addr: tuple[str, int]) -> bool:
+        if addr in self.self_addresses:
+            return True
+        if self.port and addr[1] == self.port:
+            try:
+                ip = ipaddress.ip_address(addr[0])
+            except ValueError:
+                return False
+            return ip.is_loopback or addr[0] in _local_addresses()
+        return False
+
+    def run(self, listen: bool = True) -> int:
+        """Run until complete (and done seeding), failed or stopped; return the exit code."""
+        self.hook.torrentcore_on_start(torrent=self.meta, save_path=self.save_path, options=self.options)
+        try:
+            self._check_existing()
+            if self.exit_code is None:
+                if self.have.complete and not self._should_seed():
+                    self._finish(EXIT_OK)
+                else:
+                    self._start_network(listen)
+                    self._done.wait()
+        except StorageError as exc:
+            self.fail(str(exc))
+        except (KeyboardInterrupt, gevent.GreenletExit):
+            self.exit_code = EXIT_INTERRUPTED
+        finally:
+            self._shutdown()
+        return self.exit_code if self.exit_code is not None else EXIT_RUNTIME
+
+    def stop(self, exit_code: int = EXIT_INTERRUPTED) -> None:
+        """Ask the torrent to stop (Ctrl-C, SIGTERM)."""
+        if self.exit_code is None:
+            self.exit_code = exit_code
+        self._done.set()
+
+    def fail(self, message: str) -> None:
+        """A fatal error: report it and stop with exit code 1."""
+        if self.exit_code is None:
+            self.error = message
+            self.exit_code = EXIT_RUNTIME
+            self.log.error("fatal", error=message)
+            self.hook.torrentcore_on_error(torrent=self.meta, message=message, fatal=True)
+        self._done.set()
+
+    def _finish(self, code: int) -> None:
+        if self.exit_code is None:
+            self.exit_code = code
+        self._done.set()
+
+    def _should_seed(self) -> bool:
+        return not getattr(self.options, "no_seed", True)
+
+    # --- checking data already on disk ------------------------------------------------------------
+
+    def _check_existing(self) -> None:
+        """Find verified pieces: from the storage's completion record, else by hashing."""
+        record = self.storage.completed_pieces()
+        if record is not None:
+            for i in record:
+                if 0 <= i < self.meta.num_pieces:
+                    self.have.set(i)
+                    self.storage.mark_complete(i)
+            self.log.info("resume record trusted", pieces=len(record))
+            self.checked = self.meta.num_pieces
+            self._after_check()
+            return
+        todo = list(self.storage.pieces_with_data())
+        self.log.info("checking existing data", candidates=len(todo))
+        pool = gevent.get_hub().threadpool
+        reporter = gevent.spawn(self._report_loop)
+        try:
+            pending: list = []
+            for index in todo:
+                if self.exit_code is not None:
+                    return
+                data = self.storage.read(index, 0, self.meta.piece_size(index))
+                pending.append((index, pool.spawn(_sha1, data)))
+                if len(pending) >= CHECK_PARALLEL:
+                    self._collect_check(pending.pop(0))
+            for item in pending:
+                self._collect_check(item)
+        finally:
+            reporter.kill()
+        self.checked = self.meta.num_pieces
+        self._after_check()
+
+    def _collect_check(self, item) -> None:
+        index, result = item
+        if result.get() == self.meta.piece_hash(index):
+            self.have.set(index)
+            self.storage.mark_complete(index)
+            self.hook.torrentcore_on_piece_verified(torrent=self.meta, index=index)
+        self.checked += 1
+
+    def _after_check(self) -> None:
+        self.manager = PieceManager(self.meta, self.have, self.strategy)
+        self.state = "seeding" if self.have.complete else "downloading"
+        if self.have.complete:
+            self.completed_at = time.monotonic()
+
+    # --- network -----------------------------------------------------------------------------------
+
+    def _start_network(self, listen: bool) -> None:
+        if listen:
+            self._listen()
+        for host, port in getattr(self.options, "peers", None) or []:
+            self.add_peers([(host, port)], source="command line")
+        spawn = self._spawn
+        spawn(self._report_loop)
+        spawn(self._tick_loop)
+        spawn(self._connect_loop)
+        spawn(self._choke_loop)
+        if self.tiers is not None:
+            spawn(self._announce_loop)
+        elif not self.candidates and not self.have.complete:
+            self.hook.torrentcore_on_error(
+                torrent=self.meta, message="this torrent has no trackers and no peers were given", fatal=False
+            )
+        if self.have.complete:
+            self.hook.torrentcore_on_completed(torrent=self.meta, snapshot=self.snapshot())
+
+    def _spawn(self, fn, *args) -> gevent.Greenlet:
+        g = gevent.spawn(self._guard, fn, *args)
+        self._greenlets.append(g)
+        return g
+
+    def _guard(self, fn, *args) -> None:
+        """Run a background loop; an unexpected exception is fatal, never silent."""
+        try:
+            fn(*args)
+        except gevent.GreenletExit:
+            raise
+        except StorageError as exc:
+            self.fail(str(exc))
+        except Exception as exc:  # noqa: BLE001 - last line of defence for a background greenlet
+            self.log.exception("internal error", where=getattr(fn, "__name__", "?"))
+            self.fail(f"internal error in {getattr(fn, '__name__', '?')}: {exc!r}")
+
+    def _listen(self) -> None:
+        ports = getattr(self.options, "port", None)
+        candidates = [ports] if ports else list(range(6881, 6890)) + [0]
+        host = getattr(self.options, "listen_host", "0.0.0.0")
+        last_error = None
+        for port in candidates:
+            try:
+                server = gevent.server.StreamServer((host, port), self._accept, spawn=self.pool)
+                server.init_socket()
+                server.start()
+            except OSError as exc:
+                last_error = exc
+                continue
+            self.server = server
+            self.port = server.server_port
+            self.log.info("listening", port=self.port)
+            return
+        self.server = None
+        self.hook.torrentcore_on_error(
+            torrent=self.meta, message=f"cannot listen for peers: {last_error}", fatal=False
+        )
+
+    def _accept(self, sock, address) -> None:
+        addr = (address[0], address[1])
+        conn = Connection(sock, addr)
+        try:
+            reserved, info_hash, peer_id = conn.read_handshake()
+            if info_hash != self.meta.info_hash:
+                raise ProtocolError("handshake for another torrent")
+            conn.send_handshake(self.meta.info_hash, self.peer_id, _RESERVED)
+        except (ProtocolError, OSError, ConnectionError) as exc:
+            conn.close(str(exc))
+            return
+        self._run_peer(conn, reserved, peer_id, incoming=True)
+
+    def _dial(self, cand: Candidate) -> None:
+        addr = cand.address
+        try:
+            conn = Connection.connect(addr)
+        except OSError as exc:
+            self._dial_failed(cand, f"connect failed: {exc}")
+            return
+        try:
+            conn.send_handshake(self.meta.info_hash, self.peer_id, _RESERVED)
+            reserved, info_hash, peer_id = conn.read_handshake()
+            if info_hash != self.meta.info_hash:
+                raise ProtocolError("peer answered for another torrent")
+        except (ProtocolError, OSError, ConnectionError) as exc:
+            conn.close(str(exc))
+            self._dial_failed(cand, f"handshake failed: {exc}")
+            return
+        self._run_peer(conn, reserved, peer_id, incoming=False, cand=cand)
+
+    def _dial_failed(self, cand: Candidate, reason: str) -> None:
+        cand.connected = False
+        cand.failures += 1
+        cand.next_try = time.monotonic() + min(RETRY_MAX, RETRY_BASE * 2 ** min(cand.failures, 8))
+        self.log.debug("dial failed", peer=f"{cand.address[0]}:{cand.address[1]}", reason=reason)
+
+    def _run_peer(self, conn: Connection, reserved: bytes, peer_id: bytes, incoming: bool, cand=None) -> None:
+        addr = conn.address
+        if peer_id == self.peer_id:
+            self.self_addresses.add(addr)
+            if cand is not None:
+                self.candidates.pop(addr, None)
+            conn.close("connected to ourselves")
+            return
+        if peer_id in self.banned_ids or addr in self.banned_addresses:
+            conn.close("banned")
+            return
+        if addr in self.peers or any(p.peer_id == peer_id for p in self.peers.values()):
+            conn.close("already connected")
+            if cand is not None:
+                cand.connected = False
+            return
+        if len(self.peers) >= self.max_peers:
+            conn.close("too many peers")
+            return
+        peer = Peer(self, conn, peer_id, reserved, incoming)
+        self.peers[addr] = peer
+        if cand is not None:
+            cand.failures = 0
+        self.hook.torrentcore_on_peer_connected(torrent=self.meta, peer=peer.info())
+        reason = "closed"
+        try:
+            reason = peer.run()
+        finally:
+            conn.close(reason)
+            self._peer_gone(peer, reason, cand)
+
+    def _peer_gone(self, peer: Peer, reason: str, cand: Candidate | None) -> None:
+        self.peers.pop(peer.address, None)
+        peer._drop_requests(send_cancel=False)
+        self.manager.remove_peer_pieces(peer.has)
+        if self.choker.optimistic is peer:
+            self.choker.optimistic = None
+        if cand is not None:
+            cand.connected = False
+            cand.failures += 1
+            cand.next_try = time.monotonic() + min(RETRY_MAX, RETRY_BASE * 2 ** min(cand.failures, 5))
+        elif peer.incoming and peer.listen_port and peer.address[0]:
+            # Remember an incoming peer's listening address so we can dial it back later.
+            self.add_peers([(peer.address[0], peer.listen_port)], source="incoming")
+        self.log.debug("peer lost", peer=f"{peer.address[0]}:{peer.address[1]}", reason=reason)
+        self.hook.torrentcore_on_peer_lost(torrent=self.meta, peer=peer.info(), reason=reason)
+        self.wake_requesters()
+        self._connect_now.set()
+
+    def _connect_loop(self) -> None:
+        while True:
+            self._connect_now.wait(1.0)
+            self._connect_now.clear()
+            if self.have.complete and not self._should_seed():
+                continue
+            now = time.monotonic()
+            dialing = sum(1 for c in self.candidates.values() if c.connected)
+            room = self.max_peers - max(dialing, len(self.peers))
+            if room <= 0 or self.pool.full():
+                continue
+            ready = [
+                c
+                for c in self.candidates.values()
+                if not c.connected
+                and c.next_try <= now
+                and c.address not in self.peers
+                and c.address not in self.banned_addresses
+                and not self._is_self(c.address)
+            ]
+            if self.have.complete:
+                continue  # seeds wait for leechers to dial in
+            random.shuffle(ready)
+            ready.sort(key=lambda c: c.failures)
+            for cand in ready[:room]:
+                cand.connected = True
+                self.pool.spawn(self._dial, cand)
+
+    # --- trackers ----------------------------------------------------------------------------------
+
+    def _left(self) -> int:
+        done = sum(self.meta.piece_size(i) for i in self.have.indices()) if self.have.count else 0
+        return max(0, self.meta.total_length - done)
+
+    def _announce(self, event: str, timeout: float = 15.0):
+        req = AnnounceRequest(
+            info_hash=self.meta.info_hash,
+            peer_id=self.peer_id,
+            port=self.port or 6881,
+            uploaded=self.uploaded,
+            downloaded=self.downloaded,
+            left=self._left(),
+            event=event,
+            numwant=200 if not self.have.complete else 50,
+            key=self._key,
+        )
+        return self.tiers.announce(req, timeout=timeout)
+
+    @property
+    def _key(self) -> int:
+        return int.from_bytes(self.peer_id[-4:], "big")
+
+    def _announce_loop(self) -> None:
+        event = "started"
+        failures = 0
+        completed_sent = self.have.complete
+        while True:
+            if self.have.complete and not completed_sent and event != "started":
+                event = "completed"
+            try:
+                resp = self._announce(event)
+            except TrackerError as exc:
+                failures += 1
+                self.hook.torrentcore_on_error(torrent=self.meta, message=f"tracker: {exc}", fatal=False)
+                wait = min(300.0, 5.0 * 2 ** min(failures, 6))
+            else:
+                failures = 0
+                if event == "completed" or (event == "started" and self.have.complete):
+                    completed_sent = True
+                event = ""
+                self._last_announce = time.monotonic()
+                self._min_interval = float(resp.min_interval or min(resp.interval, 60))
+                self._tracker_seeders = resp.complete or 0
+                self._tracker_leechers = resp.incomplete or 0
+                if resp.warning:
+                    self.hook.torrentcore_on_error(
+                        torrent=self.meta, message=f"tracker warning: {resp.warning}", fatal=False
+                    )
+                self.add_peers(resp.peers)
+                wait = float(max(resp.interval, 1))
+            self._announce_now.clear()
+            self._announce_now.wait(wait)
+
+    def _maybe_announce_early(self) -> None:
+        """Ask the tracker for more peers when we are short of them (respecting min interval)."""
+        if self.tiers is None or self.have.complete:
+            return
+        if len(self.peers) >= WANT_MORE_PEERS:
+            return
+        if any(not c.connected and c.next_try <= time.monotonic() for c in self.candidates.values()):
+            return
+        if time.monotonic() - self._last_announce >= max(self._min_interval, 15.0):
+            self._announce_now.set()
+
+    # --- downloading -------------------------------------------------------------------------------
+
+    def wake_requesters(self) -> None:
+        """Blocks became free: let idle unchoked peers take them."""
+        for peer in list(self.peers.values()):
+            if not peer.peer_choking and peer.am_interested and len(peer.outstanding) < 4:
+                peer.fill_requests()
+
+    def verify_piece(self, piece: Piece) -> None:
+        """Hash a complete piece off the event loop, then store it (never the other way round)."""
+        gevent.spawn(self._guard, self._verify, piece)
+
+    def _verify(self, piece: Piece) -> None:
+        index = piece.index
+        digest = gevent.get_hub().threadpool.apply(_sha1, (piece.buffer,))
+        if self.exit_code is not None:
+            return
+        if digest != self.meta.piece_hash(index):
+            self._piece_failed(piece)
+            return
+        self.storage.write(index, 0, piece.buffer)
+        self.storage.mark_complete(index)
+        self.manager.piece_verified(index)
+        self.hook.torrentcore_on_piece_verified(torrent=self.meta, index=index)
+        if index in self._bad_blocks:
+            self._smart_ban(index, piece)
+        for peer in list(self.peers.values()):
+            peer.send_have(index)
+        if self.have.complete:
+            self._on_complete()
+
+    def _piece_failed(self, piece: Piece) -> None:
+        index = piece.index
+        senders = set(piece.senders.values())
+        self.wasted += piece.size
+        self.manager.piece_failed(index)
+        self.log.warning("piece failed hash check", piece=index, peers=len(senders))
+        self.hook.torrentcore_on_piece_failed(torrent=self.meta, index=index, peers=sorted(senders))
+        # Keep a fingerprint of each block and who sent it; when the piece later verifies,
+        # the senders of blocks that differ from the good data are the liars (libtorrent's smart ban).
+        view = memoryview(piece.buffer)
+        self._bad_blocks[index] = {
+            b: (sender, _sha1(view[b * 16384 : (b + 1) * 16384])) for b, sender in piece.senders.items()
+        }
+        if len(senders) == 1:
+            self._strike(next(iter(senders)))
+        self.wake_requesters()
+
+    def _smart_ban(self, index: int, piece: Piece) -> None:
+        view = memoryview(piece.buffer)
+        for b, (sender, digest) in self._bad_blocks.pop(index).items():
+            if _sha1(view[b * 16384 : (b + 1) * 16384]) != digest:
+                self._ban(sender, "sent corrupt data")
+
+    def _strike(self, address: tuple[str, int]) -> None:
+        self.strikes[address] = self.strikes.get(address, 0) + 1
+        if self.strikes[address] >= BAN_STRIKES:
+            self._ban(address, "sent data for several pieces that failed their hash")
+
+    def _ban(self, address: tuple[str, int], reason: str) -> None:
+        if address in self.banned_addresses:
+            return
+        self.banned_addresses.add(address)
+        peer = self.peers.get(address)
+        self.log.warning("peer banned", peer=f"{address[0]}:{address[1]}", reason=reason)
+        if peer is not None:
+            self.banned_ids.add(peer.peer_id)
+            if peer.listen_port:
+                self.banned_addresses.add((address[0], peer.listen_port))
+            peer.conn.close(f"banned: {reason}")
+        self.candidates.pop(address, None)
+
+    def _on_complete(self) -> None:
+        if self.completed_at is not None:
+            return
+        self.completed_at = time.monotonic()
+        self.state = "seeding"
+        self.storage.flush()
+        self.log.info("download complete", seconds=round(self.completed_at - self.started_at, 2))
+        self.hook.torrentcore_on_completed(torrent=self.meta, snapshot=self.snapshot())
+        self._announce_now.set()
+        for peer in list(self.peers.values()):
+            if peer.has.complete:
+                peer.conn.close("both sides are seeds")
+        if not self._should_seed():
+            gevent.spawn_later(0.1, self._finish, EXIT_OK)
+
+    # --- seeding limits ----------------------------------------------------------------------------
+
+    def _seeding_done(self) -> bool:
+        if self.completed_at is None or not self._should_seed():
+            return False
+        ratio = getattr(self.options, "seed_ratio", None)
+        minutes = getattr(self.options, "seed_time", None)
+        base = self.downloaded or self.meta.total_length
+        if ratio is not None and ratio > 0 and self.uploaded / base >= ratio:
+            return True
+        if minutes is not None and minutes >= 0 and time.monotonic() - self.completed_at >= minutes * 60:
+            return True
+        return False
+
+    # --- periodic work -----------------------------------------------------------------------------
+
+    def _tick_loop(self) -> None:
+        last = time.monotonic()
+        while True:
+            gevent.sleep(1.0)
+            now = time.monotonic()
+            elapsed = now - last
+            last = now
+            self._rate_down = self._bytes_down_tick / elapsed
+            self._rate_up = self._bytes_up_tick / elapsed
+            self._bytes_down_tick = self._bytes_up_tick = 0
+            for peer in list(self.peers.values()):
+                peer.down.tick(elapsed)
+                peer.up.tick(elapsed)
+                peer.check_timeouts(now)
+            self.wake_requesters()
+            self._maybe_announce_early()
+            if self._seeding_done():
+                self._finish(EXIT_OK)
+
+    def _choke_loop(self) -> None:
+        while True:
+            self.choker.rechoke()
+            gevent.sleep(CHOKE_INTERVAL)
+
+    def _report_loop(self) -> None:
+        while True:
+            self.hook.torrentcore_on_progress(torrent=self.meta, snapshot=self.snapshot())
+            gevent.sleep(1.0)
+
+    def snapshot(self) -> ProgressSnapshot:
+        """The torrent's state now, for reporters."""
+        have_bytes = self.meta.total_length - self._left()
+        rate = sum(p.down.rate for p in self.peers.values()) or self._rate_down
+        left = self.meta.total_length - have_bytes
+        eta = left / rate if rate > 0 and left else (0.0 if not left else None)
+        seeds = sum(1 for p in self.peers.values() if p.has.complete)
+        return ProgressSnapshot(
+            name=self.meta.name,
+            state=self.state if self.exit_code is None else "stopping",
+            total_bytes=self.meta.total_length,
+            have_bytes=have_bytes,
+            pieces_done=self.have.count,
+            num_pieces=self.meta.num_pieces,
+            downloaded=self.downloaded,
+            uploaded=self.uploaded,
+            download_rate=rate,
+            upload_rate=sum(p.up.rate for p in self.peers.values()) or self._rate_up,
+            peers=len(self.peers),
+            seeds=seeds,
+            leechers=sum(1 for p in self.peers.values() if not p.has.complete and p.peer_interested),
+            eta=eta,
+            elapsed=time.monotonic() - self.started_at,
+            checked=self.checked,
+            wasted=self.wasted,
+        )
+
+    # --- shutdown ----------------------------------------------------------------------------------
+
+    def _shutdown(self) -> None:
+        for g in self._greenlets:
+            g.kill(block=False)
+        server = getattr(self, "server", None)
+        if server is not None:
+            server.stop(timeout=1)
+        for peer in list(self.peers.values()):
+            peer.conn.close("shutting down")
+        if self.tiers is not None and self._last_announce:
+            try:
+                with gevent.Timeout(5, TrackerError("timed out")):
+                    self._announce("stopped", timeout=4.0)
+            except (TrackerError, gevent.Timeout):
+                pass
+        self.pool.kill(block=True, timeout=2)
+        try:
+            self.storage.close()
+        except StorageError as exc:
+            if self.exit_code in (None, EXIT_OK):
+                self.fail(str(exc))
+        code = self.exit_code if self.exit_code is not None else EXIT_RUNTIME
+        if self.exit_code is None:
+            self.exit_code = code
+        self.state = "done"
+        self.hook.torrentcore_on_finish(torrent=self.meta, snapshot=self.snapshot(), exit_code=code)
+
+
+_RESERVED = msg.reserved_bytes(msg.RESERVED_EXTENSIONS)
+
+
+@functools.lru_cache(maxsize=1)
+def _local_addresses() -> frozenset[str]:
+    """Addresses of this host (to recognise ourselves in tracker replies)."""
+    out = {"0.0.0.0", "::"}
+    try:
+        for info in socket.getaddrinfo(socket.gethostname(), None):
+            out.add(info[4][0])
+    except OSError:
+        pass
+    return frozenset(out)
+
+
+__all__ = ["Torrent", "make_peer_id", "Candidate"]
