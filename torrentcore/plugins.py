@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Iterable, Mapping
+from importlib.metadata import entry_points
 
 import pluggy
 
@@ -51,9 +52,7 @@ def get_plugin_manager(
 
 def available_plugins(pm: pluggy.PluginManager) -> list[str]:
     """Names of every installed plugin, loaded or blocked."""
-    names = {name for name, _ in pm.list_name_plugin()}
-    from importlib.metadata import entry_points
-
+    names = {name for name, plugin in pm.list_name_plugin() if plugin is not None}
     names.update(ep.name for ep in entry_points(group=ENTRY_POINT_GROUP))
     return sorted(names)
 

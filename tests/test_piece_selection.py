@@ -1,0 +1,126 @@
+"""Piece manager (blocks, endgame, release) and the rarest-first strategy."""
+
+from __future__ import annotations
+
+import random
+
+from torrentcore import bencode, metainfo
+from torrentcore.bitfield import Bitfield
+from torrentcore.piecemanager import PieceManager
+from torrentcore_plugins.rarest_first import RarestFirst, Sequential
+
+PL = 4 * 16384  # four blocks per piece
+
+
+def meta(num_pieces=8, last=PL):
+    total = PL * (num_pieces - 1) + last
+    info = {b"name": b"t", b"piece length": PL, b"pieces": b"\x00" * 20 * num_pieces, b"length": total}
+    return metainfo.parse(bencode.encode({b"info": info}))
+
+
+def full(n):
+    return Bitfield.full(n)
+
+
+def bits(n, idx):
+    bf = Bitfield(n)
+    for i in idx:
+        bf.set(i)
+    return bf
+
+
+def test_rarest_first_orders_by_availability_after_the_random_start():
+    m = meta(6)
+    have = bits(6, [0, 1, 2, 3])  # past the random phase
+    pm = PieceManager(m, have, RarestFirst(6, random.Random(1)))
+    pm.add_peer_pieces(full(6))
+    pm.add_peer_pieces(bits(6, [5]))  # piece 5 is common, piece 4 rare
+    blocks = pm.next_requests("a", full(6), 4)
+    assert {b[0] for b in blocks} == {4}
+
+
+def test_partial_pieces_are_finished_first():
+    m = meta(8)
+    have = bits(8, [0, 1, 2, 3])
+    pm = PieceManager(m, have, RarestFirst(8, random.Random(2)))
+    pm.add_peer_pieces(full(8))
+    first = pm.next_requests("a", full(8), 2)  # starts one piece, half of it
+    piece = first[0][0]
+    pm.release("a", first)  # those blocks are free again; the piece stays started
+    assert piece in pm.partial
+    again = pm.next_requests("b", full(8), 4)
+    assert {b[0] for b in again} == {piece}
+
+
+def test_ties_are_broken_at_random():
+    m = meta(40)
+    have = bits(40, range(4))
+    picks = set()
+    for seed in range(10):
+        pm = PieceManager(m, bits(40, range(4)), RarestFirst(40, random.Random(seed)))
+        pm.add_peer_pieces(full(40))
+        picks.add(pm.next_requests("a", full(40), 1)[0][0])
+    assert len(picks) > 3
+    assert have.count == 4
+
+
+def test_blocks_cover_the_piece_and_short_last_piece():
+    m = meta(3, last=20000)
+    pm = PieceManager(m, Bitfield(3), Sequential())
+    pm.add_peer_pieces(full(3))
+    blocks = pm.next_requests("a", full(3), 100)
+    assert blocks[:4] == [(0, 0, 16384), (0, 16384, 16384), (0, 32768, 16384), (0, 49152, 16384)]
+    assert blocks[-2:] == [(2, 0, 16384), (2, 16384, 20000 - 16384)]
+    assert len(blocks) == 10
+
+
+def test_only_pieces_the_peer_has():
+    m = meta(4)
+    pm = PieceManager(m, Bitfield(4), RarestFirst(4, random.Random(0)))
+    pm.add_peer_pieces(bits(4, [2]))
+    assert {b[0] for b in pm.next_requests("a", bits(4, [2]), 100)} == {2}
+
+
+def test_endgame_duplicates_and_cancels():
+    m = meta(1)
+    pm = PieceManager(m, Bitfield(1), Sequential())
+    pm.add_peer_pieces(full(1))
+    pm.add_peer_pieces(full(1))
+    a = pm.next_requests("a", full(1), 100)
+    assert len(a) == 4 and pm.endgame  # every block is requested: endgame from now on
+    b = pm.next_requests("b", full(1), 100)
+    assert pm.endgame and sorted(b) == sorted(a), "endgame: the last blocks are asked of another peer too"
+    index, begin, length = a[0]
+    buf = pm.block_buffer(index, begin, length)
+    buf[:] = b"x" * length
+    others, piece = pm.block_received("a", index, begin)
+    assert others == ["b"] and piece is None
+    assert pm.block_buffer(index, begin, length) is None, "a block already received is not needed again"
+    for blk in a[1:]:
+        pm.block_buffer(*blk)[:] = b"y" * blk[2]
+        others, piece = pm.block_received("b", blk[0], blk[1])
+    assert piece is not None and piece.index == 0 and 0 in pm.verifying
+
+
+def test_failed_piece_is_wanted_again():
+    m = meta(1)
+    pm = PieceManager(m, Bitfield(1), Sequential())
+    pm.add_peer_pieces(full(1))
+    for blk in pm.next_requests("a", full(1), 100):
+        pm.block_buffer(*blk)[:] = bytes(blk[2])
+        _, piece = pm.block_received("a", blk[0], blk[1])
+    assert piece is not None and not pm.wanted(0)
+    pm.piece_failed(0)
+    assert pm.wanted(0) and len(pm.next_requests("a", full(1), 100)) == 4
+    assert pm.endgame, "every block of the last piece is requested again: endgame"
+
+
+def test_unrequested_or_misaligned_blocks_are_not_accepted():
+    m = meta(2)
+    pm = PieceManager(m, Bitfield(2), Sequential())
+    assert pm.block_buffer(0, 0, 16384) is None  # piece not started
+    pm.add_peer_pieces(full(2))
+    pm.next_requests("a", full(2), 1)
+    assert pm.block_buffer(0, 100, 16384) is None
+    assert pm.block_buffer(0, 0, 999) is None
+    assert pm.block_buffer(0, 0, 16384) is not None
