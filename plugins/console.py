@@ -190,7 +190,7 @@ def torrentcore_on_finish(torrent: Metainfo, snapshot: ProgressSnapshot, exit_co
     """The final summary."""
     if _reporter is None:
         return
-    verdict = {0: "done", 130: "interrupted"}.get(exit_code, "stopped with errors")
+    verdict = {0: "done", 130: "interrupted", 143: "stopped (SIGTERM)"}.get(exit_code, "stopped with errors")
     _reporter.message(
         f"{torrent.name}: {verdict}. {snapshot.pieces_done}/{snapshot.num_pieces} pieces, "
         f"downloaded {human_bytes(snapshot.downloaded)}, uploaded {human_bytes(snapshot.uploaded)}, "

@@ -139,6 +139,7 @@ class Torrent:
         self._bytes_down_tick = 0
         self._bytes_up_tick = 0
         self._last_announce = 0.0
+        self._last_interest = 0.0
         self._min_interval = 0.0
         self._tracker_seeders = 0
         self._tracker_leechers = 0
@@ -621,9 +622,13 @@ class Torrent:
         base = self.downloaded or self.meta.total_length
         if ratio is not None and ratio > 0 and self.uploaded / base >= ratio:
             return True
-        if minutes is not None and minutes >= 0 and time.monotonic() - self.completed_at >= minutes * 60:
+        now = time.monotonic()
+        if minutes is not None and minutes >= 0 and now - self.completed_at >= minutes * 60:
             return True
-        return False
+        if any(p.peer_interested for p in self.peers.values()):
+            self._last_interest = now
+        idle = getattr(self.options, "seed_idle", 0) or 0
+        return idle > 0 and now - max(self._last_interest, self.completed_at) >= idle * 60
 
     # --- periodic work -----------------------------------------------------------------------------
 

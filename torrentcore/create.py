@@ -1,0 +1,326 @@
+"""Making v1 .torrent files (BEP 3, 12, 27): ``torrentcore create``.
+
+:func:`create_torrent` turns a file or a folder into the bytes of a .torrent
+and the :class:`~torrentcore.metainfo.Metainfo` parsed back from them (so what
+is returned has passed the same validation as any torrent we load).
+
+Choices, and how they compare with libtorrent's ``create_torrent``:
+
+* **Files** of a folder are listed recursively and sorted by their path
+  components compared bytewise as UTF-8 (``a/x`` before ``a.txt`` before
+  ``b``), so the same tree always gives the same torrent. libtorrent keeps the
+  directory's listing order. Hidden files are included (libtorrent agrees);
+  zero-length files are listed (they occupy no bytes of the piece stream).
+* **Symlinks** inside a folder are *not followed and not listed*; they are
+  skipped without an error, and a warning names them. libtorrent's default
+  follows them (a symlink to a file becomes a copy of the file's data, a
+  symlink to a folder is walked, a dangling one is skipped silently); with its
+  ``symlinks`` flag it records them as BEP 47 symlink entries. Not following
+  them keeps data from outside the folder out of the torrent and cannot loop.
+  The path given on the command line itself may be a symlink: it is what the
+  user named, so it is resolved.
+* Anything that is neither a regular file, a folder nor a symlink (FIFO,
+  socket, device) is refused with :class:`BadInputError`: reading it could
+  block forever and skipping it silently would lose data. So is a name that
+  is not valid UTF-8, or that :mod:`torrentcore.metainfo` would rename when
+  loading (``\\``, control characters, components over 240 bytes): the
+  torrent could not then be seeded from the very folder it was made from.
+* **Piece length**: when not given, the smallest power of two from 16 KiB to
+  16 MiB that gives at most 2000 pieces (so 1000-2000 pieces unless the
+  bounds cut in: 1 GB gets 512 KiB pieces, as with libtorrent). A given piece
+  length must be a power of two of at least 16 KiB (and at most what
+  :mod:`torrentcore.metainfo` accepts).
+* **Trackers**: each URL is its own tier. The first is ``announce``;
+  ``announce-list`` is written only when there is more than one tracker, as
+  libtorrent does. Duplicate URLs are dropped.
+* ``comment``, ``created by`` and ``creation date`` are written only when
+  given (no hidden clock: the output depends only on the arguments and data).
+* **Hashing**: this greenlet reads the data sequentially; SHA-1 runs in
+  gevent's hub thread pool (hashlib releases the GIL), with up to
+  ``HASH_PARALLEL`` pieces in flight, so reading and hashing overlap and two
+  cores are used.
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import math
+import os
+import stat
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import gevent
+import structlog
+
+from . import metainfo
+from .bencode import encode
+from .errors import BadInputError, TorrentcoreError
+from .metainfo import Metainfo
+
+log = structlog.get_logger(__name__)
+
+#: Piece lengths chosen automatically stay within these bounds (both powers of two).
+MIN_PIECE_LENGTH = 16 * 1024
+MAX_AUTO_PIECE_LENGTH = 16 * 1024 * 1024
+#: The automatic piece length aims at no more than this many pieces.
+TARGET_PIECES = 2000
+#: Pieces hashed concurrently in the thread pool ...
+HASH_PARALLEL = 4
+#: ... unless that would hold more than this many bytes in memory (big explicit piece lengths).
+HASH_MEMORY = 64 * 1024 * 1024
+
+__all__ = ["create_torrent", "auto_piece_length", "check_piece_length", "list_files", "SourceFile"]
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    """One file to share: its path inside the torrent and where it is on disk."""
+
+    path: tuple[str, ...]  # components below the torrent's folder; () for a single-file torrent
+    disk_path: str
+    length: int
+
+
+def auto_piece_length(total: int) -> int:
+    """The piece length for ``total`` bytes: a power of two in 16 KiB..16 MiB, at most ~2000 pieces."""
+    length = MIN_PIECE_LENGTH
+    while length < MAX_AUTO_PIECE_LENGTH and math.ceil(total / length) > TARGET_PIECES:
+        length *= 2
+    return length
+
+
+def check_piece_length(length: int) -> int:
+    """Validate a piece length given by the user; raise :class:`BadInputError` if unusable."""
+    if (
+        isinstance(length, bool)
+        or not isinstance(length, int)
+        or length < MIN_PIECE_LENGTH
+        or length & (length - 1)
+    ):
+        raise BadInputError(f"invalid piece length {length!r}: it must be a power of two of at least 16 KiB")
+    if length > metainfo.MAX_PIECE_LENGTH:
+        raise BadInputError(
+            f"invalid piece length {length}: more than the supported {metainfo.MAX_PIECE_LENGTH // 1024**2} MiB"
+        )
+    return length
+
+
+def _check_name(component: str, where: str) -> None:
+    try:
+        component.encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadInputError(f"cannot share {where!r}: its name is not valid UTF-8 (rename it)") from None
+    if metainfo._safe_component(component) != component:
+        raise BadInputError(
+            f"cannot share {where!r}: its name would be changed by clients when downloading "
+            "(it contains '\\', control characters or is too long); rename it"
+        )
+
+
+def _sort_key(path: tuple[str, ...]) -> tuple[bytes, ...]:
+    return tuple(c.encode("utf-8") for c in path)
+
+
+def list_files(path: str) -> tuple[str, list[SourceFile], list[str], bool]:
+    """What sharing ``path`` means: ``(name, files, skipped_symlinks, is_folder)``.
+
+    ``files`` are sorted (see the module docstring); ``skipped_symlinks`` are
+    the paths of symlinks found inside a folder and not followed.
+    """
+    path = os.fspath(path)
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        raise BadInputError(f"cannot read {path}: {exc.strerror or exc}") from None
+    name = os.path.basename(os.path.normpath(os.path.abspath(path)))
+    if not name:
+        raise BadInputError(f"cannot make a torrent of {path}: it has no name (share a folder inside it)")
+    _check_name(name, path)
+    if stat.S_ISREG(st.st_mode):
+        return name, [SourceFile((), path, st.st_size)], [], False
+    if not stat.S_ISDIR(st.st_mode):
+        raise BadInputError(f"cannot share {path}: it is neither a regular file nor a folder")
+    files: list[SourceFile] = []
+    skipped: list[str] = []
+    stack: list[tuple[str, tuple[str, ...]]] = [(path, ())]
+    while stack:
+        folder, rel = stack.pop()
+        try:
+            with os.scandir(folder) as it:
+                entries = list(it)
+        except OSError as exc:
+            raise BadInputError(f"cannot read folder {folder}: {exc.strerror or exc}") from None
+        for entry in entries:
+            sub = (*rel, entry.name)
+            try:
+                if entry.is_symlink():
+                    skipped.append(entry.path)
+                    continue
+                _check_name(entry.name, entry.path)
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append((entry.path, sub))
+                elif entry.is_file(follow_symlinks=False):
+                    files.append(SourceFile(sub, entry.path, entry.stat(follow_symlinks=False).st_size))
+                else:
+                    raise BadInputError(
+                        f"cannot share {entry.path}: it is not a regular file (FIFO, socket or device)"
+                    )
+            except OSError as exc:
+                raise BadInputError(f"cannot read {entry.path}: {exc.strerror or exc}") from None
+    files.sort(key=lambda f: _sort_key(f.path))
+    return name, files, sorted(skipped), True
+
+
+class _Reader:
+    """Reads the concatenation of ``files`` sequentially, piece by piece."""
+
+    def __init__(self, files: Sequence[SourceFile]) -> None:
+        self._files = [f for f in files if f.length]
+        self._index = 0
+        self._fh = None
+        self._left = 0  # bytes still to read from the open file
+
+    def read(self, size: int) -> bytearray:
+        buf = bytearray(size)
+        view = memoryview(buf)
+        pos = 0
+        while pos < size:
+            if self._fh is None:
+                self._open_next()
+            f = self._files[self._index]
+            want = min(size - pos, self._left)
+            try:
+                got = self._fh.readinto(view[pos : pos + want])
+            except OSError as exc:
+                raise TorrentcoreError(f"cannot read {f.disk_path}: {exc.strerror or exc}") from None
+            if not got:
+                raise TorrentcoreError(
+                    f"{f.disk_path} changed while hashing: it is shorter than its {f.length} bytes"
+                )
+            pos += got
+            self._left -= got
+            if not self._left:
+                self.close()
+                self._index += 1
+        return buf
+
+    def _open_next(self) -> None:
+        f = self._files[self._index]
+        try:
+            self._fh = open(f.disk_path, "rb", buffering=0)  # noqa: SIM115 - closed by close()
+        except OSError as exc:
+            raise BadInputError(f"cannot read {f.disk_path}: {exc.strerror or exc}") from None
+        self._left = f.length
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+
+def _sha1(data) -> bytes:
+    return hashlib.sha1(data).digest()
+
+
+def _hash_pieces(
+    files: Sequence[SourceFile], total: int, piece_length: int, progress: Callable[[int, int], None] | None
+) -> bytes:
+    count = math.ceil(total / piece_length)
+    parallel = max(1, min(HASH_PARALLEL, HASH_MEMORY // piece_length))
+    pool = gevent.get_hub().threadpool
+    pending: collections.deque = collections.deque()
+    digests: list[bytes] = []
+
+    def collect() -> None:
+        digests.append(pending.popleft().get())
+        if progress is not None:
+            progress(len(digests), count)
+
+    reader = _Reader(files)
+    try:
+        for index in range(count):
+            data = reader.read(min(piece_length, total - index * piece_length))
+            pending.append(pool.spawn(_sha1, data))
+            if len(pending) >= parallel:
+                collect()
+        while pending:
+            collect()
+    finally:
+        reader.close()
+    return b"".join(digests)
+
+
+def _check_trackers(trackers: Sequence[str]) -> list[str]:
+    out: list[str] = []
+    for url in trackers:
+        if not isinstance(url, str):
+            raise BadInputError(f"invalid tracker URL {url!r}")
+        url = url.strip()
+        scheme, sep, rest = url.partition("://")
+        if not sep or not scheme or not rest or any(c.isspace() for c in url):
+            raise BadInputError(f"invalid tracker URL {url!r} (expected e.g. http://host:port/announce)")
+        if url not in out:
+            out.append(url)
+    return out
+
+
+def create_torrent(
+    path: str | os.PathLike,
+    trackers: Sequence[str] = (),
+    piece_length: int | None = None,
+    private: bool = False,
+    comment: str | None = None,
+    created_by: str | None = None,
+    creation_date: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[bytes, Metainfo]:
+    """Make a v1 torrent of the file or folder ``path``; return its bytes and their parsed :class:`Metainfo`.
+
+    ``progress(done, total)`` is called after each piece is hashed. Raises
+    :class:`BadInputError` for unusable input (missing or unreadable path,
+    nothing to share, bad piece length or tracker URL) and
+    :class:`TorrentcoreError` if a file changes while it is being hashed.
+    """
+    path = os.fspath(path)
+    urls = _check_trackers(trackers)
+    if piece_length is not None:
+        check_piece_length(piece_length)
+    name, files, skipped, is_folder = list_files(path)
+    if skipped:
+        shown = ", ".join(skipped[:5]) + (f" and {len(skipped) - 5} more" if len(skipped) > 5 else "")
+        log.warning("symlinks are not followed: skipped", count=len(skipped), paths=shown)
+    total = sum(f.length for f in files)
+    if is_folder and not files:
+        raise BadInputError(f"nothing to share: {path} contains no files" + (" (only symlinks)" if skipped else ""))
+    if total == 0:
+        what = f"{path} is empty" if not is_folder else f"all {len(files)} files in {path} are empty"
+        raise BadInputError(f"nothing to share: {what}")
+    if piece_length is None:
+        piece_length = auto_piece_length(total)
+
+    info: dict = {
+        "name": name,
+        "piece length": piece_length,
+        "pieces": _hash_pieces(files, total, piece_length, progress),
+    }
+    if is_folder:
+        info["files"] = [{"length": f.length, "path": list(f.path)} for f in files]
+    else:
+        info["length"] = total
+    if private:
+        info["private"] = 1
+    top: dict = {"info": info}
+    if urls:
+        top["announce"] = urls[0]
+        if len(urls) > 1:
+            top["announce-list"] = [[url] for url in urls]
+    if comment is not None:
+        top["comment"] = comment
+    if created_by is not None:
+        top["created by"] = created_by
+    if creation_date is not None:
+        top["creation date"] = int(creation_date)
+    data = encode(top)
+    return data, metainfo.parse(data)
