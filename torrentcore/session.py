@@ -225,7 +225,7 @@ class Torrent:
         if self.exit_code is None:
             self.error = message
             self.exit_code = EXIT_RUNTIME
-            self.log.error("fatal", error=message)
+            self.log.info("stopping on a fatal error", error=message)
             self.hook.torrentcore_on_error(torrent=self.meta, message=message, fatal=True)
         self._done.set()
 
