@@ -91,8 +91,9 @@ def _network_options(parser: argparse.ArgumentParser) -> None:
                    help="after completing, seed until uploaded/downloaded reaches this (default: 1.0)")
     s.add_argument("--seed-time", type=float, default=30.0, metavar="MINUTES",
                    help="...or until this many minutes have passed, whichever comes first (default: 30)")
-    s.add_argument("--seed-idle", type=float, default=2.0, metavar="MINUTES",
-                   help="...or until no peer has wanted data for this many minutes (default: 2; 0 = never)")
+    s.add_argument("--seed-idle", type=float, default=None, metavar="MINUTES",
+                   help="...or until no peer has wanted data for this many minutes "
+                        "(default: 2 for run, never for seed; 0 = never)")
     p = parser.add_argument_group("plugins")
     p.add_argument("--strategy", default="rarest-first", help="piece selection strategy (default: rarest-first)")
     p.add_argument("--storage", default="filesystem", help="storage backend (default: filesystem)")
@@ -270,6 +271,8 @@ def _run_torrent(args, pm, save_path: str, seed_only: bool) -> int:
     storage = plugins.choose_storage(pm, args.storage)
     if seed_only:
         args.no_seed = False
+    if args.seed_idle is None:
+        args.seed_idle = 0.0 if seed_only else 2.0
     torrent = Torrent(meta, save_path, pm, args, strategy, storage)
     import gevent
 

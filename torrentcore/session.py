@@ -451,8 +451,6 @@ class Torrent:
                 and c.address not in self.banned_addresses
                 and not self._is_self(c.address)
             ]
-            if self.have.complete:
-                continue  # seeds wait for leechers to dial in
             random.shuffle(ready)
             ready.sort(key=lambda c: c.failures)
             for cand in ready[:room]:
