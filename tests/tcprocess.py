@@ -14,8 +14,12 @@ import subprocess
 import sys
 from collections.abc import Sequence
 from typing import Any
+from urllib.parse import quote_from_bytes
 
+import requests
 from realpeers import wait_until
+
+from torrentcore import bencode
 
 #: ``python -m torrentcore``: the same code as the installed command, whatever the PATH.
 COMMAND = [sys.executable, "-m", "torrentcore"]
@@ -81,6 +85,13 @@ class TorrentcoreProcess:
                 return int(ev["port"])
         return None
 
+    def peer_id(self) -> bytes | None:
+        """The engine's 20-byte peer id (logged with ``listening``), if it was logged."""
+        for ev in self.events():
+            if ev.get("event") == "listening" and ev.get("peer_id"):
+                return ev["peer_id"].encode("latin-1")
+        return None
+
     def wait_listening(self, timeout: float = 15.0) -> int:
         """Wait (bounded) until the engine listens for peers; return the port."""
         ok = wait_until(lambda: self.listening_port() is not None or self.returncode is not None, timeout, 0.05)
@@ -122,3 +133,24 @@ def _read(path: str) -> str:
             return fh.read().decode("utf-8", "replace")
     except OSError as exc:
         return f"<no output: {exc}>"
+
+
+def tracker_counts(tracker, info_hash: bytes) -> tuple[int, int]:
+    """``(seeders, leechers)`` opentracker knows for ``info_hash`` (an HTTP scrape; (0, 0) on failure)."""
+    url = tracker.http_url.rsplit("/announce", 1)[0] + "/scrape?info_hash=" + quote_from_bytes(info_hash, safe="")
+    try:
+        body = requests.get(url, timeout=2).content
+        entry = bencode.decode(body)[b"files"][info_hash]
+        return int(entry.get(b"complete", 0)), int(entry.get(b"incomplete", 0))
+    except (requests.RequestException, bencode.BencodeError, KeyError, TypeError, AttributeError):
+        return 0, 0
+
+
+def wait_tracker_count(tracker, info_hash: bytes, seeders: int = 0, leechers: int = 0, timeout: float = 10.0) -> bool:
+    """Wait (bounded) until opentracker counts at least ``seeders`` seeders and ``leechers`` leechers."""
+
+    def _enough() -> bool:
+        s, n = tracker_counts(tracker, info_hash)
+        return s >= seeders and n >= leechers
+
+    return wait_until(_enough, timeout, interval=0.1)

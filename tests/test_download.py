@@ -10,18 +10,19 @@ interrupted downloads (SIGKILL, SIGINT) resumed on the same folder.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import gevent
 import gevent.pywsgi
 import pytest
 from opentracker_fixture import OpenTracker, opentracker_factory  # noqa: F401  (fixture "opentracker")
 from realpeers import (
     LOCALHOST,
+    Aria2Peer,
     LibtorrentPeer,
     RealPeers,
     assert_same_tree,
@@ -37,8 +38,6 @@ from torrentcore import bencode
 
 needs_aria2 = pytest.mark.skipif(shutil.which("aria2c") is None, reason="aria2c is not installed")
 needs_opentracker = pytest.mark.skipif(shutil.which("opentracker") is None, reason="opentracker is not installed")
-
-Factory = Callable[..., TorrentcoreRun]
 
 #: Nested folders, odd sizes and zero-length files (one at the top, one deep down).
 TREE = {
@@ -116,7 +115,12 @@ def _finish(run: TorrentcoreRun, peers: RealPeers, timeout: float = RUN_TIMEOUT)
     assert summary is not None and summary["verdict"] == "done", context
     assert summary["pieces_done"] == summary["num_pieces"], context
     assert "Traceback" not in run.stderr, context
-    assert not run.events("internal error"), context
+    assert not [e for e in run.logs() if str(e.get("event", "")).startswith("internal error")], context
+
+
+def _aria2_blocks_sent(aria2: Aria2Peer) -> int:
+    """PIECE messages an aria2 seeder sent (its info-level log traces each one)."""
+    return len(re.findall(r"To: \S+ piece index=", Path(aria2.debug_log_path).read_text(errors="replace")))
 
 
 def _piece_bytes(num_pieces: int, piece_length: int, total: int, pieces) -> int:
@@ -185,9 +189,9 @@ def test_several_seeders_libtorrent_and_aria2(tmp_path, peers, opentracker, torr
     run = torrentcore(torrent, tmp_path / "out")
     _finish(run, peers)
     assert_same_tree(root, tmp_path / "out" / "big.bin", run.describe())
-    uploads = [_uploaded_to_us(seeder) for seeder in seeders]
-    assert all(uploads), f"every libtorrent seeder should have served us: {uploads}\n{peers.describe()}"
-    assert sum(uploads) < size, f"the aria2 seeder served nothing: {uploads}"
+    uploads = [_uploaded_to_us(seeder) for seeder in seeders] + [_aria2_blocks_sent(aria2) * 16384]
+    print(f"payload bytes sent by libtorrent, libtorrent, aria2: {uploads}")
+    assert all(uploads), f"every seeder should have served us: {uploads}\n{peers.describe()}"
 
 
 @needs_aria2
@@ -226,7 +230,10 @@ def test_dead_tracker_in_first_tier_then_working_one(tmp_path, peers, opentracke
 
 
 class _GarbageTracker:
-    """An HTTP "tracker" on 127.0.0.1 that answers every announce with something that is not one."""
+    """An HTTP "tracker" on 127.0.0.1 that answers every announce with something that is not one.
+
+    ``hits`` counts torrentcore's announces per path (its peer id starts with ``-TC``).
+    """
 
     BODIES = {
         "/html/announce": (b"<!DOCTYPE html><html><body><h1>It works!</h1></body></html>", "text/html"),
@@ -244,7 +251,7 @@ class _GarbageTracker:
     def _app(self, environ, start_response):
         path = environ.get("PATH_INFO", "")
         body, kind = self.BODIES.get(path, (b"not found", "text/plain"))
-        if path in self.hits:
+        if path in self.hits and "peer_id=-TC" in environ.get("QUERY_STRING", ""):  # torrentcore's, not libtorrent's
             self.hits[path] += 1
         start_response("200 OK", [("Content-Type", kind), ("Content-Length", str(len(body)))])
         return [body]
@@ -254,20 +261,23 @@ class _GarbageTracker:
 
 
 def test_garbage_tracker_is_a_warning_and_the_peer_still_serves(tmp_path, peers, torrentcore):
-    size = 3 << 20
+    size = 5 << 20
     root = make_payload(tmp_path / "seed", size, seed=6, name="garbage.bin")
     garbage = _GarbageTracker()
     try:
         torrent = tmp_path / "garbage.torrent"
         _torrent(root, [[garbage.url("/html/announce")], [garbage.url("/truncated/announce")]], torrent)
         seeder = _lt_seeder(peers, torrent, tmp_path / "seed")
-        # Rate-limited so that the announce (and its warning) surely happens before the download is over.
+        # Rate-limited (about 4 s) so that the announce and its warning surely come before the end.
         run = torrentcore(torrent, tmp_path / "out", peers=[seeder.endpoint], extra=["--max-download-rate", "1M"])
         _finish(run, peers)
     finally:
         garbage.stop()
     assert_same_tree(root, tmp_path / "out" / "garbage.bin", run.describe())
     assert all(garbage.hits.values()), garbage.hits  # both tiers were asked
+    # ... and then left alone during their back-off (10 s and more), not asked again every second; one more
+    # announce is allowed when the download completes.
+    assert sum(garbage.hits.values()) <= 3, garbage.hits
     warnings = [line for line in run.stdout.splitlines() if "warning" in line and "tracker" in line]
     assert warnings, run.describe()
     assert "Traceback" not in run.stdout + run.stderr
@@ -294,8 +304,9 @@ def test_seeder_disappears_and_comes_back(tmp_path, peers, torrentcore, how):
         seeder.pause()  # its connections close; its port still accepts but it serves nothing
     else:
         seeder.close()  # gone: connections refused until a new session opens the same port
+    time.sleep(0.5)  # blocks already on their way when it went are still counted
     sent_before = _uploaded_to_us(seeder) if how == "pause" else None
-    time.sleep(3.0)
+    time.sleep(2.5)
     assert run.returncode is None, f"torrentcore gave up or finished without its only seeder\n{run.describe()}"
     if how == "pause":
         assert _uploaded_to_us(seeder) == sent_before
@@ -324,6 +335,7 @@ def _run_on_completed_folder(torrentcore, torrent: Path, out: Path, seeder: Libt
     summary = run.summary()
     assert summary["downloaded"] == 0, run.describe()
     assert run.events("resume record trusted"), run.describe()
+    assert not run.events("listening"), run.describe()  # finished without even opening the network
     time.sleep(0.2)
     assert _uploaded_to_us(seeder) == sent
 
@@ -353,7 +365,7 @@ def test_sigkill_then_restart_downloads_only_what_is_missing(tmp_path, peers, to
     checked = second.events("checking existing data")
     assert checked and checked[0]["candidates"] > 0, second.describe()  # no resume record: re-hashed
     summary = second.summary()
-    assert 0 < summary["downloaded"] < size, second.describe()
+    assert 0 < summary["downloaded_min"] < size, second.describe()
     time.sleep(0.3)
     assert 0 < _uploaded_to_us(seeder) - sent_before < size, seeder.transfers()
 
@@ -396,7 +408,8 @@ def test_sigint_then_restart_trusts_the_resume_record(tmp_path, peers, torrentco
     missing = size - _piece_bytes(num_pieces, piece_length, size, verified)
     time.sleep(0.3)
     assert _uploaded_to_us(seeder) - sent_before <= missing, (seeder.transfers(), missing)
-    assert second.summary()["downloaded"] <= missing, second.describe()
+    summary = second.summary()
+    assert summary["downloaded_min"] <= missing <= summary["downloaded_max"], (missing, second.describe())
 
     _run_on_completed_folder(torrentcore, torrent, out, seeder, peers)
 

@@ -141,11 +141,15 @@ class TorrentcoreRun:
         if not matches:
             return None
         m = matches[-1]
+        unit = _UNITS[m["unit"]]
         return {
             "verdict": m["verdict"],
             "pieces_done": int(m["done"]),
             "num_pieces": int(m["total"]),
-            "downloaded": int(float(m["num"]) * _UNITS[m["unit"]]),
+            "downloaded": int(float(m["num"]) * unit),
+            # The console rounds to one decimal (exact bytes below 1 KiB): the true count lies between these.
+            "downloaded_min": int((float(m["num"]) - (0.05 if unit > 1 else 0)) * unit),
+            "downloaded_max": int((float(m["num"]) + (0.05 if unit > 1 else 0)) * unit),
             "downloaded_text": f"{m['num']} {m['unit']}",
         }
 

@@ -53,7 +53,8 @@ class Choker:
         if seeding:
             ranked = sorted(interested, key=lambda p: p.up.rate, reverse=True)
         else:
-            ranked = sorted(interested, key=lambda p: (not p.snubbed, p.down.rate), reverse=True)
+            # Snubbed peers (they stopped sending to us) get no regular slot; the optimistic one may reach them.
+            ranked = sorted((p for p in interested if not p.snubbed), key=lambda p: p.down.rate, reverse=True)
         regular = ranked[: self.slots]
         rest = [p for p in interested if p not in regular]
         opt = self.optimistic

@@ -76,7 +76,7 @@ def _plugin_options(parser: argparse.ArgumentParser) -> None:
 def _network_options(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("network")
     g.add_argument("--port", type=int, default=None,
-                   help="port to accept peers on (default: first free in 6881-6889)")
+                   help="port to accept peers on (default: first free in 6881-6889; 0: any free port)")
     g.add_argument("--listen-host", default="0.0.0.0", help="address to listen on (default: all)")
     g.add_argument("--max-peers", type=int, default=50, help="most connected peers (default: 50)")
     g.add_argument("--peer", dest="peers", action="append", type=parse_peer, default=[], metavar="HOST:PORT",
@@ -87,10 +87,12 @@ def _network_options(parser: argparse.ArgumentParser) -> None:
                    help="limit upload rate, e.g. 500k (default: unlimited)")
     g.add_argument("--upload-slots", type=int, default=4, help="regular unchoke slots (default: 4)")
     s = parser.add_argument_group("seeding")
-    s.add_argument("--seed-ratio", type=float, default=1.0,
-                   help="after completing, seed until uploaded/downloaded reaches this (default: 1.0)")
-    s.add_argument("--seed-time", type=float, default=30.0, metavar="MINUTES",
-                   help="...or until this many minutes have passed, whichever comes first (default: 30)")
+    s.add_argument("--seed-ratio", type=float, default=None,
+                   help="after completing, seed until uploaded/downloaded reaches this "
+                        "(default: 1.0 for run, no limit for seed; 0 = no limit)")
+    s.add_argument("--seed-time", type=float, default=None, metavar="MINUTES",
+                   help="...or until this many minutes have passed, whichever comes first "
+                        "(default: 30 for run, no limit for seed)")
     s.add_argument("--seed-idle", type=float, default=None, metavar="MINUTES",
                    help="...or until no peer has wanted data for this many minutes "
                         "(default: 2 for run, never for seed; 0 = never)")
@@ -271,8 +273,10 @@ def _run_torrent(args, pm, save_path: str, seed_only: bool) -> int:
     storage = plugins.choose_storage(pm, args.storage)
     if seed_only:
         args.no_seed = False
-    if args.seed_idle is None:
-        args.seed_idle = 0.0 if seed_only else 2.0
+    # `run` is a download that gives back for a while; `seed` runs until stopped unless limits are given.
+    for name, run_default in (("seed_ratio", 1.0), ("seed_time", 30.0), ("seed_idle", 2.0)):
+        if getattr(args, name) is None:
+            setattr(args, name, None if seed_only else run_default)
     torrent = Torrent(meta, save_path, pm, args, strategy, storage)
     import gevent
 

@@ -252,7 +252,11 @@ def _hash_pieces(
     return b"".join(digests)
 
 
-def _check_trackers(trackers: Sequence[str]) -> list[str]:
+def _check_trackers(trackers: Sequence[str] | str | None) -> list[str]:
+    if trackers is None:
+        trackers = []
+    elif isinstance(trackers, str):
+        trackers = [trackers]  # one URL, not a sequence of one-letter URLs
     out: list[str] = []
     for url in trackers:
         if not isinstance(url, str):
@@ -268,7 +272,7 @@ def _check_trackers(trackers: Sequence[str]) -> list[str]:
 
 def create_torrent(
     path: str | os.PathLike,
-    trackers: Sequence[str] = (),
+    trackers: Sequence[str] | str | None = (),
     piece_length: int | None = None,
     private: bool = False,
     comment: str | None = None,
@@ -295,7 +299,7 @@ def create_torrent(
     if is_folder and not files:
         raise BadInputError(f"nothing to share: {path} contains no files" + (" (only symlinks)" if skipped else ""))
     if total == 0:
-        what = f"{path} is empty" if not is_folder else f"all {len(files)} files in {path} are empty"
+        what = f"{path} is empty" if not is_folder else f"{path} holds only empty files ({len(files)})"
         raise BadInputError(f"nothing to share: {what}")
     if piece_length is None:
         piece_length = auto_piece_length(total)

@@ -121,7 +121,10 @@ class Storage(Protocol):
         """Return ``length`` bytes at ``offset`` inside ``piece`` (missing data reads as zeros)."""
 
     def write(self, piece: int, offset: int, data: bytes | memoryview) -> None:
-        """Store ``data`` at ``offset`` inside ``piece``; durable at least to the OS when it returns."""
+        """Store ``data`` at ``offset`` inside ``piece``; durable at least to the OS when it returns.
+
+        ``data`` is only valid during the call (the engine reuses piece buffers): copy it to keep it.
+        """
 
     def mark_complete(self, piece: int) -> None:
         """Record that ``piece`` is verified and fully written."""

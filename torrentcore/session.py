@@ -139,6 +139,7 @@ class Torrent:
         self._bytes_down_tick = 0
         self._bytes_up_tick = 0
         self._last_announce = 0.0
+        self._early_announce_at = 0.0  # no early announce before this (monotonic): min interval or back-off
         self._last_interest = 0.0
         self._min_interval = 0.0
         self._tracker_seeders = 0
@@ -200,6 +201,10 @@ class Torrent:
         self.hook.torrentcore_on_start(torrent=self.meta, save_path=self.save_path, options=self.options)
         try:
             self._check_existing()
+            if self.exit_code is None and self._seed_only() and not self.have.complete:
+                # ``torrentcore seed`` never downloads: incomplete or corrupt data is an error.
+                self.fail(f"the data in {self.save_path} is incomplete "
+                          f"({self.have.count}/{self.meta.num_pieces} pieces verified)")
             if self.exit_code is None:
                 if self.have.complete and not self._should_seed():
                     self._finish(EXIT_OK)
@@ -236,6 +241,10 @@ class Torrent:
 
     def _should_seed(self) -> bool:
         return not getattr(self.options, "no_seed", True)
+
+    def _seed_only(self) -> bool:
+        """``torrentcore seed`` (or ``options.seed_only``): the data must be complete; nothing is downloaded."""
+        return bool(getattr(self.options, "seed_only", False)) or getattr(self.options, "command", None) == "seed"
 
     # --- checking data already on disk ------------------------------------------------------------
 
@@ -324,8 +333,8 @@ class Torrent:
             self.fail(f"internal error in {getattr(fn, '__name__', '?')}: {exc!r}")
 
     def _listen(self) -> None:
-        ports = getattr(self.options, "port", None)
-        candidates = [ports] if ports else list(range(6881, 6890)) + [0]
+        port = getattr(self.options, "port", None)
+        candidates = [port] if port is not None else list(range(6881, 6890)) + [0]
         host = getattr(self.options, "listen_host", "0.0.0.0")
         last_error = None
         for port in candidates:
@@ -338,7 +347,7 @@ class Torrent:
                 continue
             self.server = server
             self.port = server.server_port
-            self.log.info("listening", port=self.port)
+            self.log.info("listening", port=self.port, peer_id=self.peer_id.decode("latin-1"))
             return
         self.server = None
         self.hook.torrentcore_on_error(
@@ -409,6 +418,10 @@ class Torrent:
         reason = "closed"
         try:
             reason = peer.run()
+        except Exception as exc:  # noqa: BLE001 - a bug must cost one connection, not the download
+            self.log.debug("internal error in peer loop", exc_info=True)
+            self.log.warning("internal error in peer loop", error=repr(exc))
+            reason = f"internal error: {exc!r}"
         finally:
             conn.close(reason)
             self._peer_gone(peer, reason, cand)
@@ -419,6 +432,9 @@ class Torrent:
         self.manager.remove_peer_pieces(peer.has)
         if self.choker.optimistic is peer:
             self.choker.optimistic = None
+        if not peer.am_choking:
+            # Its upload slot is free: give it to a waiting peer now, not at the next round (libtorrent agrees).
+            self.choker.rechoke()
         if cand is not None:
             cand.connected = False
             cand.failures += 1
@@ -494,6 +510,7 @@ class Torrent:
                 failures += 1
                 self.hook.torrentcore_on_error(torrent=self.meta, message=f"tracker: {exc}", fatal=False)
                 wait = min(300.0, 5.0 * 2 ** min(failures, 6))
+                self._early_announce_at = time.monotonic() + wait
             else:
                 failures = 0
                 if event == "completed" or (event == "started" and self.have.complete):
@@ -501,6 +518,7 @@ class Torrent:
                 event = ""
                 self._last_announce = time.monotonic()
                 self._min_interval = float(resp.min_interval or min(resp.interval, 60))
+                self._early_announce_at = self._last_announce + max(self._min_interval, 15.0)
                 self._tracker_seeders = resp.complete or 0
                 self._tracker_leechers = resp.incomplete or 0
                 if resp.warning:
@@ -513,14 +531,14 @@ class Torrent:
             self._announce_now.wait(wait)
 
     def _maybe_announce_early(self) -> None:
-        """Ask the tracker for more peers when we are short of them (respecting min interval)."""
+        """Ask the tracker for more peers when we are short of them (respecting min interval and back-off)."""
         if self.tiers is None or self.have.complete:
             return
         if len(self.peers) >= WANT_MORE_PEERS:
             return
         if any(not c.connected and c.next_try <= time.monotonic() for c in self.candidates.values()):
             return
-        if time.monotonic() - self._last_announce >= max(self._min_interval, 15.0):
+        if time.monotonic() >= self._early_announce_at:
             self._announce_now.set()
 
     # --- downloading -------------------------------------------------------------------------------
@@ -549,6 +567,7 @@ class Torrent:
         self.hook.torrentcore_on_piece_verified(torrent=self.meta, index=index)
         if index in self._bad_blocks:
             self._smart_ban(index, piece)
+        self.manager.recycle(piece)
         for peer in list(self.peers.values()):
             peer.send_have(index)
         if self.have.complete:
@@ -567,6 +586,8 @@ class Torrent:
         self._bad_blocks[index] = {
             b: (sender, _sha1(view[b * 16384 : (b + 1) * 16384])) for b, sender in piece.senders.items()
         }
+        del view
+        self.manager.recycle(piece)
         if len(senders) == 1:
             self._strike(next(iter(senders)))
         self.wake_requesters()

@@ -82,6 +82,14 @@ class Connection:
             self._end += n
             self.bytes_in += n
 
+    def prefetch(self, n: int) -> None:
+        """Receive until ``n`` bytes (``n`` <= the read buffer) are buffered.
+
+        A following :meth:`read_into` of at most ``n`` bytes then copies them without waiting on the
+        socket, that is without letting another greenlet run in between.
+        """
+        self._fill(n)
+
     def read_exact(self, n: int) -> bytes:
         """Read exactly ``n`` bytes (``n`` <= the read buffer)."""
         self._fill(n)

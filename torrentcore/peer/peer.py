@@ -140,9 +140,10 @@ class Peer:
         elif msg_id == msg.HAVE:
             self._on_have(msg.parse_have(payload))
         elif msg_id == msg.BITFIELD:
-            if not first:
-                raise ProtocolError("bitfield after the first message")
-            self._on_bitfield(payload)
+            if first:
+                self._on_bitfield(payload)
+            else:
+                self._on_late_bitfield(payload)
         elif msg_id == msg.REQUEST:
             self._on_request(*msg.parse_triple(payload))
         elif msg_id == msg.CANCEL:
@@ -161,6 +162,16 @@ class Peer:
         self.has = Bitfield(self.torrent.meta.num_pieces, payload)
         self.torrent.manager.add_peer_pieces(self.has)
         self._after_pieces_changed()
+
+    def _on_late_bitfield(self, payload: bytes) -> None:
+        """A bitfield after other messages: aria2 sends one instead of several HAVEs (libtorrent accepts it).
+
+        Its new bits are taken as HAVEs; a peer does not lose pieces, so cleared bits are ignored.
+        """
+        update = Bitfield(self.torrent.meta.num_pieces, payload)
+        for index in update.indices():
+            if not self.has[index]:
+                self._on_have(index)
 
     def _on_have(self, index: int) -> None:
         if index >= self.has.size:
@@ -242,6 +253,11 @@ class Peer:
 
     def _on_piece(self, index: int, begin: int, length: int) -> None:
         t = self.torrent
+        if length <= BLOCK_SIZE:
+            # Receive the whole block before looking up where it goes: from block_buffer() to
+            # block_received() no other greenlet may run, or another peer could complete (endgame) the
+            # piece meanwhile, which is then hashed and written while this one still writes into it.
+            self.conn.prefetch(length)
         dest = t.manager.block_buffer(index, begin, length)
         if dest is None:
             self.conn.skip(length)
@@ -253,7 +269,6 @@ class Peer:
         self.last_block = time.monotonic()
         self.snubbed = False
         self.down.add(length)
-        t.download_limit.consume(length)
         others, piece = t.manager.block_received(self.key, index, begin)
         t.block_arrived(length)
         for other in others:
@@ -263,6 +278,7 @@ class Peer:
         if piece is not None:
             t.verify_piece(piece)
         self.fill_requests()
+        t.download_limit.consume(length)  # may sleep: only once the block is recorded
 
     # --- their requests ----------------------------------------------------------------------------
 

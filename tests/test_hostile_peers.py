@@ -1,0 +1,300 @@
+"""Hostile peers: fake BitTorrent peers written here, each next to an honest libtorrent seeder.
+
+``torrentcore run`` (a subprocess, as a user runs it) is given both with ``--peer``. Whatever the fake
+does (corrupt blocks, a 4 GiB length prefix, garbage instead of a handshake, a handshake for another
+torrent, never answering requests), the download must end with exit code 0, the files byte for byte
+equal to the payload and no traceback on stderr; and the fake must have been dealt with the way the
+protocol expects (banned, dropped, refused, routed around). Everything runs on 127.0.0.1.
+
+The fakes run in the test process as gevent greenlets (a ``StreamServer``); the honest seeder is
+rate-limited so that the download lasts long enough for the fake to matter.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import socket
+import struct
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import gevent
+import gevent.server
+import pytest
+from realpeers import (
+    LOCALHOST,
+    RealPeers,
+    assert_same_tree,
+    info_hash_of,
+    make_payload,
+    make_torrent,
+    wait_until,
+)
+from torrentcore_cli import TorrentcoreRun, torrentcore_factory  # noqa: F401  (fixture "torrentcore")
+
+PIECE_LENGTH = 64 * 1024
+SIZE = 6 << 20
+#: The honest seeder's upload cap (bytes/s): the download lasts a few seconds.
+HONEST_RATE = 2_500_000
+RUN_TIMEOUT = 40
+
+PROTOCOL = b"BitTorrent protocol"
+CHOKE, UNCHOKE, INTERESTED, NOT_INTERESTED, HAVE, BITFIELD, REQUEST, PIECE, CANCEL = range(9)
+
+
+def _handshake(info_hash: bytes, peer_id: bytes) -> bytes:
+    return bytes([len(PROTOCOL)]) + PROTOCOL + bytes(8) + info_hash + peer_id
+
+
+def _message(msg_id: int, payload: bytes = b"") -> bytes:
+    return struct.pack(">IB", 1 + len(payload), msg_id) + payload
+
+
+def _recv_exact(sock: socket.socket, n: int) -> bytes:
+    data = bytearray()
+    while len(data) < n:
+        chunk = sock.recv(n - len(data))
+        if not chunk:
+            raise EOFError("closed by the other side")
+        data += chunk
+    return bytes(data)
+
+
+class FakePeer:
+    """A scripted peer listening on 127.0.0.1; torrentcore dials it (``--peer``).
+
+    ``behaviour``:
+
+    * ``liar``: a full seeder that flips a byte in the first block of every piece it sends;
+    * ``huge``: handshake, bitfield, unchoke, then a message whose length prefix is 4 GiB - 1;
+    * ``garbage``: answers the handshake with an HTTP response;
+    * ``wrong-hash``: answers with a handshake for another torrent;
+    * ``stall``: a full seeder that unchokes and takes requests but never answers them.
+
+    Counters (read by the test): connections accepted, connections the *other* side closed, requests
+    received, blocks sent (and corrupted). Connections stay open until the other side closes them or
+    :meth:`stop`, so a peer that is not dropped by torrentcore shows up as not closed.
+    """
+
+    def __init__(self, behaviour: str, info_hash: bytes, num_pieces: int, payload: Path) -> None:
+        self.behaviour = behaviour
+        self.info_hash = info_hash
+        self.num_pieces = num_pieces
+        self.payload = payload.read_bytes()
+        self.peer_id = b"-FK0001-" + behaviour.encode()[:12].ljust(12, b"x")
+        self.accepted = 0
+        self.closed_by_them = 0
+        self.handshakes = 0
+        self.requests = 0
+        self.blocks_sent = 0
+        self.corrupted = 0
+        self.errors: list[str] = []
+        self.server = gevent.server.StreamServer((LOCALHOST, 0), self._serve)
+        self.server.start()
+
+    @property
+    def endpoint(self) -> tuple[str, int]:
+        return (LOCALHOST, self.server.server_port)
+
+    @property
+    def address(self) -> str:
+        """``host:port`` as torrentcore's logs write it."""
+        return f"{LOCALHOST}:{self.server.server_port}"
+
+    def __repr__(self) -> str:
+        return (f"<FakePeer {self.behaviour} {self.address} accepted={self.accepted} "
+                f"closed_by_them={self.closed_by_them} handshakes={self.handshakes} requests={self.requests} "
+                f"blocks_sent={self.blocks_sent} corrupted={self.corrupted} errors={self.errors[-3:]}>")
+
+    def stop(self) -> None:
+        self.server.stop(timeout=1)
+
+    # -- one connection -----------------------------------------------------------------------------
+
+    def _serve(self, sock: socket.socket, address) -> None:
+        self.accepted += 1
+        sock.settimeout(60)
+        try:
+            self._script(sock)
+        except (EOFError, ConnectionError):
+            self.closed_by_them += 1
+        except OSError as exc:
+            self.errors.append(repr(exc))
+        finally:
+            sock.close()
+
+    def _script(self, sock: socket.socket) -> None:
+        if self.behaviour == "garbage":
+            sock.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n" + bytes(range(256)))
+            self._drain(sock)
+        theirs = _recv_exact(sock, 68)
+        if theirs[1:20] != PROTOCOL or theirs[28:48] != self.info_hash:
+            self.errors.append(f"unexpected handshake {theirs!r}")
+        self.handshakes += 1
+        if self.behaviour == "wrong-hash":
+            sock.sendall(_handshake(hashlib.sha1(b"another torrent").digest(), self.peer_id))
+            self._drain(sock)
+        sock.sendall(_handshake(self.info_hash, self.peer_id))
+        bits = bytearray((self.num_pieces + 7) // 8)
+        for i in range(self.num_pieces):
+            bits[i >> 3] |= 0x80 >> (i & 7)
+        sock.sendall(_message(BITFIELD, bytes(bits)) + _message(UNCHOKE))
+        if self.behaviour == "huge":
+            sock.sendall(struct.pack(">IB", 0xFFFFFFFF, PIECE) + bytes(1024))
+            self._drain(sock)
+        while True:
+            (length,) = struct.unpack(">I", _recv_exact(sock, 4))
+            if not length:
+                continue
+            body = _recv_exact(sock, length)
+            if body[0] != REQUEST:
+                continue
+            self.requests += 1
+            if self.behaviour == "stall":
+                continue
+            index, begin, size = struct.unpack(">III", body[1:13])
+            start = index * PIECE_LENGTH + begin
+            block = bytearray(self.payload[start : start + size])
+            if self.behaviour == "liar" and begin == 0:
+                block[0] ^= 0xFF
+                self.corrupted += 1
+            sock.sendall(_message(PIECE, struct.pack(">II", index, begin) + bytes(block)))
+            self.blocks_sent += 1
+
+    def _drain(self, sock: socket.socket) -> None:
+        """Read and ignore everything until the other side closes (raises EOFError then)."""
+        while True:
+            if not sock.recv(65536):
+                raise EOFError("closed by the other side")
+
+
+@pytest.fixture
+def swarm(tmp_path: Path) -> Iterator[dict]:
+    """A payload, its .torrent (no tracker) and an honest, rate-limited libtorrent seeder."""
+    root = Path(make_payload(tmp_path / "seed", SIZE, seed=77, name="hostile.bin"))
+    torrent = tmp_path / "hostile.torrent"
+    make_torrent(root, [], piece_length=PIECE_LENGTH, out=torrent)
+    with RealPeers(tmp_path / "peers") as pool:
+        seeder = pool.libtorrent("honest", ignore_limits_on_local_network=False, upload_rate_limit=HONEST_RATE)
+        seeder.add_torrent(torrent, tmp_path / "seed", seed=True)
+        yield {"root": root, "torrent": torrent, "seeder": seeder, "pool": pool,
+               "info_hash": info_hash_of(torrent), "num_pieces": -(-SIZE // PIECE_LENGTH)}
+        print(pool.describe())
+
+
+@pytest.fixture
+def fakes() -> Iterator[list[FakePeer]]:
+    started: list[FakePeer] = []
+    yield started
+    for fake in started:
+        print(fake)
+        fake.stop()
+
+
+def _start(swarm: dict, fakes: list[FakePeer], behaviour: str) -> FakePeer:
+    fake = FakePeer(behaviour, swarm["info_hash"], swarm["num_pieces"], swarm["root"])
+    fakes.append(fake)
+    return fake
+
+
+def _download(swarm: dict, torrentcore, tmp_path: Path, fake: FakePeer) -> TorrentcoreRun:
+    """Start torrentcore with the fake listed first, then the honest seeder (debug logs: peer reasons)."""
+    return torrentcore(swarm["torrent"], tmp_path / "out", peers=[fake.endpoint, swarm["seeder"].endpoint],
+                       log_level="debug")
+
+
+def _assert_success(run: TorrentcoreRun, swarm: dict, tmp_path: Path, fake: FakePeer) -> None:
+    rc = run.wait(RUN_TIMEOUT)
+    context = f"{run.describe()}\n{fake!r}\n{swarm['pool'].describe()}"
+    assert rc == 0, context
+    assert "Traceback" not in run.stderr, context
+    assert not [e for e in run.logs() if str(e.get("event", "")).startswith("internal error")], context
+    assert_same_tree(swarm["root"], tmp_path / "out" / "hostile.bin", context)
+    summary = run.summary()
+    assert summary is not None and summary["verdict"] == "done", context
+
+
+def _peer_events(run: TorrentcoreRun, event: str, fake: FakePeer) -> list[dict]:
+    return [e for e in run.events(event) if e.get("peer") == fake.address]
+
+
+def _dial_into(port: int, data: bytes, timeout: float = 10.0) -> bytes:
+    """Connect to torrentcore, send ``data``, return what it sent back before closing (bounded)."""
+    received = bytearray()
+    with socket.create_connection((LOCALHOST, port), timeout=timeout) as sock:
+        sock.sendall(data)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            chunk = sock.recv(65536)
+            if not chunk:
+                return bytes(received)
+            received += chunk
+    raise AssertionError(f"torrentcore kept the connection open for {timeout} s; it sent {bytes(received)!r}")
+
+
+# --------------------------------------------------------------------------------------------------
+
+
+def test_liar_is_banned_and_the_download_is_correct(tmp_path, swarm, fakes, torrentcore):
+    liar = _start(swarm, fakes, "liar")
+    run = _download(swarm, torrentcore, tmp_path, liar)
+    assert run.wait_event("peer banned", 20), f"{run.describe()}\n{liar!r}"
+    # Once banned, the liar's connection is closed and it gets no more requests, nor a new connection.
+    assert wait_until(lambda: liar.closed_by_them >= liar.accepted, 5), f"{run.describe()}\n{liar!r}"
+    requests, accepted = liar.requests, liar.accepted
+
+    _assert_success(run, swarm, tmp_path, liar)
+    assert liar.corrupted > 0, liar
+    assert (liar.requests, liar.accepted) == (requests, accepted), liar
+    banned = run.events("peer banned")
+    assert [e["peer"] for e in banned] == [liar.address], banned
+    assert run.events("piece failed hash check"), run.describe()
+    assert any("banned" in line and liar.address in line for line in run.stdout.splitlines()), run.stdout
+    # The honest seeder was never blamed.
+    honest = f"{LOCALHOST}:{swarm['seeder'].port}"
+    assert not any(honest in line for line in run.stdout.splitlines() if "banned" in line), run.stdout
+
+
+def test_four_gib_length_prefix_drops_the_peer(tmp_path, swarm, fakes, torrentcore):
+    fake = _start(swarm, fakes, "huge")
+    run = _download(swarm, torrentcore, tmp_path, fake)
+    assert wait_until(lambda: fake.closed_by_them >= 1 or run.returncode is not None, 20), fake
+    assert fake.closed_by_them >= 1, f"torrentcore did not drop the peer\n{fake!r}\n{run.describe()}"
+    _assert_success(run, swarm, tmp_path, fake)
+    lost = _peer_events(run, "peer lost", fake)
+    assert lost and "larger than" in lost[0]["reason"], run.describe()
+
+
+def test_garbage_instead_of_a_handshake(tmp_path, swarm, fakes, torrentcore):
+    fake = _start(swarm, fakes, "garbage")
+    run = _download(swarm, torrentcore, tmp_path, fake)
+    assert run.wait_event("listening", 10), run.describe()
+    # The other direction too: a connection to torrentcore that sends garbage is closed, unanswered.
+    assert _dial_into(run.port, b"GET /announce HTTP/1.1\r\nHost: x\r\n\r\n" + bytes(100)) == b""
+    _assert_success(run, swarm, tmp_path, fake)
+    assert fake.accepted >= 1 and fake.handshakes == 0, fake
+    failed = _peer_events(run, "dial failed", fake)
+    assert failed and all("handshake" in e["reason"] for e in failed), run.describe()
+
+
+def test_handshake_for_another_torrent(tmp_path, swarm, fakes, torrentcore):
+    fake = _start(swarm, fakes, "wrong-hash")
+    run = _download(swarm, torrentcore, tmp_path, fake)
+    assert run.wait_event("listening", 10), run.describe()
+    # Incoming: a handshake for a torrent torrentcore does not serve is dropped before it answers (BEP 3).
+    other = hashlib.sha1(b"another torrent").digest()
+    assert _dial_into(run.port, _handshake(other, b"-FK0001-incomingxxxx")) == b""
+    _assert_success(run, swarm, tmp_path, fake)
+    assert fake.handshakes >= 1 and fake.requests == 0, fake
+    assert fake.closed_by_them >= 1, fake
+    failed = _peer_events(run, "dial failed", fake)
+    assert failed and all("another torrent" in e["reason"] for e in failed), run.describe()
+
+
+def test_stalling_peer_is_routed_around(tmp_path, swarm, fakes, torrentcore):
+    fake = _start(swarm, fakes, "stall")
+    run = _download(swarm, torrentcore, tmp_path, fake)
+    _assert_success(run, swarm, tmp_path, fake)
+    assert fake.requests > 0, f"the stalling peer was never asked for anything\n{fake!r}"
+    assert fake.blocks_sent == 0
