@@ -16,8 +16,11 @@ from .hookspec import BLOCK_SIZE, PieceStrategy
 from .metainfo import Metainfo
 
 FREE, REQUESTED, RECEIVED = 0, 1, 2
-#: In endgame, a block is requested from at most this many peers at once.
-ENDGAME_DUPLICATES = 3
+#: In endgame, a block is requested from at most this many peers at once...
+ENDGAME_DUPLICATES = 2
+#: ...and a peer is given at most this many duplicate blocks per call, so that near the end deep
+#: pipelines are not copied wholesale (measured: 3 copies of full queues wasted 5% of a 256 MiB download).
+ENDGAME_BLOCKS_PER_CALL = 4
 #: Piece buffers kept for reuse (allocating and faulting in fresh memory per piece is measurable).
 SPARE_BUFFERS = 16
 
@@ -138,7 +141,7 @@ class PieceManager:
         if self._unstarted == 0 and not any(p.free for p in self.partial.values()):
             self.endgame = True
         if self.endgame and len(out) < count:
-            out.extend(self._endgame_requests(peer, has, count - len(out)))
+            out.extend(self._endgame_requests(peer, has, min(count - len(out), ENDGAME_BLOCKS_PER_CALL)))
         return out
 
     def _endgame_requests(self, peer: Hashable, has: Bitfield, count: int) -> list[Block]:

@@ -388,7 +388,7 @@ class Torrent:
     def _dial_failed(self, cand: Candidate, reason: str) -> None:
         cand.connected = False
         cand.failures += 1
-        cand.next_try = time.monotonic() + min(RETRY_MAX, RETRY_BASE * 2 ** min(cand.failures, 8))
+        cand.next_try = time.monotonic() + min(RETRY_MAX, RETRY_BASE * 2 ** min(cand.failures - 1, 8))
         self.log.debug("dial failed", peer=f"{cand.address[0]}:{cand.address[1]}", reason=reason)
 
     def _run_peer(self, conn: Connection, reserved: bytes, peer_id: bytes, incoming: bool, cand=None) -> None:
@@ -438,7 +438,7 @@ class Torrent:
         if cand is not None:
             cand.connected = False
             cand.failures += 1
-            cand.next_try = time.monotonic() + min(RETRY_MAX, RETRY_BASE * 2 ** min(cand.failures, 5))
+            cand.next_try = time.monotonic() + min(RETRY_MAX, RETRY_BASE * 2 ** min(cand.failures - 1, 5))
         elif peer.incoming and peer.listen_port and peer.address[0]:
             # Remember an incoming peer's listening address so we can dial it back later.
             self.add_peers([(peer.address[0], peer.listen_port)], source="incoming")
