@@ -51,6 +51,7 @@ class FilesystemStorage:
         self._fds: OrderedDict[int, int] = OrderedDict()
         self._complete: set[int] = set()
         self._finalized = False
+        self._checked_dirs: set[str] = set()
 
     # --- mapping ---------------------------------------------------------------------------------
 
@@ -84,12 +85,18 @@ class FilesystemStorage:
         path = self._path(f)
         flags = os.O_RDWR | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
         try:
+            folder = os.path.dirname(path)
             if create:
-                os.makedirs(os.path.dirname(path), exist_ok=True)
                 flags |= os.O_CREAT
-            parent = os.path.realpath(os.path.dirname(path))
-            if parent != self._root and not parent.startswith(self._root + os.sep):
-                raise StorageError(f"refusing to write {f.relpath}: it resolves outside {self.save_path}")
+                if folder not in self._checked_dirs:
+                    os.makedirs(folder, exist_ok=True)
+            if folder not in self._checked_dirs:
+                parent = os.path.realpath(folder)
+                if parent != self._root and not parent.startswith(self._root + os.sep):
+                    raise StorageError(f"refusing to write {f.relpath}: it resolves outside {self.save_path}")
+                if create:
+                    # Checked once per folder; a folder we created is not swapped for a symlink by the torrent.
+                    self._checked_dirs.add(folder)
             fd = os.open(path, flags, 0o644)
         except FileNotFoundError:
             if create:
@@ -158,6 +165,9 @@ class FilesystemStorage:
         for i, f in enumerate(self._files):
             if f.pad or f.symlink:
                 continue
+            st = self._stat(f)
+            if st is not None and st.st_size == f.length:
+                continue  # the usual case: opening thousands of finished files again is slow
             fd = self._open(i, create=True)
             try:
                 if os.fstat(fd).st_size != f.length:
