@@ -491,7 +491,10 @@ class Torrent:
             numwant=200 if not self.have.complete else 50,
             key=self._key,
         )
-        return self.tiers.announce(req, timeout=timeout)
+        # One bound for the whole round, DNS look-ups included (requests and getaddrinfo have none).
+        limit = timeout * 4
+        with gevent.Timeout(limit, TrackerError(f"no tracker answered within {limit:g} s")):
+            return self.tiers.announce(req, timeout=timeout, total_timeout=limit)
 
     @property
     def _key(self) -> int:

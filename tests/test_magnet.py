@@ -1,0 +1,50 @@
+"""Magnet URIs (BEP 9): parsing only."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+
+from torrentcore.errors import MetainfoError
+from torrentcore.magnet import is_magnet, parse_magnet
+
+HEX = "08ada5a7a6183aae1e09d831df6748d566095a10"
+
+
+def test_hex_and_base32_info_hashes():
+    b32 = base64.b32encode(bytes.fromhex(HEX)).decode()
+    assert parse_magnet(f"magnet:?xt=urn:btih:{HEX}").info_hash_hex == HEX
+    assert parse_magnet(f"magnet:?xt=urn:btih:{b32}").info_hash_hex == HEX
+    assert parse_magnet(f"magnet:?xt=urn:btih:{HEX.upper()}").info_hash_hex == HEX
+
+
+def test_name_trackers_peers_length():
+    m = parse_magnet(
+        f"magnet:?xt=urn:btih:{HEX}&dn=Sintel%20movie&tr=udp%3A%2F%2Fa.example%3A1&tr=http%3A%2F%2Fb.example%2Fann"
+        "&tr=udp%3A%2F%2Fa.example%3A1&x.pe=127.0.0.1:6881&x.pe=[::1]:6882&x.pe=bad&xl=1234"
+    )
+    assert m.name == "Sintel movie"
+    assert m.trackers == [["udp://a.example:1"], ["http://b.example/ann"]]
+    assert m.peers == [("127.0.0.1", 6881), ("::1", 6882)]
+    assert m.exact_length == 1234
+
+
+@pytest.mark.parametrize(
+    "uri,message",
+    [
+        ("magnet:?dn=x", "no 'xt=urn:btih:'"),
+        ("magnet:?xt=urn:btih:1234", "invalid info-hash"),
+        ("magnet:?xt=urn:btih:" + "z" * 40, "invalid info-hash"),
+        ("magnet:?xt=urn:btmh:1220" + "ab" * 32, "v2-only torrents are not supported yet"),
+        ("http://example.com/", "not a magnet link"),
+    ],
+)
+def test_refused(uri, message):
+    with pytest.raises(MetainfoError, match=message):
+        parse_magnet(uri)
+
+
+def test_is_magnet():
+    assert is_magnet("MAGNET:?xt=urn:btih:" + HEX)
+    assert not is_magnet("file.torrent")
