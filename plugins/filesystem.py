@@ -18,14 +18,16 @@ from __future__ import annotations
 import argparse
 import bisect
 import errno
+import json
 import os
 from collections import OrderedDict
 from collections.abc import Iterable
 
-from torrentcore import bencode
 from torrentcore.hookspec import FileEntry, Metainfo, Storage, StorageError, hookimpl
 
 RESUME_VERSION = 1
+#: A resume record is small (one bit per piece, two numbers per file); refuse to read more than this.
+MAX_RESUME_BYTES = 64 * 1024 * 1024
 #: Open file descriptors kept at most (least recently used are closed).
 MAX_OPEN_FILES = 128
 
@@ -180,10 +182,10 @@ class FilesystemStorage:
         """The pieces of the resume record, if every file still matches it."""
         try:
             with open(resume_path(self.save_path, self.torrent), "rb") as fh:
-                record = bencode.decode(fh.read(), max_size=16 * 1024 * 1024)
-            if record.get(b"version") != RESUME_VERSION or record.get(b"info-hash") != self.torrent.info_hash:
+                record = json.loads(fh.read(MAX_RESUME_BYTES))
+            if record.get("version") != RESUME_VERSION or record.get("info_hash") != self.torrent.info_hash_hex:
                 return None
-            stats = record[b"files"]
+            stats = record["files"]
             files = [f for f in self._files if not f.pad and not f.symlink]
             if len(stats) != len(files):
                 return None
@@ -192,12 +194,12 @@ class FilesystemStorage:
                 current = (st.st_size, st.st_mtime_ns) if st else (-1, -1)
                 if current != (size, mtime):
                     return None
-            bits = record[b"pieces"]
+            bits = bytes.fromhex(record["pieces"])
             n = self.torrent.num_pieces
             if len(bits) != (n + 7) // 8:
                 return None
             return {i for i in range(n) if bits[i >> 3] & (0x80 >> (i & 7))}
-        except (OSError, ValueError, KeyError, TypeError, bencode.BencodeError):
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
             return None
 
     def _stat(self, f: FileEntry) -> os.stat_result | None:
@@ -245,15 +247,15 @@ class FilesystemStorage:
             bits[i >> 3] |= 0x80 >> (i & 7)
         record = {
             "version": RESUME_VERSION,
-            "info-hash": self.torrent.info_hash,
+            "info_hash": self.torrent.info_hash_hex,
             "files": stats,
-            "pieces": bytes(bits),
+            "pieces": bits.hex(),
         }
         path = resume_path(self.save_path, self.torrent)
         tmp = path + ".tmp"
         try:
             with open(tmp, "wb") as fh:
-                fh.write(bencode.encode(record))
+                fh.write(json.dumps(record, separators=(",", ":")).encode())
             os.replace(tmp, path)
         except OSError:
             # No resume record only means a re-check next time; never fail a finished download for it.
