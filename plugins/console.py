@@ -20,6 +20,7 @@ import time
 from torrentcore.hookspec import Metainfo, PeerInfo, ProgressSnapshot, hookimpl
 
 BAR_WIDTH = 24
+MIN_BAR = 10
 
 
 def human_bytes(n: float) -> str:
@@ -43,30 +44,47 @@ def human_time(seconds: float | None) -> str:
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
-def status_line(s: ProgressSnapshot, width: int | None = None) -> str:
-    """One line describing ``s``; with ``width`` it includes a bar and fits that width."""
+def _cores(s: ProgressSnapshot) -> tuple[float, str, str]:
+    """The fraction done, and the numbers in a full and a compact wording."""
     if s.state == "checking":
         frac = s.checked / s.num_pieces if s.num_pieces else 1.0
-        core = f"checking {100 * frac:5.1f}%  ({s.pieces_done} pieces good so far)"
-    elif s.state in ("seeding", "done") and s.pieces_done == s.num_pieces:
-        core = (
+        full = f"checking {100 * frac:5.1f}%  ({s.pieces_done} pieces good so far)"
+        return frac, full, f"checking {100 * frac:.1f}%"
+    if s.state in ("seeding", "done") and s.pieces_done == s.num_pieces:
+        full = (
             f"seeding  up {human_bytes(s.upload_rate)}/s  uploaded {human_bytes(s.uploaded)}  "
             f"ratio {s.ratio:.2f}  leechers {s.leechers}  peers {s.peers}"
         )
-        frac = 1.0
-    else:
-        frac = s.fraction
-        core = (
-            f"{100 * frac:5.1f}%  {human_bytes(s.download_rate)}/s  up {human_bytes(s.upload_rate)}/s  "
-            f"peers {s.peers} ({s.seeds} seeds)  ETA {human_time(s.eta)}"
-        )
+        compact = f"seeding up {human_bytes(s.upload_rate)}/s ratio {s.ratio:.2f} leechers {s.leechers}"
+        return 1.0, full, compact
+    frac = s.fraction
+    full = (
+        f"{100 * frac:5.1f}%  {human_bytes(s.download_rate)}/s  up {human_bytes(s.upload_rate)}/s  "
+        f"peers {s.peers} ({s.seeds} seeds)  ETA {human_time(s.eta)}"
+    )
+    compact = (
+        f"{100 * frac:.1f}% {human_bytes(s.download_rate)}/s up {human_bytes(s.upload_rate)}/s "
+        f"{s.peers} peers ETA {human_time(s.eta)}"
+    )
+    return frac, full, compact
+
+
+def status_line(s: ProgressSnapshot, width: int | None = None) -> str:
+    """One line describing ``s``; with ``width`` (a terminal) it has a bar and fits in ``width - 1``."""
+    frac, full, compact = _cores(s)
     if width is None:
-        return f"{s.name}: {core}"
-    filled = int(frac * BAR_WIDTH)
-    bar = "[" + "#" * filled + "-" * (BAR_WIDTH - filled) + "]"
-    room = max(10, width - len(core) - len(bar) - 4)
-    name = s.name if len(s.name) <= room else s.name[: room - 1] + "~"
-    return f"{name}  {bar}  {core}"[: width - 1]
+        return f"{s.name}: {full}"
+    room = width - 1
+    name_min = min(len(s.name), 8)
+    core = full if name_min + 2 + MIN_BAR + 4 + len(full) <= room else compact
+    bar_width = min(BAR_WIDTH, room - len(core) - 4 - min(len(s.name), 16))
+    bar = ""
+    if bar_width >= MIN_BAR:
+        filled = int(frac * bar_width)
+        bar = "[" + "#" * filled + "-" * (bar_width - filled) + "]"
+    name_room = max(room - len(core) - (len(bar) + 2 if bar else 0) - 2, 4)
+    name = s.name if len(s.name) <= name_room else s.name[: name_room - 1] + "~"
+    return "  ".join(p for p in (name, bar, core) if p)[:room]
 
 
 class ConsoleReporter:
@@ -79,6 +97,7 @@ class ConsoleReporter:
         self._last_plain = 0.0
         self._last_state = ""
         self._drawn = False
+        self.failed_pieces = 0
 
     def _write(self, text: str) -> None:
         try:
@@ -163,12 +182,22 @@ def torrentcore_on_completed(torrent: Metainfo, snapshot: ProgressSnapshot) -> N
         )
 
 
+#: Hash failures reported one by one; later ones are only counted (a liar can cause dozens).
+FAILURES_SHOWN = 3
+
+
 @hookimpl
 def torrentcore_on_piece_failed(torrent: Metainfo, index: int, peers) -> None:
-    """Report a hash failure."""
-    if _reporter is not None:
+    """Report the first few hash failures; count the rest for the summary."""
+    if _reporter is None:
+        return
+    _reporter.failed_pieces += 1
+    if _reporter.failed_pieces <= FAILURES_SHOWN:
         who = ", ".join(f"{h}:{p}" for h, p in peers) or "unknown peer"
-        _reporter.message(f"{torrent.name}: piece {index} failed its hash check (from {who}); fetching it again")
+        more = " (further failures are counted in the summary)" if _reporter.failed_pieces == FAILURES_SHOWN else ""
+        _reporter.message(
+            f"{torrent.name}: piece {index} failed its hash check (from {who}); fetching it again{more}"
+        )
 
 
 @hookimpl
@@ -196,4 +225,5 @@ def torrentcore_on_finish(torrent: Metainfo, snapshot: ProgressSnapshot, exit_co
         f"downloaded {human_bytes(snapshot.downloaded)}, uploaded {human_bytes(snapshot.uploaded)}, "
         f"{human_time(snapshot.elapsed)}"
         + (f", {human_bytes(snapshot.wasted)} wasted" if snapshot.wasted else "")
+        + (f", {_reporter.failed_pieces} piece(s) failed their hash check" if _reporter.failed_pieces else "")
     )
