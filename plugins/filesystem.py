@@ -7,7 +7,7 @@
 * Paths come from :mod:`torrentcore.metainfo`, already made safe; this backend
   checks again that every file it opens resolves inside the download folder
   and never follows a symlink at a file's own path.
-* A small resume record (``.torrentcore-<infohash>.resume`` beside the data)
+* A small JSON resume record (``.torrentcore-<infohash>.resume`` beside the data)
   lists the verified pieces together with each file's size and modification
   time. It is written on close and trusted only while every file still has
   that size and time; otherwise the engine re-hashes what is on disk.

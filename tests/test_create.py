@@ -17,8 +17,8 @@ import gevent.monkey
 import libtorrent as lt
 import pytest
 from opentracker_fixture import opentracker_factory  # noqa: F401  (fixture "opentracker")
-from realpeers import LibtorrentPeer, RealPeers, assert_same_tree, free_port, make_payload
-from tcprocess import TorrentcoreProcess, run_cli, wait_tracker_count
+from realpeers import LibtorrentPeer, RealPeers, assert_same_tree, make_payload
+from torrentcore_cli import run_cli, torrentcore_factory, wait_tracker_count  # noqa: F401  (fixture "torrentcore")
 
 from torrentcore import bencode
 from torrentcore import create as create_mod
@@ -436,7 +436,7 @@ def test_cli_unwritable_output_exits_1(tmp_path):
 # --------------------------------------------------------------------------------------------------
 
 
-def test_libtorrent_downloads_created_torrent_from_torrentcore_seeder(tmp_path, opentracker):
+def test_libtorrent_downloads_created_torrent_from_torrentcore_seeder(tmp_path, opentracker, torrentcore):
     spec = {"a.bin": 700_000, "sub/b.bin": 1_300_000, "sub/empty": 0, "sub/deeper/c.bin": 54_321}
     root = make_payload(tmp_path / "seed", spec, seed=12)
     tracker = opentracker()
@@ -448,12 +448,8 @@ def test_libtorrent_downloads_created_torrent_from_torrentcore_seeder(tmp_path, 
     assert f"info-hash {info_hash.hex()}" in proc.stdout
     tracker.add(info_hash)
 
-    seeder = TorrentcoreProcess(
-        ["seed", str(torrent_path), "-d", str(tmp_path / "seed"), "--port", str(free_port()),
-         "--listen-host", "127.0.0.1"],
-        tmp_path / "logs", "seeder",
-    )
-    with seeder, LibtorrentPeer(name="leecher") as leecher:
+    seeder = torrentcore.seed(torrent_path, tmp_path / "seed", name="seeder")
+    with LibtorrentPeer(name="leecher") as leecher:
         seeder.wait_listening()
         # The leecher finds the seeder through the tracker only: the seeder must have announced first.
         assert wait_tracker_count(tracker, info_hash, seeders=1), seeder.describe()

@@ -9,6 +9,7 @@ interrupted downloads (SIGKILL, SIGINT) resumed on the same folder.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -32,9 +33,7 @@ from realpeers import (
     make_torrent,
     wait_until,
 )
-from torrentcore_cli import TorrentcoreRun, torrentcore_factory  # noqa: F401  (fixture "torrentcore")
-
-from torrentcore import bencode
+from torrentcore_cli import TorrentcoreProcess, torrentcore_factory  # noqa: F401  (fixture "torrentcore")
 
 needs_aria2 = pytest.mark.skipif(shutil.which("aria2c") is None, reason="aria2c is not installed")
 needs_opentracker = pytest.mark.skipif(shutil.which("opentracker") is None, reason="opentracker is not installed")
@@ -106,7 +105,7 @@ def _connections_from_us(seeder: LibtorrentPeer) -> int:
     return sum(1 for t in seeder.transfers() if t["pid"].startswith(b"-TC") and t["uploaded"])
 
 
-def _finish(run: TorrentcoreRun, peers: RealPeers, timeout: float = RUN_TIMEOUT) -> None:
+def _finish(run: TorrentcoreProcess, peers: RealPeers, timeout: float = RUN_TIMEOUT) -> None:
     """Wait for a successful exit: code 0, a "done" summary, no traceback."""
     rc = run.wait(timeout)
     context = f"{run.describe()}\n{peers.describe()}"
@@ -128,8 +127,7 @@ def _piece_bytes(num_pieces: int, piece_length: int, total: int, pieces) -> int:
 
 
 def _resume_pieces(path: Path, num_pieces: int) -> set[int]:
-    record = bencode.decode(path.read_bytes())
-    bits = record[b"pieces"]
+    bits = bytes.fromhex(json.loads(path.read_text())["pieces"])
     return {i for i in range(num_pieces) if bits[i >> 3] & (0x80 >> (i & 7))}
 
 
@@ -147,7 +145,7 @@ def test_http_tracker_one_libtorrent_seeder_single_file(tmp_path, peers, opentra
     seeder = _lt_seeder(peers, torrent, tmp_path / "seed")
     assert seeder.wait_announced(timeout=10), peers.describe()
 
-    run = torrentcore(torrent, tmp_path / "out")  # no --peer: the seeder comes from the tracker
+    run = torrentcore.run(torrent, tmp_path / "out")  # no --peer: the seeder comes from the tracker
     _finish(run, peers)
     assert_same_tree(root, tmp_path / "out" / "single.bin", run.describe())
     assert _uploaded_to_us(seeder) >= size, seeder.transfers()
@@ -161,7 +159,7 @@ def test_udp_tracker_multi_file_tree_with_empty_files(tmp_path, peers, opentrack
     seeder = _lt_seeder(peers, torrent, tmp_path / "seed")
     assert seeder.wait_announced(timeout=10), peers.describe()
 
-    run = torrentcore(torrent, tmp_path / "out")
+    run = torrentcore.run(torrent, tmp_path / "out")
     _finish(run, peers)
     assert_same_tree(root, tmp_path / "out" / "tree", run.describe())
     for rel, length in TREE.items():  # including both zero-length files
@@ -186,7 +184,7 @@ def test_several_seeders_libtorrent_and_aria2(tmp_path, peers, opentracker, torr
     assert aria2.wait_listening(timeout=10), peers.describe()
     assert aria2.wait_announced(timeout=10), peers.describe()
 
-    run = torrentcore(torrent, tmp_path / "out")
+    run = torrentcore.run(torrent, tmp_path / "out")
     _finish(run, peers)
     assert_same_tree(root, tmp_path / "out" / "big.bin", run.describe())
     uploads = [_uploaded_to_us(seeder) for seeder in seeders] + [_aria2_blocks_sent(aria2) * 16384]
@@ -205,7 +203,7 @@ def test_aria2_only_seeder(tmp_path, peers, opentracker, torrentcore):
     assert aria2.wait_listening(timeout=10), peers.describe()
     assert aria2.wait_announced(timeout=10), peers.describe()
 
-    run = torrentcore(torrent, tmp_path / "out")
+    run = torrentcore.run(torrent, tmp_path / "out")
     _finish(run, peers)
     assert_same_tree(root, tmp_path / "out" / "aria.bin", run.describe())
     assert aria2.returncode is None, "the aria2 seeder died"
@@ -221,7 +219,7 @@ def test_dead_tracker_in_first_tier_then_working_one(tmp_path, peers, opentracke
     seeder = _lt_seeder(peers, torrent, tmp_path / "seed")
     assert seeder.wait_announced(timeout=10), peers.describe()
 
-    run = torrentcore(torrent, tmp_path / "out")
+    run = torrentcore.run(torrent, tmp_path / "out")
     _finish(run, peers)
     assert_same_tree(root, tmp_path / "out" / "tiers.bin", run.describe())
     assert _uploaded_to_us(seeder) >= size, seeder.transfers()
@@ -269,7 +267,7 @@ def test_garbage_tracker_is_a_warning_and_the_peer_still_serves(tmp_path, peers,
         _torrent(root, [[garbage.url("/html/announce")], [garbage.url("/truncated/announce")]], torrent)
         seeder = _lt_seeder(peers, torrent, tmp_path / "seed")
         # Rate-limited (about 4 s) so that the announce and its warning surely come before the end.
-        run = torrentcore(torrent, tmp_path / "out", peers=[seeder.endpoint], extra=["--max-download-rate", "1M"])
+        run = torrentcore.run(torrent, tmp_path / "out", "--max-download-rate", "1M", peers=[seeder.endpoint])
         _finish(run, peers)
     finally:
         garbage.stop()
@@ -295,7 +293,7 @@ def test_seeder_disappears_and_comes_back(tmp_path, peers, torrentcore, how):
     torrent = tmp_path / "flaky.torrent"
     _torrent(root, [], torrent, piece_length=128 * 1024)
     seeder = _lt_seeder(peers, torrent, tmp_path / "seed", "seeder", **_rate_limited(2_000_000))
-    run = torrentcore(torrent, tmp_path / "out", peers=[seeder.endpoint])
+    run = torrentcore.run(torrent, tmp_path / "out", peers=[seeder.endpoint])
 
     assert wait_until(lambda: _uploaded_to_us(seeder) >= size // 4 or run.returncode is not None, 15), (
         run.describe() + peers.describe())
@@ -330,7 +328,7 @@ def test_seeder_disappears_and_comes_back(tmp_path, peers, torrentcore, how):
 def _run_on_completed_folder(torrentcore, torrent: Path, out: Path, seeder: LibtorrentPeer, peers) -> None:
     """A third run on a finished folder: exit 0 at once, nothing downloaded, the seeder not asked."""
     sent = _uploaded_to_us(seeder)
-    run = torrentcore(torrent, out, peers=[seeder.endpoint])
+    run = torrentcore.run(torrent, out, peers=[seeder.endpoint])
     _finish(run, peers, timeout=15)
     summary = run.summary()
     assert summary["downloaded"] == 0, run.describe()
@@ -349,17 +347,16 @@ def test_sigkill_then_restart_downloads_only_what_is_missing(tmp_path, peers, to
     seeder = _lt_seeder(peers, torrent, tmp_path / "seed", **_rate_limited(2_000_000))
     out = tmp_path / "out"
 
-    first = torrentcore(torrent, out, peers=[seeder.endpoint])
+    first = torrentcore.run(torrent, out, peers=[seeder.endpoint])
     assert wait_until(lambda: _uploaded_to_us(seeder) >= size * 2 // 5 or first.returncode is not None, 15), (
         first.describe() + peers.describe())
-    first.send_signal(signal.SIGKILL)
-    assert first.wait(10) == -signal.SIGKILL, first.describe()
+    assert first.stop(signal.SIGKILL, 10) == -signal.SIGKILL, first.describe()
     assert (out / "killed.bin").is_file(), "nothing was written before the kill"
 
     seeder.session.apply_settings({"upload_rate_limit": 0})
     time.sleep(0.3)  # let the seeder's last alerts of the killed connection arrive
     sent_before = _uploaded_to_us(seeder)
-    second = torrentcore(torrent, out, peers=[seeder.endpoint])
+    second = torrentcore.run(torrent, out, peers=[seeder.endpoint])
     _finish(second, peers)
     assert_same_tree(root, out / "killed.bin", second.describe())
     checked = second.events("checking existing data")
@@ -384,11 +381,10 @@ def test_sigint_then_restart_trusts_the_resume_record(tmp_path, peers, torrentco
     out = tmp_path / "out"
     record = out / f".torrentcore-{info_hash.hex()}.resume"
 
-    first = torrentcore(torrent, out, peers=[seeder.endpoint])
+    first = torrentcore.run(torrent, out, peers=[seeder.endpoint])
     assert wait_until(lambda: _uploaded_to_us(seeder) >= size * 2 // 5 or first.returncode is not None, 15), (
         first.describe() + peers.describe())
-    first.send_signal(signal.SIGINT)
-    assert first.wait(15) == 130, first.describe()
+    assert first.stop(signal.SIGINT, 15) == 130, first.describe()
     assert "Traceback" not in first.stderr, first.describe()
     assert first.summary()["verdict"] == "interrupted", first.describe()
     assert record.is_file(), f"no resume record after a clean stop: {os.listdir(out)}"
@@ -399,7 +395,7 @@ def test_sigint_then_restart_trusts_the_resume_record(tmp_path, peers, torrentco
     seeder.session.apply_settings({"upload_rate_limit": 0})
     time.sleep(0.3)
     sent_before = _uploaded_to_us(seeder)
-    second = torrentcore(torrent, out, peers=[seeder.endpoint])
+    second = torrentcore.run(torrent, out, peers=[seeder.endpoint])
     _finish(second, peers)
     assert_same_tree(root, out / "paused.bin", second.describe())
     trusted = second.events("resume record trusted")
@@ -435,7 +431,7 @@ def test_malformed_torrent_is_bad_input(tmp_path, torrentcore, kind):
     torrent = tmp_path / f"{kind}.torrent"
     torrent.write_bytes(MALFORMED[kind])
     out = tmp_path / "out"
-    run = torrentcore(torrent, out)
+    run = torrentcore.run(torrent, out)
     rc = run.wait(20)
     assert rc == 2, run.describe()
     lines = [line for line in run.stderr.splitlines() if line.strip()]

@@ -31,7 +31,7 @@ from realpeers import (
     make_torrent,
     wait_until,
 )
-from torrentcore_cli import TorrentcoreRun, torrentcore_factory  # noqa: F401  (fixture "torrentcore")
+from torrentcore_cli import TorrentcoreProcess, torrentcore_factory  # noqa: F401  (fixture "torrentcore")
 
 PIECE_LENGTH = 64 * 1024
 SIZE = 6 << 20
@@ -198,13 +198,13 @@ def _start(swarm: dict, fakes: list[FakePeer], behaviour: str) -> FakePeer:
     return fake
 
 
-def _download(swarm: dict, torrentcore, tmp_path: Path, fake: FakePeer) -> TorrentcoreRun:
+def _download(swarm: dict, torrentcore, tmp_path: Path, fake: FakePeer) -> TorrentcoreProcess:
     """Start torrentcore with the fake listed first, then the honest seeder (debug logs: peer reasons)."""
-    return torrentcore(swarm["torrent"], tmp_path / "out", peers=[fake.endpoint, swarm["seeder"].endpoint],
-                       log_level="debug")
+    return torrentcore.run(swarm["torrent"], tmp_path / "out", peers=[fake.endpoint, swarm["seeder"].endpoint],
+                           log_level="debug")
 
 
-def _assert_success(run: TorrentcoreRun, swarm: dict, tmp_path: Path, fake: FakePeer) -> None:
+def _assert_success(run: TorrentcoreProcess, swarm: dict, tmp_path: Path, fake: FakePeer) -> None:
     rc = run.wait(RUN_TIMEOUT)
     context = f"{run.describe()}\n{fake!r}\n{swarm['pool'].describe()}"
     assert rc == 0, context
@@ -215,7 +215,7 @@ def _assert_success(run: TorrentcoreRun, swarm: dict, tmp_path: Path, fake: Fake
     assert summary is not None and summary["verdict"] == "done", context
 
 
-def _peer_events(run: TorrentcoreRun, event: str, fake: FakePeer) -> list[dict]:
+def _peer_events(run: TorrentcoreProcess, event: str, fake: FakePeer) -> list[dict]:
     return [e for e in run.events(event) if e.get("peer") == fake.address]
 
 
@@ -271,7 +271,7 @@ def test_garbage_instead_of_a_handshake(tmp_path, swarm, fakes, torrentcore):
     run = _download(swarm, torrentcore, tmp_path, fake)
     assert run.wait_event("listening", 10), run.describe()
     # The other direction too: a connection to torrentcore that sends garbage is closed, unanswered.
-    assert _dial_into(run.port, b"GET /announce HTTP/1.1\r\nHost: x\r\n\r\n" + bytes(100)) == b""
+    assert _dial_into(run.listening_port(), b"GET /announce HTTP/1.1\r\nHost: x\r\n\r\n" + bytes(100)) == b""
     _assert_success(run, swarm, tmp_path, fake)
     assert fake.accepted >= 1 and fake.handshakes == 0, fake
     failed = _peer_events(run, "dial failed", fake)
@@ -284,7 +284,7 @@ def test_handshake_for_another_torrent(tmp_path, swarm, fakes, torrentcore):
     assert run.wait_event("listening", 10), run.describe()
     # Incoming: a handshake for a torrent torrentcore does not serve is dropped before it answers (BEP 3).
     other = hashlib.sha1(b"another torrent").digest()
-    assert _dial_into(run.port, _handshake(other, b"-FK0001-incomingxxxx")) == b""
+    assert _dial_into(run.listening_port(), _handshake(other, b"-FK0001-incomingxxxx")) == b""
     _assert_success(run, swarm, tmp_path, fake)
     assert fake.handshakes >= 1 and fake.requests == 0, fake
     assert fake.closed_by_them >= 1, fake

@@ -17,7 +17,14 @@ import libtorrent as lt
 import pytest
 from opentracker_fixture import opentracker_factory  # noqa: F401  (fixture "opentracker")
 from realpeers import RealPeers, assert_same_tree, free_port, make_payload, make_torrent, wait_until
-from tcprocess import TorrentcoreProcess, run_cli, wait_tracker_count
+from torrentcore_cli import (  # noqa: F401  (fixture "torrentcore")
+    TorrentcoreLauncher,
+    TorrentcoreProcess,
+    parse_summary,
+    run_cli,
+    torrentcore_factory,
+    wait_tracker_count,
+)
 
 from torrentcore.choker import OPTIMISTIC_INTERVAL, Choker
 
@@ -45,19 +52,11 @@ def peers(tmp_path):
         print(pool.describe())
 
 
-def start_seeder(tmp_path, torrent_path, data_dir, *extra: str, name: str = "seeder") -> TorrentcoreProcess:
+def start_seeder(torrentcore: TorrentcoreLauncher, torrent_path, data_dir, *extra: str) -> TorrentcoreProcess:
     """``torrentcore seed`` on 127.0.0.1 with a fresh port; returns once it listens."""
-    proc = TorrentcoreProcess(
-        ["seed", os.fspath(torrent_path), "-d", os.fspath(data_dir), "--port", str(free_port()),
-         "--listen-host", "127.0.0.1", "--seed-ratio", "0", "--seed-time", "5", *extra],
-        tmp_path / "logs", name,
-    )
-    try:
-        proc.port = proc.wait_listening()
-    except BaseException:
-        proc.stop()
-        raise
-    return proc
+    seeder = torrentcore.seed(torrent_path, data_dir, "--seed-ratio", "0", "--seed-time", "5", *extra, name="seeder")
+    seeder.wait_listening()
+    return seeder
 
 
 def payload_size(spec) -> int:
@@ -75,37 +74,30 @@ def tree_state(folder) -> dict[str, tuple[int, int]]:
     return out
 
 
-def summary(stdout: str) -> dict[str, str]:
-    """The final console summary: ``{"verdict", "downloaded", "uploaded"}`` (human units)."""
-    m = re.search(r": ([^.:]+)\. \d+/\d+ pieces, downloaded ([0-9.]+ \w+), uploaded ([0-9.]+ \w+)", stdout)
-    assert m, stdout
-    return {"verdict": m.group(1), "downloaded": m.group(2), "uploaded": m.group(3)}
-
-
 # --------------------------------------------------------------------------------------------------
 # 1. libtorrent leecher <- torrentcore seeder (direct connection)
 # --------------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("spec", [3 * MiB + 12_345, TREE], ids=["single-file", "multi-file"])
-def test_libtorrent_downloads_from_torrentcore_seeder(tmp_path, peers, spec):
+def test_libtorrent_downloads_from_torrentcore_seeder(tmp_path, peers, torrentcore, spec):
     root = make_payload(tmp_path / "seed", spec, seed=21)
     torrent_path = tmp_path / "t.torrent"
     make_torrent(root, [], piece_length=64 * KiB, out=torrent_path)
 
-    with start_seeder(tmp_path, torrent_path, tmp_path / "seed") as seeder:
-        leecher = peers.libtorrent("leecher")
-        leecher.add_torrent(torrent_path, tmp_path / "leech")
-        leecher.connect_peer("127.0.0.1", seeder.port)
-        assert leecher.wait_finished(timeout=20), peers.describe() + seeder.describe()
-        assert_same_tree(root, tmp_path / "leech" / "payload", seeder.describe())
-        assert leecher.status()["total_payload_download"] >= payload_size(spec)
-        received = leecher.transfers()
-        assert [t["pid"] for t in received] == [seeder.peer_id()], received
-        assert seeder.returncode is None, "the seeder keeps seeding until its --seed-time"
-        rc = seeder.stop()
-    assert rc == 128 + signal.SIGTERM, seeder.describe()
-    assert summary(seeder.stdout())["downloaded"] == "0 B"
+    seeder = start_seeder(torrentcore, torrent_path, tmp_path / "seed")
+    leecher = peers.libtorrent("leecher")
+    leecher.add_torrent(torrent_path, tmp_path / "leech")
+    leecher.connect_peer("127.0.0.1", seeder.listening_port())
+    assert leecher.wait_finished(timeout=20), peers.describe() + seeder.describe()
+    assert_same_tree(root, tmp_path / "leech" / "payload", seeder.describe())
+    assert leecher.status()["total_payload_download"] >= payload_size(spec)
+    received = leecher.transfers()
+    assert [t["pid"] for t in received] == [seeder.peer_id()], received
+    assert seeder.returncode is None, "the seeder keeps seeding until its --seed-time"
+    assert seeder.stop() == 128 + signal.SIGTERM, seeder.describe()
+    summary = seeder.summary()
+    assert summary is not None and summary["downloaded_text"] == "0 B", seeder.stdout
 
 
 # --------------------------------------------------------------------------------------------------
@@ -114,20 +106,20 @@ def test_libtorrent_downloads_from_torrentcore_seeder(tmp_path, peers, spec):
 
 
 @needs_aria2
-def test_aria2_downloads_from_torrentcore_seeder_via_opentracker(tmp_path, peers, opentracker):
+def test_aria2_downloads_from_torrentcore_seeder_via_opentracker(tmp_path, peers, opentracker, torrentcore):
     root = make_payload(tmp_path / "seed", TREE, seed=22)
     tracker = opentracker()
     torrent_path = tmp_path / "t.torrent"
     _, info_hash = make_torrent(root, [tracker.http_url], piece_length=32 * KiB, out=torrent_path)
     tracker.add(info_hash)
 
-    with start_seeder(tmp_path, torrent_path, tmp_path / "seed") as seeder:
-        # aria2 learns about the seeder only from the tracker: the seeder must be registered first.
-        assert wait_tracker_count(tracker, info_hash, seeders=1), seeder.describe()
-        leecher = peers.aria2(torrent_path, tmp_path / "leech")
-        rc = leecher.wait(timeout=20)
-        assert rc == 0, peers.describe() + seeder.describe()
-        assert_same_tree(root, tmp_path / "leech" / "payload", peers.describe())
+    seeder = start_seeder(torrentcore, torrent_path, tmp_path / "seed")
+    # aria2 learns about the seeder only from the tracker: the seeder must be registered first.
+    assert wait_tracker_count(tracker, info_hash, seeders=1), seeder.describe()
+    leecher = peers.aria2(torrent_path, tmp_path / "leech")
+    rc = leecher.wait(timeout=20)
+    assert rc == 0, peers.describe() + seeder.describe()
+    assert_same_tree(root, tmp_path / "leech" / "payload", peers.describe())
 
 
 # --------------------------------------------------------------------------------------------------
@@ -135,7 +127,7 @@ def test_aria2_downloads_from_torrentcore_seeder_via_opentracker(tmp_path, peers
 # --------------------------------------------------------------------------------------------------
 
 
-def test_mixed_swarm_torrentcore_leecher_uploads_to_libtorrent(tmp_path, peers, opentracker):
+def test_mixed_swarm_torrentcore_leecher_uploads_to_libtorrent(tmp_path, peers, opentracker, torrentcore):
     size = 3 * MiB + 999
     root = make_payload(tmp_path / "seed", size, seed=23)
     tracker = opentracker()
@@ -144,37 +136,33 @@ def test_mixed_swarm_torrentcore_leecher_uploads_to_libtorrent(tmp_path, peers, 
     tracker.add(info_hash)
 
     # The seeder alone would need several seconds to upload the data once: leechers must trade pieces.
-    with start_seeder(tmp_path, torrent_path, tmp_path / "seed", "--max-upload-rate", "384k") as seeder:
-        assert wait_tracker_count(tracker, info_hash, seeders=1), seeder.describe()
-        lt_leecher = peers.libtorrent("lt-leecher")
-        lt_leecher.add_torrent(torrent_path, tmp_path / "lt")
-        assert lt_leecher.wait_announced(timeout=10), lt_leecher.describe()
-        # Announced after libtorrent: the tracker gives it both the seeder and the libtorrent leecher.
-        tc_port = free_port()
-        tc_leecher = TorrentcoreProcess(
-            ["run", str(torrent_path), "-o", str(tmp_path / "tc"), "--port", str(tc_port),
-             "--listen-host", "127.0.0.1", "--seed-ratio", "0", "--seed-time", "5", "--seed-idle", "0"],
-            tmp_path / "logs", "tc-leecher",
-        )
-        with tc_leecher:
-            assert lt_leecher.wait_finished(timeout=25), peers.describe() + seeder.describe() + tc_leecher.describe()
-            assert wait_until(lambda: tc_leecher.has_event("download complete"), 20), tc_leecher.describe()
-            assert_same_tree(root, tmp_path / "lt" / "payload", peers.describe())
-            assert_same_tree(root, tmp_path / "tc" / "payload", tc_leecher.describe())
-            assert tc_leecher.returncode is None, "seeding is on: the torrentcore leecher keeps running"
+    seeder = start_seeder(torrentcore, torrent_path, tmp_path / "seed", "--max-upload-rate", "384k")
+    assert wait_tracker_count(tracker, info_hash, seeders=1), seeder.describe()
+    lt_leecher = peers.libtorrent("lt-leecher")
+    lt_leecher.add_torrent(torrent_path, tmp_path / "lt")
+    assert lt_leecher.wait_announced(timeout=10), lt_leecher.describe()
+    # Announced after libtorrent: the tracker gives it both the seeder and the libtorrent leecher.
+    tc_leecher = torrentcore.run(torrent_path, tmp_path / "tc", "--seed-ratio", "0", "--seed-time", "5",
+                                 "--seed-idle", "0", no_seed=False, name="tc-leecher")
+    assert lt_leecher.wait_finished(timeout=25), peers.describe() + seeder.describe() + tc_leecher.describe()
+    assert tc_leecher.wait_event("download complete", 20), tc_leecher.describe()
+    assert_same_tree(root, tmp_path / "lt" / "payload", peers.describe())
+    assert_same_tree(root, tmp_path / "tc" / "payload", tc_leecher.describe())
+    assert tc_leecher.returncode is None, "seeding is on: the torrentcore leecher keeps running"
 
-            # Who sent libtorrent its data, by peer id (whichever side dialled, whatever the port): the
-            # seeder and the torrentcore leecher both did.
-            received = lt_leecher.transfers()
-            seeder_id, leecher_id = seeder.peer_id(), tc_leecher.peer_id()
-            assert seeder_id and leecher_id and seeder_id != leecher_id, (seeder_id, leecher_id)
-            by_id = {pid: sum(t["downloaded"] for t in received if t["pid"] == pid) for pid in (seeder_id, leecher_id)}
-            assert by_id[seeder_id] > 0 and by_id[leecher_id] > 0, received
-            assert {t["pid"] for t in received} <= {seeder_id, leecher_id}, received
-            assert tc_leecher.stop() == 128 + signal.SIGTERM, tc_leecher.describe()
-        # The torrentcore leecher's own account agrees: it uploaded something.
-        assert summary(tc_leecher.stdout())["uploaded"] != "0 B", tc_leecher.describe()
-        assert summary(tc_leecher.stdout())["downloaded"] != "0 B"
+    # Who sent libtorrent its data, by peer id (whichever side dialled, whatever the port): the
+    # seeder and the torrentcore leecher both did.
+    received = lt_leecher.transfers()
+    seeder_id, leecher_id = seeder.peer_id(), tc_leecher.peer_id()
+    assert seeder_id and leecher_id and seeder_id != leecher_id, (seeder_id, leecher_id)
+    by_id = {pid: sum(t["downloaded"] for t in received if t["pid"] == pid) for pid in (seeder_id, leecher_id)}
+    assert by_id[seeder_id] > 0 and by_id[leecher_id] > 0, received
+    assert {t["pid"] for t in received} <= {seeder_id, leecher_id}, received
+    assert tc_leecher.stop() == 128 + signal.SIGTERM, tc_leecher.describe()
+    # The torrentcore leecher's own account agrees: it uploaded something.
+    summary = tc_leecher.summary()
+    assert summary is not None and summary["uploaded_text"] != "0 B", tc_leecher.describe()
+    assert summary["downloaded_text"] != "0 B"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -340,7 +328,7 @@ def test_choker_sends_no_redundant_messages():
     assert [p.choke_messages for p in ps] == [0, 0, 0]
 
 
-def test_more_leechers_than_slots_all_complete(tmp_path, peers):
+def test_more_leechers_than_slots_all_complete(tmp_path, peers, torrentcore):
     """``--upload-slots 1``: 3 libtorrent leechers that only know the seeder; at most 1 + 1 optimistic
     are unchoked at any time, the third waits its turn, and everyone completes."""
     size = 2 * MiB + 5
@@ -349,38 +337,39 @@ def test_more_leechers_than_slots_all_complete(tmp_path, peers):
     make_torrent(root, [], piece_length=32 * KiB, out=torrent_path)
     # Throttled so that the transfers overlap long enough to watch the choke states (the limiter's
     # one-second burst alone would serve a whole 1 MiB copy before the other leechers connect).
-    with start_seeder(tmp_path, torrent_path, tmp_path / "seed", "--upload-slots", "1",
-                      "--max-upload-rate", "1M") as seeder:
-        leechers = []
-        for n in range(3):
-            leecher = peers.libtorrent(f"leecher{n}")
-            leecher.add_torrent(torrent_path, tmp_path / f"leech{n}")
-            leecher.connect_peer("127.0.0.1", seeder.port)
-            leechers.append(leecher)
+    seeder = start_seeder(torrentcore, torrent_path, tmp_path / "seed", "--upload-slots", "1",
+                          "--max-upload-rate", "1M")
+    port = seeder.listening_port()
+    leechers = []
+    for n in range(3):
+        leecher = peers.libtorrent(f"leecher{n}")
+        leecher.add_torrent(torrent_path, tmp_path / f"leech{n}")
+        leecher.connect_peer("127.0.0.1", port)
+        leechers.append(leecher)
 
-        most_unchoked = 0
-        waited = 0  # samples in which an interested, connected leecher was choked by the seeder
+    most_unchoked = 0
+    waited = 0  # samples in which an interested, connected leecher was choked by the seeder
 
-        def sample() -> bool:
-            nonlocal most_unchoked, waited
-            states = []
-            for leecher in leechers:
-                if leecher.handle.status().is_seeding:
-                    continue
-                for p in leecher.handle.get_peer_info():
-                    if p.ip[1] == seeder.port and p.flags & lt.peer_info.interesting:
-                        states.append(bool(p.flags & lt.peer_info.remote_choked))
-            most_unchoked = max(most_unchoked, states.count(False))
-            waited += states.count(True) > 0 and len(states) == 3
-            return all(leecher.handle.status().is_seeding for leecher in leechers)
+    def sample() -> bool:
+        nonlocal most_unchoked, waited
+        states = []
+        for leecher in leechers:
+            if leecher.handle.status().is_seeding:
+                continue
+            for p in leecher.handle.get_peer_info():
+                if p.ip[1] == port and p.flags & lt.peer_info.interesting:
+                    states.append(bool(p.flags & lt.peer_info.remote_choked))
+        most_unchoked = max(most_unchoked, states.count(False))
+        waited += states.count(True) > 0 and len(states) == 3
+        return all(leecher.handle.status().is_seeding for leecher in leechers)
 
-        assert wait_until(sample, 25, interval=0.02), peers.describe() + seeder.describe()
-        for n, leecher in enumerate(leechers):
-            assert leecher.wait_finished(timeout=5), peers.describe() + seeder.describe()
-            assert_same_tree(root, tmp_path / f"leech{n}" / "payload", peers.describe())
-            assert {t["pid"] for t in leecher.transfers()} == {seeder.peer_id()}
-        assert most_unchoked <= 2, "1 regular slot + 1 optimistic unchoke"
-        assert waited > 0, "with 3 interested leechers and 2 unchokes, one must have been choked"
+    assert wait_until(sample, 25, interval=0.02), peers.describe() + seeder.describe()
+    for n, leecher in enumerate(leechers):
+        assert leecher.wait_finished(timeout=5), peers.describe() + seeder.describe()
+        assert_same_tree(root, tmp_path / f"leech{n}" / "payload", peers.describe())
+        assert {t["pid"] for t in leecher.transfers()} == {seeder.peer_id()}
+    assert most_unchoked <= 2, "1 regular slot + 1 optimistic unchoke"
+    assert waited > 0, "with 3 interested leechers and 2 unchokes, one must have been choked"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -438,8 +427,8 @@ def test_run_on_complete_data_downloads_nothing(tmp_path, spec):
                     "--port", str(free_port()), "--listen-host", "127.0.0.1"], timeout=30)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "Traceback" not in proc.stderr
-    result = summary(proc.stdout)
-    assert result["verdict"] == "done" and result["downloaded"] == "0 B", proc.stdout
+    summary = parse_summary(proc.stdout)
+    assert summary is not None and summary["verdict"] == "done" and summary["downloaded_text"] == "0 B", proc.stdout
     assert tree_state(root) == before  # no file was rewritten
     make_payload(tmp_path / "expected", spec, seed=26)
     assert_same_tree(tmp_path / "expected" / "payload", root)
@@ -450,15 +439,15 @@ def test_run_on_complete_data_downloads_nothing(tmp_path, spec):
 # --------------------------------------------------------------------------------------------------
 
 
-def test_upload_rate_limit_still_completes(tmp_path, peers):
+def test_upload_rate_limit_still_completes(tmp_path, peers, torrentcore):
     size = 2 * MiB + 777
     root = make_payload(tmp_path / "seed", size, seed=27)
     torrent_path = tmp_path / "t.torrent"
     make_torrent(root, [], piece_length=64 * KiB, out=torrent_path)
-    with start_seeder(tmp_path, torrent_path, tmp_path / "seed", "--max-upload-rate", "1M") as seeder:
-        leecher = peers.libtorrent("leecher")
-        leecher.add_torrent(torrent_path, tmp_path / "leech")
-        leecher.connect_peer("127.0.0.1", seeder.port)
-        assert leecher.wait_finished(timeout=20), peers.describe() + seeder.describe()
-        assert_same_tree(root, tmp_path / "leech" / "payload", seeder.describe())
-        assert leecher.status()["total_payload_download"] >= size
+    seeder = start_seeder(torrentcore, torrent_path, tmp_path / "seed", "--max-upload-rate", "1M")
+    leecher = peers.libtorrent("leecher")
+    leecher.add_torrent(torrent_path, tmp_path / "leech")
+    leecher.connect_peer("127.0.0.1", seeder.listening_port())
+    assert leecher.wait_finished(timeout=20), peers.describe() + seeder.describe()
+    assert_same_tree(root, tmp_path / "leech" / "payload", seeder.describe())
+    assert leecher.status()["total_payload_download"] >= size

@@ -1,10 +1,11 @@
-"""Run ``torrentcore run`` as a subprocess, exactly as a user would, for the integration tests.
+"""Run the ``torrentcore`` command as a subprocess in tests, exactly as a user would.
 
-:class:`TorrentcoreRun` starts ``python -m torrentcore run FILE -o DIR --no-seed --port P ...`` on
-127.0.0.1 only, with its stdout (console output: progress lines, warnings, the final summary) and stderr
-(one JSON log object per line) going to files, never to pipes that could fill up. Every wait is bounded;
-the process is killed when it outlives its wait and, through the ``torrentcore`` fixture, at the end of
-the test whatever happens.
+* :func:`run_cli` runs a command to completion (``create``, bad input, a ``run`` that needs no network).
+* :class:`TorrentcoreProcess` is any command running in the background. Its stdout (console output:
+  progress lines, warnings, the final summary) and stderr (one JSON log object per line) go to files, never
+  to pipes that could fill up. Every wait is bounded.
+* The ``torrentcore`` fixture (a :class:`TorrentcoreLauncher`) starts ``run`` and ``seed`` on 127.0.0.1
+  (or any command) and kills every process it started at the end of the test, whatever happens.
 
 Use the fixture from a test module with::
 
@@ -19,50 +20,74 @@ import re
 import signal
 import subprocess
 import sys
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote_from_bytes
 
 import pytest
+import requests
 from realpeers import LOCALHOST, free_port, wait_until
+
+from torrentcore import bencode
+
+#: ``python -m torrentcore``: the same code as the installed command, whatever the PATH.
+COMMAND = [sys.executable, "-m", "torrentcore"]
 
 #: Multipliers of the units the console plugin prints (``human_bytes``).
 _UNITS = {"B": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30, "TiB": 1 << 40}
+_AMOUNT = r"[0-9.]+ (?:B|KiB|MiB|GiB|TiB)"
 _SUMMARY = re.compile(
-    r": (?P<verdict>done|interrupted|stopped with errors)\. (?P<done>\d+)/(?P<total>\d+) pieces, "
-    r"downloaded (?P<num>[0-9.]+) (?P<unit>B|KiB|MiB|GiB|TiB),"
+    rf": (?P<verdict>[^.:]+)\. (?P<done>\d+)/(?P<total>\d+) pieces, "
+    rf"downloaded (?P<downloaded>{_AMOUNT}), uploaded (?P<uploaded>{_AMOUNT}),"
 )
 
 
-class TorrentcoreRun:
-    """One ``torrentcore run`` process (see the module docstring)."""
+def run_cli(args: Sequence[str], timeout: float = 60.0, cwd: str | None = None) -> subprocess.CompletedProcess:
+    """Run ``torrentcore ARGS`` to completion; return the completed process (text output)."""
+    return subprocess.run(
+        [*COMMAND, *args], capture_output=True, text=True, timeout=timeout, cwd=cwd, stdin=subprocess.DEVNULL
+    )
+
+
+def parse_summary(stdout: str) -> dict[str, Any] | None:
+    """The last final summary in console output (``NAME: VERDICT. D/N pieces, downloaded X, uploaded Y, ...``).
+
+    ``downloaded`` is in bytes as printed; the console rounds to one decimal (exact bytes below 1 KiB), so
+    the true count lies between ``downloaded_min`` and ``downloaded_max``. The ``*_text`` values are as printed.
+    """
+    matches = list(_SUMMARY.finditer(stdout))
+    if not matches:
+        return None
+    m = matches[-1]
+    number, unit = m["downloaded"].split()
+    scale = _UNITS[unit]
+    rounding = 0.05 if scale > 1 else 0
+    return {
+        "verdict": m["verdict"],
+        "pieces_done": int(m["done"]),
+        "num_pieces": int(m["total"]),
+        "downloaded": int(float(number) * scale),
+        "downloaded_min": int((float(number) - rounding) * scale),
+        "downloaded_max": int((float(number) + rounding) * scale),
+        "downloaded_text": m["downloaded"],
+        "uploaded_text": m["uploaded"],
+    }
+
+
+class TorrentcoreProcess:
+    """``torrentcore ARGS --log-level LEVEL --log-format json`` running in ``workdir``, any command.
+
+    Output goes to ``workdir/NAME.stdout`` and ``workdir/NAME.stderr``.
+    """
 
     def __init__(
-        self,
-        torrent: str | os.PathLike,
-        output: str | os.PathLike,
-        workdir: str | os.PathLike,
-        *,
-        peers: Iterable[tuple[str, int]] = (),
-        extra: Iterable[str] = (),
-        port: int | None = None,
-        name: str = "torrentcore",
-        log_level: str = "info",
-        log_format: str = "json",
-        no_seed: bool = True,
+        self, args: Sequence[str], workdir: str | os.PathLike, name: str = "torrentcore", log_level: str = "info"
     ) -> None:
+        self.name = name
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.port = port or free_port()
-        self.name = name
-        self.args = [sys.executable, "-m", "torrentcore", "run", os.fspath(torrent), "-o", os.fspath(output),
-                     "--port", str(self.port), "--listen-host", LOCALHOST, "--log-format", log_format,
-                     "--log-level", log_level, "--progress-interval", "1"]
-        if no_seed:
-            self.args.append("--no-seed")
-        for host, peer_port in peers:
-            self.args += ["--peer", f"{host}:{peer_port}"]
-        self.args += list(extra)
+        self.args = [*COMMAND, *map(os.fspath, args), "--log-level", log_level, "--log-format", "json"]
         self.stdout_path = self.workdir / f"{name}.stdout"
         self.stderr_path = self.workdir / f"{name}.stderr"
         with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
@@ -72,7 +97,7 @@ class TorrentcoreRun:
             )
 
     def __repr__(self) -> str:
-        return f"<TorrentcoreRun {self.name} pid={self.process.pid} rc={self.process.poll()}>"
+        return f"<TorrentcoreProcess {self.name} pid={self.process.pid} rc={self.process.poll()}>"
 
     # -- process control ----------------------------------------------------------------------------
 
@@ -82,26 +107,24 @@ class TorrentcoreRun:
         return self.process.poll()
 
     def wait(self, timeout: float) -> int | None:
-        """Wait at most ``timeout`` s for the exit code; kill the process and return ``None`` if it is late."""
+        """Wait at most ``timeout`` s for the exit code; past that, SIGKILL and reap it and return ``None``."""
         try:
             return self.process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            self.kill()
+            self.process.kill()
+            self.process.wait(timeout=10)  # a SIGKILLed process always dies
             return None
 
-    def send_signal(self, sig: int) -> None:
-        """Send ``sig`` (SIGINT for a Ctrl-C, SIGKILL for a crash) if the process still runs."""
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int | None:
+        """Send ``sig`` (SIGTERM: a clean stop, SIGINT: Ctrl-C, SIGKILL: a crash) if it still runs, then
+        :meth:`wait` up to ``timeout`` s; return the exit code (``None``: it had to be killed)."""
         if self.process.poll() is None:
             self.process.send_signal(sig)
+        return self.wait(timeout)
 
     def kill(self) -> None:
         """SIGKILL and reap (bounded); idempotent."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:  # pragma: no cover - a SIGKILLed process always dies
-            pass
+        self.stop(signal.SIGKILL)
 
     # -- output -------------------------------------------------------------------------------------
 
@@ -135,23 +158,29 @@ class TorrentcoreRun:
         return wait_until(lambda: bool(self.events(name)) or self.returncode is not None, timeout,
                           interval=0.05) and bool(self.events(name))
 
+    def listening_port(self) -> int | None:
+        """The port the engine logged it listens on, if it did."""
+        port = self._listening().get("port")
+        return None if port is None else int(port)
+
+    def peer_id(self) -> bytes | None:
+        """The engine's 20-byte peer id (logged with ``listening``), if it was logged."""
+        peer_id = self._listening().get("peer_id")
+        return peer_id.encode("latin-1") if peer_id else None
+
+    def _listening(self) -> dict[str, Any]:
+        listening = self.events("listening")
+        return listening[0] if listening else {}
+
+    def wait_listening(self, timeout: float = 15.0) -> int:
+        """Wait (bounded) until the engine listens for peers; return the port."""
+        port = self.listening_port() if self.wait_event("listening", timeout) else None
+        assert port is not None, f"{self.name} is not listening:\n{self.describe()}"
+        return port
+
     def summary(self) -> dict[str, Any] | None:
-        """The final console summary: verdict, pieces done and total, bytes downloaded (rounded)."""
-        matches = list(_SUMMARY.finditer(self.stdout))
-        if not matches:
-            return None
-        m = matches[-1]
-        unit = _UNITS[m["unit"]]
-        return {
-            "verdict": m["verdict"],
-            "pieces_done": int(m["done"]),
-            "num_pieces": int(m["total"]),
-            "downloaded": int(float(m["num"]) * unit),
-            # The console rounds to one decimal (exact bytes below 1 KiB): the true count lies between these.
-            "downloaded_min": int((float(m["num"]) - (0.05 if unit > 1 else 0)) * unit),
-            "downloaded_max": int((float(m["num"]) + (0.05 if unit > 1 else 0)) * unit),
-            "downloaded_text": f"{m['num']} {m['unit']}",
-        }
+        """The final console summary (see :func:`parse_summary`), or ``None`` before it is printed."""
+        return parse_summary(self.stdout)
 
     def describe(self, limit: int = 6000) -> str:
         """Diagnostics for failure messages: command line, exit code, output tails."""
@@ -166,23 +195,78 @@ def _read(path: Path) -> str:
         return ""
 
 
+class TorrentcoreLauncher:
+    """The ``torrentcore`` fixture: starts :class:`TorrentcoreProcess` instances, kills them all at the end."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.started: list[TorrentcoreProcess] = []
+
+    def start(self, args: Sequence[str], name: str = "torrentcore", log_level: str = "info") -> TorrentcoreProcess:
+        """``torrentcore ARGS`` (any command); ``name`` gets a serial number (the names of its output files)."""
+        process = TorrentcoreProcess(args, self.workdir, f"{name}-{len(self.started)}", log_level)
+        self.started.append(process)
+        return process
+
+    def run(self, torrent: str | os.PathLike, output: str | os.PathLike, *extra: str, no_seed: bool = True,
+            peers: Iterable[tuple[str, int]] = (), **kwargs: Any) -> TorrentcoreProcess:
+        """``torrentcore run TORRENT -o OUTPUT EXTRA`` on 127.0.0.1 (see :func:`_network`); ``kwargs`` as
+        :meth:`start`."""
+        args = ["run", torrent, "-o", output, *_network(peers), *extra]
+        if no_seed:
+            args.append("--no-seed")
+        return self.start(args, **kwargs)
+
+    def seed(self, torrent: str | os.PathLike, data: str | os.PathLike, *extra: str,
+             peers: Iterable[tuple[str, int]] = (), **kwargs: Any) -> TorrentcoreProcess:
+        """``torrentcore seed TORRENT -d DATA EXTRA`` on 127.0.0.1 (see :func:`_network`); ``kwargs`` as
+        :meth:`start`."""
+        return self.start(["seed", torrent, "-d", data, *_network(peers), *extra], **kwargs)
+
+    def kill_all(self) -> None:
+        """Kill every process started (printing its diagnostics, shown when the test fails)."""
+        for process in self.started:
+            process.kill()
+            print(process.describe(3000))
+
+
+def _network(peers: Iterable[tuple[str, int]]) -> list[str]:
+    """A free port on 127.0.0.1 only, a progress line every second, and ``--peer HOST:PORT`` for each peer."""
+    args = ["--port", str(free_port()), "--listen-host", LOCALHOST, "--progress-interval", "1"]
+    for host, port in peers:
+        args += ["--peer", f"{host}:{port}"]
+    return args
+
+
 @pytest.fixture(name="torrentcore")
-def torrentcore_factory(tmp_path: Path) -> Iterator[Callable[..., TorrentcoreRun]]:
-    """Factory: ``torrentcore(torrent, output, peers=..., extra=...)`` starts a :class:`TorrentcoreRun`.
-
-    Every process it started is killed at teardown, and its diagnostics printed (shown on failure).
-    """
-    started: list[TorrentcoreRun] = []
-
-    def start(torrent: str | os.PathLike, output: str | os.PathLike, **kwargs: Any) -> TorrentcoreRun:
-        kwargs.setdefault("name", f"torrentcore-{len(started)}")
-        run = TorrentcoreRun(torrent, output, tmp_path / "torrentcore", **kwargs)
-        started.append(run)
-        return run
-
+def torrentcore_factory(tmp_path: Path) -> Iterator[TorrentcoreLauncher]:
+    """A :class:`TorrentcoreLauncher` writing to ``tmp_path/torrentcore``; its processes are killed at teardown."""
+    launcher = TorrentcoreLauncher(tmp_path / "torrentcore")
     try:
-        yield start
+        yield launcher
     finally:
-        for run in started:
-            run.kill()
-            print(run.describe(3000))
+        launcher.kill_all()
+
+
+# -- opentracker ------------------------------------------------------------------------------------
+
+
+def tracker_counts(tracker, info_hash: bytes) -> tuple[int, int]:
+    """``(seeders, leechers)`` opentracker knows for ``info_hash`` (an HTTP scrape; (0, 0) on failure)."""
+    url = tracker.http_url.rsplit("/announce", 1)[0] + "/scrape?info_hash=" + quote_from_bytes(info_hash, safe="")
+    try:
+        body = requests.get(url, timeout=2).content
+        entry = bencode.decode(body)[b"files"][info_hash]
+        return int(entry.get(b"complete", 0)), int(entry.get(b"incomplete", 0))
+    except (requests.RequestException, bencode.BencodeError, KeyError, TypeError, AttributeError):
+        return 0, 0
+
+
+def wait_tracker_count(tracker, info_hash: bytes, seeders: int = 0, leechers: int = 0, timeout: float = 10.0) -> bool:
+    """Wait (bounded) until opentracker counts at least ``seeders`` seeders and ``leechers`` leechers."""
+
+    def _enough() -> bool:
+        s, n = tracker_counts(tracker, info_hash)
+        return s >= seeders and n >= leechers
+
+    return wait_until(_enough, timeout, interval=0.1)
