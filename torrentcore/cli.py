@@ -271,6 +271,7 @@ def _run_torrent(args, pm, save_path: str, seed_only: bool) -> int:
     meta = _load_torrent(args.torrent)
     strategy = plugins.choose_strategy(pm, args.strategy)
     storage = plugins.choose_storage(pm, args.storage)
+    args.seed_only = seed_only  # `seed` never downloads: incomplete data is an error
     if seed_only:
         args.no_seed = False
     # `run` is a download that gives back for a while; `seed` runs until stopped unless limits are given.
@@ -283,10 +284,6 @@ def _run_torrent(args, pm, save_path: str, seed_only: bool) -> int:
     gevent.signal_handler(signal.SIGINT, torrent.stop, EXIT_INTERRUPTED)
     gevent.signal_handler(signal.SIGTERM, torrent.stop, 128 + signal.SIGTERM)
     code = torrent.run()
-    if seed_only and code == EXIT_OK and not torrent.have.complete:
-        print(f"torrentcore: error: the data in {save_path} is incomplete "
-              f"({torrent.have.count}/{meta.num_pieces} pieces verified)", file=sys.stderr)
-        return EXIT_RUNTIME
     if torrent.error:
         print(f"torrentcore: error: {torrent.error}", file=sys.stderr)
     return code

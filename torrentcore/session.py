@@ -243,8 +243,8 @@ class Torrent:
         return not getattr(self.options, "no_seed", True)
 
     def _seed_only(self) -> bool:
-        """``torrentcore seed`` (or ``options.seed_only``): the data must be complete; nothing is downloaded."""
-        return bool(getattr(self.options, "seed_only", False)) or getattr(self.options, "command", None) == "seed"
+        """``options.seed_only`` (``torrentcore seed``): the data must be complete; nothing is downloaded."""
+        return bool(getattr(self.options, "seed_only", False))
 
     # --- checking data already on disk ------------------------------------------------------------
 
