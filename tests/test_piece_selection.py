@@ -124,3 +124,4 @@ def test_unrequested_or_misaligned_blocks_are_not_accepted():
     assert pm.block_buffer(0, 100, 16384) is None
     assert pm.block_buffer(0, 0, 999) is None
     assert pm.block_buffer(0, 0, 16384) is not None
+

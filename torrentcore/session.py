@@ -52,6 +52,8 @@ BAN_STRIKES = 2
 #: Re-dial delays for a known peer after failures (seconds), capped.
 RETRY_BASE = 2.0
 RETRY_MAX = 60.0
+#: Most peer addresses remembered for dialling.
+MAX_CANDIDATES = 2000
 #: Announce early when fewer peers than this are connected.
 WANT_MORE_PEERS = 8
 #: Hashing at start: pieces hashed concurrently in the thread pool.
@@ -180,10 +182,21 @@ class Torrent:
             addr = (host, int(port))
             if addr in self.candidates or addr in self.banned_addresses or self._is_self(addr):
                 continue
+            if len(self.candidates) >= MAX_CANDIDATES and not self._forget_a_candidate():
+                break  # a tracker that lists a million peers costs us a bounded amount of memory
             self.candidates[addr] = Candidate(addr, source=source)
             added = True
         if added:
             self._connect_now.set()
+
+    def _forget_a_candidate(self) -> bool:
+        """Make room by dropping the unconnected candidate that failed most often (if any failed)."""
+        worst = max((c for c in self.candidates.values() if not c.connected and c.failures),
+                    key=lambda c: c.failures, default=None)
+        if worst is None:
+            return False
+        del self.candidates[worst.address]
+        return True
 
     def _is_self(self, addr: tuple[str, int]) -> bool:
         if addr in self.self_addresses:
