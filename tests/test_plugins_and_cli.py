@@ -254,3 +254,11 @@ def test_json_logs_are_json(tmp_path):
     events = [json.loads(ln) for ln in lines]
     assert any(e.get("event") == "listening" for e in events)
     assert all("level" in e and "timestamp" in e for e in events)
+
+
+def test_run_with_a_magnet_link_says_what_is_missing(tmp_path):
+    link = "magnet:?xt=urn:btih:08ada5a7a6183aae1e09d831df6748d566095a10"
+    out = tc("run", link, "-o", str(tmp_path / "dl"), "--no-seed")
+    assert out.returncode == 2
+    assert out.stderr.startswith("torrentcore: error: magnet links cannot be downloaded yet")
+    assert out.stderr.count("\n") == 1 and not (tmp_path / "dl").exists()

@@ -186,7 +186,12 @@ def configure_logging(level: str, fmt: str) -> None:
 
 def _load_torrent(path: str):
     from . import metainfo
+    from .errors import MetainfoError
+    from .magnet import is_magnet
 
+    if is_magnet(path):
+        raise MetainfoError("magnet links cannot be downloaded yet (fetching metadata from peers, BEP 9, "
+                            "is not implemented): use the .torrent file; 'torrentcore info' reads the link")
     return metainfo.load(path)
 
 
