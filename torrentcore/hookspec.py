@@ -218,6 +218,8 @@ def torrentcore_add_options(parser: argparse.ArgumentParser) -> None:
     Called once per ``run``/``seed`` sub-command parser, before the command
     line is parsed. The parsed values reach plugins as the ``options``
     argument of factories and of :func:`torrentcore_on_start`. Returns nothing.
+
+    Not ``firstresult``: every plugin that implements it is called.
     """
 
 
@@ -232,6 +234,8 @@ def torrentcore_piece_strategies() -> Mapping[str, StrategyFactory]:
     strategy name to factory; the results of all plugins are merged, and two
     plugins offering the same name is an error. The factory of the strategy
     the user chose is called once per torrent.
+
+    Not ``firstresult``: every plugin's mapping is collected and merged.
     """
 
 
@@ -246,6 +250,8 @@ def torrentcore_storage_backends() -> Mapping[str, StorageFactory]:
     backend name to factory; merged across plugins like strategies. The
     chosen factory is called once per torrent with the torrent, the download
     folder and the options, and must return an open :class:`Storage`.
+
+    Not ``firstresult``: every plugin's mapping is collected and merged.
     """
 
 
@@ -254,44 +260,71 @@ def torrentcore_storage_backends() -> Mapping[str, StorageFactory]:
 
 @hookspec
 def torrentcore_on_start(torrent: Metainfo, save_path: str, options: argparse.Namespace) -> None:
-    """A torrent is starting (before data is checked). Returns nothing."""
+    """A torrent is starting (before data is checked). Returns nothing.
+
+    Not ``firstresult``: every plugin that implements it is called.
+    """
 
 
 @hookspec
 def torrentcore_on_progress(torrent: Metainfo, snapshot: ProgressSnapshot) -> None:
-    """About once a second while the torrent runs, including while checking. Returns nothing."""
+    """About once a second while the torrent runs, including while checking. Returns nothing.
+
+    Not ``firstresult``: every plugin that implements it is called.
+    """
 
 
 @hookspec
 def torrentcore_on_piece_verified(torrent: Metainfo, index: int) -> None:
-    """Piece ``index`` matched its hash and is on disk (downloaded or found at start). Returns nothing."""
+    """Piece ``index`` matched its hash and is on disk (downloaded or found at start). Returns nothing.
+
+    Not ``firstresult``: every plugin that implements it is called.
+    """
 
 
 @hookspec
 def torrentcore_on_piece_failed(torrent: Metainfo, index: int, peers: Sequence[tuple[str, int]]) -> None:
-    """Piece ``index`` failed its hash; ``peers`` sent its blocks. It will be downloaded again."""
+    """Piece ``index`` failed its hash; ``peers`` sent its blocks. It will be downloaded again.
+
+    Not ``firstresult``: every plugin that implements it is called.
+    """
 
 
 @hookspec
 def torrentcore_on_peer_connected(torrent: Metainfo, peer: PeerInfo) -> None:
-    """A peer finished the handshake. Returns nothing."""
+    """A peer finished the handshake. Returns nothing.
+
+    Not ``firstresult``: every plugin that implements it is called.
+    """
 
 
 @hookspec
 def torrentcore_on_peer_lost(torrent: Metainfo, peer: PeerInfo, reason: str) -> None:
-    """A connection to a peer ended; ``reason`` is a short text. Returns nothing."""
+    """A connection to a peer ended; ``reason`` is a short text. Returns nothing.
+
+    Not ``firstresult``: every plugin that implements it is called.
+    """
 
 
 @hookspec
 def torrentcore_on_completed(torrent: Metainfo, snapshot: ProgressSnapshot) -> None:
-    """Every piece is verified and written. Seeding may follow. Returns nothing."""
+    """Every piece is verified and written. Seeding may follow. Returns nothing.
+
+    Not ``firstresult``: every plugin that implements it is called.
+    """
 
 
 @hookspec
 def torrentcore_on_error(torrent: Metainfo | None, message: str, fatal: bool) -> None:
-    """Something went wrong. ``fatal`` errors end the run; others (a tracker down) are warnings."""
+    """Something went wrong. ``fatal`` errors end the run; others (a tracker down) are warnings.
+
+    Not ``firstresult``: every plugin that implements it is called.
+    """
 
 
 @hookspec
 def torrentcore_on_finish(torrent: Metainfo, snapshot: ProgressSnapshot, exit_code: int) -> None:
-    """The torrent stopped for good (done, interrupted or failed); the last call for it."""
+    """The torrent stopped for good (done, interrupted or failed); the last call for it.
+
+    Not ``firstresult``: every plugin that implements it is called.
+    """
