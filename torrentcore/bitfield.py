@@ -80,12 +80,6 @@ class Bitfield:
                     if byte & (0x80 >> bit):
                         yield base + bit
 
-    def missing(self) -> Iterator[int]:
-        """Indices of the clear bits, ascending."""
-        for i in range(self.size):
-            if not self._bits[i >> 3] & (0x80 >> (i & 7)):
-                yield i
-
     def to_bytes(self) -> bytes:
         """The wire form of the bitfield."""
         return bytes(self._bits)

@@ -229,13 +229,3 @@ class PieceManager:
         self._unstarted += 1
         self.endgame = False
         self.version += 1
-
-    def requested_by(self, index: int, begin: int) -> list[Hashable]:
-        """Peers currently asked for a block."""
-        piece = self.partial.get(index)
-        return list(piece.requesters.get(begin // BLOCK_SIZE, ())) if piece else []
-
-    @property
-    def bytes_in_partial(self) -> int:
-        """Bytes received into pieces not yet verified."""
-        return sum(min(p.received * BLOCK_SIZE, p.size) for p in self.partial.values())

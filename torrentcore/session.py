@@ -80,7 +80,6 @@ class Candidate:
     failures: int = 0
     next_try: float = 0.0
     connected: bool = False
-    source: str = "tracker"
 
 
 class Torrent:
@@ -144,8 +143,6 @@ class Torrent:
         self._early_announce_at = 0.0  # no early announce before this (monotonic): min interval or back-off
         self._last_interest = 0.0
         self._min_interval = 0.0
-        self._tracker_seeders = 0
-        self._tracker_leechers = 0
 
     # --- stats hooks used by peers -----------------------------------------------------------------
 
@@ -175,7 +172,7 @@ class Torrent:
 
     # --- lifecycle ---------------------------------------------------------------------------------
 
-    def add_peers(self, addresses, source: str = "tracker") -> None:
+    def add_peers(self, addresses) -> None:
         """Learn peer addresses (from a tracker, the command line, ...)."""
         added = False
         for host, port in addresses:
@@ -184,7 +181,7 @@ class Torrent:
                 continue
             if len(self.candidates) >= MAX_CANDIDATES and not self._forget_a_candidate():
                 break  # a tracker that lists a million peers costs us a bounded amount of memory
-            self.candidates[addr] = Candidate(addr, source=source)
+            self.candidates[addr] = Candidate(addr)
             added = True
         if added:
             self._connect_now.set()
@@ -313,7 +310,7 @@ class Torrent:
         if listen:
             self._listen()
         for host, port in getattr(self.options, "peers", None) or []:
-            self.add_peers([(host, port)], source="command line")
+            self.add_peers([(host, port)])
         spawn = self._spawn
         spawn(self._report_loop)
         spawn(self._tick_loop)
@@ -454,7 +451,7 @@ class Torrent:
             cand.next_try = time.monotonic() + min(RETRY_MAX, RETRY_BASE * 2 ** min(cand.failures - 1, 5))
         elif peer.incoming and peer.listen_port and peer.address[0]:
             # Remember an incoming peer's listening address so we can dial it back later.
-            self.add_peers([(peer.address[0], peer.listen_port)], source="incoming")
+            self.add_peers([(peer.address[0], peer.listen_port)])
         self.log.debug("peer lost", peer=f"{peer.address[0]}:{peer.address[1]}", reason=reason)
         self.hook.torrentcore_on_peer_lost(torrent=self.meta, peer=peer.info(), reason=reason)
         self.wake_requesters()
@@ -535,8 +532,6 @@ class Torrent:
                 self._last_announce = time.monotonic()
                 self._min_interval = float(resp.min_interval or min(resp.interval, 60))
                 self._early_announce_at = self._last_announce + max(self._min_interval, 15.0)
-                self._tracker_seeders = resp.complete or 0
-                self._tracker_leechers = resp.incomplete or 0
                 if resp.warning:
                     self.hook.torrentcore_on_error(
                         torrent=self.meta, message=f"tracker warning: {resp.warning}", fatal=False

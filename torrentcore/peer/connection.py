@@ -55,8 +55,6 @@ class Connection:
         self.producer: Callable[[], bytes | None] | None = None
         self.closed = False
         self.close_reason = ""
-        self.bytes_in = 0
-        self.bytes_out = 0
         self.last_send = time.monotonic()
 
     @classmethod
@@ -80,7 +78,6 @@ class Connection:
             if not n:
                 raise ConnectionError("connection closed by peer")
             self._end += n
-            self.bytes_in += n
 
     def prefetch(self, n: int) -> None:
         """Receive until ``n`` bytes (``n`` <= the read buffer) are buffered.
@@ -109,7 +106,6 @@ class Connection:
             if not n:
                 raise ConnectionError("connection closed by peer")
             pos += n
-            self.bytes_in += n
 
     def skip(self, n: int) -> None:
         """Discard ``n`` bytes of payload."""
@@ -189,7 +185,6 @@ class Connection:
                     else:
                         break
                     self.sock.sendall(data)
-                    self.bytes_out += len(data)
                     self.last_send = time.monotonic()
                 if not self.closed and time.monotonic() - self.last_send >= KEEPALIVE_INTERVAL:
                     self.sock.sendall(msg.KEEPALIVE)

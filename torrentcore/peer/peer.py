@@ -64,8 +64,6 @@ class Peer:
         self.down = RateMeter()
         self.up = RateMeter()
         self.last_block = time.monotonic()
-        self.connected_at = time.monotonic()
-        self.last_unchoked = 0.0
         self.snubbed = False
         self.reqq = DEFAULT_REQQ
         self.listen_port: int | None = None
@@ -332,7 +330,6 @@ class Peer:
         """Start serving this peer."""
         if self.am_choking:
             self.am_choking = False
-            self.last_unchoked = time.monotonic()
             self.conn.send(msg.simple(msg.UNCHOKE))
 
     def send_have(self, index: int) -> None:
