@@ -62,6 +62,28 @@ def run_torrentcore(torrent_path: str, seeders, out: str, timeout: float) -> flo
     return elapsed
 
 
+def alternate_rounds(rounds: int, runners: dict, root: str, work: str, size: int, quiet: bool) -> list[dict]:
+    """Run ``runners["libtorrent"]`` and ``runners["torrentcore"]`` (each ``out_dir -> seconds``) ``rounds``
+    times in alternating order, check every result byte for byte, and return per-round times and the
+    speed ratio torrentcore/libtorrent (libtorrent's time over torrentcore's)."""
+    results = []
+    for r in range(rounds):
+        times = {}
+        for who in (["libtorrent", "torrentcore"] if r % 2 == 0 else ["torrentcore", "libtorrent"]):
+            out = os.path.join(work, f"out-{who}-{r}")
+            times[who] = runners[who](out)
+            rp.assert_same_tree(root, os.path.join(out, os.path.basename(root)), who)
+            shutil.rmtree(out)
+        ratio = times["libtorrent"] / times["torrentcore"]
+        results.append({"round": r, **{k: round(v, 3) for k, v in times.items()}, "ratio": round(ratio, 3)})
+        if not quiet:
+            mb = size / 1e6
+            print(f"round {r}: libtorrent {times['libtorrent']:.2f}s ({mb / times['libtorrent']:.0f} MB/s), "
+                  f"torrentcore {times['torrentcore']:.2f}s ({mb / times['torrentcore']:.0f} MB/s), "
+                  f"ratio torrentcore/libtorrent {ratio:.2f}")
+    return results
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size", type=parse_size, default=parse_size("256M"), help="payload size (default 256M)")
@@ -85,30 +107,15 @@ def main() -> int:
         try:
             for s in seeders:
                 s.add_torrent(torrent, os.path.dirname(root), seed=True)
-            rounds = []
-            for r in range(args.rounds):
-                order = ["libtorrent", "torrentcore"] if r % 2 == 0 else ["torrentcore", "libtorrent"]
-                times = {}
-                for who in order:
-                    out = os.path.join(work, f"out-{who}-{r}")
-                    if who == "libtorrent":
-                        times[who] = run_libtorrent(torrent, seeders, out, args.timeout)
-                    else:
-                        times[who] = run_torrentcore(torrent_path, seeders, out, args.timeout)
-                    rp.assert_same_tree(root, os.path.join(out, os.path.basename(root)), who)
-                    shutil.rmtree(out)
-                ratio = times["libtorrent"] / times["torrentcore"]
-                rounds.append({"round": r, **{k: round(v, 3) for k, v in times.items()},
-                               "speed_ratio_tc_over_lt": round(ratio, 3)})
-                if not args.json:
-                    mb = args.size / 1e6
-                    print(f"round {r}: libtorrent {times['libtorrent']:.2f}s ({mb / times['libtorrent']:.0f} MB/s), "
-                          f"torrentcore {times['torrentcore']:.2f}s ({mb / times['torrentcore']:.0f} MB/s), "
-                          f"speed ratio torrentcore/libtorrent {ratio:.2f}")
+            runners = {
+                "libtorrent": lambda out: run_libtorrent(torrent, seeders, out, args.timeout),
+                "torrentcore": lambda out: run_torrentcore(torrent_path, seeders, out, args.timeout),
+            }
+            rounds = alternate_rounds(args.rounds, runners, root, work, args.size, args.json)
         finally:
             for s in seeders:
                 s.close()
-        median = statistics.median(r["speed_ratio_tc_over_lt"] for r in rounds)
+        median = statistics.median(r["ratio"] for r in rounds)
         result = {"size": args.size, "files": args.files, "piece_length": args.piece_length,
                   "seeders": args.seeders, "rounds": rounds, "median_speed_ratio_tc_over_lt": median}
         if args.json:

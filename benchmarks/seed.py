@@ -30,7 +30,7 @@ sys.path.insert(0, os.path.join(HERE, os.pardir, "tests"))
 sys.path.insert(0, HERE)
 
 import realpeers as rp  # noqa: E402
-from download import parse_size  # noqa: E402
+from download import alternate_rounds, parse_size  # noqa: E402
 
 
 def leech_from(torrent: bytes, endpoint: tuple[str, int], out: str, timeout: float) -> float:
@@ -66,27 +66,14 @@ def main() -> int:
         )
         if not rp.wait_port_open(tc_port, timeout=60):
             raise RuntimeError("torrentcore seed did not start listening")
-        rounds = []
         with rp.LibtorrentPeer(name="lt-seed") as lt_seed:
             lt_seed.add_torrent(torrent, os.path.dirname(root), seed=True)
-            for r in range(args.rounds):
-                order = ["libtorrent", "torrentcore"] if r % 2 == 0 else ["torrentcore", "libtorrent"]
-                times = {}
-                for who in order:
-                    out = os.path.join(work, f"out-{who}-{r}")
-                    endpoint = lt_seed.endpoint if who == "libtorrent" else ("127.0.0.1", tc_port)
-                    times[who] = leech_from(torrent, endpoint, out, args.timeout)
-                    rp.assert_same_tree(root, os.path.join(out, os.path.basename(root)), who)
-                    shutil.rmtree(out)
-                ratio = times["libtorrent"] / times["torrentcore"]
-                rounds.append({"round": r, **{k: round(v, 3) for k, v in times.items()},
-                               "upload_speed_ratio_tc_over_lt": round(ratio, 3)})
-                if not args.json:
-                    mb = args.size / 1e6
-                    print(f"round {r}: from libtorrent {times['libtorrent']:.2f}s "
-                          f"({mb / times['libtorrent']:.0f} MB/s), from torrentcore {times['torrentcore']:.2f}s "
-                          f"({mb / times['torrentcore']:.0f} MB/s), ratio {ratio:.2f}")
-        median = statistics.median(r["upload_speed_ratio_tc_over_lt"] for r in rounds)
+            runners = {
+                "libtorrent": lambda out: leech_from(torrent, lt_seed.endpoint, out, args.timeout),
+                "torrentcore": lambda out: leech_from(torrent, ("127.0.0.1", tc_port), out, args.timeout),
+            }
+            rounds = alternate_rounds(args.rounds, runners, root, work, args.size, args.json)
+        median = statistics.median(r["ratio"] for r in rounds)
         if args.json:
             print(json.dumps({"size": args.size, "rounds": rounds, "median_upload_speed_ratio_tc_over_lt": median},
                              indent=2))
