@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import subprocess
 import time
 
@@ -18,7 +19,7 @@ import libtorrent as lt
 import pytest
 from opentracker_fixture import opentracker_factory  # noqa: F401  (fixture "opentracker")
 from realpeers import LibtorrentPeer, RealPeers, assert_same_tree, make_payload
-from torrentcore_cli import run_cli, torrentcore_factory, wait_tracker_count  # noqa: F401  (fixture "torrentcore")
+from torrentcore_cli import parse_summary, run_cli, torrentcore_factory, wait_tracker_count  # noqa: F401  (fixture "torrentcore")
 
 from torrentcore import bencode
 from torrentcore import create as create_mod
@@ -457,5 +458,11 @@ def test_libtorrent_downloads_created_torrent_from_torrentcore_seeder(tmp_path, 
         assert leecher.wait_finished(timeout=20), leecher.describe() + "\n" + seeder.describe()
         assert leecher.handle.info_hashes().v1.to_bytes() == info_hash
         assert_same_tree(root, tmp_path / "leech" / "payload", seeder.describe())
+        # Who sent the bytes, proved from the sender's side: libtorrent's leecher may drop a seed and
+        # miss its per-block alerts on a 2 MB transfer, but torrentcore counts every byte it uploads.
         senders = {t["pid"][:8] for t in leecher.transfers()}
-        assert senders == {b"-TC0001-"}, leecher.transfers()
+        assert senders <= {b"-TC0001-"}, leecher.transfers()
+        assert seeder.stop() == 128 + signal.SIGTERM, seeder.describe()
+        summary = parse_summary(seeder.stdout)
+        assert summary is not None, seeder.stdout
+        assert summary["uploaded_min"] >= sum(spec.values()) * 0.95, seeder.stdout

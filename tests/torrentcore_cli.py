@@ -54,7 +54,8 @@ def parse_summary(stdout: str) -> dict[str, Any] | None:
     """The last final summary in console output (``NAME: VERDICT. D/N pieces, downloaded X, uploaded Y, ...``).
 
     ``downloaded`` is in bytes as printed; the console rounds to one decimal (exact bytes below 1 KiB), so
-    the true count lies between ``downloaded_min`` and ``downloaded_max``. The ``*_text`` values are as printed.
+    the true count lies between ``downloaded_min`` and ``downloaded_max`` (``uploaded_min``: the same lower
+    bound for uploads). The ``*_text`` values are as printed.
     """
     matches = list(_SUMMARY.finditer(stdout))
     if not matches:
@@ -63,6 +64,8 @@ def parse_summary(stdout: str) -> dict[str, Any] | None:
     number, unit = m["downloaded"].split()
     scale = _UNITS[unit]
     rounding = 0.05 if scale > 1 else 0
+    up_number, up_unit = m["uploaded"].split()
+    up_scale = _UNITS[up_unit]
     return {
         "verdict": m["verdict"],
         "pieces_done": int(m["done"]),
@@ -72,6 +75,7 @@ def parse_summary(stdout: str) -> dict[str, Any] | None:
         "downloaded_max": int((float(number) + rounding) * scale),
         "downloaded_text": m["downloaded"],
         "uploaded_text": m["uploaded"],
+        "uploaded_min": int((float(up_number) - (0.05 if up_scale > 1 else 0)) * up_scale),
     }
 
 
