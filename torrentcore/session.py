@@ -60,6 +60,10 @@ WANT_MORE_PEERS = 8
 CHECK_PARALLEL = 2
 
 
+#: Where a peer address can come from (shown by the console and in logs).
+PEER_SOURCES = ("tracker", "dht", "pex", "incoming", "manual", "magnet")
+
+
 def make_peer_id() -> bytes:
     """An Azureus-style peer id: ``-TC0100-`` and 12 random characters."""
     major, minor, *_ = (__version__.split(".") + ["0", "0"])[:3]
@@ -77,6 +81,7 @@ class Candidate:
     """A peer address we may dial."""
 
     address: tuple[str, int]
+    source: str = "tracker"  #: where we learnt it: one of PEER_SOURCES
     failures: int = 0
     next_try: float = 0.0
     connected: bool = False
@@ -172,8 +177,8 @@ class Torrent:
 
     # --- lifecycle ---------------------------------------------------------------------------------
 
-    def add_peers(self, addresses) -> None:
-        """Learn peer addresses (from a tracker, the command line, ...)."""
+    def add_peers(self, addresses, source: str = "tracker") -> None:
+        """Learn peer addresses; ``source`` (one of :data:`PEER_SOURCES`) says where they came from."""
         added = False
         for host, port in addresses:
             addr = (host, int(port))
@@ -181,7 +186,7 @@ class Torrent:
                 continue
             if len(self.candidates) >= MAX_CANDIDATES and not self._forget_a_candidate():
                 break  # a tracker that lists a million peers costs us a bounded amount of memory
-            self.candidates[addr] = Candidate(addr)
+            self.candidates[addr] = Candidate(addr, source)
             added = True
         if added:
             self._connect_now.set()
@@ -310,7 +315,7 @@ class Torrent:
         if listen:
             self._listen()
         for host, port in getattr(self.options, "peers", None) or []:
-            self.add_peers([(host, port)])
+            self.add_peers([(host, port)], source="manual")
         spawn = self._spawn
         spawn(self._report_loop)
         spawn(self._tick_loop)
@@ -451,7 +456,7 @@ class Torrent:
             cand.next_try = time.monotonic() + min(RETRY_MAX, RETRY_BASE * 2 ** min(cand.failures - 1, 5))
         elif peer.incoming and peer.listen_port and peer.address[0]:
             # Remember an incoming peer's listening address so we can dial it back later.
-            self.add_peers([(peer.address[0], peer.listen_port)])
+            self.add_peers([(peer.address[0], peer.listen_port)], source="incoming")
         self.log.debug("peer lost", peer=f"{peer.address[0]}:{peer.address[1]}", reason=reason)
         self.hook.torrentcore_on_peer_lost(torrent=self.meta, peer=peer.info(), reason=reason)
         self.wake_requesters()
