@@ -44,23 +44,36 @@ def human_time(seconds: float | None) -> str:
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
-def _cores(s: ProgressSnapshot) -> tuple[float, str, str]:
-    """The fraction done, and the numbers in a full and a compact wording."""
+#: Order of peer sources in the console (as the engine names them; unknown names follow, sorted).
+SOURCE_ORDER = ("tracker", "dht", "pex", "incoming", "manual", "magnet")
+
+
+def peer_sources_text(sources: dict[str, int]) -> str:
+    """``{"pex": 1, "tracker": 3}`` -> ``tracker 3, pex 1`` (empty when there are none)."""
+    names = [n for n in SOURCE_ORDER if sources.get(n)] + sorted(n for n in sources if n not in SOURCE_ORDER
+                                                                 and sources[n])
+    return ", ".join(f"{n} {sources[n]}" for n in names)
+
+
+def _cores(s: ProgressSnapshot, sources: bool = True) -> tuple[float, str, str]:
+    """The fraction done, and the numbers in a full and a compact wording (``sources``: where peers came
+    from, in the full wording)."""
+    where = peer_sources_text(s.peer_sources) if sources else ""
     if s.state == "checking":
         frac = s.checked / s.num_pieces if s.num_pieces else 1.0
         full = f"checking {100 * frac:5.1f}%  ({s.pieces_done} pieces good so far)"
         return frac, full, f"checking {100 * frac:.1f}%"
-    if s.state in ("seeding", "done") and s.pieces_done == s.num_pieces:
+    if s.state in ("seeding", "done") and s.fraction >= 1.0:
         full = (
             f"seeding  up {human_bytes(s.upload_rate)}/s  uploaded {human_bytes(s.uploaded)}  "
-            f"ratio {s.ratio:.2f}  leechers {s.leechers}  peers {s.peers}"
+            f"ratio {s.ratio:.2f}  leechers {s.leechers}  peers {s.peers}" + (f" ({where})" if where else "")
         )
         compact = f"seeding up {human_bytes(s.upload_rate)}/s ratio {s.ratio:.2f} leechers {s.leechers}"
         return 1.0, full, compact
     frac = s.fraction
     full = (
         f"{100 * frac:5.1f}%  {human_bytes(s.download_rate)}/s  up {human_bytes(s.upload_rate)}/s  "
-        f"peers {s.peers} ({s.seeds} seeds)  ETA {human_time(s.eta)}"
+        f"peers {s.peers} ({where + '; ' if where else ''}{s.seeds} seeds)  ETA {human_time(s.eta)}"
     )
     compact = (
         f"{100 * frac:.1f}% {human_bytes(s.download_rate)}/s up {human_bytes(s.upload_rate)}/s "
@@ -71,11 +84,16 @@ def _cores(s: ProgressSnapshot) -> tuple[float, str, str]:
 
 def status_line(s: ProgressSnapshot, width: int | None = None) -> str:
     """One line describing ``s``; with ``width`` (a terminal) it has a bar and fits in ``width - 1``."""
-    frac, full, compact = _cores(s)
     if width is None:
-        return f"{s.name}: {full}"
+        return f"{s.name}: {_cores(s)[1]}"
+    frac, full, compact = _cores(s, sources=False)
     room = width - 1
     name_min = min(len(s.name), 8)
+    if s.peer_sources:
+        # Where peers came from only when the line still fits the terminal (so never past 80 columns there).
+        with_sources = _cores(s)[1]
+        if name_min + 2 + MIN_BAR + 4 + len(with_sources) <= room:
+            full = with_sources
     core = full if name_min + 2 + MIN_BAR + 4 + len(full) <= room else compact
     bar_width = min(BAR_WIDTH, room - len(core) - 4 - min(len(s.name), 16))
     bar = ""
@@ -156,10 +174,16 @@ def torrentcore_on_start(torrent: Metainfo, save_path: str, options: argparse.Na
     if getattr(options, "quiet", False):
         _reporter = None
         return
-    _reporter = ConsoleReporter(interval=getattr(options, "progress_interval", 10.0))
+    # With "run -o -" the torrent's data goes to standard output: the console moves to standard error.
+    stream = sys.stderr if getattr(options, "output", None) == "-" else None
+    _reporter = ConsoleReporter(stream=stream, interval=getattr(options, "progress_interval", 10.0))
+    storage = getattr(options, "storage", "filesystem") or "filesystem"
+    where = f"saving to {save_path}" if storage == "filesystem" else f"storage: {storage}"
+    selected = getattr(options, "selected_files", None)
+    chosen = f" ({len(selected)} selected)" if selected is not None else ""
     _reporter.message(
-        f"{torrent.name}: {human_bytes(torrent.data_length)} in {len(torrent.data_files)} file(s), "
-        f"{torrent.num_pieces} pieces, saving to {save_path}"
+        f"{torrent.name}: {human_bytes(torrent.data_length)} in {len(torrent.data_files)} file(s){chosen}, "
+        f"{torrent.num_pieces} pieces, {where}"
     )
 
 
@@ -176,10 +200,17 @@ def torrentcore_on_completed(torrent: Metainfo, snapshot: ProgressSnapshot) -> N
     if _reporter is not None:
         rate = snapshot.downloaded / snapshot.elapsed if snapshot.elapsed > 0 else 0.0
         _reporter.message(
-            f"{torrent.name}: complete, {human_bytes(snapshot.have_bytes)} verified"
+            f"{torrent.name}: complete{_selection(torrent, snapshot)}, {human_bytes(snapshot.have_bytes)} verified"
             + (f" (downloaded {human_bytes(snapshot.downloaded)} at {human_bytes(rate)}/s)"
                if snapshot.downloaded else "")
         )
+
+
+def _selection(torrent: Metainfo, snapshot: ProgressSnapshot) -> str:
+    """`` (2 of 5 files selected)`` when files were selected with --only/--skip, else nothing."""
+    if snapshot.selected_files is None:
+        return ""
+    return f" ({snapshot.selected_files} of {len(torrent.data_files)} files selected)"
 
 
 #: Hash failures reported one by one; later ones are only counted (a liar can cause dozens).
@@ -193,7 +224,7 @@ def torrentcore_on_piece_failed(torrent: Metainfo, index: int, peers) -> None:
         return
     _reporter.failed_pieces += 1
     if _reporter.failed_pieces <= FAILURES_SHOWN:
-        who = ", ".join(f"{h}:{p}" for h, p in peers) or "unknown peer"
+        who = ", ".join(f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in peers) or "unknown peer"
         more = " (further failures are counted in the summary)" if _reporter.failed_pieces == FAILURES_SHOWN else ""
         _reporter.message(
             f"{torrent.name}: piece {index} failed its hash check (from {who}); fetching it again{more}"
@@ -204,7 +235,8 @@ def torrentcore_on_piece_failed(torrent: Metainfo, index: int, peers) -> None:
 def torrentcore_on_peer_lost(torrent: Metainfo, peer: PeerInfo, reason: str) -> None:
     """Only bans are worth a line."""
     if _reporter is not None and reason.startswith("banned"):
-        _reporter.message(f"{torrent.name}: peer {peer.address[0]}:{peer.address[1]} {reason}")
+        host, port = peer.address[0], peer.address[1]
+        _reporter.message(f"{torrent.name}: peer {f'[{host}]' if ':' in host else host}:{port} {reason}")
 
 
 @hookimpl
@@ -220,6 +252,8 @@ def torrentcore_on_finish(torrent: Metainfo, snapshot: ProgressSnapshot, exit_co
     if _reporter is None:
         return
     verdict = {0: "done", 130: "interrupted", 143: "stopped (SIGTERM)"}.get(exit_code, "stopped with errors")
+    if exit_code == 0 and snapshot.selected_files is not None and snapshot.fraction >= 1.0:
+        verdict = "complete" + _selection(torrent, snapshot)
     _reporter.message(
         f"{torrent.name}: {verdict}. {snapshot.pieces_done}/{snapshot.num_pieces} pieces, "
         f"downloaded {human_bytes(snapshot.downloaded)}, uploaded {human_bytes(snapshot.uploaded)}, "

@@ -9,8 +9,15 @@
   and never follows a symlink at a file's own path.
 * A small JSON resume record (``.torrentcore-<infohash>.resume`` beside the data)
   lists the verified pieces together with each file's size and modification
-  time. It is written on close and trusted only while every file still has
-  that size and time; otherwise the engine re-hashes what is on disk.
+  time. It is written on close (temporary file, ``fsync``, ``os.replace``, after
+  the data files were ``fsync``-ed) and trusted only while every file still has
+  that size and time, every claimed piece lies inside its files, and a sample of
+  the claimed pieces hashes correctly; otherwise the engine re-hashes what is on
+  disk.
+* Files changed behind our back during a run (deleted, truncated, rewritten by
+  another program: seen by comparing each file's inode, size and modification
+  time with what they were after our own last write) stop the download with a
+  clear error, and no resume record is written for data we no longer vouch for.
 """
 
 from __future__ import annotations
@@ -18,18 +25,26 @@ from __future__ import annotations
 import argparse
 import bisect
 import errno
+import hashlib
 import json
 import os
+import random
 from collections import OrderedDict
 from collections.abc import Iterable
 
+import structlog
+
 from torrentcore.hookspec import FileEntry, Metainfo, Storage, StorageError, hookimpl
+
+log = structlog.get_logger(__name__)
 
 RESUME_VERSION = 1
 #: A resume record is small (one bit per piece, two numbers per file); refuse to read more than this.
 MAX_RESUME_BYTES = 64 * 1024 * 1024
 #: Open file descriptors kept at most (least recently used are closed).
 MAX_OPEN_FILES = 128
+#: Claimed pieces of a resume record hashed before it is trusted (the first, the last, and random ones).
+RESUME_SAMPLE = 8
 
 
 def resume_path(save_path: str, torrent: Metainfo) -> str:
@@ -39,6 +54,10 @@ def resume_path(save_path: str, torrent: Metainfo) -> str:
 
 class FilesystemStorage:
     """A :class:`~torrentcore.hookspec.Storage` over ordinary files under ``save_path``."""
+
+    #: The engine may call ``write`` and ``mark_complete`` from a worker thread (one call at a time,
+    #: never during another call of this object): nothing here touches gevent or the event loop.
+    thread_safe_writes = True
 
     def __init__(self, torrent: Metainfo, save_path: str) -> None:
         self.torrent = torrent
@@ -54,6 +73,11 @@ class FilesystemStorage:
         self._complete: set[int] = set()
         self._finalized = False
         self._checked_dirs: set[str] = set()
+        # File index -> (inode, size, mtime_ns) as last seen by us: after our own writes, or when the data was
+        # checked. A file that no longer looks like this was changed by someone else.
+        self._seen: dict[int, tuple[int, int, int]] = {}
+        self._unsynced: set[int] = set()  # files written since the last fsync
+        self._changed: str | None = None  # what changed behind our back, if anything
 
     # --- mapping ---------------------------------------------------------------------------------
 
@@ -143,13 +167,40 @@ class FilesystemStorage:
             fd = self._open(i, create=True)
             chunk = view[start : start + n]
             try:
-                while chunk:
-                    written = os.pwrite(fd, chunk, file_off)
-                    chunk = chunk[written:]
-                    file_off += written
+                self._check_unchanged(i, os.fstat(fd))
+                try:
+                    while chunk:
+                        written = os.pwrite(fd, chunk, file_off)
+                        chunk = chunk[written:]
+                        file_off += written
+                finally:
+                    self._note(i, os.fstat(fd))  # our own write, even a partial one, changes the file
             except OSError as exc:
                 what = "disk full" if exc.errno == errno.ENOSPC else exc.strerror
                 raise StorageError(f"cannot write {self._path(self._files[i])}: {what}") from None
+            self._unsynced.add(i)
+
+    # --- noticing changes made by others -----------------------------------------------------------
+
+    def _note(self, index: int, st: os.stat_result) -> None:
+        self._seen[index] = (st.st_ino, st.st_size, st.st_mtime_ns)
+
+    def _check_unchanged(self, index: int, st: os.stat_result | None, by_path: bool = False) -> None:
+        """Raise :class:`StorageError` if file ``index`` is not as we last saw it (deleted, truncated, rewritten)."""
+        seen = self._seen.get(index)
+        path = self._path(self._files[index])
+        if st is None or (not by_path and st.st_nlink == 0):
+            problem = f"{path} was deleted during the download"
+        elif seen is None or (st.st_ino, st.st_size, st.st_mtime_ns) == seen:
+            return
+        elif st.st_ino != seen[0]:
+            problem = f"{path} was replaced by another file during the download"
+        elif st.st_size < seen[1]:
+            problem = f"{path} was truncated during the download ({st.st_size} of {seen[1]} bytes left)"
+        else:
+            problem = f"{path} was modified by another program during the download"
+        self._changed = problem
+        raise StorageError(problem)
 
     def mark_complete(self, piece: int) -> None:
         """Remember the piece; when the last one arrives, finish the files."""
@@ -168,12 +219,16 @@ class FilesystemStorage:
             if f.pad or f.symlink:
                 continue
             st = self._stat(f)
+            if i in self._seen:
+                self._check_unchanged(i, st, by_path=True)
             if st is not None and st.st_size == f.length:
                 continue  # the usual case: opening thousands of finished files again is slow
             fd = self._open(i, create=True)
             try:
                 if os.fstat(fd).st_size != f.length:
                     os.ftruncate(fd, f.length)
+                    self._unsynced.add(i)
+                self._note(i, os.fstat(fd))
             except OSError as exc:
                 raise StorageError(f"cannot size {f.relpath}: {exc.strerror}") from None
         self._finalized = True
@@ -186,21 +241,55 @@ class FilesystemStorage:
             if record.get("version") != RESUME_VERSION or record.get("info_hash") != self.torrent.info_hash_hex:
                 return None
             stats = record["files"]
-            files = [f for f in self._files if not f.pad and not f.symlink]
+            files = [i for i, f in enumerate(self._files) if not f.pad and not f.symlink]
             if len(stats) != len(files):
                 return None
-            for f, (size, mtime) in zip(files, stats):
-                st = self._stat(f)
-                current = (st.st_size, st.st_mtime_ns) if st else (-1, -1)
-                if current != (size, mtime):
+            current: dict[int, os.stat_result] = {}
+            for i, (size, mtime) in zip(files, stats):
+                st = self._stat(self._files[i])
+                if ((st.st_size, st.st_mtime_ns) if st else (-1, -1)) != (size, mtime):
                     return None
+                if st is not None:
+                    current[i] = st
             bits = bytes.fromhex(record["pieces"])
             n = self.torrent.num_pieces
             if len(bits) != (n + 7) // 8:
                 return None
-            return {i for i in range(n) if bits[i >> 3] & (0x80 >> (i & 7))}
-        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            claimed = {i for i in range(n) if bits[i >> 3] & (0x80 >> (i & 7))}
+            if not self._record_matches_data(claimed, current):
+                return None
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, StorageError):
             return None
+        for i, st in current.items():
+            self._note(i, st)
+        return claimed
+
+    def _record_matches_data(self, claimed: set[int], current: dict[int, os.stat_result]) -> bool:
+        """Whether the claimed pieces can be what is on disk: inside existing files, and a sample hashes right.
+
+        Sizes and times only show that nothing changed since the record was written; this also refuses a
+        record that never described this data (copied from elsewhere, crafted). A few wrong pieces among many
+        right ones are not caught here: they fail when uploaded peers hash them, as with any client.
+        """
+        for piece in claimed:
+            for i, file_off, _, n in self._spans(piece, 0, self.torrent.piece_size(piece)):
+                if self._files[i].pad:
+                    continue
+                st = current.get(i)
+                if st is None or st.st_size < file_off + n:
+                    return False
+        if not claimed:
+            return True
+        ordered = sorted(claimed)
+        sample = {ordered[0], ordered[-1]}
+        rest = ordered[1:-1]
+        sample.update(random.sample(rest, min(len(rest), RESUME_SAMPLE - len(sample))))
+        for piece in sorted(sample):
+            size = self.torrent.piece_size(piece)
+            if hashlib.sha1(self.read(piece, 0, size)).digest() != self.torrent.piece_hash(piece):
+                log.warning("resume record does not match the data; checking it again", piece=piece)
+                return False
+        return True
 
     def _stat(self, f: FileEntry) -> os.stat_result | None:
         try:
@@ -212,12 +301,13 @@ class FilesystemStorage:
         """Pieces overlapping bytes that exist in files on disk."""
         plen = self.torrent.piece_length
         found: set[int] = set()
-        for f in self._files:
+        for i, f in enumerate(self._files):
             if f.pad or not f.length:
                 continue
             st = self._stat(f)
             if st is None or st.st_size == 0:
                 continue
+            self._note(i, st)
             end = f.offset + min(st.st_size, f.length)
             found.update(range(f.offset // plen, (end - 1) // plen + 1))
         return sorted(found)
@@ -226,17 +316,69 @@ class FilesystemStorage:
         """Nothing is buffered in user space: ``pwrite`` hands data to the OS at once."""
 
     def close(self) -> None:
-        """Close every file and save the resume record."""
+        """Make written data durable, close every file and save the resume record (if it can be trusted)."""
+        synced = self._sync()
         while self._fds:
             _, fd = self._fds.popitem()
             try:
                 os.close(fd)
             except OSError:
                 pass
+        if not synced:  # data that may not have reached the disk must not be vouched for
+            try:
+                os.unlink(resume_path(self.save_path, self.torrent))
+            except OSError:
+                pass
+            return
         self._save_resume()
 
+    def _sync(self) -> bool:
+        """``fsync`` every file written since the last time (so the record never gets ahead of the data)."""
+        ok = True
+        for i in sorted(self._unsynced):
+            fd = self._fds.get(i)
+            try:
+                if fd is not None:
+                    os.fsync(fd)
+                else:
+                    tmp = os.open(self._path(self._files[i]), os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+                    try:
+                        os.fsync(tmp)
+                    finally:
+                        os.close(tmp)
+            except OSError:
+                ok = False
+        self._unsynced.clear()
+        return ok
+
+    def _changed_behind_our_back(self, files: list[int]) -> str | None:
+        """What changed in our files since we last saw them (before the record is written), if anything."""
+        if self._changed:
+            return self._changed
+        for i in files:
+            if i in self._seen:
+                try:
+                    self._check_unchanged(i, self._stat(self._files[i]), by_path=True)
+                except StorageError as exc:
+                    return str(exc)
+        return None
+
     def _save_resume(self) -> None:
-        files = [f for f in self._files if not f.pad and not f.symlink]
+        path = resume_path(self.save_path, self.torrent)
+        indices = [i for i, f in enumerate(self._files) if not f.pad and not f.symlink]
+        reported = self._changed
+        changed = self._changed_behind_our_back(indices)
+        if changed:
+            # The verified pieces may no longer be on disk: no record, so the next run hashes the data again.
+            # (A change already reported as a write error is not reported twice.)
+            report = log.info if reported else log.warning
+            report("no resume record: files changed during the run", reason=changed)
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+            return
+        files = [self._files[i] for i in indices]
         stats = []
         for f in files:
             st = self._stat(f)
@@ -251,18 +393,34 @@ class FilesystemStorage:
             "files": stats,
             "pieces": bits.hex(),
         }
-        path = resume_path(self.save_path, self.torrent)
         tmp = path + ".tmp"
         try:
             with open(tmp, "wb") as fh:
                 fh.write(json.dumps(record, separators=(",", ":")).encode())
+                fh.flush()
+                os.fsync(fh.fileno())
             os.replace(tmp, path)
+            _fsync_dir(self.save_path)
         except OSError:
             # No resume record only means a re-check next time; never fail a finished download for it.
             try:
                 os.unlink(tmp)
             except OSError:
                 pass
+
+
+def _fsync_dir(path: str) -> None:
+    """Make a rename in ``path`` durable (best effort: some filesystems cannot sync a folder)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def _open_storage(torrent: Metainfo, save_path: str, options: argparse.Namespace) -> Storage:

@@ -1,4 +1,4 @@
-"""Piece selection: rarest first (the default), and sequential for streaming.
+"""Piece selection: ``rarest-first`` (the default), ``sequential`` for streaming, and ``random``.
 
 Rarest first, as every mainstream client does it:
 
@@ -8,6 +8,23 @@ Rarest first, as every mainstream client does it:
   that peers starting together do not all fetch the same pieces;
 * until a few pieces are complete, a random order instead, to have something
   to share as soon as possible.
+
+Sequential (for playing a file while it downloads): a read-ahead window of
+``sequential.window`` bytes (default :data:`SEQUENTIAL_WINDOW`, 8 MiB, rounded
+up to whole pieces, at least one piece) starts at the first piece we do not
+have; its pieces are requested strictly in index order before anything else.
+Blocks beyond the window are fetched rarest first, so a swarm of streaming
+peers still spreads every piece. A request pipeline is about two seconds deep,
+so the window delivers roughly ``window / 2 s`` in order: 8 MiB keeps up with
+4 MB/s of playback; a bigger window is more in order, a smaller one leaves more
+to rarest-first.
+
+Random: pieces in a random order (one shuffle per torrent) among those the
+peer has, started pieces first.
+
+Every strategy requests only wanted pieces (``SwarmView.wanted``: selected
+with ``--only/--skip``, not verified), and skips unselected pieces for good
+(``SwarmView.selected``).
 """
 
 from __future__ import annotations
@@ -16,10 +33,14 @@ import argparse
 import random
 from collections.abc import Iterator
 
-from torrentcore.hookspec import Bitfield, Metainfo, PieceStrategy, SwarmView, hookimpl
+from torrentcore.hookspec import Bitfield, Metainfo, PieceStrategy, Setting, SwarmView, hookimpl
+
+from ._sizes import parse_size
 
 #: Pieces fetched in random order before rarest-first takes over.
 RANDOM_FIRST_PIECES = 4
+#: The sequential strategy's read-ahead window in bytes (rounded up to whole pieces).
+SEQUENTIAL_WINDOW = 8 * 1024 * 1024
 
 
 class RarestFirst:
@@ -72,17 +93,68 @@ class RarestFirst:
 
 
 class Sequential:
-    """Pieces in file order (for watching while downloading). Started pieces still go first."""
+    """In order inside a read-ahead window from the first missing piece; rarest first beyond it."""
 
-    def __init__(self) -> None:
+    def __init__(self, window: int = 16, rng: random.Random | None = None) -> None:
+        """``window``: pieces in the read-ahead window (at least 1)."""
+        self.window = max(1, int(window))
+        self._rng = rng
+        self._rest: RarestFirst | None = None
+        self._cursor = 0
+        self._cached: tuple[int, int] | None = None
+        self._pieces: list[int] = []
+        self._end = 0
+
+    def _window(self, swarm: SwarmView) -> tuple[list[int], int, int]:
+        """The window's pieces (selected, not verified, in order), its first index and its end."""
+        have, sel, n = swarm.have, swarm.selected, swarm.num_pieces
+        c = self._cursor
+        while c < n and (have[c] or (sel is not None and not sel[c])):
+            c += 1  # verified or unselected pieces never become missing again
+        self._cursor = c
+        if self._cached != (c, have.count):
+            pieces: list[int] = []
+            i = c
+            while i < n and len(pieces) < self.window:
+                if not have[i] and (sel is None or sel[i]):
+                    pieces.append(i)
+                i += 1
+            self._pieces, self._end, self._cached = pieces, i, (c, have.count)
+        return self._pieces, c, self._end
+
+    def next_pieces(self, swarm: SwarmView, peer_has: Bitfield) -> Iterator[int]:
+        """The window's pieces in index order, then the rest rarest first (started pieces first)."""
+        pieces, start, end = self._window(swarm)
+        for i in pieces:
+            if peer_has[i] and swarm.wanted(i):
+                yield i
+        if end >= swarm.num_pieces:
+            return  # the window reaches the last piece; before it, everything is verified or unselected
+        if self._rest is None:
+            self._rest = RarestFirst(swarm.num_pieces, self._rng)
+        for i in self._rest.next_pieces(swarm, peer_has):
+            if not start <= i < end:
+                yield i
+
+
+class RandomOrder:
+    """Pieces in a random order among those the peer has; started pieces first."""
+
+    def __init__(self, num_pieces: int, rng: random.Random | None = None) -> None:
+        self._order = list(range(num_pieces))
+        (rng or random.Random()).shuffle(self._order)
         self._cursor = 0
 
     def next_pieces(self, swarm: SwarmView, peer_has: Bitfield) -> Iterator[int]:
-        """Started pieces in index order, then the first unstarted pieces the peer has."""
-        yield from sorted(i for i in swarm.partial if peer_has[i])
-        while self._cursor < swarm.num_pieces and not swarm.wanted(self._cursor):
-            self._cursor += 1
-        for i in range(self._cursor, swarm.num_pieces):
+        """Started pieces the peer has, then the others in this torrent's shuffled order."""
+        yield from [i for i in swarm.partial if peer_has[i]]
+        order, have, sel = self._order, swarm.have, swarm.selected
+        c = self._cursor
+        while c < len(order) and (have[order[c]] or (sel is not None and not sel[order[c]])):
+            c += 1  # skipped for good: verified or unselected
+        self._cursor = c
+        for pos in range(c, len(order)):
+            i = order[pos]
             if peer_has[i] and i not in swarm.partial and swarm.wanted(i):
                 yield i
 
@@ -91,11 +163,34 @@ def _rarest_first(torrent: Metainfo, options: argparse.Namespace) -> PieceStrate
     return RarestFirst(torrent.num_pieces)
 
 
+def window_pieces(window_bytes: int, piece_length: int) -> int:
+    """Pieces in a read-ahead window of ``window_bytes`` (rounded up; at least one)."""
+    return max(1, -(-max(0, window_bytes) // max(1, piece_length)))
+
+
 def _sequential(torrent: Metainfo, options: argparse.Namespace) -> PieceStrategy:
-    return Sequential()
+    settings = getattr(options, "plugin_settings", None) or {}
+    value = (settings.get("sequential") or {}).get("window")
+    window = SEQUENTIAL_WINDOW if value in (None, "") else parse_size(value, "sequential.window")
+    return Sequential(window_pieces(window, torrent.piece_length))
+
+
+def _random(torrent: Metainfo, options: argparse.Namespace) -> PieceStrategy:
+    return RandomOrder(torrent.num_pieces)
 
 
 @hookimpl
 def torrentcore_piece_strategies():
-    """Offer ``rarest-first`` (default) and ``sequential``."""
-    return {"rarest-first": _rarest_first, "sequential": _sequential}
+    """Offer ``rarest-first`` (default), ``sequential`` and ``random``."""
+    return {"rarest-first": _rarest_first, "sequential": _sequential, "random": _random}
+
+
+@hookimpl
+def torrentcore_plugin_settings():
+    """``sequential.window``: the read-ahead window of the sequential strategy."""
+    return {
+        "sequential": {
+            "window": Setting(str, "8M", "sequential strategy: bytes fetched strictly in order from the first "
+                                         "missing piece, e.g. 8M (rarest first beyond)"),
+        }
+    }

@@ -10,6 +10,7 @@ monkey.patch_all()
 
 import os  # noqa: E402
 import sys  # noqa: E402
+import tempfile  # noqa: E402
 
 import pytest  # noqa: E402
 
@@ -19,6 +20,11 @@ SHARED = os.environ.get(
 )
 
 sys.path.insert(0, os.path.dirname(__file__))
+
+# Tests never reach the public DHT or the user's state folder: every torrentcore a test starts (by any means)
+# inherits these. tests/torrentcore_cli.py re-enables the DHT for a test that asks (loopback bootstrap only).
+os.environ["TORRENTCORE_NO_DHT"] = "1"
+os.environ["TORRENTCORE_STATE_DIR"] = os.path.join(tempfile.gettempdir(), f"torrentcore-test-state-{os.getpid()}")
 
 
 @pytest.fixture

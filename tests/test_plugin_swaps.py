@@ -39,7 +39,7 @@ PLUGIN = textwrap.dedent(
 )
 
 
-@pytest.mark.parametrize("strategy", ["sequential", "reverse", "rarest-first"])
+@pytest.mark.parametrize("strategy", ["sequential", "reverse", "rarest-first", "random"])
 def test_strategy_plugins_drive_a_real_download(tmp_path, strategy):
     (tmp_path / "order_plugin.py").write_text(PLUGIN)
     order_file = tmp_path / "order.txt"

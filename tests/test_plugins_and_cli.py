@@ -31,10 +31,11 @@ def tc(*args, env=None, cwd=None, timeout=60):
 def test_default_plugins_come_from_entry_points():
     pm = plugins.get_plugin_manager()
     names = dict(pm.list_name_plugin())
-    assert {"rarest-first", "filesystem", "console"} <= set(names)
+    assert {"rarest-first", "filesystem", "memory", "console"} <= set(names)
     assert names["rarest-first"].__name__ == "torrentcore_plugins.rarest_first"
-    assert set(plugins.strategies(pm)) == {"rarest-first", "sequential"}
-    assert set(plugins.storages(pm)) == {"filesystem"}
+    assert names["memory"].__name__ == "torrentcore_plugins.memory"
+    assert set(plugins.strategies(pm)) == {"rarest-first", "sequential", "random"}
+    assert set(plugins.storages(pm)) == {"filesystem", "memory"}
 
 
 def test_plugins_package_is_not_installed_as_a_generic_name():
@@ -46,9 +47,10 @@ def test_plugins_package_is_not_installed_as_a_generic_name():
 
 def test_unknown_strategy_names_the_choices():
     pm = plugins.get_plugin_manager()
-    with pytest.raises(PluginError, match=r"unknown piece strategy 'fastest' \(available: rarest-first, sequential\)"):
+    choices = r"\(available: random, rarest-first, sequential\)"
+    with pytest.raises(PluginError, match=r"unknown piece strategy 'fastest' " + choices):
         plugins.choose_strategy(pm, "fastest")
-    with pytest.raises(PluginError, match=r"unknown storage backend 's3' \(available: filesystem\)"):
+    with pytest.raises(PluginError, match=r"unknown storage backend 's3' \(available: filesystem, memory\)"):
         plugins.choose_storage(pm, "s3")
 
 
@@ -121,7 +123,7 @@ def test_unknown_strategy_exit_code_2(tmp_path):
     out = tc("run", torrent, "-o", str(tmp_path / "dl"), "--strategy", "fastest", "--no-seed")
     assert out.returncode == 2
     assert out.stderr.strip() == (
-        "torrentcore: error: unknown piece strategy 'fastest' (available: rarest-first, sequential)"
+        "torrentcore: error: unknown piece strategy 'fastest' (available: random, rarest-first, sequential)"
     )
     assert not (tmp_path / "dl").exists()
 
@@ -232,6 +234,8 @@ def test_magnet_info():
         "name": "Sintel",
         "trackers": [["udp://explodie.org:6969"]],
         "peers": [],
+        "peer_sources": {"trackers": ["udp://explodie.org:6969"], "dht": "allowed unless the metadata says private",
+                         "pex": "allowed unless the metadata says private", "magnet_peers": []},
     }
 
 
@@ -257,8 +261,13 @@ def test_json_logs_are_json(tmp_path):
 
 
 def test_run_with_a_magnet_link_says_what_is_missing(tmp_path):
+    # No tracker, no x.pe= peer, no --peer and no DHT: nowhere to fetch the metadata from (exit 2, one line).
     link = "magnet:?xt=urn:btih:08ada5a7a6183aae1e09d831df6748d566095a10"
-    out = tc("run", link, "-o", str(tmp_path / "dl"), "--no-seed")
+    out = tc("run", link, "-o", str(tmp_path / "dl"), "--no-seed", "--no-dht")
     assert out.returncode == 2
-    assert out.stderr.startswith("torrentcore: error: magnet links cannot be downloaded yet")
+    assert out.stderr.startswith("torrentcore: error: the magnet link names no tracker (tr=) and no peer (x.pe=)")
     assert out.stderr.count("\n") == 1 and not (tmp_path / "dl").exists()
+    # `seed` cannot check data against a magnet link.
+    out = tc("seed", link, "-d", str(tmp_path))
+    assert out.returncode == 2
+    assert out.stderr.startswith("torrentcore: error: 'seed' needs a .torrent file")

@@ -338,7 +338,7 @@ def test_more_leechers_than_slots_all_complete(tmp_path, peers, torrentcore):
     # Throttled so that the transfers overlap long enough to watch the choke states (the limiter's
     # one-second burst alone would serve a whole 1 MiB copy before the other leechers connect).
     seeder = start_seeder(torrentcore, torrent_path, tmp_path / "seed", "--upload-slots", "1",
-                          "--max-upload-rate", "1M")
+                          "--max-upload-rate", "1M", "--no-pex")  # no PEX: the leechers know only the seeder
     port = seeder.listening_port()
     leechers = []
     for n in range(3):

@@ -6,6 +6,8 @@
   to pipes that could fill up. Every wait is bounded.
 * The ``torrentcore`` fixture (a :class:`TorrentcoreLauncher`) starts ``run`` and ``seed`` on 127.0.0.1
   (or any command) and kills every process it started at the end of the test, whatever happens.
+* ``run``/``seed`` get ``--no-dht`` unless a test passes ``dht=True`` (then it must give ``--dht-bootstrap
+  127.0.0.1:PORT``), and every process keeps its DHT state in its own folder (``TORRENTCORE_STATE_DIR``).
 
 Use the fixture from a test module with::
 
@@ -20,6 +22,7 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -43,11 +46,46 @@ _SUMMARY = re.compile(
 )
 
 
+#: Top-level options that take a value (to find the sub-command in an argument list).
+_VALUE_OPTIONS = {"--log-level", "--log-format", "--plugin", "--disable"}
+
+
+def _subcommand(args: Sequence[str]) -> str | None:
+    skip = False
+    for arg in map(os.fspath, args):
+        if skip:
+            skip = False
+        elif arg in _VALUE_OPTIONS:
+            skip = True
+        elif not arg.startswith("-"):
+            return arg
+    return None
+
+
+def dht_args(args: Sequence[str], dht: bool = False) -> list[str]:
+    """``args`` with ``--no-dht`` added to ``run``/``seed`` unless ``dht``: tests never reach the public DHT."""
+    args = list(args)
+    if not dht and _subcommand(args) in ("run", "seed") and "--no-dht" not in args:
+        args.append("--no-dht")
+    return args
+
+
+def cli_env(state_dir: str | os.PathLike, dht: bool = False) -> dict[str, str]:
+    """The environment of a launched ``torrentcore``: its own DHT state folder (never the user's); the
+    ``TORRENTCORE_NO_DHT`` safety net of conftest.py removed only when the test asks for DHT."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "TORRENTCORE_STATE_DIR": os.fspath(state_dir)}
+    if dht:
+        env.pop("TORRENTCORE_NO_DHT", None)
+    return env
+
+
 def run_cli(args: Sequence[str], timeout: float = 60.0, cwd: str | None = None) -> subprocess.CompletedProcess:
-    """Run ``torrentcore ARGS`` to completion; return the completed process (text output)."""
-    return subprocess.run(
-        [*COMMAND, *args], capture_output=True, text=True, timeout=timeout, cwd=cwd, stdin=subprocess.DEVNULL
-    )
+    """Run ``torrentcore ARGS`` to completion (``--no-dht`` for run/seed); return the completed process (text)."""
+    with tempfile.TemporaryDirectory(prefix="torrentcore-state-") as state:
+        return subprocess.run(
+            [*COMMAND, *dht_args(args)], capture_output=True, text=True, timeout=timeout, cwd=cwd,
+            stdin=subprocess.DEVNULL, env=cli_env(state),
+        )
 
 
 def parse_summary(stdout: str) -> dict[str, Any] | None:
@@ -82,22 +120,25 @@ def parse_summary(stdout: str) -> dict[str, Any] | None:
 class TorrentcoreProcess:
     """``torrentcore ARGS --log-level LEVEL --log-format json`` running in ``workdir``, any command.
 
-    Output goes to ``workdir/NAME.stdout`` and ``workdir/NAME.stderr``.
+    Output goes to ``workdir/NAME.stdout`` and ``workdir/NAME.stderr``; the DHT state file to
+    ``workdir/NAME.state/``. ``run``/``seed`` get ``--no-dht`` unless ``dht`` (see :func:`dht_args`).
     """
 
     def __init__(
-        self, args: Sequence[str], workdir: str | os.PathLike, name: str = "torrentcore", log_level: str = "info"
+        self, args: Sequence[str], workdir: str | os.PathLike, name: str = "torrentcore", log_level: str = "info",
+        dht: bool = False,
     ) -> None:
         self.name = name
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.args = [*COMMAND, *map(os.fspath, args), "--log-level", log_level, "--log-format", "json"]
+        self.state_dir = self.workdir / f"{name}.state"
+        self.args = [*COMMAND, *map(os.fspath, dht_args(args, dht)), "--log-level", log_level, "--log-format", "json"]
         self.stdout_path = self.workdir / f"{name}.stdout"
         self.stderr_path = self.workdir / f"{name}.stderr"
         with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
             self.process = subprocess.Popen(
                 self.args, stdin=subprocess.DEVNULL, stdout=out, stderr=err, cwd=self.workdir,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                env=cli_env(self.state_dir, dht),
             )
 
     def __repr__(self) -> str:
@@ -206,9 +247,13 @@ class TorrentcoreLauncher:
         self.workdir = workdir
         self.started: list[TorrentcoreProcess] = []
 
-    def start(self, args: Sequence[str], name: str = "torrentcore", log_level: str = "info") -> TorrentcoreProcess:
-        """``torrentcore ARGS`` (any command); ``name`` gets a serial number (the names of its output files)."""
-        process = TorrentcoreProcess(args, self.workdir, f"{name}-{len(self.started)}", log_level)
+    def start(self, args: Sequence[str], name: str = "torrentcore", log_level: str = "info",
+              dht: bool = False) -> TorrentcoreProcess:
+        """``torrentcore ARGS`` (any command); ``name`` gets a serial number (the names of its output files).
+
+        ``dht``: let ``run``/``seed`` use the DHT (the test must give ``--dht-bootstrap 127.0.0.1:PORT``).
+        """
+        process = TorrentcoreProcess(args, self.workdir, f"{name}-{len(self.started)}", log_level, dht)
         self.started.append(process)
         return process
 

@@ -8,8 +8,10 @@ it lacks and a BitTorrent engine needs:
 * ``decode`` first runs a strict, iterative scan of the input that rejects
   leading zeros, ``-0``, integers longer than 64-bit, non-string and duplicate
   dictionary keys, trailing data, truncated input, and inputs larger than
-  ``max_size`` or nested deeper than ``max_depth``. Only input that passes is
-  handed to ``bencodepy`` (whose recursive parser accepts all of the above).
+  ``max_size``, nested deeper than ``max_depth`` or made of more than
+  ``max_tokens`` values. Only input that passes is handed to ``bencodepy``
+  (whose recursive parser accepts all of the above, and would build millions
+  of Python objects from a few megabytes of ``le``).
 * ``decode_dict_with_spans`` also reports where each top-level value sits in
   the input, so the info-hash is the SHA-1 of the ``info`` bytes exactly as
   they appear in the file, never of a re-encoding.
@@ -32,6 +34,12 @@ __all__ = ["BencodeError", "decode", "decode_prefix", "decode_dict_with_spans", 
 MAX_SIZE = 64 * 1024 * 1024
 #: Default upper bound for list/dict nesting. libtorrent uses 100 too.
 MAX_DEPTH = 100
+#: Default upper bound for the number of values (each key, string, integer, list and dict counts
+#: one), which bounds the memory of the decoded result: a Python value costs at most about 140 bytes
+#: at the peak of decoding (an empty dict; a list about 80), so at most about 280 MB, enough for
+#: 250,000 files in one torrent.
+#: libtorrent's ``max_decode_tokens`` is 3,000,000 (8 bytes each); its dump_torrent tool uses 2,000,000.
+MAX_TOKENS = 2_000_000
 #: Integers are limited to what fits a signed 64-bit value (libtorrent does the same).
 _MAX_INT_DIGITS = 19
 
@@ -40,7 +48,9 @@ _DIGITS = b"0123456789"
 Bencodable = Union[int, bytes, str, list, tuple, dict]
 
 
-def _scan(data: bytes, start: int, max_depth: int, strict_order: bool, spans: dict | None) -> int:
+def _scan(
+    data: bytes, start: int, max_depth: int, strict_order: bool, spans: dict | None, max_tokens: int = MAX_TOKENS
+) -> int:
     """Validate one bencoded value starting at ``start``; return the index after it.
 
     Iterative (no recursion), so hostile nesting cannot exhaust the Python stack.
@@ -51,10 +61,15 @@ def _scan(data: bytes, start: int, max_depth: int, strict_order: bool, spans: di
     # Each stack frame: [kind, last_key, keys_seen, pending_key_for_span, value_start]
     stack: list[list] = []
     i = start
+    tokens = 0
     while True:
         if i >= n:
             raise BencodeError(f"truncated bencoding at byte {i}")
         c = data[i]
+        if c != 0x65:  # anything but 'e' starts a value (or a key)
+            tokens += 1
+            if tokens > max_tokens:
+                raise BencodeError(f"bencoding has more than {max_tokens} values")
         top = stack[-1] if stack else None
         # Closing a container.
         if c == 0x65 and top is not None and (top[0] == "l" or (top[0] == "d" and top[3] is None)):  # 'e'
@@ -150,16 +165,29 @@ def _bencodepy_decode(data: bytes) -> Any:
 
 
 def _plain(value: Any) -> Any:
-    """Turn bencodepy's OrderedDicts into plain dicts (insertion order kept)."""
+    """Turn bencodepy's OrderedDicts into plain dicts (insertion order kept).
+
+    Containers are converted in place, child by child, so each OrderedDict is freed as soon as its
+    plain copy exists: the peak stays near one decoded structure instead of two.
+    """
     if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
+        for k in value:
+            value[k] = _plain(value[k])
+        return dict(value)
     if isinstance(value, list):
-        return [_plain(v) for v in value]
+        for i, v in enumerate(value):
+            value[i] = _plain(v)
+        return value
     return value
 
 
 def decode(
-    data: bytes, *, max_size: int = MAX_SIZE, max_depth: int = MAX_DEPTH, strict_order: bool = False
+    data: bytes,
+    *,
+    max_size: int = MAX_SIZE,
+    max_depth: int = MAX_DEPTH,
+    strict_order: bool = False,
+    max_tokens: int = MAX_TOKENS,
 ) -> Any:
     """Decode exactly one bencoded value that fills ``data``.
 
@@ -169,26 +197,26 @@ def decode(
     BEP 3 forbids raises :class:`BencodeError`.
     """
     _check_size(data, max_size)
-    end = _scan(data, 0, max_depth, strict_order, None)
+    end = _scan(data, 0, max_depth, strict_order, None, max_tokens)
     if end != len(data):
         raise BencodeError(f"trailing data after bencoded value at byte {end}")
     return _bencodepy_decode(data)
 
 
 def decode_prefix(
-    data: bytes, *, max_size: int = MAX_SIZE, max_depth: int = MAX_DEPTH
+    data: bytes, *, max_size: int = MAX_SIZE, max_depth: int = MAX_DEPTH, max_tokens: int = MAX_TOKENS
 ) -> tuple[Any, int]:
     """Decode one bencoded value at the start of ``data``; return it and its length.
 
     For messages that carry raw bytes after a bencoded header (BEP 9 metadata).
     """
     _check_size(data, max_size)
-    end = _scan(data, 0, max_depth, False, None)
+    end = _scan(data, 0, max_depth, False, None, max_tokens)
     return _bencodepy_decode(data[:end]), end
 
 
 def decode_dict_with_spans(
-    data: bytes, *, max_size: int = MAX_SIZE, max_depth: int = MAX_DEPTH
+    data: bytes, *, max_size: int = MAX_SIZE, max_depth: int = MAX_DEPTH, max_tokens: int = MAX_TOKENS
 ) -> tuple[dict, dict[bytes, bytes]]:
     """Decode a bencoded dictionary and return it with the raw bytes of each top-level value.
 
@@ -199,7 +227,7 @@ def decode_dict_with_spans(
     if data[:1] != b"d":
         raise BencodeError("expected a bencoded dictionary")
     spans: dict[bytes, tuple[int, int]] = {}
-    end = _scan(data, 0, max_depth, False, spans)
+    end = _scan(data, 0, max_depth, False, spans, max_tokens)
     if end != len(data):
         raise BencodeError(f"trailing data after bencoded value at byte {end}")
     raw = {key: bytes(data[a:b]) for key, (a, b) in spans.items()}

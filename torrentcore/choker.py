@@ -49,7 +49,8 @@ class Choker:
         now = time.monotonic() if now is None else now
         peers = [p for p in self.torrent.peers.values() if not p.conn.closed]
         interested = [p for p in peers if p.peer_interested and not p.has.complete]
-        seeding = self.torrent.have.complete
+        # Seeding: every wanted piece is verified (the whole torrent, or the selected files' pieces).
+        seeding = getattr(self.torrent, "complete", self.torrent.have.complete)
         if seeding:
             ranked = sorted(interested, key=lambda p: p.up.rate, reverse=True)
         else:

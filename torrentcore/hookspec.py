@@ -3,8 +3,13 @@
 Plugins are modules or objects with functions marked ``@hookimpl`` whose
 names match the hooks below. torrentcore finds them through the
 ``torrentcore`` entry-point group (the default plugins in ``plugins/`` are
-registered exactly that way), or through ``--plugin MODULE`` on the command
-line. A plugin is known by its entry-point name; ``--disable NAME`` blocks it.
+registered exactly that way), or through ``-p MODULE`` (``--plugin``) on the
+command line. A plugin is known by its entry-point name; ``--no-plugin NAME``
+(``--disable``) blocks it. Entry points in the ``torrentcore.opt_in`` group
+are installed but loaded only when asked for with ``-p NAME``. A plugin's
+settings (:func:`torrentcore_plugin_settings`) reach it as
+``options.plugin_settings[NAME][KEY]``. The guide for plugin authors is
+``docs/plugins.md``.
 
 There are three families:
 
@@ -17,6 +22,10 @@ There are three families:
 * **progress reporting** -- every ``torrentcore_on_*`` hook is called on every
   registered plugin; none returns a value. Reporters must be quick: they run
   on the engine's event loop.
+
+Plugins can also speak their own peer-wire messages: :func:`torrentcore_extensions`
+offers named BEP 10 extension messages (objects following :class:`Extension`,
+talking to peers through :class:`ExtensionPeer`).
 
 Everything a plugin needs is importable from this module, so a third-party
 plugin can do anything a default one can.
@@ -47,8 +56,11 @@ __all__ = [
     "StrategyFactory",
     "Storage",
     "StorageFactory",
+    "Extension",
+    "ExtensionPeer",
     "PeerInfo",
     "ProgressSnapshot",
+    "Setting",
 ]
 
 PROJECT = "torrentcore"
@@ -72,6 +84,13 @@ class SwarmView(Protocol):
     the set of started pieces changes in a way that can reorder a strategy's
     choices (a peer's bitfield arrives, a peer leaves, a piece fails its hash),
     so a strategy may cache an ordering and rebuild it only when it changes.
+
+    ``selected`` is the file selection of ``run --only/--skip`` as pieces: the
+    pieces overlapping any selected file (``None`` when every file is
+    selected). It never changes during a run. :meth:`wanted` already accounts
+    for it, and the engine never requests a piece that is not wanted, so a
+    strategy needs ``selected`` only to skip unselected pieces for good (a
+    cursor, a window that should count only wanted pieces).
     """
 
     num_pieces: int
@@ -80,9 +99,10 @@ class SwarmView(Protocol):
     partial: Mapping[int, object]
     endgame: bool
     version: int
+    selected: Bitfield | None
 
     def wanted(self, index: int) -> bool:
-        """True if piece ``index`` is still needed (not verified; the user wants its files)."""
+        """True if piece ``index`` is still needed: selected, not verified, not being hash-checked."""
 
 
 @runtime_checkable
@@ -154,13 +174,63 @@ class Storage(Protocol):
 StorageFactory = Callable[[Metainfo, str, argparse.Namespace], Storage]
 
 
+@runtime_checkable
+class ExtensionPeer(Protocol):
+    """A connected peer as an extension message handler sees it (see :class:`Extension`).
+
+    ``address`` is the ``(host, port)`` we know it by; ``client`` its client name.
+    ``extension_handshake`` is its BEP 10 handshake dictionary (``bytes`` keys, as
+    decoded), or ``None`` before it arrived.
+    """
+
+    address: tuple[str, int]
+    client: str
+    extension_handshake: dict | None
+
+    def supports_extension(self, name: str) -> bool:
+        """True if the peer's extension handshake offered ``name`` (with a non-zero id)."""
+
+    def send_extension(self, name: str, payload: bytes) -> bool:
+        """Queue extension message ``name`` with ``payload`` (bytes after the id byte); False if unsupported."""
+
+    def close(self, reason: str) -> None:
+        """Drop the connection (for a peer that broke the extension's rules)."""
+
+
+@runtime_checkable
+class Extension(Protocol):
+    """One BEP 10 extension message, such as ``ut_metadata`` or a plugin's own.
+
+    The engine gives each extension a local message id, advertises it by name in
+    the ``m`` dictionary of its extension handshake and routes incoming
+    messages with that id to :meth:`on_message`. To send, call
+    ``peer.send_extension(name, payload)``: the engine uses the id the *peer*
+    chose for ``name``. Handlers run on the peer's greenlet: be quick, and raise
+    :class:`~torrentcore.errors.ProtocolError` (or call ``peer.close``) to drop
+    a misbehaving peer; any other exception drops the peer too and is logged.
+    """
+
+    def on_handshake(self, peer: ExtensionPeer, handshake: dict) -> None:
+        """The peer's extension handshake arrived and offers this extension (``handshake``: its dict)."""
+
+    def on_message(self, peer: ExtensionPeer, payload: bytes) -> None:
+        """The peer sent this extension's message; ``payload`` is what follows the id byte."""
+
+
 @dataclass
 class PeerInfo:
-    """A connected peer, as reporters see it."""
+    """A connected peer, as reporters see it.
+
+    ``address`` is ``(host, port)``; the host may be an IPv6 address (write it as ``[host]:port``).
+    ``source`` says where the engine learnt of the peer: ``"tracker"``, ``"dht"``, ``"pex"``,
+    ``"incoming"`` (it connected to us), ``"manual"`` (``--peer``) or ``"magnet"`` (a magnet
+    link's ``x.pe``).
+    """
 
     address: tuple[str, int]
     client: str = ""
     incoming: bool = False
+    source: str = ""
     download_rate: float = 0.0
     upload_rate: float = 0.0
     downloaded: int = 0
@@ -175,6 +245,13 @@ class ProgressSnapshot:
     ``state`` is one of ``"checking"`` (hashing data found on disk; see
     ``checked``), ``"downloading"``, ``"seeding"``, ``"stopping"``, ``"done"``.
     Byte counts are for this session except ``have_bytes``/``total_bytes``.
+
+    With a file selection (``run --only/--skip``), ``selected_files`` is how
+    many of the torrent's data files (``torrent.data_files``) are selected,
+    ``wanted_bytes`` the size of the pieces overlapping them and
+    ``wanted_have_bytes`` how much of that is verified; the download is
+    complete when those two are equal (:attr:`fraction` uses them). Without a
+    selection ``selected_files`` and ``wanted_bytes`` are ``None``.
     """
 
     name: str
@@ -194,11 +271,18 @@ class ProgressSnapshot:
     elapsed: float = 0.0
     checked: int = 0
     wasted: int = 0
+    #: Connected peers by where they came from (see :attr:`PeerInfo.source`), e.g. ``{"tracker": 3}``.
+    peer_sources: dict[str, int] = field(default_factory=dict)
+    selected_files: int | None = None
+    wanted_bytes: int | None = None
+    wanted_have_bytes: int = 0
     extra: dict = field(default_factory=dict)
 
     @property
     def fraction(self) -> float:
-        """Share of the torrent we have, 0.0 to 1.0."""
+        """Share of what we want (the torrent, or the selected files' pieces) that we have, 0.0 to 1.0."""
+        if self.wanted_bytes is not None:
+            return self.wanted_have_bytes / self.wanted_bytes if self.wanted_bytes else 1.0
         return self.have_bytes / self.total_bytes if self.total_bytes else 1.0
 
     @property
@@ -220,6 +304,43 @@ def torrentcore_add_options(parser: argparse.ArgumentParser) -> None:
     argument of factories and of :func:`torrentcore_on_start`. Returns nothing.
 
     Not ``firstresult``: every plugin that implements it is called.
+    """
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One setting a plugin declares through :func:`torrentcore_plugin_settings`.
+
+    ``type`` is ``str``, ``int``, ``float`` or ``bool``; values from the command
+    line (``--plugin-opt NAME.KEY=VALUE``) and from the config file are
+    converted to it (``bool`` accepts true/false, yes/no, on/off, 1/0) and a
+    value that does not convert, or is not one of ``choices`` (when given), is
+    refused with exit code 2. ``default`` is used when the user sets nothing
+    (it may be ``None`` for "not set"). ``help`` is one line, shown by
+    ``torrentcore plugins``.
+    """
+
+    type: type = str
+    default: object = None
+    help: str = ""
+    choices: tuple | None = None
+
+
+@hookspec
+def torrentcore_plugin_settings() -> Mapping[str, Mapping[str, Setting]]:
+    """Declare settings: ``{plugin name: {key: Setting}}``.
+
+    Called once when the command line is parsed. The user sets values with
+    ``--plugin-opt NAME.KEY=VALUE`` (repeatable) or in a ``[NAME]`` section of
+    the config file; the command line wins. The plugin reads them from the
+    ``options`` its factories and :func:`torrentcore_on_start` receive:
+    ``options.plugin_settings[NAME][KEY]`` (every declared key is present,
+    holding its default when the user set nothing). Use the plugin's
+    entry-point name as ``NAME``; one plugin may declare several names (the
+    default strategies plugin could declare ``sequential``), and two plugins
+    declaring the same name is an error.
+
+    Not ``firstresult``: every plugin's mapping is collected and merged.
     """
 
 
@@ -250,6 +371,24 @@ def torrentcore_storage_backends() -> Mapping[str, StorageFactory]:
     backend name to factory; merged across plugins like strategies. The
     chosen factory is called once per torrent with the torrent, the download
     folder and the options, and must return an open :class:`Storage`.
+
+    Not ``firstresult``: every plugin's mapping is collected and merged.
+    """
+
+
+# --- hooks: extension messages (BEP 10) ----------------------------------------------------------
+
+
+@hookspec
+def torrentcore_extensions(torrent: Metainfo) -> Mapping[str, Extension]:
+    """Offer extension-protocol (BEP 10) messages for ``torrent``.
+
+    Called once per torrent when it starts, before any peer connects. Return
+    a mapping of extension name (as it appears in the handshake's ``m``
+    dictionary, e.g. ``"lt_donthave"`` or ``"myorg_chat"``) to an
+    :class:`Extension` object, which then serves every peer of that torrent.
+    Names the engine implements itself (``ut_metadata``, ``ut_pex``) and names
+    offered by two plugins are an error. Return ``{}`` (or nothing) to add none.
 
     Not ``firstresult``: every plugin's mapping is collected and merged.
     """

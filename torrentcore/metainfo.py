@@ -12,18 +12,25 @@ Path safety rules (every path stays inside the download folder):
   bytes become ``_``; ``/``, ``\\``, NUL and control characters become ``_``;
 * components that are empty, ``.`` or ``..`` become ``_``;
 * components longer than 240 bytes are shortened, keeping the extension;
+* on Windows also: ``<>:"|?*`` become ``_`` (so ``C:`` cannot name a drive
+  and ``:`` cannot open an alternate data stream), trailing dots and spaces
+  are dropped, and device names (``CON``, ``NUL``, ``COM1``, ``LPT1``, ...,
+  with or without an extension) get a ``_`` after their stem;
+* a file whose whole path is longer than :data:`MAX_PATH_BYTES` is refused;
 * a torrent name that is unusable (empty, ``.``, ``..``) is replaced by the
   info-hash in hex, as libtorrent does;
 * two files that would land on the same path (or a file that would sit where
-  another file needs a folder) get ``.1``, ``.2``, ... before the extension.
+  another file needs a folder) get ``.1``, ``.2``, ... before the extension;
+  on Windows and macOS names differing only in case or Unicode normalization
+  count as the same.
 """
 
 from __future__ import annotations
 
 import hashlib
-import math
 import os
 import sys
+import unicodedata
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,8 +39,14 @@ from .errors import MetainfoError
 
 #: Largest piece length accepted (libtorrent's limit too); pieces are held in memory.
 MAX_PIECE_LENGTH = 512 * 1024 * 1024
-#: Largest number of files in one torrent.
-MAX_FILES = 1_000_000
+#: Largest number of files in one torrent (each takes at least five of ``bencode.MAX_TOKENS``).
+MAX_FILES = 250_000
+#: Largest number of pieces (libtorrent's ``load_torrent_limits.max_pieces`` default, 0x200000).
+MAX_PIECES = 0x200000
+#: Largest file, and largest torrent, in bytes: 256 TiB (libtorrent's ``max_file_size`` and ``max_file_offset``).
+MAX_TOTAL_SIZE = 2**48 - 1
+#: Longest path of one file below the download folder, in UTF-8 bytes (Linux's ``PATH_MAX``).
+MAX_PATH_BYTES = 4096
 #: Byte budget for one path component (filesystems allow 255; leave room for ``.N``).
 MAX_COMPONENT_BYTES = 240
 #: How many ``.N`` suffixes to try before giving up on a duplicate name.
@@ -43,6 +56,13 @@ PAD_PREFIX = "_____padding_file_"
 V2_ONLY_MESSAGE = "v2-only torrents are not supported yet (this torrent has no v1 'pieces')"
 
 _CASE_INSENSITIVE_FS = sys.platform in ("darwin", "win32")
+#: Apply Windows' file name rules (tests turn this on to check them on any platform).
+_WINDOWS_NAMES = sys.platform == "win32"
+_WINDOWS_BAD_CHARS = frozenset('<>:"|?*')
+_WINDOWS_DEVICES = frozenset(
+    ["CON", "PRN", "AUX", "NUL", "CONIN$", "CONOUT$"]
+    + [f"{dev}{n}" for dev in ("COM", "LPT") for n in (*"123456789", "\u00b9", "\u00b2", "\u00b3")]
+)
 
 
 @dataclass(frozen=True)
@@ -162,6 +182,8 @@ def parse(data: bytes) -> Metainfo:
     pieces = info[b"pieces"]
     if not isinstance(pieces, bytes) or len(pieces) % 20:
         raise MetainfoError("invalid 'pieces': its length is not a multiple of 20")
+    if len(pieces) // 20 > MAX_PIECES:
+        raise MetainfoError(f"too many pieces ({len(pieces) // 20}; the limit is {MAX_PIECES})")
 
     name = _text(info, b"name")
     if name is None:
@@ -178,9 +200,11 @@ def parse(data: bytes) -> Metainfo:
     for f in files:
         placed.append(FileEntry(f.path, f.length, total, f.pad, f.symlink, f.executable, f.hidden))
         total += f.length
+        if total > MAX_TOTAL_SIZE:
+            raise MetainfoError(f"the torrent is larger than the supported {MAX_TOTAL_SIZE} bytes")
     if total <= 0:
         raise MetainfoError("invalid length: the torrent holds no data")
-    expected = math.ceil(total / piece_length)
+    expected = -(-total // piece_length)  # integer ceiling: a float division loses precision
     if expected != len(pieces) // 20:
         raise MetainfoError(
             f"piece count mismatch: {len(pieces) // 20} hashes for {total} bytes in "
@@ -224,10 +248,21 @@ def _text(d: dict, key: bytes) -> str | None:
     return None
 
 
-def _safe_component(comp: str) -> str:
-    """Make one path component safe to create inside a folder."""
+def _safe_component(comp: str, windows: bool | None = None) -> str:
+    """Make one path component safe to create inside a folder.
+
+    ``windows`` (default: whether we run on Windows) also applies Windows' rules:
+    no ``<>:"|?*``, no trailing dot or space, no device names.
+    """
+    if windows is None:
+        windows = _WINDOWS_NAMES
     comp = comp.strip("/\\")  # a leading or trailing separator carries no name (libtorrent agrees)
-    out = "".join("_" if (c in "/\\" or ord(c) < 32 or c == "\x7f") else c for c in comp)
+    out = "".join(
+        "_" if (c in "/\\" or ord(c) < 32 or c == "\x7f" or (windows and c in _WINDOWS_BAD_CHARS)) else c
+        for c in comp
+    )
+    if windows:
+        out = out.rstrip(". ")
     if out in ("", ".", ".."):
         return "_"
     raw = out.encode("utf-8")
@@ -236,6 +271,11 @@ def _safe_component(comp: str) -> str:
         ext_b = (dot + ext).encode("utf-8") if dot and stem and len(ext.encode()) <= 20 else b""
         keep = raw[: MAX_COMPONENT_BYTES - len(ext_b)].decode("utf-8", errors="ignore")
         out = keep + ext_b.decode("utf-8")
+    if windows:
+        out = out.rstrip(". ") or "_"  # shortening may have left one
+        stem, dot, ext = out.partition(".")
+        if stem.rstrip(" ").upper() in _WINDOWS_DEVICES:
+            out = f"{stem}_{dot}{ext}"
     return out
 
 
@@ -285,6 +325,7 @@ def _read_files(info: dict, name: str) -> list[_RawFile]:
                 raise MetainfoError(f"file #{n} is a symlink with an invalid 'symlink path'")
             length = 0  # libtorrent and BEP 47: a symlink carries no data
         path = (name, *(_safe_component(c) for c in comps)) if comps else (name, "_")
+        _check_path_length(path, n)
         out.append(_RawFile(path, length, pad, symlink, b"x" in attr, b"h" in attr))
     return out
 
@@ -317,8 +358,15 @@ def _is_path_list(value: Any) -> bool:
     return isinstance(value, list) and all(isinstance(p, bytes) for p in value)
 
 
-def _key(path: tuple[str, ...]) -> tuple[str, ...]:
-    return tuple(p.casefold() for p in path) if _CASE_INSENSITIVE_FS else path
+def _key(comp: str) -> str:
+    # macOS also ignores Unicode normalization (NFC "\u00e9" and NFD "e\u0301" are one name).
+    return unicodedata.normalize("NFC", comp).casefold() if _CASE_INSENSITIVE_FS else comp
+
+
+def _check_path_length(path: tuple[str, ...], n: int) -> None:
+    size = len("/".join(path).encode("utf-8"))
+    if size > MAX_PATH_BYTES:
+        raise MetainfoError(f"file #{n} has a path of {size} bytes, longer than the supported {MAX_PATH_BYTES}")
 
 
 def _with_suffix(comp: str, n: int) -> str:
@@ -329,35 +377,45 @@ def _with_suffix(comp: str, n: int) -> str:
 
 
 def _dedupe_paths(files: list[FileEntry]) -> None:
-    """Rename files in place so no two share a path and no file blocks a folder."""
-    taken_files: set[tuple[str, ...]] = set()
-    taken_dirs: set[tuple[str, ...]] = set()
+    """Rename files in place so no two share a path and no file blocks a folder.
+
+    Every folder and file placed so far is a node keyed by ``(parent node, name)``,
+    so each path is checked in time linear in its length, however deep it is.
+    """
+    nodes: dict[tuple[int, str], int] = {}
+    file_nodes: set[int] = set()
     for i, f in enumerate(files):
         if f.pad:
             continue
         path = list(f.path)
-        # A folder on our path that is already a file: rename that folder component.
-        for depth in range(1, len(path)):
-            if _key(tuple(path[:depth])) in taken_files:
-                base = path[depth - 1]
-                for n in range(1, MAX_DUPLICATES + 1):
-                    path[depth - 1] = _with_suffix(base, n)
-                    if _key(tuple(path[:depth])) not in taken_files:
-                        break
-                else:
+        parent = 0  # the download folder
+        for depth in range(len(path) - 1):
+            base = path[depth]
+            node = nodes.get((parent, _key(base)))
+            n = 0
+            # A folder on our path that is already a file: rename that folder component.
+            while node in file_nodes:
+                n += 1
+                if n > MAX_DUPLICATES:
                     raise MetainfoError("too many duplicate file names")
+                path[depth] = _with_suffix(base, n)
+                node = nodes.get((parent, _key(path[depth])))
+            if node is None:
+                node = nodes[(parent, _key(path[depth]))] = len(nodes) + 1
+            parent = node
         leaf = path[-1]
         for n in range(0, MAX_DUPLICATES + 1):
-            cand = tuple(path[:-1]) + ((_with_suffix(leaf, n) if n else leaf),)
-            if _key(cand) not in taken_files and _key(cand) not in taken_dirs:
+            cand = _with_suffix(leaf, n) if n else leaf
+            if (parent, _key(cand)) not in nodes:
                 break
         else:
             raise MetainfoError("too many duplicate file names")
-        taken_files.add(_key(cand))
-        for depth in range(1, len(cand)):
-            taken_dirs.add(_key(cand[:depth]))
-        if cand != f.path:
-            files[i] = FileEntry(cand, f.length, f.offset, f.pad, f.symlink, f.executable, f.hidden)
+        node = nodes[(parent, _key(cand))] = len(nodes) + 1
+        file_nodes.add(node)
+        path[-1] = cand
+        if tuple(path) != f.path:
+            _check_path_length(tuple(path), i)
+            files[i] = FileEntry(tuple(path), f.length, f.offset, f.pad, f.symlink, f.executable, f.hidden)
 
 
 def _trackers(top: dict) -> list[list[str]]:

@@ -6,6 +6,11 @@ connection sends whatever :meth:`Connection.send` queued, in batches, so a
 slow peer never blocks the engine; when the queue is empty the writer asks
 the ``producer`` callback for more (piece data being uploaded) and sends a
 keep-alive after ``KEEPALIVE_INTERVAL`` seconds of silence.
+
+Bounds against hostile peers: messages over ``MAX_MESSAGE`` bytes, silence for
+``IDLE_TIMEOUT`` between messages or ``MESSAGE_TIMEOUT`` inside one, and more
+than ``MAX_QUEUED`` bytes waiting to be sent to a peer that does not read each
+end the connection.
 """
 
 from __future__ import annotations
@@ -27,7 +32,13 @@ MAX_MESSAGE = 512 * 1024
 IDLE_TIMEOUT = 150.0
 KEEPALIVE_INTERVAL = 90.0
 HANDSHAKE_TIMEOUT = 15.0
+#: Once the first byte of a message has arrived, a peer that sends nothing more for this long is dropped.
+#: Read at each message, so a test (or an embedding program) may lower it.
+MESSAGE_TIMEOUT = 30.0
 CONNECT_TIMEOUT = 10.0
+#: Most bytes of messages queued for a peer that does not read them (uploads are produced on demand, not
+#: queued): past this the connection is closed, so a peer provoking replies it never reads costs bounded memory.
+MAX_QUEUED = 8 * 1024 * 1024
 READ_BUFFER = 256 * 1024
 
 _U32 = struct.Struct(">I")
@@ -50,12 +61,14 @@ class Connection:
         self._start = 0
         self._end = 0
         self._out: list[bytes] = []
+        self._queued = 0  # bytes in self._out
         self._wake = gevent.event.Event()
         self._writer: gevent.Greenlet | None = None
         self.producer: Callable[[], bytes | None] | None = None
         self.closed = False
         self.close_reason = ""
         self.last_send = time.monotonic()
+        self._timeout = IDLE_TIMEOUT
 
     @classmethod
     def connect(cls, address: tuple[str, int], timeout: float = CONNECT_TIMEOUT) -> Connection:
@@ -121,24 +134,39 @@ class Connection:
         For PIECE the payload is ``(index, begin, length)`` and the caller must
         then consume ``length`` bytes with :meth:`read_into` or :meth:`skip`.
         """
-        self._fill(4)
-        (length,) = _U32.unpack_from(self._buf, self._start)
-        self._start += 4
-        if length == 0:
-            return -1, None
-        if length > MAX_MESSAGE:
-            raise ProtocolError(f"message of {length} bytes is larger than the {MAX_MESSAGE}-byte limit")
-        self._fill(1)
-        msg_id = self._buf[self._start]
-        self._start += 1
-        if msg_id == msg.PIECE:
-            if length < 9:
-                raise ProtocolError("piece message too short")
-            self._fill(8)
-            index, begin = _U32x2.unpack_from(self._buf, self._start)
-            self._start += 8
-            return msg_id, (index, begin, length - 9)
-        return msg_id, self.read_exact(length - 1)
+        if self._end == self._start:
+            self._set_timeout(IDLE_TIMEOUT)  # between messages a peer may be quiet (keep-alives every 2 min)
+            self._fill(1)
+        # From a message's first byte on, the rest must keep coming: a peer stuck mid-message is dropped.
+        # The PIECE payload the caller reads next is under the same timeout.
+        self._set_timeout(MESSAGE_TIMEOUT)
+        try:
+            self._fill(4)
+            (length,) = _U32.unpack_from(self._buf, self._start)
+            self._start += 4
+            if length == 0:
+                return -1, None
+            if length > MAX_MESSAGE:
+                raise ProtocolError(f"message of {length} bytes is larger than the {MAX_MESSAGE}-byte limit")
+            self._fill(1)
+            msg_id = self._buf[self._start]
+            self._start += 1
+            if msg_id == msg.PIECE:
+                if length < 9:
+                    raise ProtocolError("piece message too short")
+                self._fill(8)
+                index, begin = _U32x2.unpack_from(self._buf, self._start)
+                self._start += 8
+                return msg_id, (index, begin, length - 9)
+            return msg_id, self.read_exact(length - 1)
+        except TimeoutError:
+            raise ProtocolError(f"peer stopped for {self._timeout:g} s in the middle of a message") from None
+
+    def _set_timeout(self, seconds: float) -> None:
+        """The socket timeout for the next reads (and the writer's next send), set only when it changes."""
+        if seconds != self._timeout:
+            self._timeout = seconds
+            self.sock.settimeout(seconds)
 
     # --- handshake -------------------------------------------------------------------------------
 
@@ -165,6 +193,10 @@ class Connection:
         if self.closed:
             return
         self._out.append(data)
+        self._queued += len(data)
+        if self._queued > MAX_QUEUED:
+            self.close(f"peer does not read what we send ({self._queued} bytes queued)")
+            return
         self._wake.set()
 
     def wake(self) -> None:
@@ -179,6 +211,7 @@ class Connection:
                 while not self.closed:
                     if self._out:
                         batch, self._out = self._out, []
+                        self._queued = 0
                         data = b"".join(batch)
                     elif self.producer is not None and (more := self.producer()):
                         data = more
@@ -207,3 +240,9 @@ class Connection:
             self.sock.close()
         except OSError:
             pass
+
+
+def format_address(address: tuple) -> str:
+    """``host:port`` for IPv4 and names, ``[v6]:port`` for IPv6 addresses (as URLs and ``--peer`` write them)."""
+    host, port = address[0], address[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

@@ -1,4 +1,4 @@
-"""Peer wire messages (BEP 3, with the BEP 10 extension message).
+"""Peer wire messages (BEP 3, the BEP 6 fast extension and the BEP 10 extension message).
 
 Each message on the wire is a 4-byte big-endian length, then (unless the
 length is 0, a keep-alive) a 1-byte id and a payload. This module builds
@@ -7,6 +7,8 @@ messages as bytes and parses payloads; it does no I/O.
 
 from __future__ import annotations
 
+import hashlib
+import ipaddress
 import struct
 
 from ..errors import ProtocolError
@@ -25,7 +27,16 @@ REQUEST = 6
 PIECE = 7
 CANCEL = 8
 PORT = 9
+# The fast extension (BEP 6); valid only when both handshakes set RESERVED_FAST.
+SUGGEST = 0x0D
+HAVE_ALL = 0x0E
+HAVE_NONE = 0x0F
+REJECT = 0x10
+ALLOWED_FAST = 0x11
 EXTENDED = 20
+
+#: Message ids that only a peer that set the fast-extension bit may send.
+FAST_IDS = frozenset({SUGGEST, HAVE_ALL, HAVE_NONE, REJECT, ALLOWED_FAST})
 
 NAMES = {
     CHOKE: "choke",
@@ -38,6 +49,11 @@ NAMES = {
     PIECE: "piece",
     CANCEL: "cancel",
     PORT: "port",
+    SUGGEST: "suggest piece",
+    HAVE_ALL: "have all",
+    HAVE_NONE: "have none",
+    REJECT: "reject request",
+    ALLOWED_FAST: "allowed fast",
     EXTENDED: "extended",
 }
 
@@ -94,6 +110,11 @@ def have(index: int) -> bytes:
     return _HAVE.pack(5, HAVE, index)
 
 
+def port(dht_port: int) -> bytes:
+    """PORT (BEP 5): the UDP port of our DHT node."""
+    return _LEN.pack(3) + bytes([PORT]) + dht_port.to_bytes(2, "big")
+
+
 def bitfield(bits: bytes) -> bytes:
     """BITFIELD with the given wire bytes."""
     return _LEN.pack(1 + len(bits)) + bytes([BITFIELD]) + bits
@@ -114,20 +135,70 @@ def piece_header(index: int, begin: int, length: int) -> bytes:
     return _PIECE_HDR.pack(9 + length, PIECE, index, begin)
 
 
+def reject(index: int, begin: int, length: int) -> bytes:
+    """REJECT a block request (BEP 6)."""
+    return _REQ.pack(13, REJECT, index, begin, length)
+
+
+def suggest(index: int) -> bytes:
+    """SUGGEST piece ``index`` (BEP 6)."""
+    return _HAVE.pack(5, SUGGEST, index)
+
+
+def allowed_fast(index: int) -> bytes:
+    """ALLOWED FAST: the peer may request piece ``index`` while we choke it (BEP 6)."""
+    return _HAVE.pack(5, ALLOWED_FAST, index)
+
+
+def allowed_fast_set(info_hash: bytes, ip: str, num_pieces: int, k: int) -> list[int]:
+    """The BEP 6 allowed-fast set of ``k`` pieces for a peer at IPv4 address ``ip``, in generation order.
+
+    SHA-1 of the peer's /24 network (4 bytes) followed by the info-hash, re-hashed as needed; each
+    hash gives five big-endian 32-bit numbers taken modulo ``num_pieces``. Every piece when the torrent
+    has at most ``k`` of them (as libtorrent does); empty for addresses that are not IPv4 (BEP 6 defines
+    the set only for IPv4; an IPv4-mapped IPv6 address counts as IPv4).
+    """
+    if num_pieces <= 0 or k <= 0:
+        return []
+    if num_pieces <= k:
+        return list(range(num_pieces))
+    try:
+        addr = ipaddress.ip_address(ip.split("%", 1)[0])
+    except ValueError:
+        return []
+    if isinstance(addr, ipaddress.IPv6Address):
+        if addr.ipv4_mapped is None:
+            return []
+        addr = addr.ipv4_mapped
+    x = (int(addr) & 0xFFFFFF00).to_bytes(4, "big") + info_hash
+    out: list[int] = []
+    seen: set[int] = set()
+    while len(out) < k:
+        x = hashlib.sha1(x).digest()
+        for i in range(5):
+            if len(out) >= k:
+                break
+            index = int.from_bytes(x[4 * i : 4 * i + 4], "big") % num_pieces
+            if index not in seen:
+                seen.add(index)
+                out.append(index)
+    return out
+
+
 def extended(ext_id: int, payload: bytes) -> bytes:
     """An extension-protocol message (BEP 10); id 0 is the extension handshake."""
     return _LEN.pack(2 + len(payload)) + bytes([EXTENDED, ext_id]) + payload
 
 
 def parse_triple(payload: bytes | memoryview) -> tuple[int, int, int]:
-    """The ``(index, begin, length)`` of a REQUEST or CANCEL."""
+    """The ``(index, begin, length)`` of a REQUEST, CANCEL or REJECT."""
     if len(payload) != 12:
-        raise ProtocolError(f"request/cancel payload of {len(payload)} bytes")
+        raise ProtocolError(f"request/cancel/reject payload of {len(payload)} bytes")
     return _TRIPLE.unpack(payload)
 
 
 def parse_have(payload: bytes | memoryview) -> int:
-    """The index of a HAVE."""
+    """The index of a HAVE, SUGGEST or ALLOWED FAST."""
     if len(payload) != 4:
-        raise ProtocolError(f"have payload of {len(payload)} bytes")
+        raise ProtocolError(f"have/suggest/allowed-fast payload of {len(payload)} bytes")
     return _LEN.unpack(payload)[0]

@@ -20,7 +20,8 @@ from ..errors import ProtocolError, TorrentcoreError
 from ..hookspec import BLOCK_SIZE, PeerInfo
 from ..ratemeter import RateMeter
 from . import messages as msg
-from .connection import Connection
+from .connection import Connection, format_address
+from .extensions import MAX_HANDSHAKE, ExtensionRegistry, PeerExtensions
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..session import Torrent
@@ -41,19 +42,38 @@ OUR_REQQ = 500
 MAX_BAD_REQUESTS = 20
 #: Seconds without a block while requests are outstanding before they go elsewhere.
 REQUEST_TIMEOUT = 20.0
+#: Fast extension (BEP 6): pieces in the allowed-fast set we grant each IPv4 peer (BEP 6 suggests 10).
+ALLOWED_FAST_K = 10
+#: Most allowed-fast pieces we accept from one peer, and most answers to cancelled requests we remember.
+MAX_ALLOWED_FAST_IN = 100
+MAX_AWAITING_ANSWER = 2048
+#: Seconds a piece a peer rejected (while unchoking us) is not asked from that peer again (other peers
+#: get it meanwhile; a peer that rejects everything is asked again at most this often).
+REJECT_BACKOFF = 3.0
 
 
 class Peer:
     """A connected, handshaken peer of one torrent."""
 
-    def __init__(self, torrent: Torrent, conn: Connection, peer_id: bytes, reserved: bytes, incoming: bool):
+    def __init__(self, torrent: Torrent, conn: Connection, peer_id: bytes, reserved: bytes, incoming: bool,
+                 source: str = ""):
         self.torrent = torrent
         self.conn = conn
         self.address = conn.address
         self.peer_id = peer_id
         self.incoming = incoming
+        #: Where we learnt of this peer (one of session.PEER_SOURCES); incoming connections are "incoming".
+        self.source = source or ("incoming" if incoming else "manual")
         self.supports_extensions = msg.has_bit(reserved, msg.RESERVED_EXTENSIONS)
-        self.log = log.bind(torrent=torrent.meta.name, peer=f"{self.address[0]}:{self.address[1]}")
+        # Fast extension (BEP 6): we always set the bit, so it is on when the peer set it too.
+        self.fast = msg.has_bit(reserved, msg.RESERVED_FAST)
+        self.supports_dht = msg.has_bit(reserved, msg.RESERVED_DHT)  # BEP 5: it wants a PORT message
+        self.allowed_fast_out: frozenset[int] = frozenset()  # pieces it may request while we choke it
+        self.allowed_fast_in: set[int] = set()  # pieces we may request while it chokes us
+        self.awaiting_answer: dict[tuple[int, int], None] = {}  # cancelled/released: a REJECT may still come
+        self.rejected: dict[int, float] = {}  # piece -> until when not to ask this peer for it again
+        self.suggested = 0
+        self.log = log.bind(torrent=torrent.meta.name, peer=format_address(self.address))
         self.has = Bitfield(torrent.meta.num_pieces)
         self.am_choking = True
         self.am_interested = False
@@ -70,6 +90,9 @@ class Peer:
         self.client = _client_name(peer_id)
         self.bad_requests = 0
         self.got_first_message = False
+        #: BEP 10: the peer's extension handshake (``None`` until it arrives) and our per-peer dispatch.
+        self.extension_handshake: dict | None = None
+        self.extensions = PeerExtensions(self, getattr(torrent, "extensions", None) or ExtensionRegistry({}))
         conn.producer = self._produce
 
     # --- identity --------------------------------------------------------------------------------
@@ -85,6 +108,7 @@ class Peer:
             address=self.address,
             client=self.client,
             incoming=self.incoming,
+            source=self.source,
             download_rate=self.down.rate,
             upload_rate=self.up.rate,
             downloaded=self.down.total,
@@ -100,8 +124,12 @@ class Peer:
         self.conn.start_writer()
         if self.supports_extensions:
             self._send_extension_handshake()
-        if t.have.count:
+        if self.fast:
+            self._send_fast_greeting()
+        elif t.have.count:
             self.conn.send(msg.bitfield(t.have.to_bytes()))
+        if self.supports_dht and getattr(t, "dht", None) is not None:
+            self.conn.send(msg.port(t.dht.port))  # BEP 5: where our DHT node listens
         try:
             while not self.conn.closed:
                 msg_id, payload = self.conn.read_message()
@@ -115,9 +143,10 @@ class Peer:
         return self.conn.close_reason or "closed"
 
     def _handle(self, msg_id: int, payload) -> None:
-        # BITFIELD must come first, but the BEP 10 handshake may precede it (libtorrent sends it first).
+        # BITFIELD (or BEP 6 HAVE ALL / HAVE NONE) must come first, but the BEP 10 handshake may precede it
+        # (libtorrent sends it first), and a keep-alive is no message.
         first = not self.got_first_message
-        if msg_id != msg.EXTENDED:
+        if msg_id != msg.EXTENDED and msg_id != -1 and msg_id != msg.PORT:  # PORT (BEP 5) may come first too
             self.got_first_message = True
         if msg_id == msg.PIECE:
             self._on_piece(*payload)
@@ -125,7 +154,7 @@ class Peer:
             pass
         elif msg_id == msg.CHOKE:
             self.peer_choking = True
-            self._drop_requests(send_cancel=False)
+            self._on_choked()
         elif msg_id == msg.UNCHOKE:
             self.peer_choking = False
             self.fill_requests()
@@ -150,9 +179,22 @@ class Peer:
                 self.uploads.remove(block)
             except ValueError:
                 pass
+            else:
+                if self.fast:  # BEP 6: every request gets exactly one answer, a cancelled one too
+                    self.conn.send(msg.reject(*block))
+        elif msg_id in msg.FAST_IDS:
+            self._on_fast(msg_id, payload, first)
         elif msg_id == msg.EXTENDED:
             self._on_extended(payload)
-        # PORT (DHT) and unknown ids are ignored, as BEP 3 asks.
+        elif msg_id == msg.PORT:
+            self._on_port(payload)
+        # Unknown ids are ignored, as BEP 3 asks.
+
+    def _on_port(self, payload: bytes) -> None:
+        """PORT (BEP 5): the peer's DHT node is on this UDP port; our node pings it (it may join our table)."""
+        dht = getattr(self.torrent, "dht", None)
+        if dht is not None and len(payload) == 2 and int.from_bytes(payload, "big"):
+            dht.add_contact((self.address[0], int.from_bytes(payload, "big")))
 
     # --- their pieces ------------------------------------------------------------------------------
 
@@ -207,14 +249,20 @@ class Peer:
         return min(depth, self.reqq, MAX_DEPTH)
 
     def fill_requests(self) -> None:
-        """Top up the request pipeline if we may and there is room."""
-        if self.peer_choking or not self.am_interested or self.conn.closed:
+        """Top up the request pipeline if we may and there is room.
+
+        While the peer chokes us, only its allowed-fast pieces (BEP 6) may be requested.
+        """
+        if not self.am_interested or self.conn.closed:
+            return
+        if self.peer_choking and not self.allowed_fast_in:
             return
         depth = self.pipeline_depth()
         room = depth - len(self.outstanding)
         if room <= 0 or (self.outstanding and room < max(1, depth // 8)):
             return
-        blocks = self.torrent.manager.next_requests(self.key, self.has, room)
+        has = self._requestable() if self.peer_choking or self.rejected else self.has
+        blocks = self.torrent.manager.next_requests(self.key, has, room)
         if blocks:
             out = self.outstanding
             for index, begin, length in blocks:
@@ -231,6 +279,7 @@ class Peer:
         blocks = [(i, b, n) for (i, b), n in self.outstanding.items()]
         self.outstanding.clear()
         self.torrent.manager.release(self.key, blocks)
+        self._expect_answers(blocks)
         if send_cancel and not self.conn.closed:
             self.conn.send(b"".join(msg.cancel(*b) for b in blocks))
         self.torrent.wake_requesters()
@@ -239,6 +288,7 @@ class Peer:
         """Another peer delivered this block first (endgame): cancel ours."""
         length = self.outstanding.pop((index, begin), None)
         if length is not None:
+            self._expect_answers([(index, begin, length)])
             self.conn.send(msg.cancel(index, begin, length))
 
     def check_timeouts(self, now: float) -> None:
@@ -251,12 +301,17 @@ class Peer:
 
     def _on_piece(self, index: int, begin: int, length: int) -> None:
         t = self.torrent
+        if self.outstanding.get((index, begin)) != length and (index, begin) not in self.awaiting_answer:
+            # Never asked for (nor cancelled/released): a bogus index, offset or length, or data pushed at us.
+            raise ProtocolError(f"block we did not request (piece {index}, offset {begin}, {length} bytes)")
         if length <= BLOCK_SIZE:
             # Receive the whole block before looking up where it goes: from block_buffer() to
             # block_received() no other greenlet may run, or another peer could complete (endgame) the
             # piece meanwhile, which is then hashed and written while this one still writes into it.
             self.conn.prefetch(length)
         dest = t.manager.block_buffer(index, begin, length)
+        if self.awaiting_answer:
+            self.awaiting_answer.pop((index, begin), None)
         if dest is None:
             self.conn.skip(length)
             t.stats_wasted(length)
@@ -282,39 +337,45 @@ class Peer:
 
     def _on_request(self, index: int, begin: int, length: int) -> None:
         t = self.torrent
-        valid = (
-            index < t.meta.num_pieces
-            and t.have[index]
-            and 0 < length <= msg.MAX_REQUEST_LENGTH
-            and begin + length <= t.meta.piece_size(index)
-        )
-        if not valid:
+        if (index >= t.meta.num_pieces or not 0 < length <= msg.MAX_REQUEST_LENGTH
+                or begin + length > t.meta.piece_size(index)):
+            # No piece, offset or length like this exists: a broken or hostile peer, not a race.
+            raise ProtocolError(f"invalid request (piece {index}, offset {begin}, {length} bytes)")
+        if not t.have[index]:
             self.bad_requests += 1
             if self.bad_requests > MAX_BAD_REQUESTS:
                 raise ProtocolError("too many invalid requests")
+            self._reject(index, begin, length)
             return
-        if self.am_choking:
-            return  # BEP 3: requests while choked are dropped
+        if self.am_choking and index not in self.allowed_fast_out:
+            # BEP 3: requests while choked are dropped; BEP 6: rejected, except allowed-fast pieces.
+            self._reject(index, begin, length)
+            return
         if len(self.uploads) >= OUR_REQQ:
             self.bad_requests += 1
             if self.bad_requests > MAX_BAD_REQUESTS:
                 raise ProtocolError("request queue flooded")
+            self._reject(index, begin, length)
             return
         self.uploads.append((index, begin, length))
         self.conn.wake()
 
     def _produce(self) -> bytes | None:
-        """Writer callback: the next piece message to upload, if any."""
-        if self.am_choking or not self.uploads:
+        """Writer callback: the next piece message to upload (or a BEP 6 reject), if any."""
+        if not self.uploads or (self.am_choking and not self.allowed_fast_out):
             return None
         index, begin, length = self.uploads.popleft()
         t = self.torrent
+        if self.am_choking and index not in self.allowed_fast_out:
+            return msg.reject(index, begin, length) if self.fast else None
         t.upload_limit.consume(length)
-        if self.am_choking or self.conn.closed:
+        if self.conn.closed:
             return None
+        if self.am_choking and index not in self.allowed_fast_out:
+            return msg.reject(index, begin, length) if self.fast else None
         data = t.read_block(index, begin, length)
         if data is None:
-            return None
+            return msg.reject(index, begin, length) if self.fast and not self.conn.closed else None
         self.up.add(length)
         t.block_uploaded(length)
         return msg.piece_header(index, begin, length) + data
@@ -323,8 +384,16 @@ class Peer:
         """Stop serving this peer."""
         if not self.am_choking:
             self.am_choking = True
-            self.uploads.clear()
             self.conn.send(msg.simple(msg.CHOKE))
+            if self.fast:
+                # BEP 6: choking no longer drops requests silently: reject all but the allowed-fast ones.
+                keep = [r for r in self.uploads if r[0] in self.allowed_fast_out]
+                rejected = [r for r in self.uploads if r[0] not in self.allowed_fast_out]
+                self.uploads = deque(keep)
+                if rejected:
+                    self.conn.send(b"".join(msg.reject(*r) for r in rejected))
+            else:
+                self.uploads.clear()
 
     def unchoke(self) -> None:
         """Start serving this peer."""
@@ -338,20 +407,139 @@ class Peer:
         if self.am_interested and not self.outstanding and not self.torrent.manager.interesting(self.has):
             self.set_interested(False)
 
+    # --- fast extension (BEP 6) --------------------------------------------------------------------
+
+    def _send_fast_greeting(self) -> None:
+        """HAVE ALL / HAVE NONE / BITFIELD (one of them is required), then our allowed-fast set."""
+        t = self.torrent
+        if t.have.complete:
+            self.conn.send(msg.simple(msg.HAVE_ALL))
+        elif not t.have.count:
+            self.conn.send(msg.simple(msg.HAVE_NONE))
+        else:
+            self.conn.send(msg.bitfield(t.have.to_bytes()))
+        # At most a quarter of the torrent, so that choking still means something on small torrents.
+        k = min(ALLOWED_FAST_K, t.meta.num_pieces // 4)
+        allowed = msg.allowed_fast_set(t.meta.info_hash, self.address[0], t.meta.num_pieces, k)
+        if allowed:
+            self.allowed_fast_out = frozenset(allowed)
+            self.conn.send(b"".join(msg.allowed_fast(i) for i in allowed))
+
+    def _reject(self, index: int, begin: int, length: int) -> None:
+        """Tell a fast-extension peer that a request of its will not be served (others get silence)."""
+        if self.fast:
+            self.conn.send(msg.reject(index, begin, length))
+
+    def _on_fast(self, msg_id: int, payload: bytes, first: bool) -> None:
+        name = msg.NAMES[msg_id]
+        if not self.fast:
+            raise ProtocolError(f"{name} message from a peer that did not enable the fast extension")
+        n = self.torrent.meta.num_pieces
+        if msg_id in (msg.HAVE_ALL, msg.HAVE_NONE):
+            if payload:
+                raise ProtocolError(f"{name} message with a payload")
+            if not first:
+                raise ProtocolError(f"{name} is only allowed as the first message")
+            self.log.debug(f"peer sent {name}")
+            if msg_id == msg.HAVE_ALL:
+                self.has = Bitfield.full(n)
+                self.torrent.manager.add_peer_pieces(self.has)
+                self._after_pieces_changed()
+            return
+        if msg_id == msg.REJECT:
+            self._on_reject(*msg.parse_triple(payload))
+            return
+        index = msg.parse_have(payload)
+        if index >= n:
+            raise ProtocolError(f"{name} for piece {index} of {n}")
+        if msg_id == msg.SUGGEST:
+            self.suggested += 1  # advisory: our strategy already orders pieces by rarity
+        elif index not in self.allowed_fast_in and len(self.allowed_fast_in) < MAX_ALLOWED_FAST_IN:
+            self.allowed_fast_in.add(index)
+            if self.peer_choking:
+                self.fill_requests()
+
+    def _on_reject(self, index: int, begin: int, length: int) -> None:
+        """The peer will not send a block we asked for: it goes back to the pool for other peers."""
+        if index >= self.torrent.meta.num_pieces:
+            raise ProtocolError(f"reject for piece {index} of {self.torrent.meta.num_pieces}")
+        key = (index, begin)
+        requested = self.outstanding.get(key)
+        if requested is None or requested != length:
+            if key in self.awaiting_answer:  # we cancelled or gave it up already
+                del self.awaiting_answer[key]
+                return
+            raise ProtocolError(f"reject for a block we did not request (piece {index}, offset {begin})")
+        del self.outstanding[key]
+        self.torrent.manager.release(self.key, [(index, begin, length)])
+        if self.peer_choking:
+            self.allowed_fast_in.discard(index)  # it no longer serves that piece while choking us
+        else:
+            self.rejected[index] = time.monotonic() + REJECT_BACKOFF
+        self.fill_requests()
+        self.torrent.wake_requesters()
+
+    def _on_choked(self) -> None:
+        """CHOKE: without the fast extension every request is void; with it the peer rejects what it drops.
+
+        Requests for allowed-fast pieces stay outstanding; the others are given to other peers at once
+        (their rejects are then expected, and a block that arrives anyway is still taken).
+        """
+        if not self.fast:
+            self._drop_requests(send_cancel=False)
+            return
+        drop = [(i, b, n) for (i, b), n in self.outstanding.items() if i not in self.allowed_fast_in]
+        if not drop:
+            return
+        for i, b, _n in drop:
+            del self.outstanding[(i, b)]
+        self.torrent.manager.release(self.key, drop)
+        self._expect_answers(drop)
+        self.torrent.wake_requesters()
+
+    def _expect_answers(self, blocks) -> None:
+        """Remember blocks we gave up on: a fast peer still answers them (piece or reject, BEP 6), and any
+        peer may have sent them already (a block arriving later is no protocol error, see ``_on_piece``)."""
+        waiting = self.awaiting_answer
+        for index, begin, _length in blocks:
+            waiting[(index, begin)] = None
+        while len(waiting) > MAX_AWAITING_ANSWER:
+            del waiting[next(iter(waiting))]
+
+    def _requestable(self) -> Bitfield:
+        """The peer's pieces we may ask it for now: allowed-fast ones while it chokes us, minus recent rejects."""
+        now = time.monotonic()
+        for index in [i for i, until in self.rejected.items() if until <= now]:
+            del self.rejected[index]
+        if self.peer_choking:
+            out = Bitfield(self.has.size)
+            for index in self.allowed_fast_in:
+                if self.has[index] and index not in self.rejected:
+                    out.set(index)
+            return out
+        out = Bitfield(self.has.size, self.has.to_bytes())
+        for index in self.rejected:
+            out.clear(index)
+        return out
+
     # --- extension protocol (BEP 10) ---------------------------------------------------------------
 
     def _send_extension_handshake(self) -> None:
         t = self.torrent
-        payload = {"m": {}, "reqq": OUR_REQQ, "v": f"torrentcore {t.version}"}
+        payload = self.extensions.handshake_fields(len(t.meta.raw_info) or None)
+        payload.update({"reqq": OUR_REQQ, "v": f"torrentcore {t.version}"})
         if t.port:
             payload["p"] = t.port
         self.conn.send(msg.extended(0, bencode.encode(payload)))
 
     def _on_extended(self, payload: bytes) -> None:
-        if not payload or payload[0] != 0:
-            return  # we negotiate no extension messages yet
+        if not payload:
+            raise ProtocolError("empty extension message")
+        if payload[0] != 0:
+            self.extensions.on_message(payload[0], bytes(payload[1:]))
+            return
         try:
-            info = bencode.decode(payload[1:], max_size=64 * 1024)
+            info = bencode.decode(payload[1:], max_size=MAX_HANDSHAKE)
         except bencode.BencodeError as exc:
             raise ProtocolError(f"bad extension handshake: {exc}") from None
         if not isinstance(info, dict):
@@ -365,6 +553,24 @@ class Peer:
         version = info.get(b"v")
         if isinstance(version, bytes):
             self.client = version.decode("utf-8", "replace")[:40]
+        self.extension_handshake = info
+        self.extensions.on_handshake(info)
+
+    def supports_extension(self, name: str) -> bool:
+        """True if the peer and we both speak extension message ``name`` (BEP 10)."""
+        return self.extensions.supports(name)
+
+    def send_extension(self, name: str, payload: bytes) -> bool:
+        """Send extension message ``name`` with the id the peer chose; False if it does not speak it."""
+        ext_id = self.extensions.their_id(name)
+        if ext_id is None or self.conn.closed:
+            return False
+        self.conn.send(msg.extended(ext_id, payload))
+        return True
+
+    def close(self, reason: str) -> None:
+        """Drop the connection."""
+        self.conn.close(reason)
 
 
 def _client_name(peer_id: bytes) -> str:

@@ -6,10 +6,12 @@ encoded twice. The reply body is read in chunks and capped (4 MiB by default)
 before it is decoded with :func:`torrentcore.bencode.decode`.
 
 Timeouts: ``requests`` gets ``timeout`` as both the connect and the per-read
-timeout, and the body is abandoned once the overall deadline has passed. A
-server that trickles bytes can therefore hold one call for at most about two
-``timeout`` periods. Name resolution is done by the (gevent-patched) resolver
-and is not bounded here.
+timeout, and a ``gevent.Timeout`` bounds the whole call (redirects, a server
+that trickles its reply a byte at a time, name resolution by the
+gevent-patched resolver) to ``timeout`` seconds.
+
+Redirects are followed by hand, at most five, and only to ``http``/``https``
+URLs: a tracker that sends us to ``file://`` or ``ftp://`` gets a clear error.
 """
 
 from __future__ import annotations
@@ -17,8 +19,9 @@ from __future__ import annotations
 import re
 import time
 from typing import Any
-from urllib.parse import quote_from_bytes, urlsplit, urlunsplit
+from urllib.parse import quote_from_bytes, urljoin, urlsplit, urlunsplit
 
+import gevent
 import requests
 import structlog
 
@@ -162,7 +165,6 @@ class HTTPTracker:
         self.url = url
         self.max_body = max_body
         self._session = session if session is not None else requests.Session()
-        self._session.max_redirects = _MAX_REDIRECTS
         self._tracker_ids: dict[bytes, bytes] = {}
         self._log = log.bind(tracker=url)
 
@@ -185,22 +187,20 @@ class HTTPTracker:
         deadline = time.monotonic() + timeout
         full_url = build_announce_url(self.url, req, self._tracker_ids.get(info_hash))
         log_ = self._log.bind(announce_event=req.event or "none", info_hash=info_hash.hex())
+        timer = gevent.Timeout(timeout)
+        timer.start()
         try:
-            resp = self._session.get(
-                full_url,
-                timeout=(timeout, timeout),
-                stream=True,
-                headers={"User-Agent": USER_AGENT},
-            )
-        except requests.Timeout:
+            resp = self._get(full_url, timeout, log_)
+            with resp:
+                body = self._read_body(resp, deadline, timeout)
+                status, reason = resp.status_code, resp.reason
+        except gevent.Timeout as exc:
+            if exc is not timer:
+                raise
             log_.debug("tracker timed out", timeout=timeout)
             raise TrackerError(f"tracker {self.url}: timed out after {timeout:g} s") from None
-        except requests.RequestException as exc:
-            log_.debug("tracker unreachable", error=_describe(exc))
-            raise TrackerError(f"tracker {self.url}: request failed ({_describe(exc)})") from None
-        with resp:
-            body = self._read_body(resp, deadline, timeout)
-            status, reason = resp.status_code, resp.reason
+        finally:
+            timer.close()
         if status != 200:
             detail = f"HTTP {status} {_text(reason or '')}".rstrip()
             failure = _failure_reason(body, self.max_body)
@@ -222,6 +222,39 @@ class HTTPTracker:
             complete=result.complete, incomplete=result.incomplete,
         )
         return result
+
+    def _get(self, url: str, timeout: float, log_) -> requests.Response:
+        """GET ``url`` (streamed), following at most ``_MAX_REDIRECTS`` redirects to http(s) URLs."""
+        for _ in range(_MAX_REDIRECTS + 1):
+            try:
+                resp = self._session.get(
+                    url,
+                    timeout=(timeout, timeout),
+                    stream=True,
+                    allow_redirects=False,
+                    headers={"User-Agent": USER_AGENT},
+                )
+            except requests.Timeout:
+                log_.debug("tracker timed out", timeout=timeout)
+                raise TrackerError(f"tracker {self.url}: timed out after {timeout:g} s") from None
+            except requests.RequestException as exc:
+                log_.debug("tracker unreachable", error=_describe(exc))
+                raise TrackerError(f"tracker {self.url}: request failed ({_describe(exc)})") from None
+            if not resp.is_redirect:
+                return resp
+            resp.close()
+            try:
+                target = urljoin(url, resp.headers["location"])
+                parts = urlsplit(target)
+                parts.hostname  # noqa: B018 - raises ValueError for a malformed host
+            except ValueError:
+                raise TrackerError(f"tracker {self.url}: redirected to an invalid URL") from None
+            shown = _text(urlunsplit((parts.scheme, parts.netloc, parts.path, "", "")))  # no passkeys
+            if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+                raise TrackerError(f"tracker {self.url}: redirected to {shown}, which is not an http(s) URL")
+            log_.debug("tracker redirected", to=shown)
+            url = target
+        raise TrackerError(f"tracker {self.url}: more than {_MAX_REDIRECTS} redirects")
 
     def _read_body(self, resp: requests.Response, deadline: float, timeout: float) -> bytes:
         length = resp.headers.get("Content-Length", "")

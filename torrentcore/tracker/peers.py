@@ -4,6 +4,10 @@ Every function returns ``(host, port)`` tuples with ``host`` a normalised IP
 literal (``"10.0.0.1"``, ``"2001:db8::1"``); only the dictionary form may also
 carry a host name. Compact lists whose length is not a multiple of the entry
 size are garbage and raise :class:`~torrentcore.errors.TrackerError`.
+
+A lying tracker gains little: entries with port 0 or an address no peer can
+have (unspecified ``0.0.0.0``/``::``, multicast, IPv4 broadcast and the reserved
+240/4) are dropped, and at most :data:`MAX_PEERS` entries of one reply are read.
 """
 
 from __future__ import annotations
@@ -30,6 +34,8 @@ __all__ = [
 
 COMPACT_V4_SIZE = 6
 COMPACT_V6_SIZE = 18
+#: Most peer entries read from one reply (per list); the engine remembers at most 2000 addresses anyway.
+MAX_PEERS = 5000
 
 _HOSTNAME = re.compile(
     r"^(?=.{1,253}\.?$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
@@ -44,10 +50,20 @@ def _ip_text(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
     return str(ip)
 
 
-def parse_compact(data: bytes, size: int = COMPACT_V4_SIZE) -> list[tuple[str, int]]:
+def _bogus(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """An address no peer can listen on (dialling ``0.0.0.0`` would even reach this very host)."""
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    if ip.is_unspecified or ip.is_multicast:
+        return True
+    return isinstance(ip, ipaddress.IPv4Address) and ip.is_reserved  # 240/4, 255.255.255.255 included
+
+
+def parse_compact(data: bytes, size: int = COMPACT_V4_SIZE, limit: int = MAX_PEERS) -> list[tuple[str, int]]:
     """Parse a compact peer string of ``size``-byte entries (6: IPv4, 18: IPv6).
 
-    Entries with port 0 are dropped; duplicates are kept (see :func:`dedupe_peers`).
+    Entries with port 0 or a bogus address are dropped; only the first ``limit``
+    entries are read; duplicates are kept (see :func:`dedupe_peers`).
     """
     if size not in (COMPACT_V4_SIZE, COMPACT_V6_SIZE):
         raise ValueError(f"compact peer entries are 6 or 18 bytes, not {size}")
@@ -57,15 +73,21 @@ def parse_compact(data: bytes, size: int = COMPACT_V4_SIZE) -> list[tuple[str, i
     addr_len = size - 2
     peers: list[tuple[str, int]] = []
     view = memoryview(data)
-    for off in range(0, len(data), size):
+    for off in range(0, min(len(data), max(0, limit) * size), size):
         (port,) = struct.unpack_from(">H", view, off + addr_len)
         if port == 0:
             continue
         raw = bytes(view[off : off + addr_len])
         if family == socket.AF_INET:
+            ip = ipaddress.IPv4Address(raw)
+            if _bogus(ip):
+                continue
             host = socket.inet_ntop(family, raw)
         else:
-            host = _ip_text(ipaddress.IPv6Address(raw))
+            ip6 = ipaddress.IPv6Address(raw)
+            if _bogus(ip6):
+                continue
+            host = _ip_text(ip6)
         peers.append((host, port))
     return peers
 
@@ -95,22 +117,27 @@ def normalise_host(host: str | bytes) -> str | None:
     if not host:
         return None
     try:
-        return _ip_text(ipaddress.ip_address(host))
+        ip = ipaddress.ip_address(host)
     except ValueError:
         pass
+    else:
+        return None if _bogus(ip) else _ip_text(ip)
     if _HOSTNAME.match(host) and not host.replace(".", "").isdigit():
         return host.rstrip(".").lower()
     return None
 
 
-def parse_peer_dicts(items: Iterable[Any]) -> list[tuple[str, int]]:
+def parse_peer_dicts(items: Iterable[Any], limit: int = MAX_PEERS) -> list[tuple[str, int]]:
     """Parse the BEP 3 list-of-dictionaries peer form, skipping invalid entries.
 
-    Each entry needs ``ip`` (IP literal or host name) and ``port`` (1..65535);
-    ``peer id`` is ignored.
+    Each entry needs ``ip`` (IP literal or host name, not a bogus address) and
+    ``port`` (1..65535); ``peer id`` is ignored. Only the first ``limit`` entries
+    are looked at.
     """
     peers: list[tuple[str, int]] = []
-    for item in items:
+    for n, item in enumerate(items):
+        if n >= limit:
+            break
         if not isinstance(item, dict):
             continue
         port = item.get(b"port")

@@ -36,7 +36,7 @@ STOPPED_TIMEOUT = 5.0
 class _State:
     """What we know about one tracker URL."""
 
-    __slots__ = ("answered", "client", "error", "failures", "retry_at", "unusable")
+    __slots__ = ("answered", "client", "error", "failures", "reported", "retry_at", "unusable")
 
     def __init__(self) -> None:
         self.client: Tracker | None = None
@@ -45,6 +45,7 @@ class _State:
         self.retry_at = 0.0
         self.answered = False
         self.unusable = False
+        self.reported = False  # its current failure was handed out by unreported_failures()
 
 
 class TrackerTiers:
@@ -189,6 +190,7 @@ class TrackerTiers:
         st.failures = 0
         st.retry_at = 0.0
         st.error = None
+        st.reported = False
         st.answered = True
         if not resp.url:
             resp.url = url
@@ -208,6 +210,20 @@ class TrackerTiers:
         delay = min(self.backoff_max, self.backoff_base * 2 ** min(st.failures - 1, 30))
         st.retry_at = self._clock() + delay
         self._log.info("tracker failed", url=url, error=error, failures=st.failures, backoff=delay)
+
+    def unreported_failures(self) -> list[str]:
+        """``"URL: error"`` for each tracker failing now whose failure was not returned here before.
+
+        Lets the caller report a bad tracker once (until it answers again and then fails again), also when
+        another tracker answered in its place and the announce as a whole succeeded.
+        """
+        out = []
+        for url in self.urls:
+            st = self._state[url]
+            if st.error and not st.reported:
+                st.reported = True
+                out.append(f"{url}: {st.error}")
+        return out
 
     def _none_answered(self, tried: list[str], why: str = "") -> TrackerError:
         now = self._clock()

@@ -1,0 +1,394 @@
+"""Download speed against real clients: torrentcore vs aria2c vs libtorrent, same swarm, same run.
+
+    python benchmarks/swarm.py --case 1g-256k --seeders 1,3 --rounds 3          # the headline numbers
+    python benchmarks/swarm.py --quick                                          # about a minute
+    python benchmarks/swarm.py --case tree --case 1g-1m --seeders 3 --json out.json
+
+For each case (payload + torrent) and each seeder count N, the script starts opentracker and N
+libtorrent seeders on 127.0.0.1 (they check their data once at start, so no client pays for
+libtorrent's lazy ``seed_mode`` hashing), then downloads the torrent with each client in turn, as a
+user would run it, finding the seeders through the tracker:
+
+* ``torrentcore run T -o OUT --no-seed --quiet`` (the installed CLI);
+* ``aria2c --seed-time=0 ...`` (DHT, LPD, PEX off, ``--file-allocation=none``);
+* ``benchmarks/lt_leecher.py`` (libtorrent's Python bindings in a process of their own).
+
+The order of the clients rotates every round. Every download is checked byte for byte and then deleted.
+Per client and round it records the wall time from process start to exit (what a user waits for),
+the time until the download was complete on disk (aria2: its ``--on-bt-download-complete`` hook;
+torrentcore: its ``download complete`` log line; libtorrent: after ``flush_cache``), CPU seconds
+(user+sys, ``os.wait4``) and peak RSS (``VmHWM``) of the process, and the CPU the seeders spent meanwhile.
+The summary gives medians and the speed ratios torrentcore/aria2c and torrentcore/libtorrent, each
+the median of the per-round ratios (wall times). Machines here are shared: read the ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import random
+import resource
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, os.pardir, "tests"))
+
+import libtorrent as lt  # noqa: E402
+import realpeers as rp  # noqa: E402
+from opentracker_fixture import OpenTracker  # noqa: E402
+
+CLIENTS = ("torrentcore", "aria2c", "libtorrent")
+MIB = 1 << 20
+
+#: name -> (payload size, piece length, number of files); ``--size`` scales the payload.
+CASES = {
+    "1g-256k": (1 << 30, 256 << 10, 1),
+    "1g-1m": (1 << 30, 1 << 20, 1),
+    "1g-64k": (1 << 30, 64 << 10, 1),
+    "tree": (512 << 20, 256 << 10, 200),
+}
+
+
+def parse_size(text: str) -> int:
+    """``256M`` -> bytes (k, M, G suffixes, powers of 1024)."""
+    scale = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}.get(text[-1].lower(), 1)
+    return int(float(text.rstrip("kKmMgG")) * scale)
+
+
+def tree_spec(total: int, files: int, seed: int = 7) -> dict[str, int]:
+    """About ``files`` files of uneven sizes (a few KiB to several MiB) in nested folders, ``total`` bytes."""
+    rng = random.Random(seed)
+    weights = [rng.choice((0.02, 0.2, 0.5, 1.0, 1.5, 3.0)) for _ in range(files)]
+    scale = total / sum(weights)
+    sizes = [max(1, int(w * scale)) for w in weights]
+    sizes[-1] += total - sum(sizes)
+    return {f"d{i % 7}/s{i % 3}/file{i:03d}.bin": n for i, n in enumerate(sizes)}
+
+
+# --------------------------------------------------------------------------------------------------
+# running a client as a child process
+# --------------------------------------------------------------------------------------------------
+
+
+class Result(dict):
+    """One download: ``wall`` and ``done`` seconds, ``cpu`` seconds, ``rss_mib``, ``seeders_cpu``."""
+
+
+def _vm_hwm_kib(pid: int) -> int:
+    """The process's peak resident set (``VmHWM``, KiB), or 0 once it is gone."""
+    try:
+        with open(f"/proc/{pid}/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"VmHWM:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+def run_child(cmd: list[str], timeout: float, log_path: str) -> tuple[int, float, object, int]:
+    """Run ``cmd``; return ``(exit code, wall seconds, rusage, peak RSS KiB)`` of that process.
+
+    CPU comes from ``os.wait4``. Peak RSS is the last ``VmHWM`` read while it ran (polled every 10 ms):
+    ``ru_maxrss`` of a child on Linux also counts the parent's resident set at fork/exec time, and this
+    parent holds the libtorrent seeders.
+    """
+    with open(log_path, "wb") as log:
+        t0 = time.monotonic()
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+        deadline = t0 + timeout
+        hwm = 0
+        while True:
+            hwm = max(hwm, _vm_hwm_kib(proc.pid))
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            if time.monotonic() > deadline:
+                proc.send_signal(signal.SIGKILL)
+                _, status, usage = os.wait4(proc.pid, 0)
+                proc.returncode = os.waitstatus_to_exitcode(status)
+                raise RuntimeError(f"{cmd[0]} timed out after {timeout:g} s; log kept: {_keep(log_path)}")
+            time.sleep(0.01)
+        wall = time.monotonic() - t0
+    proc.returncode = code = os.waitstatus_to_exitcode(status)
+    return code, wall, usage, hwm
+
+
+def _keep(log_path: str) -> str:
+    """Copy a failed client's log out of the work folder (which is deleted at the end)."""
+    kept = os.path.join(os.path.dirname(os.path.dirname(log_path)), "failed-" + os.path.basename(log_path))
+    shutil.copyfile(log_path, kept)
+    return kept
+
+
+def _tail(path: str, n: int = 3000) -> str:
+    with open(path, "rb") as f:
+        return f.read()[-n:].decode("utf-8", "replace")
+
+
+def torrentcore_cmd() -> list[str]:
+    """The installed ``torrentcore`` command (as a user runs it), else ``python -m torrentcore``.
+
+    The script beside this interpreter is preferred to ``$PATH``'s, which may be a pyenv shell shim.
+    """
+    exe = os.path.join(os.path.dirname(sys.executable), "torrentcore")
+    if not os.access(exe, os.X_OK):
+        exe = shutil.which("torrentcore")
+    return [exe] if exe else [sys.executable, "-m", "torrentcore"]
+
+
+def download(client: str, torrent_path: str, out: str, work: str, timeout: float, max_peers: int,
+             extra: dict[str, list[str]]) -> Result:
+    """Download ``torrent_path`` into ``out`` with ``client``; return its measurements."""
+    os.makedirs(out, exist_ok=True)
+    log_path = os.path.join(work, f"{client}.log")
+    port = rp.free_port()
+    started = time.time()
+    done_at = None
+    if client == "torrentcore":
+        # DHT off as for aria2c and libtorrent here (the swarm is the tracker's).
+        cmd = [*extra.get("torrentcore-prefix", []), *torrentcore_cmd(), "run", torrent_path, "-o", out,
+               "--no-seed", "--quiet", "--no-dht", "--port", str(port), "--listen-host", "127.0.0.1",
+               "--max-peers", str(max_peers),
+               "--log-format", "json", "--log-level", "info", *extra.get(client, [])]
+    elif client == "aria2c":
+        stamp = os.path.join(work, "aria2-done")
+        hook = os.path.join(work, "aria2-hook.sh")
+        with open(hook, "w") as f:
+            f.write(f"#!/bin/sh\ndate +%s.%N > {stamp}\n")
+        os.chmod(hook, 0o755)
+        if os.path.exists(stamp):
+            os.unlink(stamp)
+        cmd = [rp.ARIA2C, *rp.Aria2Peer.base_args(out, port, seed=False), f"--bt-max-peers={max_peers}",
+               f"--on-bt-download-complete={hook}", *extra.get(client, []), torrent_path]
+    elif client == "libtorrent":
+        cmd = [sys.executable, os.path.join(HERE, "lt_leecher.py"), torrent_path, out, "--port", str(port),
+               "--timeout", str(timeout), *extra.get(client, [])]
+    else:
+        raise ValueError(client)
+    self_before = resource.getrusage(resource.RUSAGE_SELF)
+    code, wall, usage, hwm = run_child(cmd, timeout, log_path)
+    self_after = resource.getrusage(resource.RUSAGE_SELF)
+    if code != 0:
+        raise RuntimeError(f"{client} exited with {code} (log kept: {_keep(log_path)}): {_tail(log_path)}")
+    text = _tail(log_path, 1 << 20)
+    if client == "torrentcore":
+        for line in text.splitlines():
+            if '"download complete"' in line:
+                stamp_text = json.loads(line)["timestamp"].replace("Z", "+00:00")
+                done_at = datetime.datetime.fromisoformat(stamp_text).timestamp()
+    elif client == "aria2c":
+        if os.path.exists(stamp):
+            with open(stamp) as f:
+                done_at = float(f.read().strip())
+    else:
+        for line in text.splitlines():
+            if line.startswith("{") and "done_at" in line:
+                done_at = json.loads(line)["done_at"]
+    return Result(
+        wall=round(wall, 3),
+        done=round(done_at - started, 3) if done_at else None,
+        cpu=round(usage.ru_utime + usage.ru_stime, 3),
+        rss_mib=round(hwm / 1024, 1),
+        seeders_cpu=round(self_after.ru_utime + self_after.ru_stime - self_before.ru_utime - self_before.ru_stime,
+                          3),
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# a swarm: tracker + seeders
+# --------------------------------------------------------------------------------------------------
+
+SEEDER_ALERTS = int(lt.alert.category_t.error_notification | lt.alert.category_t.status_notification
+                    | lt.alert.category_t.storage_notification | lt.alert.category_t.tracker_notification)
+
+
+def start_seeders(n: int, torrent: bytes, data_dir: str, timeout: float,
+                  seed_mode: bool = False) -> list[rp.LibtorrentPeer]:
+    """``n`` libtorrent seeders that have checked ``data_dir`` and announced to the torrent's tracker.
+
+    ``seed_mode``: no check at start (libtorrent then hashes each piece on its first upload, during the
+    rounds): for many seeders, where checking the data once per seeder would take minutes.
+    """
+    seeders = []
+    try:
+        for i in range(n):
+            s = rp.LibtorrentPeer(name=f"seed{i}", background_poll=None, alert_mask=SEEDER_ALERTS,
+                                  aio_threads=2, hashing_threads=1)
+            seeders.append(s)
+            s.add_torrent(torrent, data_dir, seed=seed_mode)  # by default a full check now, not during the rounds
+        for s in seeders:
+            if not s.wait_finished(timeout=timeout) or not s.status()["is_seeding"]:
+                raise RuntimeError(f"seeder did not become a seed: {s.describe()}")
+            if not s.wait_announced(timeout=15):
+                raise RuntimeError(f"seeder did not announce: {s.describe()}")
+    except BaseException:
+        for s in seeders:
+            s.close()
+        raise
+    return seeders
+
+
+def run_swarm(case: str, size: int, piece_length: int, files: int, seeder_counts: list[int], rounds: int,
+              clients: list[str], work: str, args: argparse.Namespace) -> list[dict]:
+    """All rounds of one case for each seeder count; return one summary per seeder count."""
+    payload_dir = os.path.join(work, f"seed-{case}")
+    spec = size if files == 1 else tree_spec(size, files)
+    t0 = time.monotonic()
+    root = rp.make_payload(payload_dir, spec, seed=case, name=f"payload-{case}")
+    torrent_path = os.path.join(work, f"{case}.torrent")
+    # The info-hash does not depend on the tracker: make the torrent once without, then with the URL.
+    _, info_hash = rp.make_torrent(root, [], piece_length=piece_length)
+    summaries = []
+    with OpenTracker(os.path.join(work, "tracker"), [info_hash]) as tracker:
+        torrent, _ = rp.make_torrent(root, [tracker.http_url], piece_length=piece_length, out=torrent_path)
+        num_pieces = lt.torrent_info(torrent_path).num_pieces()
+        log(args, f"== {case}: {size / MIB:.0f} MiB, {files} file(s), {piece_length >> 10} KiB pieces "
+                  f"({num_pieces} pieces); payload + torrent in {time.monotonic() - t0:.1f} s")
+        for n in seeder_counts:
+            seeders = start_seeders(n, torrent, payload_dir, args.timeout, args.seed_mode)
+            try:
+                rows = []
+                for r in range(rounds):
+                    order = clients[r % len(clients):] + clients[: r % len(clients)]
+                    row = {"round": r, "load": round(os.getloadavg()[0], 2)}
+                    for who in order:
+                        out = os.path.join(work, f"out-{who}")
+                        shutil.rmtree(out, ignore_errors=True)
+                        res = download(who, torrent_path, out, work, args.timeout, args.max_peers, args.extra)
+                        rp.assert_same_tree(root, os.path.join(out, os.path.basename(root)), who)
+                        shutil.rmtree(out)
+                        row[who] = res
+                        if args.keep_logs:
+                            os.makedirs(args.keep_logs, exist_ok=True)
+                            shutil.copyfile(os.path.join(work, f"{who}.log"),
+                                            os.path.join(args.keep_logs, f"{case}-s{n}-r{r}-{who}.log"))
+                        done = f", done {res['done']:.2f}s" if res["done"] else ""
+                        log(args, f"  {case} seeders={n} round {r}: {who:11s} {res['wall']:6.2f}s "
+                                  f"({size / 1e6 / res['wall']:5.0f} MB/s{done}) cpu {res['cpu']:5.2f}s "
+                                  f"rss {res['rss_mib']:5.0f} MiB  seeders cpu {res['seeders_cpu']:.2f}s")
+                    rows.append(row)
+            finally:
+                for s in seeders:
+                    s.close()
+            summary = summarize(case, size, piece_length, files, num_pieces, n, clients, rows)
+            summaries.append(summary)
+            print_summary(summary, args)
+    shutil.rmtree(payload_dir, ignore_errors=True)
+    return summaries
+
+
+def summarize(case, size, piece_length, files, num_pieces, seeders, clients, rows) -> dict:
+    """Medians per client and the per-round speed ratios torrentcore/aria2c and torrentcore/libtorrent."""
+    per_client = {}
+    for who in clients:
+        res = [row[who] for row in rows]
+        dones = [x["done"] for x in res if x["done"]]
+        per_client[who] = {
+            "median_wall_s": statistics.median(x["wall"] for x in res),
+            "median_mb_s": round(size / 1e6 / statistics.median(x["wall"] for x in res), 1),
+            "median_done_mb_s": round(size / 1e6 / statistics.median(dones), 1) if dones else None,
+            "median_cpu_s": statistics.median(x["cpu"] for x in res),
+            "cpu_s_per_gib": round(statistics.median(x["cpu"] for x in res) / (size / (1 << 30)), 2),
+            "peak_rss_mib": max(x["rss_mib"] for x in res),
+            "median_seeders_cpu_s": statistics.median(x["seeders_cpu"] for x in res),
+        }
+    ratios = {}
+    if "torrentcore" in clients:
+        for other in clients:
+            if other == "torrentcore":
+                continue
+            per_round = [row[other]["wall"] / row["torrentcore"]["wall"] for row in rows]
+            ratios[f"torrentcore/{other}"] = round(statistics.median(per_round), 3)
+            dones = [row[other]["done"] / row["torrentcore"]["done"] for row in rows
+                     if row[other]["done"] and row["torrentcore"]["done"]]
+            if dones:
+                ratios[f"torrentcore/{other} (done)"] = round(statistics.median(dones), 3)
+    return {"case": case, "size": size, "piece_length": piece_length, "files": files, "pieces": num_pieces,
+            "seeders": seeders, "rounds": rows, "clients": per_client, "speed_ratios": ratios}
+
+
+def print_summary(s: dict, args: argparse.Namespace) -> None:
+    """A Markdown table of one summary."""
+    print(f"\n### {s['case']}: {s['size'] / MIB:.0f} MiB, {s['files']} file(s), {s['piece_length'] >> 10} KiB pieces "
+          f"({s['pieces']}), {s['seeders']} seeder(s), {len(s['rounds'])} rounds")
+    print("| client | median MB/s (wall) | MB/s to complete | CPU s | CPU s/GiB | peak RSS MiB | seeders CPU s |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for who, c in s["clients"].items():
+        done = f"{c['median_done_mb_s']:.0f}" if c["median_done_mb_s"] else "-"
+        print(f"| {who} | {c['median_mb_s']:.0f} | {done} | {c['median_cpu_s']:.2f} | {c['cpu_s_per_gib']:.2f} "
+              f"| {c['peak_rss_mib']:.0f} | {c['median_seeders_cpu_s']:.2f} |")
+    print("speed ratios (median of per-round ratios): "
+          + ", ".join(f"{k} = {v:.2f}" for k, v in s["speed_ratios"].items()), flush=True)
+
+
+def log(args: argparse.Namespace, text: str) -> None:
+    """Progress lines (stderr, so ``--json -`` stays clean)."""
+    if not args.quiet:
+        print(text, file=sys.stderr, flush=True)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--case", action="append", choices=sorted(CASES), help="payload case (repeatable; "
+                    "default 1g-256k): 1g-256k, 1g-1m, 1g-64k (16384 pieces), tree (512 MiB in 200 files)")
+    ap.add_argument("--size", type=parse_size, default=None, help="override every case's payload size (e.g. 64M)")
+    ap.add_argument("--seeders", default="1,3", help="comma-separated seeder counts (default 1,3)")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--clients", default=",".join(CLIENTS), help="comma-separated subset of " + ", ".join(CLIENTS))
+    ap.add_argument("--seed-mode", action="store_true", help="seeders skip their start-up check (many seeders)")
+    ap.add_argument("--max-peers", type=int, default=55, help="torrentcore --max-peers and aria2c --bt-max-peers")
+    ap.add_argument("--tc-arg", action="append", default=[], help="extra argument for torrentcore (repeatable)")
+    ap.add_argument("--tc-prefix", default="", help="run torrentcore under this command, e.g. "
+                    "'py-spy record -o /tmp/tc.svg --' (profiling; its CPU then counts too)")
+    ap.add_argument("--quick", action="store_true", help="64 MiB, 1 and 3 seeders, 2 rounds (about a minute)")
+    ap.add_argument("--workdir", default="/tmp/bench", help="payloads and downloads go here (deleted after)")
+    ap.add_argument("--timeout", type=float, default=300.0, help="per download (seconds)")
+    ap.add_argument("--json", metavar="FILE", help="also write all results as JSON ('-' for stdout)")
+    ap.add_argument("--quiet", action="store_true", help="no per-round lines")
+    ap.add_argument("--keep-logs", metavar="DIR", help="copy every client's output here")
+    args = ap.parse_args()
+    if args.quick:
+        args.size = args.size or parse_size("64M")
+        args.rounds = min(args.rounds, 2)
+    args.extra = {"torrentcore": args.tc_arg, "torrentcore-prefix": args.tc_prefix.split()}
+    cases = args.case or ["1g-256k"]
+    seeder_counts = [int(x) for x in args.seeders.split(",")]
+    clients = [c for c in args.clients.split(",") if c]
+    if unknown := set(clients) - set(CLIENTS):
+        ap.error(f"unknown client(s): {', '.join(sorted(unknown))}")
+    os.makedirs(args.workdir, exist_ok=True)
+    work = tempfile.mkdtemp(prefix="swarm-", dir=args.workdir)
+    results = {"machine": {"cpus": os.cpu_count(), "load_at_start": os.getloadavg(),
+                           "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")},
+               "summaries": []}
+    try:
+        for case in cases:
+            size, piece_length, files = CASES[case]
+            if args.size:
+                size = args.size
+            results["summaries"] += run_swarm(case, size, piece_length, files, seeder_counts, args.rounds,
+                                              clients, work, args)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    results["machine"]["load_at_end"] = os.getloadavg()
+    if args.json:
+        text = json.dumps(results, indent=2)
+        if args.json == "-":
+            print(text)
+        else:
+            with open(args.json, "w") as f:
+                f.write(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,236 @@
+"""The properties the fuzz targets check, shared by the atheris targets and the Hypothesis tests.
+
+Each ``check_*`` function takes arbitrary bytes, runs the real torrentcore code on them and
+returns normally when the outcome is allowed: a value, or the one error type that code may raise
+on bad input. Any other exception, or a broken invariant (``AssertionError``), is a bug.
+
+* :func:`check_bencode`: ``decode`` / ``decode_prefix`` / ``decode_dict_with_spans`` return a
+  value or raise ``BencodeError``; what they return re-encodes to something that decodes back to it.
+* :func:`check_metainfo`: ``metainfo.parse`` returns a ``Metainfo`` or raises ``MetainfoError``
+  or ``BencodeError``; every file path of a ``Metainfo`` stays inside the download folder
+  (checked under POSIX and, with Windows' name rules switched on, under Windows path semantics).
+* :func:`check_messages`: the peer-wire framing (``Connection.read_message`` fed from memory)
+  and the payload parsers of ``peer/messages.py`` yield messages or raise ``ProtocolError``.
+"""
+
+from __future__ import annotations
+
+import ntpath
+import posixpath
+import struct
+import unicodedata
+from collections.abc import Iterator
+
+from torrentcore import bencode, metainfo
+from torrentcore.bitfield import Bitfield
+from torrentcore.errors import BencodeError, MetainfoError, ProtocolError
+from torrentcore.peer import messages as msg
+from torrentcore.peer.connection import MAX_MESSAGE, Connection
+
+#: What :func:`check_metainfo` may see raised for a bad torrent.
+METAINFO_ERRORS = (MetainfoError, BencodeError)
+
+WINDOWS_DEVICES = {"CON", "PRN", "AUX", "NUL", "CONIN$", "CONOUT$"} | {
+    f"{dev}{n}" for dev in ("COM", "LPT") for n in "123456789\u00b9\u00b2\u00b3"
+}
+
+
+# --- bencode -------------------------------------------------------------------------------------
+
+
+def check_bencode(data: bytes) -> None:
+    """Every decoder on ``data``: a value that round-trips, or ``BencodeError``."""
+    try:
+        value = bencode.decode(data)
+    except BencodeError:
+        value = None
+    else:
+        # Whatever decodes re-encodes canonically, and the canonical form decodes to the same value.
+        assert bencode.decode(bencode.encode(value), strict_order=True) == value
+    try:
+        prefix, used = bencode.decode_prefix(data)
+    except BencodeError:
+        assert value is None, "decode accepted what decode_prefix refused"
+    else:
+        assert 0 < used <= len(data)
+        assert bencode.decode(data[:used]) == prefix
+        if value is not None:
+            assert used == len(data) and prefix == value
+    try:
+        top, raw = bencode.decode_dict_with_spans(data)
+    except BencodeError:
+        assert not isinstance(value, dict), "decode accepted a dict that decode_dict_with_spans refused"
+    else:
+        assert top == value and set(raw) == set(top)
+        for key, span in raw.items():
+            assert bencode.decode(span) == top[key]
+
+
+# --- metainfo ------------------------------------------------------------------------------------
+
+
+def check_metainfo(data: bytes) -> metainfo.Metainfo | None:
+    """``metainfo.parse(data)``: a safe ``Metainfo`` or a one-line error; also with Windows' rules."""
+    meta = _parse(data)
+    saved = metainfo._WINDOWS_NAMES, metainfo._CASE_INSENSITIVE_FS
+    metainfo._WINDOWS_NAMES = metainfo._CASE_INSENSITIVE_FS = True
+    try:
+        win = _parse(data)
+    finally:
+        metainfo._WINDOWS_NAMES, metainfo._CASE_INSENSITIVE_FS = saved
+    if meta is not None:
+        assert_consistent(meta)
+        assert_paths_safe(meta, windows=False)
+    if win is not None:
+        assert_consistent(win)
+        assert_paths_safe(win, windows=True)
+    return meta
+
+
+def _parse(data: bytes) -> metainfo.Metainfo | None:
+    try:
+        return metainfo.parse(data)
+    except METAINFO_ERRORS as exc:
+        text = str(exc)
+        assert text and "\n" not in text, f"error message is not one line: {text!r}"
+        return None
+
+
+def assert_consistent(meta: metainfo.Metainfo) -> None:
+    """The piece layout and file offsets of a parsed torrent add up."""
+    assert meta.piece_length > 0 and meta.total_length > 0
+    assert meta.total_length <= metainfo.MAX_TOTAL_SIZE
+    assert 0 < meta.num_pieces <= metainfo.MAX_PIECES
+    assert (meta.num_pieces - 1) * meta.piece_length < meta.total_length <= meta.num_pieces * meta.piece_length
+    assert 0 < meta.piece_size(meta.num_pieces - 1) <= meta.piece_length
+    offset = 0
+    for f in meta.files:
+        assert f.offset == offset and f.length >= 0
+        offset += f.length
+    assert offset == meta.total_length
+    assert len(meta.info_hash) == 20
+
+
+def assert_paths_safe(meta: metainfo.Metainfo, windows: bool) -> None:
+    """Every file lands inside the download folder, on its own path, with a creatable name."""
+    files = [f for f in meta.files if not f.pad]
+    keys: set[tuple[str, ...]] = set()
+    for f in files:
+        assert f.path and f.path[0] == meta.name, f.path
+        assert len(f.relpath.encode("utf-8")) <= metainfo.MAX_PATH_BYTES
+        for comp in f.path:
+            assert comp not in ("", ".", ".."), f.path
+            assert not any(c in "/\\" or ord(c) < 32 or c == "\x7f" for c in comp), f.path
+            assert len(comp.encode("utf-8")) <= 255, f.path
+            if windows:
+                assert not any(c in '<>:"|?*' for c in comp), f.path
+                assert comp[-1] not in ". ", f.path
+                assert comp.partition(".")[0].rstrip(" ").upper() not in WINDOWS_DEVICES, f.path
+        root = "/srv/dl"
+        full = posixpath.normpath(posixpath.join(root, *f.path))
+        assert full.startswith(root + "/"), f.path
+        if windows:
+            wroot = "C:\\dl"
+            full = ntpath.normpath(ntpath.join(wroot, *f.path))
+            assert full.startswith(wroot + "\\") and ntpath.splitdrive(full)[0] == "C:", f.path
+        key = tuple(unicodedata.normalize("NFC", c).casefold() for c in f.path) if windows else f.path
+        assert key not in keys, f"two files share {f.relpath}"
+        keys.add(key)
+    # No file sits where another file needs a folder.
+    folders = {key[:i] for key in keys for i in range(1, len(key))}
+    assert not folders & keys
+
+
+# --- peer wire messages --------------------------------------------------------------------------
+
+
+class MemorySocket:
+    """Just enough of a socket for :class:`Connection` to read ``data``, ``chunk`` bytes at a time."""
+
+    def __init__(self, data: bytes, chunk: int) -> None:
+        self._data = memoryview(data)
+        self._pos = 0
+        self._chunk = max(1, chunk)
+
+    def settimeout(self, timeout: float | None) -> None:
+        """Timeouts do not apply: reads never block."""
+
+    def setsockopt(self, *args: object) -> None:
+        """Options do not apply."""
+
+    def recv_into(self, buffer: memoryview, nbytes: int = 0) -> int:
+        """Copy the next chunk; 0 at the end of the data (the peer closed)."""
+        n = min(len(buffer), self._chunk, len(self._data) - self._pos)
+        buffer[:n] = self._data[self._pos : self._pos + n]
+        self._pos += n
+        return n
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+def read_messages(data: bytes, chunk: int = 4096, handshake: bool = False) -> Iterator[tuple[int, object]]:
+    """Frame ``data`` as a peer's byte stream with the real reader; yield ``(id, parsed payload)``.
+
+    Stops at the end of the data (the connection closes); a malformed stream raises ``ProtocolError``.
+    The payload is parsed with the same function the engine uses for its message id.
+    """
+    conn = Connection(MemorySocket(data, chunk), ("fuzz", 0))  # type: ignore[arg-type]
+    try:
+        if handshake:
+            yield -2, conn.read_handshake(timeout=5)
+        while True:
+            msg_id, payload = conn.read_message()
+            yield msg_id, _parse_payload(conn, msg_id, payload)
+    except ConnectionError:
+        return
+
+
+def _parse_payload(conn: Connection, msg_id: int, payload: object) -> object:
+    if msg_id == msg.PIECE:
+        index, begin, length = payload  # type: ignore[misc]
+        assert 0 <= length <= MAX_MESSAGE - 9
+        block = bytearray(length)
+        conn.read_into(memoryview(block))
+        return index, begin, bytes(block)
+    if msg_id == -1:
+        return None
+    assert isinstance(payload, bytes) and len(payload) < MAX_MESSAGE
+    if msg_id in (msg.HAVE, msg.SUGGEST, msg.ALLOWED_FAST):
+        return msg.parse_have(payload)
+    if msg_id in (msg.REQUEST, msg.CANCEL, msg.REJECT):
+        return msg.parse_triple(payload)
+    if msg_id in (msg.HAVE_ALL, msg.HAVE_NONE) and payload:
+        raise ProtocolError(f"{msg.NAMES[msg_id]} message with a payload")
+    if msg_id == msg.BITFIELD:
+        # The engine checks a bitfield against the torrent's piece count: let the first byte pick
+        # one that leaves 0-7 spare bits, which must be clear.
+        size = max(0, len(payload) * 8 - (payload[0] & 7 if payload else 0))
+        return Bitfield(size, payload).count
+    if msg_id == msg.EXTENDED and payload[:1] == b"\x00":
+        try:
+            return bencode.decode(payload[1:], max_size=64 * 1024)
+        except BencodeError as exc:
+            raise ProtocolError(f"bad extension handshake: {exc}") from None
+    return payload
+
+
+def check_messages(data: bytes) -> None:
+    """The framing on ``data``: messages or ``ProtocolError``; the first byte picks the read size."""
+    if not data:
+        return
+    chunk = (data[0] & 0x3F) + 1 if data[0] & 0x40 else 4096
+    handshake = bool(data[0] & 0x80)
+    stream = data[1:]
+    try:
+        for n, (msg_id, parsed) in enumerate(read_messages(stream, chunk, handshake)):
+            assert n <= len(stream) // 4 + 1, "more messages than the stream can hold"
+            if msg_id == msg.PIECE:
+                assert isinstance(parsed, tuple) and len(parsed) == 3
+    except ProtocolError as exc:
+        assert str(exc) and "\n" not in str(exc)
+
+
+def frame(msg_id: int, payload: bytes) -> bytes:
+    """One length-prefixed message (for building streams in tests)."""
+    return struct.pack(">IB", 1 + len(payload), msg_id) + payload

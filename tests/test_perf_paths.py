@@ -1,0 +1,148 @@
+"""Hot-path properties found with the benchmarks (issue 6), and smoke runs of the benchmark scripts.
+
+No test here asserts a timing: they check the behaviour that keeps costs bounded (how often the
+rarest-first order is rebuilt, how many pieces wait for their hash check), and that the scripts in
+``benchmarks/`` run end to end on tiny inputs with real clients.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+
+import gevent
+import pytest
+
+from torrentcore import bencode, metainfo, piecemanager
+from torrentcore.bitfield import Bitfield
+from torrentcore.piecemanager import PieceManager
+from torrentcore_plugins.rarest_first import RarestFirst
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir)
+BENCH = os.path.join(ROOT, "benchmarks")
+PL = 4 * 16384
+
+
+def _meta(num_pieces: int) -> metainfo.Metainfo:
+    info = {b"name": b"t", b"piece length": PL, b"pieces": b"\x00" * 20 * num_pieces,
+            b"length": PL * num_pieces}
+    return metainfo.parse(bencode.encode({b"info": info}))
+
+
+class CountingRarestFirst(RarestFirst):
+    """Rarest first that counts how often it rebuilds its order."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__(n, random.Random(3))
+        self.rebuilds = 0
+
+    def _rebuild(self, swarm, random_phase) -> None:
+        self.rebuilds += 1
+        super()._rebuild(swarm, random_phase)
+
+
+def test_have_messages_rebuild_the_rarest_first_order_only_now_and_then():
+    n = 1024
+    have = Bitfield(n)
+    for i in range(8):  # past the random first pieces
+        have.set(i)
+    strategy = CountingRarestFirst(n)
+    pm = PieceManager(_meta(n), have, strategy)
+    leecher = Bitfield(n)
+    pm.add_peer_pieces(leecher)
+    seed = Bitfield.full(n)
+    pm.add_peer_pieces(seed)
+    pm.next_requests("seed", seed, 4)
+    before = strategy.rebuilds
+    for i in range(8, n):  # the leecher announces every piece, one HAVE each, while we keep requesting
+        leecher.set(i)
+        pm.add_peer_piece(i)
+        pm.next_requests("seed", seed, 1)
+    rebuilds = strategy.rebuilds - before
+    assert 0 < rebuilds <= piecemanager.HAVES_PER_VERSION + 1  # was one per HAVE: 1016
+    assert pm.availability[n - 1] == 2  # availability itself is exact
+
+
+def test_have_messages_still_reorder_rarest_first_eventually():
+    n = 64
+    have = Bitfield(n)
+    for i in range(8):
+        have.set(i)
+    pm = PieceManager(_meta(n), have, RarestFirst(n, random.Random(1)))
+    pm.add_peer_pieces(Bitfield.full(n))
+    pm.next_requests("a", Bitfield.full(n), 0)
+    for i in range(8, n):  # every piece but 63 becomes common
+        if i != n - 1:
+            for _ in range(3):
+                pm.add_peer_piece(i)
+    blocks = pm.next_requests("a", Bitfield.full(n), 4)
+    assert {b[0] for b in blocks} == {n - 1}
+
+
+def test_a_fast_peer_waits_while_pieces_queue_for_their_hash_check():
+    """verify_piece blocks its caller once VERIFY_QUEUE_BYTES of pieces are pending (memory stays bounded)."""
+    from torrentcore import session
+
+    slots = gevent.lock.Semaphore(2)
+    holder = type("T", (), {"_verify_slots": slots, "_guard": staticmethod(lambda fn, *a: fn(*a)),
+                            "_verify_then_release": lambda self, piece: gevent.sleep(0.05) or slots.release()})()
+    started = []
+
+    def reader() -> None:
+        for k in range(5):
+            session.Torrent.verify_piece(holder, k)
+            started.append(k)
+
+    g = gevent.spawn(reader)
+    gevent.sleep(0.01)
+    assert len(started) <= 2  # the third piece waits for a slot
+    g.join(timeout=5)
+    assert started == [0, 1, 2, 3, 4]
+
+
+@pytest.mark.skipif(shutil.which("opentracker") is None, reason="opentracker is not installed")
+def test_swarm_benchmark_runs_end_to_end(tmp_path):
+    out = tmp_path / "swarm.json"
+    proc = subprocess.run(
+        [sys.executable, os.path.join(BENCH, "swarm.py"), "--size", "4M", "--seeders", "1", "--rounds", "1",
+         "--clients", "torrentcore,libtorrent", "--workdir", str(tmp_path), "--json", str(out), "--timeout", "60"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    (summary,) = result["summaries"]
+    assert summary["seeders"] == 1
+    for client in ("torrentcore", "libtorrent"):
+        stats = summary["clients"][client]
+        assert stats["median_mb_s"] > 0 and stats["median_cpu_s"] > 0 and stats["peak_rss_mib"] > 0
+    assert "torrentcore/libtorrent" in summary["speed_ratios"]
+    assert "| torrentcore |" in proc.stdout
+    assert not [p for p in os.listdir(tmp_path) if p.startswith("swarm-")]  # the work folder is gone
+
+
+def test_picker_benchmark_runs():
+    proc = subprocess.run(
+        [sys.executable, os.path.join(BENCH, "picker.py"), "--pieces", "500,2000", "--measure", "200",
+         "--json", "-"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = json.loads(proc.stdout[proc.stdout.index("["):])
+    assert {(r["scenario"], r["pieces"]) for r in rows} == {(s, n) for s in ("seeders", "swarm") for n in (500, 2000)}
+    assert all(r["measured_pieces"] > 0 for r in rows)
+
+
+def test_startup_benchmark_runs(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, os.path.join(BENCH, "startup.py"), "--pieces", "2000", "--check-size", "2M", "--runs", "1",
+         "--workdir", str(tmp_path), "--json", "-"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout[proc.stdout.index("{\n"):])
+    assert result["info"]["pieces"] == 2000
+    assert result["check"]["size"] == 2 * 1024 * 1024
