@@ -55,8 +55,8 @@ def resume_path(save_path: str, torrent: Metainfo) -> str:
 class FilesystemStorage:
     """A :class:`~torrentcore.hookspec.Storage` over ordinary files under ``save_path``."""
 
-    #: The engine may call ``write`` and ``mark_complete`` from a worker thread (one call at a time,
-    #: never during another call of this object): nothing here touches gevent or the event loop.
+    #: The engine may call ``read``, ``write`` and ``mark_complete`` from worker threads (one call at a
+    #: time, never during another call of this object): nothing here touches gevent or the event loop.
     thread_safe_writes = True
 
     def __init__(self, torrent: Metainfo, save_path: str) -> None:

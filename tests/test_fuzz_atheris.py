@@ -5,6 +5,7 @@ This keeps the targets working; real fuzzing runs longer by hand (fuzz/README.md
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import os
 import subprocess
@@ -13,6 +14,9 @@ import sys
 import pytest
 
 FUZZ = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "fuzz")
+sys.path.insert(0, FUZZ)
+import runner  # noqa: E402  (fuzz/runner.py imports atheris only to run a target)
+
 #: libFuzzer runs per target in CI: a few seconds each.
 RUNS = {"bencode": 1500, "metainfo": 3000, "messages": 3000}
 
@@ -37,4 +41,6 @@ def test_fuzz_target_runs_clean(target, tmp_path):
     assert out.returncode == 0 and not crashes, f"{crashes}\n{out.stderr[-4000:]}"
     assert f"Done {RUNS[target]} runs" in out.stderr
     # The working corpus was seeded (the conformance torrents for bencode and metainfo).
-    assert len(list(corpus.iterdir())) >= (100 if target != "messages" else 4)
+    seeds = {hashlib.sha1(s).hexdigest() for s in runner.conformance_seeds()} if target != "messages" else set()
+    assert {f"seed-{h}" for h in seeds} <= {p.name for p in corpus.iterdir()}
+    assert len(list(corpus.iterdir())) >= max(4, len(seeds))

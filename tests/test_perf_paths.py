@@ -146,3 +146,42 @@ def test_startup_benchmark_runs(tmp_path):
     result = json.loads(proc.stdout[proc.stdout.index("{\n"):])
     assert result["info"]["pieces"] == 2000
     assert result["check"]["size"] == 2 * 1024 * 1024
+
+
+def _requested_in_pieces(pm: PieceManager) -> int:
+    return sum(len(who) for piece in pm.partial.values() for who in piece.requesters.values())
+
+
+def test_requests_from_all_peers_together_are_capped_and_counted_exactly():
+    n = 512  # 2048 blocks
+    have = Bitfield(n)
+    pm = PieceManager(_meta(n), have, RarestFirst(n, random.Random(2)))
+    pm.max_requested = 300
+    full = Bitfield.full(n)
+    peers = [f"p{k}" for k in range(48)]
+    for _ in peers:
+        pm.add_peer_pieces(full)
+    given = {p: pm.next_requests(p, full, 1000) for p in peers}
+    assert sum(len(v) for v in given.values()) == 300 == pm.requested_blocks  # 48 x 1000 asked for
+    rng = random.Random(4)
+    steps = 0
+    while not have.complete and steps < 20_000:  # deliver, release and re-request at random until done
+        steps += 1
+        p = rng.choice(peers)
+        if given[p] and rng.random() < 0.9:
+            block = given[p].pop(rng.randrange(len(given[p])))
+            if pm.block_buffer(*block) is not None:
+                others, piece = pm.block_received(p, block[0], block[1])
+                for other in others:
+                    if block in given[other]:
+                        given[other].remove(block)
+                if piece is not None:
+                    pm.piece_verified(piece.index)
+                    pm.recycle(piece)
+        elif given[p]:
+            pm.release(p, given[p])
+            given[p] = []
+        given[p] += pm.next_requests(p, full, rng.randrange(1, 64))
+        assert pm.requested_blocks == _requested_in_pieces(pm) <= 300
+    assert have.complete, f"stuck after {steps} steps: {pm.requested_blocks} requested"
+    assert pm.requested_blocks == 0

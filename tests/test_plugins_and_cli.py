@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
 
 import pytest
 from conftest import SHARED
+from realpeers import wait_until
 
 from torrentcore import bencode, plugins
 from torrentcore.errors import PluginError
@@ -241,19 +243,22 @@ def test_magnet_info():
 
 def test_json_logs_are_json(tmp_path):
     torrent = os.path.join(CORPUS, "base.torrent")
-    # No peers, no reachable tracker: stop it after a moment with SIGINT and read its JSON logs.
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "torrentcore", "--log-format", "json", "--log-level", "info", "run", torrent,
-         "-o", str(tmp_path), "--no-seed", "--port", "0", "--quiet"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
-    import time
-
-    time.sleep(2.0)
-    proc.send_signal(2)
-    out, err = proc.communicate(timeout=30)
+    # No peers, no reachable tracker: stop it with SIGINT once it listens, and read its JSON logs.
+    err_path = tmp_path / "stderr.log"
+    with open(err_path, "w") as err_file:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "torrentcore", "--log-format", "json", "--log-level", "info", "run", torrent,
+             "-o", str(tmp_path / "out"), "--no-seed", "--port", "0", "--quiet"],
+            stdout=subprocess.PIPE, stderr=err_file, text=True,
+        )
+        try:
+            assert wait_until(lambda: '"listening"' in err_path.read_text(), 30), err_path.read_text()
+            proc.send_signal(signal.SIGINT)
+            proc.communicate(timeout=30)
+        finally:
+            proc.kill()
     assert proc.returncode == 130
-    lines = [ln for ln in err.splitlines() if ln.strip()]
+    lines = [ln for ln in err_path.read_text().splitlines() if ln.strip()]
     assert lines, "no logs"
     events = [json.loads(ln) for ln in lines]
     assert any(e.get("event") == "listening" for e in events)

@@ -29,6 +29,11 @@ def _patch_all() -> None:
 
 _patch_all()
 
+import gevent  # noqa: E402
+
+# Ctrl-C that lands while the hub runs is handled by main() (exit 130), not printed by the hub.
+gevent.get_hub().NOT_ERROR += (KeyboardInterrupt,)
+
 import argparse  # noqa: E402
 import ipaddress  # noqa: E402
 import json  # noqa: E402
