@@ -185,3 +185,22 @@ def test_requests_from_all_peers_together_are_capped_and_counted_exactly():
         assert pm.requested_blocks == _requested_in_pieces(pm) <= 300
     assert have.complete, f"stuck after {steps} steps: {pm.requested_blocks} requested"
     assert pm.requested_blocks == 0
+
+
+def test_a_read_error_while_checking_in_worker_threads_is_one_clear_line(tmp_path):
+    """The check reads in worker threads: a storage error there is still one line and exit code 1."""
+    piece = 16384
+    info = {b"name": b"a.bin", b"piece length": piece, b"length": 4 * piece, b"pieces": bytes(20 * 4)}
+    torrent = tmp_path / "a.torrent"
+    torrent.write_bytes(bencode.encode({b"info": info}))
+    out = tmp_path / "out"
+    (out / "a.bin").mkdir(parents=True)  # a folder where the file should be: opening it fails
+    (out / "a.bin" / "x").write_bytes(b"x" * 5000)
+    proc = subprocess.run(
+        [sys.executable, "-m", "torrentcore", "run", str(torrent), "-o", str(out), "--no-seed", "--quiet",
+         "--no-dht", "--port", "0", "--listen-host", "127.0.0.1"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert proc.returncode in (1, 2), proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert "a.bin" in proc.stderr
