@@ -24,10 +24,11 @@ the peers' bitfields) is reported separately, per piece.
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import sys
 import time
+
+from common import write_json
 
 from torrentcore import bencode, piecemanager
 from torrentcore.bitfield import Bitfield
@@ -152,12 +153,7 @@ def main() -> int:
             print(f"| {scenario} | {n} | {r['measured_pieces']} | {r['us_per_piece']:.0f} | {r['us_per_call']:.0f} "
                   f"| {r['setup_us_per_piece']:.1f} |", flush=True)
     if args.json:
-        text = json.dumps(rows, indent=2)
-        if args.json == "-":
-            print(text)
-        else:
-            with open(args.json, "w") as f:
-                f.write(text + "\n")
+        write_json(rows, args.json)
     return 0
 
 

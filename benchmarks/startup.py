@@ -21,7 +21,6 @@ import argparse
 import concurrent.futures
 import glob
 import hashlib
-import json
 import os
 import random
 import shutil
@@ -34,6 +33,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, os.pardir, "tests"))
 
 import realpeers as rp  # noqa: E402
+from common import write_json  # noqa: E402
 from swarm import parse_size, run_child, torrentcore_cmd  # noqa: E402
 
 from torrentcore import bencode  # noqa: E402
@@ -189,12 +189,7 @@ def main() -> int:
         shutil.rmtree(work, ignore_errors=True)
     results["load_at_end"] = os.getloadavg()
     if args.json:
-        text = json.dumps(results, indent=2)
-        if args.json == "-":
-            print(text)
-        else:
-            with open(args.json, "w") as f:
-                f.write(text + "\n")
+        write_json(results, args.json)
     return 0
 
 

@@ -43,6 +43,7 @@ sys.path.insert(0, os.path.join(HERE, os.pardir, "tests"))
 
 import libtorrent as lt  # noqa: E402
 import realpeers as rp  # noqa: E402
+from common import write_json  # noqa: E402
 from opentracker_fixture import OpenTracker  # noqa: E402
 
 CLIENTS = ("torrentcore", "aria2c", "libtorrent")
@@ -381,12 +382,7 @@ def main() -> int:
         shutil.rmtree(work, ignore_errors=True)
     results["machine"]["load_at_end"] = os.getloadavg()
     if args.json:
-        text = json.dumps(results, indent=2)
-        if args.json == "-":
-            print(text)
-        else:
-            with open(args.json, "w") as f:
-                f.write(text + "\n")
+        write_json(results, args.json)
     return 0
 
 

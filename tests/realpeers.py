@@ -25,7 +25,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Self
 
 import gevent
@@ -885,3 +885,15 @@ def real_peers(tmp_path):
     finally:
         print(pool.describe())
         pool.close()
+
+
+@pytest.fixture(name="peers")
+def peers_fixture(tmp_path: str | os.PathLike) -> Iterator[RealPeers]:
+    """A :class:`RealPeers` pool in ``tmp_path/peers`` for one test; described (printed, so pytest shows it
+    when the test fails) and stopped at teardown.
+
+    Use it with ``from realpeers import peers_fixture  # noqa: F401  (fixture "peers")``.
+    """
+    with RealPeers(os.path.join(tmp_path, "peers")) as pool:
+        yield pool
+        print(pool.describe())

@@ -18,11 +18,15 @@ import json
 import os
 import random
 import signal
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-from realpeers import RealPeers, assert_same_tree, make_payload, make_torrent, wait_until
+from realpeers import (
+    assert_same_tree,
+    make_payload,
+    make_torrent,
+    peers_fixture,  # noqa: F401  (fixture "peers")
+    wait_until,
+)
 from torrentcore_cli import torrentcore_factory  # noqa: F401  (fixture "torrentcore")
 
 from torrentcore import bencode, metainfo
@@ -34,13 +38,6 @@ SIZE = 10 << 20
 SLOW = 2_500_000
 KILLS = 5
 RUN_TIMEOUT = 40
-
-
-@pytest.fixture
-def peers(tmp_path: Path) -> Iterator[RealPeers]:
-    with RealPeers(tmp_path / "peers") as pool:
-        yield pool
-        print(pool.describe())
 
 
 def _good_pieces(meta, out: Path) -> set[int]:

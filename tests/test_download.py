@@ -15,7 +15,7 @@ import re
 import shutil
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import gevent.pywsgi
@@ -31,6 +31,7 @@ from realpeers import (
     info_hash_of,
     make_payload,
     make_torrent,
+    peers_fixture,  # noqa: F401  (fixture "peers")
     wait_until,
 )
 from torrentcore_cli import TorrentcoreProcess, torrentcore_factory  # noqa: F401  (fixture "torrentcore")
@@ -51,14 +52,6 @@ TREE = {
 
 #: Most seconds any single torrentcore process may run in these tests.
 RUN_TIMEOUT = 30
-
-
-@pytest.fixture
-def peers(tmp_path: Path) -> Iterator[RealPeers]:
-    """Every real peer of the test, stopped at teardown; their diagnostics are printed there too."""
-    with RealPeers(tmp_path / "peers") as pool:
-        yield pool
-        print(pool.describe())
 
 
 # --------------------------------------------------------------------------------------------------

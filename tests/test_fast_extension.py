@@ -18,19 +18,19 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import gevent
-import gevent.server
 import libtorrent as lt
 import pytest
-from realpeers import (
-    LOCALHOST,
-    LibtorrentPeer,
-    RealPeers,
-    assert_same_tree,
-    info_hash_of,
-    make_payload,
-    make_torrent,
-    wait_until,
+from fakepeer import (
+    FakePeerServer,
+    assert_clean_finish,
+    fakes_fixture,  # noqa: F401  (fixture "fakes")
+    handshake,
+    honest_swarm,
+    message,
+    read_message,
+    recv_exact,
 )
+from realpeers import LOCALHOST, LibtorrentPeer, assert_same_tree, wait_until
 from torrentcore_cli import TorrentcoreProcess, torrentcore_factory  # noqa: F401  (fixture "torrentcore")
 
 from torrentcore.peer import messages as msg
@@ -42,22 +42,7 @@ BLOCK = 16 * 1024
 #: The honest seeder's upload cap (bytes/s): the download lasts long enough for the fakes to matter.
 HONEST_RATE = 2_500_000
 RUN_TIMEOUT = 40
-PROTOCOL = b"BitTorrent protocol"
 FAST_RESERVED = bytes(7) + b"\x04"
-
-
-def _message(msg_id: int, payload: bytes = b"") -> bytes:
-    return struct.pack(">IB", 1 + len(payload), msg_id) + payload
-
-
-def _recv_exact(sock: socket.socket, n: int) -> bytes:
-    data = bytearray()
-    while len(data) < n:
-        chunk = sock.recv(n - len(data))
-        if not chunk:
-            raise EOFError("closed by the other side")
-        data += chunk
-    return bytes(data)
 
 
 def _poll_messages(sock: socket.socket, seconds: float) -> list[tuple[int, bytes]]:
@@ -65,20 +50,11 @@ def _poll_messages(sock: socket.socket, seconds: float) -> list[tuple[int, bytes
     out = []
     deadline = time.monotonic() + seconds
     while select.select([sock], [], [], max(0.0, deadline - time.monotonic()))[0]:
-        out.append(_read_message(sock))
+        out.append(read_message(sock))
     return out
 
 
-def _read_message(sock: socket.socket) -> tuple[int, bytes]:
-    """One message: ``(id, payload)``; ``(-1, b"")`` for a keep-alive."""
-    (length,) = struct.unpack(">I", _recv_exact(sock, 4))
-    if not length:
-        return -1, b""
-    body = _recv_exact(sock, length)
-    return body[0], body[1:]
-
-
-class FastFake:
+class FastFake(FakePeerServer):
     """A scripted fast-extension peer listening on 127.0.0.1; torrentcore dials it (``--peer``).
 
     ``behaviour``:
@@ -95,131 +71,80 @@ class FastFake:
     * ``no-bit``: does not set the fast bit in its handshake, then sends HAVE ALL;
     * ``out-of-range``: HAVE ALL, then ALLOWED FAST for a piece the torrent does not have.
 
-    Counters are read by the tests; a connection stays open until the other side closes it (or stop()).
+    Counters are read by the tests: those of :class:`FakePeerServer`, plus the requests received, those
+    rejected and the blocks sent.
     """
 
     def __init__(self, behaviour: str, info_hash: bytes, payload: Path, allowed: tuple[int, ...] = ()) -> None:
-        self.behaviour = behaviour
-        self.info_hash = info_hash
-        self.payload = payload.read_bytes()
         self.allowed = set(allowed)
-        self.peer_id = b"-FK0001-" + behaviour.encode()[:12].ljust(12, b"x")
-        self.accepted = 0
-        self.closed_by_them = 0
         self.their_reserved = b""
         self.requests: list[tuple[int, int, int]] = []
         self.rejected: list[tuple[int, int, int]] = []
         self.blocks_sent = 0
-        self.errors: list[str] = []
-        self.server = gevent.server.StreamServer((LOCALHOST, 0), self._serve)
-        self.server.start()
+        super().__init__(behaviour, info_hash, payload)
 
-    @property
-    def endpoint(self) -> tuple[str, int]:
-        return (LOCALHOST, self.server.server_port)
-
-    @property
-    def address(self) -> str:
-        return f"{LOCALHOST}:{self.server.server_port}"
-
-    def __repr__(self) -> str:
-        return (f"<FastFake {self.behaviour} {self.address} accepted={self.accepted} "
-                f"closed_by_them={self.closed_by_them} requests={len(self.requests)} "
-                f"rejected={len(self.rejected)} blocks_sent={self.blocks_sent} errors={self.errors[-3:]}>")
-
-    def stop(self) -> None:
-        self.server.stop(timeout=1)
-
-    def _serve(self, sock: socket.socket, address) -> None:
-        self.accepted += 1
-        sock.settimeout(60)
-        try:
-            self._script(sock)
-        except (EOFError, ConnectionError):
-            self.closed_by_them += 1
-        except OSError as exc:
-            self.errors.append(repr(exc))
-        finally:
-            sock.close()
+    def counters(self) -> dict[str, int]:
+        return {"requests": len(self.requests), "rejected": len(self.rejected), "blocks_sent": self.blocks_sent}
 
     def _script(self, sock: socket.socket) -> None:
-        theirs = _recv_exact(sock, 68)
+        theirs = recv_exact(sock, 68)
         self.their_reserved = theirs[20:28]
         reserved = bytes(8) if self.behaviour == "no-bit" else FAST_RESERVED
-        sock.sendall(bytes([len(PROTOCOL)]) + PROTOCOL + reserved + self.info_hash + self.peer_id)
+        sock.sendall(handshake(self.info_hash, self.peer_id, reserved))
         b = self.behaviour
         if b == "late-have-all":
-            sock.sendall(_message(msg.HAVE_NONE) + _message(msg.HAVE_ALL))
+            sock.sendall(message(msg.HAVE_NONE) + message(msg.HAVE_ALL))
         elif b == "unsent-reject":
-            sock.sendall(_message(msg.HAVE_ALL) + _message(msg.REJECT, struct.pack(">III", 1, 0, BLOCK)))
+            sock.sendall(message(msg.HAVE_ALL) + message(msg.REJECT, struct.pack(">III", 1, 0, BLOCK)))
         elif b == "no-bit":
-            sock.sendall(_message(msg.HAVE_ALL))
+            sock.sendall(message(msg.HAVE_ALL))
         elif b == "out-of-range":
-            sock.sendall(_message(msg.HAVE_ALL) + _message(msg.ALLOWED_FAST, struct.pack(">I", NUM_PIECES + 7)))
+            sock.sendall(message(msg.HAVE_ALL) + message(msg.ALLOWED_FAST, struct.pack(">I", NUM_PIECES + 7)))
         elif b == "reject":
-            sock.sendall(_message(msg.HAVE_ALL) + _message(msg.UNCHOKE))
+            sock.sendall(message(msg.HAVE_ALL) + message(msg.UNCHOKE))
         elif b == "allowed-fast":
-            sock.sendall(_message(msg.HAVE_ALL)
-                         + b"".join(_message(msg.ALLOWED_FAST, struct.pack(">I", i)) for i in sorted(self.allowed)))
+            sock.sendall(message(msg.HAVE_ALL)
+                         + b"".join(message(msg.ALLOWED_FAST, struct.pack(">I", i)) for i in sorted(self.allowed)))
         elif b in ("choke-reject", "reject-first"):
-            sock.sendall(_message(msg.HAVE_ALL) + _message(msg.UNCHOKE))
+            sock.sendall(message(msg.HAVE_ALL) + message(msg.UNCHOKE))
             batch = []
             while not batch:
-                batch = [p for i, p in [_read_message(sock)] + _poll_messages(sock, 0.3) if i == msg.REQUEST]
+                batch = [p for i, p in [read_message(sock)] + _poll_messages(sock, 0.3) if i == msg.REQUEST]
             self.requests += [struct.unpack(">III", p) for p in batch]
             self.rejected += [struct.unpack(">III", p) for p in batch]
-            choke = _message(msg.CHOKE) if b == "choke-reject" else b""
-            sock.sendall(choke + b"".join(_message(msg.REJECT, p) for p in batch))
+            choke = message(msg.CHOKE) if b == "choke-reject" else b""
+            sock.sendall(choke + b"".join(message(msg.REJECT, p) for p in batch))
             if choke:
                 gevent.sleep(0.3)
-                sock.sendall(_message(msg.UNCHOKE))
+                sock.sendall(message(msg.UNCHOKE))
         while True:
-            msg_id, payload = _read_message(sock)
+            msg_id, payload = read_message(sock)
             if msg_id != msg.REQUEST:
                 continue
             index, begin, length = struct.unpack(">III", payload)
             self.requests.append((index, begin, length))
             if (b == "allowed-fast" and index in self.allowed) or b in ("choke-reject", "reject-first"):
                 start = index * PIECE_LENGTH + begin
-                sock.sendall(_message(msg.PIECE, struct.pack(">II", index, begin)
+                sock.sendall(message(msg.PIECE, struct.pack(">II", index, begin)
                                       + self.payload[start : start + length]))
                 self.blocks_sent += 1
                 if b == "allowed-fast":
                     gevent.sleep(0.01)  # a modest rate: the honest seeder does most of the work
             elif b in ("reject", "allowed-fast"):
                 self.rejected.append((index, begin, length))
-                sock.sendall(_message(msg.REJECT, payload))
+                sock.sendall(message(msg.REJECT, payload))
 
 
 @pytest.fixture
 def swarm(tmp_path: Path) -> Iterator[dict]:
     """A payload, its .torrent (no tracker) and an honest, rate-limited libtorrent seeder."""
-    root = Path(make_payload(tmp_path / "seed", SIZE, seed=66, name="fast.bin"))
-    torrent = tmp_path / "fast.torrent"
-    make_torrent(root, [], piece_length=PIECE_LENGTH, out=torrent)
-    with RealPeers(tmp_path / "peers") as pool:
-        seeder = pool.libtorrent("honest", ignore_limits_on_local_network=False, upload_rate_limit=HONEST_RATE)
-        seeder.add_torrent(torrent, tmp_path / "seed", seed=True)
-        yield {"root": root, "torrent": torrent, "seeder": seeder, "pool": pool, "info_hash": info_hash_of(torrent)}
-        print(pool.describe())
-
-
-@pytest.fixture
-def fakes() -> Iterator[list[FastFake]]:
-    started: list[FastFake] = []
-    yield started
-    for fake in started:
-        print(fake)
-        fake.stop()
+    with honest_swarm(tmp_path, SIZE, seed=66, name="fast.bin", piece_length=PIECE_LENGTH,
+                      rate=HONEST_RATE) as honest:
+        yield honest
 
 
 def _assert_done(run: TorrentcoreProcess, swarm: dict, out: Path, context: str) -> None:
-    rc = run.wait(RUN_TIMEOUT)
-    context = f"{run.describe()}\n{context}\n{swarm['pool'].describe()}"
-    assert rc == 0, context
-    assert "Traceback" not in run.stderr, context
-    assert not [e for e in run.logs() if str(e.get("event", "")).startswith("internal error")], context
-    assert_same_tree(swarm["root"], out / "fast.bin", context)
+    assert_clean_finish(run, swarm, out / "fast.bin", context, RUN_TIMEOUT)
 
 
 def _lost(run: TorrentcoreProcess, address: str) -> list[str]:
@@ -385,8 +310,8 @@ def test_fast_extension_rule_breakers_are_dropped(tmp_path, swarm, fakes, torren
 def _dial(port: int, info_hash: bytes, fast: bool) -> tuple[socket.socket, bytes]:
     sock = socket.create_connection((LOCALHOST, port), timeout=10)
     reserved = FAST_RESERVED if fast else bytes(8)
-    sock.sendall(bytes([len(PROTOCOL)]) + PROTOCOL + reserved + info_hash + b"-FK0001-leecherxxxxx")
-    theirs = _recv_exact(sock, 68)
+    sock.sendall(handshake(info_hash, b"-FK0001-leecherxxxxx", reserved))
+    theirs = recv_exact(sock, 68)
     return sock, theirs[20:28]
 
 
@@ -397,7 +322,7 @@ def _collect(sock: socket.socket, seconds: float) -> list[tuple[int, bytes]]:
     while (left := deadline - time.monotonic()) > 0:
         sock.settimeout(left)
         try:
-            msg_id, payload = _read_message(sock)
+            msg_id, payload = read_message(sock)
         except (TimeoutError, socket.timeout):
             break
         if msg_id >= 0:
@@ -413,14 +338,14 @@ def test_a_choked_fast_leecher_is_served_its_allowed_fast_pieces(swarm, torrentc
     sock, reserved = _dial(port, info_hash, fast=True)
     with sock:
         assert reserved[7] & 0x04
-        sock.sendall(_message(msg.HAVE_NONE))  # not interested: the choker never unchokes it
+        sock.sendall(message(msg.HAVE_NONE))  # not interested: the choker never unchokes it
         greeting = _collect(sock, 1.0)
         assert greeting and greeting[0][0] == msg.HAVE_ALL, greeting  # not a bitfield
         allowed = [struct.unpack(">I", p)[0] for i, p in greeting if i == msg.ALLOWED_FAST]
         assert allowed == msg.allowed_fast_set(info_hash, LOCALHOST, NUM_PIECES, 10), greeting
         other = next(i for i in range(NUM_PIECES) if i not in allowed)
-        sock.sendall(_message(msg.REQUEST, struct.pack(">III", allowed[0], BLOCK, BLOCK))
-                     + _message(msg.REQUEST, struct.pack(">III", other, 0, BLOCK)))
+        sock.sendall(message(msg.REQUEST, struct.pack(">III", allowed[0], BLOCK, BLOCK))
+                     + message(msg.REQUEST, struct.pack(">III", other, 0, BLOCK)))
         answers = _collect(sock, 2.0)
     assert msg.UNCHOKE not in [i for i, _p in answers], answers
     pieces = [p for i, p in answers if i == msg.PIECE]
@@ -438,6 +363,6 @@ def test_a_choked_leecher_without_the_extension_gets_neither_data_nor_rejects(sw
         greeting = _collect(sock, 1.0)
         assert greeting and greeting[0][0] == msg.BITFIELD, greeting
         assert not [i for i, _p in greeting if i in msg.FAST_IDS], greeting
-        sock.sendall(_message(msg.REQUEST, struct.pack(">III", 0, 0, BLOCK)))
+        sock.sendall(message(msg.REQUEST, struct.pack(">III", 0, 0, BLOCK)))
         answers = _collect(sock, 1.5)
     assert not [i for i, _p in answers if i in (msg.PIECE, msg.REJECT)], answers  # BEP 3: silently dropped

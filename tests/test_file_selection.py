@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import urllib.parse
-from collections.abc import Iterator
 from pathlib import Path
 
 import gevent.pywsgi
@@ -22,6 +21,7 @@ from realpeers import (
     assert_same_tree,
     make_payload,
     make_torrent,
+    peers_fixture,  # noqa: F401  (fixture "peers")
     wait_until,
 )
 from torrentcore_cli import run_cli, torrentcore_factory  # noqa: F401  (fixture "torrentcore")
@@ -34,14 +34,6 @@ PIECE = 64 * 1024
 #: Sizes that are not multiples of a piece, so neighbours share boundary pieces; d.bin shares none with b.bin.
 SPEC = {"a.bin": 200_000, "b.bin": 1_000_003, "c.bin": 150_001, "d/d.bin": 2_000_000, "empty": 0}
 RUN_TIMEOUT = 30
-
-
-@pytest.fixture
-def peers(tmp_path: Path) -> Iterator[RealPeers]:
-    """Real peers of the test, stopped at teardown."""
-    with RealPeers(tmp_path / "peers") as pool:
-        yield pool
-        print(pool.describe())
 
 
 def _payload(tmp_path: Path, trackers=()) -> tuple[str, Path, metainfo.Metainfo]:

@@ -19,18 +19,23 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import gevent
-import gevent.server
 import pytest
-from realpeers import (
-    LOCALHOST,
-    RealPeers,
-    assert_same_tree,
-    info_hash_of,
-    make_payload,
-    make_torrent,
-    wait_until,
+from fakepeer import (
+    BITFIELD,
+    PIECE,
+    PROTOCOL,
+    REQUEST,
+    UNCHOKE,
+    FakePeerServer,
+    assert_clean_finish,
+    fakes_fixture,  # noqa: F401  (fixture "fakes")
+    full_bitfield,
+    handshake,
+    honest_swarm,
+    message,
+    recv_exact,
 )
+from realpeers import LOCALHOST, wait_until
 from torrentcore_cli import TorrentcoreProcess, torrentcore_factory  # noqa: F401  (fixture "torrentcore")
 
 PIECE_LENGTH = 64 * 1024
@@ -39,29 +44,8 @@ SIZE = 6 << 20
 HONEST_RATE = 2_500_000
 RUN_TIMEOUT = 40
 
-PROTOCOL = b"BitTorrent protocol"
-CHOKE, UNCHOKE, INTERESTED, NOT_INTERESTED, HAVE, BITFIELD, REQUEST, PIECE, CANCEL = range(9)
 
-
-def _handshake(info_hash: bytes, peer_id: bytes) -> bytes:
-    return bytes([len(PROTOCOL)]) + PROTOCOL + bytes(8) + info_hash + peer_id
-
-
-def _message(msg_id: int, payload: bytes = b"") -> bytes:
-    return struct.pack(">IB", 1 + len(payload), msg_id) + payload
-
-
-def _recv_exact(sock: socket.socket, n: int) -> bytes:
-    data = bytearray()
-    while len(data) < n:
-        chunk = sock.recv(n - len(data))
-        if not chunk:
-            raise EOFError("closed by the other side")
-        data += chunk
-    return bytes(data)
-
-
-class FakePeer:
+class FakePeer(FakePeerServer):
     """A scripted peer listening on 127.0.0.1; torrentcore dials it (``--peer``).
 
     ``behaviour``:
@@ -72,82 +56,43 @@ class FakePeer:
     * ``wrong-hash``: answers with a handshake for another torrent;
     * ``stall``: a full seeder that unchokes and takes requests but never answers them.
 
-    Counters (read by the test): connections accepted, connections the *other* side closed, requests
-    received, blocks sent (and corrupted). Connections stay open until the other side closes them or
-    :meth:`stop`, so a peer that is not dropped by torrentcore shows up as not closed.
+    Counters (read by the test): those of :class:`FakePeerServer` (connections accepted, connections the
+    *other* side closed), plus handshakes and requests received, blocks sent (and corrupted).
     """
 
     def __init__(self, behaviour: str, info_hash: bytes, num_pieces: int, payload: Path) -> None:
-        self.behaviour = behaviour
-        self.info_hash = info_hash
         self.num_pieces = num_pieces
-        self.payload = payload.read_bytes()
-        self.peer_id = b"-FK0001-" + behaviour.encode()[:12].ljust(12, b"x")
-        self.accepted = 0
-        self.closed_by_them = 0
         self.handshakes = 0
         self.requests = 0
         self.blocks_sent = 0
         self.corrupted = 0
-        self.errors: list[str] = []
-        self.server = gevent.server.StreamServer((LOCALHOST, 0), self._serve)
-        self.server.start()
+        super().__init__(behaviour, info_hash, payload)
 
-    @property
-    def endpoint(self) -> tuple[str, int]:
-        return (LOCALHOST, self.server.server_port)
-
-    @property
-    def address(self) -> str:
-        """``host:port`` as torrentcore's logs write it."""
-        return f"{LOCALHOST}:{self.server.server_port}"
-
-    def __repr__(self) -> str:
-        return (f"<FakePeer {self.behaviour} {self.address} accepted={self.accepted} "
-                f"closed_by_them={self.closed_by_them} handshakes={self.handshakes} requests={self.requests} "
-                f"blocks_sent={self.blocks_sent} corrupted={self.corrupted} errors={self.errors[-3:]}>")
-
-    def stop(self) -> None:
-        self.server.stop(timeout=1)
-
-    # -- one connection -----------------------------------------------------------------------------
-
-    def _serve(self, sock: socket.socket, address) -> None:
-        self.accepted += 1
-        sock.settimeout(60)
-        try:
-            self._script(sock)
-        except (EOFError, ConnectionError):
-            self.closed_by_them += 1
-        except OSError as exc:
-            self.errors.append(repr(exc))
-        finally:
-            sock.close()
+    def counters(self) -> dict[str, int]:
+        return {"handshakes": self.handshakes, "requests": self.requests, "blocks_sent": self.blocks_sent,
+                "corrupted": self.corrupted}
 
     def _script(self, sock: socket.socket) -> None:
         if self.behaviour == "garbage":
             sock.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n" + bytes(range(256)))
             self._drain(sock)
-        theirs = _recv_exact(sock, 68)
+        theirs = recv_exact(sock, 68)
         if theirs[1:20] != PROTOCOL or theirs[28:48] != self.info_hash:
             self.errors.append(f"unexpected handshake {theirs!r}")
         self.handshakes += 1
         if self.behaviour == "wrong-hash":
-            sock.sendall(_handshake(hashlib.sha1(b"another torrent").digest(), self.peer_id))
+            sock.sendall(handshake(hashlib.sha1(b"another torrent").digest(), self.peer_id))
             self._drain(sock)
-        sock.sendall(_handshake(self.info_hash, self.peer_id))
-        bits = bytearray((self.num_pieces + 7) // 8)
-        for i in range(self.num_pieces):
-            bits[i >> 3] |= 0x80 >> (i & 7)
-        sock.sendall(_message(BITFIELD, bytes(bits)) + _message(UNCHOKE))
+        sock.sendall(handshake(self.info_hash, self.peer_id))
+        sock.sendall(message(BITFIELD, full_bitfield(self.num_pieces)) + message(UNCHOKE))
         if self.behaviour == "huge":
             sock.sendall(struct.pack(">IB", 0xFFFFFFFF, PIECE) + bytes(1024))
             self._drain(sock)
         while True:
-            (length,) = struct.unpack(">I", _recv_exact(sock, 4))
+            (length,) = struct.unpack(">I", recv_exact(sock, 4))
             if not length:
                 continue
-            body = _recv_exact(sock, length)
+            body = recv_exact(sock, length)
             if body[0] != REQUEST:
                 continue
             self.requests += 1
@@ -159,37 +104,16 @@ class FakePeer:
             if self.behaviour == "liar" and begin == 0:
                 block[0] ^= 0xFF
                 self.corrupted += 1
-            sock.sendall(_message(PIECE, struct.pack(">II", index, begin) + bytes(block)))
+            sock.sendall(message(PIECE, struct.pack(">II", index, begin) + bytes(block)))
             self.blocks_sent += 1
-
-    def _drain(self, sock: socket.socket) -> None:
-        """Read and ignore everything until the other side closes (raises EOFError then)."""
-        while True:
-            if not sock.recv(65536):
-                raise EOFError("closed by the other side")
 
 
 @pytest.fixture
 def swarm(tmp_path: Path) -> Iterator[dict]:
     """A payload, its .torrent (no tracker) and an honest, rate-limited libtorrent seeder."""
-    root = Path(make_payload(tmp_path / "seed", SIZE, seed=77, name="hostile.bin"))
-    torrent = tmp_path / "hostile.torrent"
-    make_torrent(root, [], piece_length=PIECE_LENGTH, out=torrent)
-    with RealPeers(tmp_path / "peers") as pool:
-        seeder = pool.libtorrent("honest", ignore_limits_on_local_network=False, upload_rate_limit=HONEST_RATE)
-        seeder.add_torrent(torrent, tmp_path / "seed", seed=True)
-        yield {"root": root, "torrent": torrent, "seeder": seeder, "pool": pool,
-               "info_hash": info_hash_of(torrent), "num_pieces": -(-SIZE // PIECE_LENGTH)}
-        print(pool.describe())
-
-
-@pytest.fixture
-def fakes() -> Iterator[list[FakePeer]]:
-    started: list[FakePeer] = []
-    yield started
-    for fake in started:
-        print(fake)
-        fake.stop()
+    with honest_swarm(tmp_path, SIZE, seed=77, name="hostile.bin", piece_length=PIECE_LENGTH,
+                      rate=HONEST_RATE) as honest:
+        yield {**honest, "num_pieces": -(-SIZE // PIECE_LENGTH)}
 
 
 def _start(swarm: dict, fakes: list[FakePeer], behaviour: str) -> FakePeer:
@@ -205,12 +129,7 @@ def _download(swarm: dict, torrentcore, tmp_path: Path, fake: FakePeer) -> Torre
 
 
 def _assert_success(run: TorrentcoreProcess, swarm: dict, tmp_path: Path, fake: FakePeer) -> None:
-    rc = run.wait(RUN_TIMEOUT)
-    context = f"{run.describe()}\n{fake!r}\n{swarm['pool'].describe()}"
-    assert rc == 0, context
-    assert "Traceback" not in run.stderr, context
-    assert not [e for e in run.logs() if str(e.get("event", "")).startswith("internal error")], context
-    assert_same_tree(swarm["root"], tmp_path / "out" / "hostile.bin", context)
+    context = assert_clean_finish(run, swarm, tmp_path / "out" / "hostile.bin", repr(fake), RUN_TIMEOUT)
     summary = run.summary()
     assert summary is not None and summary["verdict"] == "done", context
 
@@ -284,7 +203,7 @@ def test_handshake_for_another_torrent(tmp_path, swarm, fakes, torrentcore):
     assert run.wait_event("listening", 10), run.describe()
     # Incoming: a handshake for a torrent torrentcore does not serve is dropped before it answers (BEP 3).
     other = hashlib.sha1(b"another torrent").digest()
-    assert _dial_into(run.listening_port(), _handshake(other, b"-FK0001-incomingxxxx")) == b""
+    assert _dial_into(run.listening_port(), handshake(other, b"-FK0001-incomingxxxx")) == b""
     _assert_success(run, swarm, tmp_path, fake)
     assert fake.handshakes >= 1 and fake.requests == 0, fake
     assert fake.closed_by_them >= 1, fake

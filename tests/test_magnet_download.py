@@ -22,11 +22,11 @@ import pytest
 from opentracker_fixture import opentracker_factory  # noqa: F401  (fixture "opentracker")
 from realpeers import (
     LOCALHOST,
-    RealPeers,
     assert_same_tree,
     free_port,
     make_payload,
     make_torrent,
+    peers_fixture,  # noqa: F401  (fixture "peers")
     wait_until,
 )
 from torrentcore_cli import TorrentcoreProcess, run_cli, torrentcore_factory  # noqa: F401  (fixture "torrentcore")
@@ -39,14 +39,6 @@ needs_opentracker = pytest.mark.skipif(shutil.which("opentracker") is None, reas
 
 RUN_TIMEOUT = 40
 TREE = {"a.bin": (1 << 20) + 17, "sub/b.bin": 300_001, "sub/empty": 0}
-
-
-@pytest.fixture
-def peers(tmp_path: Path):
-    """Every real peer of the test, stopped at teardown."""
-    with RealPeers(tmp_path / "peers") as pool:
-        yield pool
-        print(pool.describe())
 
 
 def _magnet(info_hash: bytes, name: str | None = None, trackers=(), peers=(), base32: bool = False) -> str:

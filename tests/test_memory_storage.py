@@ -7,11 +7,16 @@ before anything starts (exit code 2).
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from realpeers import RealPeers, assert_same_tree, make_payload, make_torrent, wait_until
+from realpeers import (
+    assert_same_tree,
+    make_payload,
+    make_torrent,
+    peers_fixture,  # noqa: F401  (fixture "peers")
+    wait_until,
+)
 from torrentcore_cli import run_cli, torrentcore_factory  # noqa: F401  (fixture "torrentcore")
 
 from torrentcore import bencode
@@ -20,14 +25,6 @@ from torrentcore_plugins.memory import DEFAULT_MAX_BYTES, MemoryStorage
 KiB = 1024
 MiB = 1024 * KiB
 TREE = {"a.bin": 1 * MiB + 17, "sub/b.bin": 2 * MiB + 4321, "sub/empty": 0, "z.bin": 70_001}
-
-
-@pytest.fixture
-def peers(tmp_path: Path) -> Iterator[RealPeers]:
-    """Real peers of the test, stopped at teardown."""
-    with RealPeers(tmp_path / "peers") as pool:
-        yield pool
-        print(pool.describe())
 
 
 def test_download_into_memory_then_seed_a_libtorrent_leecher_from_it(tmp_path, peers, torrentcore):

@@ -11,12 +11,16 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from opentracker_fixture import opentracker_factory  # noqa: F401  (fixture "opentracker")
-from realpeers import LOCALHOST, RealPeers, assert_same_tree, make_payload, make_torrent
+from realpeers import (
+    LOCALHOST,
+    assert_same_tree,
+    make_payload,
+    make_torrent,
+    peers_fixture,  # noqa: F401  (fixture "peers")
+)
 from torrentcore_cli import run_cli, torrentcore_factory  # noqa: F401  (fixture "torrentcore")
 
 import torrentcore_plugins.console as console
@@ -25,13 +29,6 @@ from torrentcore.hookspec import PeerInfo, ProgressSnapshot
 PIECE_LENGTH = 64 * 1024
 RUN_TIMEOUT = 40
 needs_opentracker = pytest.mark.skipif(shutil.which("opentracker") is None, reason="opentracker is not installed")
-
-
-@pytest.fixture
-def peers(tmp_path: Path) -> Iterator[RealPeers]:
-    with RealPeers(tmp_path / "peers") as pool:
-        yield pool
-        print(pool.describe())
 
 
 def _slow(limit: int) -> dict:

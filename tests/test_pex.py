@@ -11,10 +11,15 @@ message on its first one-second tick after the extension handshake, then at most
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import pytest
-from realpeers import LOCALHOST, RealPeers, make_payload, make_torrent, wait_until
+from realpeers import (
+    LOCALHOST,
+    make_payload,
+    make_torrent,
+    peers_fixture,  # noqa: F401  (fixture "peers")
+    wait_until,
+)
 from torrentcore_cli import torrentcore_factory  # noqa: F401  (fixture "torrentcore")
 
 from torrentcore import bencode, plugins
@@ -31,14 +36,6 @@ from torrentcore.peer.extensions import (
     parse_pex,
 )
 from torrentcore.session import Torrent
-
-
-@pytest.fixture
-def peers(tmp_path: Path):
-    """Every real peer of the test, stopped at teardown."""
-    with RealPeers(tmp_path / "peers") as pool:
-        yield pool
-        print(pool.describe())
 
 
 def _slow(limit: int) -> dict:

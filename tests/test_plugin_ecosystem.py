@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import types
 from pathlib import Path
 
 import pluggy
@@ -21,7 +22,7 @@ import structlog
 
 from torrentcore import plugins
 from torrentcore.errors import BadInputError, PluginError
-from torrentcore.hookspec import Setting, hookimpl
+from torrentcore.hookspec import hookimpl
 
 
 def tc(*args: str, env: dict | None = None, cwd: str | os.PathLike | None = None, timeout: float = 60):
@@ -159,24 +160,17 @@ PROBE = textwrap.dedent(
 )
 
 
-class Probe:
-    """The same declarations as PROBE, registered in-process."""
-
-    @hookimpl
-    def torrentcore_plugin_settings(self):
-        return {"probe": {
-            "count": Setting(int, 3, "how many"),
-            "ratio": Setting(float, 0.5, "a share"),
-            "loud": Setting(bool, False, "shout"),
-            "mode": Setting(str, "fast", "how", choices=("fast", "slow")),
-            "label": Setting(str, None, "a name"),
-        }}
+def probe_module() -> types.ModuleType:
+    """PROBE, the plugin the subprocess tests install, as a module of this process."""
+    module = types.ModuleType("probe")
+    exec(compile(PROBE, "probe.py", "exec"), module.__dict__)
+    return module
 
 
 @pytest.fixture
 def pm():
     manager = plugins.get_plugin_manager()
-    manager.register(Probe(), name="probe")
+    manager.register(probe_module(), name="probe")
     return manager
 
 

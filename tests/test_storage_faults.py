@@ -15,7 +15,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from realpeers import RealPeers, assert_same_tree, make_payload, make_torrent, wait_until
+from realpeers import (
+    RealPeers,
+    assert_same_tree,
+    make_payload,
+    make_torrent,
+    peers_fixture,  # noqa: F401  (fixture "peers")
+    wait_until,
+)
 from torrentcore_cli import TorrentcoreProcess, torrentcore_factory  # noqa: F401  (fixture "torrentcore")
 
 PIECE_LENGTH = 64 * 1024
@@ -23,13 +30,6 @@ SIZE = 8 << 20
 #: The seeder's upload cap while the fault is injected (bytes/s): the download takes about 4 s.
 SLOW = 2_000_000
 RUN_TIMEOUT = 40
-
-
-@pytest.fixture
-def peers(tmp_path: Path) -> Iterator[RealPeers]:
-    with RealPeers(tmp_path / "peers") as pool:
-        yield pool
-        print(pool.describe())
 
 
 def _seeder(peers: RealPeers, torrent: Path, data: Path, limit: int = SLOW):

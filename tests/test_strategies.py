@@ -10,11 +10,14 @@ from __future__ import annotations
 import argparse
 import random
 import textwrap
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-from realpeers import RealPeers, assert_same_tree, make_payload, make_torrent
+from realpeers import (
+    assert_same_tree,
+    make_payload,
+    make_torrent,
+    peers_fixture,  # noqa: F401  (fixture "peers")
+)
 
 from torrentcore import bencode, metainfo
 from torrentcore.bitfield import Bitfield
@@ -169,14 +172,6 @@ ORDER_PLUGIN = textwrap.dedent(
             fh.write(f"{index}\\n")
     '''
 )
-
-
-@pytest.fixture
-def peers(tmp_path: Path) -> Iterator[RealPeers]:
-    """Real peers of the test, stopped at teardown."""
-    with RealPeers(tmp_path / "peers") as pool:
-        yield pool
-        print(pool.describe())
 
 
 def spearman(order: list[int]) -> float:

@@ -15,13 +15,18 @@ import shutil
 import socket
 import struct
 from collections.abc import Iterator
-from pathlib import Path
 
 import gevent
 import gevent.server
 import pytest
 from opentracker_fixture import opentracker_factory  # noqa: F401  (fixture "opentracker")
-from realpeers import LOCALHOST, RealPeers, assert_same_tree, make_payload, make_torrent
+from realpeers import (
+    LOCALHOST,
+    assert_same_tree,
+    make_payload,
+    make_torrent,
+    peers_fixture,  # noqa: F401  (fixture "peers")
+)
 from test_tracker_tiers import REQ, Clock, World, make
 from test_tracker_udp import FakeUDPTracker
 from torrentcore_cli import torrentcore_factory  # noqa: F401  (fixture "torrentcore")
@@ -254,13 +259,6 @@ def test_a_failing_tracker_is_handed_out_for_reporting_once_per_failure_streak()
 
 
 # -- end to end ----------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def peers(tmp_path: Path) -> Iterator[RealPeers]:
-    with RealPeers(tmp_path / "peers") as pool:
-        yield pool
-        print(pool.describe())
 
 
 @needs_opentracker
