@@ -51,7 +51,7 @@ def run_libtorrent(torrent: bytes, seeders, out: str, timeout: float) -> float:
 
 def run_torrentcore(torrent_path: str, seeders, out: str, timeout: float) -> float:
     cmd = [sys.executable, "-m", "torrentcore", "run", torrent_path, "-o", out, "--no-seed", "--quiet",
-           "--port", str(rp.free_port())]
+           "--port", str(rp.free_port()), "--no-dht"]
     for s in seeders:
         cmd += ["--peer", f"{s.endpoint[0]}:{s.endpoint[1]}"]
     t0 = time.monotonic()

@@ -61,7 +61,7 @@ def main() -> int:
         tc_port = rp.free_port()
         tc_proc = subprocess.Popen(
             [sys.executable, "-m", "torrentcore", "seed", torrent_path, "-d", os.path.dirname(root),
-             "--port", str(tc_port), "--quiet"],
+             "--port", str(tc_port), "--quiet", "--no-dht"],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         )
         if not rp.wait_port_open(tc_port, timeout=60):
