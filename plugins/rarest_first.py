@@ -71,7 +71,8 @@ class RarestFirst:
     def next_pieces(self, swarm: SwarmView, peer_has: Bitfield) -> Iterator[int]:
         """Started pieces the peer has (rarest first), then unstarted ones by rarity."""
         avail = swarm.availability
-        started = [i for i in swarm.partial if peer_has[i]]
+        # A seed (most peers of a download) has every started piece: no per-piece test.
+        started = list(swarm.partial) if peer_has.complete else [i for i in swarm.partial if peer_has[i]]
         if len(started) > 1:
             started.sort(key=avail.__getitem__)
         yield from started

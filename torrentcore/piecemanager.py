@@ -38,12 +38,15 @@ Block = tuple[int, int, int]  # (piece index, begin, length)
 class Piece:
     """A piece being downloaded: its buffer and the state of each block."""
 
-    __slots__ = ("index", "size", "buffer", "state", "requesters", "free", "received", "senders", "first_free")
+    __slots__ = ("index", "size", "buffer", "view", "state", "requesters", "free", "received", "senders",
+                 "first_free")
 
     def __init__(self, index: int, size: int, buffer: bytearray | None = None) -> None:
         self.index = index
         self.size = size
         self.buffer = buffer if buffer is not None else bytearray(size)
+        #: A memoryview of ``buffer`` made by the first block (see PieceManager.block_buffer); released with it.
+        self.view: memoryview | None = None
         nblocks = (size + BLOCK_SIZE - 1) // BLOCK_SIZE
         self.state = bytearray(nblocks)
         self.requesters: dict[int, list[Hashable]] = {}
@@ -169,23 +172,27 @@ class PieceManager:
         out: list[Block] = []
         if count <= 0:
             return out
+        partial = self.partial
         for index in self.strategy.next_pieces(self, has):
+            piece = partial.get(index)
+            if piece is not None and not piece.free:
+                continue  # started and fully requested (most started pieces): skip before the checks below
             if not (0 <= index < self.num_pieces) or not has[index] or not self.wanted(index):
                 continue
-            piece = self.partial.get(index)
             if piece is None:
                 piece = self._start(index)
-            if not piece.free:
-                continue
             state = piece.state
             b = piece.first_free
             nblocks = len(state)
+            size = piece.size
+            requesters = piece.requesters
             while b < nblocks and len(out) < count:
                 if state[b] == FREE:
                     state[b] = REQUESTED
-                    piece.requesters[b] = [peer]
+                    requesters[b] = [peer]
                     piece.free -= 1
-                    out.append((index, b * BLOCK_SIZE, piece.block_length(b)))
+                    begin = b * BLOCK_SIZE
+                    out.append((index, begin, min(BLOCK_SIZE, size - begin)))
                 b += 1
             piece.first_free = b
             if len(out) >= count:
@@ -241,9 +248,12 @@ class PieceManager:
         if piece is None or begin % BLOCK_SIZE:
             return None
         b = begin // BLOCK_SIZE
-        if b >= len(piece.state) or piece.state[b] == RECEIVED or length != piece.block_length(b):
+        if b >= len(piece.state) or piece.state[b] == RECEIVED or length != min(BLOCK_SIZE, piece.size - begin):
             return None
-        return memoryview(piece.buffer)[begin : begin + length]
+        view = piece.view
+        if view is None:
+            view = piece.view = memoryview(piece.buffer)  # one view per piece, sliced per block
+        return view[begin : begin + length]
 
     def block_received(self, peer: Hashable, index: int, begin: int) -> tuple[list[Hashable], Piece | None]:
         """Record a block stored via :meth:`block_buffer`.
@@ -262,7 +272,10 @@ class PieceManager:
         piece.senders[b] = peer
         asked = piece.requesters.pop(b, ())
         self.requested_blocks -= len(asked)
-        others = [p for p in asked if p != peer]
+        if len(asked) == 1 and asked[0] == peer:
+            others = []  # the usual case: asked from this peer only (no list comprehension per block)
+        else:
+            others = [p for p in asked if p != peer]
         if piece.received == len(piece.state):
             del self.partial[index]
             self.verifying.add(index)
@@ -274,6 +287,7 @@ class PieceManager:
 
         Every byte of a reused buffer is overwritten by received blocks before it is hashed.
         """
+        piece.view = None
         if len(piece.buffer) == self.torrent.piece_length and len(self._spare) < SPARE_BUFFERS:
             self._spare.append(piece.buffer)
         piece.buffer = bytearray()

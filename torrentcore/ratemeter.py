@@ -21,6 +21,11 @@ class RateMeter:
         self.total += n
         self._pending += n
 
+    @property
+    def measured(self) -> bool:
+        """True once a sample was closed (before that, :attr:`rate` is 0 whatever was counted)."""
+        return bool(self._samples)
+
     def tick(self, seconds: float = 1.0) -> None:
         """Close the current sample (covering ``seconds``)."""
         self._samples.append(self._pending / max(seconds, 1e-3))

@@ -18,6 +18,7 @@ from .. import bencode
 from ..bitfield import Bitfield
 from ..errors import ProtocolError, TorrentcoreError
 from ..hookspec import BLOCK_SIZE, PeerInfo
+from ..piecemanager import MIN_BATCH
 from ..ratemeter import RateMeter
 from . import messages as msg
 from .connection import Connection, format_address
@@ -27,6 +28,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..session import Torrent
 
 log = structlog.get_logger(__name__)
+_PIECE = msg.PIECE
 
 #: Pipeline depth bounds (blocks of 16 KiB). The depth follows the peer's rate.
 MIN_DEPTH = 16
@@ -34,6 +36,8 @@ START_DEPTH = 64
 MAX_DEPTH = 1000
 #: Seconds of data to keep requested from a peer (libtorrent uses 3).
 QUEUE_SECONDS = 2.0
+#: The same before the peer's first one-second rate sample, from the rate since our first request.
+EARLY_QUEUE_SECONDS = 0.1
 #: The peer's request queue when it does not say (BEP 10 'reqq').
 DEFAULT_REQQ = 250
 #: Our advertised request queue, and the most requests we queue from one peer.
@@ -85,6 +89,9 @@ class Peer:
         self.up = RateMeter()
         self.last_block = time.monotonic()
         self.snubbed = False
+        self._refill_below = MAX_DEPTH  # set by fill_requests(): _on_piece calls it at or below this many
+        self._refill_min_free = 1  # ... and when the piece manager has at least this many blocks to hand out
+        self._first_request = 0.0  # monotonic time of our first request (pipeline_depth's early rate)
         self.reqq = DEFAULT_REQQ
         self.listen_port: int | None = None
         self.client = _client_name(peer_id)
@@ -130,10 +137,16 @@ class Peer:
             self.conn.send(msg.bitfield(t.have.to_bytes()))
         if self.supports_dht and getattr(t, "dht", None) is not None:
             self.conn.send(msg.port(t.dht.port))  # BEP 5: where our DHT node listens
+        conn = self.conn
+        read_message, handle, on_piece = conn.read_message, self._handle, self._on_piece
         try:
-            while not self.conn.closed:
-                msg_id, payload = self.conn.read_message()
-                self._handle(msg_id, payload)
+            while not conn.closed:
+                msg_id, payload = read_message()
+                if msg_id == _PIECE:  # nearly every message of a download: no dispatch chain
+                    self.got_first_message = True
+                    on_piece(*payload)
+                else:
+                    handle(msg_id, payload)
         except ProtocolError as exc:
             return f"protocol error: {exc}"
         except (OSError, ConnectionError) as exc:
@@ -244,8 +257,16 @@ class Peer:
         """How many blocks to keep requested: enough for ``QUEUE_SECONDS`` at the peer's rate."""
         if self.snubbed:
             return 2
-        by_rate = int(self.down.rate * QUEUE_SECONDS / BLOCK_SIZE)
-        depth = max(START_DEPTH if self.down.total < 4 * 1024 * 1024 else MIN_DEPTH, by_rate)
+        down = self.down
+        if not down.measured:
+            # No rate sample yet (the first second): estimate the rate from what came since our first
+            # request, and keep a shorter horizon. Without it a fast peer was held to 16 blocks (256 KiB)
+            # in flight for its whole first second; slow peers still get START_DEPTH / MIN_DEPTH.
+            elapsed = max(time.monotonic() - self._first_request, 0.05) if self._first_request else 1.0
+            by_rate = int(down.total / elapsed * EARLY_QUEUE_SECONDS / BLOCK_SIZE)
+        else:
+            by_rate = int(down.rate * QUEUE_SECONDS / BLOCK_SIZE)
+        depth = max(START_DEPTH if down.total < 4 * 1024 * 1024 else MIN_DEPTH, by_rate)
         return min(depth, self.reqq, MAX_DEPTH)
 
     def fill_requests(self) -> None:
@@ -258,17 +279,26 @@ class Peer:
         if self.peer_choking and not self.allowed_fast_in:
             return
         depth = self.pipeline_depth()
+        # Top up only once an eighth of the pipeline is free (one scan of the picker per batch). _on_piece
+        # skips the call above this mark; it is a hint only (a stale mark costs one batch's delay at most).
+        self._refill_below = depth - max(1, depth // 8)
+        self._refill_min_free = min(max(1, depth // 8), MIN_BATCH)
         room = depth - len(self.outstanding)
         if room <= 0 or (self.outstanding and room < max(1, depth // 8)):
             return
+        manager = self.torrent.manager
+        if self.outstanding and manager.max_requested - manager.requested_blocks < min(room, MIN_BATCH):
+            return  # all peers together have the most blocks requested: next_requests would hand out none
         has = self._requestable() if self.peer_choking or self.rejected else self.has
-        blocks = self.torrent.manager.next_requests(self.key, has, room)
+        blocks = manager.next_requests(self.key, has, room)
         if blocks:
             out = self.outstanding
             for index, begin, length in blocks:
                 out[(index, begin)] = length
             if len(out) == len(blocks):
                 self.last_block = time.monotonic()  # the request clock starts now
+                if not self._first_request:
+                    self._first_request = self.last_block
             self.conn.send(b"".join(msg.request(*b) for b in blocks))
         elif not self.outstanding and not self.torrent.manager.interesting(self.has):
             self.set_interested(False)
@@ -300,29 +330,34 @@ class Peer:
             self._drop_requests(send_cancel=True)
 
     def _on_piece(self, index: int, begin: int, length: int) -> None:
+        # The per-block hot path (65,536 calls per GiB): keep it free of logging, hooks and allocations.
         t = self.torrent
-        if self.outstanding.get((index, begin)) != length and (index, begin) not in self.awaiting_answer:
+        key = (index, begin)
+        outstanding = self.outstanding
+        if outstanding.get(key) != length and key not in self.awaiting_answer:
             # Never asked for (nor cancelled/released): a bogus index, offset or length, or data pushed at us.
             raise ProtocolError(f"block we did not request (piece {index}, offset {begin}, {length} bytes)")
+        conn = self.conn
         if length <= BLOCK_SIZE:
             # Receive the whole block before looking up where it goes: from block_buffer() to
             # block_received() no other greenlet may run, or another peer could complete (endgame) the
             # piece meanwhile, which is then hashed and written while this one still writes into it.
-            self.conn.prefetch(length)
-        dest = t.manager.block_buffer(index, begin, length)
+            conn.prefetch(length)
+        manager = t.manager
+        dest = manager.block_buffer(index, begin, length)
         if self.awaiting_answer:
-            self.awaiting_answer.pop((index, begin), None)
+            self.awaiting_answer.pop(key, None)
         if dest is None:
-            self.conn.skip(length)
+            conn.skip(length)
             t.stats_wasted(length)
-            self.outstanding.pop((index, begin), None)
+            outstanding.pop(key, None)
             return
-        self.conn.read_into(dest)
-        self.outstanding.pop((index, begin), None)
+        conn.read_into(dest)
+        outstanding.pop(key, None)
         self.last_block = time.monotonic()
         self.snubbed = False
         self.down.add(length)
-        others, piece = t.manager.block_received(self.key, index, begin)
+        others, piece = manager.block_received(self.key, index, begin)
         t.block_arrived(length)
         for other in others:
             peer = t.peers.get(other)
@@ -330,8 +365,12 @@ class Peer:
                 peer.cancel_block(index, begin)
         if piece is not None:
             t.verify_piece(piece)
-        self.fill_requests()
-        t.download_limit.consume(length)  # may sleep: only once the block is recorded
+        # Else fill_requests would find too little room here, or all peers together at the request limit.
+        if len(outstanding) <= self._refill_below and (
+                not outstanding or manager.max_requested - manager.requested_blocks >= self._refill_min_free):
+            self.fill_requests()
+        if t.download_limit.rate:
+            t.download_limit.consume(length)  # may sleep: only once the block is recorded
 
     # --- their requests ----------------------------------------------------------------------------
 
