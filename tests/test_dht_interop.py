@@ -162,6 +162,28 @@ def test_private_torrent_never_uses_the_dht(tmp_path, torrentcore):
         watcher.stop()
 
 
+def test_unreachable_bootstrap_and_no_tracker_is_said_once(tmp_path, torrentcore):
+    """The DHT is the only source and nobody answers it: one warning saying so, not a silent "0 peers"."""
+    payload = make_payload(tmp_path / "data", 300_000, name="lonely.bin")
+    torrent_path = tmp_path / "lonely.torrent"
+    make_torrent(payload, out=torrent_path)
+    silent = DHTNode(0, bootstrap=[], host=LOCALHOST).start()  # a port that answers nothing once stopped
+    port = silent.port
+    silent.stop()
+    run = torrentcore.run(torrent_path, tmp_path / "out", "--dht-bootstrap", f"{LOCALHOST}:{port}", dht=True)
+
+    def _warnings() -> list[dict]:
+        return [e for e in run.logs() if e.get("level") == "warning" and "DHT knows no node" in e.get("event", "")]
+
+    try:
+        assert wait_until(lambda: _warnings() or run.returncode is not None, 60), run.describe()
+        assert run.returncode is None, run.describe()
+        gevent.sleep(1.0)
+        assert len(_warnings()) == 1, run.describe()
+    finally:
+        run.stop()
+
+
 def test_dht_options_in_help():
     from torrentcore_cli import run_cli
 

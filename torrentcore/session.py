@@ -678,6 +678,7 @@ class Torrent:
     def _dht_loop(self) -> None:
         """Find peers through the DHT and announce our port: at start, then every few minutes (sooner while
         we are short of peers)."""
+        warned = False
         while True:
             try:
                 peers = self.dht.get_peers(self.meta.info_hash, timeout=DHT_LOOKUP_TIMEOUT,
@@ -688,6 +689,11 @@ class Torrent:
             new = [a for a in peers if a not in self.candidates]
             self.add_peers(peers, source="dht")
             self.log.info("dht peers", found=len(peers), new=len(new), announced_port=self.port or None)
+            if not warned and self.tiers is None and not self.candidates and not len(self.dht.table):
+                # The only peer source has nobody to ask: say so once instead of showing "0 peers" forever.
+                warned = True
+                self.log.warning("the DHT knows no node yet (bootstrap nodes unreachable?) and the torrent has "
+                                 "no tracker: try --dht-bootstrap HOST:PORT or --peer HOST:PORT")
             short = not self.complete and len(self.peers) < WANT_MORE_PEERS
             gevent.sleep(DHT_SHORT_INTERVAL if short else DHT_INTERVAL)
 
