@@ -8,9 +8,13 @@ from gevent import monkey
 
 monkey.patch_all()
 
+import contextlib  # noqa: E402
 import os  # noqa: E402
+import subprocess  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
+from collections.abc import Iterator  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
@@ -31,3 +35,19 @@ os.environ["TORRENTCORE_STATE_DIR"] = os.path.join(tempfile.gettempdir(), f"torr
 def shared_dir() -> str:
     """Path of the ``shared/`` folder (conformance corpus, real-peer facts)."""
     return os.path.abspath(SHARED)
+
+
+@contextlib.contextmanager
+def mounted_tmpfs(mnt: Path, options: str) -> Iterator[Path]:
+    """A tmpfs mounted at ``mnt`` with mount ``options`` (needs root, as CI runs), unmounted afterwards.
+
+    The test is skipped where mounting is not allowed.
+    """
+    mnt.mkdir()
+    res = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mnt)], capture_output=True)
+    if res.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs ({options}) here: {res.stderr.decode().strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)

@@ -9,6 +9,7 @@ import sys
 
 import pytest
 import realpeers as rp
+from conftest import mounted_tmpfs
 
 from torrentcore import metainfo
 from torrentcore_plugins.filesystem import FilesystemStorage
@@ -17,13 +18,8 @@ from torrentcore_plugins.filesystem import FilesystemStorage
 @pytest.fixture
 def tiny_fs(tmp_path):
     """A 2 MiB tmpfs (needs root, as CI runs); skipped where mounting is not allowed."""
-    mnt = tmp_path / "tiny"
-    mnt.mkdir()
-    res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)], capture_output=True)
-    if res.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {res.stderr.decode().strip()}")
-    yield mnt
-    subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+    with mounted_tmpfs(tmp_path / "tiny", "size=2m") as mnt:
+        yield mnt
 
 
 def test_disk_full_is_one_clear_line(tmp_path, tiny_fs):

@@ -10,11 +10,11 @@ on 127.0.0.1, rate-limited so that the download lasts the few seconds the fault 
 from __future__ import annotations
 
 import os
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import mounted_tmpfs
 from realpeers import (
     RealPeers,
     assert_same_tree,
@@ -74,13 +74,8 @@ def _finish(run: TorrentcoreProcess, root: Path, target: Path) -> dict:
 def read_only_dir(tmp_path: Path) -> Iterator[Path]:
     """A read-only tmpfs (root ignores permission bits, so ``chmod`` would prove nothing); skipped where
     mounting is not allowed."""
-    mnt = tmp_path / "ro"
-    mnt.mkdir()
-    res = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(mnt)], capture_output=True)
-    if res.returncode != 0:
-        pytest.skip(f"cannot mount a read-only tmpfs here: {res.stderr.decode().strip()}")
-    yield mnt
-    subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+    with mounted_tmpfs(tmp_path / "ro", "ro,size=1m") as mnt:
+        yield mnt
 
 
 def test_read_only_download_folder(tmp_path, peers, torrentcore, read_only_dir):
