@@ -34,6 +34,7 @@ import structlog
 
 from . import bencode
 from .errors import ProtocolError, TorrentcoreError, TrackerError
+from .peer import handshake
 from .peer import messages as msg
 from .peer.connection import Connection
 from .peer.extensions import (
@@ -244,18 +245,18 @@ class MetadataFetcher:
             self._wake.set()
 
     def _fetch_from(self, address: tuple[str, int]) -> bytes:
+        identity = handshake.Identity(self.info_hash, self.peer_id, msg.reserved_bytes(msg.RESERVED_EXTENSIONS))
         try:
-            conn = Connection.connect(address, timeout=CONNECT_TIMEOUT)
+            done = handshake.dial(address, identity, connect_timeout=CONNECT_TIMEOUT)
         except OSError as exc:
             raise NotYet(f"connect failed: {exc}") from None
+        except ProtocolError as exc:
+            raise BadPeer(str(exc)) from None
+        conn = done.conn
         try:
-            conn.send_handshake(self.info_hash, self.peer_id, msg.reserved_bytes(msg.RESERVED_EXTENSIONS))
-            reserved, info_hash, peer_id = conn.read_handshake()
-            if info_hash != self.info_hash:
-                raise BadPeer("handshake for another torrent")
-            if peer_id == self.peer_id:
+            if done.peer_id == self.peer_id:
                 raise BadPeer("connected to ourselves")
-            if not msg.has_bit(reserved, msg.RESERVED_EXTENSIONS):
+            if not msg.has_bit(done.reserved, msg.RESERVED_EXTENSIONS):
                 raise BadPeer("no extension protocol (BEP 10)")
             ours = BUILTIN_IDS[UT_METADATA]
             conn.sock.sendall(msg.extended(0, bencode.encode({"m": {UT_METADATA: ours}})))

@@ -41,6 +41,7 @@ from .choker import Choker
 from .errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_RUNTIME, ProtocolError, StorageError, TrackerError
 from .hookspec import ProgressSnapshot
 from .metainfo import Metainfo
+from .peer import handshake
 from .peer import messages as msg
 from .peer.connection import Connection, format_address
 from .peer.extensions import UT_PEX, ExtensionRegistry
@@ -485,34 +486,24 @@ class Torrent:
 
     def _accept(self, sock, address) -> None:
         addr = (_unmap(address[0]), address[1])
-        conn = Connection(sock, addr)
         try:
-            reserved, info_hash, peer_id = conn.read_handshake()
-            if info_hash != self.meta.info_hash:
-                raise ProtocolError("handshake for another torrent")
-            conn.send_handshake(self.meta.info_hash, self.peer_id, self._reserved)
-        except (ProtocolError, OSError, ConnectionError) as exc:
-            conn.close(str(exc))
+            done = handshake.accept(sock, addr, self._identity_for)
+        except (ProtocolError, OSError, ConnectionError):
             return
-        self._run_peer(conn, reserved, peer_id, incoming=True)
+        self._run_peer(done.conn, done.reserved, done.peer_id, incoming=True)
+
+    def _identity_for(self, info_hash: bytes) -> handshake.Identity | None:
+        if info_hash != self.meta.info_hash:
+            return None
+        return handshake.Identity(self.meta.info_hash, self.peer_id, self._reserved)
 
     def _dial(self, cand: Candidate) -> None:
-        addr = cand.address
         try:
-            conn = Connection.connect(addr)
-        except OSError as exc:
-            self._dial_failed(cand, f"connect failed: {exc}")
-            return
-        try:
-            conn.send_handshake(self.meta.info_hash, self.peer_id, self._reserved)
-            reserved, info_hash, peer_id = conn.read_handshake()
-            if info_hash != self.meta.info_hash:
-                raise ProtocolError("peer answered for another torrent")
+            done = handshake.dial(cand.address, handshake.Identity(self.meta.info_hash, self.peer_id, self._reserved))
         except (ProtocolError, OSError, ConnectionError) as exc:
-            conn.close(str(exc))
-            self._dial_failed(cand, f"handshake failed: {exc}")
+            self._dial_failed(cand, f"connect or handshake failed: {exc}")
             return
-        self._run_peer(conn, reserved, peer_id, incoming=False, cand=cand)
+        self._run_peer(done.conn, done.reserved, done.peer_id, incoming=False, cand=cand)
 
     def _dial_failed(self, cand: Candidate, reason: str) -> None:
         cand.connected = False
