@@ -22,7 +22,6 @@
 
 from __future__ import annotations
 
-import argparse
 import bisect
 import errno
 import hashlib
@@ -34,7 +33,7 @@ from collections.abc import Iterable
 
 import structlog
 
-from torrentcore.hookspec import FileEntry, Metainfo, Storage, StorageError, hookimpl
+from torrentcore.hookspec import FileEntry, Metainfo, Storage, StorageError, TorrentConfig, hookimpl
 
 log = structlog.get_logger(__name__)
 
@@ -423,7 +422,7 @@ def _fsync_dir(path: str) -> None:
         os.close(fd)
 
 
-def _open_storage(torrent: Metainfo, save_path: str, options: argparse.Namespace) -> Storage:
+def _open_storage(torrent: Metainfo, save_path: str, options: TorrentConfig) -> Storage:
     return FilesystemStorage(torrent, save_path)
 
 

@@ -22,7 +22,6 @@ it flows while the download runs. The console then prints to standard error.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Iterable
 from typing import BinaryIO
@@ -30,7 +29,7 @@ from typing import BinaryIO
 import gevent
 
 from torrentcore.errors import BadInputError
-from torrentcore.hookspec import Metainfo, Setting, Storage, StorageError, hookimpl
+from torrentcore.hookspec import Metainfo, Setting, Storage, StorageError, TorrentConfig, hookimpl
 
 from ._sizes import parse_size
 
@@ -134,13 +133,13 @@ def _write_all(stream: BinaryIO, chunks: list[bytes | bytearray]) -> None:
     stream.flush()
 
 
-def _max_bytes(options: argparse.Namespace) -> int:
+def _max_bytes(options: TorrentConfig) -> int:
     settings = getattr(options, "plugin_settings", None) or {}
     value = (settings.get("memory") or {}).get("max_bytes")
     return DEFAULT_MAX_BYTES if value in (None, "") else parse_size(value, "memory.max_bytes")
 
 
-def _open_storage(torrent: Metainfo, save_path: str, options: argparse.Namespace) -> Storage:
+def _open_storage(torrent: Metainfo, save_path: str, options: TorrentConfig) -> Storage:
     stream = sys.stdout.buffer if save_path == "-" else None
     return MemoryStorage(torrent, _max_bytes(options), stream)
 

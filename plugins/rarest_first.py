@@ -29,11 +29,10 @@ with ``--only/--skip``, not verified), and skips unselected pieces for good
 
 from __future__ import annotations
 
-import argparse
 import random
 from collections.abc import Iterator
 
-from torrentcore.hookspec import Bitfield, Metainfo, PieceStrategy, Setting, SwarmView, hookimpl
+from torrentcore.hookspec import Bitfield, Metainfo, PieceStrategy, Setting, SwarmView, TorrentConfig, hookimpl
 
 from ._sizes import parse_size
 
@@ -160,7 +159,7 @@ class RandomOrder:
                 yield i
 
 
-def _rarest_first(torrent: Metainfo, options: argparse.Namespace) -> PieceStrategy:
+def _rarest_first(torrent: Metainfo, options: TorrentConfig) -> PieceStrategy:
     return RarestFirst(torrent.num_pieces)
 
 
@@ -169,14 +168,14 @@ def window_pieces(window_bytes: int, piece_length: int) -> int:
     return max(1, -(-max(0, window_bytes) // max(1, piece_length)))
 
 
-def _sequential(torrent: Metainfo, options: argparse.Namespace) -> PieceStrategy:
+def _sequential(torrent: Metainfo, options: TorrentConfig) -> PieceStrategy:
     settings = getattr(options, "plugin_settings", None) or {}
     value = (settings.get("sequential") or {}).get("window")
     window = SEQUENTIAL_WINDOW if value in (None, "") else parse_size(value, "sequential.window")
     return Sequential(window_pieces(window, torrent.piece_length))
 
 
-def _random(torrent: Metainfo, options: argparse.Namespace) -> PieceStrategy:
+def _random(torrent: Metainfo, options: TorrentConfig) -> PieceStrategy:
     return RandomOrder(torrent.num_pieces)
 
 

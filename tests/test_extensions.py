@@ -135,21 +135,9 @@ def test_metadata_garbage_is_a_protocol_error(payload):
         parse_metadata(payload)
 
 
-class _Meta:
-    private = False
-
-    def __init__(self, raw: bytes) -> None:
-        self.raw_info = raw
-
-
-class _Torrent:
-    def __init__(self, raw: bytes) -> None:
-        self.meta = _Meta(raw)
-
-
 def test_metadata_server_answers_requests_and_rejects_the_rest():
     raw = bytes(range(256)) * 100  # 25600 bytes: 2 pieces
-    server = MetadataServer(_Torrent(raw))
+    server = MetadataServer(raw)
     registry = ExtensionRegistry({UT_METADATA: server})
     peer = FakePeer(registry)
     peer.extensions.on_handshake({b"m": {b"ut_metadata": 3}})

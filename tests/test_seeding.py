@@ -203,7 +203,7 @@ class FakePeer:
 def make_choker(peer_list, seeding: bool = False, slots: int = 4, seed: int = 1):
     torrent = SimpleNamespace(
         peers={("127.0.0.1", 1000 + n): p for n, p in enumerate(peer_list)},
-        have=SimpleNamespace(complete=seeding),
+        complete=seeding,
     )
     return Choker(torrent, slots=slots, rng=random.Random(seed)), torrent
 

@@ -151,8 +151,12 @@ class TorrentConfig:
     storage: str = "filesystem"
     #: Peers to connect to beside those trackers, the DHT and PEX find.
     peers: tuple[Address, ...] = ()
-    #: Indices into the torrent's data files to download (None: all of them).
+    #: Indices into the torrent's data files to download (None: all of them, or as ``only``/``skip`` say).
     selected_files: tuple[int, ...] | None = None
+    #: File selection by pattern, applied once the metadata is known (``run --only/--skip``): file numbers
+    #: or globs; ``skip`` applies after ``only``. A pattern matching nothing is an error.
+    only: tuple[str, ...] = ()
+    skip: tuple[str, ...] = ()
     #: Magnet links: give up when no peer sent the metadata within this many seconds.
     metadata_timeout: float = 120.0
     #: Start paused: nothing is checked or connected until ``resume()``.
@@ -178,6 +182,10 @@ class TorrentConfig:
             or not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in self.selected_files)
         ):
             raise ValueError(f"selected_files must be None or a tuple of file indices, not {self.selected_files!r}")
+        for name in ("only", "skip"):
+            value = getattr(self, name)
+            if not isinstance(value, tuple) or not all(isinstance(v, str) and v for v in value):
+                raise ValueError(f"{name} must be a tuple of file numbers or globs, not {value!r}")
         _check_amount("metadata_timeout", self.metadata_timeout, allow_none=False)
         if self.metadata_timeout == 0:
             raise ValueError("metadata_timeout must be more than 0 seconds")

@@ -33,16 +33,19 @@ plugin can do anything a default one can.
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import pluggy
 
 from .bitfield import Bitfield
+from .config import TorrentConfig
 from .errors import StorageError
 from .metainfo import FileEntry, Metainfo
+
+if TYPE_CHECKING:  # pragma: no cover - only the command line builds a parser
+    import argparse
 
 __all__ = [
     "hookimpl",
@@ -61,6 +64,7 @@ __all__ = [
     "PeerInfo",
     "ProgressSnapshot",
     "Setting",
+    "TorrentConfig",
 ]
 
 PROJECT = "torrentcore"
@@ -121,8 +125,10 @@ class PieceStrategy(Protocol):
         """
 
 
-#: ``factory(torrent, options) -> PieceStrategy``; ``options`` is the parsed command line.
-StrategyFactory = Callable[[Metainfo, argparse.Namespace], PieceStrategy]
+#: ``factory(torrent, options) -> PieceStrategy``; ``options`` is the torrent's
+#: :class:`~torrentcore.config.TorrentConfig` (the parameter keeps its old name so that plugins written
+#: for the command line's options, which only read ``options.plugin_settings``, work unchanged).
+StrategyFactory = Callable[[Metainfo, "TorrentConfig"], PieceStrategy]
 
 
 @runtime_checkable
@@ -170,8 +176,9 @@ class Storage(Protocol):
         """Flush, save completion records, release files. Called once, also after errors."""
 
 
-#: ``factory(torrent, save_path, options) -> Storage``.
-StorageFactory = Callable[[Metainfo, str, argparse.Namespace], Storage]
+#: ``factory(torrent, save_path, options) -> Storage``; ``options`` is the torrent's
+#: :class:`~torrentcore.config.TorrentConfig`.
+StorageFactory = Callable[[Metainfo, str, "TorrentConfig"], Storage]
 
 
 @runtime_checkable
@@ -300,8 +307,11 @@ def torrentcore_add_options(parser: argparse.ArgumentParser) -> None:
     """Add command-line options for this plugin.
 
     Called once per ``run``/``seed`` sub-command parser, before the command
-    line is parsed. The parsed values reach plugins as the ``options``
-    argument of factories and of :func:`torrentcore_on_start`. Returns nothing.
+    line is parsed (only the command line calls it; a script using the
+    :class:`~torrentcore.Session` API passes values in ``TorrentConfig.extra``).
+    The parsed values reach plugins as ``options.extra[DEST]`` in the
+    ``options`` (the :class:`~torrentcore.config.TorrentConfig`) of factories
+    and of :func:`torrentcore_on_start`. Returns nothing.
 
     Not ``firstresult``: every plugin that implements it is called.
     """
@@ -398,8 +408,12 @@ def torrentcore_extensions(torrent: Metainfo) -> Mapping[str, Extension]:
 
 
 @hookspec
-def torrentcore_on_start(torrent: Metainfo, save_path: str, options: argparse.Namespace) -> None:
-    """A torrent is starting (before data is checked). Returns nothing.
+def torrentcore_on_start(torrent: Metainfo, save_path: str, options: TorrentConfig) -> None:
+    """A torrent is starting (before data is checked); ``options`` is its
+    :class:`~torrentcore.config.TorrentConfig` (``options.plugin_settings``,
+    ``options.extra``, ``options.storage``, ``options.selected_files``...).
+    ``save_path`` is ``"-"`` when the data goes to standard output. A session
+    with several torrents calls it once per torrent. Returns nothing.
 
     Not ``firstresult``: every plugin that implements it is called.
     """
