@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import signal
 import subprocess
 import time
 
@@ -462,7 +461,7 @@ def test_libtorrent_downloads_created_torrent_from_torrentcore_seeder(tmp_path, 
         # miss its per-block alerts on a 2 MB transfer, but torrentcore counts every byte it uploads.
         senders = {t["pid"][:8] for t in leecher.transfers()}
         assert senders <= {b"-TC0001-"}, leecher.transfers()
-        assert seeder.stop() == 128 + signal.SIGTERM, seeder.describe()
+        assert seeder.stop() == 0, seeder.describe()  # stopping the seeding of complete data is success
         summary = parse_summary(seeder.stdout)
         assert summary is not None, seeder.stdout
         assert summary["uploaded_min"] >= sum(spec.values()) * 0.95, seeder.stdout

@@ -456,13 +456,12 @@ def _run_torrents(args, pm, sources: list[str], save_path: str, seed_only: bool)
         torrent_config = _torrent_config(args, pm, seed_only)
     except ValueError as exc:
         raise BadInputError(str(exc)) from None
-    if seed_only:
-        for source in sources:
-            _load_torrent(source)  # a magnet or a malformed file is refused before anything starts
+    # Every .torrent is read (and a malformed one refused) before anything starts.
+    loaded = [_load_torrent(s) if seed_only or not is_magnet(s) else _check_magnet(s) for s in sources]
     session = Session(session_config, plugin_manager=pm)
     handles = []
     try:
-        for source in sources:
+        for source in loaded:
             handles.append(session.add_torrent(source, save_path, torrent_config))
         handlers = [gevent.signal_handler(signal.SIGINT, session.stop_all, EXIT_INTERRUPTED),
                     gevent.signal_handler(signal.SIGTERM, session.stop_all, 128 + signal.SIGTERM)]
@@ -479,6 +478,13 @@ def _run_torrents(args, pm, sources: list[str], save_path: str, seed_only: bool)
             prefix = f"{handle.name}: " if len(handles) > 1 else ""
             print(f"torrentcore: error: {prefix}{handle.error}", file=sys.stderr)
     return max((h.exit_code if h.exit_code is not None else EXIT_RUNTIME) for h in handles)
+
+
+def _check_magnet(link: str) -> str:
+    from .magnet import parse_magnet
+
+    parse_magnet(link)  # a malformed link is bad input (exit 2) before anything starts
+    return link
 
 
 def cmd_run(args, pm) -> int:

@@ -94,6 +94,8 @@ def load_source(source: Any) -> Loaded:
     """Read a .torrent path, a .torrent's bytes or a ``magnet:`` link. Raises BadInputError (exit 2)."""
     from .magnet import is_magnet, parse_magnet
 
+    if isinstance(source, metainfo.Metainfo):
+        return Loaded(source.info_hash, source.name, source.trackers, meta=source)
     if isinstance(source, (bytes, bytearray, memoryview)):
         meta = metainfo.parse(bytes(source))
         return Loaded(meta.info_hash, meta.name, meta.trackers, meta=meta)

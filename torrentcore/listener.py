@@ -66,8 +66,6 @@ class Listener:
                     self.servers.append(self._server(host, self.port, v6only))
                 except OSError as exc:
                     log.info("cannot listen on an extra address", host=host, error=str(exc))
-            log.info("listening", port=self.port,
-                     addresses=[format_address((s.server_host, s.server_port)) for s in self.servers])
             return self.port
         reason = last_error.strerror if last_error is not None and last_error.strerror else str(last_error)
         if self.requested is not None:
@@ -103,6 +101,11 @@ class Listener:
             log.debug("incoming connection refused", peer=format_address(addr), reason=str(exc))
             return
         self.route(done)
+
+    @property
+    def addresses(self) -> list[str]:
+        """The addresses listened on, as ``host:port``."""
+        return [format_address((s.server_host, s.server_port)) for s in self.servers]
 
     def stop(self) -> None:
         """Stop accepting and close the connections still handshaking."""

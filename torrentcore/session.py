@@ -87,6 +87,9 @@ class Session:
         self.listener = Listener(cfg.listen_hosts, cfg.listen_port, self._identity_for, self._route,
                                  cfg.max_connections + HANDSHAKING)
         self.port = self.listener.start()
+        if self.port:
+            log.info("listening", port=self.port, peer_id=self.peer_id.decode("latin-1"),
+                     addresses=self.listener.addresses)
 
     # --- context manager ----------------------------------------------------------------------------
 
