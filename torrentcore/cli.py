@@ -209,6 +209,7 @@ def build_parser(pm=None) -> argparse.ArgumentParser:
     p.add_argument("-t", "--tracker", action="append", default=[], metavar="URL",
                    help="tracker URL (repeatable; each one is its own tier)")
     p.add_argument("-o", "--output", metavar="FILE", help="where to write (default: NAME.torrent)")
+    p.add_argument("-f", "--force", action="store_true", help="overwrite the output file if it exists")
     p.add_argument("--piece-length", type=parse_rate, default=None, metavar="BYTES",
                    help="piece length, e.g. 256k (default: chosen from the size)")
     p.add_argument("--private", action="store_true", help="mark private (BEP 27: trackers only)")
@@ -546,10 +547,12 @@ def cmd_seed(args, pm) -> int:
 
 
 def cmd_create(args) -> int:
-    """``torrentcore create``."""
-    from .create import create_torrent
+    """``torrentcore create``: refuses to overwrite without ``--force`` (checked before hashing), warns when
+    no tracker is given, never packs the output file or torrentcore's own files."""
+    from .create import create_torrent, torrent_name
 
-    out = args.output
+    out = args.output or f"{torrent_name(args.path) or 'torrent'}.torrent"
+    _check_create_output(out, args.force)
     data, meta = create_torrent(
         args.path,
         trackers=args.tracker,
@@ -559,17 +562,55 @@ def cmd_create(args) -> int:
         created_by=args.created_by,
         creation_date=None if args.no_date else int(time.time()),
         progress=_create_progress(),
+        exclude=[out],
     )
-    if out is None:
-        out = f"{meta.name}.torrent"
-    try:
-        with open(out, "wb") as fh:
-            fh.write(data)
-    except OSError as exc:
-        raise TorrentcoreError(f"cannot write {out}: {exc.strerror}") from None
+    _write_torrent_file(out, data, args.force)
+    if not meta.trackers:
+        how = ("it is private, so only --peer can connect peers (private torrents use no DHT or PEX)"
+               if meta.private else "peers will have to find each other through the DHT, PEX or --peer")
+        print(f"torrentcore: warning: no tracker given (-t URL): {how}", file=sys.stderr)
     print(f"created {out}: {meta.name}, {_human(meta.data_length)}, {meta.num_pieces} pieces of "
           f"{_human(meta.piece_length)}, info-hash {meta.info_hash_hex}")
     return EXIT_OK
+
+
+def _check_create_output(out: str, force: bool) -> None:
+    """Refuse (exit 2) an ``-o`` that exists, unless ``--force``; or that is a folder."""
+    if os.path.isdir(out):
+        raise BadInputError(f"{out} is a folder: give -o the name of the .torrent file to write")
+    if os.path.lexists(out) and not force:
+        raise BadInputError(_exists_message(out))
+
+
+def _exists_message(out: str) -> str:
+    return f"{out} already exists: add --force to overwrite it (or write elsewhere with -o FILE)"
+
+
+def _write_torrent_file(out: str, data: bytes, force: bool) -> None:
+    """Write ``out``: a new file only (``O_EXCL``), or with ``force`` a temporary file renamed over it, so an
+    existing .torrent is either kept or replaced whole."""
+    import secrets
+
+    folder = os.path.dirname(os.path.abspath(out))
+    # The name marks it as ours (create never packs it); os.open with 0o666 respects the umask.
+    target = os.path.join(folder, f".torrentcore-create-{secrets.token_hex(6)}.torrent.part") if force else out
+    try:
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    except FileExistsError:  # created since the check
+        raise BadInputError(_exists_message(out)) from None
+    except OSError as exc:
+        raise TorrentcoreError(f"cannot write {out}: {exc.strerror}") from None
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        if target != out:
+            os.replace(target, out)
+    except OSError as exc:
+        try:
+            os.unlink(target)  # ours either way: created just now (O_EXCL)
+        except OSError:
+            pass
+        raise TorrentcoreError(f"cannot write {out}: {exc.strerror}") from None
 
 
 def _create_progress():
