@@ -255,9 +255,10 @@ def configure_logging(level: str, fmt: str) -> None:
 def _load_torrent(path: str):
     from . import metainfo
     from .errors import MetainfoError
-    from .magnet import is_magnet
+    from .magnet import is_magnet, parse_magnet
 
     if is_magnet(path):
+        parse_magnet(path)  # a malformed link is reported as one (exit 2)
         raise MetainfoError("'seed' needs a .torrent file to check the data against; 'torrentcore run MAGNET' "
                             "saves NAME.torrent in its download folder")
     return metainfo.load(path)
@@ -456,13 +457,14 @@ def _plugin_settings(args, pm) -> dict:
 
 def _run_torrent(args, pm, save_path: str, seed_only: bool) -> int:
     from . import plugins
-    from .magnet import is_magnet
+    from .magnet import is_magnet, parse_magnet
     from .session import Torrent
 
     magnet = is_magnet(args.torrent) and not seed_only
     if save_path == "-" and (magnet or getattr(args, "storage", None) != "memory"):
         raise BadInputError("-o - (the data to standard output) needs --storage memory and a .torrent file")
     if magnet:
+        parse_magnet(args.torrent)  # a malformed link is bad input (exit 2) before the DHT starts
         _start_dht(args)  # a peer source for the metadata too (args.dht_node)
     meta = _load_magnet(args, save_path) if magnet else _load_torrent(args.torrent)
     if not meta.private:
