@@ -457,6 +457,7 @@ def _plugin_settings(args, pm) -> dict:
 
 def _run_torrent(args, pm, save_path: str, seed_only: bool) -> int:
     from . import plugins
+    from .datafolder import describe_missing_data
     from .magnet import is_magnet, parse_magnet
     from .session import Torrent
 
@@ -467,6 +468,8 @@ def _run_torrent(args, pm, save_path: str, seed_only: bool) -> int:
         parse_magnet(args.torrent)  # a malformed link is bad input (exit 2) before the DHT starts
         _start_dht(args)  # a peer source for the metadata too (args.dht_node)
     meta = _load_magnet(args, save_path) if magnet else _load_torrent(args.torrent)
+    if seed_only and args.storage == "filesystem" and (missing := describe_missing_data(meta, args.data)):
+        raise BadInputError(missing)  # -d missing, a file, or not one file of the torrent in it: say why
     if not meta.private:
         _start_dht(args)
     else:
@@ -540,8 +543,6 @@ def cmd_run(args, pm) -> int:
 
 def cmd_seed(args, pm) -> int:
     """``torrentcore seed``."""
-    if not os.path.isdir(args.data):
-        raise BadInputError(f"data folder {args.data} does not exist")
     try:
         return _run_torrent(args, pm, os.path.abspath(args.data), seed_only=True)
     finally:
