@@ -327,7 +327,8 @@ def _load_magnet(args, save_path: str):
     if not sources and not magnet.peers and not args.peers:
         raise BadInputError("the magnet link names no tracker (tr=) and no peer (x.pe=), no --peer was given "
                             "and the DHT is off: there is nowhere to fetch its metadata from")
-    fetcher = MetadataFetcher(magnet.info_hash, args.magnet_peer_id, [*magnet.peers, *args.peers], sources)
+    fetcher = MetadataFetcher(magnet.info_hash, args.magnet_peer_id, [*magnet.peers, *args.peers], sources,
+                              own_port=args.port or 6881)  # the port the trackers are told: ourselves
     result = _fetch_interruptibly(fetcher, args.metadata_timeout)
     data = torrent_file(result.raw_info, magnet.trackers)
     meta = metainfo.parse(data)
