@@ -16,8 +16,10 @@ user would run it, finding the seeders through the tracker:
 * with ``--baseline-python PYTHON`` also ``torrentcore-baseline``: ``PYTHON -I -m torrentcore run ...``
   with the same options, an older torrentcore installed in another environment (``-I`` and a neutral
   working folder, so that neither a checkout in the current folder nor ``PYTHONPATH`` can stand in for
-  it). Both installs are checked at start (version and path of each ``torrentcore``, refused if they are
-  the same code) and recorded. ``--tc-arg`` goes to the new one only, ``--baseline-arg`` to the baseline.
+  it). The new one then runs the same way (``sys.executable -I -m torrentcore``, same folder and
+  environment) instead of through its ``torrentcore`` script, so that only the code differs. Both
+  installs are checked at start (version and path of each ``torrentcore``, refused if they are the same
+  code) and recorded. ``--tc-arg`` goes to the new one only, ``--baseline-arg`` to the baseline.
 
 The order of the clients rotates every round. Every download is checked byte for byte and then deleted.
 Per client and round it records the wall time from process start to exit (what a user waits for),
@@ -180,19 +182,20 @@ def describe_install(cmd_python: list[str], cwd: str) -> dict[str, str]:
     version, path, python = res.stdout.split("\n")[:3]
     folder = os.path.dirname(os.path.realpath(path))
     info = {"version": version, "path": folder, "python": python}
-    git = subprocess.run(["git", "-C", folder, "log", "-1", "--format=%h %s"], capture_output=True, text=True,
+    git = subprocess.run(["git", "-C", folder, "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                          timeout=30)
     if git.returncode == 0 and git.stdout.strip():  # an editable install of a checkout: which commit
-        info["commit"] = git.stdout.strip()[:100]
+        dirty = subprocess.run(["git", "-C", folder, "status", "--porcelain", "--untracked-files=no", "."],
+                               capture_output=True, text=True, timeout=30).stdout.strip()
+        info["commit"] = git.stdout.strip() + (" (with uncommitted changes)" if dirty else "")
     return info
 
 
 def check_installs(baseline_python: str, work: str) -> dict[str, dict[str, str]]:
-    """The new torrentcore (this interpreter's, whose ``torrentcore`` command runs) and the baseline's;
-    refused if both are the same code."""
+    """The new torrentcore (this interpreter's) and the baseline's; refused if both are the same code."""
     installs = {"torrentcore": describe_install([sys.executable], work),
                 "torrentcore-baseline": describe_install([baseline_python, "-I"], work)}
-    installs["torrentcore"]["command"] = " ".join(torrentcore_cmd())
+    installs["torrentcore"]["command"] = " ".join(baseline_cmd(sys.executable))
     installs["torrentcore-baseline"]["command"] = " ".join(baseline_cmd(baseline_python))
     if installs["torrentcore"]["path"] == installs["torrentcore-baseline"]["path"]:
         raise RuntimeError(f"--baseline-python imports the same torrentcore as this run "
@@ -211,10 +214,15 @@ def download(client: str, torrent_path: str, out: str, work: str, timeout: float
     cwd = env = None
     if client in TORRENTCORES:
         # DHT off as for aria2c and libtorrent here (the swarm is the tracker's).
-        if client == "torrentcore":
+        baseline_python = extra.get("baseline-python", [""])[0]
+        if client == "torrentcore" and not baseline_python:
             base = [*extra.get("torrentcore-prefix", []), *torrentcore_cmd()]
-        else:  # in the work folder, so that a torrentcore checkout in the current folder is not imported
-            base, cwd, env = baseline_cmd(extra["baseline-python"][0]), work, neutral_env()
+        else:
+            # Before/after: both started the same way (PYTHON -I -m torrentcore, in the work folder, so that a
+            # checkout in the current folder is not imported), so only the code differs.
+            python = sys.executable if client == "torrentcore" else baseline_python
+            prefix = extra.get("torrentcore-prefix", []) if client == "torrentcore" else []
+            base, cwd, env = [*prefix, *baseline_cmd(python)], work, neutral_env()
         cmd = [*base, "run", torrent_path, "-o", out,
                "--no-seed", "--quiet", "--no-dht", "--port", str(port), "--listen-host", "127.0.0.1",
                "--max-peers", str(max_peers),
