@@ -333,10 +333,11 @@ def test_file_changing_while_hashing_is_an_error(tmp_path, monkeypatch):
     root = make_payload(tmp_path, {"a": 1000, "b": 2000})
     real = create_mod.list_files
 
-    def lying_list_files(path):
-        name, files, skipped, is_dir = real(path)
+    def lying_list_files(path, *args, **kwargs):
+        listing = real(path, *args, **kwargs)
+        files = listing.files
         files[0] = create_mod.SourceFile(files[0].path, files[0].disk_path, 1500)  # "a" shrank to 1000
-        return name, files, skipped, is_dir
+        return listing
 
     monkeypatch.setattr(create_mod, "list_files", lying_list_files)
     with pytest.raises(TorrentcoreError, match="changed while hashing"):

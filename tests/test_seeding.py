@@ -398,10 +398,15 @@ def test_seed_refuses_incomplete_data(tmp_path, damage):
     before = tree_state(tmp_path / "data")
     proc = run_cli(["seed", str(torrent_path), "-d", str(tmp_path / "data"), "--port", str(free_port()),
                     "--listen-host", "127.0.0.1"], timeout=30)
-    assert proc.returncode == 1, proc.stdout + proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
-    assert re.fullmatch(r"torrentcore: error: the data in .* is incomplete \(\d+/\d+ pieces verified\)", lines[0])
+    if damage == "empty-folder":  # nothing of the torrent there: bad input naming the expected path
+        assert proc.returncode == 2, proc.stdout + proc.stderr
+        assert lines[0].startswith(f"torrentcore: error: no data for payload in {tmp_path / 'data'}: expected ")
+    else:
+        assert proc.returncode == 1, proc.stdout + proc.stderr
+        assert re.fullmatch(r"torrentcore: error: the data in .* is incomplete \(\d+/\d+ pieces verified\)",
+                            lines[0])
     # Seeding never writes the data: nothing created, resized or rewritten (the resume record aside).
     assert tree_state(tmp_path / "data") == before
 

@@ -227,6 +227,7 @@ def build_parser(pm=None) -> argparse.ArgumentParser:
     p.add_argument("-t", "--tracker", action="append", default=[], metavar="URL",
                    help="tracker URL (repeatable; each one is its own tier)")
     p.add_argument("-o", "--output", metavar="FILE", help="where to write (default: NAME.torrent)")
+    p.add_argument("-f", "--force", action="store_true", help="overwrite the output file if it exists")
     p.add_argument("--piece-length", type=parse_rate, default=None, metavar="BYTES",
                    help="piece length, e.g. 256k (default: chosen from the size)")
     p.add_argument("--private", action="store_true", help="mark private (BEP 27: trackers only)")
@@ -272,9 +273,10 @@ def configure_logging(level: str, fmt: str) -> None:
 def _load_torrent(path: str):
     from . import metainfo
     from .errors import MetainfoError
-    from .magnet import is_magnet
+    from .magnet import is_magnet, parse_magnet
 
     if is_magnet(path):
+        parse_magnet(path)  # a malformed link is reported as one (exit 2)
         raise MetainfoError("'seed' needs a .torrent file to check the data against; 'torrentcore run MAGNET' "
                             "saves NAME.torrent in its download folder")
     return metainfo.load(path)
@@ -458,6 +460,13 @@ def _run_torrents(args, pm, sources: list[str], save_path: str, seed_only: bool)
         raise BadInputError(str(exc)) from None
     # Every .torrent is read (and a malformed one refused) before anything starts.
     loaded = [_load_torrent(s) if seed_only or not is_magnet(s) else _check_magnet(s) for s in sources]
+    if seed_only and args.storage == "filesystem":
+        from .datafolder import describe_missing_data
+
+        for meta in loaded:
+            missing = describe_missing_data(meta, save_path)
+            if missing:  # the folder missing, a file, or no file of the torrent in it: say why (exit 2)
+                raise BadInputError(missing)
     session = Session(session_config, plugin_manager=pm)
     handles = []
     try:
@@ -496,16 +505,16 @@ def cmd_run(args, pm) -> int:
 
 def cmd_seed(args, pm) -> int:
     """``torrentcore seed``."""
-    if not os.path.isdir(args.data):
-        raise BadInputError(f"data folder {args.data} does not exist")
     return _run_torrents(args, pm, args.torrent, os.path.abspath(args.data), seed_only=True)
 
 
 def cmd_create(args) -> int:
-    """``torrentcore create``."""
-    from .create import create_torrent
+    """``torrentcore create``: refuses to overwrite without ``--force`` (checked before hashing), warns when
+    no tracker is given, never packs the output file or torrentcore's own files."""
+    from .create import create_torrent, torrent_name
 
-    out = args.output
+    out = args.output or f"{torrent_name(args.path) or 'torrent'}.torrent"
+    _check_create_output(out, args.force)
     data, meta = create_torrent(
         args.path,
         trackers=args.tracker,
@@ -515,17 +524,55 @@ def cmd_create(args) -> int:
         created_by=args.created_by,
         creation_date=None if args.no_date else int(time.time()),
         progress=_create_progress(),
+        exclude=[out],
     )
-    if out is None:
-        out = f"{meta.name}.torrent"
-    try:
-        with open(out, "wb") as fh:
-            fh.write(data)
-    except OSError as exc:
-        raise TorrentcoreError(f"cannot write {out}: {exc.strerror}") from None
+    _write_torrent_file(out, data, args.force)
+    if not meta.trackers:
+        how = ("it is private, so only --peer can connect peers (private torrents use no DHT or PEX)"
+               if meta.private else "peers will have to find each other through the DHT, PEX or --peer")
+        print(f"torrentcore: warning: no tracker given (-t URL): {how}", file=sys.stderr)
     print(f"created {out}: {meta.name}, {_human(meta.data_length)}, {meta.num_pieces} pieces of "
           f"{_human(meta.piece_length)}, info-hash {meta.info_hash_hex}")
     return EXIT_OK
+
+
+def _check_create_output(out: str, force: bool) -> None:
+    """Refuse (exit 2) an ``-o`` that exists, unless ``--force``; or that is a folder."""
+    if os.path.isdir(out):
+        raise BadInputError(f"{out} is a folder: give -o the name of the .torrent file to write")
+    if os.path.lexists(out) and not force:
+        raise BadInputError(_exists_message(out))
+
+
+def _exists_message(out: str) -> str:
+    return f"{out} already exists: add --force to overwrite it (or write elsewhere with -o FILE)"
+
+
+def _write_torrent_file(out: str, data: bytes, force: bool) -> None:
+    """Write ``out``: a new file only (``O_EXCL``), or with ``force`` a temporary file renamed over it, so an
+    existing .torrent is either kept or replaced whole."""
+    import secrets
+
+    folder = os.path.dirname(os.path.abspath(out))
+    # The name marks it as ours (create never packs it); os.open with 0o666 respects the umask.
+    target = os.path.join(folder, f".torrentcore-create-{secrets.token_hex(6)}.torrent.part") if force else out
+    try:
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    except FileExistsError:  # created since the check
+        raise BadInputError(_exists_message(out)) from None
+    except OSError as exc:
+        raise TorrentcoreError(f"cannot write {out}: {exc.strerror}") from None
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        if target != out:
+            os.replace(target, out)
+    except OSError as exc:
+        try:
+            os.unlink(target)  # ours either way: created just now (O_EXCL)
+        except OSError:
+            pass
+        raise TorrentcoreError(f"cannot write {out}: {exc.strerror}") from None
 
 
 def _create_progress():

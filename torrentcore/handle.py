@@ -172,7 +172,8 @@ class TorrentHandle:
                 if not sources and not given:
                     raise BadInputError("the magnet link names no tracker (tr=) and no peer (x.pe=), no --peer was "
                                         "given and the DHT is off: there is nowhere to fetch its metadata from")
-                self._fetcher = MetadataFetcher(magnet.info_hash, session.peer_id, given, sources)
+                self._fetcher = MetadataFetcher(magnet.info_hash, session.peer_id, given, sources,
+                                                own_port=port)  # the port trackers are told: ourselves
                 result = self._fetcher.fetch(timeout=self.config.metadata_timeout)
                 data = torrent_file(result.raw_info, magnet.trackers)
                 meta = metainfo.parse(data)
