@@ -489,7 +489,12 @@ def _run_torrent(args, pm, save_path: str, seed_only: bool) -> int:
 
     gevent.signal_handler(signal.SIGINT, torrent.stop, EXIT_INTERRUPTED)
     gevent.signal_handler(signal.SIGTERM, torrent.stop, 128 + signal.SIGTERM)
-    code = torrent.run()
+    if save_path == "-":
+        from .reader_source import run_streaming
+
+        code = run_streaming(torrent, sys.stdout.buffer)  # the file to standard output through a reader
+    else:
+        code = torrent.run()
     if torrent.error:
         print(f"torrentcore: error: {torrent.error}", file=sys.stderr)
     return code
