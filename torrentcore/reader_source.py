@@ -183,9 +183,10 @@ class TorrentReaderSource:
         return manager
 
     def _wake_requesters(self) -> None:
-        t = self.torrent
-        if t.peers:
-            t.wake_requesters()
+        """Let every peer top up its requests now (each checks choking, interest and room itself), not
+        only the idle ones ``Torrent.wake_requesters`` serves: a new window should go out at once."""
+        for peer in list(self.torrent.peers.values()):
+            peer.fill_requests()
 
     def _wake(self, index: int) -> None:
         event = self._waiters.pop(index, None)
