@@ -202,22 +202,39 @@ def test_opening_an_unselected_file_selects_it_and_reads_wait_bounded(tmp_path):
     torrent_path = tmp_path / "t.torrent"
     make_torrent(root, [], piece_length=16 * KiB, out=torrent_path)
     meta = metainfo.load(str(torrent_path))
-    t = _torrent(meta, tmp_path / "empty", selected_files=[_file_index(meta, "one.bin")])  # no peer: no data
+    one, two = _file_index(meta, "one.bin"), _file_index(meta, "two.bin")
+    plen, entry = meta.piece_length, meta.data_files[two]
+    # On disk: the first 40 KiB of two.bin, zeros after; no peer, so nothing more will ever arrive.
+    real = Path(root, "two.bin").read_bytes()
+    on_disk = tmp_path / "out" / entry.relpath
+    on_disk.parent.mkdir(parents=True)
+    on_disk.write_bytes(real[: 40 * KiB] + bytes(len(real) - 40 * KiB))
+    good = [p for p in range(meta.num_pieces) if p * plen >= entry.offset and (p + 1) * plen <= entry.offset + 40 * KiB]
+    assert good
+    t = _torrent(meta, tmp_path / "out", selected_files=[one])
     runner = _start(t)
     try:
+        assert all(t.have[p] for p in good), "the check found the pieces on disk"
         source = TorrentReaderSource(t)
-        one, two = _file_index(meta, "one.bin"), _file_index(meta, "two.bin")
-        pieces = _pieces_of(meta, two, 0, meta.data_files[two].length)
+        pieces = _pieces_of(meta, two, 0, entry.length)
         assert not any(t.manager.wanted(i) for i in pieces - _pieces_of(meta, one, 0, 64 * KiB))
         f = source.open(two, readahead=32 * KiB, timeout=0.3)
-        assert t.selected_files == sorted([one, two]) and all(t.manager.wanted(i) for i in pieces)
+        assert t.selected_files == sorted([one, two]), "opening an unselected file selects it"
+        assert all(t.manager.wanted(i) for i in pieces if not t.have[i])
         assert t.snapshot().selected_files == 2 and t.snapshot().wanted_bytes >= 128 * KiB
-        first = min(pieces)
-        assert t.manager.urgent[:2] == [first, first + 1], t.manager.urgent
-        f.seek(10)
+        window = [i for i in sorted(_pieces_of(meta, two, 0, 32 * KiB)) if not t.have[i]]
+        assert f.raw.window() == window and t.manager.urgent == window, "the window is urgent from the open"
+
+        # A read that gets the verified pieces and then times out on the next one: the position stays put.
+        start, end = good[0] * plen - entry.offset, (good[-1] + 1) * plen - entry.offset
+        f.seek(start)
         with pytest.raises(TimeoutError):
-            f.read(100)
-        assert f.tell() == 10, "a failed read leaves the position where it was"
+            f.read(end - start + 100)
+        assert f.tell() == start, "a failed read leaves the position where it was"
+        assert f.read(end - start) == real[start:end], "the verified part, from storage"
+        assert f.raw.window()[0] == good[-1] + 1, "the window follows the position"
+        assert t.downloaded == 0 and not t.peers
+
         f.timeout = None
         job = gevent.spawn(f.read, 100)
         gevent.sleep(0.3)
@@ -230,4 +247,4 @@ def test_opening_an_unselected_file_selects_it_and_reads_wait_bounded(tmp_path):
     finally:
         _stop(t, runner)
     with pytest.raises(TorrentStoppedError):
-        TorrentReaderSource(t).wait_verified(0, timeout=None)
+        TorrentReaderSource(t).wait_verified(min(pieces - set(good)), timeout=None)

@@ -355,13 +355,20 @@ def stream_to_stdout(reader: BinaryIO, out: BinaryIO, chunk: int = STREAM_CHUNK)
         data = read(chunk)
         if not data:
             return written
-        pool.apply(_write_all, (out, data))
+        error = pool.apply(_write_all, (out, data))
+        if error is not None:
+            raise error  # here, on the hub: gevent prints a traceback for errors leaving its thread pool
         written += len(data)
 
 
-def _write_all(out: BinaryIO, data: bytes) -> None:
-    out.write(data)
-    out.flush()
+def _write_all(out: BinaryIO, data: bytes) -> OSError | None:
+    """In a worker thread: write and flush; a failure is returned, not raised."""
+    try:
+        out.write(data)
+        out.flush()
+    except OSError as exc:
+        return exc
+    return None
 
 
 __all__ = [
