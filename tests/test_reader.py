@@ -20,8 +20,8 @@ import pytest
 from realpeers import make_payload, make_torrent, peers_fixture, wait_until  # noqa: F401  (fixture "peers")
 
 from torrentcore import metainfo, plugins
-from torrentcore.reader import ReaderSource, TorrentFile, TorrentStoppedError
-from torrentcore.reader_source import TorrentReaderSource
+from torrentcore.reader import ReaderSource, TorrentFile, TorrentStoppedError, open_reader
+from torrentcore.reader_source import TorrentReaderSource, source_for
 from torrentcore.session import Torrent
 
 KiB = 1024
@@ -156,10 +156,10 @@ def complete_torrent(tmp_path):
 
 def test_verified_data_comes_from_storage_with_io_semantics(complete_torrent):
     t, root = complete_torrent
-    source = TorrentReaderSource(t)
+    # handle.open's way in: open_reader on the engine's torrent (one shared ReaderSource per torrent).
     files = {name: _file_index(t.meta, name) for name in ("a.bin", "lines.txt", "b.bin")}
     expected = Path(root, "a.bin").read_bytes()
-    with source.open(files["a.bin"], timeout=5) as f:
+    with open_reader(t, files["a.bin"], timeout=5) as f:
         assert f.readable() and f.seekable() and not f.writable() and f.mode == "rb"
         assert f.name.endswith("a.bin") and f.length == len(expected)
         assert f.read(10) == expected[:10] and f.tell() == 10
@@ -183,17 +183,18 @@ def test_verified_data_comes_from_storage_with_io_semantics(complete_torrent):
     assert f.closed
     with pytest.raises(ValueError):
         f.read(1)
-    with source.open(files["lines.txt"]) as f:
+    with open_reader(t, files["lines.txt"]) as f:
         lines = f.readlines()
         assert lines == Path(root, "lines.txt").read_bytes().splitlines(keepends=True)
         f.seek(0)
         assert next(iter(f)) == b"line 0\n"
-    with source.open(files["b.bin"]) as f:
+    with open_reader(t, files["b.bin"]) as f:
         assert f.read() == Path(root, "b.bin").read_bytes()
     assert t.downloaded == 0 and not t.peers and not t.manager.partial, "verified data never touches the network"
     assert t.manager.urgent == []
+    assert source_for(t) is source_for(t), "one source per torrent"
     with pytest.raises(IndexError):
-        source.open(len(t.meta.data_files))
+        open_reader(t, len(t.meta.data_files))
 
 
 def test_opening_an_unselected_file_selects_it_and_reads_wait_bounded(tmp_path):

@@ -338,6 +338,21 @@ def open_file(source: ReaderSource, file_index: int, *, readahead: int = DEFAULT
     return TorrentFile(raw, buffer_size)
 
 
+def open_reader(torrent: object, file_index: int, *, readahead: int | None = None, timeout: float | None = None,
+                buffer_size: int = DEFAULT_BUFFER_SIZE) -> TorrentFile:
+    """``handle.open(file_index)``: :func:`open_file` on ``torrent``, a :class:`ReaderSource` or an engine
+    torrent (adapted once per torrent by :func:`torrentcore.reader_source.source_for`).
+
+    ``readahead`` ``None`` is :data:`DEFAULT_READAHEAD`.
+    """
+    if not isinstance(torrent, ReaderSource):
+        from .reader_source import source_for
+
+        torrent = source_for(torrent)
+    return open_file(torrent, file_index, readahead=DEFAULT_READAHEAD if readahead is None else readahead,
+                     timeout=timeout, buffer_size=buffer_size)
+
+
 def stream_to_stdout(reader: BinaryIO, out: BinaryIO, chunk: int = STREAM_CHUNK) -> int:
     """Copy ``reader`` from its position to the end into ``out`` (standard output), in order, as the data
     is verified; return the bytes written.
@@ -379,5 +394,6 @@ __all__ = [
     "TorrentFileIO",
     "TorrentStoppedError",
     "open_file",
+    "open_reader",
     "stream_to_stdout",
 ]

@@ -13,6 +13,7 @@ copies its single file to standard output in order.
 from __future__ import annotations
 
 import time
+import weakref
 from collections.abc import Hashable, Iterable, Sequence
 from typing import TYPE_CHECKING, BinaryIO
 
@@ -47,9 +48,11 @@ class _Listener:
 
     @hookimpl
     def torrentcore_on_finish(self, torrent: Metainfo, snapshot: object, exit_code: int) -> None:
-        """The torrent is gone: every waiting read raises."""
+        """The torrent is gone: every waiting read raises; these hooks are unregistered (soon, not while
+        the plugin manager is calling them)."""
         if torrent is self.source.meta:
             self.source._wake_all()
+            gevent.spawn(self.source._unregister)
 
 
 class TorrentReaderSource:
@@ -69,7 +72,9 @@ class TorrentReaderSource:
         self._detached = False
         self._listener = _Listener(self)
         self._plugin_name = f"torrentcore.reader.{self.meta.info_hash_hex}.{id(self):x}"
-        torrent.pm.register(self._listener, name=self._plugin_name)
+        self._pm = getattr(torrent, "pm", None)  # without one, waits only poll (every WAIT_SLICE)
+        if self._pm is not None:
+            self._pm.register(self._listener, name=self._plugin_name)
 
     def open(self, file_index: int, *, readahead: int = DEFAULT_READAHEAD, timeout: float | None = None):
         """:func:`~torrentcore.reader.open_file` on this torrent (what ``handle.open`` will be)."""
@@ -81,8 +86,13 @@ class TorrentReaderSource:
             return
         self._detached = True
         self._wake_all()
-        if self.torrent.pm.get_plugin(self._plugin_name) is not None:
-            self.torrent.pm.unregister(name=self._plugin_name)
+        self._unregister()
+        if _sources.get(self.torrent) is self:
+            del _sources[self.torrent]
+
+    def _unregister(self) -> None:
+        if self._pm is not None and self._pm.get_plugin(self._plugin_name) is not None:
+            self._pm.unregister(name=self._plugin_name)
 
     # --- ReaderSource -------------------------------------------------------------------------------
 
@@ -114,7 +124,7 @@ class TorrentReaderSource:
         t = self.torrent
         if self._detached:
             raise TorrentStoppedError(f"{self.meta.name} was removed")
-        if t._storage_closed and not getattr(t.storage, "readable_after_close", False):
+        if getattr(t, "_storage_closed", False) and not getattr(t.storage, "readable_after_close", False):
             raise TorrentStoppedError(f"{self.meta.name} stopped: its storage is closed")
         data = t.read_block(index, begin, length)
         if data is None:
@@ -154,7 +164,9 @@ class TorrentReaderSource:
         for peer in list(t.peers.values()):
             if not peer.am_interested and manager.interesting(peer.has):
                 peer.set_interested(True)
-        t._connect_now.set()  # the connector idles while a torrent is complete
+        connect_now = getattr(t, "_connect_now", None)
+        if connect_now is not None:
+            connect_now.set()  # the connector idles while a torrent is complete
         self._wake_requesters()
 
     # --- internals ----------------------------------------------------------------------------------
@@ -166,7 +178,7 @@ class TorrentReaderSource:
             return "the torrent was removed"
         if t.error:
             return f"the torrent failed: {t.error}"
-        if t.exit_code is not None or t.state == "done":
+        if t.exit_code is not None or t.state in ("done", "error"):
             return "the torrent stopped"
         return None
 
@@ -197,6 +209,17 @@ class TorrentReaderSource:
         waiters, self._waiters = self._waiters, {}
         for event in waiters.values():
             event.set()
+
+
+_sources: weakref.WeakKeyDictionary[object, TorrentReaderSource] = weakref.WeakKeyDictionary()
+
+
+def source_for(torrent: Torrent) -> TorrentReaderSource:
+    """The one :class:`TorrentReaderSource` of ``torrent`` (made on first use; every reader shares it)."""
+    source = _sources.get(torrent)
+    if source is None or source._detached:
+        source = _sources[torrent] = TorrentReaderSource(torrent)
+    return source
 
 
 class HeldStorage:
@@ -270,7 +293,7 @@ def run_streaming(torrent: Torrent, out: BinaryIO, readahead: int = DEFAULT_READ
     """
     held = HeldStorage(torrent.storage)
     torrent.storage = held
-    source = TorrentReaderSource(torrent)
+    source = source_for(torrent)
     failed: list[str] = []
 
     def pump() -> None:
@@ -304,4 +327,4 @@ def run_streaming(torrent: Torrent, out: BinaryIO, readahead: int = DEFAULT_READ
     return code
 
 
-__all__ = ["TorrentReaderSource", "HeldStorage", "run_streaming"]
+__all__ = ["TorrentReaderSource", "HeldStorage", "run_streaming", "source_for"]
