@@ -205,7 +205,9 @@ class TorrentFileIO(io.RawIOBase):
         if not self.closed:
             try:
                 self._window = []
-                self.source.clear_urgent(self.reader_id)
+                source = getattr(self, "source", None)  # None: __init__ refused its arguments
+                if source is not None:
+                    source.clear_urgent(self.reader_id)
             finally:
                 super().close()
 
