@@ -117,7 +117,7 @@ class Sequential:
             self._selection, self._cursor, self._cached = sel, 0, None
         c = self._cursor
         while c < n and (have[c] or (sel is not None and not sel[c])):
-            c += 1  # verified or unselected pieces never become missing again
+            c += 1  # verified or unselected pieces stay skipped (until the selection changes, above)
         self._cursor = c
         if self._cached != (c, have.count):
             pieces: list[int] = []
@@ -161,7 +161,7 @@ class RandomOrder:
             self._selection, self._cursor = sel, 0
         c = self._cursor
         while c < len(order) and (have[order[c]] or (sel is not None and not sel[order[c]])):
-            c += 1  # skipped for good: verified or unselected
+            c += 1  # skipped: verified or unselected (until the selection changes, above)
         self._cursor = c
         for pos in range(c, len(order)):
             i = order[pos]
