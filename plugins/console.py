@@ -258,6 +258,8 @@ def torrentcore_on_finish(torrent: Metainfo, snapshot: ProgressSnapshot, exit_co
     verdict = {0: "done", 130: "interrupted", 143: "stopped (SIGTERM)"}.get(exit_code, "stopped with errors")
     if exit_code == 0 and snapshot.selected_files is not None and snapshot.fraction >= 1.0:
         verdict = "complete" + _selection(torrent, snapshot)
+    if exit_code == 0 and snapshot.extra.get("seeding_stopped"):
+        verdict = "complete" + _selection(torrent, snapshot) + " (seeding stopped)"
     _reporter.message(
         f"{torrent.name}: {verdict}. {snapshot.pieces_done}/{snapshot.num_pieces} pieces, "
         f"downloaded {human_bytes(snapshot.downloaded)}, uploaded {human_bytes(snapshot.uploaded)}, "

@@ -23,8 +23,11 @@ Random: pieces in a random order (one shuffle per torrent) among those the
 peer has, started pieces first.
 
 Every strategy requests only wanted pieces (``SwarmView.wanted``: selected
-with ``--only/--skip``, not verified), and skips unselected pieces for good
-(``SwarmView.selected``).
+with ``--only/--skip``, not verified), and skips unselected pieces until the
+selection changes (``SwarmView.selected`` becomes another object).
+
+Readers' read-ahead windows (:mod:`torrentcore.reader`) are not the strategy's
+business: the engine requests those urgent pieces before asking any strategy.
 """
 
 from __future__ import annotations
@@ -104,13 +107,16 @@ class Sequential:
         self._cached: tuple[int, int] | None = None
         self._pieces: list[int] = []
         self._end = 0
+        self._selection: object = None  # the swarm.selected the cursor was moved for
 
     def _window(self, swarm: SwarmView) -> tuple[list[int], int, int]:
         """The window's pieces (selected, not verified, in order), its first index and its end."""
         have, sel, n = swarm.have, swarm.selected, swarm.num_pieces
+        if sel is not self._selection:  # the selection changed (a new object): skipped pieces may be wanted now
+            self._selection, self._cursor, self._cached = sel, 0, None
         c = self._cursor
         while c < n and (have[c] or (sel is not None and not sel[c])):
-            c += 1  # verified or unselected pieces never become missing again
+            c += 1  # verified or unselected pieces stay skipped (until the selection changes, above)
         self._cursor = c
         if self._cached != (c, have.count):
             pieces: list[int] = []
@@ -144,14 +150,17 @@ class RandomOrder:
         self._order = list(range(num_pieces))
         (rng or random.Random()).shuffle(self._order)
         self._cursor = 0
+        self._selection: object = None  # the swarm.selected the cursor was moved for
 
     def next_pieces(self, swarm: SwarmView, peer_has: Bitfield) -> Iterator[int]:
         """Started pieces the peer has, then the others in this torrent's shuffled order."""
         yield from [i for i in swarm.partial if peer_has[i]]
         order, have, sel = self._order, swarm.have, swarm.selected
+        if sel is not self._selection:  # the selection changed (a new object): skipped pieces may be wanted now
+            self._selection, self._cursor = sel, 0
         c = self._cursor
         while c < len(order) and (have[order[c]] or (sel is not None and not sel[order[c]])):
-            c += 1  # skipped for good: verified or unselected
+            c += 1  # skipped: verified or unselected (until the selection changes, above)
         self._cursor = c
         for pos in range(c, len(order)):
             i = order[pos]

@@ -460,6 +460,8 @@ def _run_torrents(args, pm, sources: list[str], save_path: str, seed_only: bool)
         raise BadInputError(str(exc)) from None
     # Every .torrent is read (and a malformed one refused) before anything starts.
     loaded = [_load_torrent(s) if seed_only or not is_magnet(s) else _check_magnet(s) for s in sources]
+    if save_path == "-" and (loaded[0].multi_file or args.only or args.skip):
+        raise BadInputError("-o - (the data to standard output) works for single-file torrents only")
     if seed_only and args.storage == "filesystem":
         from .datafolder import describe_missing_data
 
@@ -472,11 +474,14 @@ def _run_torrents(args, pm, sources: list[str], save_path: str, seed_only: bool)
     try:
         for source in loaded:
             handles.append(session.add_torrent(source, save_path, torrent_config))
+        streamer = gevent.spawn(_stream, handles[0]) if save_path == "-" else None
         handlers = [gevent.signal_handler(signal.SIGINT, session.stop_all, EXIT_INTERRUPTED),
                     gevent.signal_handler(signal.SIGTERM, session.stop_all, 128 + signal.SIGTERM)]
         try:
             for handle in handles:
                 handle.join()
+            if streamer is not None:
+                streamer.join()
         finally:
             for handler in handlers:
                 handler.cancel()
@@ -487,6 +492,16 @@ def _run_torrents(args, pm, sources: list[str], save_path: str, seed_only: bool)
             prefix = f"{handle.name}: " if len(handles) > 1 else ""
             print(f"torrentcore: error: {prefix}{handle.error}", file=sys.stderr)
     return max((h.exit_code if h.exit_code is not None else EXIT_RUNTIME) for h in handles)
+
+
+def _stream(handle) -> None:
+    """``run --storage memory -o -``: the file to standard output, in order, through a streaming reader."""
+    from .reader_source import run_streaming
+
+    torrent = handle.torrent
+    code = run_streaming(torrent, sys.stdout.buffer)
+    if code != EXIT_OK and torrent.exit_code == EXIT_OK:
+        torrent.exit_code = code  # the data did not all reach standard output
 
 
 def _check_magnet(link: str) -> str:

@@ -182,6 +182,8 @@ class Reporter:
         self.meta = meta
         self._info_hash = info_hash
         self._sink = sink
+        #: Callables that get every event of this torrent too (e.g. streaming readers waiting for pieces).
+        self.listeners: list[Callable[[Event], None]] = []
 
     def emit(self, kind: str, **kwargs: Any) -> None:
         """Report ``kind`` (e.g. ``"piece_verified"``) to the plugins and the session's queue."""
@@ -191,11 +193,16 @@ class Reporter:
         values = {f: kwargs[a] for a, f in fields_of.items() if a in kwargs}
         if "peers" in values:
             values["peers"] = tuple(values["peers"])
-        self._sink(cls(info_hash=self._info_hash, name=self.meta.name, **values))
+        self._send(cls(info_hash=self._info_hash, name=self.meta.name, **values))
+
+    def _send(self, event: Event) -> None:
+        self._sink(event)
+        for listener in list(self.listeners):
+            listener(event)
 
     def event(self, cls: type[Event], **values: Any) -> None:
         """Queue an event that no hook has (added, paused, resumed, removed)."""
-        self._sink(cls(info_hash=self._info_hash, name=self.meta.name, **values))
+        self._send(cls(info_hash=self._info_hash, name=self.meta.name, **values))
 
 
 __all__ = ["Event", "TorrentAdded", "Started", "Progress", "PieceVerified", "PieceFailed", "PeerConnected",

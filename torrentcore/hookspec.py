@@ -91,10 +91,18 @@ class SwarmView(Protocol):
 
     ``selected`` is the file selection of ``run --only/--skip`` as pieces: the
     pieces overlapping any selected file (``None`` when every file is
-    selected). It never changes during a run. :meth:`wanted` already accounts
-    for it, and the engine never requests a piece that is not wanted, so a
-    strategy needs ``selected`` only to skip unselected pieces for good (a
-    cursor, a window that should count only wanted pieces).
+    selected). :meth:`wanted` already accounts for it, and the engine never
+    requests a piece that is not wanted, so a strategy needs ``selected`` only
+    to skip unselected pieces (a cursor, a window that should count only wanted
+    pieces). The selection can change while the torrent runs (opening a file
+    with a reader selects it): the engine then puts a new object in
+    ``selected`` (it never changes one in place) and moves ``version``, so a
+    strategy that skipped pieces for good starts over when ``selected`` is not
+    the object it saw.
+
+    Pieces that readers are waiting for (their read-ahead windows) are requested
+    by the engine before the strategy is asked, whatever it yields: a strategy
+    never needs to know about them.
     """
 
     num_pieces: int

@@ -117,10 +117,12 @@ class Session:
         save = os.fspath(save_path)
         save = save if save == "-" else os.path.abspath(save)
         handle = TorrentHandle(self, loaded.info_hash, save, self._with_settings(config), loaded.name)
+        # Plugins (strategy, storage) are chosen before the handle is known: a refusal adds nothing.
+        torrent = self._make_torrent(loaded.meta, save, handle.config) if loaded.meta is not None else None
         self._handles[loaded.info_hash] = handle
         self._emit(TorrentAdded(info_hash=loaded.info_hash, name=handle.name))
-        if loaded.meta is not None:
-            handle.attach(self._make_torrent(loaded.meta, save, handle.config))
+        if torrent is not None:
+            handle.attach(torrent)
         else:
             handle.fetch_metadata(loaded.magnet)
         return handle

@@ -193,21 +193,18 @@ class Torrent:
         self.announcer.tiers = TrackerTiers(self.meta.trackers)
 
     def select_files(self, indices: tuple[int, ...] | None) -> None:
-        """Download only these data files (None: all). Requests in flight are dropped and asked again."""
+        """Download only these data files (None: all); pieces in flight are kept."""
         self.selected_files = list(indices) if indices is not None else None
-        self.selected = wanted_pieces(self.meta, self.selected_files)
-        peers = list(self.peers.values())
-        for peer in peers:
-            peer._drop_requests(send_cancel=True)
-        self.manager = PieceManager(self.meta, self.have, self.strategy, self.selected)
-        self.port.manager = self.manager
-        for peer in peers:
-            self.manager.add_peer_pieces(peer.has)
-            peer.set_interested(self.manager.interesting(peer.has))
+        self.manager.set_wanted(wanted_pieces(self.meta, self.selected_files))
+        self.selected = self.manager.selected
         if not self.complete:
             self.completed_at = None
             if self.state == "seeding":
                 self.state = "downloading"
+            for peer in list(self.peers.values()):
+                if not peer.am_interested and self.manager.interesting(peer.has):
+                    peer.set_interested(True)
+            self.swarm.connect_now.set()
         elif self.completed_at is None and self.state == "downloading":
             self._on_complete()
         self.swarm.wake_requesters()
