@@ -26,8 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from torrentcore.errors import BadInputError
-from torrentcore.hookspec import Metainfo, Setting, Storage, StorageError, TorrentConfig, hookimpl
+from torrentcore.hookspec import BadInputError, Metainfo, Setting, Storage, StorageError, TorrentConfig, hookimpl
 
 from ._sizes import parse_size
 

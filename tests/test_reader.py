@@ -20,8 +20,8 @@ from realpeers import make_payload, make_torrent, peers_fixture, wait_until  # n
 
 from torrentcore import metainfo
 from torrentcore.config import SessionConfig, TorrentConfig
-from torrentcore.reader import ReaderSource, TorrentFile, TorrentStoppedError, open_reader
-from torrentcore.reader_source import TorrentReaderSource, source_for
+from torrentcore.reader import ReaderSource, TorrentFile, TorrentStoppedError
+from torrentcore.reader_source import TorrentReaderSource, open_reader, source_for
 from torrentcore.session import Session
 from torrentcore.torrent import Torrent
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import gevent
 import gevent.event
@@ -22,10 +22,25 @@ from .events import Removed
 
 if TYPE_CHECKING:  # pragma: no cover
     from .config import TorrentConfig
+    from .events import Event
     from .magnet import Magnet
     from .metainfo import Metainfo
-    from .session import Session
     from .torrent import Torrent
+
+
+class SessionPort(Protocol):
+    """What a handle needs of its session (the :class:`~torrentcore.Session` provides it)."""
+
+    peer_id: bytes
+    port: int
+
+    def dht_node(self) -> Any: ...
+
+    def _make_torrent(self, meta: Metainfo, save_path: str, config: TorrentConfig) -> Torrent: ...
+
+    def _forget(self, handle: TorrentHandle) -> None: ...
+
+    def _emit(self, event: Event) -> None: ...
 
 log = structlog.get_logger(__name__)
 
@@ -113,7 +128,8 @@ def load_source(source: Any) -> Loaded:
 class TorrentHandle:
     """A torrent in a :class:`~torrentcore.Session` (returned by ``session.add_torrent``)."""
 
-    def __init__(self, session: Session, info_hash: bytes, save_path: str, config: TorrentConfig, name: str) -> None:
+    def __init__(self, session: SessionPort, info_hash: bytes, save_path: str, config: TorrentConfig,
+                 name: str) -> None:
         self._session = session
         self.info_hash = info_hash
         self.save_path = save_path
@@ -340,7 +356,7 @@ class TorrentHandle:
     def open(self, file_index: int, readahead: int | None = None, timeout: float | None = None):
         """A seekable, buffered binary file over data file ``file_index``; reads wait for verified pieces
         and pull the pieces ahead of them first (see :mod:`torrentcore.reader`)."""
-        from .reader import open_reader
+        from .reader_source import open_reader
 
         if self.torrent is None:
             if not self._attached.wait(timeout):

@@ -41,7 +41,7 @@ import pluggy
 
 from .bitfield import Bitfield
 from .config import TorrentConfig
-from .errors import StorageError
+from .errors import BadInputError, StorageError
 from .metainfo import FileEntry, Metainfo
 
 if TYPE_CHECKING:  # pragma: no cover - only the command line builds a parser
@@ -54,6 +54,7 @@ __all__ = [
     "FileEntry",
     "Metainfo",
     "StorageError",
+    "BadInputError",
     "SwarmView",
     "PieceStrategy",
     "StrategyFactory",

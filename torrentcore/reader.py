@@ -28,7 +28,8 @@ Readers run on the engine's gevent hub (call them from a greenlet, never from an
 reader is one position: use one reader per greenlet (``io.BufferedReader`` refuses re-entrant calls).
 
 The reader talks to the torrent only through :class:`ReaderSource`, so any engine that offers those few
-methods can serve readers; :mod:`torrentcore.reader_source` adapts :class:`torrentcore.session.Torrent`.
+methods can serve readers; :mod:`torrentcore.reader_source`
+adapts :class:`torrentcore.torrent.Torrent` (and has :func:`~torrentcore.reader_source.open_reader`).
 """
 
 from __future__ import annotations
@@ -340,21 +341,6 @@ def open_file(source: ReaderSource, file_index: int, *, readahead: int = DEFAULT
     return TorrentFile(raw, buffer_size)
 
 
-def open_reader(torrent: object, file_index: int, *, readahead: int | None = None, timeout: float | None = None,
-                buffer_size: int = DEFAULT_BUFFER_SIZE) -> TorrentFile:
-    """``handle.open(file_index)``: :func:`open_file` on ``torrent``, a :class:`ReaderSource` or an engine
-    torrent (adapted once per torrent by :func:`torrentcore.reader_source.source_for`).
-
-    ``readahead`` ``None`` is :data:`DEFAULT_READAHEAD`.
-    """
-    if not isinstance(torrent, ReaderSource):
-        from .reader_source import source_for
-
-        torrent = source_for(torrent)
-    return open_file(torrent, file_index, readahead=DEFAULT_READAHEAD if readahead is None else readahead,
-                     timeout=timeout, buffer_size=buffer_size)
-
-
 def stream_to_stdout(reader: BinaryIO, out: BinaryIO, chunk: int = STREAM_CHUNK) -> int:
     """Copy ``reader`` from its position to the end into ``out`` (standard output), in order, as the data
     is verified; return the bytes written.
@@ -396,6 +382,5 @@ __all__ = [
     "TorrentFileIO",
     "TorrentStoppedError",
     "open_file",
-    "open_reader",
     "stream_to_stdout",
 ]

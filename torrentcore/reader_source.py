@@ -21,7 +21,16 @@ import gevent.event
 
 from .errors import EXIT_OK, EXIT_RUNTIME
 from .events import Event, Finished, PieceVerified
-from .reader import DEFAULT_READAHEAD, ReaderError, TorrentStoppedError, open_file, stream_to_stdout
+from .reader import (
+    DEFAULT_BUFFER_SIZE,
+    DEFAULT_READAHEAD,
+    ReaderError,
+    ReaderSource,
+    TorrentFile,
+    TorrentStoppedError,
+    open_file,
+    stream_to_stdout,
+)
 from .selection import wanted_pieces
 
 if TYPE_CHECKING:
@@ -199,6 +208,20 @@ def source_for(torrent: Torrent) -> TorrentReaderSource:
     if source is None or source._detached:
         source = _sources[torrent] = TorrentReaderSource(torrent)
     return source
+
+
+def open_reader(torrent: object, file_index: int, *, readahead: int | None = None, timeout: float | None = None,
+                buffer_size: int = DEFAULT_BUFFER_SIZE) -> TorrentFile:
+    """``handle.open(file_index)``: :func:`open_file` on ``torrent``, a :class:`ReaderSource` or an engine
+    torrent (adapted once per torrent by :func:`torrentcore.reader_source.source_for`).
+
+    ``readahead`` ``None`` is :data:`DEFAULT_READAHEAD`.
+    """
+    if not isinstance(torrent, ReaderSource):
+        torrent = source_for(torrent)
+    return open_file(torrent, file_index, readahead=DEFAULT_READAHEAD if readahead is None else readahead,
+                     timeout=timeout, buffer_size=buffer_size)
+
 
 
 class HeldStorage:
