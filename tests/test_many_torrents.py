@@ -109,3 +109,21 @@ def test_an_explicit_port_in_use_is_bad_input(tmp_path):
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and f"port {port}" in lines[0] and "--port" in lines[0], proc.stderr
+
+
+def test_a_seed_does_not_dial_a_seed_again(tmp_path, peers, torrentcore):
+    """Both sides complete: the first connection ends ("both sides are seeds") and is not dialled again."""
+    import time
+
+    a, _b, ta, _tb = _two_payloads(tmp_path)
+    other = peers.libtorrent("other-seed")
+    other.add_torrent(ta, tmp_path / "data", seed=True)
+    seeder = torrentcore.seed(ta, tmp_path / "data", peers=[other.endpoint], name="seeder")
+    seeder.wait_listening()
+    assert seeder.wait_event("peer connected", 15), seeder.describe()
+    end = time.monotonic() + 8  # several re-dial periods of the old behaviour (2 s, then 4 s)
+    while time.monotonic() < end and seeder.returncode is None:
+        time.sleep(0.5)
+    dialled = [e for e in seeder.events("peer connected") if not e.get("incoming")]
+    assert len(dialled) == 1, seeder.describe()
+    assert seeder.stop() == 0, seeder.describe()
