@@ -27,7 +27,7 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TextIO
 
@@ -291,7 +291,7 @@ def torrentcore_on_start(torrent: Metainfo, save_path: str, options: TorrentConf
 @hookimpl
 def torrentcore_on_progress(torrent: Metainfo, snapshot: ProgressSnapshot) -> None:
     """Redraw the block or print lines."""
-    if _entry(torrent) is not None:
+    if _console is not None and _entry(torrent) is not None:
         _console.progress(snapshot, _key(torrent))
 
 
@@ -315,7 +315,7 @@ def _selection(torrent: Metainfo, snapshot: ProgressSnapshot) -> str:
 
 
 @hookimpl
-def torrentcore_on_piece_failed(torrent: Metainfo, index: int, peers) -> None:
+def torrentcore_on_piece_failed(torrent: Metainfo, index: int, peers: Sequence[tuple[str, int]]) -> None:
     """Report a torrent's first few hash failures; count the rest for its summary."""
     entry = _entry(torrent)
     if entry is None:
@@ -350,6 +350,7 @@ def torrentcore_on_finish(torrent: Metainfo, snapshot: ProgressSnapshot, exit_co
     if entry is None:
         return
     verdict = _verdict(torrent, snapshot, exit_code)
+    assert _console is not None  # an entry belongs to the console
     _console.finish(_key(torrent), snapshot, verdict.split(" (")[0])
     failed = entry.failed_pieces
     _say(
