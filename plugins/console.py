@@ -71,9 +71,10 @@ def _cores(s: ProgressSnapshot, sources: bool = True) -> tuple[float, str, str]:
         compact = f"seeding up {human_bytes(s.upload_rate)}/s ratio {s.ratio:.2f} leechers {s.leechers}"
         return 1.0, full, compact
     frac = s.fraction
+    encrypted = f", {s.encrypted_peers} encrypted" if getattr(s, "encrypted_peers", 0) else ""
     full = (
         f"{100 * frac:5.1f}%  {human_bytes(s.download_rate)}/s  up {human_bytes(s.upload_rate)}/s  "
-        f"peers {s.peers} ({where + '; ' if where else ''}{s.seeds} seeds)  ETA {human_time(s.eta)}"
+        f"peers {s.peers} ({where + '; ' if where else ''}{s.seeds} seeds{encrypted})  ETA {human_time(s.eta)}"
     )
     compact = (
         f"{100 * frac:.1f}% {human_bytes(s.download_rate)}/s up {human_bytes(s.upload_rate)}/s "

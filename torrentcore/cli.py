@@ -133,6 +133,9 @@ def _network_options(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--max-upload-rate", type=parse_rate, default=0, metavar="RATE",
                    help="limit upload rate, e.g. 500k (default: unlimited)")
     g.add_argument("--upload-slots", type=int, default=4, help="regular unchoke slots (default: 4)")
+    g.add_argument("--encryption", choices=["prefer", "require", "disable"], default="prefer",
+                   help="MSE/PE peer encryption: prefer (encrypt when the peer can, else plaintext), require "
+                        "(RC4-encrypted peers only), disable (plaintext only) (default: prefer)")
     g.add_argument("--no-pex", action="store_true",
                    help="do not exchange peer lists with peers (BEP 11; always off for private torrents)")
     g.add_argument("--no-dht", action="store_true",
@@ -325,7 +328,8 @@ def _load_magnet(args, save_path: str):
     if not sources and not magnet.peers and not args.peers:
         raise BadInputError("the magnet link names no tracker (tr=) and no peer (x.pe=), no --peer was given "
                             "and the DHT is off: there is nowhere to fetch its metadata from")
-    fetcher = MetadataFetcher(magnet.info_hash, args.magnet_peer_id, [*magnet.peers, *args.peers], sources)
+    fetcher = MetadataFetcher(magnet.info_hash, args.magnet_peer_id, [*magnet.peers, *args.peers], sources,
+                              encryption=getattr(args, "encryption", "prefer"))
     result = _fetch_interruptibly(fetcher, args.metadata_timeout)
     data = torrent_file(result.raw_info, magnet.trackers)
     meta = metainfo.parse(data)

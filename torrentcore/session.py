@@ -100,6 +100,8 @@ class Candidate:
     failures: int = 0
     next_try: float = 0.0
     connected: bool = False
+    #: MSE/PE: True if the peer can encrypt (it said so, or MSE worked), False if it refused MSE, None: unknown.
+    encryption: bool | None = None
 
 
 class Torrent:
@@ -148,6 +150,8 @@ class Torrent:
         self.strikes: dict[tuple[str, int], int] = {}
         self._bad_blocks: dict[int, dict[int, tuple[tuple[str, int], bytes]]] = {}
         self.max_peers = max(1, getattr(options, "max_peers", 50))
+        #: MSE/PE policy: "prefer", "require" or "disable" (torrentcore.peer.encryption.POLICIES).
+        self.encryption = getattr(options, "encryption", None) or "prefer"
         self.pool = gevent.pool.Pool(self.max_peers)
         self.port = 0
         self.tiers = TrackerTiers(meta.trackers) if meta.trackers else None
@@ -487,10 +491,15 @@ class Torrent:
     def _accept(self, sock, address) -> None:
         addr = (_unmap(address[0]), address[1])
         try:
-            done = handshake.accept(sock, addr, self._identity_for)
+            done = handshake.accept(sock, addr, self._identity_for, encryption=self.encryption,
+                                    info_hashes=self._served_info_hashes)
         except (ProtocolError, OSError, ConnectionError):
             return
         self._run_peer(done.conn, done.reserved, done.peer_id, incoming=True)
+
+    def _served_info_hashes(self) -> tuple[bytes, ...]:
+        """Every info-hash this listener serves (an incoming MSE handshake names one only by hash)."""
+        return (self.meta.info_hash,)
 
     def _identity_for(self, info_hash: bytes) -> handshake.Identity | None:
         if info_hash != self.meta.info_hash:
@@ -499,10 +508,12 @@ class Torrent:
 
     def _dial(self, cand: Candidate) -> None:
         try:
-            done = handshake.dial(cand.address, handshake.Identity(self.meta.info_hash, self.peer_id, self._reserved))
+            done = handshake.dial(cand.address, handshake.Identity(self.meta.info_hash, self.peer_id, self._reserved),
+                                  encryption=self.encryption, peer_encryption=cand.encryption)
         except (ProtocolError, OSError, ConnectionError) as exc:
             self._dial_failed(cand, f"connect or handshake failed: {exc}")
             return
+        cand.encryption = done.obfuscated  # prefer: next time try first what worked
         self._run_peer(done.conn, done.reserved, done.peer_id, incoming=False, cand=cand)
 
     def _dial_failed(self, cand: Candidate, reason: str) -> None:
@@ -535,7 +546,7 @@ class Torrent:
         if cand is not None:
             cand.failures = 0
         self.log.info("peer connected", peer=format_address(addr), source=peer.source, client=peer.client,
-                      incoming=incoming, fast=peer.fast)
+                      incoming=incoming, fast=peer.fast, encrypted=conn.encrypted)
         self.hook.torrentcore_on_peer_connected(torrent=self.meta, peer=peer.info())
         reason = "closed"
         try:
@@ -564,6 +575,9 @@ class Torrent:
         elif peer.incoming and peer.listen_port and peer.address[0]:
             # Remember an incoming peer's listening address so we can dial it back later.
             self.add_peers([(peer.address[0], peer.listen_port)], source="incoming")
+            back = self.candidates.get((peer.address[0], peer.listen_port))
+            if back is not None and back.encryption is None:
+                back.encryption = peer.encryption_hint
         self.log.debug("peer lost", peer=format_address(peer.address), reason=reason)
         self.hook.torrentcore_on_peer_lost(torrent=self.meta, peer=peer.info(), reason=reason)
         self.wake_requesters()
@@ -622,6 +636,8 @@ class Torrent:
             event=event,
             numwant=200 if not self.complete else 50,
             key=self._key,
+            supportcrypto=self.encryption != "disable",
+            requirecrypto=self.encryption == "require",
         )
         # One bound for the whole round, DNS look-ups included (requests and getaddrinfo have none).
         limit = timeout * 4
@@ -918,6 +934,7 @@ class Torrent:
             selected_files=None if self.selected_files is None else len(self.selected_files),
             wanted_bytes=wanted_bytes,
             wanted_have_bytes=0 if wanted_bytes is None else wanted_bytes - left,
+            encrypted_peers=sum(1 for p in self.peers.values() if p.encrypted),
         )
 
     # --- shutdown ----------------------------------------------------------------------------------

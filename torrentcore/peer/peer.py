@@ -99,6 +99,9 @@ class Peer:
         self.got_first_message = False
         #: BEP 10: the peer's extension handshake (``None`` until it arrives) and our per-peer dispatch.
         self.extension_handshake: dict | None = None
+        #: MSE/PE: the stream is RC4-encrypted; the peer's BEP 10 ``e`` flag (1: it prefers encryption).
+        self.encrypted = bool(getattr(conn, "encrypted", False))
+        self.prefers_encryption = False
         self.extensions = PeerExtensions(self, getattr(torrent, "extensions", None) or ExtensionRegistry({}))
         conn.producer = self._produce
 
@@ -108,6 +111,11 @@ class Peer:
     def key(self) -> tuple[str, int]:
         """The address we know the peer by."""
         return self.address
+
+    @property
+    def encryption_hint(self) -> bool | None:
+        """True if the peer can encrypt (this connection is encrypted, or its ``e`` flag says so), else None."""
+        return True if self.encrypted or self.prefers_encryption else None
 
     def info(self) -> PeerInfo:
         """A snapshot for reporters."""
@@ -121,6 +129,7 @@ class Peer:
             downloaded=self.down.total,
             uploaded=self.up.total,
             is_seed=self.has.complete,
+            encrypted=self.encrypted,
         )
 
     # --- main loop ---------------------------------------------------------------------------------
@@ -569,6 +578,8 @@ class Peer:
         payload.update({"reqq": OUR_REQQ, "v": f"torrentcore {t.version}"})
         if t.port:
             payload["p"] = t.port
+        if getattr(t, "encryption", "prefer") != "disable":
+            payload["e"] = 1  # BEP 10: we prefer encrypted connections (MSE/PE)
         self.conn.send(msg.extended(0, bencode.encode(payload)))
 
     def _on_extended(self, payload: bytes) -> None:
@@ -589,6 +600,7 @@ class Peer:
         port = info.get(b"p")
         if isinstance(port, int) and 0 < port < 65536:
             self.listen_port = port
+        self.prefers_encryption = info.get(b"e") == 1
         version = info.get(b"v")
         if isinstance(version, bytes):
             self.client = version.decode("utf-8", "replace")[:40]
