@@ -1,0 +1,299 @@
+"""MSE/PE against real clients on 127.0.0.1: libtorrent and aria2c forced to RC4 as seeders and leechers,
+``--encryption require`` refusing plaintext peers (proved from the wire), ``prefer`` still downloading from a
+plaintext-only peer.
+
+Every download is compared byte for byte with the payload; no test asserts on timing. libtorrent forced to
+``pe_forced`` with ``allowed_enc_level = pe_rc4`` closes any connection that is not RC4-encrypted, so a
+finished transfer with it is itself proof of RC4; torrentcore's ``peer connected`` log says
+``encrypted=true`` as well, and libtorrent's peer flags are checked while connected.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+from pathlib import Path
+
+import gevent
+import libtorrent as lt
+import pytest
+from opentracker_fixture import opentracker_factory  # noqa: F401  (fixture "opentracker")
+from realpeers import (
+    LOCALHOST,
+    RealPeers,
+    assert_same_tree,
+    free_port,
+    make_payload,
+    make_torrent,
+    peers_fixture,  # noqa: F401  (fixture "peers")
+    wait_until,
+)
+from torrentcore_cli import (  # noqa: F401  (fixture "torrentcore")
+    TorrentcoreLauncher,
+    TorrentcoreProcess,
+    torrentcore_factory,
+    wait_tracker_count,
+)
+
+from torrentcore.peer import messages as msg
+
+needs_aria2 = pytest.mark.skipif(shutil.which("aria2c") is None, reason="aria2c is not installed")
+needs_opentracker = pytest.mark.skipif(shutil.which("opentracker") is None, reason="opentracker is not installed")
+
+KiB = 1 << 10
+MiB = 1 << 20
+RUN_TIMEOUT = 40
+#: libtorrent settings: RC4-encrypted connections only, both ways.
+LT_FORCED_RC4 = {
+    "out_enc_policy": int(lt.enc_policy.pe_forced),
+    "in_enc_policy": int(lt.enc_policy.pe_forced),
+    "allowed_enc_level": int(lt.enc_level.rc4),
+}
+#: libtorrent settings: plaintext only, both ways (an MSE handshake is closed at once).
+LT_PLAINTEXT_ONLY = {
+    "out_enc_policy": int(lt.enc_policy.pe_disabled),
+    "in_enc_policy": int(lt.enc_policy.pe_disabled),
+}
+#: aria2c options: ARC4-encrypted connections only.
+ARIA2_RC4 = ["--bt-require-crypto=true", "--bt-min-crypto-level=arc4"]
+PLAIN_HEADER = b"\x13BitTorrent protocol"
+
+
+def _payload(tmp_path: Path, size: int, seed: int, trackers=(), piece_length: int = 64 * KiB) -> tuple[str, Path]:
+    root = make_payload(tmp_path / "seed", size, seed=seed, name="data.bin")
+    torrent = tmp_path / "t.torrent"
+    make_torrent(root, list(trackers), piece_length=piece_length, out=torrent)
+    return root, torrent
+
+
+def _finished(run: TorrentcoreProcess, context: str) -> None:
+    rc = run.wait(RUN_TIMEOUT)
+    full = f"{run.describe()}\n{context}"
+    assert rc == 0, full
+    summary = run.summary()
+    assert summary is not None and summary["verdict"] == "done", full
+    assert "Traceback" not in run.stderr, full
+
+
+def _connected(run: TorrentcoreProcess) -> list[dict]:
+    return run.events("peer connected")
+
+
+def _rc4_flags_seen(peer, pid_prefix: bytes = b"-TC") -> list[bool]:
+    """For each connected torrentcore peer of libtorrent ``peer``: whether libtorrent says it is RC4."""
+    return [bool(p.flags & lt.peer_info.rc4_encrypted) for p in peer.handle.get_peer_info()
+            if bytes(p.pid.to_bytes()).startswith(pid_prefix)]
+
+
+def _start_seed(torrentcore: TorrentcoreLauncher, torrent: Path, data: Path, *extra: str) -> TorrentcoreProcess:
+    seeder = torrentcore.seed(torrent, data, "--seed-ratio", "0", "--seed-time", "5", *extra, name="seeder")
+    seeder.wait_listening()
+    return seeder
+
+
+# --------------------------------------------------------------------------------------------------
+# libtorrent, forced RC4
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("policy", ["require", "prefer"])
+def test_download_from_libtorrent_forced_rc4(tmp_path, peers: RealPeers, torrentcore, policy):
+    root, torrent = _payload(tmp_path, 4 * MiB + 4321, seed=61)
+    seeder = peers.libtorrent("seeder", **LT_FORCED_RC4)
+    seeder.add_torrent(torrent, tmp_path / "seed", seed=True)
+    seen: list[bool] = []
+    watcher = gevent.spawn(lambda: wait_until(lambda: seen.extend(_rc4_flags_seen(seeder)) or seen, RUN_TIMEOUT))
+
+    run = torrentcore.run(torrent, tmp_path / "out", "--encryption", policy, peers=[seeder.endpoint])
+    _finished(run, peers.describe())
+    watcher.kill()
+    assert_same_tree(root, tmp_path / "out" / "data.bin", run.describe())
+    connected = _connected(run)
+    assert connected and all(e["encrypted"] is True for e in connected), connected
+    assert seen and all(seen), f"libtorrent's rc4_encrypted flags for our connections: {seen}"
+    served = sum(t["uploaded"] for t in seeder.transfers() if t["pid"].startswith(b"-TC"))
+    assert served >= 4 * MiB, seeder.transfers()
+
+
+@pytest.mark.parametrize("policy", ["require", "prefer"])
+def test_libtorrent_forced_rc4_downloads_from_us(tmp_path, peers: RealPeers, torrentcore, policy):
+    root, torrent = _payload(tmp_path, 3 * MiB + 999, seed=62)
+    seeder = _start_seed(torrentcore, torrent, tmp_path / "seed", "--encryption", policy)
+    leecher = peers.libtorrent("leecher", **LT_FORCED_RC4)
+    leecher.add_torrent(torrent, tmp_path / "leech")
+    leecher.connect_peer(LOCALHOST, seeder.listening_port())
+    seen: list[bool] = []
+    watcher = gevent.spawn(lambda: wait_until(lambda: seen.extend(_rc4_flags_seen(leecher)) or seen, 30))
+    assert leecher.wait_finished(timeout=30), peers.describe() + seeder.describe()
+    watcher.kill()
+    assert_same_tree(root, tmp_path / "leech" / "data.bin", seeder.describe())
+    connected = _connected(seeder)
+    assert connected and all(e["encrypted"] is True for e in connected), connected
+    assert any(e["incoming"] for e in connected), connected
+    assert seen and all(seen), f"libtorrent's rc4_encrypted flags: {seen}"
+    assert "Traceback" not in seeder.stderr
+
+
+# --------------------------------------------------------------------------------------------------
+# aria2c, --bt-require-crypto --bt-min-crypto-level=arc4
+# --------------------------------------------------------------------------------------------------
+
+
+@needs_aria2
+def test_download_from_aria2_requiring_rc4(tmp_path, peers: RealPeers, torrentcore):
+    root, torrent = _payload(tmp_path, 3 * MiB + 17, seed=63, piece_length=256 * KiB)
+    aria2 = peers.aria2(torrent, tmp_path / "seed", seed=True, extra_args=ARIA2_RC4)
+    assert aria2.wait_listening(timeout=15), peers.describe()
+
+    run = torrentcore.run(torrent, tmp_path / "out", "--encryption", "require", peers=[aria2.endpoint])
+    _finished(run, peers.describe())
+    assert_same_tree(root, tmp_path / "out" / "data.bin", run.describe())
+    connected = _connected(run)
+    assert connected and all(e["encrypted"] is True for e in connected), connected
+
+
+@needs_aria2
+@needs_opentracker
+def test_aria2_requiring_rc4_downloads_from_us(tmp_path, peers: RealPeers, opentracker, torrentcore):
+    tracker = opentracker()
+    root, torrent = _payload(tmp_path, 2 * MiB + 5, seed=64, trackers=[tracker.http_url], piece_length=32 * KiB)
+    info_hash = make_torrent(root, [tracker.http_url], piece_length=32 * KiB)[1]
+    tracker.add(info_hash)
+    seeder = _start_seed(torrentcore, torrent, tmp_path / "seed", "--encryption", "require")
+    assert wait_tracker_count(tracker, info_hash, seeders=1), seeder.describe()
+    leecher = peers.aria2(torrent, tmp_path / "leech", extra_args=ARIA2_RC4)
+    assert leecher.wait(timeout=30) == 0, peers.describe() + seeder.describe()
+    assert_same_tree(root, tmp_path / "leech" / "data.bin", peers.describe())
+    connected = _connected(seeder)
+    assert connected and all(e["encrypted"] is True for e in connected), connected
+
+
+# --------------------------------------------------------------------------------------------------
+# --encryption require refuses plaintext peers, seen on the wire
+# --------------------------------------------------------------------------------------------------
+
+
+def _read_some(sock: socket.socket, n: int, timeout: float) -> bytes:
+    """Up to ``n`` bytes, until the peer closes or ``timeout`` passes (bounded)."""
+    data = b""
+    with gevent.Timeout(timeout, False):
+        while len(data) < n:
+            chunk = sock.recv(n - len(data))
+            if not chunk:
+                break
+            data += chunk
+    return data
+
+
+def _closed_by_peer(sock: socket.socket, timeout: float) -> tuple[bool, bytes]:
+    """(True if the peer closed the connection within ``timeout``, the bytes it sent before)."""
+    data = b""
+    with gevent.Timeout(timeout, False):
+        while len(data) < 1 << 16:
+            try:
+                chunk = sock.recv(4096)
+            except ConnectionResetError:
+                return True, data
+            if not chunk:
+                return True, data
+            data += chunk
+    return False, data
+
+
+def test_require_never_sends_a_plaintext_handshake_and_drops_a_plaintext_peer(tmp_path, torrentcore):
+    """Outgoing: a plain socket we listen on gets an MSE public key (not ``\\x13BitTorrent protocol``) each
+    time torrentcore dials it; when it answers with a plaintext handshake, torrentcore closes the connection."""
+    root, torrent = _payload(tmp_path, 256 * KiB, seed=65)
+    info_hash = make_torrent(root, [], piece_length=64 * KiB)[1]
+    listener = socket.socket()
+    listener.bind((LOCALHOST, 0))
+    listener.listen(4)
+    run = torrentcore.run(torrent, tmp_path / "out", "--encryption", "require",
+                          peers=[(LOCALHOST, listener.getsockname()[1])])
+    try:
+        for attempt in range(2):  # the first dial, and the retry after it failed
+            with gevent.Timeout(30, AssertionError(f"torrentcore did not dial (attempt {attempt})")):
+                sock, _ = listener.accept()
+            with sock:
+                first = _read_some(sock, 96, timeout=10)
+                assert len(first) == 96, first
+                assert not first.startswith(PLAIN_HEADER[:1]) or first[:20] != PLAIN_HEADER, first
+                sock.sendall(msg.handshake(info_hash, b"-XX0001-plainonly000", bytes(8)))
+                closed, more = _closed_by_peer(sock, timeout=30)
+                assert closed, "torrentcore kept the connection to a plaintext peer"
+                assert b"BitTorrent protocol" not in first + more, first + more
+    finally:
+        listener.close()
+        run.kill()
+    assert "Traceback" not in run.stderr
+    assert not _connected(run), _connected(run)
+
+
+def test_require_refuses_an_incoming_plaintext_handshake(tmp_path, peers: RealPeers, torrentcore):
+    """Incoming: a plaintext handshake for the right torrent gets the connection closed with not one byte
+    back; a real plaintext-only libtorrent gets nothing either; an RC4 one downloads meanwhile."""
+    root, torrent = _payload(tmp_path, 1 * MiB, seed=66)
+    info_hash = make_torrent(root, [], piece_length=64 * KiB)[1]
+    seeder = _start_seed(torrentcore, torrent, tmp_path / "seed", "--encryption", "require")
+    port = seeder.listening_port()
+    with socket.create_connection((LOCALHOST, port), timeout=5) as sock:
+        sock.sendall(msg.handshake(info_hash, b"-XX0001-plainonly000", msg.reserved_bytes(msg.RESERVED_EXTENSIONS)))
+        closed, answer = _closed_by_peer(sock, timeout=30)
+    assert closed and answer == b"", answer
+
+    plain = peers.libtorrent("plain", **LT_PLAINTEXT_ONLY)
+    plain.add_torrent(torrent, tmp_path / "plain")
+    plain.connect_peer(LOCALHOST, port)
+    forced = peers.libtorrent("forced", **LT_FORCED_RC4)
+    forced.add_torrent(torrent, tmp_path / "forced")
+    forced.connect_peer(LOCALHOST, port)
+    assert forced.wait_finished(timeout=30), peers.describe() + seeder.describe()
+    assert_same_tree(root, tmp_path / "forced" / "data.bin", seeder.describe())
+    assert plain.status()["total_payload_download"] == 0, peers.describe()
+    connected = _connected(seeder)
+    assert connected and all(e["encrypted"] is True for e in connected), connected  # the RC4 peer only
+
+
+# --------------------------------------------------------------------------------------------------
+# prefer (the default) with plaintext-only peers
+# --------------------------------------------------------------------------------------------------
+
+
+def test_prefer_falls_back_to_plaintext_for_a_plaintext_only_libtorrent(tmp_path, peers: RealPeers, torrentcore):
+    root, torrent = _payload(tmp_path, 2 * MiB + 3, seed=67)
+    seeder = peers.libtorrent("plain-seeder", **LT_PLAINTEXT_ONLY)
+    seeder.add_torrent(torrent, tmp_path / "seed", seed=True)
+    run = torrentcore.run(torrent, tmp_path / "out", peers=[seeder.endpoint])  # --encryption prefer by default
+    _finished(run, peers.describe())
+    assert_same_tree(root, tmp_path / "out" / "data.bin", run.describe())
+    connected = _connected(run)
+    assert connected and all(e["encrypted"] is False for e in connected), connected
+
+
+@needs_aria2
+def test_prefer_downloads_from_aria2_without_crypto(tmp_path, peers: RealPeers, torrentcore):
+    root, torrent = _payload(tmp_path, 2 * MiB + 11, seed=68, piece_length=256 * KiB)
+    aria2 = peers.aria2(torrent, tmp_path / "seed", seed=True,
+                        extra_args=["--bt-require-crypto=false", "--bt-min-crypto-level=plain"])
+    assert aria2.wait_listening(timeout=15), peers.describe()
+    run = torrentcore.run(torrent, tmp_path / "out", peers=[aria2.endpoint])
+    _finished(run, peers.describe())
+    assert_same_tree(root, tmp_path / "out" / "data.bin", run.describe())
+    assert _connected(run), run.describe()
+
+
+def test_disable_downloads_in_plaintext_and_refuses_incoming_mse(tmp_path, peers: RealPeers, torrentcore):
+    root, torrent = _payload(tmp_path, 1 * MiB + 1, seed=69)
+    seeder = _start_seed(torrentcore, torrent, tmp_path / "seed", "--encryption", "disable")
+    forced = peers.libtorrent("forced", **LT_FORCED_RC4)
+    forced.add_torrent(torrent, tmp_path / "forced")
+    forced.connect_peer(LOCALHOST, seeder.listening_port())
+    plain = peers.libtorrent("plain", **LT_PLAINTEXT_ONLY)
+    plain.add_torrent(torrent, tmp_path / "plain")
+    plain.connect_peer(LOCALHOST, seeder.listening_port())
+    assert plain.wait_finished(timeout=30), peers.describe() + seeder.describe()
+    assert_same_tree(root, tmp_path / "plain" / "data.bin", seeder.describe())
+    assert forced.status()["total_payload_download"] == 0, peers.describe()
+    connected = _connected(seeder)
+    assert connected and all(e["encrypted"] is False for e in connected), connected  # the plaintext peer only
+    assert free_port()  # the harness still works after the refusals
