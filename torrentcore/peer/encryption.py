@@ -254,6 +254,9 @@ class Initiator(MSEHandshake):
         self._out.append(self.public_key + _padding(rng))
 
     def _read_key(self) -> bool:
+        if len(self._in) >= len(_HEADER) and is_plaintext_start(self._in):
+            # A plaintext-only peer that answered our key with its handshake: no need to wait for more.
+            raise EncryptionError("the peer answered with a plaintext handshake")
         their = self._take(KEY_BYTES)
         if their is None:
             return False
