@@ -3,6 +3,7 @@
     python benchmarks/swarm.py --case 1g-256k --seeders 1,3 --rounds 3          # the headline numbers
     python benchmarks/swarm.py --quick                                          # about a minute
     python benchmarks/swarm.py --case tree --case 1g-1m --seeders 3 --json out.json
+    python benchmarks/swarm.py --encryption --size 256M --seeders 1 --rounds 2     # the cost of MSE/PE RC4
 
 For each case (payload + torrent) and each seeder count N, the script starts opentracker and N
 libtorrent seeders on 127.0.0.1 (they check their data once at start, so no client pays for
@@ -12,6 +13,12 @@ user would run it, finding the seeders through the tracker:
 * ``torrentcore run T -o OUT --no-seed --quiet`` (the installed CLI);
 * ``aria2c --seed-time=0 ...`` (DHT, LPD, PEX off, ``--file-allocation=none``);
 * ``benchmarks/lt_leecher.py`` (libtorrent's Python bindings in a process of their own).
+
+With ``--encryption`` the seeders accept plaintext and MSE/PE connections, the latter RC4 only
+(``in_enc_policy = pe_enabled``, ``allowed_enc_level = pe_rc4``), and the clients are torrentcore in
+plaintext (``--encryption disable``), torrentcore with ``--encryption require`` (``torrentcore-rc4``),
+libtorrent forced to RC4 (``libtorrent-rc4``) and aria2c with ``--bt-require-crypto=true
+--bt-min-crypto-level=arc4`` (``aria2c-rc4``); the summary adds torrentcore-rc4/torrentcore.
 
 The order of the clients rotates every round. Every download is checked byte for byte and then deleted.
 Per client and round it records the wall time from process start to exit (what a user waits for),
@@ -47,6 +54,8 @@ from common import write_json  # noqa: E402
 from opentracker_fixture import OpenTracker  # noqa: E402
 
 CLIENTS = ("torrentcore", "aria2c", "libtorrent")
+#: Clients with ``--encryption``: ``-rc4`` is the same client forced to MSE/PE with RC4.
+ENCRYPTED_CLIENTS = ("torrentcore", "torrentcore-rc4", "libtorrent-rc4", "aria2c-rc4")
 MIB = 1 << 20
 
 #: name -> (payload size, piece length, number of files); ``--size`` scales the payload.
@@ -154,12 +163,16 @@ def download(client: str, torrent_path: str, out: str, work: str, timeout: float
     port = rp.free_port()
     started = time.time()
     done_at = None
+    client, rc4 = client.removesuffix("-rc4"), client.endswith("-rc4")
+    crypto = {"torrentcore": ["--encryption", "require" if rc4 else extra.get("tc-encryption", "prefer")],
+              "aria2c": ["--bt-require-crypto=true", "--bt-min-crypto-level=arc4"] if rc4 else [],
+              "libtorrent": ["--rc4"] if rc4 else []}[client]
     if client == "torrentcore":
         # DHT off as for aria2c and libtorrent here (the swarm is the tracker's).
         cmd = [*extra.get("torrentcore-prefix", []), *torrentcore_cmd(), "run", torrent_path, "-o", out,
                "--no-seed", "--quiet", "--no-dht", "--port", str(port), "--listen-host", "127.0.0.1",
                "--max-peers", str(max_peers),
-               "--log-format", "json", "--log-level", "info", *extra.get(client, [])]
+               "--log-format", "json", "--log-level", "info", *crypto, *extra.get(client, [])]
     elif client == "aria2c":
         stamp = os.path.join(work, "aria2-done")
         hook = os.path.join(work, "aria2-hook.sh")
@@ -169,10 +182,10 @@ def download(client: str, torrent_path: str, out: str, work: str, timeout: float
         if os.path.exists(stamp):
             os.unlink(stamp)
         cmd = [rp.ARIA2C, *rp.Aria2Peer.base_args(out, port, seed=False), f"--bt-max-peers={max_peers}",
-               f"--on-bt-download-complete={hook}", *extra.get(client, []), torrent_path]
+               f"--on-bt-download-complete={hook}", *crypto, *extra.get(client, []), torrent_path]
     elif client == "libtorrent":
         cmd = [sys.executable, os.path.join(HERE, "lt_leecher.py"), torrent_path, out, "--port", str(port),
-               "--timeout", str(timeout), *extra.get(client, [])]
+               "--timeout", str(timeout), *crypto, *extra.get(client, [])]
     else:
         raise ValueError(client)
     self_before = resource.getrusage(resource.RUSAGE_SELF)
@@ -213,17 +226,20 @@ SEEDER_ALERTS = int(lt.alert.category_t.error_notification | lt.alert.category_t
 
 
 def start_seeders(n: int, torrent: bytes, data_dir: str, timeout: float,
-                  seed_mode: bool = False) -> list[rp.LibtorrentPeer]:
+                  seed_mode: bool = False, rc4: bool = False) -> list[rp.LibtorrentPeer]:
     """``n`` libtorrent seeders that have checked ``data_dir`` and announced to the torrent's tracker.
 
+    ``rc4``: MSE/PE connections accepted beside plaintext ones, RC4 only.
     ``seed_mode``: no check at start (libtorrent then hashes each piece on its first upload, during the
     rounds): for many seeders, where checking the data once per seeder would take minutes.
     """
     seeders = []
     try:
         for i in range(n):
+            crypto = {"in_enc_policy": int(lt.enc_policy.pe_enabled),
+                      "allowed_enc_level": int(lt.enc_level.rc4)} if rc4 else {}
             s = rp.LibtorrentPeer(name=f"seed{i}", background_poll=None, alert_mask=SEEDER_ALERTS,
-                                  aio_threads=2, hashing_threads=1)
+                                  aio_threads=2, hashing_threads=1, **crypto)
             seeders.append(s)
             s.add_torrent(torrent, data_dir, seed=seed_mode)  # by default a full check now, not during the rounds
         for s in seeders:
@@ -255,7 +271,7 @@ def run_swarm(case: str, size: int, piece_length: int, files: int, seeder_counts
         log(args, f"== {case}: {size / MIB:.0f} MiB, {files} file(s), {piece_length >> 10} KiB pieces "
                   f"({num_pieces} pieces); payload + torrent in {time.monotonic() - t0:.1f} s")
         for n in seeder_counts:
-            seeders = start_seeders(n, torrent, payload_dir, args.timeout, args.seed_mode)
+            seeders = start_seeders(n, torrent, payload_dir, args.timeout, args.seed_mode, args.encryption)
             try:
                 rows = []
                 for r in range(rounds):
@@ -273,7 +289,7 @@ def run_swarm(case: str, size: int, piece_length: int, files: int, seeder_counts
                             shutil.copyfile(os.path.join(work, f"{who}.log"),
                                             os.path.join(args.keep_logs, f"{case}-s{n}-r{r}-{who}.log"))
                         done = f", done {res['done']:.2f}s" if res["done"] else ""
-                        log(args, f"  {case} seeders={n} round {r}: {who:11s} {res['wall']:6.2f}s "
+                        log(args, f"  {case} seeders={n} round {r}: {who:15s} {res['wall']:6.2f}s "
                                   f"({size / 1e6 / res['wall']:5.0f} MB/s{done}) cpu {res['cpu']:5.2f}s "
                                   f"rss {res['rss_mib']:5.0f} MiB  seeders cpu {res['seeders_cpu']:.2f}s")
                     rows.append(row)
@@ -313,6 +329,12 @@ def summarize(case, size, piece_length, files, num_pieces, seeders, clients, row
                      if row[other]["done"] and row["torrentcore"]["done"]]
             if dones:
                 ratios[f"torrentcore/{other} (done)"] = round(statistics.median(dones), 3)
+    if "torrentcore-rc4" in clients:
+        # The cost of encryption: torrentcore-rc4's speed over each other client's (>1: faster).
+        for other in clients:
+            if other != "torrentcore-rc4":
+                per_round = [row[other]["wall"] / row["torrentcore-rc4"]["wall"] for row in rows]
+                ratios[f"torrentcore-rc4/{other}"] = round(statistics.median(per_round), 3)
     return {"case": case, "size": size, "piece_length": piece_length, "files": files, "pieces": num_pieces,
             "seeders": seeders, "rounds": rows, "clients": per_client, "speed_ratios": ratios}
 
@@ -344,7 +366,10 @@ def main() -> int:
     ap.add_argument("--size", type=parse_size, default=None, help="override every case's payload size (e.g. 64M)")
     ap.add_argument("--seeders", default="1,3", help="comma-separated seeder counts (default 1,3)")
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--clients", default=",".join(CLIENTS), help="comma-separated subset of " + ", ".join(CLIENTS))
+    ap.add_argument("--clients", default=None, help="comma-separated subset of " + ", ".join(CLIENTS)
+                    + " (with --encryption: of " + ", ".join(ENCRYPTED_CLIENTS) + ")")
+    ap.add_argument("--encryption", action="store_true", help="the cost of MSE/PE: seeders accept RC4, clients "
+                    "are torrentcore plaintext and RC4, libtorrent and aria2c RC4")
     ap.add_argument("--seed-mode", action="store_true", help="seeders skip their start-up check (many seeders)")
     ap.add_argument("--max-peers", type=int, default=55, help="torrentcore --max-peers and aria2c --bt-max-peers")
     ap.add_argument("--tc-arg", action="append", default=[], help="extra argument for torrentcore (repeatable)")
@@ -360,11 +385,13 @@ def main() -> int:
     if args.quick:
         args.size = args.size or parse_size("64M")
         args.rounds = min(args.rounds, 2)
-    args.extra = {"torrentcore": args.tc_arg, "torrentcore-prefix": args.tc_prefix.split()}
+    args.extra = {"torrentcore": args.tc_arg, "torrentcore-prefix": args.tc_prefix.split(),
+                  "tc-encryption": "disable" if args.encryption else "prefer"}
     cases = args.case or ["1g-256k"]
     seeder_counts = [int(x) for x in args.seeders.split(",")]
-    clients = [c for c in args.clients.split(",") if c]
-    if unknown := set(clients) - set(CLIENTS):
+    known = ENCRYPTED_CLIENTS if args.encryption else CLIENTS
+    clients = [c for c in (args.clients or ",".join(known)).split(",") if c]
+    if unknown := set(clients) - set(known):
         ap.error(f"unknown client(s): {', '.join(sorted(unknown))}")
     os.makedirs(args.workdir, exist_ok=True)
     work = tempfile.mkdtemp(prefix="swarm-", dir=args.workdir)
