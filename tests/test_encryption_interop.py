@@ -10,8 +10,10 @@ finished transfer with it is itself proof of RC4; torrentcore's ``peer connected
 
 from __future__ import annotations
 
+import json
 import shutil
 import socket
+import subprocess
 from pathlib import Path
 
 import gevent
@@ -39,6 +41,9 @@ from torrentcore.peer import messages as msg
 
 needs_aria2 = pytest.mark.skipif(shutil.which("aria2c") is None, reason="aria2c is not installed")
 needs_opentracker = pytest.mark.skipif(shutil.which("opentracker") is None, reason="opentracker is not installed")
+needs_transmission = pytest.mark.skipif(
+    shutil.which("transmission-daemon") is None or shutil.which("transmission-remote") is None,
+    reason="transmission-daemon / transmission-remote are not installed")
 
 KiB = 1 << 10
 MiB = 1 << 20
@@ -297,3 +302,94 @@ def test_disable_downloads_in_plaintext_and_refuses_incoming_mse(tmp_path, peers
     connected = _connected(seeder)
     assert connected and all(e["encrypted"] is False for e in connected), connected  # the plaintext peer only
     assert free_port()  # the harness still works after the refusals
+
+
+# --------------------------------------------------------------------------------------------------
+# Transmission 3.00, encryption required
+# --------------------------------------------------------------------------------------------------
+
+
+class TransmissionDaemon:
+    """``transmission-daemon -f`` with a private config folder on 127.0.0.1 (settings from REAL-PEERS.md),
+    driven through ``transmission-remote``; killed by :meth:`stop`. ``encryption``: 0 tolerated,
+    1 preferred, 2 required."""
+
+    def __init__(self, folder: Path, encryption: int) -> None:
+        self.folder = folder
+        self.config = folder / "config"
+        self.config.mkdir(parents=True)
+        self.peer_port, self.rpc_port = free_port(), free_port()
+        settings = {
+            "dht-enabled": False, "lpd-enabled": False, "pex-enabled": False, "port-forwarding-enabled": False,
+            "utp-enabled": False, "peer-port": self.peer_port, "peer-port-random-on-start": False,
+            "bind-address-ipv4": LOCALHOST, "download-dir": str(folder / "downloads"), "encryption": encryption,
+            "rpc-enabled": True, "rpc-bind-address": LOCALHOST, "rpc-port": self.rpc_port,
+            "rpc-authentication-required": False, "rpc-whitelist": LOCALHOST, "rpc-whitelist-enabled": True,
+            "rpc-host-whitelist-enabled": False, "queue-stalled-enabled": False, "download-queue-enabled": False,
+            "seed-queue-enabled": False, "ratio-limit-enabled": False, "idle-seeding-limit-enabled": False,
+            "message-level": 2,
+        }
+        (self.config / "settings.json").write_text(json.dumps(settings))
+        self.log_path = folder / "transmission.log"
+        with open(self.log_path, "wb") as log:
+            self.process = subprocess.Popen(["transmission-daemon", "-f", "-g", str(self.config)],
+                                            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+
+    @property
+    def endpoint(self) -> tuple[str, int]:
+        """Where it accepts peers."""
+        return (LOCALHOST, self.peer_port)
+
+    def remote(self, *args: str) -> str:
+        """``transmission-remote 127.0.0.1:RPCPORT ARGS``; its output (bounded)."""
+        out = subprocess.run(["transmission-remote", f"{LOCALHOST}:{self.rpc_port}", *args], capture_output=True,
+                             text=True, timeout=20)
+        return out.stdout + out.stderr
+
+    def wait_rpc(self, timeout: float = 20) -> bool:
+        """Wait (bounded) until the RPC interface answers."""
+        return wait_until(lambda: "ID" in self.remote("-l"), timeout, interval=0.2)
+
+    def seed(self, torrent: Path, data_dir: Path, timeout: float = 30) -> bool:
+        """Add ``torrent`` with its data in ``data_dir``, verify it; wait (bounded) until 100% done."""
+        self.remote("-a", str(torrent), "-w", str(data_dir))
+        self.remote("-t", "all", "-v")
+        return wait_until(lambda: "Percent Done: 100%" in self.remote("-t", "all", "-i"), timeout, interval=0.3)
+
+    def describe(self) -> str:
+        """Diagnostics: the torrent's info and the log tail."""
+        try:
+            info = self.remote("-t", "all", "-i", "-ip")
+        except (OSError, subprocess.SubprocessError) as exc:
+            info = repr(exc)
+        return f"transmission rc={self.process.poll()}\n{info}\n{self.log_path.read_text(errors='replace')[-3000:]}"
+
+    def stop(self) -> None:
+        """Kill and reap (bounded)."""
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait(timeout=10)
+
+
+@pytest.fixture
+def transmission(tmp_path) -> TransmissionDaemon:
+    daemon = TransmissionDaemon(tmp_path / "transmission", encryption=2)
+    try:
+        yield daemon
+    finally:
+        print(daemon.describe())
+        daemon.stop()
+
+
+@needs_transmission
+def test_download_from_transmission_requiring_encryption(tmp_path, transmission, torrentcore):
+    root, torrent = _payload(tmp_path, 2 * MiB + 77, seed=71, piece_length=32 * KiB)
+    assert transmission.wait_rpc(), transmission.describe()
+    assert transmission.seed(torrent, tmp_path / "seed"), transmission.describe()
+    # Transmission ignores tracker peers on 127.0.0.0/8: torrentcore dials it.
+    run = torrentcore.run(torrent, tmp_path / "out", "--encryption", "require", peers=[transmission.endpoint])
+    _finished(run, transmission.describe())
+    assert_same_tree(root, tmp_path / "out" / "data.bin", run.describe())
+    connected = _connected(run)
+    assert connected and all(e["encrypted"] is True for e in connected), connected
+    assert any("Transmission" in e["client"] or e["client"].startswith("TR") for e in connected), connected
