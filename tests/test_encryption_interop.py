@@ -1,6 +1,7 @@
 """MSE/PE against real clients on 127.0.0.1: libtorrent and aria2c forced to RC4 as seeders and leechers,
-``--encryption require`` refusing plaintext peers (proved from the wire), ``prefer`` still downloading from a
-plaintext-only peer.
+Transmission 3.00 (encryption required) as seeder, qBittorrent-nox 4.5 (encryption required; optional, skipped
+when not installed) both ways, ``--encryption require`` refusing plaintext peers (proved from the wire),
+``prefer`` still downloading from plaintext-only peers.
 
 Every download is compared byte for byte with the payload; no test asserts on timing. libtorrent forced to
 ``pe_forced`` with ``allowed_enc_level = pe_rc4`` closes any connection that is not RC4-encrypted, so a
@@ -19,6 +20,7 @@ from pathlib import Path
 import gevent
 import libtorrent as lt
 import pytest
+import requests
 from opentracker_fixture import opentracker_factory  # noqa: F401  (fixture "opentracker")
 from realpeers import (
     LOCALHOST,
@@ -393,3 +395,126 @@ def test_download_from_transmission_requiring_encryption(tmp_path, transmission,
     connected = _connected(run)
     assert connected and all(e["encrypted"] is True for e in connected), connected
     assert any("Transmission" in e["client"] or e["client"].startswith("TR") for e in connected), connected
+
+
+# --------------------------------------------------------------------------------------------------
+# qBittorrent-nox 4.5 (optional), encryption required
+# --------------------------------------------------------------------------------------------------
+
+needs_qbittorrent = pytest.mark.skipif(shutil.which("qbittorrent-nox") is None,
+                                       reason="qbittorrent-nox is not installed")
+
+
+class QBittorrent:
+    """``qbittorrent-nox`` with a private profile on 127.0.0.1 (settings from REAL-PEERS.md), driven through
+    its Web API; ``encryption``: 0 prefer, 1 require, 2 disable. Killed by :meth:`stop`."""
+
+    def __init__(self, folder: Path, encryption: int) -> None:
+        self.folder = folder
+        self.peer_port, self.web_port = free_port(), free_port()
+        config = folder / "qBittorrent" / "config"
+        config.mkdir(parents=True)
+        (config / "qBittorrent.conf").write_text("\n".join([
+            "[LegalNotice]", "Accepted=true", "",
+            "[BitTorrent]", "Session\\DHTEnabled=false", "Session\\LSDEnabled=false", "Session\\PeXEnabled=false",
+            f"Session\\Port={self.peer_port}", "Session\\Interface=lo", "Session\\InterfaceAddress=127.0.0.1",
+            "Session\\MultiConnectionsPerIp=true", "Session\\BTProtocol=TCP", f"Session\\Encryption={encryption}",
+            f"Session\\DefaultSavePath={folder / 'downloads'}", "Session\\QueueingSystemEnabled=false", "",
+            "[Preferences]", "WebUI\\Address=127.0.0.1", f"WebUI\\Port={self.web_port}", "WebUI\\LocalHostAuth=false",
+            "WebUI\\CSRFProtection=false", "WebUI\\HostHeaderValidation=false", "",
+        ]))
+        self.log_path = folder / "qbittorrent.log"
+        with open(self.log_path, "wb") as log:
+            self.process = subprocess.Popen(
+                ["qbittorrent-nox", f"--profile={folder}", f"--webui-port={self.web_port}"],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+
+    @property
+    def endpoint(self) -> tuple[str, int]:
+        """Where it accepts peers."""
+        return (LOCALHOST, self.peer_port)
+
+    def _api(self, path: str, **kwargs) -> requests.Response:
+        return requests.post(f"http://{LOCALHOST}:{self.web_port}/api/v2/{path}", timeout=5, **kwargs)
+
+    def wait_api(self, timeout: float = 30) -> bool:
+        """Wait (bounded) until the Web API answers."""
+        def _up() -> bool:
+            try:
+                return self._api("app/version").ok
+            except requests.RequestException:
+                return False
+        return wait_until(_up, timeout, interval=0.2)
+
+    def info(self) -> list[dict]:
+        """``torrents/info``."""
+        try:
+            return self._api("torrents/info").json()
+        except (requests.RequestException, ValueError):
+            return []
+
+    def add(self, torrent: Path, save_path: Path) -> None:
+        """Add ``torrent`` saving in ``save_path``."""
+        with open(torrent, "rb") as f:
+            self._api("torrents/add", files={"torrents": ("t.torrent", f.read())}, data={"savepath": str(save_path)})
+
+    def complete(self, timeout: float = 30) -> bool:
+        """Wait (bounded) until the torrent is complete."""
+        return wait_until(lambda: any(t.get("progress") == 1.0 for t in self.info()), timeout, interval=0.3)
+
+    def seed(self, torrent: Path, data_dir: Path, timeout: float = 30) -> bool:
+        """Add ``torrent`` with its data in ``data_dir``; wait (bounded) until it is checked and complete."""
+        self.add(torrent, data_dir)
+        return self.complete(timeout)
+
+    def add_peer(self, info_hash: bytes, address: tuple[str, int]) -> None:
+        """Ask it to connect to ``address`` for the torrent (Web API ``torrents/addPeers``)."""
+        self._api("torrents/addPeers", data={"hashes": info_hash.hex(), "peers": f"{address[0]}:{address[1]}"})
+
+    def describe(self) -> str:
+        """Diagnostics: torrents and the log tail."""
+        log = self.log_path.read_text(errors="replace")[-3000:]
+        return f"qbittorrent rc={self.process.poll()}\n{self.info()}\n{log}"
+
+    def stop(self) -> None:
+        """Kill and reap (bounded)."""
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait(timeout=10)
+
+
+@pytest.fixture
+def qbittorrent(tmp_path) -> QBittorrent:
+    client = QBittorrent(tmp_path / "qbittorrent", encryption=1)
+    try:
+        yield client
+    finally:
+        print(client.describe())
+        client.stop()
+
+
+@needs_qbittorrent
+def test_download_from_qbittorrent_requiring_encryption(tmp_path, qbittorrent, torrentcore):
+    root, torrent = _payload(tmp_path, 3 * MiB + 5, seed=72, piece_length=64 * KiB)
+    assert qbittorrent.wait_api(), qbittorrent.describe()
+    assert qbittorrent.seed(torrent, tmp_path / "seed"), qbittorrent.describe()
+    run = torrentcore.run(torrent, tmp_path / "out", "--encryption", "require", peers=[qbittorrent.endpoint])
+    _finished(run, qbittorrent.describe())
+    assert_same_tree(root, tmp_path / "out" / "data.bin", run.describe())
+    connected = _connected(run)
+    assert connected and all(e["encrypted"] is True for e in connected), connected
+
+
+@needs_qbittorrent
+def test_qbittorrent_requiring_encryption_downloads_from_us(tmp_path, qbittorrent, torrentcore):
+    root, torrent = _payload(tmp_path, 2 * MiB + 9, seed=73, piece_length=64 * KiB)
+    info_hash = make_torrent(root, [], piece_length=64 * KiB)[1]
+    seeder = _start_seed(torrentcore, torrent, tmp_path / "seed", "--encryption", "require")
+    assert qbittorrent.wait_api(), qbittorrent.describe()
+    qbittorrent.add(torrent, tmp_path / "leech")
+    assert wait_until(lambda: qbittorrent.info(), 15), qbittorrent.describe()
+    qbittorrent.add_peer(info_hash, (LOCALHOST, seeder.listening_port()))
+    assert qbittorrent.complete(timeout=40), qbittorrent.describe() + seeder.describe()
+    assert_same_tree(root, tmp_path / "leech" / "data.bin", seeder.describe())
+    connected = _connected(seeder)
+    assert connected and all(e["encrypted"] is True for e in connected), connected
