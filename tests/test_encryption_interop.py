@@ -286,7 +286,29 @@ def test_prefer_downloads_from_aria2_without_crypto(tmp_path, peers: RealPeers, 
     run = torrentcore.run(torrent, tmp_path / "out", peers=[aria2.endpoint])
     _finished(run, peers.describe())
     assert_same_tree(root, tmp_path / "out" / "data.bin", run.describe())
-    assert _connected(run), run.describe()
+    # aria2 1.36 without --bt-require-crypto still accepts an incoming MSE handshake (it only starts its own
+    # connections in plaintext), so prefer encrypts here; the plaintext fallback itself is proved with the
+    # plaintext-only libtorrent above and with tests/fakepeer.py's fakes.
+    connected = _connected(run)
+    assert connected and all(e["encrypted"] is True for e in connected), connected
+
+
+@needs_aria2
+@needs_opentracker
+def test_prefer_picks_rc4_when_aria2_without_crypto_dials_in(tmp_path, peers: RealPeers, opentracker, torrentcore):
+    """aria2c without --bt-require-crypto still opens MSE connections (offering plaintext and RC4 after the
+    header): a prefer seeder takes them and selects RC4."""
+    tracker = opentracker()
+    root, torrent = _payload(tmp_path, 2 * MiB + 21, seed=74, trackers=[tracker.http_url], piece_length=32 * KiB)
+    info_hash = make_torrent(root, [tracker.http_url], piece_length=32 * KiB)[1]
+    tracker.add(info_hash)
+    seeder = _start_seed(torrentcore, torrent, tmp_path / "seed")  # --encryption prefer by default
+    assert wait_tracker_count(tracker, info_hash, seeders=1), seeder.describe()
+    leecher = peers.aria2(torrent, tmp_path / "leech")
+    assert leecher.wait(timeout=30) == 0, peers.describe() + seeder.describe()
+    assert_same_tree(root, tmp_path / "leech" / "data.bin", peers.describe())
+    incoming = [e for e in _connected(seeder) if e["incoming"]]
+    assert incoming and all(e["encrypted"] is True for e in incoming), _connected(seeder)
 
 
 def test_disable_downloads_in_plaintext_and_refuses_incoming_mse(tmp_path, peers: RealPeers, torrentcore):
