@@ -414,7 +414,10 @@ def negotiate(sock: socket.socket, machine: MSEHandshake, timeout: float, receiv
             out = machine.outgoing()
             if out:
                 sock.sendall(out)
-    return machine.result
+    result = machine.result
+    if result is None:  # pragma: no cover - the loop ends only with a result
+        raise EncryptionError("encryption handshake ended without a result")
+    return result
 
 
 class RC4Socket:
