@@ -17,7 +17,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), os.pardir, "fuzz"))
 import harness  # noqa: E402
 
 FOLDER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fuzz_regressions")
-CHECKS = {"bencode": harness.check_bencode, "metainfo": harness.check_metainfo, "messages": harness.check_messages}
+CHECKS = {"bencode": harness.check_bencode, "metainfo": harness.check_metainfo, "messages": harness.check_messages,
+          "mse": harness.check_mse}
 CASES = [
     pytest.param(target, name, id=f"{target}/{name}")
     for target in sorted(CHECKS)
