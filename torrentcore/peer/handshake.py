@@ -104,22 +104,27 @@ def dial(address: tuple[str, int], identity: Identity, *, encryption: str = "pre
     for number, encrypted in enumerate(attempts, 1):
         sock = socket.create_connection(address, timeout=connect_timeout)
         try:
-            return _dial_on(sock, address, identity, encrypted, handshake_timeout)
+            return _dial_on(sock, address, identity, mse.allowed_methods(encryption) if encrypted else 0,
+                            handshake_timeout)
         except _Retry as exc:
             if number == len(attempts):
                 raise exc.cause from None
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _dial_on(sock: socket.socket, address: tuple[str, int], identity: Identity, encrypted: bool,
+def _dial_on(sock: socket.socket, address: tuple[str, int], identity: Identity, provide: int,
              timeout: float) -> Handshaken:
-    """One attempt on a connected socket (closed if it fails)."""
+    """One attempt on a connected socket (closed if it fails). ``provide``: the MSE ``crypto_provide`` bits
+    (0: a plaintext handshake). ``prefer`` offers RC4 and plaintext and lets the peer choose, as
+    Transmission and libtorrent do: libtorrent's default then keeps the payload plaintext after the
+    obfuscated header (full speed), a peer that prefers or requires RC4 gets it."""
     conn = None
+    encrypted = bool(provide)
     try:
         try:
             if encrypted:
                 ours = msg.handshake(identity.info_hash, identity.peer_id, identity.reserved)
-                machine = mse.Initiator(identity.info_hash, ours, provide=mse.CRYPTO_RC4)
+                machine = mse.Initiator(identity.info_hash, ours, provide=provide)
                 done = mse.negotiate(sock, machine, timeout)
                 conn = _connection(sock, address, done)
                 conn.feed(done.rest)
