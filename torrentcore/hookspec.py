@@ -135,6 +135,17 @@ class Storage(Protocol):
     :class:`StorageError` with a one-line message for failures the user must
     see (disk full, permission denied); the engine stops the torrent without
     marking the piece complete.
+
+    Optional method (not part of the ``isinstance`` check; a storage without it
+    behaves as before): ``check_finished() -> None``. When
+    :meth:`completed_pieces` returned ``None``, the engine hashes the pieces of
+    :meth:`pieces_with_data` and calls :meth:`mark_complete` for each good one;
+    it calls ``check_finished()`` once that check ran to its end, and never if
+    it was interrupted (Ctrl-C, SIGTERM, an error). A storage that keeps a
+    completion record should not write one between :meth:`pieces_with_data` and
+    ``check_finished()``: the pieces not hashed yet are unknown, not absent, and
+    a record listing only the checked ones would make the next start trust it
+    and download (or refuse to seed) data that is on disk.
     """
 
     def read(self, piece: int, offset: int, length: int) -> bytes:

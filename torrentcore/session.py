@@ -333,6 +333,9 @@ class Torrent:
                     self._collect_check(item)
         finally:
             reporter.kill()
+        if self.exit_code is None and hasattr(self.storage, "check_finished"):  # optional (hookspec.Storage)
+            with self._disk_lock:
+                self.storage.check_finished()
         self.checked = self.meta.num_pieces
         self._after_check()
 
