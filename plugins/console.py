@@ -251,7 +251,8 @@ def torrentcore_on_finish(torrent: Metainfo, snapshot: ProgressSnapshot, exit_co
     """The final summary."""
     if _reporter is None:
         return
-    verdict = {0: "done", 130: "interrupted", 143: "stopped (SIGTERM)"}.get(exit_code, "stopped with errors")
+    verdicts = {0: "done", 130: "interrupted", 143: "stopped (SIGTERM)", 129: "stopped (SIGHUP)"}
+    verdict = verdicts.get(exit_code, "stopped with errors")
     if exit_code == 0 and snapshot.selected_files is not None and snapshot.fraction >= 1.0:
         verdict = "complete" + _selection(torrent, snapshot)
     _reporter.message(

@@ -255,12 +255,13 @@ class TorrentcoreLauncher:
         self.started: list[TorrentcoreProcess] = []
 
     def start(self, args: Sequence[str], name: str = "torrentcore", log_level: str = "info",
-              dht: bool = False) -> TorrentcoreProcess:
+              dht: bool = False, state_dir: str | os.PathLike | None = None) -> TorrentcoreProcess:
         """``torrentcore ARGS`` (any command); ``name`` gets a serial number (the names of its output files).
 
         ``dht``: let ``run``/``seed`` use the DHT (the test must give ``--dht-bootstrap 127.0.0.1:PORT``).
+        ``state_dir``: its ``TORRENTCORE_STATE_DIR`` instead of the default (see the module docstring).
         """
-        state = None if dht else self.state_dir
+        state = state_dir if state_dir is not None else None if dht else self.state_dir
         process = TorrentcoreProcess(args, self.workdir, f"{name}-{len(self.started)}", log_level, dht, state)
         self.started.append(process)
         return process

@@ -40,7 +40,6 @@ import json  # noqa: E402
 import logging  # noqa: E402
 import os  # noqa: E402
 import re  # noqa: E402
-import signal  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 import traceback  # noqa: E402
@@ -56,6 +55,7 @@ from .errors import (  # noqa: E402
     BadInputError,
     TorrentcoreError,
 )
+from .process import install_stop_handlers, printing  # noqa: E402
 
 LOG_LEVELS = ["debug", "info", "warning", "error"]
 
@@ -277,8 +277,7 @@ def _magnet_peer_sources(magnet, peer_id: bytes, dht_node=None, port: int | None
 
 
 def _fetch_interruptibly(fetcher, timeout: float):
-    """``fetcher.fetch(timeout)``; Ctrl-C / SIGTERM end it with one line and exit code 130 / 143."""
-    import gevent
+    """``fetcher.fetch(timeout)``; Ctrl-C / SIGTERM / SIGHUP end it with one line and exit code 130 / 143 / 129."""
 
     from .metadata import MetadataError
 
@@ -288,8 +287,7 @@ def _fetch_interruptibly(fetcher, timeout: float):
         stopped.append(code)
         fetcher.stop()
 
-    handlers = [gevent.signal_handler(signal.SIGINT, stop, EXIT_INTERRUPTED),
-                gevent.signal_handler(signal.SIGTERM, stop, 128 + signal.SIGTERM)]
+    handlers = install_stop_handlers(stop)  # SIGINT, SIGTERM, SIGHUP
     try:
         return fetcher.fetch(timeout=timeout)
     except MetadataError:
@@ -485,10 +483,8 @@ def _run_torrent(args, pm, save_path: str, seed_only: bool) -> int:
             setattr(args, name, None if seed_only else run_default)
     torrent = Torrent(meta, save_path, pm, args, strategy, storage, peer_id=getattr(args, "magnet_peer_id", None))
     torrent.add_peers(getattr(args, "magnet_peers", None) or [], source="magnet")
-    import gevent
 
-    gevent.signal_handler(signal.SIGINT, torrent.stop, EXIT_INTERRUPTED)
-    gevent.signal_handler(signal.SIGTERM, torrent.stop, 128 + signal.SIGTERM)
+    install_stop_handlers(torrent.stop)  # SIGINT 130, SIGTERM 143, SIGHUP 129: a clean stop
     code = torrent.run()
     if torrent.error:
         print(f"torrentcore: error: {torrent.error}", file=sys.stderr)
@@ -638,7 +634,7 @@ def main(argv: list[str] | None = None) -> int:
         debug = args.debug
         configure_logging("debug" if debug else args.log_level, args.log_format or "console")
         if args.command == "info":
-            return cmd_info(args)
+            return printing(cmd_info, args)  # stdout closed or unwritable: one line, exit 1
         if args.command == "create":
             return cmd_create(args)
         if pm is None:
@@ -648,7 +644,7 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_run(args, pm)
         if args.command == "seed":
             return cmd_seed(args, pm)
-        return cmd_plugins(args, pm)
+        return printing(cmd_plugins, args, pm)
     except TorrentcoreError as exc:
         if debug:
             traceback.print_exc()

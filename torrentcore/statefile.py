@@ -202,6 +202,15 @@ def fsync_dir(path: str) -> None:
         os.close(fd)
 
 
+def _what_is(name: str, dir_fd: int) -> str:
+    """``"a symlink"``, ``"a FIFO"``, ... for the entry ``name`` of the folder ``dir_fd`` (never followed)."""
+    try:
+        mode = os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode
+    except OSError:
+        return "not a folder"
+    return "a symlink" if stat.S_ISLNK(mode) else _kind(mode) if not stat.S_ISREG(mode) else "a file, not a folder"
+
+
 def open_folder_under(root: str, parts: Sequence[str], create: bool) -> int | None:
     """A descriptor of the folder ``root/parts...`` (the caller closes it), walked one component at a time.
 
@@ -228,10 +237,8 @@ def open_folder_under(root: str, parts: Sequence[str], create: bool) -> int | No
                 os.close(fd)
                 return None
             except OSError as exc:
-                if exc.errno in (errno.ELOOP, errno.ENOTDIR):
-                    where = os.path.join(*walked)
-                    what = "a symlink" if exc.errno == errno.ELOOP else "not a folder"
-                    raise UnsafePath(f"{where} is {what}") from None
+                if exc.errno in (errno.ELOOP, errno.ENOTDIR):  # Linux says ENOTDIR for a link to a folder
+                    raise UnsafePath(f"{os.path.join(*walked)} is {_what_is(part, fd)}") from None
                 raise
             os.close(fd)
             fd = child
