@@ -132,17 +132,11 @@ def parse_announce_reply(
     interval = data.get(b"interval")
     if not isinstance(interval, int) or interval <= 0:
         raise TrackerError(f"tracker {url}: reply has no valid interval ({_text(repr(interval))})")
-    raw_peers = data.get(b"peers", b"")
-    if isinstance(raw_peers, bytes):
-        peers = parse_compact_v4(raw_peers)
-    elif isinstance(raw_peers, list):
-        peers = parse_peer_dicts(raw_peers)
-    else:
-        raise TrackerError(f"tracker {url}: 'peers' is neither a string nor a list")
-    raw_peers6 = data.get(b"peers6", b"")
-    if not isinstance(raw_peers6, bytes):
-        raise TrackerError(f"tracker {url}: 'peers6' is not a string")
-    peers.extend(parse_compact_v6(raw_peers6))
+    try:
+        peers = _peers(data, url)
+    except TrackerError as exc:
+        text = str(exc)
+        raise TrackerError(text if text.startswith(f"tracker {url}") else f"tracker {url}: {text}") from None
     warning = data.get(b"warning message")
     tracker_id = data.get(b"tracker id")
     return AnnounceResponse(
@@ -155,6 +149,22 @@ def parse_announce_reply(
         tracker_id=tracker_id if isinstance(tracker_id, bytes) and tracker_id else None,
         url=url,
     )
+
+
+def _peers(data: dict, url: str) -> list[tuple[str, int]]:
+    """The ``peers`` (compact or dictionaries) and ``peers6`` of a decoded reply."""
+    raw_peers = data.get(b"peers", b"")
+    if isinstance(raw_peers, bytes):
+        peers = parse_compact_v4(raw_peers)
+    elif isinstance(raw_peers, list):
+        peers = parse_peer_dicts(raw_peers)
+    else:
+        raise TrackerError(f"tracker {url}: 'peers' is neither a string nor a list")
+    raw_peers6 = data.get(b"peers6", b"")
+    if not isinstance(raw_peers6, bytes):
+        raise TrackerError(f"tracker {url}: 'peers6' is not a string")
+    peers.extend(parse_compact_v6(raw_peers6))
+    return peers
 
 
 class HTTPTracker:
