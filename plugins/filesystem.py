@@ -403,8 +403,8 @@ class FilesystemStorage:
             if f.pad or not f.length:
                 continue
             st = self._stat(f)
-            if st is None or st.st_size == 0 or not stat.S_ISREG(st.st_mode):
-                continue
+            if st is None or st.st_size == 0:
+                continue  # (anything but a regular file here is refused with one line when it is read)
             self._note(i, st)
             end = f.offset + min(st.st_size, f.length)
             found.update(range(f.offset // plen, (end - 1) // plen + 1))

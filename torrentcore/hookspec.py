@@ -78,12 +78,14 @@ class SwarmView(Protocol):
     """What the engine tells a piece strategy about the swarm (read-only).
 
     ``availability[i]`` is how many connected peers have piece ``i`` (counted
-    from their bitfield and have messages). ``have`` is our verified pieces.
+    from their bitfield and have messages; a read-only sequence). ``have`` is our verified pieces.
     ``partial`` holds pieces that are started (some blocks requested or
     received) but not verified. ``version`` changes whenever availability or
     the set of started pieces changes in a way that can reorder a strategy's
-    choices (a peer's bitfield arrives, a peer leaves, a piece fails its hash),
-    so a strategy may cache an ordering and rebuild it only when it changes.
+    choices (a peer's bitfield arrives, a peer leaves, a piece fails its hash;
+    not for a seed, which changes every piece alike), so a strategy may cache
+    an ordering and rebuild it only when it changes (or keep it up to date
+    with the optional ``PieceStrategy.availability_changed``).
 
     ``selected`` is the file selection of ``run --only/--skip`` as pieces: the
     pieces overlapping any selected file (``None`` when every file is
@@ -107,7 +109,18 @@ class SwarmView(Protocol):
 
 @runtime_checkable
 class PieceStrategy(Protocol):
-    """Decides which pieces to request blocks from, one peer at a time."""
+    """Decides which pieces to request blocks from, one peer at a time.
+
+    Optional method (not part of the ``isinstance`` check; a strategy without it
+    caches by ``SwarmView.version`` as before): ``availability_changed(pieces:
+    Iterable[int], delta: int) -> None``. The engine calls it on the event loop
+    whenever ``availability`` moves by ``delta`` (``+1`` or ``-1``) for each of
+    ``pieces``: a HAVE (one piece), a peer's bitfield arriving or the peer
+    leaving (its pieces). Seeds joining or leaving are not reported: they change
+    every piece alike and reorder nothing. With it a strategy can keep its order
+    up to date in O(1) per piece instead of rebuilding it (the default
+    rarest-first does). Keep it cheap, and do not call back into the engine.
+    """
 
     def next_pieces(self, swarm: SwarmView, peer_has: Bitfield) -> Iterable[int]:
         """Yield piece indices to take blocks from for one peer, best first.
