@@ -446,7 +446,9 @@ class FilesystemStorage:
                 if fd is not None:
                     os.fsync(fd)
                 else:
-                    tmp = os.open(self._path(self._files[i]), os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+                    # Never through a link, and never blocking on a FIFO swapped in since the write.
+                    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+                    tmp = os.open(self._path(self._files[i]), flags)
                     try:
                         os.fsync(tmp)
                     finally:
