@@ -9,13 +9,17 @@ seeder named with ``--peer`` while a fake tracker on 127.0.0.1 says these things
 
 from __future__ import annotations
 
+import os
 import socket
 import struct
+import sys
 from collections.abc import Iterator
 from urllib.parse import parse_qs, urlsplit
 
 import gevent.server
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from realpeers import (
     LOCALHOST,
     assert_same_tree,
@@ -32,10 +36,31 @@ from torrentcore.tracker import AnnounceResponse, TrackerTiers
 from torrentcore.tracker.http import MAX_BODY, MAX_REPLY_TOKENS, parse_announce_reply
 from torrentcore.tracker.tiers import MIN_ANNOUNCE_INTERVAL
 
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), os.pardir, "fuzz"))
+import harness  # noqa: E402
+
 RUN_TIMEOUT = 60
 #: A valid reply of about 4 MB: ``interval 1`` and a peer list of 1.99 million empty lists (under the
 #: general 2,000,000-value limit of the decoder, so it used to be decoded in full).
 COSTLY = b"d8:intervali1e5:peersl" + b"le" * 1_990_000 + b"ee"
+
+
+_peer_dict = st.fixed_dictionaries({}, optional={
+    b"ip": st.one_of(st.binary(max_size=20), st.sampled_from([b"10.0.0.1", b"::1", b"0.0.0.0", b"host.example"])),
+    b"port": st.integers(-2, 70000), b"peer id": st.binary(max_size=20)})
+_reply = st.fixed_dictionaries({}, optional={
+    b"interval": st.one_of(st.integers(-5, 2**40), st.binary(max_size=4)),
+    b"min interval": st.integers(-5, 2**40),
+    b"peers": st.one_of(st.binary(max_size=60), st.lists(_peer_dict, max_size=5), st.integers()),
+    b"peers6": st.one_of(st.binary(max_size=60), st.lists(st.integers(), max_size=2)),
+    b"warning message": st.binary(max_size=400), b"failure reason": st.binary(max_size=40),
+    b"tracker id": st.binary(max_size=8), b"complete": st.integers(-3, 10), b"incomplete": st.integers(-3, 10)})
+
+
+@settings(max_examples=300, derandomize=True, database=None, deadline=None)
+@given(st.one_of(_reply.map(encode), st.binary(max_size=120)))
+def test_any_tracker_reply_parses_sensibly_or_is_one_line(body):
+    harness.check_tracker_reply(body)  # the property fuzz/fuzz_tracker.py checks, with fixed examples
 
 
 def test_costly_reply_is_refused_before_it_is_decoded():
