@@ -79,21 +79,25 @@ class RarestFirst:
         counts = getattr(swarm.availability, "counts", None)
         level = list(counts if counts is not None else swarm.availability)
         buckets: list[list[int]] = [[] for _ in range(max(level, default=0) + 1)]
-        gone: list[int] = []
-        have, sel = swarm.have, swarm.selected
+        add = [bucket.append for bucket in buckets]
+        # Gone for good: verified, or not selected (few verified pieces at the first request: a set).
+        skip = set(swarm.have.indices())
+        sel = swarm.selected
+        if sel is not None:
+            skip.update(i for i in range(n) if not sel[i])
+        gone = [i for i in self._by_tie if i in skip] if skip else []
         for i in self._by_tie:  # tie order inside each bucket (a counting sort: O(n))
-            if have[i] or (sel is not None and not sel[i]):
-                gone.append(i)
-            else:
-                buckets[level[i]].append(i)
+            if i not in skip:
+                add[level[i]](i)
         order = array("l", gone)
         bound = [len(gone)]
         for bucket in buckets:
             order.extend(bucket)
             bound.append(len(order))
-        pos = array("l", bytes(order.itemsize * n))
+        positions = [0] * n  # (a list is filled faster than an array, then packed)
         for p, i in enumerate(order):
-            pos[i] = p
+            positions[i] = p
+        pos = array("l", positions)
         self._order, self._pos, self._level, self._bound = order, pos, level, bound
         self._built_for = id(swarm)
 
