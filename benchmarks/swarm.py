@@ -3,6 +3,7 @@
     python benchmarks/swarm.py --case 1g-256k --seeders 1,3 --rounds 3          # the headline numbers
     python benchmarks/swarm.py --quick                                          # about a minute
     python benchmarks/swarm.py --case tree --case 1g-1m --seeders 3 --json out.json
+    python benchmarks/swarm.py --seeders 1 --baseline-python /work/venv-base/bin/python     # before/after
 
 For each case (payload + torrent) and each seeder count N, the script starts opentracker and N
 libtorrent seeders on 127.0.0.1 (they check their data once at start, so no client pays for
@@ -11,15 +12,24 @@ user would run it, finding the seeders through the tracker:
 
 * ``torrentcore run T -o OUT --no-seed --quiet`` (the installed CLI);
 * ``aria2c --seed-time=0 ...`` (DHT, LPD, PEX off, ``--file-allocation=none``);
-* ``benchmarks/lt_leecher.py`` (libtorrent's Python bindings in a process of their own).
+* ``benchmarks/lt_leecher.py`` (libtorrent's Python bindings in a process of their own);
+* with ``--baseline-python PYTHON`` also ``torrentcore-baseline``: ``PYTHON -I -m torrentcore run ...``
+  with the same options, an older torrentcore installed in another environment (``-I`` and a neutral
+  working folder, so that neither a checkout in the current folder nor ``PYTHONPATH`` can stand in for
+  it). The new one then runs the same way (``sys.executable -I -m torrentcore``, same folder and
+  environment) instead of through its ``torrentcore`` script, so that only the code differs. Both
+  installs are checked at start (version and path of each ``torrentcore``, refused if they are the same
+  code) and recorded. ``--tc-arg`` goes to the new one only, ``--baseline-arg`` to the baseline.
 
 The order of the clients rotates every round. Every download is checked byte for byte and then deleted.
 Per client and round it records the wall time from process start to exit (what a user waits for),
 the time until the download was complete on disk (aria2: its ``--on-bt-download-complete`` hook;
 torrentcore: its ``download complete`` log line; libtorrent: after ``flush_cache``), CPU seconds
 (user+sys, ``os.wait4``) and peak RSS (``VmHWM``) of the process, and the CPU the seeders spent meanwhile.
-The summary gives medians and the speed ratios torrentcore/aria2c and torrentcore/libtorrent, each
-the median of the per-round ratios (wall times). Machines here are shared: read the ratios.
+The summary gives medians and the speed ratio of every client against every other (``A/B``: B's wall
+time over A's, so above 1 means A is faster), each the median of the per-round ratios; with a baseline
+also a before/after table: torrentcore-baseline/X next to torrentcore/X for X = aria2c and libtorrent
+(the change must not make these worse). Machines here are shared: read the ratios.
 """
 
 from __future__ import annotations
@@ -46,7 +56,9 @@ import realpeers as rp  # noqa: E402
 from common import private_state_dir, write_json  # noqa: E402
 from opentracker_fixture import OpenTracker  # noqa: E402
 
-CLIENTS = ("torrentcore", "aria2c", "libtorrent")
+CLIENTS = ("torrentcore", "torrentcore-baseline", "aria2c", "libtorrent")
+#: The clients that are torrentcore (same options, same log lines).
+TORRENTCORES = ("torrentcore", "torrentcore-baseline")
 MIB = 1 << 20
 
 #: name -> (payload size, piece length, number of files); ``--size`` scales the payload.
@@ -95,8 +107,9 @@ def _vm_hwm_kib(pid: int) -> int:
     return 0
 
 
-def run_child(cmd: list[str], timeout: float, log_path: str) -> tuple[int, float, object, int]:
-    """Run ``cmd``; return ``(exit code, wall seconds, rusage, peak RSS KiB)`` of that process.
+def run_child(cmd: list[str], timeout: float, log_path: str,
+              cwd: str | None = None, env: dict[str, str] | None = None) -> tuple[int, float, object, int]:
+    """Run ``cmd`` (in ``cwd``, with ``env``); return ``(exit code, wall seconds, rusage, peak RSS KiB)``.
 
     CPU comes from ``os.wait4``. Peak RSS is the last ``VmHWM`` read while it ran (polled every 10 ms):
     ``ru_maxrss`` of a child on Linux also counts the parent's resident set at fork/exec time, and this
@@ -104,7 +117,8 @@ def run_child(cmd: list[str], timeout: float, log_path: str) -> tuple[int, float
     """
     with open(log_path, "wb") as log:
         t0 = time.monotonic()
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=cwd,
+                                env=env)
         deadline = t0 + timeout
         hwm = 0
         while True:
@@ -146,6 +160,49 @@ def torrentcore_cmd() -> list[str]:
     return [exe] if exe else [sys.executable, "-m", "torrentcore"]
 
 
+def baseline_cmd(python: str) -> list[str]:
+    """The baseline torrentcore: ``python -I -m torrentcore`` (isolated: no current folder, no PYTHONPATH)."""
+    return [python, "-I", "-m", "torrentcore"]
+
+
+def neutral_env() -> dict[str, str]:
+    """The environment for the baseline: without ``PYTHONPATH``/``PYTHONHOME`` (``-I`` ignores them anyway)."""
+    return {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+
+
+def describe_install(cmd_python: list[str], cwd: str) -> dict[str, str]:
+    """``{"version", "path", "python"}`` of the torrentcore that ``cmd_python`` (a Python command) imports in
+    ``cwd``; :class:`RuntimeError` with the reason if it imports none."""
+    code = "import sys, torrentcore; print(torrentcore.__version__); print(torrentcore.__file__); print(sys.executable)"
+    res = subprocess.run([*cmd_python, "-c", code], capture_output=True, text=True, cwd=cwd, env=neutral_env(),
+                         timeout=60)
+    if res.returncode != 0:
+        last = (res.stderr.strip().splitlines() or ["no output"])[-1][-300:]
+        raise RuntimeError(f"{' '.join(cmd_python)} cannot import torrentcore ({last})")
+    version, path, python = res.stdout.split("\n")[:3]
+    folder = os.path.dirname(os.path.realpath(path))
+    info = {"version": version, "path": folder, "python": python}
+    git = subprocess.run(["git", "-C", folder, "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                         timeout=30)
+    if git.returncode == 0 and git.stdout.strip():  # an editable install of a checkout: which commit
+        dirty = subprocess.run(["git", "-C", folder, "status", "--porcelain", "--untracked-files=no", "."],
+                               capture_output=True, text=True, timeout=30).stdout.strip()
+        info["commit"] = git.stdout.strip() + (" (with uncommitted changes)" if dirty else "")
+    return info
+
+
+def check_installs(baseline_python: str, work: str) -> dict[str, dict[str, str]]:
+    """The new torrentcore (this interpreter's) and the baseline's; refused if both are the same code."""
+    installs = {"torrentcore": describe_install([sys.executable], work),
+                "torrentcore-baseline": describe_install([baseline_python, "-I"], work)}
+    installs["torrentcore"]["command"] = " ".join(baseline_cmd(sys.executable))
+    installs["torrentcore-baseline"]["command"] = " ".join(baseline_cmd(baseline_python))
+    if installs["torrentcore"]["path"] == installs["torrentcore-baseline"]["path"]:
+        raise RuntimeError(f"--baseline-python imports the same torrentcore as this run "
+                           f"({installs['torrentcore']['path']}): install the old version in another environment")
+    return installs
+
+
 def download(client: str, torrent_path: str, out: str, work: str, timeout: float, max_peers: int,
              extra: dict[str, list[str]]) -> Result:
     """Download ``torrent_path`` into ``out`` with ``client``; return its measurements."""
@@ -154,9 +211,19 @@ def download(client: str, torrent_path: str, out: str, work: str, timeout: float
     port = rp.free_port()
     started = time.time()
     done_at = None
-    if client == "torrentcore":
+    cwd = env = None
+    if client in TORRENTCORES:
         # DHT off as for aria2c and libtorrent here (the swarm is the tracker's).
-        cmd = [*extra.get("torrentcore-prefix", []), *torrentcore_cmd(), "run", torrent_path, "-o", out,
+        baseline_python = extra.get("baseline-python", [""])[0]
+        if client == "torrentcore" and not baseline_python:
+            base = [*extra.get("torrentcore-prefix", []), *torrentcore_cmd()]
+        else:
+            # Before/after: both started the same way (PYTHON -I -m torrentcore, in the work folder, so that a
+            # checkout in the current folder is not imported), so only the code differs.
+            python = sys.executable if client == "torrentcore" else baseline_python
+            prefix = extra.get("torrentcore-prefix", []) if client == "torrentcore" else []
+            base, cwd, env = [*prefix, *baseline_cmd(python)], work, neutral_env()
+        cmd = [*base, "run", torrent_path, "-o", out,
                "--no-seed", "--quiet", "--no-dht", "--port", str(port), "--listen-host", "127.0.0.1",
                "--max-peers", str(max_peers),
                "--log-format", "json", "--log-level", "info", *extra.get(client, [])]
@@ -176,12 +243,12 @@ def download(client: str, torrent_path: str, out: str, work: str, timeout: float
     else:
         raise ValueError(client)
     self_before = resource.getrusage(resource.RUSAGE_SELF)
-    code, wall, usage, hwm = run_child(cmd, timeout, log_path)
+    code, wall, usage, hwm = run_child(cmd, timeout, log_path, cwd=cwd, env=env)
     self_after = resource.getrusage(resource.RUSAGE_SELF)
     if code != 0:
         raise RuntimeError(f"{client} exited with {code} (log kept: {_keep(log_path)}): {_tail(log_path)}")
     text = _tail(log_path, 1 << 20)
-    if client == "torrentcore":
+    if client in TORRENTCORES:
         for line in text.splitlines():
             if '"download complete"' in line:
                 stamp_text = json.loads(line)["timestamp"].replace("Z", "+00:00")
@@ -273,7 +340,7 @@ def run_swarm(case: str, size: int, piece_length: int, files: int, seeder_counts
                             shutil.copyfile(os.path.join(work, f"{who}.log"),
                                             os.path.join(args.keep_logs, f"{case}-s{n}-r{r}-{who}.log"))
                         done = f", done {res['done']:.2f}s" if res["done"] else ""
-                        log(args, f"  {case} seeders={n} round {r}: {who:11s} {res['wall']:6.2f}s "
+                        log(args, f"  {case} seeders={n} round {r}: {who:20s} {res['wall']:6.2f}s "
                                   f"({size / 1e6 / res['wall']:5.0f} MB/s{done}) cpu {res['cpu']:5.2f}s "
                                   f"rss {res['rss_mib']:5.0f} MiB  seeders cpu {res['seeders_cpu']:.2f}s")
                     rows.append(row)
@@ -288,7 +355,7 @@ def run_swarm(case: str, size: int, piece_length: int, files: int, seeder_counts
 
 
 def summarize(case, size, piece_length, files, num_pieces, seeders, clients, rows) -> dict:
-    """Medians per client and the per-round speed ratios torrentcore/aria2c and torrentcore/libtorrent."""
+    """Medians per client, the speed ratio of every client against every other, and before/after (baseline)."""
     per_client = {}
     for who in clients:
         res = [row[who] for row in rows]
@@ -302,19 +369,31 @@ def summarize(case, size, piece_length, files, num_pieces, seeders, clients, row
             "peak_rss_mib": max(x["rss_mib"] for x in res),
             "median_seeders_cpu_s": statistics.median(x["seeders_cpu"] for x in res),
         }
+    ordered = [c for c in CLIENTS if c in clients]
     ratios = {}
-    if "torrentcore" in clients:
-        for other in clients:
-            if other == "torrentcore":
-                continue
-            per_round = [row[other]["wall"] / row["torrentcore"]["wall"] for row in rows]
-            ratios[f"torrentcore/{other}"] = round(statistics.median(per_round), 3)
-            dones = [row[other]["done"] / row["torrentcore"]["done"] for row in rows
-                     if row[other]["done"] and row["torrentcore"]["done"]]
-            if dones:
-                ratios[f"torrentcore/{other} (done)"] = round(statistics.median(dones), 3)
+    for i, first in enumerate(ordered):
+        for other in ordered[i + 1:]:
+            ratios.update(speed_ratios(rows, first, other))
+    before_after = {}
+    if "torrentcore" in clients and "torrentcore-baseline" in clients:
+        for ref in (c for c in ordered if c not in TORRENTCORES):
+            for kind in ("", " (done)"):
+                old, new = ratios.get(f"torrentcore-baseline/{ref}{kind}"), ratios.get(f"torrentcore/{ref}{kind}")
+                if old is not None and new is not None:
+                    before_after[f"vs {ref}{kind}"] = {"before": old, "after": new, "after/before": round(new / old, 3)}
     return {"case": case, "size": size, "piece_length": piece_length, "files": files, "pieces": num_pieces,
-            "seeders": seeders, "rounds": rows, "clients": per_client, "speed_ratios": ratios}
+            "seeders": seeders, "rounds": rows, "clients": per_client, "speed_ratios": ratios,
+            "before_after": before_after}
+
+
+def speed_ratios(rows: list[dict], first: str, other: str) -> dict[str, float]:
+    """``first/other`` (``other``'s wall time over ``first``'s: above 1, ``first`` is faster) and the same
+    for the time to complete, each the median of the per-round ratios."""
+    out = {f"{first}/{other}": round(statistics.median(row[other]["wall"] / row[first]["wall"] for row in rows), 3)}
+    dones = [row[other]["done"] / row[first]["done"] for row in rows if row[other]["done"] and row[first]["done"]]
+    if dones:
+        out[f"{first}/{other} (done)"] = round(statistics.median(dones), 3)
+    return out
 
 
 def print_summary(s: dict, args: argparse.Namespace) -> None:
@@ -327,8 +406,16 @@ def print_summary(s: dict, args: argparse.Namespace) -> None:
         done = f"{c['median_done_mb_s']:.0f}" if c["median_done_mb_s"] else "-"
         print(f"| {who} | {c['median_mb_s']:.0f} | {done} | {c['median_cpu_s']:.2f} | {c['cpu_s_per_gib']:.2f} "
               f"| {c['peak_rss_mib']:.0f} | {c['median_seeders_cpu_s']:.2f} |")
-    print("speed ratios (median of per-round ratios): "
+    print("speed ratios (median of per-round ratios; A/B > 1: A is faster): "
           + ", ".join(f"{k} = {v:.2f}" for k, v in s["speed_ratios"].items()), flush=True)
+    if s["before_after"]:
+        print("\nbefore/after (speed ratio of torrentcore-baseline and of torrentcore against each client; "
+              "after/before >= 1: no worse)")
+        print("| against | before (baseline) | after (torrentcore) | after/before |")
+        print("|---|---:|---:|---:|")
+        for against, v in s["before_after"].items():
+            print(f"| {against.removeprefix('vs ')} | {v['before']:.2f} | {v['after']:.2f} | {v['after/before']:.2f} |")
+        print(flush=True)
 
 
 def log(args: argparse.Namespace, text: str) -> None:
@@ -345,7 +432,14 @@ def main() -> int:
     ap.add_argument("--size", type=parse_size, default=None, help="override every case's payload size (e.g. 64M)")
     ap.add_argument("--seeders", default="1,3", help="comma-separated seeder counts (default 1,3)")
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--clients", default=",".join(CLIENTS), help="comma-separated subset of " + ", ".join(CLIENTS))
+    ap.add_argument("--clients", default=None, help="comma-separated subset of " + ", ".join(CLIENTS)
+                    + " (default: all; torrentcore-baseline only with --baseline-python)")
+    ap.add_argument("--baseline-python", metavar="PYTHON", default=None,
+                    help="the Python of another environment holding an older torrentcore: adds the client "
+                         "torrentcore-baseline (PYTHON -I -m torrentcore run ...) to the rotation, for before/after "
+                         "ratios measured in the same run")
+    ap.add_argument("--baseline-arg", action="append", default=[],
+                    help="extra argument for torrentcore-baseline (repeatable)")
     ap.add_argument("--seed-mode", action="store_true", help="seeders skip their start-up check (many seeders)")
     ap.add_argument("--max-peers", type=int, default=55, help="torrentcore --max-peers and aria2c --bt-max-peers")
     ap.add_argument("--tc-arg", action="append", default=[], help="extra argument for torrentcore (repeatable)")
@@ -361,17 +455,32 @@ def main() -> int:
     if args.quick:
         args.size = args.size or parse_size("64M")
         args.rounds = min(args.rounds, 2)
-    args.extra = {"torrentcore": args.tc_arg, "torrentcore-prefix": args.tc_prefix.split()}
+    args.extra = {"torrentcore": args.tc_arg, "torrentcore-prefix": args.tc_prefix.split(),
+                  "torrentcore-baseline": args.baseline_arg, "baseline-python": [args.baseline_python or ""]}
     cases = args.case or ["1g-256k"]
     seeder_counts = [int(x) for x in args.seeders.split(",")]
-    clients = [c for c in args.clients.split(",") if c]
+    default = CLIENTS if args.baseline_python else tuple(c for c in CLIENTS if c != "torrentcore-baseline")
+    clients = [c for c in (args.clients or ",".join(default)).split(",") if c]
     if unknown := set(clients) - set(CLIENTS):
         ap.error(f"unknown client(s): {', '.join(sorted(unknown))}")
+    if "torrentcore-baseline" in clients and not args.baseline_python:
+        ap.error("the client torrentcore-baseline needs --baseline-python PYTHON (an older torrentcore's Python)")
+    if args.baseline_python and not (os.path.isfile(args.baseline_python) and os.access(args.baseline_python, os.X_OK)):
+        ap.error(f"--baseline-python {args.baseline_python}: no such executable")
     os.makedirs(args.workdir, exist_ok=True)
     work = tempfile.mkdtemp(prefix="swarm-", dir=args.workdir)
     results = {"machine": {"cpus": os.cpu_count(), "load_at_start": os.getloadavg(),
                            "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")},
                "summaries": []}
+    if "torrentcore-baseline" in clients:
+        try:
+            results["installs"] = check_installs(args.baseline_python, work)
+        except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+            shutil.rmtree(work, ignore_errors=True)
+            ap.error(str(exc))
+        for who, install in results["installs"].items():
+            commit = f", commit {install['commit']}" if "commit" in install else ""
+            log(args, f"{who}: torrentcore {install['version']} from {install['path']}{commit} ({install['command']})")
     try:
         for case in cases:
             size, piece_length, files = CASES[case]

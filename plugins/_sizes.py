@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from torrentcore.errors import BadInputError
+from torrentcore.hookspec import BadInputError
 
 _SIZE = re.compile(r"\s*([0-9]*\.?[0-9]+)\s*([kKmMgGtT]?)(i?[bB])?\s*")
 _SCALE = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}

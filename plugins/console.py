@@ -12,12 +12,15 @@ logs stay readable. A summary is printed when the torrent stops.
 
 from __future__ import annotations
 
-import argparse
 import shutil
 import sys
 import time
+from typing import TYPE_CHECKING
 
-from torrentcore.hookspec import Metainfo, PeerInfo, ProgressSnapshot, hookimpl
+from torrentcore.hookspec import Metainfo, PeerInfo, ProgressSnapshot, TorrentConfig, hookimpl
+
+if TYPE_CHECKING:  # pragma: no cover
+    import argparse
 
 BAR_WIDTH = 24
 MIN_BAR = 10
@@ -168,18 +171,19 @@ def torrentcore_add_options(parser: argparse.ArgumentParser) -> None:
 
 
 @hookimpl
-def torrentcore_on_start(torrent: Metainfo, save_path: str, options: argparse.Namespace) -> None:
+def torrentcore_on_start(torrent: Metainfo, save_path: str, options: TorrentConfig) -> None:
     """Set up for this run and say what is starting."""
     global _reporter
-    if getattr(options, "quiet", False):
+    extra = options.extra
+    if extra.get("quiet", False):
         _reporter = None
         return
     # With "run -o -" the torrent's data goes to standard output: the console moves to standard error.
-    stream = sys.stderr if getattr(options, "output", None) == "-" else None
-    _reporter = ConsoleReporter(stream=stream, interval=getattr(options, "progress_interval", 10.0))
-    storage = getattr(options, "storage", "filesystem") or "filesystem"
+    stream = sys.stderr if save_path == "-" else None
+    _reporter = ConsoleReporter(stream=stream, interval=extra.get("progress_interval", 10.0))
+    storage = options.storage
     where = f"saving to {save_path}" if storage == "filesystem" else f"storage: {storage}"
-    selected = getattr(options, "selected_files", None)
+    selected = options.selected_files
     chosen = f" ({len(selected)} selected)" if selected is not None else ""
     _reporter.message(
         f"{torrent.name}: {human_bytes(torrent.data_length)} in {len(torrent.data_files)} file(s){chosen}, "
@@ -255,6 +259,8 @@ def torrentcore_on_finish(torrent: Metainfo, snapshot: ProgressSnapshot, exit_co
     verdict = verdicts.get(exit_code, "stopped with errors")
     if exit_code == 0 and snapshot.selected_files is not None and snapshot.fraction >= 1.0:
         verdict = "complete" + _selection(torrent, snapshot)
+    if exit_code == 0 and snapshot.extra.get("seeding_stopped"):
+        verdict = "complete" + _selection(torrent, snapshot) + " (seeding stopped)"
     _reporter.message(
         f"{torrent.name}: {verdict}. {snapshot.pieces_done}/{snapshot.num_pieces} pieces, "
         f"downloaded {human_bytes(snapshot.downloaded)}, uploaded {human_bytes(snapshot.uploaded)}, "

@@ -35,7 +35,6 @@
 
 from __future__ import annotations
 
-import argparse
 import bisect
 import errno
 import hashlib
@@ -48,12 +47,17 @@ from collections.abc import Iterable
 
 import structlog
 
-from torrentcore.errors import ProtocolError
-from torrentcore.hookspec import Bitfield, FileEntry, Metainfo, Storage, StorageError, hookimpl
-from torrentcore.statefile import (
+from torrentcore.hookspec import (
+    Bitfield,
+    FileEntry,
+    Metainfo,
+    Storage,
+    StorageError,
+    TorrentConfig,
     UnsafePath,
     UnsafeStateFile,
     decode_json,
+    hookimpl,
     keyed_name,
     open_folder_under,
     read_state,
@@ -355,11 +359,10 @@ class FilesystemStorage:
                 return None, {}
             if st is not None:
                 current[i] = st
-        try:
-            claimed = set(Bitfield(self.torrent.num_pieces, bits).indices())
-        except ProtocolError as exc:
-            raise ValueError(str(exc)) from None
-        return claimed, current
+        n = self.torrent.num_pieces
+        if n % 8 and bits[-1] & ((1 << (8 - n % 8)) - 1):
+            raise ValueError("'pieces' has bits set past the last piece")
+        return set(Bitfield(n, bits).indices()), current
 
     def _record_matches_data(self, claimed: set[int], current: dict[int, os.stat_result]) -> bool:
         """Whether the claimed pieces can be what is on disk: inside existing files, and a sample hashes right.
@@ -395,8 +398,14 @@ class FilesystemStorage:
             return None
 
     def pieces_with_data(self) -> Iterable[int]:
-        """Pieces overlapping bytes that exist in files on disk (a check of them starts: see check_finished)."""
+        """Pieces overlapping bytes that exist in files on disk (a check of them starts: see check_finished).
+
+        Completions recorded before are forgotten: the check marks every good piece again (a re-check must
+        not leave pieces it found bad in the record).
+        """
         self._check_pending = True
+        self._complete.clear()
+        self._finalized = False
         plen = self.torrent.piece_length
         found: set[int] = set()
         for i, f in enumerate(self._files):
@@ -505,7 +514,7 @@ class FilesystemStorage:
             log.warning("cannot save the resume record", path=path, error=exc.strerror or str(exc))
 
 
-def _open_storage(torrent: Metainfo, save_path: str, options: argparse.Namespace) -> Storage:
+def _open_storage(torrent: Metainfo, save_path: str, options: TorrentConfig) -> Storage:
     return FilesystemStorage(torrent, save_path)
 
 

@@ -14,37 +14,30 @@ anything starts, with exit code 2. The cap applies to the whole torrent, also
 with ``--only``/``--skip`` (pieces are stored per piece, so a selection uses
 less, but the check does not depend on it).
 
-Standard output: with ``run -o -`` (a single-file torrent; the CLI checks)
-the data is also written to standard output in order, each piece as soon as
-it and every piece before it are verified -- with ``--strategy sequential``
-it flows while the download runs. The console then prints to standard error.
+Standard output: ``run -o -`` (a single-file torrent; the CLI checks) needs
+this storage; the CLI then reads the file through a streaming reader
+(:func:`torrentcore.reader_source.run_streaming`) and writes it to standard
+output in order as pieces are verified, under any strategy (the reader's
+read-ahead window is urgent for every strategy). The console then prints to
+standard error. This backend itself never writes anywhere.
 """
 
 from __future__ import annotations
 
-import argparse
-import sys
 from collections.abc import Iterable
-from typing import BinaryIO
 
-import gevent
-
-from torrentcore.errors import BadInputError
-from torrentcore.hookspec import Metainfo, Setting, Storage, StorageError, hookimpl
+from torrentcore.hookspec import BadInputError, Metainfo, Setting, Storage, StorageError, TorrentConfig, hookimpl
 
 from ._sizes import parse_size
 
 #: Largest torrent the memory backend accepts unless ``memory.max_bytes`` says otherwise.
 DEFAULT_MAX_BYTES = 1024**3
-#: Pieces handed to the writer thread at once when streaming to standard output.
-STREAM_BATCH = 64
 
 
 class MemoryStorage:
     """A :class:`~torrentcore.hookspec.Storage` holding each verified piece as ``bytes``."""
 
-    def __init__(self, torrent: Metainfo, max_bytes: int = DEFAULT_MAX_BYTES, stream: BinaryIO | None = None) -> None:
-        """``stream``: also write the data there, in order, as pieces complete (``run -o -``)."""
+    def __init__(self, torrent: Metainfo, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
         if torrent.total_length > max_bytes:
             raise BadInputError(
                 f"{torrent.name} is {torrent.total_length} bytes, more than the memory storage's cap of "
@@ -55,9 +48,6 @@ class MemoryStorage:
         self.max_bytes = max_bytes
         self._pieces: dict[int, bytearray] = {}
         self._complete: set[int] = set()
-        self._stream = stream
-        self._streamed = 0  # pieces before this one are written to the stream
-        self._writing = False  # one greenlet writes at a time, so the stream stays in order
 
     def _check(self, piece: int, offset: int, length: int) -> None:
         if not 0 <= piece < self.torrent.num_pieces or offset < 0 or length < 0 \
@@ -82,30 +72,8 @@ class MemoryStorage:
         buf[offset : offset + len(view)] = view
 
     def mark_complete(self, piece: int) -> None:
-        """Record the piece as verified (and stream what is now complete from the start, if streaming)."""
+        """Record the piece as verified."""
         self._complete.add(piece)
-        if self._stream is not None:
-            self._write_stream()
-
-    def _write_stream(self) -> None:
-        if self._writing:
-            return  # the greenlet that is writing picks this piece up when its write returns
-        self._writing = True
-        try:
-            while self._streamed in self._complete:
-                chunks: list[bytes | bytearray] = []
-                while self._streamed in self._complete and len(chunks) < STREAM_BATCH:
-                    i = self._streamed
-                    chunks.append(self._pieces.get(i) or bytes(self.torrent.piece_size(i)))
-                    self._streamed += 1
-                # In gevent's thread pool: a slow reader of the pipe blocks this greenlet only, not the peers.
-                # (A complete piece's buffer is never modified again, so the thread may read it.)
-                try:
-                    gevent.get_hub().threadpool.apply(_write_all, (self._stream, chunks))
-                except OSError as exc:
-                    raise StorageError(f"cannot write to standard output: {exc.strerror or exc}") from None
-        finally:
-            self._writing = False
 
     def mark_incomplete(self, piece: int) -> None:
         """Forget the piece's completion (its bytes are dropped too)."""
@@ -128,21 +96,14 @@ class MemoryStorage:
         self._pieces.clear()
 
 
-def _write_all(stream: BinaryIO, chunks: list[bytes | bytearray]) -> None:
-    for chunk in chunks:
-        stream.write(chunk)
-    stream.flush()
-
-
-def _max_bytes(options: argparse.Namespace) -> int:
+def _max_bytes(options: TorrentConfig) -> int:
     settings = getattr(options, "plugin_settings", None) or {}
     value = (settings.get("memory") or {}).get("max_bytes")
     return DEFAULT_MAX_BYTES if value in (None, "") else parse_size(value, "memory.max_bytes")
 
 
-def _open_storage(torrent: Metainfo, save_path: str, options: argparse.Namespace) -> Storage:
-    stream = sys.stdout.buffer if save_path == "-" else None
-    return MemoryStorage(torrent, _max_bytes(options), stream)
+def _open_storage(torrent: Metainfo, save_path: str, options: TorrentConfig) -> Storage:
+    return MemoryStorage(torrent, _max_bytes(options))
 
 
 @hookimpl

@@ -23,18 +23,20 @@ Random: pieces in a random order (one shuffle per torrent) among those the
 peer has, started pieces first.
 
 Every strategy requests only wanted pieces (``SwarmView.wanted``: selected
-with ``--only/--skip``, not verified), and skips unselected pieces for good
-(``SwarmView.selected``).
+with ``--only/--skip``, not verified), and skips unselected pieces until the
+selection changes (``SwarmView.selected`` becomes another object).
+
+Readers' read-ahead windows (:mod:`torrentcore.reader`) are not the strategy's
+business: the engine requests those urgent pieces before asking any strategy.
 """
 
 from __future__ import annotations
 
-import argparse
 import random
 from array import array
 from collections.abc import Iterable, Iterator
 
-from torrentcore.hookspec import Bitfield, Metainfo, PieceStrategy, Setting, SwarmView, hookimpl
+from torrentcore.hookspec import Bitfield, Metainfo, PieceStrategy, Setting, SwarmView, TorrentConfig, hookimpl
 
 from ._sizes import parse_size
 
@@ -49,7 +51,8 @@ class RarestFirst:
 
     The order is one array of every piece, grouped in buckets of equal availability (rarest first), in the
     manner of libtorrent's piece picker: ``_bound[b]`` is where bucket ``b`` starts, and the pieces before
-    ``_bound[0]`` are gone for good (verified or not selected). A piece whose availability moves by one
+    ``_bound[0]`` are gone (verified, or not selected: until the selection changes, when the buckets are
+    built again). A piece whose availability moves by one
     (``availability_changed``: a HAVE, a leecher's bitfield arriving or leaving) swaps places with the
     last (or first) piece of its bucket and the boundary moves: O(1), never a rebuild. Seeds change every
     piece alike and reorder nothing (the engine does not even report them). Inside a bucket, pieces start
@@ -63,7 +66,9 @@ class RarestFirst:
         self._by_tie = array("l", range(num_pieces))  # the random order of the start and of ties
         self._rng.shuffle(self._by_tie)
         self._random_cursor = 0
+        self._random_selection: object = None
         self._built_for: int | None = None  # id() of the SwarmView the buckets describe
+        self._selection: object = None  # the swarm.selected they were built for (a new one: build again)
         self._order = array("l")
         self._pos = array("l")
         self._level: list[int] = []
@@ -80,7 +85,7 @@ class RarestFirst:
         level = list(counts if counts is not None else swarm.availability)
         buckets: list[list[int]] = [[] for _ in range(max(level, default=0) + 1)]
         add = [bucket.append for bucket in buckets]
-        # Gone for good: verified, or not selected (few verified pieces at the first request: a set).
+        # Gone: verified, or not selected (few verified pieces at the first request: a set).
         skip = set(swarm.have.indices())
         sel = swarm.selected
         if sel is not None:
@@ -99,7 +104,7 @@ class RarestFirst:
             positions[i] = p
         pos = array("l", positions)
         self._order, self._pos, self._level, self._bound = order, pos, level, bound
-        self._built_for = id(swarm)
+        self._built_for, self._selection = id(swarm), sel
 
     def availability_changed(self, pieces: Iterable[int], delta: int) -> None:
         """Move each of ``pieces`` one bucket up (``delta`` 1) or down (-1): O(1) per piece."""
@@ -119,7 +124,7 @@ class RarestFirst:
 
     def _up(self, i: int) -> None:
         if self._pos[i] < self._bound[0]:
-            return  # gone for good
+            return  # gone
         bound = self._bound
         b = self._level[i]
         if b + 2 >= len(bound):
@@ -132,7 +137,7 @@ class RarestFirst:
     def _down(self, i: int) -> None:
         b = self._level[i]
         if b == 0 or self._pos[i] < self._bound[0]:
-            return  # gone for good (a level below 0 would be a count below 0: never reported)
+            return  # gone (a level below 0 would be a count below 0: never reported)
         bound = self._bound
         first = bound[b]
         self._swap(i, first)
@@ -160,8 +165,8 @@ class RarestFirst:
         if swarm.have.count < RANDOM_FIRST_PIECES:
             yield from self._random_first(swarm, peer_has)
             return
-        if self._built_for != id(swarm):
-            self._rebuild(swarm, False)
+        if self._built_for != id(swarm) or swarm.selected is not self._selection:
+            self._rebuild(swarm, False)  # first request, or the selection changed: unselected pieces may be back
         have, sel, partial, order = swarm.have, swarm.selected, swarm.partial, self._order
         p = self._bound[0]
         end = len(order)
@@ -177,9 +182,11 @@ class RarestFirst:
     def _random_first(self, swarm: SwarmView, peer_has: Bitfield) -> Iterator[int]:
         """The first few pieces, in this torrent's random order (something to share as soon as possible)."""
         by_tie, have, sel = self._by_tie, swarm.have, swarm.selected
+        if sel is not self._random_selection:  # the selection changed: skipped pieces may be wanted now
+            self._random_selection, self._random_cursor = sel, 0
         c = self._random_cursor
         while c < len(by_tie) and (have[by_tie[c]] or (sel is not None and not sel[by_tie[c]])):
-            c += 1  # skipped for good: verified or unselected
+            c += 1  # skipped: verified or unselected (until the selection changes, above)
         self._random_cursor = c
         for pos in range(c, len(by_tie)):
             i = by_tie[pos]
@@ -203,13 +210,16 @@ class Sequential:
         self._cached: tuple[int, int] | None = None
         self._pieces: list[int] = []
         self._end = 0
+        self._selection: object = None  # the swarm.selected the cursor was moved for
 
     def _window(self, swarm: SwarmView) -> tuple[list[int], int, int]:
         """The window's pieces (selected, not verified, in order), its first index and its end."""
         have, sel, n = swarm.have, swarm.selected, swarm.num_pieces
+        if sel is not self._selection:  # the selection changed (a new object): skipped pieces may be wanted now
+            self._selection, self._cursor, self._cached = sel, 0, None
         c = self._cursor
         while c < n and (have[c] or (sel is not None and not sel[c])):
-            c += 1  # verified or unselected pieces never become missing again
+            c += 1  # verified or unselected pieces stay skipped (until the selection changes, above)
         self._cursor = c
         if self._cached != (c, have.count):
             pieces: list[int] = []
@@ -248,14 +258,17 @@ class RandomOrder:
         self._order = list(range(num_pieces))
         (rng or random.Random()).shuffle(self._order)
         self._cursor = 0
+        self._selection: object = None  # the swarm.selected the cursor was moved for
 
     def next_pieces(self, swarm: SwarmView, peer_has: Bitfield) -> Iterator[int]:
         """Started pieces the peer has, then the others in this torrent's shuffled order."""
         yield from [i for i in swarm.partial if peer_has[i]]
         order, have, sel = self._order, swarm.have, swarm.selected
+        if sel is not self._selection:  # the selection changed (a new object): skipped pieces may be wanted now
+            self._selection, self._cursor = sel, 0
         c = self._cursor
         while c < len(order) and (have[order[c]] or (sel is not None and not sel[order[c]])):
-            c += 1  # skipped for good: verified or unselected
+            c += 1  # skipped: verified or unselected (until the selection changes, above)
         self._cursor = c
         for pos in range(c, len(order)):
             i = order[pos]
@@ -263,7 +276,7 @@ class RandomOrder:
                 yield i
 
 
-def _rarest_first(torrent: Metainfo, options: argparse.Namespace) -> PieceStrategy:
+def _rarest_first(torrent: Metainfo, options: TorrentConfig) -> PieceStrategy:
     return RarestFirst(torrent.num_pieces)
 
 
@@ -272,14 +285,14 @@ def window_pieces(window_bytes: int, piece_length: int) -> int:
     return max(1, -(-max(0, window_bytes) // max(1, piece_length)))
 
 
-def _sequential(torrent: Metainfo, options: argparse.Namespace) -> PieceStrategy:
+def _sequential(torrent: Metainfo, options: TorrentConfig) -> PieceStrategy:
     settings = getattr(options, "plugin_settings", None) or {}
     value = (settings.get("sequential") or {}).get("window")
     window = SEQUENTIAL_WINDOW if value in (None, "") else parse_size(value, "sequential.window")
     return Sequential(window_pieces(window, torrent.piece_length))
 
 
-def _random(torrent: Metainfo, options: argparse.Namespace) -> PieceStrategy:
+def _random(torrent: Metainfo, options: TorrentConfig) -> PieceStrategy:
     return RandomOrder(torrent.num_pieces)
 
 

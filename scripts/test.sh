@@ -14,4 +14,5 @@ fi
 
 python3 -m pip install -q ".[test]"
 python3 -m ruff check .
+lint-imports
 python3 -m pytest -q -p no:cacheprovider "$@"

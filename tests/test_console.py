@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import argparse
 import io
 
 import torrentcore_plugins.console as console
+from torrentcore.config import TorrentConfig
 from torrentcore.hookspec import ProgressSnapshot
 
 
@@ -58,7 +58,7 @@ def test_checking_state():
 
 
 def test_hash_failures_are_shown_a_few_times_then_counted(capsys):
-    options = argparse.Namespace(quiet=False, progress_interval=10.0)
+    options = TorrentConfig(extra={"quiet": False, "progress_interval": 10.0})
 
     class T:
         name = "t"

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import signal
 import subprocess
 import time
 
@@ -334,10 +333,11 @@ def test_file_changing_while_hashing_is_an_error(tmp_path, monkeypatch):
     root = make_payload(tmp_path, {"a": 1000, "b": 2000})
     real = create_mod.list_files
 
-    def lying_list_files(path):
-        name, files, skipped, is_dir = real(path)
+    def lying_list_files(path, *args, **kwargs):
+        listing = real(path, *args, **kwargs)
+        files = listing.files
         files[0] = create_mod.SourceFile(files[0].path, files[0].disk_path, 1500)  # "a" shrank to 1000
-        return name, files, skipped, is_dir
+        return listing
 
     monkeypatch.setattr(create_mod, "list_files", lying_list_files)
     with pytest.raises(TorrentcoreError, match="changed while hashing"):
@@ -462,7 +462,7 @@ def test_libtorrent_downloads_created_torrent_from_torrentcore_seeder(tmp_path, 
         # miss its per-block alerts on a 2 MB transfer, but torrentcore counts every byte it uploads.
         senders = {t["pid"][:8] for t in leecher.transfers()}
         assert senders <= {b"-TC0001-"}, leecher.transfers()
-        assert seeder.stop() == 128 + signal.SIGTERM, seeder.describe()
+        assert seeder.stop() == 0, seeder.describe()  # stopping the seeding of complete data is success
         summary = parse_summary(seeder.stdout)
         assert summary is not None, seeder.stdout
         assert summary["uploaded_min"] >= sum(spec.values()) * 0.95, seeder.stdout

@@ -135,21 +135,9 @@ def test_metadata_garbage_is_a_protocol_error(payload):
         parse_metadata(payload)
 
 
-class _Meta:
-    private = False
-
-    def __init__(self, raw: bytes) -> None:
-        self.raw_info = raw
-
-
-class _Torrent:
-    def __init__(self, raw: bytes) -> None:
-        self.meta = _Meta(raw)
-
-
 def test_metadata_server_answers_requests_and_rejects_the_rest():
     raw = bytes(range(256)) * 100  # 25600 bytes: 2 pieces
-    server = MetadataServer(_Torrent(raw))
+    server = MetadataServer(raw)
     registry = ExtensionRegistry({UT_METADATA: server})
     peer = FakePeer(registry)
     peer.extensions.on_handshake({b"m": {b"ut_metadata": 3}})
@@ -339,12 +327,10 @@ def test_torrentcore_handshake_serves_metadata_and_drops_garbage(tmp_path: Path,
 
 
 def test_a_plugin_cannot_take_a_built_in_name_or_offer_a_name_twice():
-    import argparse
     import types
 
     from torrentcore import plugins
     from torrentcore.hookspec import hookimpl
-    from torrentcore.session import Torrent
 
     info = {"name": "x", "piece length": 16384, "length": 10, "pieces": b"\0" * 20}
     meta = parse(bencode.encode({"info": info}))
@@ -355,10 +341,9 @@ def test_a_plugin_cannot_take_a_built_in_name_or_offer_a_name_twice():
             module = types.ModuleType(f"ext_plugin_{n}")
             module.torrentcore_extensions = hookimpl(lambda torrent, offer=offer: offer)
             pm.register(module)
-        return Torrent(meta, "/nonexistent-never-written", pm, argparse.Namespace(), plugins.choose_strategy(pm),
-                       lambda *a: None)
+        return ExtensionRegistry.for_torrent(meta, None, pm.hook.torrentcore_extensions(torrent=meta))
 
-    assert torrent_with({"x_one": Recorder()}, {}).extensions.ids["x_one"] == FIRST_PLUGIN_ID
+    assert torrent_with({"x_one": Recorder()}, {}).ids["x_one"] == FIRST_PLUGIN_ID
     with pytest.raises(PluginError, match="ut_pex"):
         torrent_with({"ut_pex": Recorder()})
     with pytest.raises(PluginError, match="x_two"):

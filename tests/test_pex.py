@@ -10,8 +10,6 @@ message on its first one-second tick after the extension handshake, then at most
 
 from __future__ import annotations
 
-import argparse
-
 import pytest
 from realpeers import (
     LOCALHOST,
@@ -32,10 +30,10 @@ from torrentcore.peer.extensions import (
     PEX_MAX_SEND,
     UT_METADATA,
     UT_PEX,
+    ExtensionRegistry,
     encode_pex,
     parse_pex,
 )
-from torrentcore.session import Torrent
 
 
 def _slow(limit: int) -> dict:
@@ -145,22 +143,21 @@ def test_pex_skips_port_zero_and_unspecified_and_ignores_bad_flags():
     assert message.added == [(("10.0.0.3", 6881), PEX_FLAG_SEED)]
 
 
-def _torrent(private: bool, **options) -> Torrent:
+def _registry(private: bool, pex: bool = True) -> ExtensionRegistry:
     info = {"name": "x", "piece length": 16384, "length": 10, "pieces": b"\0" * 20}
     if private:
         info["private"] = 1
     meta = parse(bencode.encode({"announce": "http://127.0.0.1:1/announce", "info": info}))
     pm = plugins.get_plugin_manager()
-    return Torrent(meta, "/nonexistent-never-written", pm, argparse.Namespace(**options), plugins.choose_strategy(pm),
-                   lambda *a: None)
+    return ExtensionRegistry.for_torrent(meta, _Swarm(), pm.hook.torrentcore_extensions(torrent=meta), pex=pex)
 
 
 def test_private_torrents_speak_neither_pex_nor_metadata():
-    assert set(_torrent(private=True).extensions.ids) == set()
-    public = _torrent(private=False).extensions.ids
+    assert set(_registry(private=True).ids) == set()
+    public = _registry(private=False).ids
     assert public[UT_PEX] == 1 and public[UT_METADATA] == 2
     # --no-pex: metadata is still served, PEX is neither offered nor accepted.
-    assert set(_torrent(private=False, no_pex=True).extensions.ids) == {UT_METADATA}
+    assert set(_registry(private=False, pex=False).ids) == {UT_METADATA}
 
 
 class _Has:

@@ -59,7 +59,7 @@ def test_sigterm_during_the_start_up_check_then_seed_finds_all_the_data(tmp_path
 
     # The same with a trusted record of complete data before (its file touched, so it is checked again).
     monkeypatch.delenv("TC_SIGNAL_AFTER_PIECES")
-    full = torrentcore.seed(torrent, data, "--seed-time", "0")
+    full = torrentcore.seed(torrent, data, "--seed-time", "0.001")
     assert full.wait(RUN_TIMEOUT) == 0, full.describe()
     assert record.is_file() and _record_pieces(record) == pieces, full.describe()
     os.utime(root)
@@ -69,7 +69,7 @@ def test_sigterm_during_the_start_up_check_then_seed_finds_all_the_data(tmp_path
     assert not record.exists() or _record_pieces(record) == pieces, "fewer pieces than were trusted before"
 
     monkeypatch.delenv("TC_SIGNAL_AFTER_PIECES")
-    seed = torrentcore.seed(torrent, data, "--seed-time", "0")
+    seed = torrentcore.seed(torrent, data, "--seed-time", "0.001")
     assert seed.wait(RUN_TIMEOUT) == 0, seed.describe()
     checked = seed.events("checking existing data")
     assert checked and checked[0]["candidates"] == pieces, seed.describe()  # checked again, in full

@@ -7,7 +7,6 @@ the order in which pieces were verified (recorded by a reporter plugin given wit
 
 from __future__ import annotations
 
-import argparse
 import random
 import textwrap
 
@@ -21,6 +20,7 @@ from realpeers import (
 
 from torrentcore import bencode, metainfo
 from torrentcore.bitfield import Bitfield
+from torrentcore.config import TorrentConfig
 from torrentcore.errors import BadInputError
 from torrentcore.piecemanager import PieceManager
 from torrentcore_plugins import rarest_first as strategies
@@ -114,12 +114,12 @@ def test_window_size_from_the_setting():
     assert window_pieces(8 * 1024 * 1024, 64 * 1024) == 128
     assert window_pieces(100, 64 * 1024) == 1 and window_pieces(0, 16384) == 1
     torrent = meta(10)
-    default = strategies._sequential(torrent, argparse.Namespace())
+    default = strategies._sequential(torrent, TorrentConfig())
     assert default.window == window_pieces(strategies.SEQUENTIAL_WINDOW, PL)
-    opts = argparse.Namespace(plugin_settings={"sequential": {"window": "256k"}})
+    opts = TorrentConfig(plugin_settings={"sequential": {"window": "256k"}})
     assert strategies._sequential(torrent, opts).window == 4
     with pytest.raises(BadInputError, match="sequential.window"):
-        strategies._sequential(torrent, argparse.Namespace(plugin_settings={"sequential": {"window": "big"}}))
+        strategies._sequential(torrent, TorrentConfig(plugin_settings={"sequential": {"window": "big"}}))
 
 
 # --------------------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # pragma: no cover
     from .peer.peer import Peer
-    from .session import Torrent
+    from .peer.ports import SwarmView
 
 INTERVAL = 10.0
 OPTIMISTIC_INTERVAL = 30.0
@@ -27,8 +27,8 @@ DEFAULT_SLOTS = 4
 class Choker:
     """Decides which peers we upload to."""
 
-    def __init__(self, torrent: Torrent, slots: int = DEFAULT_SLOTS, rng: random.Random | None = None):
-        self.torrent = torrent
+    def __init__(self, swarm: SwarmView, slots: int = DEFAULT_SLOTS, rng: random.Random | None = None):
+        self.swarm = swarm
         self.slots = max(1, slots)
         self.rng = rng or random.Random()
         self.optimistic: Peer | None = None
@@ -38,7 +38,7 @@ class Choker:
     def peer_interest_changed(self, peer: Peer) -> None:
         """React at once when a slot is free, instead of waiting for the next round."""
         if peer.peer_interested and peer.am_choking:
-            unchoked = sum(1 for p in self.torrent.peers.values() if not p.am_choking)
+            unchoked = sum(1 for p in self.swarm.peers.values() if not p.am_choking)
             if unchoked < self.slots + 1:
                 peer.unchoke()
         elif not peer.peer_interested and not peer.am_choking and peer is not self.optimistic:
@@ -47,10 +47,10 @@ class Choker:
     def rechoke(self, now: float | None = None) -> None:
         """One round of the algorithm."""
         now = time.monotonic() if now is None else now
-        peers = [p for p in self.torrent.peers.values() if not p.conn.closed]
+        peers = [p for p in self.swarm.peers.values() if not p.conn.closed]
         interested = [p for p in peers if p.peer_interested and not p.has.complete]
         # Seeding: every wanted piece is verified (the whole torrent, or the selected files' pieces).
-        seeding = getattr(self.torrent, "complete", self.torrent.have.complete)
+        seeding = self.swarm.complete
         if seeding:
             ranked = sorted(interested, key=lambda p: p.up.rate, reverse=True)
         else:

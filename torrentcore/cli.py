@@ -119,20 +119,30 @@ def _plugin_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _network_options(parser: argparse.ArgumentParser) -> None:
+    from .config import ENCRYPTION_CHOICES, SessionConfig, TorrentConfig, default_of
+
     g = parser.add_argument_group("network")
     g.add_argument("--port", type=int, default=None,
-                   help="port to accept peers on (default: first free in 6881-6889; 0: any free port)")
+                   help="port to accept peers on, for every torrent (default: first free in 6881-6889; 0: any free "
+                        "port; a port given here must be free)")
     g.add_argument("--listen-host", default="0.0.0.0",
                    help="address(es) to listen on, comma-separated, e.g. 127.0.0.1,::1 "
                         "(default: all IPv4 and IPv6 addresses)")
-    g.add_argument("--max-peers", type=int, default=50, help="most connected peers (default: 50)")
+    g.add_argument("--max-peers", type=int, default=default_of(TorrentConfig, "max_peers"),
+                   help="most connected peers per torrent (default: %(default)s)")
+    g.add_argument("--max-connections", type=int, default=default_of(SessionConfig, "max_connections"),
+                   help="most peer connections of all torrents together (default: %(default)s)")
     g.add_argument("--peer", dest="peers", action="append", type=parse_peer, default=[], metavar="HOST:PORT",
                    help="also connect to this peer (repeatable)")
     g.add_argument("--max-download-rate", type=parse_rate, default=0, metavar="RATE",
-                   help="limit download rate, e.g. 2M (default: unlimited)")
+                   help="limit the download rate of all torrents together, e.g. 2M (default: unlimited)")
     g.add_argument("--max-upload-rate", type=parse_rate, default=0, metavar="RATE",
-                   help="limit upload rate, e.g. 500k (default: unlimited)")
-    g.add_argument("--upload-slots", type=int, default=4, help="regular unchoke slots (default: 4)")
+                   help="limit the upload rate of all torrents together, e.g. 500k (default: unlimited)")
+    g.add_argument("--upload-slots", type=int, default=default_of(TorrentConfig, "upload_slots"),
+                   help="regular unchoke slots per torrent (default: %(default)s)")
+    g.add_argument("--encryption", choices=ENCRYPTION_CHOICES, default=default_of(SessionConfig, "encryption"),
+                   help="encrypted connections (MSE/PE): prefer them, require them, or disable them "
+                        "(default: %(default)s)")
     g.add_argument("--no-pex", action="store_true",
                    help="do not exchange peer lists with peers (BEP 11; always off for private torrents)")
     g.add_argument("--no-dht", action="store_true",
@@ -153,8 +163,16 @@ def _network_options(parser: argparse.ArgumentParser) -> None:
                    help="...or until no peer has wanted data for this many minutes "
                         "(default: 2 for run, never for seed; 0 = never)")
     p = parser.add_argument_group("plugins")
-    p.add_argument("--strategy", default="rarest-first", help="piece selection strategy (default: rarest-first)")
-    p.add_argument("--storage", default="filesystem", help="storage backend (default: filesystem)")
+    p.add_argument("--strategy", default=default_of(TorrentConfig, "strategy"),
+                   help="piece selection strategy (default: %(default)s)")
+    p.add_argument("--storage", default=default_of(TorrentConfig, "storage"),
+                   help="storage backend (default: %(default)s)")
+
+
+def _default_metadata_timeout() -> float:
+    from .config import TorrentConfig, default_of
+
+    return default_of(TorrentConfig, "metadata_timeout")
 
 
 def build_parser(pm=None) -> argparse.ArgumentParser:
@@ -173,15 +191,15 @@ def build_parser(pm=None) -> argparse.ArgumentParser:
     p.add_argument("torrent", help=".torrent file or magnet link")
     p.add_argument("--json", action="store_true", help="print JSON for machines")
 
-    p = sub.add_parser("run", help="download a torrent (then seed it for a while)")
+    p = sub.add_parser("run", help="download torrents (then seed them for a while)")
     _common(p, top=False)
-    p.add_argument("torrent", help=".torrent file or magnet link")
+    p.add_argument("torrent", nargs="+", help=".torrent file(s) or magnet link(s), all run in one session")
     p.add_argument("-o", "--output", default=".", metavar="DIR",
                    help="download folder (default: .); '-' with --storage memory writes a single-file "
                         "torrent's data to standard output, in order, as it arrives")
     p.add_argument("--no-seed", action="store_true", help="exit as soon as the download is complete")
-    p.add_argument("--metadata-timeout", type=float, default=120.0, metavar="SECONDS",
-                   help="magnet links: give up if no peer sends the metadata within this time (default: 120)")
+    p.add_argument("--metadata-timeout", type=float, default=_default_metadata_timeout(), metavar="SECONDS",
+                   help="magnet links: give up if no peer sends the metadata within this time (default: %(default)s)")
     sel = p.add_argument_group("file selection (files numbered as 'torrentcore info' lists them, from 0)")
     sel.add_argument("--only", action="append", default=[], metavar="GLOB|INDEX",
                      help="download only the files matching (repeatable); a glob is matched against the "
@@ -195,7 +213,7 @@ def build_parser(pm=None) -> argparse.ArgumentParser:
 
     p = sub.add_parser("seed", help="seed data that is already on disk")
     _common(p, top=False)
-    p.add_argument("torrent", help=".torrent file")
+    p.add_argument("torrent", nargs="+", help=".torrent file(s), all seeded on one port")
     p.add_argument("-d", "--data", required=True, metavar="DIR",
                    help="folder holding the data (the torrent's files or folder inside it)")
     _network_options(p)
@@ -209,6 +227,7 @@ def build_parser(pm=None) -> argparse.ArgumentParser:
     p.add_argument("-t", "--tracker", action="append", default=[], metavar="URL",
                    help="tracker URL (repeatable; each one is its own tier)")
     p.add_argument("-o", "--output", metavar="FILE", help="where to write (default: NAME.torrent)")
+    p.add_argument("-f", "--force", action="store_true", help="overwrite the output file if it exists")
     p.add_argument("--piece-length", type=parse_rate, default=None, metavar="BYTES",
                    help="piece length, e.g. 256k (default: chosen from the size)")
     p.add_argument("--private", action="store_true", help="mark private (BEP 27: trackers only)")
@@ -254,84 +273,13 @@ def configure_logging(level: str, fmt: str) -> None:
 def _load_torrent(path: str):
     from . import metainfo
     from .errors import MetainfoError
-    from .magnet import is_magnet
+    from .magnet import is_magnet, parse_magnet
 
     if is_magnet(path):
+        parse_magnet(path)  # a malformed link is reported as one (exit 2)
         raise MetainfoError("'seed' needs a .torrent file to check the data against; 'torrentcore run MAGNET' "
                             "saves NAME.torrent in its download folder")
     return metainfo.load(path)
-
-
-def _magnet_peer_sources(magnet, peer_id: bytes, dht_node=None, port: int | None = None) -> list:
-    """Where a magnet link's metadata may come from, as :data:`torrentcore.metadata.PeerSource` callables.
-
-    The trackers of the link (``tr=``; announced with ``port``, the ``--port`` we will listen on, else 6881,
-    the first one tried) and the DHT node, if one runs.
-    """
-    from .metadata import tracker_source
-
-    sources = [tracker_source(magnet.trackers, peer_id, port or 6881)] if magnet.trackers else []
-    if dht_node is not None:
-        sources.append(lambda info_hash: dht_node.get_peers(info_hash, timeout=30.0))
-    return sources
-
-
-def _fetch_interruptibly(fetcher, timeout: float):
-    """``fetcher.fetch(timeout)``; Ctrl-C / SIGTERM / SIGHUP end it with one line and exit code 130 / 143 / 129."""
-
-    from .metadata import MetadataError
-
-    stopped: list[int] = []
-
-    def stop(code: int) -> None:
-        stopped.append(code)
-        fetcher.stop()
-
-    handlers = install_stop_handlers(stop)  # SIGINT, SIGTERM, SIGHUP
-    try:
-        return fetcher.fetch(timeout=timeout)
-    except MetadataError:
-        if stopped:
-            error = TorrentcoreError("interrupted while fetching the metadata")
-            error.exit_code = stopped[0]
-            raise error from None
-        raise
-    finally:
-        for handler in handlers:
-            handler.cancel()
-
-
-def _load_magnet(args, save_path: str):
-    """``run MAGNET``: fetch the metadata (BEP 9), save NAME.torrent in the download folder, return the Metainfo.
-
-    Sets ``args.magnet_peer_id`` (the same id is used for the download) and ``args.magnet_peers`` (``x.pe=`` peers
-    and those that sent the metadata, dialled first by the download).
-    """
-    from . import metainfo
-    from .magnet import parse_magnet
-    from .metadata import MetadataFetcher, find_saved_torrent, save_torrent_file, torrent_file
-    from .session import make_peer_id
-
-    magnet = parse_magnet(args.torrent)
-    args.magnet_peer_id = make_peer_id()
-    saved = find_saved_torrent(save_path, magnet.info_hash)
-    if saved is not None:  # a second run on the same folder: the metadata is already here
-        structlog.get_logger(__name__).info("metadata found on disk", path=saved, info_hash=magnet.info_hash_hex)
-        args.magnet_peers = list(magnet.peers)
-        return metainfo.load(saved)
-    sources = _magnet_peer_sources(magnet, args.magnet_peer_id, getattr(args, "dht_node", None), args.port)
-    if not sources and not magnet.peers and not args.peers:
-        raise BadInputError("the magnet link names no tracker (tr=) and no peer (x.pe=), no --peer was given "
-                            "and the DHT is off: there is nowhere to fetch its metadata from")
-    fetcher = MetadataFetcher(magnet.info_hash, args.magnet_peer_id, [*magnet.peers, *args.peers], sources)
-    result = _fetch_interruptibly(fetcher, args.metadata_timeout)
-    data = torrent_file(result.raw_info, magnet.trackers)
-    meta = metainfo.parse(data)
-    path = save_torrent_file(save_path, meta.name, data)
-    structlog.get_logger(__name__).info("metadata saved", path=path, info_hash=meta.info_hash_hex)
-    # Peers that sent bad metadata are not dialled again by the download.
-    args.magnet_peers = [*result.peers, *(p for p in magnet.peers if p not in fetcher.bad_peers())]
-    return meta
 
 
 def cmd_info(args) -> int:
@@ -451,101 +399,136 @@ def _plugin_settings(args, pm) -> dict:
     return plugins.resolve_settings(pm, args.plugin_opts, plugins.load_config(args.config), config_name)
 
 
-def _run_torrent(args, pm, save_path: str, seed_only: bool) -> int:
-    from . import plugins
-    from .magnet import is_magnet
-    from .session import Torrent
+def _session_config(args, pm):
+    """The SessionConfig of ``run``/``seed`` from the parsed options (a bad value: ValueError)."""
+    from .config import SessionConfig
 
-    magnet = is_magnet(args.torrent) and not seed_only
-    if save_path == "-" and (magnet or getattr(args, "storage", None) != "memory"):
-        raise BadInputError("-o - (the data to standard output) needs --storage memory and a .torrent file")
-    if magnet:
-        _start_dht(args)  # a peer source for the metadata too (args.dht_node)
-    meta = _load_magnet(args, save_path) if magnet else _load_torrent(args.torrent)
-    if not meta.private:
-        _start_dht(args)
-    else:
-        _stop_dht(args)  # private torrents (BEP 27) never use the DHT
-    from .selection import select_files
+    hosts = tuple(h.strip() for h in (args.listen_host or "").split(",") if h.strip()) or ("0.0.0.0",)
+    return SessionConfig(
+        listen_port=args.port, listen_hosts=hosts, dht=not args.no_dht, dht_port=args.dht_port,
+        dht_bootstrap=tuple(args.dht_bootstrap), pex=not args.no_pex, encryption=args.encryption,
+        max_download_rate=args.max_download_rate, max_upload_rate=args.max_upload_rate,
+        max_connections=args.max_connections, disabled_plugins=tuple(_disabled(args)), plugins=tuple(_enabled(args)),
+        plugin_settings=args.plugin_settings)
 
-    # Files chosen with run --only/--skip (None: all); a selection matching nothing is bad input (exit 2).
-    args.selected_files = select_files(meta, getattr(args, "only", []), getattr(args, "skip", []))
-    if save_path == "-" and (meta.multi_file or args.selected_files is not None):
-        raise BadInputError("-o - (the data to standard output) works for single-file torrents only")
-    strategy = plugins.choose_strategy(pm, args.strategy)
-    storage = plugins.choose_storage(pm, args.storage)
-    args.seed_only = seed_only  # `seed` never downloads: incomplete data is an error
+
+def _torrent_config(args, pm, seed_only: bool):
+    """The TorrentConfig of ``run``/``seed`` from the parsed options (a bad value: ValueError)."""
+    from .config import TorrentConfig
+
+    own = {"seed_ratio": args.seed_ratio, "seed_time": args.seed_time, "seed_idle": args.seed_idle}
+    limits = {k: v for k, v in own.items() if v is not None}  # not given: the defaults of run or seed
+    common = dict(
+        max_peers=args.max_peers, upload_slots=args.upload_slots, strategy=args.strategy, storage=args.storage,
+        peers=tuple(args.peers), extra=_plugin_option_values(args, pm), **limits)
     if seed_only:
-        args.no_seed = False
-    # `run` is a download that gives back for a while; `seed` runs until stopped unless limits are given.
-    for name, run_default in (("seed_ratio", 1.0), ("seed_time", 30.0), ("seed_idle", 2.0)):
-        if getattr(args, name) is None:
-            setattr(args, name, None if seed_only else run_default)
-    torrent = Torrent(meta, save_path, pm, args, strategy, storage, peer_id=getattr(args, "magnet_peer_id", None))
-    torrent.add_peers(getattr(args, "magnet_peers", None) or [], source="magnet")
-
-    install_stop_handlers(torrent.stop)  # SIGINT 130, SIGTERM 143, SIGHUP 129: a clean stop
-    code = torrent.run()
-    if torrent.error:
-        print(f"torrentcore: error: {torrent.error}", file=sys.stderr)
-    return code
+        return TorrentConfig.seeding_forever(**common)
+    return TorrentConfig(seed=not args.no_seed, only=tuple(args.only), skip=tuple(args.skip),
+                         metadata_timeout=args.metadata_timeout, **common)
 
 
-def _start_dht(args) -> None:
-    """Start the process's one DHT node as ``args.dht_node`` (idempotent; nothing with ``--no-dht``).
+def _plugin_option_values(args, pm) -> dict:
+    """Values of the command-line options plugins added (``torrentcore_add_options``), by ``dest``."""
+    if pm is None:
+        return {}
+    probe = argparse.ArgumentParser(add_help=False)
+    pm.hook.torrentcore_add_options(parser=probe)
+    return {a.dest: getattr(args, a.dest) for a in probe._actions if hasattr(args, a.dest)}
 
-    Never called for private torrents (BEP 27).
-    """
-    if getattr(args, "no_dht", True) or getattr(args, "dht_node", None) is not None:
-        return
-    from .dht import DHTNode, default_state_path
 
-    hosts = [h.strip() for h in (getattr(args, "listen_host", None) or "").split(",") if h.strip()]
-    host = next((h for h in hosts if ":" not in h), "0.0.0.0")  # the DHT node speaks IPv4
-    port = args.dht_port if args.dht_port is not None else (args.port or 6881)
-    node = DHTNode(port=port, bootstrap=args.dht_bootstrap or None, state_path=default_state_path(), host=host)
+def _disabled(args) -> list[str]:
+    return [*args.disable, *(n[3:] for n in args.plugin if n.startswith("no:"))]
+
+
+def _enabled(args) -> list[str]:
+    return [n for n in args.plugin if not n.startswith("no:")]
+
+
+def _run_torrents(args, pm, sources: list[str], save_path: str, seed_only: bool) -> int:
+    """Run every torrent of ``sources`` in one Session (one port, one DHT); return the worst exit code."""
+    import gevent
+
+    from .magnet import is_magnet
+    from .session import Session
+
+    if save_path == "-" and (len(sources) != 1 or is_magnet(sources[0]) or args.storage != "memory"):
+        raise BadInputError("-o - (the data to standard output) needs --storage memory and one .torrent file")
     try:
-        node.start()
-    except OSError as exc:
-        node.stop()  # releases its state file
-        structlog.get_logger(__name__).warning("cannot start the dht node", error=str(exc))
-        return
-    args.dht_node = node
+        session_config = _session_config(args, pm)
+        torrent_config = _torrent_config(args, pm, seed_only)
+    except ValueError as exc:
+        raise BadInputError(str(exc)) from None
+    # Every .torrent is read (and a malformed one refused) before anything starts.
+    loaded = [_load_torrent(s) if seed_only or not is_magnet(s) else _check_magnet(s) for s in sources]
+    if save_path == "-" and (loaded[0].multi_file or args.only or args.skip):
+        raise BadInputError("-o - (the data to standard output) works for single-file torrents only")
+    if seed_only and args.storage == "filesystem":
+        from .datafolder import describe_missing_data
+
+        for meta in loaded:
+            missing = describe_missing_data(meta, save_path)
+            if missing:  # the folder missing, a file, or no file of the torrent in it: say why (exit 2)
+                raise BadInputError(missing)
+    session = Session(session_config, plugin_manager=pm)
+    handles = []
+    try:
+        for source in loaded:
+            handles.append(session.add_torrent(source, save_path, torrent_config))
+        streamer = gevent.spawn(_stream, handles[0]) if save_path == "-" else None
+        handlers = install_stop_handlers(session.stop_all)  # SIGINT 130, SIGTERM 143, SIGHUP 129: a clean stop
+        try:
+            for handle in handles:
+                handle.join()
+            if streamer is not None:
+                streamer.join()
+        finally:
+            for handler in handlers:
+                handler.cancel()
+    finally:
+        session.close()
+    for handle in handles:
+        if handle.error:
+            prefix = f"{handle.name}: " if len(handles) > 1 else ""
+            print(f"torrentcore: error: {prefix}{handle.error}", file=sys.stderr)
+    return max((h.exit_code if h.exit_code is not None else EXIT_RUNTIME) for h in handles)
 
 
-def _stop_dht(args) -> None:
-    """Stop the DHT node (saves its state file), if one was started."""
-    node = getattr(args, "dht_node", None)
-    if node is not None:
-        node.stop()
-        args.dht_node = None
+def _stream(handle) -> None:
+    """``run --storage memory -o -``: the file to standard output, in order, through a streaming reader."""
+    from .reader_source import run_streaming
+
+    torrent = handle.torrent
+    code = run_streaming(torrent, sys.stdout.buffer)
+    if code != EXIT_OK and torrent.exit_code == EXIT_OK:
+        torrent.exit_code = code  # the data did not all reach standard output
+
+
+def _check_magnet(link: str) -> str:
+    from .magnet import parse_magnet
+
+    parse_magnet(link)  # a malformed link is bad input (exit 2) before anything starts
+    return link
 
 
 def cmd_run(args, pm) -> int:
     """``torrentcore run``."""
-    try:
-        # "-o -": the data goes to standard output (memory storage, single-file torrents; checked below).
-        save_path = "-" if args.output == "-" else os.path.abspath(args.output)
-        return _run_torrent(args, pm, save_path, seed_only=False)
-    finally:
-        _stop_dht(args)
+    # "-o -": the data goes to standard output (memory storage, single-file torrents; checked below).
+    save_path = "-" if args.output == "-" else os.path.abspath(args.output)
+    return _run_torrents(args, pm, args.torrent, save_path, seed_only=False)
 
 
 def cmd_seed(args, pm) -> int:
     """``torrentcore seed``."""
-    if not os.path.isdir(args.data):
-        raise BadInputError(f"data folder {args.data} does not exist")
-    try:
-        return _run_torrent(args, pm, os.path.abspath(args.data), seed_only=True)
-    finally:
-        _stop_dht(args)
+    return _run_torrents(args, pm, args.torrent, os.path.abspath(args.data), seed_only=True)
 
 
 def cmd_create(args) -> int:
-    """``torrentcore create``."""
-    from .create import create_torrent
+    """``torrentcore create``: refuses to overwrite without ``--force`` (checked before hashing), warns when
+    no tracker is given, never packs the output file or torrentcore's own files."""
+    from .create import create_torrent, torrent_name
 
-    out = args.output
+    out = args.output or f"{torrent_name(args.path) or 'torrent'}.torrent"
+    _check_create_output(out, args.force)
     data, meta = create_torrent(
         args.path,
         trackers=args.tracker,
@@ -555,17 +538,55 @@ def cmd_create(args) -> int:
         created_by=args.created_by,
         creation_date=None if args.no_date else int(time.time()),
         progress=_create_progress(),
+        exclude=[out],
     )
-    if out is None:
-        out = f"{meta.name}.torrent"
-    try:
-        with open(out, "wb") as fh:
-            fh.write(data)
-    except OSError as exc:
-        raise TorrentcoreError(f"cannot write {out}: {exc.strerror}") from None
+    _write_torrent_file(out, data, args.force)
+    if not meta.trackers:
+        how = ("it is private, so only --peer can connect peers (private torrents use no DHT or PEX)"
+               if meta.private else "peers will have to find each other through the DHT, PEX or --peer")
+        print(f"torrentcore: warning: no tracker given (-t URL): {how}", file=sys.stderr)
     print(f"created {out}: {meta.name}, {_human(meta.data_length)}, {meta.num_pieces} pieces of "
           f"{_human(meta.piece_length)}, info-hash {meta.info_hash_hex}")
     return EXIT_OK
+
+
+def _check_create_output(out: str, force: bool) -> None:
+    """Refuse (exit 2) an ``-o`` that exists, unless ``--force``; or that is a folder."""
+    if os.path.isdir(out):
+        raise BadInputError(f"{out} is a folder: give -o the name of the .torrent file to write")
+    if os.path.lexists(out) and not force:
+        raise BadInputError(_exists_message(out))
+
+
+def _exists_message(out: str) -> str:
+    return f"{out} already exists: add --force to overwrite it (or write elsewhere with -o FILE)"
+
+
+def _write_torrent_file(out: str, data: bytes, force: bool) -> None:
+    """Write ``out``: a new file only (``O_EXCL``), or with ``force`` a temporary file renamed over it, so an
+    existing .torrent is either kept or replaced whole."""
+    import secrets
+
+    folder = os.path.dirname(os.path.abspath(out))
+    # The name marks it as ours (create never packs it); os.open with 0o666 respects the umask.
+    target = os.path.join(folder, f".torrentcore-create-{secrets.token_hex(6)}.torrent.part") if force else out
+    try:
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    except FileExistsError:  # created since the check
+        raise BadInputError(_exists_message(out)) from None
+    except OSError as exc:
+        raise TorrentcoreError(f"cannot write {out}: {exc.strerror}") from None
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        if target != out:
+            os.replace(target, out)
+    except OSError as exc:
+        try:
+            os.unlink(target)  # ours either way: created just now (O_EXCL)
+        except OSError:
+            pass
+        raise TorrentcoreError(f"cannot write {out}: {exc.strerror}") from None
 
 
 def _create_progress():

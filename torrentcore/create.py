@@ -19,6 +19,12 @@ Choices, and how they compare with libtorrent's ``create_torrent``:
   them keeps data from outside the folder out of the torrent and cannot loop.
   The path given on the command line itself may be a symlink: it is what the
   user named, so it is resolved.
+* **torrentcore's own files** are never packed: a name starting with
+  ``.torrentcore-`` is what the engine writes beside the data (old-style resume
+  records ``.torrentcore-<infohash>.resume`` and their ``.resume.tmp``, a magnet
+  fetch's ``.torrentcore-*.torrent.part``, ``create``'s own temporary file), so
+  such files inside a folder are skipped, and sharing one by name is refused.
+  So is the .torrent being written, if it lies inside the folder (``exclude``).
 * Anything that is neither a regular file, a folder nor a symlink (FIFO,
   socket, device) is refused with :class:`BadInputError`: reading it could
   block forever and skipping it silently would lose data. So is a name that
@@ -48,8 +54,9 @@ import hashlib
 import math
 import os
 import stat
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import gevent
 import structlog
@@ -71,7 +78,11 @@ HASH_PARALLEL = 4
 #: ... unless that would hold more than this many bytes in memory (big explicit piece lengths).
 HASH_MEMORY = 64 * 1024 * 1024
 
-__all__ = ["create_torrent", "auto_piece_length", "check_piece_length", "list_files", "SourceFile"]
+#: Files whose name starts with this are torrentcore's own (resume records, temporary files), never data.
+ENGINE_FILE_PREFIX = ".torrentcore-"
+
+__all__ = ["create_torrent", "auto_piece_length", "check_piece_length", "list_files", "SourceFile", "Listing",
+           "is_engine_file", "torrent_name", "ENGINE_FILE_PREFIX"]
 
 
 @dataclass(frozen=True)
@@ -81,6 +92,26 @@ class SourceFile:
     path: tuple[str, ...]  # components below the torrent's folder; () for a single-file torrent
     disk_path: str
     length: int
+
+
+class Listing(NamedTuple):
+    """What sharing a path means (see :func:`list_files`)."""
+
+    name: str
+    files: list[SourceFile]
+    skipped_symlinks: list[str]
+    is_folder: bool
+    skipped_ours: list[str]  # torrentcore's own files (and excluded paths) found inside the folder
+
+
+def is_engine_file(name: str) -> bool:
+    """True for a file name torrentcore writes beside the data itself (see :data:`ENGINE_FILE_PREFIX`)."""
+    return name.startswith(ENGINE_FILE_PREFIX)
+
+
+def torrent_name(path: str | os.PathLike) -> str:
+    """The ``name`` a torrent of ``path`` gets (its last component); ``""`` for a path without one (``/``)."""
+    return os.path.basename(os.path.normpath(os.path.abspath(os.fspath(path))))
 
 
 def auto_piece_length(total: int) -> int:
@@ -123,27 +154,43 @@ def _sort_key(path: tuple[str, ...]) -> tuple[bytes, ...]:
     return tuple(c.encode("utf-8") for c in path)
 
 
-def list_files(path: str) -> tuple[str, list[SourceFile], list[str], bool]:
-    """What sharing ``path`` means: ``(name, files, skipped_symlinks, is_folder)``.
+def _excluded(paths: Iterable[str | os.PathLike]) -> dict[str, set[str]]:
+    """File name -> real paths of the folders it must not be packed from (one ``realpath`` per path)."""
+    out: dict[str, set[str]] = {}
+    for p in paths:
+        p = os.path.abspath(os.fspath(p))
+        out.setdefault(os.path.basename(p), set()).add(os.path.realpath(os.path.dirname(p)))
+    return out
+
+
+def list_files(path: str | os.PathLike, exclude: Iterable[str | os.PathLike] = ()) -> Listing:
+    """What sharing ``path`` means: a :class:`Listing` ``(name, files, skipped_symlinks, is_folder, skipped_ours)``.
 
     ``files`` are sorted (see the module docstring); ``skipped_symlinks`` are
-    the paths of symlinks found inside a folder and not followed.
+    the paths of symlinks found inside a folder and not followed;
+    ``skipped_ours`` those of torrentcore's own files (:func:`is_engine_file`)
+    and of the ``exclude`` paths found inside it.
     """
     path = os.fspath(path)
     try:
         st = os.stat(path)
     except OSError as exc:
         raise BadInputError(f"cannot read {path}: {exc.strerror or exc}") from None
-    name = os.path.basename(os.path.normpath(os.path.abspath(path)))
+    name = torrent_name(path)
     if not name:
         raise BadInputError(f"cannot make a torrent of {path}: it has no name (share a folder inside it)")
     _check_name(name, path)
     if stat.S_ISREG(st.st_mode):
-        return name, [SourceFile((), path, st.st_size)], [], False
+        if is_engine_file(name):
+            raise BadInputError(f"cannot share {path}: it is one of torrentcore's own files (a resume record or "
+                                "a temporary file), not data")
+        return Listing(name, [SourceFile((), path, st.st_size)], [], False, [])
     if not stat.S_ISDIR(st.st_mode):
         raise BadInputError(f"cannot share {path}: it is neither a regular file nor a folder")
+    excluded = _excluded(exclude)
     files: list[SourceFile] = []
     skipped: list[str] = []
+    ours: list[str] = []
     stack: list[tuple[str, tuple[str, ...]]] = [(path, ())]
     while stack:
         folder, rel = stack.pop()
@@ -158,6 +205,12 @@ def list_files(path: str) -> tuple[str, list[SourceFile], list[str], bool]:
                 if entry.is_symlink():
                     skipped.append(entry.path)
                     continue
+                if entry.is_file(follow_symlinks=False) and (
+                    is_engine_file(entry.name)
+                    or (entry.name in excluded and os.path.realpath(folder) in excluded[entry.name])
+                ):
+                    ours.append(entry.path)
+                    continue
                 _check_name(entry.name, entry.path)
                 if entry.is_dir(follow_symlinks=False):
                     stack.append((entry.path, sub))
@@ -170,7 +223,7 @@ def list_files(path: str) -> tuple[str, list[SourceFile], list[str], bool]:
             except OSError as exc:
                 raise BadInputError(f"cannot read {entry.path}: {exc.strerror or exc}") from None
     files.sort(key=lambda f: _sort_key(f.path))
-    return name, files, sorted(skipped), True
+    return Listing(name, files, sorted(skipped), True, sorted(ours))
 
 
 class _Reader:
@@ -270,6 +323,11 @@ def _check_trackers(trackers: Sequence[str] | str | None) -> list[str]:
     return out
 
 
+def _some(paths: Sequence[str]) -> str:
+    """The first few of ``paths`` for a log line."""
+    return ", ".join(paths[:5]) + (f" and {len(paths) - 5} more" if len(paths) > 5 else "")
+
+
 def create_torrent(
     path: str | os.PathLike,
     trackers: Sequence[str] | str | None = (),
@@ -279,10 +337,13 @@ def create_torrent(
     created_by: str | None = None,
     creation_date: int | None = None,
     progress: Callable[[int, int], None] | None = None,
+    exclude: Iterable[str | os.PathLike] = (),
 ) -> tuple[bytes, Metainfo]:
     """Make a v1 torrent of the file or folder ``path``; return its bytes and their parsed :class:`Metainfo`.
 
-    ``progress(done, total)`` is called after each piece is hashed. Raises
+    ``progress(done, total)`` is called after each piece is hashed. Files at
+    the ``exclude`` paths (the .torrent being written) and torrentcore's own
+    files are not packed (see :func:`list_files`). Raises
     :class:`BadInputError` for unusable input (missing or unreadable path,
     nothing to share, bad piece length or tracker URL) and
     :class:`TorrentcoreError` if a file changes while it is being hashed.
@@ -291,13 +352,15 @@ def create_torrent(
     urls = _check_trackers(trackers)
     if piece_length is not None:
         check_piece_length(piece_length)
-    name, files, skipped, is_folder = list_files(path)
+    name, files, skipped, is_folder, ours = list_files(path, exclude)
     if skipped:
-        shown = ", ".join(skipped[:5]) + (f" and {len(skipped) - 5} more" if len(skipped) > 5 else "")
-        log.warning("symlinks are not followed: skipped", count=len(skipped), paths=shown)
+        log.warning("symlinks are not followed: skipped", count=len(skipped), paths=_some(skipped))
+    if ours:
+        log.info("torrentcore's own files are not packed: skipped", count=len(ours), paths=_some(ours))
     total = sum(f.length for f in files)
     if is_folder and not files:
-        raise BadInputError(f"nothing to share: {path} contains no files" + (" (only symlinks)" if skipped else ""))
+        kinds = " and ".join(k for k, found in (("symlinks", skipped), ("torrentcore's own files", ours)) if found)
+        raise BadInputError(f"nothing to share: {path} contains no files" + (f" (only {kinds})" if kinds else ""))
     if total == 0:
         what = f"{path} is empty" if not is_folder else f"{path} holds only empty files ({len(files)})"
         raise BadInputError(f"nothing to share: {what}")

@@ -28,21 +28,40 @@ offers named BEP 10 extension messages (objects following :class:`Extension`,
 talking to peers through :class:`ExtensionPeer`).
 
 Everything a plugin needs is importable from this module, so a third-party
-plugin can do anything a default one can.
+plugin can do anything a default one can. That includes the safe state-file
+helpers of :mod:`torrentcore.statefile` (``state_dir``, ``read_state``,
+``write_atomic``, ``decode_json``, ``keyed_name``, ``open_folder_under``,
+``remove_state``, ``UnsafeStateFile``, ``UnsafePath``), which the filesystem
+storage uses for its resume records and folders: never through a link we did
+not create, never blocking on a FIFO.
 """
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import pluggy
 
 from .bitfield import Bitfield
-from .errors import StorageError
+from .config import TorrentConfig
+from .errors import BadInputError, StorageError
 from .metainfo import FileEntry, Metainfo
+from .statefile import (
+    UnsafePath,
+    UnsafeStateFile,
+    decode_json,
+    keyed_name,
+    open_folder_under,
+    read_state,
+    remove_state,
+    state_dir,
+    write_atomic,
+)
+
+if TYPE_CHECKING:  # pragma: no cover - only the command line builds a parser
+    import argparse
 
 __all__ = [
     "hookimpl",
@@ -51,6 +70,7 @@ __all__ = [
     "FileEntry",
     "Metainfo",
     "StorageError",
+    "BadInputError",
     "SwarmView",
     "PieceStrategy",
     "StrategyFactory",
@@ -61,6 +81,16 @@ __all__ = [
     "PeerInfo",
     "ProgressSnapshot",
     "Setting",
+    "TorrentConfig",
+    "UnsafePath",
+    "UnsafeStateFile",
+    "decode_json",
+    "keyed_name",
+    "open_folder_under",
+    "read_state",
+    "remove_state",
+    "state_dir",
+    "write_atomic",
 ]
 
 PROJECT = "torrentcore"
@@ -89,10 +119,18 @@ class SwarmView(Protocol):
 
     ``selected`` is the file selection of ``run --only/--skip`` as pieces: the
     pieces overlapping any selected file (``None`` when every file is
-    selected). It never changes during a run. :meth:`wanted` already accounts
-    for it, and the engine never requests a piece that is not wanted, so a
-    strategy needs ``selected`` only to skip unselected pieces for good (a
-    cursor, a window that should count only wanted pieces).
+    selected). :meth:`wanted` already accounts for it, and the engine never
+    requests a piece that is not wanted, so a strategy needs ``selected`` only
+    to skip unselected pieces (a cursor, a window that should count only wanted
+    pieces). The selection can change while the torrent runs (opening a file
+    with a reader selects it): the engine then puts a new object in
+    ``selected`` (it never changes one in place) and moves ``version``, so a
+    strategy that skipped pieces for good starts over when ``selected`` is not
+    the object it saw.
+
+    Pieces that readers are waiting for (their read-ahead windows) are requested
+    by the engine before the strategy is asked, whatever it yields: a strategy
+    never needs to know about them.
     """
 
     num_pieces: int
@@ -134,8 +172,10 @@ class PieceStrategy(Protocol):
         """
 
 
-#: ``factory(torrent, options) -> PieceStrategy``; ``options`` is the parsed command line.
-StrategyFactory = Callable[[Metainfo, argparse.Namespace], PieceStrategy]
+#: ``factory(torrent, options) -> PieceStrategy``; ``options`` is the torrent's
+#: :class:`~torrentcore.config.TorrentConfig` (the parameter keeps its old name so that plugins written
+#: for the command line's options, which only read ``options.plugin_settings``, work unchanged).
+StrategyFactory = Callable[[Metainfo, "TorrentConfig"], PieceStrategy]
 
 
 @runtime_checkable
@@ -194,8 +234,9 @@ class Storage(Protocol):
         """Flush, save completion records, release files. Called once, also after errors."""
 
 
-#: ``factory(torrent, save_path, options) -> Storage``.
-StorageFactory = Callable[[Metainfo, str, argparse.Namespace], Storage]
+#: ``factory(torrent, save_path, options) -> Storage``; ``options`` is the torrent's
+#: :class:`~torrentcore.config.TorrentConfig`.
+StorageFactory = Callable[[Metainfo, str, "TorrentConfig"], Storage]
 
 
 @runtime_checkable
@@ -324,8 +365,11 @@ def torrentcore_add_options(parser: argparse.ArgumentParser) -> None:
     """Add command-line options for this plugin.
 
     Called once per ``run``/``seed`` sub-command parser, before the command
-    line is parsed. The parsed values reach plugins as the ``options``
-    argument of factories and of :func:`torrentcore_on_start`. Returns nothing.
+    line is parsed (only the command line calls it; a script using the
+    :class:`~torrentcore.Session` API passes values in ``TorrentConfig.extra``).
+    The parsed values reach plugins as ``options.extra[DEST]`` in the
+    ``options`` (the :class:`~torrentcore.config.TorrentConfig`) of factories
+    and of :func:`torrentcore_on_start`. Returns nothing.
 
     Not ``firstresult``: every plugin that implements it is called.
     """
@@ -422,8 +466,12 @@ def torrentcore_extensions(torrent: Metainfo) -> Mapping[str, Extension]:
 
 
 @hookspec
-def torrentcore_on_start(torrent: Metainfo, save_path: str, options: argparse.Namespace) -> None:
-    """A torrent is starting (before data is checked). Returns nothing.
+def torrentcore_on_start(torrent: Metainfo, save_path: str, options: TorrentConfig) -> None:
+    """A torrent is starting (before data is checked); ``options`` is its
+    :class:`~torrentcore.config.TorrentConfig` (``options.plugin_settings``,
+    ``options.extra``, ``options.storage``, ``options.selected_files``...).
+    ``save_path`` is ``"-"`` when the data goes to standard output. A session
+    with several torrents calls it once per torrent. Returns nothing.
 
     Not ``firstresult``: every plugin that implements it is called.
     """

@@ -8,7 +8,7 @@ from __future__ import annotations
 import base64
 import binascii
 from dataclasses import dataclass, field
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl
 
 from .errors import MetainfoError
 from .metainfo import V2_ONLY_MESSAGE
@@ -30,12 +30,31 @@ class Magnet:
         return self.info_hash.hex()
 
 
+#: What a usable magnet link looks like, for error messages.
+EXPECTED = "expected magnet:?xt=urn:btih:<40 hex or 32 base32 characters>"
+#: Characters of a malformed link quoted in an error message.
+SHOWN = 100
+
+
 def is_magnet(text: str) -> bool:
-    """True when ``text`` looks like a magnet URI."""
-    return text.lower().startswith("magnet:?")
+    """True when ``text`` is meant as a magnet URI: anything starting with ``magnet:`` (any case).
+
+    Near-magnets (``magnet:xt=...`` without the ``?``, a bare ``magnet:``) count too, so that
+    :func:`parse_magnet` reports them as malformed links instead of the caller looking for a file.
+    """
+    return text.lstrip().lower().startswith("magnet:")
 
 
-def _btih(value: str) -> bytes:
+def _shown(uri: str) -> str:
+    """``uri`` quoted for an error message, cut to :data:`SHOWN` characters."""
+    return repr(uri if len(uri) <= SHOWN else uri[:SHOWN] + "...")
+
+
+def _malformed(uri: str, why: str) -> MetainfoError:
+    return MetainfoError(f"malformed magnet link {_shown(uri)}: {why} ({EXPECTED})")
+
+
+def _btih(uri: str, value: str) -> bytes:
     digest = value[len("urn:btih:") :]
     try:
         if len(digest) == 40:
@@ -44,7 +63,7 @@ def _btih(value: str) -> bytes:
             return base64.b32decode(digest.upper())
     except (ValueError, binascii.Error):
         pass
-    raise MetainfoError(f"invalid info-hash in magnet link: {digest!r}")
+    raise _malformed(uri, f"invalid info-hash {_shown(digest)}")
 
 
 def _peer(value: str) -> tuple[str, int] | None:
@@ -55,11 +74,18 @@ def _peer(value: str) -> tuple[str, int] | None:
 
 
 def parse_magnet(uri: str) -> Magnet:
-    """Parse a magnet URI; raise :class:`MetainfoError` if it has no usable v1 info-hash."""
-    parts = urlsplit(uri.strip())
-    if parts.scheme.lower() != "magnet":
-        raise MetainfoError("not a magnet link")
-    params = parse_qsl(parts.query, keep_blank_values=False)
+    """Parse a magnet URI; raise :class:`MetainfoError` if it is malformed or has no usable v1 info-hash.
+
+    Every message of a malformed link names it and says what a magnet link looks like.
+    """
+    uri = uri.strip()
+    if not is_magnet(uri):
+        raise MetainfoError(f"not a magnet link: {_shown(uri)} ({EXPECTED})")
+    rest = uri[len("magnet:") :]
+    if not rest.startswith("?"):
+        raise _malformed(uri, "the '?' after 'magnet:' is missing" if rest else "nothing follows 'magnet:'")
+    query = rest[1:].partition("#")[0]  # a fragment is not part of the query
+    params = parse_qsl(query, keep_blank_values=False)
     info_hash = None
     has_v2 = False
     name = None
@@ -70,7 +96,7 @@ def parse_magnet(uri: str) -> Magnet:
         key = key.lower()
         if key == "xt" or key.startswith("xt."):
             if value.lower().startswith("urn:btih:"):
-                info_hash = _btih(value)
+                info_hash = _btih(uri, value)
             elif value.lower().startswith("urn:btmh:"):
                 has_v2 = True
         elif key == "dn":
@@ -86,5 +112,7 @@ def parse_magnet(uri: str) -> Magnet:
         elif key == "xl" and value.isdigit():
             length = int(value)
     if info_hash is None:
-        raise MetainfoError(V2_ONLY_MESSAGE if has_v2 else "magnet link has no 'xt=urn:btih:' info-hash")
+        if has_v2:
+            raise MetainfoError(V2_ONLY_MESSAGE)
+        raise _malformed(uri, "no 'xt=urn:btih:' info-hash")
     return Magnet(info_hash, name, trackers, peers, length)

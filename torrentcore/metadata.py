@@ -16,12 +16,20 @@ metadata arrives, so a slow source never holds up a fast one.
 
 Every wait is bounded: per connection (:data:`PEER_TIMEOUT`) and overall (the
 ``timeout`` given to :meth:`MetadataFetcher.fetch`).
+
+Our own address is never a candidate: trackers (opentracker does) and the DHT
+may list the address we announced, so an address on this host with our
+announced port (``own_port``) is ignored, and so is a peer whose handshake
+carries our own peer id; neither is counted among the peers known or tried.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import ipaddress
 import os
+import socket
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -34,6 +42,7 @@ import structlog
 
 from . import bencode
 from .errors import ProtocolError, TorrentcoreError, TrackerError
+from .peer import handshake
 from .peer import messages as msg
 from .peer.connection import Connection
 from .peer.extensions import (
@@ -87,6 +96,10 @@ class BadPeer(Exception):
     """This peer sent something wrong: drop it and never ask it again."""
 
 
+class OwnPeer(Exception):
+    """The handshake carried our own peer id: this address is ourselves."""
+
+
 class NotYet(Exception):
     """This peer could not help now (unreachable, no metadata yet): it may be tried again later."""
 
@@ -96,6 +109,34 @@ class _Address:
     attempts: int = 0
     next_try: float = 0.0
     bad: bool = False
+    own: bool = False  # its handshake carried our peer id: ourselves, never tried again nor counted
+
+
+@functools.lru_cache(maxsize=1)
+def _host_addresses() -> frozenset[str]:
+    """The addresses of this host's name (best effort; loopback is recognised separately)."""
+    found = {"0.0.0.0", "::"}
+    try:
+        found.update(str(info[4][0]) for info in socket.getaddrinfo(socket.gethostname(), None))
+    except OSError:
+        pass
+    return frozenset(found)
+
+
+def is_own_address(address: tuple[str, int], own_port: int | None) -> bool:
+    """True when ``address`` is ours: port ``own_port`` on a loopback address or an address of this host."""
+    host, port = address
+    if not own_port or port != own_port:
+        return False
+    if host.lower() == "localhost":
+        return True
+    try:
+        ip = ipaddress.ip_address(host.strip("[]").split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_loopback or ip.is_unspecified or str(ip) in _host_addresses()
 
 
 @dataclass
@@ -130,7 +171,11 @@ def tracker_source(trackers: list[list[str]], peer_id: bytes, port: int = 0) -> 
 
 
 class MetadataFetcher:
-    """Ask the swarm of ``info_hash`` for its metadata (see the module docstring)."""
+    """Ask the swarm of ``info_hash`` for its metadata (see the module docstring).
+
+    ``own_port`` is the port we announce (to the trackers of ``sources``): that port on this host is
+    ourselves, never dialled nor counted.
+    """
 
     def __init__(
         self,
@@ -140,9 +185,12 @@ class MetadataFetcher:
         sources: Sequence[PeerSource] = (),
         max_connections: int = MAX_CONNECTIONS,
         peer_timeout: float = PEER_TIMEOUT,
+        own_port: int | None = None,
     ) -> None:
         self.info_hash = info_hash
         self.peer_id = peer_id
+        self.own_port = own_port
+        self.own_addresses: set[tuple[str, int]] = set()  # ourselves, as sources listed us (not counted)
         self.sources = list(sources)
         self.max_connections = max(1, max_connections)
         self.peer_timeout = peer_timeout
@@ -159,9 +207,20 @@ class MetadataFetcher:
         """Learn peer addresses (duplicates are ignored)."""
         for host, port in peers:
             address = (str(host), int(port))
-            if address not in self.addresses and 0 < address[1] < 65536 and len(self.addresses) < MAX_ADDRESSES:
+            if address in self.addresses or address in self.own_addresses or not 0 < address[1] < 65536:
+                continue
+            if is_own_address(address, self.own_port):
+                self.own_addresses.add(address)
+                self.log.info("metadata: our own address ignored", peer=f"{address[0]}:{address[1]}")
+                continue
+            if len(self.addresses) < MAX_ADDRESSES:
                 self.addresses[address] = _Address()
                 self._wake.set()
+
+    def counts(self) -> tuple[int, int]:
+        """``(known, tried)``: peer addresses learned and those dialled at least once, ourselves excluded."""
+        others = [state for state in self.addresses.values() if not state.own]
+        return len(others), sum(1 for state in others if state.attempts)
 
     def stop(self) -> None:
         """End :meth:`fetch` early (Ctrl-C): it raises :class:`MetadataError` ("stopped")."""
@@ -169,8 +228,8 @@ class MetadataFetcher:
         self._done.set()
 
     def bad_peers(self) -> set[tuple[str, int]]:
-        """Addresses dropped for sending wrong metadata (or being unable to speak ut_metadata)."""
-        return {address for address, state in self.addresses.items() if state.bad}
+        """Addresses dropped for sending wrong metadata (or being unable to speak ut_metadata), and ourselves."""
+        return {address for address, state in self.addresses.items() if state.bad or state.own} | self.own_addresses
 
     def fetch(self, timeout: float = DEFAULT_TIMEOUT) -> FetchResult:
         """Return the verified metadata; raise :class:`MetadataError` after ``timeout`` seconds without it."""
@@ -193,12 +252,14 @@ class MetadataFetcher:
             pool.kill(block=True, timeout=2)
         if self._stopped:
             raise MetadataError("stopped before the metadata arrived")
+        known, tried = self.counts()
         if self._result is None:
-            tried = sum(1 for a in self.addresses.values() if a.attempts)
             raise MetadataError(
                 f"no peer sent the metadata of {self.info_hash.hex()} within {timeout:g} s "
-                f"({len(self.addresses)} peers known, {tried} tried)"
+                f"({known} peers known, {tried} tried)"
             )
+        self.log.info("metadata fetch done", peer=f"{self._result.source_peer[0]}:{self._result.source_peer[1]}",
+                      peers_known=known, peers_tried=tried)
         self._result.peers = list(self.helped)
         return self._result
 
@@ -207,7 +268,7 @@ class MetadataFetcher:
         for address, state in self.addresses.items():
             if pool.full():
                 return
-            if state.bad or state.next_try > now:
+            if state.bad or state.own or state.next_try > now:
                 continue
             state.attempts += 1
             state.next_try = float("inf")  # while in flight
@@ -228,6 +289,9 @@ class MetadataFetcher:
         try:
             with gevent.Timeout(self.peer_timeout, NotYet(f"no metadata within {self.peer_timeout:g} s")):
                 raw = self._fetch_from(address)
+        except OwnPeer:
+            state.own = True
+            self.log.info("metadata: connected to ourselves, address ignored", peer=peer)
         except BadPeer as exc:
             state.bad = True
             self.log.info("metadata peer dropped", peer=peer, reason=str(exc))
@@ -244,18 +308,18 @@ class MetadataFetcher:
             self._wake.set()
 
     def _fetch_from(self, address: tuple[str, int]) -> bytes:
+        identity = handshake.Identity(self.info_hash, self.peer_id, msg.reserved_bytes(msg.RESERVED_EXTENSIONS))
         try:
-            conn = Connection.connect(address, timeout=CONNECT_TIMEOUT)
+            done = handshake.dial(address, identity, connect_timeout=CONNECT_TIMEOUT)
         except OSError as exc:
             raise NotYet(f"connect failed: {exc}") from None
+        except ProtocolError as exc:
+            raise BadPeer(str(exc)) from None
+        conn = done.conn
         try:
-            conn.send_handshake(self.info_hash, self.peer_id, msg.reserved_bytes(msg.RESERVED_EXTENSIONS))
-            reserved, info_hash, peer_id = conn.read_handshake()
-            if info_hash != self.info_hash:
-                raise BadPeer("handshake for another torrent")
-            if peer_id == self.peer_id:
-                raise BadPeer("connected to ourselves")
-            if not msg.has_bit(reserved, msg.RESERVED_EXTENSIONS):
+            if done.peer_id == self.peer_id:
+                raise OwnPeer("connected to ourselves")
+            if not msg.has_bit(done.reserved, msg.RESERVED_EXTENSIONS):
                 raise BadPeer("no extension protocol (BEP 10)")
             ours = BUILTIN_IDS[UT_METADATA]
             conn.sock.sendall(msg.extended(0, bencode.encode({"m": {UT_METADATA: ours}})))
@@ -391,4 +455,4 @@ def find_saved_torrent(folder: str, info_hash: bytes, limit: int = 100) -> str |
 
 
 __all__ = ["MetadataFetcher", "MetadataError", "FetchResult", "PeerSource", "tracker_source", "torrent_file",
-           "save_torrent_file", "find_saved_torrent", "DEFAULT_TIMEOUT"]
+           "save_torrent_file", "find_saved_torrent", "is_own_address", "DEFAULT_TIMEOUT"]

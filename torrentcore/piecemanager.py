@@ -5,11 +5,19 @@ the piece strategy. It asks the strategy for an order of pieces and turns it
 into block requests, tracks who asked for what (several peers per block in
 endgame), assembles each piece in memory, and hands complete pieces over for
 verification. Nothing here does I/O.
+
+Urgent pieces (:meth:`PieceManager.set_urgent`) are the engine's own priority,
+above every strategy: the read-ahead windows of open readers
+(:mod:`torrentcore.reader`). Their free blocks are handed out before the
+strategy is asked anything, window by window in order, so no strategy plugin
+can ignore them; once a whole window is requested, the blocks of its first
+:data:`URGENT_DUPLICATE_PIECES` pieces may also be asked of a second peer, as
+in endgame, so that one slow peer does not hold a waiting read.
 """
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterator, Sequence
+from collections.abc import Hashable, Iterable, Iterator, Sequence
 
 from .bitfield import Bitfield
 from .hookspec import BLOCK_SIZE, PieceStrategy
@@ -31,6 +39,10 @@ MIN_BATCH = 32
 HAVES_PER_VERSION = 16
 #: Piece buffers kept for reuse (allocating and faulting in fresh memory per piece is measurable).
 SPARE_BUFFERS = 16
+#: The first pieces of each urgent window (those a read waits for, or soon will) whose requested blocks may
+#: be asked of a second peer once the whole window is requested (at most ENDGAME_DUPLICATES peers per block,
+#: ENDGAME_BLOCKS_PER_CALL duplicates per call, as in endgame).
+URGENT_DUPLICATE_PIECES = 2
 
 Block = tuple[int, int, int]  # (piece index, begin, length)
 
@@ -124,6 +136,11 @@ class PieceManager:
         # Selected pieces not verified yet (kept up to date by piece_verified()).
         self._missing = self._unstarted
         self._spare: list[bytearray] = []
+        # Urgent windows by owner (a reader), each in its own order; ``urgent`` is all of them merged.
+        self._urgent_windows: dict[Hashable, list[int]] = {}
+        #: Urgent pieces, fetched before anything the strategy picks: the windows interleaved (the first
+        #: piece of each window, then the second of each, ...), each piece once.
+        self.urgent: list[int] = []
 
     # --- SwarmView ---------------------------------------------------------------------------
 
@@ -136,6 +153,68 @@ class PieceManager:
     def complete(self) -> bool:
         """Every wanted piece is verified (the whole torrent, or the pieces of the selected files)."""
         return self._missing <= 0
+
+    # --- wanted pieces and urgent windows ------------------------------------------------------
+
+    def set_wanted(self, selected: Bitfield | None) -> None:
+        """Change the wanted pieces while the torrent runs (``None``: every piece).
+
+        Pieces in flight (started, or waiting for their hash check) stay wanted even when ``selected``
+        leaves them out, so that no received block is thrown away; they are part of the selection from
+        now on. ``selected`` is copied: :attr:`selected` becomes a new object (strategies that skip
+        unselected pieces for good notice it that way) and :attr:`version` moves.
+        """
+        n = self.num_pieces
+        have, partial, verifying = self.have, self.partial, self.verifying
+        if selected is None:
+            self.selected = None
+            self._missing = n - have.count
+            self._unstarted = n - have.count - len(partial) - len(verifying)
+        else:
+            if len(selected) != n:
+                raise ValueError(f"a selection of {len(selected)} pieces for a torrent of {n}")
+            mask = Bitfield(n, selected.to_bytes())
+            for index in (*partial, *verifying):
+                mask.set(index)
+            self.selected = mask
+            missing = [i for i in mask.indices() if not have[i]]
+            self._missing = len(missing)
+            self._unstarted = sum(1 for i in missing if i not in partial and i not in verifying)
+        self.endgame = False
+        self._endgame_epoch += 1
+        self.version += 1
+
+    def set_urgent(self, owner: Hashable, pieces: Iterable[int]) -> None:
+        """Make ``pieces`` (in this order) ``owner``'s urgent window, replacing its previous one.
+
+        Urgent pieces are requested before anything the strategy picks (see the module docstring); only
+        wanted ones are requested (select a file before asking for its pieces). An empty window is
+        :meth:`clear_urgent`. Indices out of range are ignored.
+        """
+        n = self.num_pieces
+        window = [i for i in dict.fromkeys(pieces) if 0 <= i < n]
+        if not window:
+            self.clear_urgent(owner)
+            return
+        if self._urgent_windows.get(owner) == window:
+            return
+        self._urgent_windows[owner] = window
+        self._merge_urgent()
+
+    def clear_urgent(self, owner: Hashable) -> None:
+        """Drop ``owner``'s urgent window (a reader closed); nothing if it has none."""
+        if self._urgent_windows.pop(owner, None) is not None:
+            self._merge_urgent()
+
+    def _merge_urgent(self) -> None:
+        windows = list(self._urgent_windows.values())
+        merged: dict[int, None] = {}
+        for rank in range(max((len(w) for w in windows), default=0)):
+            for window in windows:
+                if rank < len(window):
+                    merged.setdefault(window[rank])
+        self.urgent = list(merged)
+        self._endgame_epoch += 1
 
     # --- availability --------------------------------------------------------------------------
 
@@ -215,10 +294,32 @@ class PieceManager:
         self.requested_blocks += len(out)
         return out
 
+    def _take_free(self, piece: Piece, peer: Hashable, out: list[Block], count: int) -> None:
+        """Append free blocks of ``piece`` (in offset order) to ``out``, marked requested by ``peer``."""
+        state = piece.state
+        b = piece.first_free
+        nblocks = len(state)
+        size = piece.size
+        requesters = piece.requesters
+        index = piece.index
+        while b < nblocks and len(out) < count:
+            if state[b] == FREE:
+                state[b] = REQUESTED
+                requesters[b] = [peer]
+                piece.free -= 1
+                begin = b * BLOCK_SIZE
+                out.append((index, begin, min(BLOCK_SIZE, size - begin)))
+            b += 1
+        piece.first_free = b
+
     def _next_requests(self, peer: Hashable, has: Bitfield, count: int) -> list[Block]:
         out: list[Block] = []
         if count <= 0:
             return out
+        if self.urgent:
+            self._urgent_requests(peer, has, out, count)
+            if len(out) >= count:
+                return out
         partial = self.partial
         for index in self.strategy.next_pieces(self, has):
             piece = partial.get(index)
@@ -228,20 +329,7 @@ class PieceManager:
                 continue
             if piece is None:
                 piece = self._start(index)
-            state = piece.state
-            b = piece.first_free
-            nblocks = len(state)
-            size = piece.size
-            requesters = piece.requesters
-            while b < nblocks and len(out) < count:
-                if state[b] == FREE:
-                    state[b] = REQUESTED
-                    requesters[b] = [peer]
-                    piece.free -= 1
-                    begin = b * BLOCK_SIZE
-                    out.append((index, begin, min(BLOCK_SIZE, size - begin)))
-                b += 1
-            piece.first_free = b
+            self._take_free(piece, peer, out, count)
             if len(out) >= count:
                 return out
         if self._unstarted == 0 and not any(p.free for p in self.partial.values()):
@@ -253,6 +341,42 @@ class PieceManager:
                 self._endgame_dry[peer] = self._endgame_epoch
             out.extend(extra)
         return out
+
+    def _urgent_requests(self, peer: Hashable, has: Bitfield, out: list[Block], count: int) -> None:
+        """Free blocks of urgent pieces the peer has, in window order; then, once every urgent piece the
+        peer has is requested, duplicates of the first pieces of each window (see set_urgent)."""
+        partial = self.partial
+        for index in self.urgent:
+            if not has[index] or not self.wanted(index):
+                continue
+            piece = partial.get(index)
+            if piece is None:
+                piece = self._start(index)
+            elif not piece.free:
+                continue
+            self._take_free(piece, peer, out, count)
+            if len(out) >= count:
+                return
+        # Here every urgent piece the peer has is requested in full: duplicates of the windows' heads.
+        budget = min(count - len(out), ENDGAME_BLOCKS_PER_CALL)
+        for window in self._urgent_windows.values():
+            heads = 0
+            for index in window:
+                if heads >= URGENT_DUPLICATE_PIECES:
+                    break
+                if self.have[index] or index in self.verifying:
+                    continue
+                heads += 1
+                piece = partial.get(index)
+                if piece is None or not has[index]:
+                    continue
+                for b, who in piece.requesters.items():
+                    if piece.state[b] == REQUESTED and peer not in who and len(who) < ENDGAME_DUPLICATES:
+                        who.append(peer)
+                        out.append((index, b * BLOCK_SIZE, piece.block_length(b)))
+                        budget -= 1
+                        if budget <= 0:
+                            return
 
     def _endgame_requests(self, peer: Hashable, has: Bitfield, count: int) -> list[Block]:
         out: list[Block] = []

@@ -1,4 +1,4 @@
-"""A token bucket shared by all peers of a session (``--max-download-rate``/``--max-upload-rate``)."""
+"""Rate limits: a token bucket, and a torrent's limit chained with its session's (both must allow it)."""
 
 from __future__ import annotations
 
@@ -38,3 +38,26 @@ class TokenBucket:
         self._tokens -= n
         if self._tokens < 0:
             gevent.sleep(-self._tokens / self.rate)
+
+
+class RateLimits:
+    """Several buckets at once (a torrent's own limit and the session's): bytes pass when all allow them."""
+
+    def __init__(self, *buckets: TokenBucket) -> None:
+        self.buckets = [b for b in buckets if b is not None]
+
+    @property
+    def rate(self) -> float:
+        """The tightest limit set (0: none)."""
+        rates = [b.rate for b in self.buckets if b.rate]
+        return min(rates) if rates else 0.0
+
+    @property
+    def limited(self) -> bool:
+        """True when any limit is set."""
+        return any(b.rate for b in self.buckets)
+
+    def consume(self, n: int) -> None:
+        """Take ``n`` tokens from every bucket, sleeping as each requires."""
+        for bucket in self.buckets:
+            bucket.consume(n)

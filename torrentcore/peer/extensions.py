@@ -36,7 +36,8 @@ from ..errors import PluginError, ProtocolError
 from ..hookspec import Extension, ExtensionPeer
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..session import Torrent
+    from ..metainfo import Metainfo
+    from .ports import SwarmView
 
 log = structlog.get_logger(__name__)
 
@@ -257,14 +258,18 @@ class ExtensionRegistry:
         self.by_id: dict[int, str] = {i: name for name, i in self.ids.items()}
 
     @classmethod
-    def for_torrent(cls, torrent: Torrent) -> ExtensionRegistry:
-        """Built-in extensions (none for private torrents; no PEX with ``--no-pex``) plus plugins' ones."""
+    def for_torrent(cls, meta: Metainfo, swarm: SwarmView, plugin_offers: Iterable[Mapping[str, Extension] | None],
+                    pex: bool = True) -> ExtensionRegistry:
+        """Built-in extensions (none for private torrents; no PEX when ``pex`` is false) plus plugins' ones.
+
+        ``plugin_offers`` are the results of the ``torrentcore_extensions`` hook for this torrent.
+        """
         handlers: dict[str, Extension] = {}
-        if not torrent.meta.private:
-            handlers[UT_METADATA] = MetadataServer(torrent)
-            if not getattr(torrent.options, "no_pex", False):
-                handlers[UT_PEX] = PexHandler(torrent)
-        for result in torrent.hook.torrentcore_extensions(torrent=torrent.meta):
+        if not meta.private:
+            handlers[UT_METADATA] = MetadataServer(meta.raw_info)
+            if pex:
+                handlers[UT_PEX] = PexHandler(swarm)
+        for result in plugin_offers:
             for name, handler in (result or {}).items():
                 if not isinstance(name, str) or not name or len(name) > 64:
                     raise PluginError(f"invalid extension name {name!r}")
@@ -338,8 +343,8 @@ class MetadataServer:
     A peer gets at most ``3 x pieces + 10`` answers per connection; further requests are rejected.
     """
 
-    def __init__(self, torrent: Torrent) -> None:
-        self.raw = torrent.meta.raw_info
+    def __init__(self, raw_info: bytes) -> None:
+        self.raw = raw_info
         self.pieces = metadata_piece_count(len(self.raw)) if self.raw else 0
         self._served: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
 
@@ -372,8 +377,8 @@ def _is_loopback(host: str) -> bool:
 class PexHandler:
     """``ut_pex``: learn peers from others, and tell others whom we are connected to (BEP 11)."""
 
-    def __init__(self, torrent: Torrent) -> None:
-        self.torrent = torrent
+    def __init__(self, swarm: SwarmView) -> None:
+        self.torrent = swarm
         #: Per peer: the addresses we last told it about, and when we last heard PEX from it.
         self._sent: weakref.WeakKeyDictionary[Any, set[tuple[str, int]]] = weakref.WeakKeyDictionary()
         self._sent_at: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()

@@ -25,7 +25,7 @@ from .connection import Connection, format_address
 from .extensions import MAX_HANDSHAKE, ExtensionRegistry, PeerExtensions
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..session import Torrent
+    from .ports import TorrentPort
 
 log = structlog.get_logger(__name__)
 _PIECE = msg.PIECE
@@ -59,9 +59,12 @@ REJECT_BACKOFF = 3.0
 class Peer:
     """A connected, handshaken peer of one torrent."""
 
-    def __init__(self, torrent: Torrent, conn: Connection, peer_id: bytes, reserved: bytes, incoming: bool,
-                 source: str = ""):
+    def __init__(self, torrent: TorrentPort, conn: Connection, peer_id: bytes, reserved: bytes, incoming: bool,
+                 source: str = "", extensions: ExtensionRegistry | None = None, encrypted: bool = False):
+        #: The torrent as this peer sees it: a narrow port (see :mod:`torrentcore.peer.ports`), not the Torrent.
         self.torrent = torrent
+        #: Whether the connection is encrypted (MSE/PE).
+        self.encrypted = encrypted
         self.conn = conn
         self.address = conn.address
         self.peer_id = peer_id
@@ -99,7 +102,7 @@ class Peer:
         self.got_first_message = False
         #: BEP 10: the peer's extension handshake (``None`` until it arrives) and our per-peer dispatch.
         self.extension_handshake: dict | None = None
-        self.extensions = PeerExtensions(self, getattr(torrent, "extensions", None) or ExtensionRegistry({}))
+        self.extensions = PeerExtensions(self, extensions or ExtensionRegistry({}))
         conn.producer = self._produce
 
     # --- identity --------------------------------------------------------------------------------
@@ -135,8 +138,8 @@ class Peer:
             self._send_fast_greeting()
         elif t.have.count:
             self.conn.send(msg.bitfield(t.have.to_bytes()))
-        if self.supports_dht and getattr(t, "dht", None) is not None:
-            self.conn.send(msg.port(t.dht.port))  # BEP 5: where our DHT node listens
+        if self.supports_dht and t.dht_port is not None:
+            self.conn.send(msg.port(t.dht_port))  # BEP 5: where our DHT node listens
         conn = self.conn
         read_message, handle, on_piece = conn.read_message, self._handle, self._on_piece
         try:
@@ -173,10 +176,10 @@ class Peer:
             self.fill_requests()
         elif msg_id == msg.INTERESTED:
             self.peer_interested = True
-            self.torrent.choker.peer_interest_changed(self)
+            self.torrent.interest_changed(self)
         elif msg_id == msg.NOT_INTERESTED:
             self.peer_interested = False
-            self.torrent.choker.peer_interest_changed(self)
+            self.torrent.interest_changed(self)
         elif msg_id == msg.HAVE:
             self._on_have(msg.parse_have(payload))
         elif msg_id == msg.BITFIELD:
@@ -269,14 +272,15 @@ class Peer:
         depth = max(START_DEPTH if down.total < 4 * 1024 * 1024 else MIN_DEPTH, by_rate)
         return min(depth, self.reqq, MAX_DEPTH)
 
-    def fill_requests(self) -> None:
-        """Top up the request pipeline if we may and there is room.
+    @property
+    def may_request(self) -> bool:
+        """The one rule for "may we send this peer requests now": we are interested, the connection is
+        open, and the peer unchokes us or has allowed-fast pieces for us (BEP 6)."""
+        return self.am_interested and not self.conn.closed and (not self.peer_choking or bool(self.allowed_fast_in))
 
-        While the peer chokes us, only its allowed-fast pieces (BEP 6) may be requested.
-        """
-        if not self.am_interested or self.conn.closed:
-            return
-        if self.peer_choking and not self.allowed_fast_in:
+    def fill_requests(self) -> None:
+        """Top up the request pipeline if we may (:attr:`may_request`) and there is room."""
+        if not self.may_request:
             return
         depth = self.pipeline_depth()
         # Top up only once an eighth of the pipeline is free (one scan of the picker per batch). _on_piece
@@ -567,8 +571,8 @@ class Peer:
         t = self.torrent
         payload = self.extensions.handshake_fields(len(t.meta.raw_info) or None)
         payload.update({"reqq": OUR_REQQ, "v": f"torrentcore {t.version}"})
-        if t.port:
-            payload["p"] = t.port
+        if t.listen_port:
+            payload["p"] = t.listen_port
         self.conn.send(msg.extended(0, bencode.encode(payload)))
 
     def _on_extended(self, payload: bytes) -> None:

@@ -1,0 +1,395 @@
+"""What a script holds for one torrent of a session: :class:`TorrentHandle`, and frozen status snapshots.
+
+A handle stays valid for the torrent's whole life, including before a magnet link's metadata has
+arrived (state ``"metadata"``) and after it stopped (its last status is kept). Every method blocks
+only the calling greenlet.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, Protocol
+
+import gevent
+import gevent.event
+import structlog
+
+from . import metainfo
+from .errors import EXIT_INTERRUPTED, EXIT_OK, BadInputError, TorrentcoreError
+from .events import Removed
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .config import TorrentConfig
+    from .events import Event
+    from .magnet import Magnet
+    from .metainfo import Metainfo
+    from .torrent import Torrent
+
+
+class SessionPort(Protocol):
+    """What a handle needs of its session (the :class:`~torrentcore.Session` provides it)."""
+
+    peer_id: bytes
+    port: int
+
+    def dht_node(self) -> Any: ...
+
+    def _make_torrent(self, meta: Metainfo, save_path: str, config: TorrentConfig) -> Torrent: ...
+
+    def _forget(self, handle: TorrentHandle) -> None: ...
+
+    def _emit(self, event: Event) -> None: ...
+
+log = structlog.get_logger(__name__)
+
+
+class TorrentFailed(TorrentcoreError):
+    """The torrent stopped on a fatal error (``status.error`` says which)."""
+
+
+@dataclass(frozen=True)
+class TorrentStatus:
+    """One torrent at one moment. Rates in bytes per second; byte totals for this session except
+    ``have_bytes``. ``state``: metadata, queued, paused, checking, downloading, seeding, done, error."""
+
+    name: str
+    info_hash: str
+    state: str
+    progress: float
+    total_bytes: int
+    wanted_bytes: int
+    have_bytes: int
+    pieces_done: int
+    num_pieces: int
+    download_rate: float
+    upload_rate: float
+    downloaded: int
+    uploaded: int
+    peers: int
+    seeds: int
+    eta: float | None
+    save_path: str
+    error: str | None = None
+    exit_code: int | None = None
+
+    @property
+    def complete(self) -> bool:
+        """Every wanted piece is verified."""
+        return self.num_pieces > 0 and self.progress >= 1.0
+
+
+@dataclass(frozen=True)
+class SessionStatus:
+    """Totals of a session at one moment."""
+
+    torrents: int
+    download_rate: float
+    upload_rate: float
+    downloaded: int
+    uploaded: int
+    peers: int
+    listen_port: int
+    dht_nodes: int
+
+
+@dataclass
+class Loaded:
+    """A torrent source read: its metainfo, or for a magnet link only what the link says."""
+
+    info_hash: bytes
+    name: str
+    trackers: list[list[str]]
+    meta: Metainfo | None = None
+    magnet: Magnet | None = None
+
+
+def load_source(source: Any) -> Loaded:
+    """Read a .torrent path, a .torrent's bytes or a ``magnet:`` link. Raises BadInputError (exit 2)."""
+    from .magnet import is_magnet, parse_magnet
+
+    if isinstance(source, metainfo.Metainfo):
+        return Loaded(source.info_hash, source.name, source.trackers, meta=source)
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        meta = metainfo.parse(bytes(source))
+        return Loaded(meta.info_hash, meta.name, meta.trackers, meta=meta)
+    if isinstance(source, os.PathLike):
+        source = os.fspath(source)
+    if not isinstance(source, str):
+        raise BadInputError(f"a torrent is a path, its bytes or a magnet link, not {type(source).__name__}")
+    if is_magnet(source):
+        magnet = parse_magnet(source)
+        return Loaded(magnet.info_hash, magnet.name or magnet.info_hash_hex, magnet.trackers, magnet=magnet)
+    meta = metainfo.load(source)
+    return Loaded(meta.info_hash, meta.name, meta.trackers, meta=meta)
+
+
+class TorrentHandle:
+    """A torrent in a :class:`~torrentcore.Session` (returned by ``session.add_torrent``)."""
+
+    def __init__(self, session: SessionPort, info_hash: bytes, save_path: str, config: TorrentConfig,
+                 name: str) -> None:
+        self._session = session
+        self.info_hash = info_hash
+        self.save_path = save_path
+        self.config = config
+        self.name = name
+        self.torrent: Torrent | None = None
+        self._fetcher: Any = None
+        self._fetch_greenlet: gevent.Greenlet | None = None
+        self._error: str | None = None
+        self._exit_code: int | None = None
+        self._attached = gevent.event.Event()
+        self._paused = config.paused
+
+    def __repr__(self) -> str:
+        return f"<TorrentHandle {self.name!r} {self.info_hash.hex()}>"
+
+    # --- building ---------------------------------------------------------------------------------
+
+    def attach(self, torrent: Torrent) -> None:
+        """Give the handle its torrent and start it (the session calls this)."""
+        self.torrent = torrent
+        self.name = torrent.meta.name
+        if self._paused:
+            torrent.pause()
+        torrent.start()
+        self._attached.set()
+
+    def fetch_metadata(self, magnet: Magnet) -> None:
+        """Fetch a magnet link's metadata in the background, then attach the torrent (the session calls this)."""
+        self._fetch_greenlet = gevent.spawn(self._fetch, magnet)
+
+    def _fetch(self, magnet: Magnet) -> None:
+        from .metadata import (
+            MetadataError,
+            MetadataFetcher,
+            find_saved_torrent,
+            save_torrent_file,
+            torrent_file,
+            tracker_source,
+        )
+
+        session = self._session
+        try:
+            saved = find_saved_torrent(self.save_path, magnet.info_hash) if self.save_path != "-" else None
+            if saved is not None:  # a second run on the same folder: the metadata is already here
+                log.info("metadata found on disk", path=saved, info_hash=magnet.info_hash_hex)
+                meta = metainfo.load(saved)
+                peers = list(magnet.peers)
+            else:
+                port = session.port or 6881
+                sources = [tracker_source(magnet.trackers, session.peer_id, port)] if magnet.trackers else []
+                dht = session.dht_node()
+                if dht is not None:
+                    sources.append(lambda info_hash: dht.get_peers(info_hash, timeout=30.0))
+                given = [*magnet.peers, *self.config.peers]
+                if not sources and not given:
+                    raise BadInputError("the magnet link names no tracker (tr=) and no peer (x.pe=), no --peer was "
+                                        "given and the DHT is off: there is nowhere to fetch its metadata from")
+                self._fetcher = MetadataFetcher(magnet.info_hash, session.peer_id, given, sources,
+                                                own_port=port)  # the port trackers are told: ourselves
+                result = self._fetcher.fetch(timeout=self.config.metadata_timeout)
+                data = torrent_file(result.raw_info, magnet.trackers)
+                meta = metainfo.parse(data)
+                if self.save_path != "-":
+                    path = save_torrent_file(self.save_path, meta.name, data)
+                    log.info("metadata saved", path=path, info_hash=meta.info_hash_hex)
+                peers = [*result.peers, *(p for p in magnet.peers if p not in self._fetcher.bad_peers())]
+        except MetadataError as exc:
+            self._end(EXIT_INTERRUPTED if self._exit_code is not None else exc.exit_code,
+                      "interrupted while fetching the metadata" if self._exit_code is not None else str(exc))
+            return
+        except TorrentcoreError as exc:
+            self._end(exc.exit_code, str(exc))
+            return
+        if self._exit_code is not None:
+            self._end(self._exit_code, None)
+            return
+        torrent = session._make_torrent(meta, self.save_path, self.config)
+        torrent.add_peers(peers, source="magnet")
+        self.attach(torrent)
+
+    def _end(self, code: int, error: str | None) -> None:
+        self._exit_code = code
+        self._error = error
+        self._attached.set()
+
+    def merge_trackers(self, tiers: list[list[str]]) -> None:
+        """Add trackers of a second source for the same info-hash (new URLs as new tiers)."""
+        torrent = self.torrent
+        if torrent is None or not tiers:
+            return
+        known = {url for tier in torrent.meta.trackers for url in tier}
+        new = [[u for u in tier if u not in known] for tier in tiers]
+        new = [tier for tier in new if tier]
+        if new:
+            torrent.add_trackers(new)
+
+    # --- state ----------------------------------------------------------------------------------
+
+    @property
+    def finished(self) -> bool:
+        """The torrent stopped for good (done, failed, stopped or removed)."""
+        if self.torrent is not None:
+            return self.torrent.exit_code is not None and self.torrent.state in ("done", "error")
+        return self._exit_code is not None
+
+    @property
+    def exit_code(self) -> int | None:
+        """The command-line exit code the torrent ended with (None while it runs)."""
+        if self.torrent is not None and self.finished:
+            return self.torrent.exit_code
+        return self._exit_code
+
+    @property
+    def error(self) -> str | None:
+        """The fatal error, if the torrent stopped on one."""
+        return self.torrent.error if self.torrent is not None else self._error
+
+    @property
+    def meta(self) -> Metainfo | None:
+        """The torrent's metainfo (None while a magnet link's metadata is being fetched)."""
+        return self.torrent.meta if self.torrent is not None else None
+
+    def status(self) -> TorrentStatus:
+        """A frozen snapshot of the torrent now."""
+        t = self.torrent
+        if t is None:
+            state = "error" if self._error else ("paused" if self._paused else "metadata")
+            return TorrentStatus(self.name, self.info_hash.hex(), state, 0.0, 0, 0, 0, 0, 0, 0.0, 0.0, 0, 0, 0, 0,
+                                 None, self.save_path, self._error, self._exit_code)
+        s = t.snapshot()
+        wanted = s.wanted_bytes if s.wanted_bytes is not None else s.total_bytes
+        done = s.wanted_have_bytes if s.wanted_bytes is not None else s.have_bytes
+        state = t.state
+        if t.paused and state not in ("done", "error"):
+            state = "paused"
+        return TorrentStatus(
+            name=s.name, info_hash=t.meta.info_hash_hex, state=state, progress=done / wanted if wanted else 1.0,
+            total_bytes=s.total_bytes, wanted_bytes=wanted, have_bytes=s.have_bytes, pieces_done=s.pieces_done,
+            num_pieces=s.num_pieces, download_rate=s.download_rate, upload_rate=s.upload_rate,
+            downloaded=s.downloaded, uploaded=s.uploaded, peers=s.peers, seeds=s.seeds, eta=s.eta,
+            save_path=self.save_path, error=t.error, exit_code=t.exit_code if self.finished else None)
+
+    # --- acting ---------------------------------------------------------------------------------
+
+    def pause(self) -> None:
+        """Disconnect every peer and stop announcing; keep what was downloaded."""
+        self._paused = True
+        if self.torrent is not None:
+            self.torrent.pause()
+
+    def resume(self) -> None:
+        """Undo :meth:`pause`."""
+        self._paused = False
+        if self.torrent is not None:
+            self.torrent.resume()
+
+    def recheck(self) -> None:
+        """Hash the data on disk again (the resume record is not trusted), then go on."""
+        if self.torrent is not None:
+            self.torrent.recheck()
+
+    def set_file_priorities(self, priorities: list[int]) -> None:
+        """One priority per data file (``meta.data_files``): 0 skips the file, anything higher downloads it."""
+        t = self.torrent
+        if t is None:
+            raise RuntimeError("the metadata is not there yet")
+        if len(priorities) != len(t.meta.data_files) or not all(isinstance(p, int) and p >= 0 for p in priorities):
+            raise ValueError(f"give {len(t.meta.data_files)} priorities (whole numbers from 0), one per file")
+        chosen = tuple(i for i, p in enumerate(priorities) if p > 0)
+        t.select_files(None if len(chosen) == len(priorities) else chosen)
+        self.config = replace(self.config, selected_files=None if len(chosen) == len(priorities) else chosen)
+
+    def stop(self, exit_code: int = EXIT_INTERRUPTED) -> None:
+        """Stop the torrent for good (returns at once; :meth:`join` waits)."""
+        if self.torrent is not None:
+            self.torrent.stop(exit_code)
+        elif self._exit_code is None:
+            self._exit_code = exit_code
+            if self._fetcher is not None:
+                self._fetcher.stop()
+            elif self._fetch_greenlet is not None:
+                self._fetch_greenlet.kill(block=False)
+                self._end(exit_code, None)
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait until the torrent stopped for good; False on timeout."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if not self._attached.wait(timeout):
+            return False
+        if self.torrent is None:
+            return True
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        return self.torrent.wait(left)
+
+    def wait_until_complete(self, timeout: float | None = None) -> TorrentStatus:
+        """Wait until every wanted piece is verified (or the torrent ended well); return the status then.
+
+        Raises TorrentFailed on a fatal error and TimeoutError after ``timeout`` seconds."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            if self._error or (self.torrent is not None and self.torrent.error):
+                raise TorrentFailed(self.error or "failed")
+            if self.torrent is not None and self.torrent.completed_at is not None:
+                return self.status()
+            if self.finished:
+                if self.exit_code == EXIT_OK:
+                    return self.status()
+                raise TorrentFailed(self.error or f"stopped before completing (exit code {self.exit_code})")
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(f"{self.name} did not complete within {timeout:g} s")
+            gevent.sleep(0.1)
+
+    def remove(self, delete_data: bool = False) -> None:
+        """Stop the torrent and take it out of the session; with ``delete_data``, delete its files (only
+        those of this torrent, and the folders they leave empty inside ``save_path``)."""
+        self.stop(EXIT_OK)
+        self.join(30)
+        self._session._forget(self)
+        if delete_data and self.torrent is not None and self.save_path != "-":
+            delete_files(self.torrent.meta, self.save_path)
+        self._session._emit(Removed(info_hash=self.info_hash, name=self.name, deleted_data=delete_data))
+
+    def open(self, file_index: int, readahead: int | None = None, timeout: float | None = None):
+        """A seekable, buffered binary file over data file ``file_index``; reads wait for verified pieces
+        and pull the pieces ahead of them first (see :mod:`torrentcore.reader`)."""
+        from .reader_source import open_reader
+
+        if self.torrent is None:
+            if not self._attached.wait(timeout):
+                raise TimeoutError("the metadata did not arrive in time")
+            if self.torrent is None:
+                raise TorrentFailed(self._error or "the torrent stopped")
+        return open_reader(self.torrent, file_index, readahead=readahead, timeout=timeout)
+
+
+def delete_files(meta: Metainfo, save_path: str) -> None:
+    """Delete the torrent's data files under ``save_path`` and the folders they leave empty (never a link's
+    target, never anything outside ``save_path``)."""
+    root = os.path.realpath(save_path)
+    folders: set[str] = set()
+    for entry in meta.files:
+        path = os.path.join(save_path, *entry.path)
+        real = os.path.realpath(path)
+        if not real.startswith(root + os.sep):
+            continue
+        try:
+            if os.path.islink(path) or os.path.isfile(path):
+                os.unlink(path)
+        except OSError as exc:
+            log.warning("cannot delete a file of a removed torrent", path=path, error=str(exc))
+        folder = os.path.dirname(path)
+        while os.path.realpath(folder).startswith(root + os.sep):
+            folders.add(folder)
+            folder = os.path.dirname(folder)
+    for folder in sorted(folders, key=len, reverse=True):
+        try:
+            os.rmdir(folder)
+        except OSError:
+            pass  # not empty: the user's own files stay
+
+
+__all__ = ["TorrentHandle", "TorrentStatus", "SessionStatus", "TorrentFailed", "load_source", "delete_files"]

@@ -1,0 +1,79 @@
+"""One torrent's transfer statistics: byte counters, one-second rates, and what is left to fetch.
+
+:class:`TransferStats` is updated from the per-block hot path (``block_arrived``/``block_uploaded``: one
+addition each) and ticked once a second by the torrent. :func:`left_bytes` and :func:`wanted_bytes`
+measure the wanted part of the torrent (all pieces, or those of the selected files), as trackers and
+the progress snapshot report it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .bitfield import Bitfield
+    from .metainfo import Metainfo
+
+
+class TransferStats:
+    """Payload bytes down, up and wasted (this session), and the rates of the last tick."""
+
+    __slots__ = ("downloaded", "uploaded", "wasted", "rate_down", "rate_up", "_down_tick", "_up_tick")
+
+    def __init__(self) -> None:
+        self.downloaded = 0
+        self.uploaded = 0
+        self.wasted = 0
+        self.rate_down = 0.0
+        self.rate_up = 0.0
+        self._down_tick = 0
+        self._up_tick = 0
+
+    def block_arrived(self, n: int) -> None:
+        """Payload bytes received."""
+        self.downloaded += n
+        self._down_tick += n
+
+    def block_uploaded(self, n: int) -> None:
+        """Payload bytes sent."""
+        self.uploaded += n
+        self._up_tick += n
+
+    def stats_wasted(self, n: int) -> None:
+        """Bytes received that could not be used (duplicates, unrequested, failed pieces)."""
+        self.wasted += n
+
+    def tick(self, elapsed: float) -> None:
+        """Turn the bytes counted since the last tick into rates."""
+        if elapsed > 0:
+            self.rate_down = self._down_tick / elapsed
+            self.rate_up = self._up_tick / elapsed
+        self._down_tick = self._up_tick = 0
+
+
+def have_bytes(meta: Metainfo, have: Bitfield) -> int:
+    """Bytes of verified pieces."""
+    if not have.count:
+        return 0
+    if have.complete:
+        return meta.total_length
+    last = meta.num_pieces - 1
+    full = have.count - (1 if have[last] else 0)
+    return full * meta.piece_length + (meta.piece_size(last) if have[last] else 0)
+
+
+def left_bytes(meta: Metainfo, have: Bitfield, selected: Bitfield | None) -> int:
+    """Bytes of wanted pieces (all, or those of the selected files) not verified yet."""
+    if selected is None:
+        return max(0, meta.total_length - have_bytes(meta, have))
+    return sum(meta.piece_size(i) for i in selected.indices() if not have[i])
+
+
+def wanted_bytes(meta: Metainfo, selected: Bitfield | None) -> int:
+    """Bytes of the wanted pieces."""
+    if selected is None:
+        return meta.total_length
+    return sum(meta.piece_size(i) for i in selected.indices())
+
+
+__all__ = ["TransferStats", "have_bytes", "left_bytes", "wanted_bytes"]

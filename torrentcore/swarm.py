@@ -1,0 +1,252 @@
+"""The connected peers of one torrent: admitting them, dialling new ones, and what they share.
+
+:class:`Swarm` owns the torrent's peer connections (one greenlet each, in a pool bounded by the
+torrent's ``max_peers``) and, through :class:`ConnectionSlots`, a share of the session's global cap. It
+admits a handshaken connection (not ourselves, not banned, not a duplicate, room left), runs its
+:class:`~torrentcore.peer.peer.Peer` to the end, and cleans up after it. Its connect loop dials
+candidates from the :class:`~torrentcore.peer_list.PeerList` while there is room. Both incoming
+connections (routed here by the session's listener) and outgoing ones end in :meth:`Swarm.run_peer`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
+
+import gevent
+import gevent.event
+import gevent.pool
+import structlog
+
+from .errors import ProtocolError
+from .peer import handshake
+from .peer.connection import format_address
+from .peer.peer import Peer
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .events import Reporter
+    from .peer.extensions import ExtensionRegistry
+    from .peer.ports import TorrentPort
+    from .peer_list import Candidate, PeerList
+
+log = structlog.get_logger(__name__)
+
+Address = tuple[str, int]
+
+#: Seconds between connect rounds when nothing wakes the loop earlier.
+CONNECT_INTERVAL = 1.0
+#: Seconds without any peer, while candidates were tried, before saying that every peer hangs up on us.
+ALL_CLOSED_WARNING = 60.0
+#: ...and how many handshakes must have been closed by the peer by then.
+ALL_CLOSED_MIN = 3
+
+
+class ConnectionSlots:
+    """The session's global cap on peer connections, shared by all its torrents."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+
+    def acquire(self) -> bool:
+        """Take a slot if one is free."""
+        if self.used >= self.limit:
+            return False
+        self.used += 1
+        return True
+
+    def release(self) -> None:
+        """Give a slot back."""
+        self.used = max(0, self.used - 1)
+
+    @property
+    def full(self) -> bool:
+        """No slot is free."""
+        return self.used >= self.limit
+
+
+class Swarm:
+    """Peer connections of one torrent (see the module docstring)."""
+
+    def __init__(self, port: TorrentPort, peer_list: PeerList, identity: handshake.Identity, max_peers: int,
+                 slots: ConnectionSlots, reporter: Reporter, complete: Callable[[], bool],
+                 may_connect: Callable[[], bool], name: str = "",
+                 dial: Callable[..., handshake.Handshaken] | None = None) -> None:
+        self.port = port
+        self.peers: dict[Address, Peer] = port.peers  # type: ignore[assignment]
+        self.peer_list = peer_list
+        self.identity = identity
+        self.max_peers = max(1, max_peers)
+        self.pool = gevent.pool.Pool(self.max_peers)
+        self.slots = slots
+        self.reporter = reporter
+        self._complete = complete
+        self._may_connect = may_connect
+        self._dial_fn = dial or handshake.dial
+        self.extensions: ExtensionRegistry | None = None
+        self.connect_now = gevent.event.Event()
+        self.log = log.bind(torrent=name)
+        self.closed_by_peer = 0  # handshakes the peer closed at once (encryption/uTP-only peers do that)
+        self.ever_connected = False
+        self.on_peer_lost: Callable[[Peer], None] = lambda peer: None
+
+    # --- the view the choker and PEX get ------------------------------------------------------------
+
+    @property
+    def complete(self) -> bool:
+        """Every wanted piece is verified (we seed)."""
+        return self._complete()
+
+    def add_peers(self, addresses: Iterable[Address], source: str = "tracker") -> int:
+        """Learn addresses to dial."""
+        return self.peer_list.add(addresses, source)
+
+    # --- peers together ------------------------------------------------------------------------------
+
+    def wake_requesters(self) -> None:
+        """Blocks became free: let idle peers that may request take them."""
+        for peer in list(self.peers.values()):
+            if peer.may_request and len(peer.outstanding) < 4:
+                peer.fill_requests()
+
+    def broadcast_have(self, index: int) -> None:
+        """Tell every peer that is not a seed about a new piece (a seed requests nothing; libtorrent agrees:
+        on loopback one small send per piece and seed was the event loop's largest cost, 28%, py-spy)."""
+        for peer in list(self.peers.values()):
+            if not peer.has.complete:
+                peer.send_have(index)
+
+    def drop_seeds(self) -> None:
+        """We completed: hang up on the seeds (both sides are seeds), remembering them."""
+        for peer in list(self.peers.values()):
+            if peer.has.complete:
+                self.peer_list.mark_seed(peer.address)
+                peer.conn.close("both sides are seeds")
+
+    def ban(self, address: Address, reason: str) -> None:
+        """Never talk to this peer again; close its connection if it has one."""
+        peer = self.peers.get(address)
+        if not self.peer_list.ban(address, peer.peer_id if peer else None, peer.listen_port if peer else None):
+            return
+        self.log.warning("peer banned", peer=format_address(address), reason=reason)
+        if peer is not None:
+            peer.conn.close(f"banned: {reason}")
+
+    def close_all(self, reason: str) -> None:
+        """Close every connection (their greenlets then end)."""
+        for peer in list(self.peers.values()):
+            peer.conn.close(reason)
+
+    def stop(self) -> None:
+        """Close every connection and wait (bounded) for their greenlets."""
+        self.close_all("shutting down")
+        self.pool.kill(block=True, timeout=2)
+
+    # --- dialling ------------------------------------------------------------------------------------
+
+    def connect_loop(self) -> None:
+        """Dial candidates while there is room (until killed)."""
+        while True:
+            self.connect_now.wait(CONNECT_INTERVAL)
+            self.connect_now.clear()
+            if not self._may_connect():
+                continue
+            room = self.max_peers - max(self.peer_list.dialing(), len(self.peers))
+            if room <= 0 or self.pool.full() or self.slots.full:
+                continue
+            for cand in self.peer_list.ready(room, self._connected_to, we_are_seed=self.complete):
+                self.pool.spawn(self._dial, cand)
+
+    def _connected_to(self, address: Address) -> bool:
+        return address in self.peers
+
+    def _dial(self, cand: Candidate) -> None:
+        try:
+            done = self._dial_fn(cand.address, self.identity)
+        except (ProtocolError, OSError, ConnectionError) as exc:
+            if "closed" in str(exc) or isinstance(exc, ConnectionResetError):
+                self.closed_by_peer += 1
+            self.peer_list.failed(cand)
+            self.log.debug("dial failed", peer=format_address(cand.address), reason=str(exc))
+            return
+        self.run_peer(done, incoming=False, cand=cand)
+
+    # --- one connection ------------------------------------------------------------------------------
+
+    def _refuse(self, done: handshake.Handshaken, cand: Candidate | None) -> str | None:
+        addr, peer_id = done.conn.address, done.peer_id
+        if peer_id == self.identity.peer_id:
+            self.peer_list.found_self(addr)
+            return "connected to ourselves"
+        if self.peer_list.is_banned(addr, peer_id):
+            return "banned"
+        if addr in self.peers or any(p.peer_id == peer_id for p in self.peers.values()):
+            if cand is not None:
+                self.peer_list.released(cand)
+            return "already connected"
+        if len(self.peers) >= self.max_peers:
+            return "too many peers"
+        if not self.slots.acquire():
+            return "too many peers in the session"
+        return None
+
+    def run_peer(self, done: handshake.Handshaken, incoming: bool, cand: Candidate | None = None) -> None:
+        """Run a handshaken connection as a peer of this torrent until it ends (in the calling greenlet)."""
+        refusal = self._refuse(done, cand)
+        if refusal is not None:
+            done.conn.close(refusal)
+            return
+        conn = done.conn
+        addr = conn.address
+        peer = Peer(self.port, conn, done.peer_id, done.reserved, incoming,
+                    source=cand.source if cand is not None else "incoming", extensions=self.extensions,
+                    encrypted=done.encrypted)
+        self.peers[addr] = peer
+        self.ever_connected = True
+        if cand is not None:
+            self.peer_list.succeeded(cand)
+        self.log.info("peer connected", peer=format_address(addr), source=peer.source, client=peer.client,
+                      incoming=incoming, fast=peer.fast, encrypted=done.encrypted)
+        self.reporter.emit("peer_connected", peer=peer.info())
+        reason = "closed"
+        try:
+            reason = peer.run()
+        except Exception as exc:  # noqa: BLE001 - a bug must cost one connection, not the download
+            self.log.debug("internal error in peer loop", exc_info=True)
+            self.log.warning("internal error in peer loop", error=repr(exc))
+            reason = f"internal error: {exc!r}"
+        finally:
+            conn.close(reason)
+            self.slots.release()
+            self._peer_gone(peer, reason, cand)
+
+    def _peer_gone(self, peer: Peer, reason: str, cand: Candidate | None) -> None:
+        self.peers.pop(peer.address, None)
+        peer._drop_requests(send_cancel=False)
+        self.port.manager.remove_peer_pieces(peer.has)
+        if peer.has.complete:
+            self.peer_list.mark_seed(peer.address)
+        self.on_peer_lost(peer)
+        if cand is not None:
+            self.peer_list.failed(cand, max_exponent=5)
+        elif peer.incoming and peer.listen_port and peer.address[0]:
+            # Remember an incoming peer's listening address so we can dial it back later.
+            self.peer_list.add([(peer.address[0], peer.listen_port)], source="incoming")
+            self.peer_list.mark_seed((peer.address[0], peer.listen_port), peer.has.complete)
+        self.log.debug("peer lost", peer=format_address(peer.address), reason=reason)
+        self.reporter.emit("peer_lost", peer=peer.info(), reason=reason)
+        self.wake_requesters()
+        self.connect_now.set()
+
+    def everyone_hangs_up(self, since: float, now: float | None = None) -> bool:
+        """Whether, for :data:`ALL_CLOSED_WARNING` seconds since ``since``, no peer stayed and several closed
+        the connection right after our handshake (the sign of encryption-only or uTP-only peers)."""
+        now = time.monotonic() if now is None else now
+        return (not self.ever_connected and self.closed_by_peer >= ALL_CLOSED_MIN
+                and now - since >= ALL_CLOSED_WARNING)
+
+
+
+
+__all__ = ["Swarm", "ConnectionSlots"]

@@ -1,0 +1,583 @@
+"""One torrent inside a session: its state, its collaborators, and its life from check to shutdown.
+
+A :class:`Torrent` owns the storage backend and piece strategy chosen through plugins, the
+:class:`~torrentcore.piecemanager.PieceManager`, and one collaborator per job, each in a file named
+after it:
+
+* :class:`~torrentcore.verifier.Verifier`: the start-up check and hash-then-store of every piece;
+* :class:`~torrentcore.peer_list.PeerList`: addresses to dial, back-off, bans, ourselves, known seeds;
+* :class:`~torrentcore.swarm.Swarm`: connected peers, admission, the connect loop;
+* :class:`~torrentcore.announcer.Announcer`: trackers and the DHT;
+* :class:`~torrentcore.smart_ban.SmartBan`, :class:`~torrentcore.choker.Choker`,
+  :class:`~torrentcore.stats.TransferStats`.
+
+Peers see the torrent only through a :class:`~torrentcore.peer.ports.TorrentPort` built here from
+those parts. What the torrent takes from its session (thread pool, global limits and connection
+cap, DHT node, listen port, plugins) arrives as one :class:`SessionServices`.
+
+Life: ``start()`` runs :meth:`Torrent._main` in a greenlet: wait while paused, check the data, then run
+the network (loops below) until complete-and-done-seeding, stopped or failed; ``pause()`` stops the
+network and keeps the state; ``resume()`` starts it again; ``stop()`` ends it for good.
+"""
+
+from __future__ import annotations
+
+import collections
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+import gevent
+import gevent.event
+import structlog
+
+from . import __version__
+from .announcer import Announcer, AnnounceState
+from .bitfield import Bitfield
+from .choker import INTERVAL as CHOKE_INTERVAL
+from .choker import Choker
+from .config import TorrentConfig
+from .errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_RUNTIME, StorageError
+from .events import Event, Paused, Reporter, Resumed
+from .hookspec import ProgressSnapshot
+from .metainfo import Metainfo
+from .peer import handshake
+from .peer import messages as msg
+from .peer.extensions import UT_PEX, ExtensionRegistry
+from .peer_list import PeerList
+from .piecemanager import Piece, PieceManager
+from .ratelimit import RateLimits, TokenBucket
+from .selection import select_files, wanted_pieces
+from .smart_ban import SmartBan
+from .stats import TransferStats, have_bytes, left_bytes, wanted_bytes
+from .swarm import ConnectionSlots, Swarm
+from .tracker import TrackerTiers
+from .verifier import Verifier
+
+log = structlog.get_logger(__name__)
+
+#: Seconds between progress reports and ticks (rates, request time-outs, seeding limits).
+TICK = 1.0
+
+_RESERVED = msg.reserved_bytes(msg.RESERVED_EXTENSIONS, msg.RESERVED_FAST)
+_RESERVED_DHT = bytes(a | b for a, b in zip(_RESERVED, msg.reserved_bytes(msg.RESERVED_DHT)))
+
+
+@dataclass
+class SessionServices:
+    """What a torrent gets from its session (shared by all the session's torrents)."""
+
+    peer_id: bytes
+    hooks: Any  #: the plugin manager's hooks, reporters contained (:class:`torrentcore.plugins.ContainedHooks`)
+    strategy_factory: Callable[..., Any]
+    storage_factory: Callable[..., Any]
+    pool: Any  #: the thread pool for hashing and disk work
+    download_limit: TokenBucket
+    upload_limit: TokenBucket
+    slots: ConnectionSlots
+    listen_port: Callable[[], int]
+    dht: Any | None
+    pex: bool
+    emit: Callable[[Event], None]
+    dial: Callable[..., handshake.Handshaken] = handshake.dial
+
+
+class _PeerPort:
+    """The :class:`~torrentcore.peer.ports.TorrentPort` of one torrent: only what peers may use."""
+
+    version = __version__
+
+    def __init__(self, torrent: Torrent) -> None:
+        self.meta = torrent.meta
+        self.have = torrent.have
+        self.manager = torrent.manager
+        self.peers: dict = {}
+        self.download_limit = torrent.download_limit
+        self.upload_limit = torrent.upload_limit
+        self.dht_port = torrent.dht.port if torrent.dht is not None else None
+        self._listen_port = torrent.services.listen_port
+        stats = torrent.stats
+        self.block_arrived = stats.block_arrived
+        self.block_uploaded = stats.block_uploaded
+        self.stats_wasted = stats.stats_wasted
+        self.verify_piece = torrent.verify_piece
+        self.read_block = torrent.read_block
+        self.wake_requesters: Callable[[], None] = lambda: None  # the swarm's, once it exists
+        self.interest_changed: Callable[[Any], None] = lambda peer: None  # the choker's
+
+    @property
+    def listen_port(self) -> int:
+        return self._listen_port()
+
+
+class Torrent:
+    """One torrent of a session (see the module docstring)."""
+
+    def __init__(self, meta: Metainfo, save_path: str, config: TorrentConfig, services: SessionServices) -> None:
+        self.meta = meta
+        self.save_path = save_path
+        self.config = config
+        self.services = services
+        self.log = log.bind(torrent=meta.name, info_hash=meta.info_hash_hex)
+        self.reporter = Reporter(services.hooks, meta, meta.info_hash, services.emit)
+        #: The session's DHT node, or None; private torrents (BEP 27) never use it.
+        self.dht = services.dht if not meta.private else None
+        self.have = Bitfield(meta.num_pieces)
+        if config.selected_files is None and (config.only or config.skip):
+            # Patterns (run --only/--skip), resolved now that the files are known; matching nothing is bad input.
+            chosen = select_files(meta, config.only, config.skip)
+            config = self.config = replace(config, selected_files=None if chosen is None else tuple(chosen))
+        self.selected_files = list(config.selected_files) if config.selected_files is not None else None
+        self.selected = wanted_pieces(meta, self.selected_files)
+        self.storage = services.storage_factory(meta, save_path, config)
+        self.strategy = services.strategy_factory(meta, config)
+        self.manager = PieceManager(meta, self.have, self.strategy, self.selected)
+        self.stats = TransferStats()
+        self.download_limit = RateLimits(TokenBucket(config.max_download_rate), services.download_limit)
+        self.upload_limit = RateLimits(TokenBucket(config.max_upload_rate), services.upload_limit)
+        self.verifier = Verifier(meta, self.storage, self.have, services.pool, self._stopping, self._checked_good)
+        self.port = _PeerPort(self)
+        self.peer_list = PeerList(services.listen_port, on_new=lambda: self.swarm.connect_now.set())
+        identity = handshake.Identity(meta.info_hash, services.peer_id, _RESERVED_DHT if self.dht else _RESERVED)
+        self.swarm = Swarm(self.port, self.peer_list, identity, config.max_peers, services.slots, self.reporter,
+                           complete=lambda: self.complete, may_connect=self._may_connect, name=meta.name,
+                           dial=services.dial)
+        self.choker = Choker(self.swarm, slots=config.upload_slots)
+        self.port.wake_requesters = self.swarm.wake_requesters
+        self.port.interest_changed = self.choker.peer_interest_changed
+        self.swarm.on_peer_lost = self._peer_lost
+        self.smart_ban = SmartBan(self.swarm.ban)
+        self.extensions = ExtensionRegistry.for_torrent(
+            meta, self.swarm, services.hooks.torrentcore_extensions(torrent=meta), pex=services.pex)
+        self.swarm.extensions = self.extensions
+        self.announcer = Announcer(self._announce_state(), TrackerTiers(meta.trackers) if meta.trackers else None,
+                                   self.dht, meta.name)
+        self.state = "paused" if config.paused else "queued"
+        self.started_at = time.monotonic()
+        self.completed_at: float | None = None
+        self.exit_code: int | None = None
+        self.error: str | None = None
+        self.seeding_stopped = False
+        self._done = gevent.event.Event()
+        self._unpaused = gevent.event.Event()
+        if not config.paused:
+            self._unpaused.set()
+        self._pause_requested = gevent.event.Event()
+        self._main_greenlet: gevent.Greenlet | None = None
+        self._greenlets: list[gevent.Greenlet] = []
+        self._last_interest = 0.0
+        self._warned_hangups = False
+        self._recheck = False
+        self._network_up = False
+
+    # --- what peers and collaborators call -------------------------------------------------------
+
+    @property
+    def peers(self) -> dict:
+        """Connected peers by address."""
+        return self.swarm.peers
+
+    @property
+    def complete(self) -> bool:
+        """Every wanted piece is verified (all of them, or those of the selected files)."""
+        return self.manager.complete
+
+    def add_peers(self, addresses, source: str = "tracker") -> int:
+        """Learn peer addresses; ``source`` says where they came from."""
+        return self.peer_list.add(addresses, source)
+
+    def add_trackers(self, tiers: list[list[str]]) -> None:
+        """More tracker tiers (a second source for the same info-hash); used from the next announce on."""
+        self.meta.trackers.extend(tiers)
+        self.announcer.tiers = TrackerTiers(self.meta.trackers)
+
+    def select_files(self, indices: tuple[int, ...] | None) -> None:
+        """Download only these data files (None: all); pieces in flight are kept."""
+        self.selected_files = list(indices) if indices is not None else None
+        self.manager.set_wanted(wanted_pieces(self.meta, self.selected_files))
+        self.selected = self.manager.selected
+        if not self.complete:
+            self.completed_at = None
+            if self.state == "seeding":
+                self.state = "downloading"
+            for peer in list(self.peers.values()):
+                if not peer.am_interested and self.manager.interesting(peer.has):
+                    peer.set_interested(True)
+            self.swarm.connect_now.set()
+        elif self.completed_at is None and self.state == "downloading":
+            self._on_complete()
+        self.swarm.wake_requesters()
+
+    def read_block(self, index: int, begin: int, length: int) -> bytes | None:
+        """A block of a verified piece, for uploading (None if not verified or the read failed)."""
+        if not self.have[index]:
+            return None
+        try:
+            return self.verifier.read(index, begin, length)
+        except StorageError as exc:
+            self.fail(str(exc))
+            return None
+
+    def verify_piece(self, piece: Piece) -> None:
+        """Hash a complete piece off the event loop, then store it. The caller (a peer's reader) waits while
+        the verify queue is full, and yields once so the hashing starts now on the other core."""
+        self.verifier.acquire_slot()
+        gevent.spawn(self._guard, self._verify_then_release, piece)
+        gevent.sleep(0)
+
+    def _verify_then_release(self, piece: Piece) -> None:
+        try:
+            verdict = self.verifier.verify(piece)
+        finally:
+            self.verifier.release_slot()
+        if verdict is None:
+            return
+        if verdict:
+            self._piece_stored(piece)
+        else:
+            self._piece_failed(piece)
+
+    def _piece_stored(self, piece: Piece) -> None:
+        index = piece.index
+        self.manager.piece_verified(index)
+        self.reporter.emit("piece_verified", index=index)
+        self.smart_ban.piece_verified(piece)
+        self.manager.recycle(piece)
+        self.swarm.broadcast_have(index)
+        if self.complete:
+            self._on_complete()
+
+    def _piece_failed(self, piece: Piece) -> None:
+        senders = set(piece.senders.values())
+        self.stats.stats_wasted(piece.size)
+        self.manager.piece_failed(piece.index)
+        self.log.warning("piece failed hash check", piece=piece.index, peers=len(senders))
+        self.reporter.emit("piece_failed", index=piece.index, peers=sorted(senders))
+        self.smart_ban.piece_failed(piece)
+        self.manager.recycle(piece)
+        self.swarm.wake_requesters()
+
+    def _checked_good(self, index: int) -> None:
+        self.reporter.emit("piece_verified", index=index)
+
+    def _peer_lost(self, peer) -> None:
+        if self.choker.optimistic is peer:
+            self.choker.optimistic = None
+        if not peer.am_choking:
+            # Its upload slot is free: give it to a waiting peer now, not at the next round (libtorrent agrees).
+            self.choker.rechoke()
+
+    # --- life ------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Run the torrent in its own greenlet (returns at once)."""
+        if self._main_greenlet is None:
+            self._main_greenlet = gevent.spawn(self._main)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait until the torrent has stopped for good; False on timeout."""
+        if self._main_greenlet is None:
+            return self._done.wait(timeout)
+        self._main_greenlet.join(timeout)
+        return self._main_greenlet.dead
+
+    def run(self) -> int:
+        """Start and wait until the end; return the exit code."""
+        self.start()
+        self.wait()
+        return self.exit_code if self.exit_code is not None else EXIT_RUNTIME
+
+    def stop(self, exit_code: int = EXIT_INTERRUPTED) -> None:
+        """End the torrent (Ctrl-C, SIGTERM, removal). Stopping a completed download's seeding is success."""
+        if self.exit_code is None:
+            if exit_code != EXIT_OK and self.completed_at is not None and self.error is None:
+                self.seeding_stopped = True
+                exit_code = EXIT_OK
+            self.exit_code = exit_code
+        self._done.set()
+        self._unpaused.set()
+
+    def fail(self, message: str) -> None:
+        """A fatal error: report it and stop with exit code 1."""
+        if self.exit_code is None:
+            self.error = message
+            self.exit_code = EXIT_RUNTIME
+            self.log.info("stopping on a fatal error", error=message)
+            self.reporter.emit("error", message=message, fatal=True)
+        self._done.set()
+        self._unpaused.set()
+
+    def pause(self) -> None:
+        """Stop all network activity and keep the state (a paused torrent is resumed with :meth:`resume`)."""
+        self._unpaused.clear()
+        self._pause_requested.set()
+
+    def resume(self) -> None:
+        """Undo :meth:`pause`."""
+        self._pause_requested.clear()
+        self._unpaused.set()
+
+    def recheck(self) -> None:
+        """Hash the data on disk again (ignoring the resume record), then go on."""
+        self._recheck = True
+        self._pause_requested.set()
+
+    @property
+    def accepts_peers(self) -> bool:
+        """The network runs: incoming connections for this torrent are taken."""
+        return self._network_up and self.exit_code is None
+
+    @property
+    def paused(self) -> bool:
+        """Paused by :meth:`pause` (and not stopped)."""
+        return not self._unpaused.is_set() and self.exit_code is None
+
+    def _stopping(self) -> bool:
+        return self.exit_code is not None
+
+    def _may_connect(self) -> bool:
+        return not (self.complete and not self._should_seed())
+
+    def _should_seed(self) -> bool:
+        return self.config.seed or self.config.seed_only
+
+    def _main(self) -> None:
+        self.reporter.emit("start", save_path=self.save_path, options=self.config)
+        try:
+            self._wait_unpaused()
+            if self.exit_code is None:
+                self._check()
+            while self.exit_code is None:
+                if self.complete and not self._should_seed():
+                    self._finish(EXIT_OK)
+                    break
+                self._run_network()
+                if self.exit_code is None and self._recheck:
+                    self._recheck = False
+                    self._check(force=True)
+                elif self.exit_code is None:
+                    self._wait_unpaused()
+        except StorageError as exc:
+            self.fail(str(exc))
+        except (KeyboardInterrupt, gevent.GreenletExit):
+            if self.exit_code is None:
+                self.exit_code = EXIT_INTERRUPTED
+        finally:
+            self._shutdown()
+
+    def _wait_unpaused(self) -> None:
+        if not self._unpaused.is_set():
+            self.state = "paused"
+            self.reporter.event(Paused)
+            self._unpaused.wait()
+            if self.exit_code is None:
+                self.reporter.event(Resumed)
+
+    def _check(self, force: bool = False) -> None:
+        self.state = "checking"
+        if force:
+            for i in list(self.have.indices()):
+                self.have.clear(i)
+            self.verifier.checked = 0
+            self.completed_at = None
+        reporter = gevent.spawn(self._report_loop)
+        try:
+            finished = self.verifier.check_existing(force=force)
+        finally:
+            reporter.kill()
+        if not finished:
+            return
+        self.manager = PieceManager(self.meta, self.have, self.strategy, self.selected)
+        self.port.manager = self.manager
+        self.state = "seeding" if self.complete else "downloading"
+        if self.complete:
+            self.completed_at = time.monotonic()
+        if self.config.seed_only and not self.complete:
+            # ``torrentcore seed`` never downloads: incomplete or corrupt data is an error.
+            self.fail(f"the data in {self.save_path} is incomplete "
+                      f"({self.have.count}/{self.meta.num_pieces} pieces verified)")
+
+    def _run_network(self) -> None:
+        """Run peers, trackers and loops until done, stopped, or asked to pause/recheck."""
+        self._pause_requested.clear()
+        if not self._unpaused.is_set():
+            return
+        self.state = "seeding" if self.complete else "downloading"
+        network_since = time.monotonic()
+        self.peer_list.add(self.config.peers, source="manual")
+        spawn = self._spawn
+        spawn(self._report_loop)
+        spawn(self._tick_loop, network_since)
+        spawn(self.swarm.connect_loop)
+        spawn(self._choke_loop)
+        if UT_PEX in self.extensions.handlers:
+            spawn(self.extensions.handlers[UT_PEX].loop)
+        if self.announcer.tiers is not None:
+            spawn(self.announcer.tracker_loop)
+        if self.dht is not None:
+            spawn(self.announcer.dht_loop)
+        elif self.announcer.tiers is None and not len(self.peer_list) and not self.complete:
+            self.reporter.emit("error", message="this torrent has no trackers and no peers were given", fatal=False)
+        if self.complete:
+            self.reporter.emit("completed", snapshot=self.snapshot())
+        self.swarm.connect_now.set()
+        self._network_up = True
+        waiters = [self._done, self._pause_requested]
+        gevent.wait(waiters, count=1)
+        self._stop_network()
+
+    def _stop_network(self) -> None:
+        self._network_up = False
+        for g in self._greenlets:
+            g.kill(block=False)
+        self._greenlets.clear()
+        self.swarm.stop()
+        self.announcer.stopped()
+
+    def _spawn(self, fn, *args) -> gevent.Greenlet:
+        g = gevent.spawn(self._guard, fn, *args)
+        self._greenlets.append(g)
+        return g
+
+    def _guard(self, fn, *args) -> None:
+        """Run a background loop; an unexpected exception is fatal, never silent."""
+        try:
+            fn(*args)
+        except gevent.GreenletExit:
+            raise
+        except StorageError as exc:
+            self.fail(str(exc))
+        except Exception as exc:  # noqa: BLE001 - last line of defence for a background greenlet
+            self.log.exception("internal error", where=getattr(fn, "__name__", "?"))
+            self.fail(f"internal error in {getattr(fn, '__name__', '?')}: {exc!r}")
+
+    def _finish(self, code: int) -> None:
+        if self.exit_code is None:
+            self.exit_code = code
+        self._done.set()
+
+    def _on_complete(self) -> None:
+        if self.completed_at is not None:
+            return
+        self.completed_at = time.monotonic()
+        self.state = "seeding"
+        self.verifier.flush()
+        self.log.info("download complete", seconds=round(self.completed_at - self.started_at, 2))
+        self.reporter.emit("completed", snapshot=self.snapshot())
+        self.announcer.announce_now.set()
+        self.swarm.drop_seeds()
+        if not self._should_seed():
+            gevent.spawn_later(0.1, self._finish, EXIT_OK)
+
+    # --- periodic work ---------------------------------------------------------------------------
+
+    def _seeding_done(self) -> bool:
+        if self.completed_at is None or not self._should_seed():
+            return False
+        ratio, minutes, idle = self.config.seed_limits()
+        base = self.stats.downloaded or self.meta.total_length
+        if ratio is not None and self.stats.uploaded / base >= ratio:
+            return True
+        now = time.monotonic()
+        if minutes is not None and now - self.completed_at >= minutes * 60:
+            return True
+        if any(p.peer_interested for p in self.peers.values()):
+            self._last_interest = now
+        return idle is not None and now - max(self._last_interest, self.completed_at) >= idle * 60
+
+    def _tick_loop(self, since: float) -> None:
+        last = time.monotonic()
+        while True:
+            gevent.sleep(TICK)
+            now = time.monotonic()
+            self.stats.tick(now - last)
+            for peer in list(self.peers.values()):
+                peer.down.tick(now - last)
+                peer.up.tick(now - last)
+                peer.check_timeouts(now)
+            last = now
+            self.swarm.wake_requesters()
+            self.announcer.maybe_announce_early()
+            if not self._warned_hangups and not self.complete and self.swarm.everyone_hangs_up(since, now):
+                self._warned_hangups = True
+                self.reporter.emit("error", fatal=False, message=(
+                    f"every peer tried ({self.swarm.closed_by_peer} so far) closed the connection right after "
+                    "our handshake: they probably accept only encrypted or uTP connections"))
+            if self._seeding_done():
+                self._finish(EXIT_OK)
+
+    def _choke_loop(self) -> None:
+        while True:
+            self.choker.rechoke()
+            gevent.sleep(CHOKE_INTERVAL)
+
+    def _report_loop(self) -> None:
+        while True:
+            self.reporter.emit("progress", snapshot=self.snapshot())
+            gevent.sleep(TICK)
+
+    # --- state for reporters and trackers ---------------------------------------------------------
+
+    def left(self) -> int:
+        """Bytes of wanted pieces not verified yet."""
+        return left_bytes(self.meta, self.have, self.selected)
+
+    def _announce_state(self) -> AnnounceState:
+        stats = self.stats
+        return AnnounceState(
+            info_hash=self.meta.info_hash, peer_id=self.services.peer_id, listen_port=self.services.listen_port,
+            uploaded=lambda: stats.uploaded, downloaded=lambda: stats.downloaded, left=self.left,
+            complete=lambda: self.complete, peer_count=lambda: len(self.peers),
+            has_waiting_candidates=self.peer_list.waiting, add_peers=self.peer_list.add,
+            warn=lambda message: self.reporter.emit("error", message=message, fatal=False))
+
+    def snapshot(self) -> ProgressSnapshot:
+        """The torrent's state now, for reporters."""
+        left = self.left()
+        wanted = None if self.selected is None else wanted_bytes(self.meta, self.selected)
+        peers = list(self.peers.values())
+        rate = sum(p.down.rate for p in peers) or self.stats.rate_down
+        eta = left / rate if rate > 0 and left else (0.0 if not left else None)
+        return ProgressSnapshot(
+            name=self.meta.name,
+            state=self.state if self.exit_code is None else "stopping",
+            total_bytes=self.meta.total_length,
+            have_bytes=have_bytes(self.meta, self.have),
+            pieces_done=self.have.count,
+            num_pieces=self.meta.num_pieces,
+            downloaded=self.stats.downloaded,
+            uploaded=self.stats.uploaded,
+            download_rate=rate,
+            upload_rate=sum(p.up.rate for p in peers) or self.stats.rate_up,
+            peers=len(peers),
+            seeds=sum(1 for p in peers if p.has.complete),
+            leechers=sum(1 for p in peers if not p.has.complete and p.peer_interested),
+            eta=eta,
+            elapsed=time.monotonic() - self.started_at,
+            checked=self.verifier.checked,
+            wasted=self.stats.wasted,
+            peer_sources=dict(collections.Counter(p.source for p in peers)),
+            selected_files=None if self.selected_files is None else len(self.selected_files),
+            wanted_bytes=wanted,
+            wanted_have_bytes=0 if wanted is None else wanted - left,
+            extra={"seeding_stopped": True} if self.seeding_stopped else {},
+        )
+
+    # --- shutdown ----------------------------------------------------------------------------------
+
+    def _shutdown(self) -> None:
+        self._stop_network()
+        try:
+            self.verifier.close()
+        except StorageError as exc:
+            if self.exit_code in (None, EXIT_OK):
+                self.fail(str(exc))
+        if self.exit_code is None:
+            self.exit_code = EXIT_RUNTIME
+        self.state = "error" if self.error else "done"
+        self.reporter.emit("finish", snapshot=self.snapshot(), exit_code=self.exit_code)
+        self._done.set()
+
+
+__all__ = ["Torrent", "SessionServices"]
