@@ -2,8 +2,9 @@
 """Regenerate the reference section of docs/plugins.md from torrentcore/hookspec.py.
 
 The section between the BEGIN/END markers lists every hook (signature and
-docstring, grouped by the ``# --- hooks: ...`` comments of hookspec.py) and
-every type a plugin is handed. Everything outside the markers is written by
+docstring, grouped by the ``# --- hooks: ...`` comments of hookspec.py), every
+public function plugins call (such as ``console_line``) and every type a
+plugin is handed. Everything outside the markers is written by
 hand and left alone.
 
     python scripts/gen_plugin_docs.py           # rewrite docs/plugins.md
@@ -63,6 +64,21 @@ def hooks(source: str) -> list[tuple[str, str, str]]:
     return out
 
 
+def functions(source: str) -> list[tuple[str, str]]:
+    """``(signature, docstring)`` of every public module-level function that is not a hook, in source order."""
+    tree = ast.parse(source)
+    return [(_signature(node), _doc(node)) for node in tree.body
+            if isinstance(node, ast.FunctionDef) and not node.name.startswith("_") and not _is_hookspec(node)]
+
+
+def _is_type_alias(node: ast.AST) -> bool:
+    """``StrategyFactory = Callable[...]``: a module-level assignment to a CamelCase name."""
+    if not (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)):
+        return False
+    name = node.targets[0].id
+    return name[0].isupper() and not name.isupper() and "_" not in name
+
+
 def types(source: str) -> list[str]:
     """Markdown for every public class and type alias a plugin is handed."""
     tree = ast.parse(source)
@@ -81,8 +97,7 @@ def types(source: str) -> list[str]:
                     label = f"`{item.name}` (property)" if prop else f"`{_signature(item, skip_self=True)}`"
                     lines.append(f"* {label}: " + " ".join(_doc(item).split()))
             parts.append("\n".join(lines).rstrip() + "\n")
-        elif (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)
-              and node.targets[0].id.endswith("Factory")):
+        elif _is_type_alias(node):
             parts.append(f"#### `{node.targets[0].id}`\n\n`{ast.unparse(node.value)}`\n")
     return parts
 
@@ -97,6 +112,9 @@ def reference(source: str) -> str:
         if section != current:
             out += [f"### Hooks: {section}", ""]
             current = section
+        out += [f"#### `{signature}`", "", doc, ""]
+    out += ["## Reference: functions", "", "Importable from `torrentcore.hookspec`; plugins call them.", ""]
+    for signature, doc in functions(source):
         out += [f"#### `{signature}`", "", doc, ""]
     out += ["## Reference: types", "", "Importable from `torrentcore.hookspec`.", ""]
     for part in types(source):

@@ -68,8 +68,8 @@ def test_tracker_and_manual_peers_are_counted_by_source(tmp_path, peers, opentra
     assert _sources_of(run, announced.port) == {"tracker"}, context
     assert _sources_of(run, manual.port) == {"manual"}, context
     # The plain progress lines (one a second) count connected peers by source.
-    lines = [line for line in run.stdout.splitlines() if "peers 2 (" in line]
-    assert any("tracker 1, manual 1; 2 seeds" in line for line in lines), context
+    lines = [line for line in run.stdout.splitlines() if "2 peers (" in line]
+    assert any("2 peers (tracker 1, manual 1; 2 seeds)" in line for line in lines), context
 
 
 def test_a_seeder_counts_the_leecher_that_dialled_it_as_incoming(tmp_path, peers, torrentcore):
@@ -87,7 +87,7 @@ def test_a_seeder_counts_the_leecher_that_dialled_it_as_incoming(tmp_path, peers
     assert connected and connected[0]["incoming"] is True, seed.describe()
     # Once it left, the seeder may dial its listening port back: an address it learnt from an incoming peer.
     assert {e["source"] for e in connected} == {"incoming"}, seed.describe()
-    assert any("peers 1 (incoming 1)" in line for line in seed.stdout.splitlines()), seed.describe()
+    assert any("1 peer (incoming 1)" in line for line in seed.stdout.splitlines()), seed.describe()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -141,15 +141,17 @@ def _snap(**kw) -> ProgressSnapshot:
 
 
 def test_console_lines_count_peers_by_source():
-    assert "peers 5 (tracker 3, pex 1, incoming 1; 3 seeds)" in console.status_line(_snap())
+    assert "5 peers (tracker 3, pex 1, incoming 1; 3 seeds)" in console.status_line(_snap())
     seeding = _snap(state="seeding", have_bytes=100 * 2**20, pieces_done=100, peers=2,
                     peer_sources={"incoming": 2})
-    assert console.status_line(seeding).endswith("peers 2 (incoming 2)")
-    assert "peers 8 (3 seeds)" in console.status_line(_snap(peers=8, peer_sources={}))  # nothing to say
+    assert console.status_line(seeding).endswith("2 peers (incoming 2)")
+    assert "8 peers (3 seeds)" in console.status_line(_snap(peers=8, peer_sources={}))  # nothing to say
     # On a terminal the sources are shown only where they fit; an 80-column line never grows past 79.
-    assert "tracker 3, pex 1, incoming 1" in console.status_line(_snap(), width=140)
-    narrow = console.status_line(_snap(), width=80)
-    assert len(narrow) <= 79 and "tracker" not in narrow and "5 peers" in narrow, narrow
+    assert "5 peers (tracker 3, pex 1, incoming 1; 3 seeds)" in console.status_line(_snap(), width=200)
+    for width in (80, 100):
+        narrow = console.status_line(_snap(), width=width)
+        assert len(narrow) <= width - 1 and "tracker" not in narrow, narrow
+    assert "5 peers" in console.status_line(_snap(), width=100)
 
 
 def test_the_plugin_contract_documents_sources():

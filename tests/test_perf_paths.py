@@ -127,16 +127,21 @@ def test_have_messages_still_reorder_rarest_first_eventually():
 
 def test_a_fast_peer_waits_while_pieces_queue_for_their_hash_check():
     """verify_piece blocks its caller once VERIFY_QUEUE_BYTES of pieces are pending (memory stays bounded)."""
-    from torrentcore import session
+    from torrentcore import torrent
+    from torrentcore.verifier import VERIFY_QUEUE_BYTES, Verifier
 
-    slots = gevent.lock.Semaphore(2)
-    holder = type("T", (), {"_verify_slots": slots, "_guard": staticmethod(lambda fn, *a: fn(*a)),
-                            "_verify_then_release": lambda self, piece: gevent.sleep(0.05) or slots.release()})()
+    class _Meta:
+        piece_length = VERIFY_QUEUE_BYTES // 2
+
+    verifier = Verifier(_Meta(), object(), None, None, lambda: False, lambda i: None)  # room for 2 pieces
+    release = verifier.release_slot
+    holder = type("T", (), {"verifier": verifier, "_guard": staticmethod(lambda fn, *a: fn(*a)),
+                            "_verify_then_release": lambda self, piece: gevent.sleep(0.05) or release()})()
     started = []
 
     def reader() -> None:
         for k in range(5):
-            session.Torrent.verify_piece(holder, k)
+            torrent.Torrent.verify_piece(holder, k)
             started.append(k)
 
     g = gevent.spawn(reader)

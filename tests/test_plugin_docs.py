@@ -46,6 +46,9 @@ def test_every_hook_and_type_is_documented():
         assert first_line in text, name
     for name in ("Setting", "PieceStrategy", "Storage", "SwarmView", "PeerInfo", "ProgressSnapshot"):
         assert f"#### `{name}`" in text, name
+    for name in ("console_line", "serve_console_lines"):  # functions plugins call
+        assert f"#### `{name}(" in text, name
+        assert name in hookspec.__all__, name
 
 
 def test_documented_options_exist():

@@ -45,7 +45,7 @@ COMMAND = [sys.executable, "-m", "torrentcore"]
 _UNITS = {"B": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30, "TiB": 1 << 40}
 _AMOUNT = r"[0-9.]+ (?:B|KiB|MiB|GiB|TiB)"
 _SUMMARY = re.compile(
-    rf": (?P<verdict>[^.:]+)\. (?P<done>\d+)/(?P<total>\d+) pieces, "
+    rf"(?m)^(?P<name>[^\n]*?): (?P<verdict>[^.:\n]+)\. (?P<done>\d+)/(?P<total>\d+) pieces, "
     rf"downloaded (?P<downloaded>{_AMOUNT}), uploaded (?P<uploaded>{_AMOUNT}),"
 )
 
@@ -95,20 +95,29 @@ def run_cli(args: Sequence[str], timeout: float = 60.0, cwd: str | None = None) 
 def parse_summary(stdout: str) -> dict[str, Any] | None:
     """The last final summary in console output (``NAME: VERDICT. D/N pieces, downloaded X, uploaded Y, ...``).
 
-    ``downloaded`` is in bytes as printed; the console rounds to one decimal (exact bytes below 1 KiB), so
-    the true count lies between ``downloaded_min`` and ``downloaded_max`` (``uploaded_min``: the same lower
-    bound for uploads). The ``*_text`` values are as printed.
+    ``name`` is the torrent it names. ``downloaded`` is in bytes as printed; the console rounds to one
+    decimal (exact bytes below 1 KiB), so the true count lies between ``downloaded_min`` and
+    ``downloaded_max`` (``uploaded_min``: the same lower bound for uploads). The ``*_text`` values are as
+    printed.
     """
     matches = list(_SUMMARY.finditer(stdout))
-    if not matches:
-        return None
-    m = matches[-1]
+    return _summary(matches[-1]) if matches else None
+
+
+def parse_summaries(stdout: str) -> dict[str, dict[str, Any]]:
+    """Every final summary in console output (one per torrent of a session), by the name it starts with
+    (the last one of a name wins); each as :func:`parse_summary` returns it."""
+    return {m["name"]: _summary(m) for m in _SUMMARY.finditer(stdout)}
+
+
+def _summary(m: re.Match) -> dict[str, Any]:
     number, unit = m["downloaded"].split()
     scale = _UNITS[unit]
     rounding = 0.05 if scale > 1 else 0
     up_number, up_unit = m["uploaded"].split()
     up_scale = _UNITS[up_unit]
     return {
+        "name": m["name"],
         "verdict": m["verdict"],
         "pieces_done": int(m["done"]),
         "num_pieces": int(m["total"]),
@@ -232,6 +241,10 @@ class TorrentcoreProcess:
         """The final console summary (see :func:`parse_summary`), or ``None`` before it is printed."""
         return parse_summary(self.stdout)
 
+    def summaries(self) -> dict[str, dict[str, Any]]:
+        """Every torrent's final console summary so far, by name (see :func:`parse_summaries`)."""
+        return parse_summaries(self.stdout)
+
     def describe(self, limit: int = 6000) -> str:
         """Diagnostics for failure messages: command line, exit code, output tails."""
         return (f"{self!r}\n  args: {' '.join(self.args)}\n  stdout tail:\n{self.stdout[-limit:]}"
@@ -266,11 +279,12 @@ class TorrentcoreLauncher:
         self.started.append(process)
         return process
 
-    def run(self, torrent: str | os.PathLike, output: str | os.PathLike, *extra: str, no_seed: bool = True,
-            peers: Iterable[tuple[str, int]] = (), **kwargs: Any) -> TorrentcoreProcess:
-        """``torrentcore run TORRENT -o OUTPUT EXTRA`` on 127.0.0.1 (see :func:`_network`); ``kwargs`` as
-        :meth:`start`."""
-        args = ["run", torrent, "-o", output, *_network(peers), *extra]
+    def run(self, torrent: str | os.PathLike | Sequence[str | os.PathLike], output: str | os.PathLike, *extra: str,
+            no_seed: bool = True, peers: Iterable[tuple[str, int]] = (), **kwargs: Any) -> TorrentcoreProcess:
+        """``torrentcore run TORRENT... -o OUTPUT EXTRA`` on 127.0.0.1 (see :func:`_network`); ``torrent`` may
+        be a list (several torrents in one session); ``kwargs`` as :meth:`start`."""
+        torrents = [torrent] if isinstance(torrent, (str, os.PathLike)) else list(torrent)
+        args = ["run", *torrents, "-o", output, *_network(peers), *extra]
         if no_seed:
             args.append("--no-seed")
         return self.start(args, **kwargs)

@@ -198,8 +198,9 @@ class TorrentHandle:
                     log.info("metadata saved", path=path, info_hash=meta.info_hash_hex)
                 peers = [*result.peers, *(p for p in magnet.peers if p not in self._fetcher.bad_peers())]
         except MetadataError as exc:
-            self._end(EXIT_INTERRUPTED if self._exit_code is not None else exc.exit_code,
-                      "interrupted while fetching the metadata" if self._exit_code is not None else str(exc))
+            stopped = self._exit_code is not None
+            self._end(self._exit_code if stopped else exc.exit_code,
+                      "interrupted while fetching the metadata" if stopped else str(exc))
             return
         except TorrentcoreError as exc:
             self._end(exc.exit_code, str(exc))

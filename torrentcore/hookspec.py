@@ -23,6 +23,9 @@ There are three families:
   registered plugin; none returns a value. Reporters must be quick: they run
   on the engine's event loop.
 
+A reporter that prints for the user calls :func:`console_line`, which keeps the
+console's live progress display intact.
+
 Plugins can also speak their own peer-wire messages: :func:`torrentcore_extensions`
 offers named BEP 10 extension messages (objects following :class:`Extension`,
 talking to peers through :class:`ExtensionPeer`).
@@ -38,6 +41,7 @@ not create, never blocking on a FIFO.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
@@ -91,6 +95,9 @@ __all__ = [
     "remove_state",
     "state_dir",
     "write_atomic",
+    "console_line",
+    "serve_console_lines",
+    "ConsoleWriter",
 ]
 
 PROJECT = "torrentcore"
@@ -355,6 +362,59 @@ class ProgressSnapshot:
         """Uploaded / downloaded in this session (uploaded / total when nothing was downloaded)."""
         base = self.downloaded or self.total_bytes
         return self.uploaded / base if base else 0.0
+
+
+# --- printing for the user ----------------------------------------------------------------------
+
+#: What :func:`serve_console_lines` installs: ``writer(line)`` shows one line (no newline in it).
+ConsoleWriter = Callable[[str], None]
+
+_console_writer: ConsoleWriter | None = None
+
+
+def console_line(text: str) -> None:
+    """Show ``text`` to the user as its own line(s), above the console's live progress display.
+
+    Reporters call this instead of ``print``: on a terminal the console plugin
+    keeps a block of progress lines redrawn in place, and a plain ``print``
+    would land in the middle of it (and be overwritten). With the console
+    plugin loaded (and not ``--quiet``), the console clears its block, writes
+    the line where its own output goes (standard output; standard error with
+    ``run -o -``) and draws the block again below it; off a terminal the line
+    is simply written there. With no console serving (the plugin not loaded,
+    ``--quiet``, no torrent started yet) the line goes to standard error. Each line of a
+    multi-line ``text`` becomes a line of its own; a trailing newline is
+    dropped. Call it from the event loop (a hook), not from another thread.
+    Output errors (a closed pipe) are ignored.
+    """
+    writer = _console_writer
+    for line in str(text).rstrip("\n").split("\n"):
+        if writer is not None:
+            writer(line)
+        else:
+            _write_stderr(line)
+
+
+def serve_console_lines(writer: ConsoleWriter | None) -> ConsoleWriter | None:
+    """For the plugin that owns the terminal: route :func:`console_line` to ``writer``; return the previous one.
+
+    ``writer(line)`` is called once per line, without its newline, and must
+    show it without disturbing what it draws (the default console plugin
+    clears its progress block, writes the line and redraws the block).
+    ``None`` sends lines back to standard error. Only one writer serves at a
+    time: the last one installed wins. Reporters that only print never call this.
+    """
+    global _console_writer
+    previous, _console_writer = _console_writer, writer
+    return previous
+
+
+def _write_stderr(line: str) -> None:
+    try:
+        sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+    except (OSError, ValueError, AttributeError):  # closed or missing stderr: nothing to tell the user with
+        pass
 
 
 # --- hooks: configuration ------------------------------------------------------------------------

@@ -73,7 +73,8 @@ class Session:
         self.pm = plugin_manager or plugins.get_plugin_manager(disabled=cfg.disabled_plugins,
                                                                extra_modules=cfg.plugins)
         #: Every declared plugin setting's value (declared defaults, then ``config.plugin_settings``).
-        self.plugin_settings = plugins.resolve_settings(self.pm, (), cfg.plugin_settings, "plugin_settings")
+        self.plugin_settings = plugins.resolve_settings(self.pm, (), _set_values(cfg.plugin_settings),
+                                                        "plugin_settings")
         self.peer_id = make_peer_id()
         self.download_limit = TokenBucket(cfg.max_download_rate)
         self.upload_limit = TokenBucket(cfg.max_upload_rate)
@@ -133,7 +134,7 @@ class Session:
 
         merged = {ns: dict(values) for ns, values in self.plugin_settings.items()}
         if config.plugin_settings:
-            own = plugins.resolve_settings(self.pm, (), config.plugin_settings, "torrent plugin_settings")
+            own = plugins.resolve_settings(self.pm, (), _set_values(config.plugin_settings), "torrent plugin_settings")
             for ns, values in config.plugin_settings.items():
                 merged.setdefault(ns, {}).update({k: own[ns][k] for k in values})
         return replace(config, plugin_settings=merged)
@@ -252,6 +253,11 @@ class Session:
             self.dht = None
         self._events.close()
         self.pool.kill()
+
+
+def _set_values(settings) -> dict:
+    """Plugin settings without the ``None`` values (None is "not set": the declared default applies)."""
+    return {ns: {k: v for k, v in values.items() if v is not None} for ns, values in settings.items()}
 
 
 __all__ = ["Session", "make_peer_id", "require_patched"]

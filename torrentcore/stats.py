@@ -8,7 +8,10 @@ the progress snapshot report it.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import collections
+from typing import TYPE_CHECKING, Any
+
+from .hookspec import ProgressSnapshot
 
 if TYPE_CHECKING:  # pragma: no cover
     from .bitfield import Bitfield
@@ -76,4 +79,38 @@ def wanted_bytes(meta: Metainfo, selected: Bitfield | None) -> int:
     return sum(meta.piece_size(i) for i in selected.indices())
 
 
-__all__ = ["TransferStats", "have_bytes", "left_bytes", "wanted_bytes"]
+def make_snapshot(meta: Metainfo, have: Bitfield, selected: Bitfield | None, selected_files: list[int] | None,
+                  peers: list[Any], stats: TransferStats, state: str, elapsed: float, checked: int,
+                  extra: dict) -> ProgressSnapshot:
+    """A torrent's :class:`~torrentcore.hookspec.ProgressSnapshot` from its parts (``peers``: connected Peers)."""
+    left = left_bytes(meta, have, selected)
+    wanted = None if selected is None else wanted_bytes(meta, selected)
+    rate = sum(p.down.rate for p in peers) or stats.rate_down
+    eta = left / rate if rate > 0 and left else (0.0 if not left else None)
+    return ProgressSnapshot(
+        name=meta.name,
+        state=state,
+        total_bytes=meta.total_length,
+        have_bytes=have_bytes(meta, have),
+        pieces_done=have.count,
+        num_pieces=meta.num_pieces,
+        downloaded=stats.downloaded,
+        uploaded=stats.uploaded,
+        download_rate=rate,
+        upload_rate=sum(p.up.rate for p in peers) or stats.rate_up,
+        peers=len(peers),
+        seeds=sum(1 for p in peers if p.has.complete),
+        leechers=sum(1 for p in peers if not p.has.complete and p.peer_interested),
+        eta=eta,
+        elapsed=elapsed,
+        checked=checked,
+        wasted=stats.wasted,
+        peer_sources=dict(collections.Counter(p.source for p in peers)),
+        selected_files=None if selected_files is None else len(selected_files),
+        wanted_bytes=wanted,
+        wanted_have_bytes=0 if wanted is None else wanted - left,
+        extra=extra,
+    )
+
+
+__all__ = ["TransferStats", "have_bytes", "left_bytes", "wanted_bytes", "make_snapshot"]
