@@ -160,7 +160,9 @@ class RarestFirst:
         # A seed (most peers of a download) has every started piece: no per-piece test.
         started = list(swarm.partial) if peer_has.complete else [i for i in swarm.partial if peer_has[i]]
         if len(started) > 1:
-            started.sort(key=avail.__getitem__)
+            # By the per-piece counts when the engine keeps them (the seeds add the same to every piece), a
+            # plain list: a C-level key instead of a Python one per started piece.
+            started.sort(key=getattr(avail, "counts", avail).__getitem__)
         yield from started
         if swarm.have.count < RANDOM_FIRST_PIECES:
             yield from self._random_first(swarm, peer_has)
