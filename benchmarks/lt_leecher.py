@@ -25,6 +25,7 @@ def main() -> int:
     ap.add_argument("out")
     ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--timeout", type=float, default=600.0)
+    ap.add_argument("--rc4", action="store_true", help="MSE/PE forced, RC4 only (pe_forced, pe_rc4)")
     args = ap.parse_args()
     mask = lt.alert.category_t.error_notification | lt.alert.category_t.status_notification \
         | lt.alert.category_t.storage_notification
@@ -34,7 +35,9 @@ def main() -> int:
         "allow_multiple_connections_per_ip": True,  # every peer is 127.0.0.1
         "enable_dht": False, "enable_lsd": False, "enable_upnp": False, "enable_natpmp": False,
         "enable_outgoing_utp": False, "enable_incoming_utp": False,
-        "out_enc_policy": int(lt.enc_policy.pe_disabled),
+        "out_enc_policy": int(lt.enc_policy.pe_forced if args.rc4 else lt.enc_policy.pe_disabled),
+        **({"in_enc_policy": int(lt.enc_policy.pe_forced), "allowed_enc_level": int(lt.enc_level.rc4)}
+           if args.rc4 else {}),
         "ssrf_mitigation": False,
         "stop_tracker_timeout": 1,
         "unchoke_slots_limit": -1,

@@ -4,6 +4,7 @@
     python benchmarks/swarm.py --quick                                          # about a minute
     python benchmarks/swarm.py --case tree --case 1g-1m --seeders 3 --json out.json
     python benchmarks/swarm.py --seeders 1 --baseline-python /work/venv-base/bin/python     # before/after
+    python benchmarks/swarm.py --encryption --size 256M --seeders 1 --rounds 2     # the cost of MSE/PE RC4
 
 For each case (payload + torrent) and each seeder count N, the script starts opentracker and N
 libtorrent seeders on 127.0.0.1 (they check their data once at start, so no client pays for
@@ -20,6 +21,15 @@ user would run it, finding the seeders through the tracker:
   environment) instead of through its ``torrentcore`` script, so that only the code differs. Both
   installs are checked at start (version and path of each ``torrentcore``, refused if they are the same
   code) and recorded. ``--tc-arg`` goes to the new one only, ``--baseline-arg`` to the baseline.
+
+With ``--encryption`` the seeders accept plaintext and MSE/PE connections, the latter RC4 only
+(``in_enc_policy = pe_enabled``, ``allowed_enc_level = pe_rc4``), and the clients are torrentcore in
+plaintext (``--encryption disable``), torrentcore with ``--encryption require`` (``torrentcore-rc4``),
+libtorrent forced to RC4 (``libtorrent-rc4``, ``lt_leecher.py --rc4``) and aria2c with
+``--bt-require-crypto=true --bt-min-crypto-level=arc4`` (``aria2c-rc4``); the ratios then start with
+torrentcore-rc4/X (torrentcore-rc4/torrentcore: the cost of RC4). ``--encryption`` does not combine with
+``--baseline-python`` (an older torrentcore may not have ``--encryption``): measure them in separate runs.
+Without ``--encryption`` torrentcore runs with its default policy (``prefer``) and no ``--encryption`` option.
 
 The order of the clients rotates every round. Every download is checked byte for byte and then deleted.
 Per client and round it records the wall time from process start to exit (what a user waits for),
@@ -57,8 +67,13 @@ from common import private_state_dir, write_json  # noqa: E402
 from opentracker_fixture import OpenTracker  # noqa: E402
 
 CLIENTS = ("torrentcore", "torrentcore-baseline", "aria2c", "libtorrent")
+#: Clients with ``--encryption``: ``-rc4`` is the same client forced to MSE/PE with RC4.
+ENCRYPTED_CLIENTS = ("torrentcore", "torrentcore-rc4", "libtorrent-rc4", "aria2c-rc4")
 #: The clients that are torrentcore (same options, same log lines).
-TORRENTCORES = ("torrentcore", "torrentcore-baseline")
+TORRENTCORES = ("torrentcore", "torrentcore-baseline", "torrentcore-rc4")
+#: The order of the speed ratios ``A/B`` (A before B): torrentcore-rc4 first, so that its ratios say what
+#: RC4 costs (torrentcore-rc4/torrentcore), then as in CLIENTS.
+RATIO_ORDER = ("torrentcore-rc4", *CLIENTS, "libtorrent-rc4", "aria2c-rc4")
 MIB = 1 << 20
 
 #: name -> (payload size, piece length, number of files); ``--size`` scales the payload.
@@ -212,6 +227,14 @@ def download(client: str, torrent_path: str, out: str, work: str, timeout: float
     started = time.time()
     done_at = None
     cwd = env = None
+    name = client  # torrentcore-rc4 is torrentcore (its options, --tc-arg), aria2c-rc4 aria2c, ...
+    client, rc4 = client.removesuffix("-rc4"), client.endswith("-rc4")
+    if client == "torrentcore":
+        # --encryption: plaintext or RC4 only; otherwise no option (its default), as for the baseline.
+        crypto = ["--encryption", "require" if rc4 else "disable"] if extra.get("encryption") else []
+    else:
+        crypto = {"aria2c": ["--bt-require-crypto=true", "--bt-min-crypto-level=arc4"],
+                  "libtorrent": ["--rc4"]}.get(client, []) if rc4 else []
     if client in TORRENTCORES:
         # DHT off as for aria2c and libtorrent here (the swarm is the tracker's).
         baseline_python = extra.get("baseline-python", [""])[0]
@@ -226,7 +249,7 @@ def download(client: str, torrent_path: str, out: str, work: str, timeout: float
         cmd = [*base, "run", torrent_path, "-o", out,
                "--no-seed", "--quiet", "--no-dht", "--port", str(port), "--listen-host", "127.0.0.1",
                "--max-peers", str(max_peers),
-               "--log-format", "json", "--log-level", "info", *extra.get(client, [])]
+               "--log-format", "json", "--log-level", "info", *crypto, *extra.get(client, [])]
     elif client == "aria2c":
         stamp = os.path.join(work, "aria2-done")
         hook = os.path.join(work, "aria2-hook.sh")
@@ -236,17 +259,17 @@ def download(client: str, torrent_path: str, out: str, work: str, timeout: float
         if os.path.exists(stamp):
             os.unlink(stamp)
         cmd = [rp.ARIA2C, *rp.Aria2Peer.base_args(out, port, seed=False), f"--bt-max-peers={max_peers}",
-               f"--on-bt-download-complete={hook}", *extra.get(client, []), torrent_path]
+               f"--on-bt-download-complete={hook}", *crypto, *extra.get(client, []), torrent_path]
     elif client == "libtorrent":
         cmd = [sys.executable, os.path.join(HERE, "lt_leecher.py"), torrent_path, out, "--port", str(port),
-               "--timeout", str(timeout), *extra.get(client, [])]
+               "--timeout", str(timeout), *crypto, *extra.get(client, [])]
     else:
         raise ValueError(client)
     self_before = resource.getrusage(resource.RUSAGE_SELF)
     code, wall, usage, hwm = run_child(cmd, timeout, log_path, cwd=cwd, env=env)
     self_after = resource.getrusage(resource.RUSAGE_SELF)
     if code != 0:
-        raise RuntimeError(f"{client} exited with {code} (log kept: {_keep(log_path)}): {_tail(log_path)}")
+        raise RuntimeError(f"{name} exited with {code} (log kept: {_keep(log_path)}): {_tail(log_path)}")
     text = _tail(log_path, 1 << 20)
     if client in TORRENTCORES:
         for line in text.splitlines():
@@ -280,17 +303,20 @@ SEEDER_ALERTS = int(lt.alert.category_t.error_notification | lt.alert.category_t
 
 
 def start_seeders(n: int, torrent: bytes, data_dir: str, timeout: float,
-                  seed_mode: bool = False) -> list[rp.LibtorrentPeer]:
+                  seed_mode: bool = False, rc4: bool = False) -> list[rp.LibtorrentPeer]:
     """``n`` libtorrent seeders that have checked ``data_dir`` and announced to the torrent's tracker.
 
+    ``rc4``: MSE/PE connections accepted beside plaintext ones, RC4 only.
     ``seed_mode``: no check at start (libtorrent then hashes each piece on its first upload, during the
     rounds): for many seeders, where checking the data once per seeder would take minutes.
     """
     seeders = []
     try:
         for i in range(n):
+            crypto = {"in_enc_policy": int(lt.enc_policy.pe_enabled),
+                      "allowed_enc_level": int(lt.enc_level.rc4)} if rc4 else {}
             s = rp.LibtorrentPeer(name=f"seed{i}", background_poll=None, alert_mask=SEEDER_ALERTS,
-                                  aio_threads=2, hashing_threads=1)
+                                  aio_threads=2, hashing_threads=1, **crypto)
             seeders.append(s)
             s.add_torrent(torrent, data_dir, seed=seed_mode)  # by default a full check now, not during the rounds
         for s in seeders:
@@ -322,7 +348,7 @@ def run_swarm(case: str, size: int, piece_length: int, files: int, seeder_counts
         log(args, f"== {case}: {size / MIB:.0f} MiB, {files} file(s), {piece_length >> 10} KiB pieces "
                   f"({num_pieces} pieces); payload + torrent in {time.monotonic() - t0:.1f} s")
         for n in seeder_counts:
-            seeders = start_seeders(n, torrent, payload_dir, args.timeout, args.seed_mode)
+            seeders = start_seeders(n, torrent, payload_dir, args.timeout, args.seed_mode, args.encryption)
             try:
                 rows = []
                 for r in range(rounds):
@@ -369,7 +395,7 @@ def summarize(case, size, piece_length, files, num_pieces, seeders, clients, row
             "peak_rss_mib": max(x["rss_mib"] for x in res),
             "median_seeders_cpu_s": statistics.median(x["seeders_cpu"] for x in res),
         }
-    ordered = [c for c in CLIENTS if c in clients]
+    ordered = [c for c in RATIO_ORDER if c in clients]
     ratios = {}
     for i, first in enumerate(ordered):
         for other in ordered[i + 1:]:
@@ -433,7 +459,10 @@ def main() -> int:
     ap.add_argument("--seeders", default="1,3", help="comma-separated seeder counts (default 1,3)")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--clients", default=None, help="comma-separated subset of " + ", ".join(CLIENTS)
-                    + " (default: all; torrentcore-baseline only with --baseline-python)")
+                    + " (default: all; torrentcore-baseline only with --baseline-python); with --encryption "
+                    "of " + ", ".join(ENCRYPTED_CLIENTS))
+    ap.add_argument("--encryption", action="store_true", help="the cost of MSE/PE: seeders accept RC4, clients "
+                    "are torrentcore plaintext and RC4, libtorrent and aria2c RC4 (not with --baseline-python)")
     ap.add_argument("--baseline-python", metavar="PYTHON", default=None,
                     help="the Python of another environment holding an older torrentcore: adds the client "
                          "torrentcore-baseline (PYTHON -I -m torrentcore run ...) to the rotation, for before/after "
@@ -456,13 +485,24 @@ def main() -> int:
         args.size = args.size or parse_size("64M")
         args.rounds = min(args.rounds, 2)
     args.extra = {"torrentcore": args.tc_arg, "torrentcore-prefix": args.tc_prefix.split(),
-                  "torrentcore-baseline": args.baseline_arg, "baseline-python": [args.baseline_python or ""]}
+                  "torrentcore-baseline": args.baseline_arg, "baseline-python": [args.baseline_python or ""],
+                  "encryption": ["on"] if args.encryption else []}
     cases = args.case or ["1g-256k"]
     seeder_counts = [int(x) for x in args.seeders.split(",")]
-    default = CLIENTS if args.baseline_python else tuple(c for c in CLIENTS if c != "torrentcore-baseline")
+    if args.encryption and (args.baseline_python or args.baseline_arg):
+        ap.error("--encryption does not combine with --baseline-python/--baseline-arg (an older torrentcore may "
+                 "have no --encryption): measure encryption and before/after in separate runs")
+    if args.encryption:
+        known = default = ENCRYPTED_CLIENTS
+    else:
+        known = CLIENTS
+        default = CLIENTS if args.baseline_python else tuple(c for c in CLIENTS if c != "torrentcore-baseline")
     clients = [c for c in (args.clients or ",".join(default)).split(",") if c]
-    if unknown := set(clients) - set(CLIENTS):
-        ap.error(f"unknown client(s): {', '.join(sorted(unknown))}")
+    if unknown := set(clients) - set(known):
+        ap.error(f"unknown client(s){' with --encryption' if args.encryption else ''}: {', '.join(sorted(unknown))} "
+                 f"(known: {', '.join(known)})")
+    if len(set(clients)) != len(clients):
+        ap.error("--clients: each client once")
     if "torrentcore-baseline" in clients and not args.baseline_python:
         ap.error("the client torrentcore-baseline needs --baseline-python PYTHON (an older torrentcore's Python)")
     if args.baseline_python and not (os.path.isfile(args.baseline_python) and os.access(args.baseline_python, os.X_OK)):

@@ -11,6 +11,8 @@ on bad input. Any other exception, or a broken invariant (``AssertionError``), i
   (checked under POSIX and, with Windows' name rules switched on, under Windows path semantics).
 * :func:`check_messages`: the peer-wire framing (``Connection.read_message`` fed from memory)
   and the payload parsers of ``peer/messages.py`` yield messages or raise ``ProtocolError``.
+* :func:`check_mse`: the MSE/PE handshake state machines (``peer/encryption.py``) fed a peer's stream
+  finish with a consistent result or raise ``EncryptionError``, with bounded buffers.
 * :func:`check_tracker_reply`: an HTTP tracker's announce reply parses into a sensible
   ``AnnounceResponse`` (its interval raised to the minimum by ``TrackerTiers``) or raises a one-line
   ``TrackerError``; the compact peer lists of HTTP and UDP replies parse or raise ``TrackerError``.
@@ -27,6 +29,7 @@ from collections.abc import Iterator
 from torrentcore import bencode, metainfo
 from torrentcore.bitfield import Bitfield
 from torrentcore.errors import BencodeError, MetainfoError, ProtocolError
+from torrentcore.peer import encryption as mse
 from torrentcore.peer import messages as msg
 from torrentcore.peer.connection import MAX_MESSAGE, Connection
 from torrentcore.tracker import AnnounceRequest, AnnounceResponse, TrackerError, TrackerTiers
@@ -241,6 +244,75 @@ def check_messages(data: bytes) -> None:
 def frame(msg_id: int, payload: bytes) -> bytes:
     """One length-prefixed message (for building streams in tests)."""
     return struct.pack(">IB", 1 + len(payload), msg_id) + payload
+
+
+# --- MSE/PE handshake ----------------------------------------------------------------------------
+
+#: The torrents a fuzzed responder serves (the second is the one honest streams name).
+MSE_SERVED = (b"\x01" * 20, b"\x02" * 20)
+
+
+def check_mse(data: bytes) -> None:
+    """The first byte picks the side, the chunking and whether the peer's key exchange is honest.
+
+    Bits 0-1: 0 responder fed raw bytes, 1 initiator fed raw bytes, 2 responder after an honest
+    step 1 (our key, PadA of ``data[1]`` bytes, req1, req2 xor req3), 3 initiator after an honest step 2
+    (our key, PadB); in modes 2 and 3 the rest of the input is the plaintext of the encrypted part (so
+    libFuzzer explores VC, crypto_provide/select, PadC/PadD and IA). Bits 2-7: read size - 1 (0: all at once).
+    """
+    if len(data) < 2:
+        return
+    mode, chunk = data[0] & 3, (data[0] >> 2) or len(data)
+    machine: mse.MSEHandshake
+    if mode in (0, 2):
+        machine = mse.Responder(lambda: MSE_SERVED)
+    else:
+        machine = mse.Initiator(MSE_SERVED[1], msg.handshake(MSE_SERVED[1], b"-TC0001-fuzzfuzzfuzz", bytes(8)),
+                                provide=mse.CRYPTO_RC4 | (mse.CRYPTO_PLAINTEXT if data[1] & 1 else 0))
+    stream = data[2:] if mode < 2 else _honest_prefix(machine, mode, data[1], data[2:])
+    try:
+        for i in range(0, len(stream), chunk):
+            machine.receive(stream[i : i + chunk])
+            if machine.result is not None:
+                break
+    except mse.EncryptionError as exc:
+        assert str(exc) and "\n" not in str(exc)
+        assert machine.result is None
+        return
+    assert len(machine._in) <= mse.MAX_HANDSHAKE_BYTES + chunk
+    if machine.result is not None:
+        result = machine.result
+        assert result.method in (mse.CRYPTO_RC4, mse.CRYPTO_PLAINTEXT)
+        assert result.info_hash == MSE_SERVED[1] if mode == 3 else result.info_hash in MSE_SERVED
+        out = machine.outgoing()
+        assert mode == 3 or out, "a responder always answers with step 4"
+
+
+def _honest_prefix(machine: mse.MSEHandshake, mode: int, pad: int, plaintext: bytes) -> bytes:
+    """The honest key exchange for ``machine``, then ``plaintext`` encrypted as the peer would."""
+    x, ours = mse.keypair()
+    secret = mse.shared_secret(x, machine.public_key)
+    skey = MSE_SERVED[1]
+    if mode == 2:
+        key = mse.sha1(b"keyA", secret, skey)
+        xored = bytes(a ^ b for a, b in zip(mse.sha1(b"req2", skey), mse.sha1(b"req3", secret)))
+        head = ours + bytes(pad) + mse.sha1(b"req1", secret) + xored
+    else:
+        key = mse.sha1(b"keyB", secret, skey)
+        head = ours + bytes(pad)
+    return head + mse.rc4(key).update(plaintext)
+
+
+def mse_seeds() -> list[bytes]:
+    """Honest encrypted parts in modes 2 and 3 (and raw starts in modes 0 and 1)."""
+    ia = msg.handshake(MSE_SERVED[1], b"-XX0001-fuzzpeer0000", bytes(8))
+    step3 = mse.VC + b"\x00\x00\x00\x03" + b"\x00\x04" + bytes(4) + len(ia).to_bytes(2, "big") + ia
+    theirs = msg.handshake(MSE_SERVED[1], b"-XX0001-fuzzpeer0001", bytes(8))
+    step4 = mse.VC + b"\x00\x00\x00\x02" + b"\x00\x03" + bytes(3) + theirs
+    return [
+        b"\x02\x00" + step3, b"\x06\x10" + step3, b"\x03\x00" + step4, b"\x07\x01" + step4,
+        b"\x00\x00" + bytes(96) + bytes(600), b"\x01\x00" + b"\xff" * 96,
+    ]
 
 
 # --- tracker replies -----------------------------------------------------------------------------

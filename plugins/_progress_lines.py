@@ -129,6 +129,8 @@ def _peers(s: ProgressSnapshot, seeds: bool) -> Field:
     if not seeds:
         return Field(count, W_PEERS, f"{count} ({where})" if where else "")
     seed_text = plural(s.seeds, "seed")
+    if s.encrypted_peers:  # MSE/PE: how many of them are encrypted, where there is room
+        seed_text += f", {s.encrypted_peers} encrypted"
     return Field(f"{count} ({seed_text})", W_PEERS_SEEDS, f"{count} ({where}; {seed_text})" if where else "")
 
 

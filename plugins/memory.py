@@ -97,7 +97,7 @@ class MemoryStorage:
 
 
 def _max_bytes(options: TorrentConfig) -> int:
-    settings = getattr(options, "plugin_settings", None) or {}
+    settings = options.plugin_settings
     value = (settings.get("memory") or {}).get("max_bytes")
     return DEFAULT_MAX_BYTES if value in (None, "") else parse_size(value, "memory.max_bytes")
 

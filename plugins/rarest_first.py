@@ -288,7 +288,7 @@ def window_pieces(window_bytes: int, piece_length: int) -> int:
 
 
 def _sequential(torrent: Metainfo, options: TorrentConfig) -> PieceStrategy:
-    settings = getattr(options, "plugin_settings", None) or {}
+    settings = options.plugin_settings
     value = (settings.get("sequential") or {}).get("window")
     window = SEQUENTIAL_WINDOW if value in (None, "") else parse_size(value, "sequential.window")
     return Sequential(window_pieces(window, torrent.piece_length))

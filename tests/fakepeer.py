@@ -82,6 +82,7 @@ class FakePeerServer:
         self.payload = payload.read_bytes()
         self.peer_id = b"-FK0001-" + behaviour.encode()[:12].ljust(12, b"x")
         self.accepted = 0
+        self.refused_mse = 0
         self.closed_by_them = 0
         self.errors: list[str] = []
         self.server = gevent.server.StreamServer((LOCALHOST, 0), self._serve)
@@ -111,8 +112,14 @@ class FakePeerServer:
         self.server.stop(timeout=1)
 
     def _serve(self, sock: socket.socket, address: Any) -> None:
-        self.accepted += 1
         sock.settimeout(60)
+        if not _plaintext_start(sock):
+            # An MSE/PE (encrypted) handshake: refused by closing, as a plaintext-only client does; torrentcore
+            # (--encryption prefer) then connects again in plaintext. Not counted as a connection.
+            self.refused_mse += 1
+            sock.close()
+            return
+        self.accepted += 1
         try:
             self._script(sock)
         except (EOFError, ConnectionError):
@@ -131,6 +138,18 @@ class FakePeerServer:
         while True:
             if not sock.recv(65536):
                 raise EOFError("closed by the other side")
+
+
+def _plaintext_start(sock: socket.socket) -> bool:
+    """Whether the connection starts with ``\\x13BitTorrent protocol`` (peeked, not consumed; bounded wait)."""
+    want = 1 + len(PROTOCOL)
+    with contextlib.suppress(OSError):
+        for _ in range(500):
+            seen = sock.recv(want, socket.MSG_PEEK)
+            if not seen or len(seen) >= want or seen != bytes([len(PROTOCOL)]) + PROTOCOL[: len(seen) - 1]:
+                return seen == bytes([len(PROTOCOL)]) + PROTOCOL
+            gevent.sleep(0.01)
+    return False
 
 
 @pytest.fixture(name="fakes")

@@ -18,7 +18,7 @@ sys.path.insert(0, FUZZ)
 import runner  # noqa: E402  (fuzz/runner.py imports atheris only to run a target)
 
 #: libFuzzer runs per target in CI: a few seconds each.
-RUNS = {"bencode": 1500, "metainfo": 3000, "messages": 3000, "tracker": 3000}
+RUNS = {"bencode": 1500, "metainfo": 3000, "messages": 3000, "mse": 1500, "tracker": 3000}
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("atheris") is None,
@@ -41,7 +41,7 @@ def test_fuzz_target_runs_clean(target, tmp_path):
     assert out.returncode == 0 and not crashes, f"{crashes}\n{out.stderr[-4000:]}"
     assert f"Done {RUNS[target]} runs" in out.stderr
     # The working corpus was seeded (the conformance torrents for bencode and metainfo).
-    seeds = ({hashlib.sha1(s).hexdigest() for s in runner.conformance_seeds()} if target in ("bencode", "metainfo")
-             else set())
+    conformance = target in ("bencode", "metainfo")
+    seeds = {hashlib.sha1(s).hexdigest() for s in runner.conformance_seeds()} if conformance else set()
     assert {f"seed-{h}" for h in seeds} <= {p.name for p in corpus.iterdir()}
     assert len(list(corpus.iterdir())) >= max(4, len(seeds))

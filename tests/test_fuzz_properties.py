@@ -361,3 +361,19 @@ def test_a_length_prefix_over_the_limit_is_refused_before_reading_it(length, msg
     stream = length.to_bytes(4, "big") + bytes([msg_id])
     with pytest.raises(ProtocolError, match="larger than"):
         list(harness.read_messages(stream))
+
+
+# --- MSE/PE handshake ----------------------------------------------------------------------------
+
+
+@fuzz(150)
+@given(st.sampled_from(harness.mse_seeds()).flatmap(mutated))
+def test_mse_mutated_handshakes_finish_or_raise_encryption_error(data):
+    with bounded_memory(len(data)):
+        harness.check_mse(data)
+
+
+@fuzz(150)
+@given(st.binary(min_size=2, max_size=1200))
+def test_mse_arbitrary_bytes_finish_or_raise_encryption_error(data):
+    harness.check_mse(data)

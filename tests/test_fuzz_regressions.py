@@ -20,7 +20,7 @@ import harness  # noqa: E402
 
 FOLDER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fuzz_regressions")
 CHECKS = {"bencode": harness.check_bencode, "metainfo": harness.check_metainfo, "messages": harness.check_messages,
-          "tracker": harness.check_tracker_reply}
+          "mse": harness.check_mse, "tracker": harness.check_tracker_reply}
 CASES = [
     pytest.param(target, name, id=f"{target}/{name}")
     for target in sorted(CHECKS)

@@ -161,7 +161,7 @@ class FakeMetadataPeer:
     ``mode``: ``"oversized"`` (metadata_size above the limit), ``"wrong"`` (metadata of the right size that
     fails the hash), ``"garbage"`` (ut_metadata messages that are not bencoded), ``"short"`` (pieces one
     byte short). Runs in a real thread (the test's libtorrent and torrentcore are other processes or
-    native threads), serves connections until closed; counts connections.
+    native threads), serves connections until closed; counts connections (plaintext ones: it closes MSE ones).
     """
 
     def __init__(self, info_hash: bytes, raw_info: bytes, mode: str) -> None:
@@ -189,9 +189,11 @@ class FakeMetadataPeer:
                 conn, _ = self.sock.accept()
             except OSError:
                 continue
-            self.connections += 1
             try:
                 conn.settimeout(5)
+                if self._read(conn, 20) != b"\x13BitTorrent protocol":
+                    continue  # an MSE/PE handshake: refused by closing, as a plaintext-only client does
+                self.connections += 1
                 self._talk(conn)
             except OSError:
                 pass
@@ -208,7 +210,7 @@ class FakeMetadataPeer:
         return out
 
     def _talk(self, conn: socket.socket) -> None:
-        self._read(conn, 68)
+        self._read(conn, 68 - 20)
         reserved = msg.reserved_bytes(msg.RESERVED_EXTENSIONS)
         conn.sendall(msg.handshake(self.info_hash, b"-FK0001-" + os.urandom(6).hex().encode(), reserved))
         size = 9 * 1024 * 1024 if self.mode == "oversized" else len(self.raw)

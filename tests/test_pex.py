@@ -187,6 +187,7 @@ class _Peer:
 class _Swarm:
     def __init__(self) -> None:
         self.peers: dict = {}
+        self.candidates: dict = {}
         self.learnt: list = []
 
     def add(self, peer: _Peer) -> _Peer:

@@ -56,8 +56,10 @@ class AnnounceState:
 class Announcer:
     """Tracker and DHT loops of one torrent (``tiers`` None: no tracker; ``dht`` None: no DHT)."""
 
-    def __init__(self, state: AnnounceState, tiers: TrackerTiers | None, dht: Any | None, name: str = "") -> None:
+    def __init__(self, state: AnnounceState, tiers: TrackerTiers | None, dht: Any | None, name: str = "",
+                 encryption: str = "prefer") -> None:
         self.state = state
+        self.encryption = encryption
         self.tiers = tiers
         self.dht = dht
         self.log = log.bind(torrent=name)
@@ -74,7 +76,8 @@ class Announcer:
         s = self.state
         req = AnnounceRequest(info_hash=s.info_hash, peer_id=s.peer_id, port=s.listen_port() or 6881,
                               uploaded=s.uploaded(), downloaded=s.downloaded(), left=s.left(), event=event,
-                              numwant=200 if not s.complete() else 50, key=self._key)
+                              numwant=200 if not s.complete() else 50, key=self._key,
+                              supportcrypto=self.encryption != "disable", requirecrypto=self.encryption == "require")
         # One bound for the whole round, DNS look-ups included (requests and getaddrinfo have none).
         limit = timeout * 4
         with gevent.Timeout(limit, TrackerError(f"no tracker answered within {limit:g} s")):

@@ -33,6 +33,7 @@ class SessionPort(Protocol):
 
     peer_id: bytes
     port: int
+    encryption: str
 
     def dht_node(self) -> Any: ...
 
@@ -188,8 +189,9 @@ class TorrentHandle:
                 if not sources and not given:
                     raise BadInputError("the magnet link names no tracker (tr=) and no peer (x.pe=), no --peer was "
                                         "given and the DHT is off: there is nowhere to fetch its metadata from")
+                # own_port: the port trackers are told, so that they listing us is not a peer.
                 self._fetcher = MetadataFetcher(magnet.info_hash, session.peer_id, given, sources,
-                                                own_port=port)  # the port trackers are told: ourselves
+                                                own_port=port, encryption=session.encryption)
                 result = self._fetcher.fetch(timeout=self.config.metadata_timeout)
                 data = torrent_file(result.raw_info, magnet.trackers)
                 meta = metainfo.parse(data)

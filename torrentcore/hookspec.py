@@ -296,7 +296,7 @@ class PeerInfo:
     ``address`` is ``(host, port)``; the host may be an IPv6 address (write it as ``[host]:port``).
     ``source`` says where the engine learnt of the peer: ``"tracker"``, ``"dht"``, ``"pex"``,
     ``"incoming"`` (it connected to us), ``"manual"`` (``--peer``) or ``"magnet"`` (a magnet
-    link's ``x.pe``).
+    link's ``x.pe``). ``encrypted`` is True when the connection is RC4-encrypted (MSE/PE, ``--encryption``).
     """
 
     address: tuple[str, int]
@@ -308,6 +308,7 @@ class PeerInfo:
     downloaded: int = 0
     uploaded: int = 0
     is_seed: bool = False
+    encrypted: bool = False
 
 
 @dataclass
@@ -348,6 +349,8 @@ class ProgressSnapshot:
     selected_files: int | None = None
     wanted_bytes: int | None = None
     wanted_have_bytes: int = 0
+    #: Connected peers whose connection is RC4-encrypted (MSE/PE; see :attr:`PeerInfo.encrypted`).
+    encrypted_peers: int = 0
     extra: dict = field(default_factory=dict)
 
     @property

@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import ipaddress
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import gevent.pool
 import gevent.server
@@ -38,7 +38,10 @@ class Listener:
     """Listen sockets of a session; ``port`` is the bound port (0 until :meth:`start`)."""
 
     def __init__(self, hosts: tuple[str, ...], port: int | None, lookup: handshake.Lookup,
-                 route: Callable[[handshake.Handshaken], None], max_connections: int) -> None:
+                 route: Callable[[handshake.Handshaken], None], max_connections: int, encryption: str = "prefer",
+                 info_hashes: Callable[[], Iterable[bytes]] | None = None) -> None:
+        self.encryption = encryption
+        self.info_hashes = info_hashes
         self.hosts = listen_hosts(hosts)
         self.requested = port
         self.lookup = lookup
@@ -96,7 +99,7 @@ class Listener:
     def _accept(self, sock, address) -> None:
         addr = (unmap(address[0]), address[1])
         try:
-            done = handshake.accept(sock, addr, self.lookup)
+            done = handshake.accept(sock, addr, self.lookup, encryption=self.encryption, info_hashes=self.info_hashes)
         except (ProtocolError, OSError, ConnectionError) as exc:
             log.debug("incoming connection refused", peer=format_address(addr), reason=str(exc))
             return

@@ -186,8 +186,10 @@ class MetadataFetcher:
         max_connections: int = MAX_CONNECTIONS,
         peer_timeout: float = PEER_TIMEOUT,
         own_port: int | None = None,
+        encryption: str = "prefer",
     ) -> None:
         self.info_hash = info_hash
+        self.encryption = encryption  # MSE/PE policy for our connections (peer/handshake.py)
         self.peer_id = peer_id
         self.own_port = own_port
         self.own_addresses: set[tuple[str, int]] = set()  # ourselves, as sources listed us (not counted)
@@ -310,7 +312,7 @@ class MetadataFetcher:
     def _fetch_from(self, address: tuple[str, int]) -> bytes:
         identity = handshake.Identity(self.info_hash, self.peer_id, msg.reserved_bytes(msg.RESERVED_EXTENSIONS))
         try:
-            done = handshake.dial(address, identity, connect_timeout=CONNECT_TIMEOUT)
+            done = handshake.dial(address, identity, encryption=self.encryption, connect_timeout=CONNECT_TIMEOUT)
         except OSError as exc:
             raise NotYet(f"connect failed: {exc}") from None
         except ProtocolError as exc:

@@ -39,6 +39,8 @@ class Candidate:
     next_try: float = 0.0
     connected: bool = False  #: being dialled or connected
     seed: bool = False  #: it had every piece when we last saw it
+    #: MSE/PE: True if the peer can encrypt (it said so, or MSE worked), False if it refused MSE, None: unknown.
+    encryption: bool | None = None
 
 
 class PeerList:

@@ -76,6 +76,8 @@ class Session:
         self.plugin_settings = plugins.resolve_settings(self.pm, (), _set_values(cfg.plugin_settings),
                                                         "plugin_settings")
         self.peer_id = make_peer_id()
+        #: The MSE/PE policy of every connection (``config.encryption``).
+        self.encryption = cfg.encryption
         self.download_limit = TokenBucket(cfg.max_download_rate)
         self.upload_limit = TokenBucket(cfg.max_upload_rate)
         self.slots = ConnectionSlots(cfg.max_connections)
@@ -86,7 +88,8 @@ class Session:
         self.dht: Any = None
         self._dht_tried = False
         self.listener = Listener(cfg.listen_hosts, cfg.listen_port, self._identity_for, self._route,
-                                 cfg.max_connections + HANDSHAKING)
+                                 cfg.max_connections + HANDSHAKING, encryption=cfg.encryption,
+                                 info_hashes=self._served_info_hashes)
         self.port = self.listener.start()
         if self.port:
             log.info("listening", port=self.port, peer_id=self.peer_id.decode("latin-1"),
@@ -148,7 +151,7 @@ class Session:
             peer_id=self.peer_id, hooks=hooks, strategy_factory=strategy, storage_factory=storage, pool=self.pool,
             download_limit=self.download_limit, upload_limit=self.upload_limit, slots=self.slots,
             listen_port=lambda: self.port, dht=None if meta.private else self.dht_node(), pex=self.config.pex,
-            emit=self._emit, dial=handshake.dial)
+            emit=self._emit, encryption=self.config.encryption, dial=handshake.dial)
         return Torrent(meta, save_path, config, services)
 
     def torrents(self) -> list[TorrentHandle]:
@@ -222,6 +225,10 @@ class Session:
         if torrent is None or not torrent.accepts_peers:
             return None
         return torrent.swarm.identity
+
+    def _served_info_hashes(self) -> list[bytes]:
+        """Every info-hash taking peers now (an incoming MSE handshake names its torrent only by a hash)."""
+        return [h for h, handle in self._handles.items() if handle.torrent is not None and handle.torrent.accepts_peers]
 
     def _route(self, done: handshake.Handshaken) -> None:
         handle = self._handles.get(done.info_hash)

@@ -109,6 +109,7 @@ def make_snapshot(meta: Metainfo, have: Bitfield, selected: Bitfield | None, sel
         selected_files=None if selected_files is None else len(selected_files),
         wanted_bytes=wanted,
         wanted_have_bytes=0 if wanted is None else wanted - left,
+        encrypted_peers=sum(1 for p in peers if p.encrypted),
         extra=extra,
     )
 

@@ -72,7 +72,7 @@ class Swarm:
     def __init__(self, port: TorrentPort, peer_list: PeerList, identity: handshake.Identity, max_peers: int,
                  slots: ConnectionSlots, reporter: Reporter, complete: Callable[[], bool],
                  may_connect: Callable[[], bool], name: str = "",
-                 dial: Callable[..., handshake.Handshaken] | None = None) -> None:
+                 dial: Callable[..., handshake.Handshaken] | None = None, encryption: str = "prefer") -> None:
         self.port = port
         self.peers: dict[Address, Peer] = port.peers  # type: ignore[assignment]
         self.peer_list = peer_list
@@ -84,6 +84,7 @@ class Swarm:
         self._complete = complete
         self._may_connect = may_connect
         self._dial_fn = dial or handshake.dial
+        self.encryption = encryption
         self.extensions: ExtensionRegistry | None = None
         self.connect_now = gevent.event.Event()
         self.log = log.bind(torrent=name)
@@ -97,6 +98,11 @@ class Swarm:
     def complete(self) -> bool:
         """Every wanted piece is verified (we seed)."""
         return self._complete()
+
+    @property
+    def candidates(self) -> dict:
+        """Addresses we may dial (the peer list's), by address."""
+        return self.peer_list.candidates
 
     def add_peers(self, addresses: Iterable[Address], source: str = "tracker") -> int:
         """Learn addresses to dial."""
@@ -163,13 +169,15 @@ class Swarm:
 
     def _dial(self, cand: Candidate) -> None:
         try:
-            done = self._dial_fn(cand.address, self.identity)
+            done = self._dial_fn(cand.address, self.identity, encryption=self.encryption,
+                                 peer_encryption=cand.encryption)
         except (ProtocolError, OSError, ConnectionError) as exc:
             if "closed" in str(exc) or isinstance(exc, ConnectionResetError):
                 self.closed_by_peer += 1
             self.peer_list.failed(cand)
             self.log.debug("dial failed", peer=format_address(cand.address), reason=str(exc))
             return
+        cand.encryption = done.obfuscated  # prefer: next time try first what worked
         self.run_peer(done, incoming=False, cand=cand)
 
     # --- one connection ------------------------------------------------------------------------------
@@ -232,8 +240,12 @@ class Swarm:
             self.peer_list.failed(cand, max_exponent=5)
         elif peer.incoming and peer.listen_port and peer.address[0]:
             # Remember an incoming peer's listening address so we can dial it back later.
-            self.peer_list.add([(peer.address[0], peer.listen_port)], source="incoming")
-            self.peer_list.mark_seed((peer.address[0], peer.listen_port), peer.has.complete)
+            back_address = (peer.address[0], peer.listen_port)
+            self.peer_list.add([back_address], source="incoming")
+            self.peer_list.mark_seed(back_address, peer.has.complete)
+            back = self.peer_list.candidates.get(back_address)
+            if back is not None and back.encryption is None:
+                back.encryption = peer.encryption_hint
         self.log.debug("peer lost", peer=format_address(peer.address), reason=reason)
         self.reporter.emit("peer_lost", peer=peer.info(), reason=reason)
         self.wake_requesters()

@@ -80,6 +80,8 @@ class SessionServices:
     dht: Any | None
     pex: bool
     emit: Callable[[Event], None]
+    #: MSE/PE policy for every connection: prefer, require or disable.
+    encryption: str = "prefer"
     dial: Callable[..., handshake.Handshaken] = handshake.dial
 
 
@@ -96,6 +98,7 @@ class _PeerPort:
         self.download_limit = torrent.download_limit
         self.upload_limit = torrent.upload_limit
         self.dht_port = torrent.dht.port if torrent.dht is not None else None
+        self.encryption = torrent.services.encryption
         self._listen_port = torrent.services.listen_port
         stats = torrent.stats
         self.block_arrived = stats.block_arrived
@@ -147,7 +150,7 @@ class Torrent:
         identity = handshake.Identity(meta.info_hash, services.peer_id, _RESERVED_DHT if self.dht else _RESERVED)
         self.swarm = Swarm(self.port, self.peer_list, identity, config.max_peers, services.slots, self.reporter,
                            complete=lambda: self.complete, may_connect=self._may_connect, name=meta.name,
-                           dial=services.dial)
+                           dial=services.dial, encryption=services.encryption)
         self.choker = Choker(self.swarm, slots=config.upload_slots)
         self.port.wake_requesters = self.swarm.wake_requesters
         self.port.interest_changed = self.choker.peer_interest_changed
@@ -157,7 +160,7 @@ class Torrent:
             meta, self.swarm, services.hooks.torrentcore_extensions(torrent=meta), pex=services.pex)
         self.swarm.extensions = self.extensions
         self.announcer = Announcer(self._announce_state(), TrackerTiers(meta.trackers) if meta.trackers else None,
-                                   self.dht, meta.name)
+                                   self.dht, meta.name, encryption=services.encryption)
         self.state = "paused" if config.paused else "queued"
         self.started_at = time.monotonic()
         self.completed_at: float | None = None

@@ -70,6 +70,8 @@ class Connection:
         self.close_reason = ""
         self.last_send = time.monotonic()
         self._timeout = IDLE_TIMEOUT
+        #: True when the stream is RC4-encrypted (MSE/PE; ``sock`` is then an encryption wrapper).
+        self.encrypted = False
 
     @classmethod
     def connect(cls, address: tuple[str, int], timeout: float = CONNECT_TIMEOUT) -> Connection:
@@ -78,6 +80,14 @@ class Connection:
         return cls(sock, address)
 
     # --- reading ---------------------------------------------------------------------------------
+
+    def feed(self, data: bytes) -> None:
+        """Buffer ``data``, bytes of this stream already received (during the encryption handshake):
+        the next reads return them first. Only before the first read (at most :data:`READ_BUFFER` bytes)."""
+        if self._end or len(data) > READ_BUFFER:
+            raise ValueError("feed() takes at most READ_BUFFER bytes before the first read")
+        self._buf[: len(data)] = data
+        self._end = len(data)
 
     def _fill(self, need: int) -> None:
         """Make at least ``need`` bytes available in the buffer."""

@@ -410,6 +410,15 @@ class PexHandler:
                   added=len(added), dropped=len(message.dropped))
         if added:
             self.torrent.add_peers(added, source="pex")
+            self._note_encryption(message.added)
+
+    def _note_encryption(self, added: list[tuple[tuple[str, int], int]]) -> None:
+        """``added.f`` 0x01: the peer prefers encryption; remembered on candidates we know nothing about yet."""
+        candidates = self.torrent.candidates
+        for address, flags in added:
+            cand = candidates.get(address)
+            if flags & PEX_FLAG_ENCRYPTION and cand is not None and getattr(cand, "encryption", 0) is None:
+                cand.encryption = True
 
     def connected_addresses(self) -> dict[tuple[str, int], int]:
         """Dialable addresses of our connected peers, with their ``added.f`` flags."""
@@ -423,6 +432,8 @@ class PexHandler:
                 address, flags = peer.address, PEX_FLAG_REACHABLE
             if peer.has.complete:
                 flags |= PEX_FLAG_SEED
+            if getattr(peer, "encryption_hint", None):
+                flags |= PEX_FLAG_ENCRYPTION
             out[address] = flags
         return out
 

@@ -69,7 +69,7 @@ class Peer:
         #: The torrent as this peer sees it: a narrow port (see :mod:`torrentcore.peer.ports`), not the Torrent.
         self.torrent = torrent
         #: Whether the connection is encrypted (MSE/PE).
-        self.encrypted = encrypted
+        self.encrypted = encrypted or conn.encrypted
         self.conn = conn
         self.address = conn.address
         self.peer_id = peer_id
@@ -107,6 +107,8 @@ class Peer:
         self.got_first_message = False
         #: BEP 10: the peer's extension handshake (``None`` until it arrives) and our per-peer dispatch.
         self.extension_handshake: dict | None = None
+        #: MSE/PE: the peer's BEP 10 ``e`` flag (1: it prefers encrypted connections).
+        self.prefers_encryption = False
         self.extensions = PeerExtensions(self, extensions or ExtensionRegistry({}))
         conn.producer = self._produce
 
@@ -116,6 +118,11 @@ class Peer:
     def key(self) -> tuple[str, int]:
         """The address we know the peer by."""
         return self.address
+
+    @property
+    def encryption_hint(self) -> bool | None:
+        """True if the peer can encrypt (this connection is encrypted, or its ``e`` flag says so), else None."""
+        return True if self.encrypted or self.prefers_encryption else None
 
     def info(self) -> PeerInfo:
         """A snapshot for reporters."""
@@ -129,6 +136,7 @@ class Peer:
             downloaded=self.down.total,
             uploaded=self.up.total,
             is_seed=self.has.complete,
+            encrypted=self.encrypted,
         )
 
     # --- main loop ---------------------------------------------------------------------------------
@@ -578,6 +586,8 @@ class Peer:
         payload.update({"reqq": OUR_REQQ, "v": f"torrentcore {t.version}"})
         if t.listen_port:
             payload["p"] = t.listen_port
+        if t.encryption != "disable":
+            payload["e"] = 1  # BEP 10: we prefer encrypted connections (MSE/PE)
         self.conn.send(msg.extended(0, bencode.encode(payload)))
 
     def _on_extended(self, payload: bytes) -> None:
@@ -598,6 +608,7 @@ class Peer:
         port = info.get(b"p")
         if isinstance(port, int) and 0 < port < 65536:
             self.listen_port = port
+        self.prefers_encryption = info.get(b"e") == 1
         version = info.get(b"v")
         if isinstance(version, bytes):
             self.client = version.decode("utf-8", "replace")[:40]

@@ -9,7 +9,7 @@ swarm is listed here, so a reader can see the whole contract at once.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..bitfield import Bitfield
@@ -43,6 +43,8 @@ class TorrentPort(Protocol):
     dht_port: int | None
     #: ``torrentcore X.Y.Z``'s version, for the BEP 10 ``v`` field.
     version: str
+    #: The session's MSE/PE policy (prefer, require, disable): BEP 10 ``e`` is sent unless disabled.
+    encryption: str
 
     def block_arrived(self, n: int) -> None:
         """``n`` payload bytes were received."""
@@ -73,6 +75,10 @@ class SwarmView(Protocol):
 
     @property
     def complete(self) -> bool: ...
+
+    @property
+    def candidates(self) -> Mapping[tuple[str, int], Any]:
+        """Addresses we may dial (each with ``encryption``: what we know of the peer's MSE/PE support)."""
 
     def add_peers(self, addresses, source: str = "tracker") -> None: ...
 

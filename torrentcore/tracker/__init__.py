@@ -55,6 +55,10 @@ class AnnounceRequest:
     event: str = ""  # "", "started", "completed", "stopped"
     numwant: int = 50
     key: int = 0  # random 32-bit, stable per session
+    #: MSE/PE (HTTP trackers): we can encrypt (``supportcrypto=1``), or accept only encrypted peers
+    #: (``requirecrypto=1``, which asks the tracker for peers that can encrypt).
+    supportcrypto: bool = False
+    requirecrypto: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.info_hash, (bytes, bytearray)) or len(self.info_hash) != 20:

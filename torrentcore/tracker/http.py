@@ -89,6 +89,10 @@ def build_announce_url(base_url: str, req: AnnounceRequest, tracker_id: bytes | 
     ]
     if req.event:
         params.append(("event", req.event))
+    if req.requirecrypto:
+        params.append(("requirecrypto", "1"))
+    if req.supportcrypto or req.requirecrypto:
+        params.append(("supportcrypto", "1"))
     if tracker_id:
         params.append(("trackerid", quote_from_bytes(tracker_id, safe="")))
     query = "&".join(f"{name}={value}" for name, value in params)
