@@ -14,3 +14,14 @@ def write_json(results: Any, dest: str) -> None:
     else:
         with open(dest, "w") as f:
             f.write(text + "\n")
+
+
+def private_state_dir() -> str:
+    """Give the torrentcore processes a benchmark starts a state folder of their own (resume records, DHT
+    state), never the user's: ``$TORRENTCORE_STATE_DIR`` if already set, else a new temporary folder."""
+    import os
+    import tempfile
+
+    if not os.environ.get("TORRENTCORE_STATE_DIR"):
+        os.environ["TORRENTCORE_STATE_DIR"] = tempfile.mkdtemp(prefix="torrentcore-bench-state-")
+    return os.environ["TORRENTCORE_STATE_DIR"]

@@ -30,6 +30,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, os.pardir, "tests"))
 
 import realpeers as rp  # noqa: E402
+from common import private_state_dir  # noqa: E402
 
 
 def parse_size(text: str) -> int:
@@ -85,6 +86,7 @@ def alternate_rounds(rounds: int, runners: dict, root: str, work: str, size: int
 
 
 def main() -> int:
+    private_state_dir()  # resume records and DHT state never go to the user's state folder
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size", type=parse_size, default=parse_size("256M"), help="payload size (default 256M)")
     ap.add_argument("--files", type=int, default=1, help="split the payload into this many files")

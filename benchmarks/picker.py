@@ -13,6 +13,9 @@ installed ``rarest-first`` strategy. Simulated peers ask for blocks the way
 * ``swarm``: 4 seeders plus 16 leechers holding a random half of the pieces, and for every piece we
   complete one leecher announces a new piece (a HAVE), as in a live swarm.
 
+A third, ``--scenario churn`` (see :func:`churn`), times seeds joining and leaving and single HAVEs as
+stalls of the event loop: ``python benchmarks/picker.py --scenario churn --pieces 100000,2000000``.
+
 After 16 pieces of warm-up (the random first pieces), each run times ``--measure`` pieces (default
 2,000; fewer if the torrent is smaller; ``--measure 0`` for the whole download), so the
 figure to compare across sizes is microseconds per completed piece: it should stay flat as the
@@ -130,10 +133,92 @@ def run(num_pieces: int, scenario: str, measure: int, piece_length: int, seed: i
     }
 
 
+def _fetch(manager: PieceManager, name: str, has: Bitfield, count: int) -> None:
+    """One request of ``count`` blocks; they all arrive and complete pieces are verified (as in ``run``)."""
+    for index, begin, length in manager.next_requests(name, has, count):
+        if manager.block_buffer(index, begin, length) is None:
+            continue
+        _others, piece = manager.block_received(name, index, begin)
+        if piece is not None:
+            manager.piece_verified(index)
+            manager.recycle(piece)
+
+
+def churn(num_pieces: int, events: int, seeds: int = 20, haves: int | None = None, seed: int = 1) -> dict:
+    """Seeds joining and leaving a torrent of ``num_pieces`` pieces, and leechers' HAVEs, as stalls.
+
+    ``seeds`` seeds and 4 leechers (a random half each) are connected, past the random first pieces. Then
+    ``events`` times: a seed leaves (``remove_peer_pieces``), another seed asks for blocks, a new seed joins
+    (``Bitfield.full`` + ``add_peer_pieces``) and asks: each event and the request after it is one stall,
+    reported as its mean and maximum in ms (the event loop does nothing else meanwhile). Then ``haves``
+    HAVEs from the leechers (``add_peer_piece``, a request after every 100; by default
+    ``num_pieces // 8 + 100``, enough for the piece manager's ``version`` to move once): microseconds per
+    HAVE, and the longest stall of one HAVE (with its request, if any).
+    ``full_ms``: one ``Bitfield.full(num_pieces)``; ``first_ms``: the first request (builds the order).
+    """
+    rng = random.Random(seed)
+    meta = make_meta(num_pieces, 4 * BLOCK_SIZE)
+    have = Bitfield(num_pieces)
+    for i in range(WARMUP):
+        have.set(i)
+    manager = PieceManager(meta, have, RarestFirst(num_pieces, rng))
+    peers = {f"seed{k}": full_bitfield(num_pieces) for k in range(seeds)}
+    leechers = []
+    for k in range(4):
+        bf = Bitfield(num_pieces)
+        for i in rng.sample(range(num_pieces), num_pieces // 2):
+            bf.set(i)
+        peers[f"leech{k}"] = bf
+        leechers.append(bf)
+    for bf in peers.values():
+        manager.add_peer_pieces(bf)
+    t0 = time.perf_counter()
+    _fetch(manager, "seed0", peers["seed0"], PIPELINE)  # the first order is built outside the stalls
+    first_ms = (time.perf_counter() - t0) * 1e3
+    t0 = time.perf_counter()
+    Bitfield.full(num_pieces)
+    full_ms = (time.perf_counter() - t0) * 1e3
+    stalls = []
+    for k in range(events):
+        name = f"seed{k % seeds}"
+        t0 = time.perf_counter()
+        manager.remove_peer_pieces(peers.pop(name))
+        other = f"seed{(k + 1) % seeds}"
+        _fetch(manager, other, peers[other], PIPELINE)
+        t1 = time.perf_counter()
+        peers[name] = Bitfield.full(num_pieces)
+        manager.add_peer_pieces(peers[name])
+        _fetch(manager, name, peers[name], PIPELINE)
+        t2 = time.perf_counter()
+        stalls += [t1 - t0, t2 - t1]
+    spent = worst = 0.0
+    haves = num_pieces // 8 + 100 if haves is None else haves
+    for k in range(haves):
+        bf = leechers[k % len(leechers)]
+        for _ in range(8):
+            i = rng.randrange(num_pieces)
+            if bf.set(i):
+                t0 = time.perf_counter()
+                manager.add_peer_piece(i)
+                if k % 100 == 99:
+                    _fetch(manager, "seed0", peers["seed0"], PIPELINE)
+                took = time.perf_counter() - t0
+                spent += took
+                worst = max(worst, took)
+                break
+    per_have = spent / max(1, haves)
+    return {"pieces": num_pieces, "scenario": "churn", "events": len(stalls),
+            "stall_mean_ms": round(sum(stalls) / len(stalls) * 1e3, 2), "stall_max_ms": round(max(stalls) * 1e3, 2),
+            "us_per_have": round(per_have * 1e6, 1), "have_stall_max_ms": round(worst * 1e3, 2),
+            "full_ms": round(full_ms, 2), "first_ms": round(first_ms, 1)}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--pieces", default="1000,10000,100000", help="comma-separated piece counts")
-    ap.add_argument("--scenario", action="append", choices=["seeders", "swarm"])
+    ap.add_argument("--scenario", action="append", choices=["seeders", "swarm", "churn"],
+                    help="default: seeders and swarm; churn: seeds joining and leaving (see churn())")
+    ap.add_argument("--events", type=int, default=10, help="churn: seeds leaving and joining again")
     ap.add_argument("--measure", type=int, default=2000, help="completed pieces timed per run")
     ap.add_argument("--piece-length", type=int, default=4 * BLOCK_SIZE, help="bytes (default 64 KiB)")
     ap.add_argument("--json", metavar="FILE", help="also write the results as JSON ('-' for stdout)")
@@ -148,6 +233,14 @@ def main() -> int:
     print("|---|---:|---:|---:|---:|---:|")
     for scenario in args.scenario or ["seeders", "swarm"]:
         for n in (int(x) for x in args.pieces.split(",")):
+            if scenario == "churn":
+                r = churn(n, args.events)
+                rows.append(r)
+                print(f"| churn | {n} | {r['events']} seed joins/leaves | stall mean {r['stall_mean_ms']:.1f} ms, "
+                      f"max {r['stall_max_ms']:.1f} ms | {r['us_per_have']:.1f} us per HAVE, longest "
+                      f"{r['have_stall_max_ms']:.1f} ms | "
+                      f"Bitfield.full {r['full_ms']:.1f} ms | first request {r['first_ms']:.0f} ms |", flush=True)
+                continue
             r = run(n, scenario, args.measure, args.piece_length)
             rows.append(r)
             print(f"| {scenario} | {n} | {r['measured_pieces']} | {r['us_per_piece']:.0f} | {r['us_per_call']:.0f} "

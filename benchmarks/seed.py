@@ -30,6 +30,7 @@ sys.path.insert(0, os.path.join(HERE, os.pardir, "tests"))
 sys.path.insert(0, HERE)
 
 import realpeers as rp  # noqa: E402
+from common import private_state_dir  # noqa: E402
 from download import alternate_rounds, parse_size  # noqa: E402
 
 
@@ -44,6 +45,7 @@ def leech_from(torrent: bytes, endpoint: tuple[str, int], out: str, timeout: flo
 
 
 def main() -> int:
+    private_state_dir()  # resume records and DHT state never go to the user's state folder
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size", type=parse_size, default=parse_size("256M"))
     ap.add_argument("--piece-length", type=parse_size, default=parse_size("256k"))

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
-import glob
 import hashlib
 import os
 import random
@@ -114,8 +113,10 @@ def check_bench(work: str, size: int, piece_length: int, runs: int) -> dict:
     walls, cpus, bases = [], [], []
     for _ in range(runs):
         for target, folder, out in ((torrent_path, data_dir, walls), (tiny_path, tiny_dir, bases)):
-            for stale in glob.glob(os.path.join(folder, ".torrentcore-*.resume")):
-                os.unlink(stale)  # no resume record: everything is hashed
+            # No resume record (kept in the state folder, never beside the data): everything is hashed.
+            state = os.path.join(work, "state")
+            shutil.rmtree(state, ignore_errors=True)
+            os.environ["TORRENTCORE_STATE_DIR"] = state
             cmd = [*torrentcore_cmd(), "run", target, "-o", folder, "--no-seed", "--quiet", "--no-dht",
                    "--port", str(rp.free_port()), "--listen-host", "127.0.0.1"]
             code, wall, usage, _ = run_child(cmd, 600, log)

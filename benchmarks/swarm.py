@@ -63,7 +63,7 @@ sys.path.insert(0, os.path.join(HERE, os.pardir, "tests"))
 
 import libtorrent as lt  # noqa: E402
 import realpeers as rp  # noqa: E402
-from common import write_json  # noqa: E402
+from common import private_state_dir, write_json  # noqa: E402
 from opentracker_fixture import OpenTracker  # noqa: E402
 
 CLIENTS = ("torrentcore", "torrentcore-baseline", "aria2c", "libtorrent")
@@ -451,6 +451,7 @@ def log(args: argparse.Namespace, text: str) -> None:
 
 
 def main() -> int:
+    private_state_dir()  # resume records and DHT state never go to the user's state folder
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--case", action="append", choices=sorted(CASES), help="payload case (repeatable; "
                     "default 1g-256k): 1g-256k, 1g-1m, 1g-64k (16384 pieces), tree (512 MiB in 200 files)")

@@ -13,6 +13,9 @@ on bad input. Any other exception, or a broken invariant (``AssertionError``), i
   and the payload parsers of ``peer/messages.py`` yield messages or raise ``ProtocolError``.
 * :func:`check_mse`: the MSE/PE handshake state machines (``peer/encryption.py``) fed a peer's stream
   finish with a consistent result or raise ``EncryptionError``, with bounded buffers.
+* :func:`check_tracker_reply`: an HTTP tracker's announce reply parses into a sensible
+  ``AnnounceResponse`` (its interval raised to the minimum by ``TrackerTiers``) or raises a one-line
+  ``TrackerError``; the compact peer lists of HTTP and UDP replies parse or raise ``TrackerError``.
 """
 
 from __future__ import annotations
@@ -29,6 +32,10 @@ from torrentcore.errors import BencodeError, MetainfoError, ProtocolError
 from torrentcore.peer import encryption as mse
 from torrentcore.peer import messages as msg
 from torrentcore.peer.connection import MAX_MESSAGE, Connection
+from torrentcore.tracker import AnnounceRequest, AnnounceResponse, TrackerError, TrackerTiers
+from torrentcore.tracker import http as tracker_http
+from torrentcore.tracker import peers as tracker_peers
+from torrentcore.tracker.tiers import MIN_ANNOUNCE_INTERVAL
 
 #: What :func:`check_metainfo` may see raised for a bad torrent.
 METAINFO_ERRORS = (MetainfoError, BencodeError)
@@ -306,3 +313,56 @@ def mse_seeds() -> list[bytes]:
         b"\x02\x00" + step3, b"\x06\x10" + step3, b"\x03\x00" + step4, b"\x07\x01" + step4,
         b"\x00\x00" + bytes(96) + bytes(600), b"\x01\x00" + b"\xff" * 96,
     ]
+
+
+# --- tracker replies -----------------------------------------------------------------------------
+
+#: The tracker URL the replies are attributed to (errors must name it).
+TRACKER_URL = "http://fuzz.invalid/announce"
+
+
+class _Answers:
+    """A tracker client that hands back one parsed reply (to run it through :class:`TrackerTiers`)."""
+
+    def __init__(self, url: str, resp: AnnounceResponse) -> None:
+        self.url, self._resp = url, resp
+
+    def announce(self, req: AnnounceRequest, timeout: float = 15.0) -> AnnounceResponse:
+        return self._resp
+
+
+def _assert_peers(peers: list[tuple[str, int]], most: int) -> None:
+    assert len(peers) <= most, f"{len(peers)} peers read, more than {most}"
+    for host, port in peers:
+        assert isinstance(host, str) and host and isinstance(port, int) and 0 < port <= 0xFFFF, (host, port)
+
+
+def check_tracker_reply(data: bytes) -> None:
+    """An HTTP announce reply (``parse_announce_reply``) and the compact peer lists of HTTP and UDP replies.
+
+    Allowed: an :class:`AnnounceResponse` that makes sense (positive interval, at most ``MAX_PEERS`` peers
+    per list, no duplicate, real ports, a one-line warning), raised to ``MIN_ANNOUNCE_INTERVAL`` by
+    :class:`TrackerTiers`; or a one-line ``TrackerError`` naming the tracker. Decoding stays within the
+    reply value budget (``MAX_REPLY_TOKENS``), so no input is slow.
+    """
+    try:
+        resp = tracker_http.parse_announce_reply(data, TRACKER_URL)
+    except TrackerError as exc:
+        text = str(exc)
+        assert text.startswith(f"tracker {TRACKER_URL}") and "\n" not in text, text
+    else:
+        assert isinstance(resp.interval, int) and resp.interval > 0
+        assert resp.min_interval is None or resp.min_interval >= 0
+        assert len(set(resp.peers)) == len(resp.peers), "duplicate peers"
+        _assert_peers(resp.peers, 2 * tracker_peers.MAX_PEERS)  # peers (either form) and peers6
+        assert resp.warning is None or ("\n" not in resp.warning and len(resp.warning) <= 300)
+        tiers = TrackerTiers([[TRACKER_URL]], client_factory=lambda url: _Answers(url, resp))
+        request = AnnounceRequest(info_hash=b"\x11" * 20, peer_id=b"-TC0001-fuzzfuzzfuzz", port=6881)
+        assert tiers.announce(request).interval >= MIN_ANNOUNCE_INTERVAL
+    for size in (tracker_peers.COMPACT_V4_SIZE, tracker_peers.COMPACT_V6_SIZE):  # UDP replies end with these
+        try:
+            peers = tracker_peers.parse_compact(data, size)
+        except TrackerError:
+            assert len(data) % size, "a compact list of whole entries was refused"
+        else:
+            _assert_peers(peers, tracker_peers.MAX_PEERS)

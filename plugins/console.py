@@ -364,7 +364,8 @@ def torrentcore_on_finish(torrent: Metainfo, snapshot: ProgressSnapshot, exit_co
 
 def _verdict(torrent: Metainfo, snapshot: ProgressSnapshot, exit_code: int) -> str:
     """``done``, ``complete (2 of 5 files selected)``, ``interrupted``..."""
-    verdict = {0: "done", 130: "interrupted", 143: "stopped (SIGTERM)"}.get(exit_code, "stopped with errors")
+    verdicts = {0: "done", 130: "interrupted", 143: "stopped (SIGTERM)", 129: "stopped (SIGHUP)"}
+    verdict = verdicts.get(exit_code, "stopped with errors")
     if exit_code == 0 and snapshot.selected_files is not None and snapshot.fraction >= 1.0:
         verdict = "complete" + _selection(torrent, snapshot)
     if exit_code == 0 and snapshot.extra.get("seeding_stopped"):

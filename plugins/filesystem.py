@@ -7,13 +7,26 @@
 * Paths come from :mod:`torrentcore.metainfo`, already made safe; this backend
   checks again that every file it opens resolves inside the download folder
   and never follows a symlink at a file's own path.
-* A small JSON resume record (``.torrentcore-<infohash>.resume`` beside the data)
-  lists the verified pieces together with each file's size and modification
-  time. It is written on close (temporary file, ``fsync``, ``os.replace``, after
-  the data files were ``fsync``-ed) and trusted only while every file still has
-  that size and time, every claimed piece lies inside its files, and a sample of
-  the claimed pieces hashes correctly; otherwise the engine re-hashes what is on
-  disk.
+* Folders are created one component at a time relative to their parent's
+  descriptor (:func:`torrentcore.statefile.open_folder_under`): a symlink or a file
+  planted where a folder belongs is refused before anything is created beyond it.
+  Data files are opened relative to their folder with ``O_NOFOLLOW`` and must be
+  regular files (a FIFO or device planted at a file's path is refused).
+* A small JSON resume record lists the verified pieces together with each file's
+  size and modification time. It lives in the state directory
+  (:func:`torrentcore.statefile.state_dir`, ``resume/<sha1 of info-hash and
+  folder>.resume``), never beside the user's data, and is written on close
+  (:func:`torrentcore.statefile.write_atomic`, after the data files were
+  ``fsync``-ed). It is trusted only while every file still has that size and
+  time, every claimed piece lies inside its files, and a sample of the claimed
+  pieces hashes correctly; otherwise the engine re-hashes what is on disk. A
+  record that is not a regular file, malformed, or of the wrong shape is ignored
+  with one warning. Old-style records beside the data
+  (``.torrentcore-<infohash>.resume``, written by earlier versions) are ignored: the data is
+  checked again once.
+* While the engine checks data found at start, the record on disk is left as it
+  was: an interrupted check writes no record (the next start checks again) and
+  only :meth:`FilesystemStorage.check_finished` allows a new one.
 * Files changed behind our back during a run (deleted, truncated, rewritten by
   another program: seen by comparing each file's inode, size and modification
   time with what they were after our own last write) stop the download with a
@@ -28,18 +41,39 @@ import hashlib
 import json
 import os
 import random
+import stat
 from collections import OrderedDict
 from collections.abc import Iterable
 
 import structlog
 
-from torrentcore.hookspec import FileEntry, Metainfo, Storage, StorageError, TorrentConfig, hookimpl
+from torrentcore.hookspec import (
+    Bitfield,
+    FileEntry,
+    Metainfo,
+    Storage,
+    StorageError,
+    TorrentConfig,
+    UnsafePath,
+    UnsafeStateFile,
+    decode_json,
+    hookimpl,
+    keyed_name,
+    open_folder_under,
+    read_state,
+    remove_state,
+    state_dir,
+    write_atomic,
+)
 
 log = structlog.get_logger(__name__)
 
-RESUME_VERSION = 1
-#: A resume record is small (one bit per piece, two numbers per file); refuse to read more than this.
-MAX_RESUME_BYTES = 64 * 1024 * 1024
+RESUME_VERSION = 2
+#: A resume record is small (one bit per piece, two numbers per file): refuse to read more than
+#: this many bytes beyond what the torrent's own record can need (see :func:`max_record_bytes`).
+RESUME_SLACK_BYTES = 64 * 1024
+#: Sub-folder of the state directory holding resume records.
+RESUME_FOLDER = "resume"
 #: Open file descriptors kept at most (least recently used are closed).
 MAX_OPEN_FILES = 128
 #: Claimed pieces of a resume record hashed before it is trusted (the first, the last, and random ones).
@@ -47,8 +81,22 @@ RESUME_SAMPLE = 8
 
 
 def resume_path(save_path: str, torrent: Metainfo) -> str:
-    """Where the resume record of ``torrent`` lives."""
-    return os.path.join(save_path, f".torrentcore-{torrent.info_hash_hex}.resume")
+    """Where the resume record of ``torrent`` downloaded to ``save_path`` lives (in the state directory).
+
+    Keyed by info-hash and the folder's absolute path: the same torrent in two folders has two records.
+    """
+    name = keyed_name(torrent.info_hash_hex, os.path.abspath(save_path), suffix=".resume")
+    return os.path.join(state_dir(), RESUME_FOLDER, name)
+
+
+def max_record_bytes(torrent: Metainfo) -> int:
+    """The largest resume record ``torrent`` can have (hex bitfield, two 20-digit numbers per file, the path)."""
+    return RESUME_SLACK_BYTES + 2 * ((torrent.num_pieces + 7) // 8) + 48 * len(torrent.files) + 8 * 4096
+
+
+def _is_count(value: object) -> bool:
+    """A JSON integer that can be a size or a time (``-1`` for a missing file); never a bool."""
+    return type(value) is int and -1 <= value < 2**63
 
 
 class FilesystemStorage:
@@ -65,13 +113,14 @@ class FilesystemStorage:
             os.makedirs(self.save_path, exist_ok=True)
         except OSError as exc:
             raise StorageError(f"cannot create download folder {self.save_path}: {exc.strerror}") from None
-        self._root = os.path.realpath(self.save_path)
         self._files = [f for f in torrent.files if f.length > 0 or not (f.pad or f.symlink)]
         self._starts = [f.offset for f in self._files]
         self._fds: OrderedDict[int, int] = OrderedDict()
         self._complete: set[int] = set()
         self._finalized = False
-        self._checked_dirs: set[str] = set()
+        # pieces_with_data() starts a check of the data on disk; until check_finished() says it ran to the
+        # end, close() writes no record (an interrupted check must not make unchecked pieces look absent).
+        self._check_pending = False
         # File index -> (inode, size, mtime_ns) as last seen by us: after our own writes, or when the data was
         # checked. A file that no longer looks like this was changed by someone else.
         self._seen: dict[int, tuple[int, int, int]] = {}
@@ -107,22 +156,47 @@ class FilesystemStorage:
             self._fds.move_to_end(index)
             return fd
         f = self._files[index]
+        fd = self._open_file(f, create)
+        if fd is None:
+            return None
+        self._fds[index] = fd
+        if len(self._fds) > MAX_OPEN_FILES:
+            _, old = self._fds.popitem(last=False)
+            os.close(old)
+        return fd
+
+    def _open_file(self, f: FileEntry, create: bool) -> int | None:
+        """Open ``f`` read-write relative to its folder, never through a link (``None``: it does not exist).
+
+        Its folders are walked (and created, if ``create``) one at a time by :func:`open_folder_under`; the
+        file is opened with ``O_NOFOLLOW`` and must be a regular file.
+        """
         path = self._path(f)
-        flags = os.O_RDWR | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+        verb = "write" if create else "read"
         try:
-            folder = os.path.dirname(path)
-            if create:
-                flags |= os.O_CREAT
-                if folder not in self._checked_dirs:
-                    os.makedirs(folder, exist_ok=True)
-            if folder not in self._checked_dirs:
-                parent = os.path.realpath(folder)
-                if parent != self._root and not parent.startswith(self._root + os.sep):
-                    raise StorageError(f"refusing to write {f.relpath}: it resolves outside {self.save_path}")
-                if create:
-                    # Checked once per folder; a folder we created is not swapped for a symlink by the torrent.
-                    self._checked_dirs.add(folder)
-            fd = os.open(path, flags, 0o644)
+            folder = open_folder_under(self.save_path, f.path[:-1], create)
+        except UnsafePath as exc:
+            raise StorageError(f"refusing to {verb} {f.relpath}: {exc} (it could lead outside "
+                               f"{self.save_path})") from None
+        except OSError as exc:
+            if not create and exc.errno == errno.ENOENT:
+                return None
+            raise StorageError(f"cannot open {path}: {exc.strerror}") from None
+        if folder is None:
+            return None
+        flags = os.O_RDWR | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0)
+        try:
+            try:
+                st = os.stat(f.path[-1], dir_fd=folder, follow_symlinks=False)
+            except FileNotFoundError:
+                st = None
+            if st is not None and stat.S_ISLNK(st.st_mode):
+                raise StorageError(f"refusing to follow a symlink at {path}")
+            if st is not None and not stat.S_ISREG(st.st_mode):
+                raise StorageError(f"refusing to use {path}: it is not a regular file")
+            if st is None and not create:
+                return None
+            fd = os.open(f.path[-1], flags | (os.O_CREAT if create else 0), 0o644, dir_fd=folder)
         except FileNotFoundError:
             if create:
                 raise StorageError(f"cannot create {path}") from None
@@ -131,10 +205,11 @@ class FilesystemStorage:
             if exc.errno == errno.ELOOP:
                 raise StorageError(f"refusing to follow a symlink at {path}") from None
             raise StorageError(f"cannot open {path}: {exc.strerror}") from None
-        self._fds[index] = fd
-        if len(self._fds) > MAX_OPEN_FILES:
-            _, old = self._fds.popitem(last=False)
-            os.close(old)
+        finally:
+            os.close(folder)
+        if not stat.S_ISREG(os.fstat(fd).st_mode):  # swapped in between the two calls above
+            os.close(fd)
+            raise StorageError(f"refusing to use {path}: it is not a regular file")
         return fd
 
     # --- Storage protocol ------------------------------------------------------------------------
@@ -233,35 +308,61 @@ class FilesystemStorage:
         self._finalized = True
 
     def completed_pieces(self) -> set[int] | None:
-        """The pieces of the resume record, if every file still matches it."""
+        """The pieces of the resume record, if every file still matches it (``None``: check the data)."""
+        path = resume_path(self.save_path, self.torrent)
         try:
-            with open(resume_path(self.save_path, self.torrent), "rb") as fh:
-                record = json.loads(fh.read(MAX_RESUME_BYTES))
-            if record.get("version") != RESUME_VERSION or record.get("info_hash") != self.torrent.info_hash_hex:
+            raw = read_state(path, max_record_bytes(self.torrent))
+            if raw is None:
                 return None
-            stats = record["files"]
-            files = [i for i, f in enumerate(self._files) if not f.pad and not f.symlink]
-            if len(stats) != len(files):
-                return None
-            current: dict[int, os.stat_result] = {}
-            for i, (size, mtime) in zip(files, stats):
-                st = self._stat(self._files[i])
-                if ((st.st_size, st.st_mtime_ns) if st else (-1, -1)) != (size, mtime):
-                    return None
-                if st is not None:
-                    current[i] = st
-            bits = bytes.fromhex(record["pieces"])
-            n = self.torrent.num_pieces
-            if len(bits) != (n + 7) // 8:
-                return None
-            claimed = {i for i in range(n) if bits[i >> 3] & (0x80 >> (i & 7))}
+            claimed, current = self._parse_record(decode_json(raw))
+        except (UnsafeStateFile, ValueError) as exc:
+            log.warning("ignoring the resume record; checking the data again", path=path, reason=str(exc))
+            return None
+        if claimed is None:
+            return None  # a record of other files or times: stale, not hostile
+        try:
             if not self._record_matches_data(claimed, current):
                 return None
-        except (OSError, ValueError, KeyError, TypeError, AttributeError, StorageError):
+        except StorageError:
             return None
         for i, st in current.items():
             self._note(i, st)
         return claimed
+
+    def _parse_record(self, record: object) -> tuple[set[int] | None, dict[int, os.stat_result]]:
+        """The pieces a decoded record claims and the files' current stats; ``(None, {})`` if it is stale.
+
+        Raises :class:`ValueError` for a record of the wrong shape (types, sizes, another torrent).
+        """
+        if not isinstance(record, dict):
+            raise ValueError("not a JSON object")
+        if record.get("version") != RESUME_VERSION:
+            raise ValueError(f"unknown version {str(record.get('version'))[:20]}")
+        if record.get("info_hash") != self.torrent.info_hash_hex or record.get("save_path") != self.save_path:
+            raise ValueError("it belongs to another torrent or folder")
+        stats, hex_bits = record.get("files"), record.get("pieces")
+        files = [i for i, f in enumerate(self._files) if not f.pad and not f.symlink]
+        if not isinstance(stats, list) or len(stats) != len(files):
+            raise ValueError("'files' does not list this torrent's files")
+        if not isinstance(hex_bits, str) or len(hex_bits) != 2 * ((self.torrent.num_pieces + 7) // 8):
+            raise ValueError("'pieces' is not this torrent's bitfield")
+        for entry in stats:
+            if not (isinstance(entry, list) and len(entry) == 2 and all(map(_is_count, entry))):
+                raise ValueError("a file entry is not [size, mtime]")
+        bits = bytes.fromhex(hex_bits)
+        current: dict[int, os.stat_result] = {}
+        for i, (size, mtime) in zip(files, stats):
+            st = self._stat(self._files[i])
+            if st is not None and not stat.S_ISREG(st.st_mode):
+                return None, {}
+            if ((st.st_size, st.st_mtime_ns) if st else (-1, -1)) != (size, mtime):
+                return None, {}
+            if st is not None:
+                current[i] = st
+        n = self.torrent.num_pieces
+        if n % 8 and bits[-1] & ((1 << (8 - n % 8)) - 1):
+            raise ValueError("'pieces' has bits set past the last piece")
+        return set(Bitfield(n, bits).indices()), current
 
     def _record_matches_data(self, claimed: set[int], current: dict[int, os.stat_result]) -> bool:
         """Whether the claimed pieces can be what is on disk: inside existing files, and a sample hashes right.
@@ -297,7 +398,14 @@ class FilesystemStorage:
             return None
 
     def pieces_with_data(self) -> Iterable[int]:
-        """Pieces overlapping bytes that exist in files on disk."""
+        """Pieces overlapping bytes that exist in files on disk (a check of them starts: see check_finished).
+
+        Completions recorded before are forgotten: the check marks every good piece again (a re-check must
+        not leave pieces it found bad in the record).
+        """
+        self._check_pending = True
+        self._complete.clear()
+        self._finalized = False
         plen = self.torrent.piece_length
         found: set[int] = set()
         for i, f in enumerate(self._files):
@@ -305,11 +413,15 @@ class FilesystemStorage:
                 continue
             st = self._stat(f)
             if st is None or st.st_size == 0:
-                continue
+                continue  # (anything but a regular file here is refused with one line when it is read)
             self._note(i, st)
             end = f.offset + min(st.st_size, f.length)
             found.update(range(f.offset // plen, (end - 1) // plen + 1))
         return sorted(found)
+
+    def check_finished(self) -> None:
+        """The engine hashed every piece :meth:`pieces_with_data` listed: the record may be written again."""
+        self._check_pending = False
 
     def flush(self) -> None:
         """Nothing is buffered in user space: ``pwrite`` hands data to the OS at once."""
@@ -324,10 +436,13 @@ class FilesystemStorage:
             except OSError:
                 pass
         if not synced:  # data that may not have reached the disk must not be vouched for
-            try:
-                os.unlink(resume_path(self.save_path, self.torrent))
-            except OSError:
-                pass
+            remove_state(resume_path(self.save_path, self.torrent))
+            return
+        if self._check_pending:
+            # Stopped during the check at start: the pieces not hashed yet are unknown, not absent. No record
+            # (the old one was not trusted, or there would have been no check): the next start checks again.
+            log.info("no resume record: the check of the data was interrupted")
+            remove_state(resume_path(self.save_path, self.torrent))
             return
         self._save_resume()
 
@@ -340,7 +455,9 @@ class FilesystemStorage:
                 if fd is not None:
                     os.fsync(fd)
                 else:
-                    tmp = os.open(self._path(self._files[i]), os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+                    # Never through a link, and never blocking on a FIFO swapped in since the write.
+                    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+                    tmp = os.open(self._path(self._files[i]), flags)
                     try:
                         os.fsync(tmp)
                     finally:
@@ -372,15 +489,11 @@ class FilesystemStorage:
             # (A change already reported as a write error is not reported twice.)
             report = log.info if reported else log.warning
             report("no resume record: files changed during the run", reason=changed)
-            try:
-                os.unlink(path)
-            except OSError:
-                pass
+            remove_state(path)
             return
-        files = [self._files[i] for i in indices]
         stats = []
-        for f in files:
-            st = self._stat(f)
+        for i in indices:
+            st = self._stat(self._files[i])
             stats.append([st.st_size, st.st_mtime_ns] if st else [-1, -1])
         n = self.torrent.num_pieces
         bits = bytearray((n + 7) // 8)
@@ -389,37 +502,16 @@ class FilesystemStorage:
         record = {
             "version": RESUME_VERSION,
             "info_hash": self.torrent.info_hash_hex,
+            "save_path": self.save_path,
             "files": stats,
             "pieces": bits.hex(),
         }
-        tmp = path + ".tmp"
         try:
-            with open(tmp, "wb") as fh:
-                fh.write(json.dumps(record, separators=(",", ":")).encode())
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-            _fsync_dir(self.save_path)
-        except OSError:
-            # No resume record only means a re-check next time; never fail a finished download for it.
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-
-
-def _fsync_dir(path: str) -> None:
-    """Make a rename in ``path`` durable (best effort: some filesystems cannot sync a folder)."""
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+            write_atomic(path, json.dumps(record, separators=(",", ":")).encode())
+        except OSError as exc:
+            # No new record only means a re-check next time (the old one no longer matches the files); never
+            # fail a finished download for it.
+            log.warning("cannot save the resume record", path=path, error=exc.strerror or str(exc))
 
 
 def _open_storage(torrent: Metainfo, save_path: str, options: TorrentConfig) -> Storage:

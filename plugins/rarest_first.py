@@ -33,7 +33,8 @@ business: the engine requests those urgent pieces before asking any strategy.
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
+from array import array
+from collections.abc import Iterable, Iterator
 
 from torrentcore.hookspec import Bitfield, Metainfo, PieceStrategy, Setting, SwarmView, TorrentConfig, hookimpl
 
@@ -46,29 +47,112 @@ SEQUENTIAL_WINDOW = 8 * 1024 * 1024
 
 
 class RarestFirst:
-    """The rarest-first :class:`~torrentcore.hookspec.PieceStrategy`."""
+    """The rarest-first :class:`~torrentcore.hookspec.PieceStrategy`, kept up to date incrementally.
+
+    The order is one array of every piece, grouped in buckets of equal availability (rarest first), in the
+    manner of libtorrent's piece picker: ``_bound[b]`` is where bucket ``b`` starts, and the pieces before
+    ``_bound[0]`` are gone (verified, or not selected: until the selection changes, when the buckets are
+    built again). A piece whose availability moves by one
+    (``availability_changed``: a HAVE, a leecher's bitfield arriving or leaving) swaps places with the
+    last (or first) piece of its bucket and the boundary moves: O(1), never a rebuild. Seeds change every
+    piece alike and reorder nothing (the engine does not even report them). Inside a bucket, pieces start
+    in a random order per torrent (``rng``) and stay shuffled by the swaps. Before
+    :data:`RANDOM_FIRST_PIECES` pieces are verified, pieces come in that random order alone.
+    """
 
     def __init__(self, num_pieces: int, rng: random.Random | None = None) -> None:
         self._rng = rng or random.Random()
-        self._tiebreak = list(range(num_pieces))
-        self._rng.shuffle(self._tiebreak)
-        self._order: list[int] = []
-        self._cursor = 0
-        self._built_for: tuple[int, bool] | None = None
+        self._num_pieces = num_pieces
+        self._by_tie = array("l", range(num_pieces))  # the random order of the start and of ties
+        self._rng.shuffle(self._by_tie)
+        self._random_cursor = 0
+        self._random_selection: object = None
+        self._built_for: int | None = None  # id() of the SwarmView the buckets describe
+        self._selection: object = None  # the swarm.selected they were built for (a new one: build again)
+        self._order = array("l")
+        self._pos = array("l")
+        self._level: list[int] = []
+        self._bound: list[int] = []
 
-    def _rebuild(self, swarm: SwarmView, random_phase: bool) -> None:
-        avail = swarm.availability
-        tie = self._tiebreak
-        candidates = [
-            i for i in range(swarm.num_pieces) if i not in swarm.partial and swarm.wanted(i)
-        ]
-        if random_phase:
-            candidates.sort(key=tie.__getitem__)
-        else:
-            candidates.sort(key=lambda i: (avail[i], tie[i]))
-        self._order = candidates
-        self._cursor = 0
-        self._built_for = (swarm.version, random_phase)
+    # --- the bucketed order -----------------------------------------------------------------------
+
+    def _rebuild(self, swarm: SwarmView, random_phase: bool = False) -> None:
+        """Build the buckets from ``swarm.availability`` (once per SwarmView: later changes are incremental)."""
+        n = swarm.num_pieces
+        # Levels are the per-piece counts without the seeds (which every piece has alike): exactly what
+        # availability_changed moves, so a level never goes below 0.
+        counts = getattr(swarm.availability, "counts", None)
+        level = list(counts if counts is not None else swarm.availability)
+        buckets: list[list[int]] = [[] for _ in range(max(level, default=0) + 1)]
+        add = [bucket.append for bucket in buckets]
+        # Gone: verified, or not selected (few verified pieces at the first request: a set).
+        skip = set(swarm.have.indices())
+        sel = swarm.selected
+        if sel is not None:
+            skip.update(i for i in range(n) if not sel[i])
+        gone = [i for i in self._by_tie if i in skip] if skip else []
+        for i in self._by_tie:  # tie order inside each bucket (a counting sort: O(n))
+            if i not in skip:
+                add[level[i]](i)
+        order = array("l", gone)
+        bound = [len(gone)]
+        for bucket in buckets:
+            order.extend(bucket)
+            bound.append(len(order))
+        positions = [0] * n  # (a list is filled faster than an array, then packed)
+        for p, i in enumerate(order):
+            positions[i] = p
+        pos = array("l", positions)
+        self._order, self._pos, self._level, self._bound = order, pos, level, bound
+        self._built_for, self._selection = id(swarm), sel
+
+    def availability_changed(self, pieces: Iterable[int], delta: int) -> None:
+        """Move each of ``pieces`` one bucket up (``delta`` 1) or down (-1): O(1) per piece."""
+        if self._built_for is None:
+            return  # built from the availability itself at the first request
+        move = self._up if delta > 0 else self._down
+        for i in pieces:
+            move(i)
+
+    def _swap(self, i: int, p: int) -> None:
+        """Put piece ``i`` at position ``p``, and the piece there where ``i`` was."""
+        order, pos = self._order, self._pos
+        q = pos[i]
+        j = order[p]
+        order[p], order[q] = i, j
+        pos[i], pos[j] = p, q
+
+    def _up(self, i: int) -> None:
+        if self._pos[i] < self._bound[0]:
+            return  # gone
+        bound = self._bound
+        b = self._level[i]
+        if b + 2 >= len(bound):
+            bound.append(bound[-1])  # a new, empty top bucket
+        last = bound[b + 1] - 1
+        self._swap(i, last)
+        bound[b + 1] = last
+        self._level[i] = b + 1
+
+    def _down(self, i: int) -> None:
+        b = self._level[i]
+        if b == 0 or self._pos[i] < self._bound[0]:
+            return  # gone (a level below 0 would be a count below 0: never reported)
+        bound = self._bound
+        first = bound[b]
+        self._swap(i, first)
+        bound[b] = first + 1
+        self._level[i] = b - 1
+
+    def _remove(self, i: int) -> None:
+        """Move piece ``i`` (verified, or never wanted) before ``_bound[0]``: O(its bucket number)."""
+        bound = self._bound
+        for b in range(self._level[i], -1, -1):
+            first = bound[b]
+            self._swap(i, first)
+            bound[b] = first + 1
+
+    # --- PieceStrategy ----------------------------------------------------------------------------
 
     def next_pieces(self, swarm: SwarmView, peer_has: Bitfield) -> Iterator[int]:
         """Started pieces the peer has (rarest first), then unstarted ones by rarity."""
@@ -76,17 +160,38 @@ class RarestFirst:
         # A seed (most peers of a download) has every started piece: no per-piece test.
         started = list(swarm.partial) if peer_has.complete else [i for i in swarm.partial if peer_has[i]]
         if len(started) > 1:
-            started.sort(key=avail.__getitem__)
+            # By the per-piece counts when the engine keeps them (the seeds add the same to every piece), a
+            # plain list: a C-level key instead of a Python one per started piece.
+            started.sort(key=getattr(avail, "counts", avail).__getitem__)
         yield from started
-        random_phase = swarm.have.count < RANDOM_FIRST_PIECES
-        if self._built_for != (swarm.version, random_phase):
-            self._rebuild(swarm, random_phase)
-        order = self._order
-        # Pieces at the front that were started or finished since the last rebuild are skipped for good.
-        while self._cursor < len(order) and not self._fresh(swarm, order[self._cursor]):
-            self._cursor += 1
-        for pos in range(self._cursor, len(order)):
-            i = order[pos]
+        if swarm.have.count < RANDOM_FIRST_PIECES:
+            yield from self._random_first(swarm, peer_has)
+            return
+        if self._built_for != id(swarm) or swarm.selected is not self._selection:
+            self._rebuild(swarm, False)  # first request, or the selection changed: unselected pieces may be back
+        have, sel, partial, order = swarm.have, swarm.selected, swarm.partial, self._order
+        p = self._bound[0]
+        end = len(order)
+        while p < end:
+            i = order[p]
+            if peer_has[i]:  # (first: a leecher lacks most of what it is shown; one test then)
+                if have[i] or (sel is not None and not sel[i]):
+                    self._remove(i)  # only pieces visited already come to p: go on after it
+                elif i not in partial and swarm.wanted(i):
+                    yield i
+            p += 1
+
+    def _random_first(self, swarm: SwarmView, peer_has: Bitfield) -> Iterator[int]:
+        """The first few pieces, in this torrent's random order (something to share as soon as possible)."""
+        by_tie, have, sel = self._by_tie, swarm.have, swarm.selected
+        if sel is not self._random_selection:  # the selection changed: skipped pieces may be wanted now
+            self._random_selection, self._random_cursor = sel, 0
+        c = self._random_cursor
+        while c < len(by_tie) and (have[by_tie[c]] or (sel is not None and not sel[by_tie[c]])):
+            c += 1  # skipped: verified or unselected (until the selection changes, above)
+        self._random_cursor = c
+        for pos in range(c, len(by_tie)):
+            i = by_tie[pos]
             if peer_has[i] and self._fresh(swarm, i):
                 yield i
 
@@ -127,6 +232,11 @@ class Sequential:
                 i += 1
             self._pieces, self._end, self._cached = pieces, i, (c, have.count)
         return self._pieces, c, self._end
+
+    def availability_changed(self, pieces: Iterable[int], delta: int) -> None:
+        """Keep the rarest-first part beyond the window up to date (see :meth:`RarestFirst.availability_changed`)."""
+        if self._rest is not None:
+            self._rest.availability_changed(pieces, delta)
 
     def next_pieces(self, swarm: SwarmView, peer_has: Bitfield) -> Iterator[int]:
         """The window's pieces in index order, then the rest rarest first (started pieces first)."""

@@ -27,7 +27,7 @@ from realpeers import (
     peers_fixture,  # noqa: F401  (fixture "peers")
     wait_until,
 )
-from torrentcore_cli import torrentcore_factory  # noqa: F401  (fixture "torrentcore")
+from torrentcore_cli import resume_record, torrentcore_factory  # noqa: F401  (fixture "torrentcore")
 
 from torrentcore import bencode, metainfo
 from torrentcore_plugins import filesystem
@@ -68,7 +68,7 @@ def test_repeated_sigkill_then_restart_ends_byte_identical(tmp_path, peers, torr
         assert run.stop(signal.SIGKILL, 10) == -signal.SIGKILL, run.describe()
         kills += 1
         assert not run.events("resume record trusted"), run.describe()  # a kill leaves no record behind
-        assert not list(out.glob(".torrentcore-*.resume")), (attempt, os.listdir(out))
+        assert not resume_record(torrentcore.state_dir, out, meta).exists(), attempt
         good = len(_good_pieces(meta, out)) if out.exists() else 0
         assert good >= good_before, (attempt, good, good_before)  # verified pieces are never lost
         good_before = good
@@ -122,9 +122,12 @@ def test_resume_record_is_written_atomically_after_the_data_is_synced(tmp_path, 
     monkeypatch.setattr(filesystem.os, "replace", replace)
     st.close()
     record = resume_path(str(tmp_path), meta)
-    data_file, tmp = str(tmp_path / "r.bin"), record + ".tmp"
-    assert calls[:3] == [("fsync", data_file), ("fsync", tmp), ("replace", f"{tmp} -> {record}")], calls
-    assert calls[3:] == [("fsync", str(tmp_path))], calls  # the rename itself made durable
+    data_file = str(tmp_path / "r.bin")
+    assert len(calls) == 4 and calls[0] == ("fsync", data_file), calls
+    tmp = calls[1][1]  # a fresh mkstemp file beside the record (never a fixed, plantable name)
+    assert os.path.dirname(tmp) == os.path.dirname(record) and os.path.basename(tmp).endswith(".tmp"), calls
+    assert calls[1:3] == [("fsync", tmp), ("replace", f"{tmp} -> {record}")], calls
+    assert calls[3:] == [("fsync", os.path.dirname(record))], calls  # the rename itself made durable
     assert not os.path.exists(tmp)
     assert FilesystemStorage(meta, str(tmp_path)).completed_pieces() == set(range(meta.num_pieces))
 
@@ -151,7 +154,7 @@ def test_failed_replace_keeps_the_previous_record(tmp_path, monkeypatch):
     monkeypatch.setattr(filesystem.os, "replace", crash)
     st.close()  # never raises: a missing record only costs a re-check
     assert record.read_bytes() == before
-    assert not Path(str(record) + ".tmp").exists()
+    assert not [p for p in record.parent.iterdir() if p.name.endswith(".tmp")]
     # The old record no longer matches the files (they were written since): it is not trusted.
     assert FilesystemStorage(meta, str(tmp_path)).completed_pieces() is None
 
@@ -198,7 +201,8 @@ def test_run_with_a_lying_resume_record_rechecks_and_repairs(tmp_path, peers, to
     out = tmp_path / "out"
     first = torrentcore.run(torrent, out, peers=[seeder.endpoint])
     assert first.wait(RUN_TIMEOUT) == 0, first.describe()
-    assert list(out.glob(".torrentcore-*.resume")), os.listdir(out)
+    assert resume_record(torrentcore.state_dir, out, metainfo.load(str(torrent))).is_file()
+    assert os.listdir(out) == ["lie.bin"], "nothing of ours beside the user's data"
 
     # Keep the first quarter, replace the rest with other bytes, put the times back: the record now lies.
     target = out / "lie.bin"

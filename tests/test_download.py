@@ -28,13 +28,14 @@ from realpeers import (
     RealPeers,
     assert_same_tree,
     free_port,
-    info_hash_of,
     make_payload,
     make_torrent,
     peers_fixture,  # noqa: F401  (fixture "peers")
     wait_until,
 )
-from torrentcore_cli import TorrentcoreProcess, torrentcore_factory  # noqa: F401  (fixture "torrentcore")
+from torrentcore_cli import TorrentcoreProcess, resume_record, torrentcore_factory  # noqa: F401  (fixture "torrentcore")
+
+from torrentcore import metainfo
 
 needs_aria2 = pytest.mark.skipif(shutil.which("aria2c") is None, reason="aria2c is not installed")
 needs_opentracker = pytest.mark.skipif(shutil.which("opentracker") is None, reason="opentracker is not installed")
@@ -369,10 +370,9 @@ def test_sigint_then_restart_trusts_the_resume_record(tmp_path, peers, torrentco
     root = make_payload(tmp_path / "seed", size, seed=9, name="paused.bin")
     torrent = tmp_path / "paused.torrent"
     _torrent(root, [], torrent, piece_length=piece_length)
-    info_hash = info_hash_of(torrent)
     seeder = _lt_seeder(peers, torrent, tmp_path / "seed", **_rate_limited(2_000_000))
     out = tmp_path / "out"
-    record = out / f".torrentcore-{info_hash.hex()}.resume"
+    record = resume_record(torrentcore.state_dir, out, metainfo.load(str(torrent)))
 
     first = torrentcore.run(torrent, out, peers=[seeder.endpoint])
     assert wait_until(lambda: _uploaded_to_us(seeder) >= size * 2 // 5 or first.returncode is not None, 15), (
@@ -381,6 +381,7 @@ def test_sigint_then_restart_trusts_the_resume_record(tmp_path, peers, torrentco
     assert "Traceback" not in first.stderr, first.describe()
     assert first.summary()["verdict"] == "interrupted", first.describe()
     assert record.is_file(), f"no resume record after a clean stop: {os.listdir(out)}"
+    assert os.listdir(out) == ["paused.bin"], "nothing of ours beside the user's data"
     verified = _resume_pieces(record, num_pieces)
     assert 0 < len(verified) < num_pieces, verified
     assert len(verified) == first.summary()["pieces_done"], first.describe()

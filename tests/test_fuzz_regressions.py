@@ -4,6 +4,8 @@ Each file under ``tests/fuzz_regressions/<target>/`` broke ``harness.check_<targ
 
 * ``metainfo/windows-*``: names that were unsafe under Windows' rules (a device name, a drive
   letter, a name ending in a dot), found by tests/test_fuzz_properties.py before the rules existed.
+* ``tracker/compact-peers-not-whole-entries-*``: an HTTP reply whose ``peers`` string is not whole
+  6-byte entries was refused with an error that did not name the tracker (fuzz/fuzz_tracker.py).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import harness  # noqa: E402
 
 FOLDER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fuzz_regressions")
 CHECKS = {"bencode": harness.check_bencode, "metainfo": harness.check_metainfo, "messages": harness.check_messages,
-          "mse": harness.check_mse}
+          "mse": harness.check_mse, "tracker": harness.check_tracker_reply}
 CASES = [
     pytest.param(target, name, id=f"{target}/{name}")
     for target in sorted(CHECKS)

@@ -12,8 +12,9 @@ import threading
 from urllib.parse import parse_qs, urlsplit
 
 import realpeers as rp
+from torrentcore_cli import resume_record
 
-from torrentcore import bencode
+from torrentcore import bencode, metainfo
 
 
 class _Tracker(http.server.BaseHTTPRequestHandler):
@@ -40,7 +41,7 @@ def test_sigint_sends_stopped_saves_resume_and_exits_130(tmp_path):
     threading.Thread(target=server.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{server.server_port}/announce"
     torrent_path = str(tmp_path / "t.torrent")
-    _, info_hash = rp.make_torrent(root, [url], piece_length=256 * 1024, out=torrent_path)
+    rp.make_torrent(root, [url], piece_length=256 * 1024, out=torrent_path)
     out_dir = tmp_path / "dl"
     try:
         with rp.LibtorrentPeer(name="seed", ignore_limits_on_local_network=False,
@@ -64,4 +65,6 @@ def test_sigint_sends_stopped_saves_resume_and_exits_130(tmp_path):
     assert "Traceback" not in stderr
     assert "interrupted" in stdout
     assert _Tracker.events[0] == "started" and _Tracker.events[-1] == "stopped"
-    assert os.path.exists(out_dir / f".torrentcore-{info_hash.hex()}.resume")
+    record = resume_record(os.environ["TORRENTCORE_STATE_DIR"], out_dir, metainfo.load(torrent_path))
+    assert record.is_file(), "no resume record in the state folder"
+    assert os.listdir(out_dir) == ["payload"], "nothing of ours beside the user's data"

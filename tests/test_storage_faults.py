@@ -23,7 +23,10 @@ from realpeers import (
     peers_fixture,  # noqa: F401  (fixture "peers")
     wait_until,
 )
-from torrentcore_cli import TorrentcoreProcess, torrentcore_factory  # noqa: F401  (fixture "torrentcore")
+from torrentcore_cli import TorrentcoreProcess, resume_record, torrentcore_factory  # noqa: F401  (fixture "torrentcore")
+
+from torrentcore import metainfo
+from torrentcore_plugins.filesystem import resume_path
 
 PIECE_LENGTH = 64 * 1024
 SIZE = 8 << 20
@@ -125,7 +128,7 @@ def test_file_deleted_under_a_running_download(tmp_path, peers, torrentcore):
     # Reported at the next write into the (now nameless) file: the run stops, it does not "finish".
     _assert_one_error(run, run.wait(RUN_TIMEOUT), f"{target} was deleted during the download")
     assert not target.exists(), "the engine must not bring the file back with pieces it no longer has"
-    assert not list(out.glob(".torrentcore-*.resume")), os.listdir(out)
+    assert not resume_record(torrentcore.state_dir, out, metainfo.load(str(torrent))).exists(), os.listdir(out)
 
     second = _restart(torrentcore, torrent, out, seeder)
     summary = _finish(second, root, target)
@@ -142,7 +145,7 @@ def test_file_truncated_under_a_running_download(tmp_path, peers, torrentcore):
     keep = SIZE // 4  # sequential: the first quarter is verified and on disk by now
     os.truncate(target, keep)
     _assert_one_error(run, run.wait(RUN_TIMEOUT), f"{target} was truncated during the download")
-    assert not list(out.glob(".torrentcore-*.resume")), os.listdir(out)
+    assert not resume_record(torrentcore.state_dir, out, metainfo.load(str(torrent))).exists(), os.listdir(out)
 
     second = _restart(torrentcore, torrent, out, seeder)
     summary = _finish(second, root, target)
@@ -185,7 +188,7 @@ def test_finished_file_deleted_while_others_download(tmp_path, peers, torrentcor
 def _storage(tmp_path: Path, data: bytes):
     import hashlib
 
-    from torrentcore import bencode, metainfo
+    from torrentcore import bencode
     from torrentcore_plugins.filesystem import FilesystemStorage
 
     plen = 16384
@@ -218,7 +221,7 @@ def test_change_after_the_last_write_means_no_resume_record(tmp_path, change):
         path.rename(tmp_path / "moved")
         path.write_bytes(data[: len(data) // 2])
     st.close()
-    assert not list(tmp_path.glob(".torrentcore-*.resume")), change
+    assert not os.path.exists(resume_path(str(tmp_path), meta)), change
     assert storage_class(meta, str(tmp_path)).completed_pieces() is None
     if change == "replace":
         return  # the old file (renamed) is still ours and intact: a replacement is seen by path, as above

@@ -137,3 +137,27 @@ def test_pad_files_are_never_written(tmp_path):
     st.close()
     assert sorted(os.listdir(tmp_path / "t")) == ["a", "b"]
     assert st.read(0, 0, 16384) == stream[:16384]
+
+
+def test_a_link_planted_above_a_deep_file_creates_nothing_beyond_it(tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    dl = tmp_path / "dl"
+    dl.mkdir()
+    os.symlink(outside, dl / "t")  # the torrent's own folder is a link to elsewhere
+    meta, blob = make_meta([([b"a", b"b", b"c"], os.urandom(100))])
+    with pytest.raises(StorageError, match="t is a symlink"):
+        FilesystemStorage(meta, str(dl)).write(0, 0, blob)
+    assert list(outside.iterdir()) == []  # one makedirs would have made outside/a/b before any check
+
+
+@pytest.mark.parametrize("kind", ["fifo", "folder"])
+def test_something_else_than_a_file_at_a_files_path_is_refused_in_one_line(tmp_path, kind):
+    dl = tmp_path / "dl"
+    (dl / "t").mkdir(parents=True)
+    os.mkfifo(dl / "t" / "f") if kind == "fifo" else (dl / "t" / "f").mkdir()
+    meta, blob = make_meta([([b"f"], os.urandom(100))])
+    st = FilesystemStorage(meta, str(dl))
+    for attempt in (lambda: st.write(0, 0, blob), lambda: st.read(0, 0, 100)):  # neither blocks on the FIFO
+        with pytest.raises(StorageError, match="not a regular file"):
+            attempt()

@@ -7,7 +7,11 @@
 * The ``torrentcore`` fixture (a :class:`TorrentcoreLauncher`) starts ``run`` and ``seed`` on 127.0.0.1
   (or any command) and kills every process it started at the end of the test, whatever happens.
 * ``run``/``seed`` get ``--no-dht`` unless a test passes ``dht=True`` (then it must give ``--dht-bootstrap
-  127.0.0.1:PORT``), and every process keeps its DHT state in its own folder (``TORRENTCORE_STATE_DIR``).
+  127.0.0.1:PORT``). The state folder (``TORRENTCORE_STATE_DIR``: resume records, DHT state) is never the
+  user's: the processes of one test share one (``torrentcore/state``, like one user's machine, so a second
+  ``run`` finds the first one's resume record), except that a process with ``dht=True`` gets its own
+  (``NAME.state``), so two DHT nodes never contend for one ``dht.json``. :func:`resume_record` says where
+  a run's resume record is.
 
 Use the fixture from a test module with::
 
@@ -129,18 +133,19 @@ def _summary(m: re.Match) -> dict[str, Any]:
 class TorrentcoreProcess:
     """``torrentcore ARGS --log-level LEVEL --log-format json`` running in ``workdir``, any command.
 
-    Output goes to ``workdir/NAME.stdout`` and ``workdir/NAME.stderr``; the DHT state file to
-    ``workdir/NAME.state/``. ``run``/``seed`` get ``--no-dht`` unless ``dht`` (see :func:`dht_args`).
+    Output goes to ``workdir/NAME.stdout`` and ``workdir/NAME.stderr``; the state (resume records, DHT) to
+    ``state_dir``, by default ``workdir/NAME.state/``. ``run``/``seed`` get ``--no-dht`` unless ``dht`` (see
+    :func:`dht_args`).
     """
 
     def __init__(
         self, args: Sequence[str], workdir: str | os.PathLike, name: str = "torrentcore", log_level: str = "info",
-        dht: bool = False,
+        dht: bool = False, state_dir: str | os.PathLike | None = None,
     ) -> None:
         self.name = name
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.state_dir = self.workdir / f"{name}.state"
+        self.state_dir = Path(state_dir) if state_dir is not None else self.workdir / f"{name}.state"
         self.args = [*COMMAND, *map(os.fspath, dht_args(args, dht)), "--log-level", log_level, "--log-format", "json"]
         self.stdout_path = self.workdir / f"{name}.stdout"
         self.stderr_path = self.workdir / f"{name}.stderr"
@@ -258,15 +263,19 @@ class TorrentcoreLauncher:
 
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
+        #: The state folder shared by this test's processes that do not use the DHT.
+        self.state_dir = workdir / "state"
         self.started: list[TorrentcoreProcess] = []
 
     def start(self, args: Sequence[str], name: str = "torrentcore", log_level: str = "info",
-              dht: bool = False) -> TorrentcoreProcess:
+              dht: bool = False, state_dir: str | os.PathLike | None = None) -> TorrentcoreProcess:
         """``torrentcore ARGS`` (any command); ``name`` gets a serial number (the names of its output files).
 
         ``dht``: let ``run``/``seed`` use the DHT (the test must give ``--dht-bootstrap 127.0.0.1:PORT``).
+        ``state_dir``: its ``TORRENTCORE_STATE_DIR`` instead of the default (see the module docstring).
         """
-        process = TorrentcoreProcess(args, self.workdir, f"{name}-{len(self.started)}", log_level, dht)
+        state = state_dir if state_dir is not None else None if dht else self.state_dir
+        process = TorrentcoreProcess(args, self.workdir, f"{name}-{len(self.started)}", log_level, dht, state)
         self.started.append(process)
         return process
 
@@ -291,6 +300,16 @@ class TorrentcoreLauncher:
         for process in self.started:
             process.kill()
             print(process.describe(3000))
+
+
+def resume_record(state_dir: str | os.PathLike, save_path: str | os.PathLike, torrent: Any) -> Path:
+    """Where a run with ``TORRENTCORE_STATE_DIR=state_dir`` keeps the resume record of ``torrent`` (a
+    :class:`~torrentcore.metainfo.Metainfo`) downloaded to ``save_path`` (``-o``/``-d``)."""
+    from torrentcore.statefile import keyed_name
+    from torrentcore_plugins.filesystem import RESUME_FOLDER
+
+    name = keyed_name(torrent.info_hash_hex, os.path.abspath(save_path), suffix=".resume")
+    return Path(state_dir) / RESUME_FOLDER / name
 
 
 def _network(peers: Iterable[tuple[str, int]]) -> list[str]:

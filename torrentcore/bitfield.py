@@ -6,8 +6,13 @@ from collections.abc import Iterator
 
 from .errors import ProtocolError
 
-# Number of set bits for every byte value.
-_POPCOUNT = bytes(bin(i).count("1") for i in range(256))
+# The set bits of every byte value, as offsets 0-7 from the byte's first piece (wire order: high bit first).
+_OFFSETS = tuple(tuple(bit for bit in range(8) if value & (0x80 >> bit)) for value in range(256))
+
+
+def _popcount(data: bytes | bytearray) -> int:
+    """Set bits in ``data`` (one C-level pass)."""
+    return int.from_bytes(data, "big").bit_count() if data else 0
 
 
 class Bitfield:
@@ -28,14 +33,18 @@ class Bitfield:
             if spare and data[-1] & ((1 << spare) - 1):
                 raise ProtocolError("bitfield has spare bits set")
             self._bits = bytearray(data)
-            self.count = sum(_POPCOUNT[b] for b in self._bits)
+            self.count = _popcount(self._bits)
 
     @classmethod
     def full(cls, size: int) -> Bitfield:
-        """A bitfield with every piece set."""
+        """A bitfield with every piece set (built a byte string at a time, not bit by bit)."""
         bf = cls(size)
-        for i in range(size):
-            bf.set(i)
+        nbytes = len(bf._bits)
+        if nbytes:
+            bf._bits[:] = b"\xff" * nbytes
+            spare = (8 - size % 8) % 8
+            bf._bits[-1] = (0xFF << spare) & 0xFF
+        bf.count = size
         return bf
 
     def __getitem__(self, index: int) -> bool:
@@ -72,13 +81,18 @@ class Bitfield:
         return self.count == self.size
 
     def indices(self) -> Iterator[int]:
-        """Indices of the set bits, ascending."""
+        """Indices of the set bits, ascending (a range when every bit is set)."""
+        if self.count == self.size:
+            yield from range(self.size)
+            return
+        if not self.count:
+            return
+        offsets = _OFFSETS
         for byte_index, byte in enumerate(self._bits):
             if byte:
                 base = byte_index << 3
-                for bit in range(8):
-                    if byte & (0x80 >> bit):
-                        yield base + bit
+                for bit in offsets[byte]:
+                    yield base + bit
 
     def to_bytes(self) -> bytes:
         """The wire form of the bitfield."""

@@ -40,7 +40,6 @@ import json  # noqa: E402
 import logging  # noqa: E402
 import os  # noqa: E402
 import re  # noqa: E402
-import signal  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 import traceback  # noqa: E402
@@ -56,6 +55,7 @@ from .errors import (  # noqa: E402
     BadInputError,
     TorrentcoreError,
 )
+from .process import install_stop_handlers, printing  # noqa: E402
 
 LOG_LEVELS = ["debug", "info", "warning", "error"]
 
@@ -475,8 +475,7 @@ def _run_torrents(args, pm, sources: list[str], save_path: str, seed_only: bool)
         for source in loaded:
             handles.append(session.add_torrent(source, save_path, torrent_config))
         streamer = gevent.spawn(_stream, handles[0]) if save_path == "-" else None
-        handlers = [gevent.signal_handler(signal.SIGINT, session.stop_all, EXIT_INTERRUPTED),
-                    gevent.signal_handler(signal.SIGTERM, session.stop_all, 128 + signal.SIGTERM)]
+        handlers = install_stop_handlers(session.stop_all)  # SIGINT 130, SIGTERM 143, SIGHUP 129: a clean stop
         try:
             for handle in handles:
                 handle.join()
@@ -656,7 +655,7 @@ def main(argv: list[str] | None = None) -> int:
         debug = args.debug
         configure_logging("debug" if debug else args.log_level, args.log_format or "console")
         if args.command == "info":
-            return cmd_info(args)
+            return printing(cmd_info, args)  # stdout closed or unwritable: one line, exit 1
         if args.command == "create":
             return cmd_create(args)
         if pm is None:
@@ -666,7 +665,7 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_run(args, pm)
         if args.command == "seed":
             return cmd_seed(args, pm)
-        return cmd_plugins(args, pm)
+        return printing(cmd_plugins, args, pm)
     except TorrentcoreError as exc:
         if debug:
             traceback.print_exc()

@@ -31,7 +31,12 @@ offers named BEP 10 extension messages (objects following :class:`Extension`,
 talking to peers through :class:`ExtensionPeer`).
 
 Everything a plugin needs is importable from this module, so a third-party
-plugin can do anything a default one can.
+plugin can do anything a default one can. That includes the safe state-file
+helpers of :mod:`torrentcore.statefile` (``state_dir``, ``read_state``,
+``write_atomic``, ``decode_json``, ``keyed_name``, ``open_folder_under``,
+``remove_state``, ``UnsafeStateFile``, ``UnsafePath``), which the filesystem
+storage uses for its resume records and folders: never through a link we did
+not create, never blocking on a FIFO.
 """
 
 from __future__ import annotations
@@ -47,6 +52,17 @@ from .bitfield import Bitfield
 from .config import TorrentConfig
 from .errors import BadInputError, StorageError
 from .metainfo import FileEntry, Metainfo
+from .statefile import (
+    UnsafePath,
+    UnsafeStateFile,
+    decode_json,
+    keyed_name,
+    open_folder_under,
+    read_state,
+    remove_state,
+    state_dir,
+    write_atomic,
+)
 
 if TYPE_CHECKING:  # pragma: no cover - only the command line builds a parser
     import argparse
@@ -70,6 +86,15 @@ __all__ = [
     "ProgressSnapshot",
     "Setting",
     "TorrentConfig",
+    "UnsafePath",
+    "UnsafeStateFile",
+    "decode_json",
+    "keyed_name",
+    "open_folder_under",
+    "read_state",
+    "remove_state",
+    "state_dir",
+    "write_atomic",
     "console_line",
     "serve_console_lines",
     "ConsoleWriter",
@@ -90,12 +115,14 @@ class SwarmView(Protocol):
     """What the engine tells a piece strategy about the swarm (read-only).
 
     ``availability[i]`` is how many connected peers have piece ``i`` (counted
-    from their bitfield and have messages). ``have`` is our verified pieces.
+    from their bitfield and have messages; a read-only sequence). ``have`` is our verified pieces.
     ``partial`` holds pieces that are started (some blocks requested or
     received) but not verified. ``version`` changes whenever availability or
     the set of started pieces changes in a way that can reorder a strategy's
-    choices (a peer's bitfield arrives, a peer leaves, a piece fails its hash),
-    so a strategy may cache an ordering and rebuild it only when it changes.
+    choices (a peer's bitfield arrives, a peer leaves, a piece fails its hash;
+    not for a seed, which changes every piece alike), so a strategy may cache
+    an ordering and rebuild it only when it changes (or keep it up to date
+    with the optional ``PieceStrategy.availability_changed``).
 
     ``selected`` is the file selection of ``run --only/--skip`` as pieces: the
     pieces overlapping any selected file (``None`` when every file is
@@ -127,7 +154,18 @@ class SwarmView(Protocol):
 
 @runtime_checkable
 class PieceStrategy(Protocol):
-    """Decides which pieces to request blocks from, one peer at a time."""
+    """Decides which pieces to request blocks from, one peer at a time.
+
+    Optional method (not part of the ``isinstance`` check; a strategy without it
+    caches by ``SwarmView.version`` as before): ``availability_changed(pieces:
+    Iterable[int], delta: int) -> None``. The engine calls it on the event loop
+    whenever ``availability`` moves by ``delta`` (``+1`` or ``-1``) for each of
+    ``pieces``: a HAVE (one piece), a peer's bitfield arriving or the peer
+    leaving (its pieces). Seeds joining or leaving are not reported: they change
+    every piece alike and reorder nothing. With it a strategy can keep its order
+    up to date in O(1) per piece instead of rebuilding it (the default
+    rarest-first does). Keep it cheap, and do not call back into the engine.
+    """
 
     def next_pieces(self, swarm: SwarmView, peer_has: Bitfield) -> Iterable[int]:
         """Yield piece indices to take blocks from for one peer, best first.
@@ -157,6 +195,17 @@ class Storage(Protocol):
     :class:`StorageError` with a one-line message for failures the user must
     see (disk full, permission denied); the engine stops the torrent without
     marking the piece complete.
+
+    Optional method (not part of the ``isinstance`` check; a storage without it
+    behaves as before): ``check_finished() -> None``. When
+    :meth:`completed_pieces` returned ``None``, the engine hashes the pieces of
+    :meth:`pieces_with_data` and calls :meth:`mark_complete` for each good one;
+    it calls ``check_finished()`` once that check ran to its end, and never if
+    it was interrupted (Ctrl-C, SIGTERM, an error). A storage that keeps a
+    completion record should not write one between :meth:`pieces_with_data` and
+    ``check_finished()``: the pieces not hashed yet are unknown, not absent, and
+    a record listing only the checked ones would make the next start trust it
+    and download (or refuse to seed) data that is on disk.
     """
 
     def read(self, piece: int, offset: int, length: int) -> bytes:

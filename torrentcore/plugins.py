@@ -363,12 +363,28 @@ class GuardedStrategy:
                 yield from self.inner.next_pieces(swarm, peer_has)
                 return
             except Exception as exc:  # noqa: BLE001 - a plugin bug must not stop the download
-                from torrentcore_plugins.rarest_first import RarestFirst
-
-                log.warning(f"piece strategy {self.name!r} (plugin {self.plugin!r}) raised {exc!r}; "
-                            "falling back to rarest-first", strategy=self.name, plugin=self.plugin)
-                self._fallback = RarestFirst(self._torrent.num_pieces)
+                self._fall_back(exc)
         yield from self._fallback.next_pieces(swarm, peer_has)
+
+    def availability_changed(self, pieces, delta: int) -> None:
+        """Pass the optional incremental update on to whichever strategy chooses pieces now (if it has one)."""
+        target = self._fallback if self._fallback is not None else self.inner
+        changed = getattr(target, "availability_changed", None)
+        if changed is None:
+            return
+        try:
+            changed(pieces, delta)
+        except Exception as exc:  # noqa: BLE001 - a plugin bug must not stop the download
+            if target is not self.inner:
+                raise
+            self._fall_back(exc)  # the fallback builds its order from the availability at its first call
+
+    def _fall_back(self, exc: Exception) -> None:
+        from torrentcore_plugins.rarest_first import RarestFirst
+
+        log.warning(f"piece strategy {self.name!r} (plugin {self.plugin!r}) raised {exc!r}; "
+                    "falling back to rarest-first", strategy=self.name, plugin=self.plugin)
+        self._fallback = RarestFirst(self._torrent.num_pieces)
 
 
 # --- containment of reporters ----------------------------------------------------------------------

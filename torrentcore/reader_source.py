@@ -267,6 +267,12 @@ class HeldStorage:
         """The inner storage's pieces with data."""
         return self.inner.pieces_with_data()
 
+    def check_finished(self) -> None:
+        """The inner storage's optional check_finished (see hookspec.Storage), if it has one."""
+        finish = getattr(self.inner, "check_finished", None)
+        if finish is not None:
+            finish()
+
     def flush(self) -> None:
         """The inner storage's flush."""
         self.inner.flush()

@@ -86,6 +86,9 @@ class Verifier:
             finished = self._check_in_loop(todo)
         if finished:
             self.checked = self.meta.num_pieces
+            if hasattr(self.storage, "check_finished"):  # optional (hookspec.Storage): a record may be written
+                with self.disk_lock:
+                    self.storage.check_finished()
         return finished
 
     def _check_in_loop(self, todo: list[int]) -> bool:

@@ -18,12 +18,13 @@ the transaction id and the address match a query we sent; every table is bounded
 from __future__ import annotations
 
 import collections
+import errno
 import hashlib
 import json
 import os
 import random
 import secrets
-import tempfile
+import stat
 import time
 from dataclasses import dataclass, field
 
@@ -38,6 +39,7 @@ try:
 except ImportError:  # pragma: no cover - not on Windows: no lock, one process per state file is up to the user
     fcntl = None
 
+from ..statefile import UnsafeStateFile, decode_json, read_state, state_dir, write_atomic
 from . import krpc
 from .routing import K, RoutingTable, distance, random_id
 
@@ -82,6 +84,8 @@ SAVE_EVERY = 600.0
 #: Nodes written to the state file.
 MAX_SAVED_NODES = 200
 STATE_FILE = "dht.json"
+#: Largest state file read (MAX_SAVED_NODES nodes take about 6 KiB).
+MAX_STATE_BYTES = 1 << 20
 
 
 def default_state_path() -> str:
@@ -90,11 +94,7 @@ def default_state_path() -> str:
     ``$TORRENTCORE_STATE_DIR/dht.json`` if set, else ``$XDG_STATE_HOME/torrentcore/dht.json``,
     else ``~/.local/state/torrentcore/dht.json``.
     """
-    base = os.environ.get("TORRENTCORE_STATE_DIR")
-    if not base:
-        xdg = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
-        base = os.path.join(xdg, "torrentcore")
-    return os.path.join(base, STATE_FILE)
+    return os.path.join(state_dir(), STATE_FILE)
 
 
 class RateLimiter:
@@ -360,7 +360,12 @@ class DHTNode:
             return True
         try:
             os.makedirs(os.path.dirname(os.path.abspath(self.state_path)), exist_ok=True)
-            fd = os.open(self.state_path + ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+            # Never through a link planted at the lock's path (O_NOFOLLOW), and never blocking on a FIFO.
+            flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+            fd = os.open(self.state_path + ".lock", flags | getattr(os, "O_CLOEXEC", 0), 0o600)
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                os.close(fd)
+                raise OSError(errno.EINVAL, "not a regular file")
         except OSError as exc:
             log.warning("cannot open the dht state lock", path=self.state_path, error=str(exc))
             return False
@@ -379,23 +384,31 @@ class DHTNode:
 
     def _load_state(self) -> tuple[bytes | None, list[tuple[str, int]]]:
         path = self.state_path
-        if not path or not os.path.exists(path):
+        if not path:
             return None, []
         try:
-            with open(path, "rb") as fh:
-                raw = fh.read(1 << 20)
-            data = json.loads(raw)
+            raw = read_state(path, MAX_STATE_BYTES)
+            if raw is None:
+                return None, []
+            data = decode_json(raw)
             node_id = bytes.fromhex(data["node_id"])
             if len(node_id) != 20:
                 raise ValueError("node id is not 20 bytes")
             nodes = []
-            for host, port in data.get("nodes", [])[:MAX_SAVED_NODES]:
-                if not isinstance(host, str) or not isinstance(port, int) or not krpc.usable_address(host, port):
-                    raise ValueError(f"bad node {host!r}:{port!r}")
+            saved = data.get("nodes", [])
+            if not isinstance(saved, list):
+                raise ValueError("'nodes' is not a list")
+            for entry in saved[:MAX_SAVED_NODES]:
+                if not isinstance(entry, list) or len(entry) != 2:
+                    raise ValueError("a node is not [host, port]")
+                host, port = entry
+                if (not isinstance(host, str) or len(host) > 64 or type(port) is not int
+                        or not krpc.usable_address(host, port)):
+                    raise ValueError(f"bad node {str(host)[:64]!r}:{str(port)[:8]}")
                 nodes.append((host, port))
             return node_id, nodes
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            log.warning("ignoring unreadable dht state file", path=path, error=str(exc))
+        except (UnsafeStateFile, ValueError, KeyError, TypeError, AttributeError) as exc:
+            log.warning("ignoring unreadable dht state file", path=path, error=str(exc)[:200])
             return None, []
 
     def save_state(self) -> None:
@@ -407,25 +420,10 @@ class DHTNode:
         if not nodes:  # keep what we had rather than forget every node after a run that found none
             nodes = [[h, p] for h, p in self.saved_nodes]
         data = json.dumps({"version": 1, "node_id": self.node_id.hex(), "nodes": nodes}).encode()
-        folder = os.path.dirname(os.path.abspath(path))
-        tmp = None
         try:
-            os.makedirs(folder, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=".dht-", suffix=".tmp", dir=folder)
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-            tmp = None
+            write_atomic(path, data)  # mkstemp + os.replace: never through a link or FIFO planted at path
         except OSError as exc:
             self.log.warning("cannot save dht state", path=path, error=str(exc))
-        finally:
-            if tmp is not None:
-                try:
-                    os.unlink(tmp)
-                except OSError:
-                    pass
 
     # --- receiving -------------------------------------------------------------------------------------
 

@@ -8,6 +8,10 @@ to 30 min, reset by a success) and is skipped while in back-off, unless every
 tracker is, in which case the one whose back-off ends soonest is tried.
 URLs with a scheme no client supports are never tried but stay listed with
 their error.
+
+A tracker's ``interval`` below :data:`MIN_ANNOUNCE_INTERVAL` is raised to it in
+the answer returned (libtorrent does the same with its ``min_announce_interval``
+setting): a tracker saying ``interval 1`` cannot make us announce every second.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import structlog
 from ..errors import TrackerError
 from . import AnnounceRequest, AnnounceResponse, Tracker, make_tracker
 
-__all__ = ["BACKOFF_BASE", "BACKOFF_MAX", "STOPPED_TIMEOUT", "TrackerTiers"]
+__all__ = ["BACKOFF_BASE", "BACKOFF_MAX", "MIN_ANNOUNCE_INTERVAL", "STOPPED_TIMEOUT", "TrackerTiers"]
 
 log = structlog.get_logger(__name__)
 
@@ -31,6 +35,9 @@ BACKOFF_BASE = 15.0
 BACKOFF_MAX = 30 * 60.0
 #: Per-tracker timeout for the "stopped" announce, which nobody waits for.
 STOPPED_TIMEOUT = 5.0
+#: Shortest announce interval we accept from a tracker, in seconds: a smaller ``interval`` in a reply is
+#: raised to this. libtorrent's ``settings_pack::min_announce_interval`` defaults to 5 * 60 seconds too.
+MIN_ANNOUNCE_INTERVAL = 5 * 60
 
 
 class _State:
@@ -55,6 +62,7 @@ class TrackerTiers:
     (monotonic seconds) drives back-off; ``client_factory`` makes the client for
     a URL (default :func:`torrentcore.tracker.make_tracker`). Empty tiers,
     blank URLs and URLs listed twice (the first occurrence counts) are dropped.
+    ``min_announce_interval``: answers' ``interval`` is raised to at least this.
     """
 
     def __init__(
@@ -67,8 +75,10 @@ class TrackerTiers:
         backoff_base: float = BACKOFF_BASE,
         backoff_max: float = BACKOFF_MAX,
         stopped_timeout: float = STOPPED_TIMEOUT,
+        min_announce_interval: int = MIN_ANNOUNCE_INTERVAL,
     ) -> None:
         rng = rng if rng is not None else random.Random()
+        self.min_announce_interval = min_announce_interval
         self._clock = clock
         self._factory = client_factory
         self.backoff_base = backoff_base
@@ -194,6 +204,10 @@ class TrackerTiers:
         st.answered = True
         if not resp.url:
             resp.url = url
+        if resp.interval < self.min_announce_interval:
+            self._log.debug("tracker interval raised", url=url, interval=resp.interval,
+                            to=self.min_announce_interval)
+            resp.interval = self.min_announce_interval
         self._log.debug("tracker answered", url=url, peers=len(resp.peers), interval=resp.interval)
         return resp
 
