@@ -165,6 +165,7 @@ def test_interval_1_does_not_make_a_run_announce_every_second(tmp_path, peers, t
     assert "" not in tracker.events, (tracker.events, run.describe())
     assert tracker.events[0] == "started" and tracker.events[-1] == "stopped", tracker.events
     assert tracker.events.count("started") == 1 and tracker.events.count("completed") <= 1, tracker.events
+    assert tracker.events.count("stopped") == 1, tracker.events
 
 
 def test_costly_reply_costs_one_line_and_the_download_goes_on(tmp_path, peers, torrentcore, tracker_factory):

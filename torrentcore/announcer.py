@@ -153,6 +153,7 @@ class Announcer:
         """Tell the trackers we stop (only if we announced at all); bounded, failures ignored."""
         if self.tiers is None or not self.last_announce:
             return
+        self.last_announce = 0.0  # once per run of the network (a pause, then the shutdown, send one each)
         try:
             with gevent.Timeout(STOPPED_TIMEOUT + 1, TrackerError("timed out")):
                 self.announce("stopped", timeout=STOPPED_TIMEOUT)
