@@ -1,15 +1,21 @@
 #!/usr/bin/env bash
 # The test command README.md gives: installs what the tests need, then runs lint and the suite.
-# Real peers: Debian's aria2 and opentracker (installed here when missing; needs root or sudo),
-# libtorrent's Python wheel and pytest (from the [test] extra).
+# Real peers: Debian's aria2, opentracker, transmission-daemon (with transmission-cli) and qbittorrent-nox
+# (installed here when missing; needs root or sudo), libtorrent's Python wheel and pytest (the [test] extra).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! command -v aria2c >/dev/null 2>&1 || ! command -v opentracker >/dev/null 2>&1; then
+missing=""
+for tool in aria2c:aria2 opentracker:opentracker transmission-daemon:transmission-daemon \
+            transmission-remote:transmission-cli qbittorrent-nox:qbittorrent-nox; do
+  command -v "${tool%%:*}" >/dev/null 2>&1 || missing="$missing ${tool#*:}"
+done
+if [ -n "$missing" ]; then
   SUDO=""
   [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq aria2 opentracker >/dev/null
+  # shellcheck disable=SC2086
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $missing >/dev/null
 fi
 
 python3 -m pip install -q ".[test]"
