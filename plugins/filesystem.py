@@ -100,7 +100,11 @@ def _is_count(value: object) -> bool:
 
 
 class FilesystemStorage:
-    """A :class:`~torrentcore.hookspec.Storage` over ordinary files under ``save_path``."""
+    """A :class:`~torrentcore.hookspec.Storage` over ordinary files under ``save_path``.
+
+    A little over 400 lines: the Storage protocol's nine methods plus the safety of every path (folders
+    walked one component at a time, no link followed) and the resume record's trust rules.
+    """
 
     #: The engine may call ``read``, ``write`` and ``mark_complete`` from worker threads (one call at a
     #: time, never during another call of this object): nothing here touches gevent or the event loop.

@@ -1,5 +1,7 @@
 """The plugin contract of torrentcore: every hook, and every type a plugin is handed.
 
+(About 600 lines, most of them documentation: docs/plugins.md is generated from this module.)
+
 Plugins are modules or objects with functions marked ``@hookimpl`` whose
 names match the hooks below. torrentcore finds them through the
 ``torrentcore`` entry-point group (the default plugins in ``plugins/`` are

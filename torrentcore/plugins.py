@@ -1,5 +1,7 @@
 """Loading plugins, listing them, their settings, and keeping a faulty plugin from taking a run down.
 
+(About 640 lines: the four jobs share the plugin manager's view of names and entry points.)
+
 * :func:`get_plugin_manager` loads the ``torrentcore`` entry-point group, the
   opt-in group (``torrentcore.opt_in``, loaded only when named with ``-p``)
   and modules named with ``-p MODULE``; ``--no-plugin NAME`` blocks a plugin.

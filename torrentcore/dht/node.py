@@ -266,7 +266,11 @@ class LookupResult:
 
 
 class DHTNode:
-    """One DHT node; see the package docstring for the API the engine uses."""
+    """One DHT node; see the package docstring for the API the engine uses.
+
+    About 500 lines, on purpose: the server, the iterative lookups and the abuse limits share the socket,
+    the routing table and the token secrets; the message formats and the table live in their own modules.
+    """
 
     def __init__(self, port: int = 0, bootstrap=None, state_path: str | None = None, host: str = "0.0.0.0",
                  node_id: bytes | None = None, *, per_ip_rate: tuple[float, float] = PER_IP_RATE,
