@@ -402,6 +402,13 @@ def _plugin_settings(args, pm) -> dict:
     return plugins.resolve_settings(pm, args.plugin_opts, plugins.load_config(args.config), config_name)
 
 
+#: Configuration fields -> the option that sets them (named in the one line a bad value gets).
+_OPTION_OF = {"listen_port": "--port", "dht_port": "--dht-port", "max_connections": "--max-connections",
+              "max_peers": "--max-peers", "upload_slots": "--upload-slots", "seed_ratio": "--seed-ratio",
+              "seed_time": "--seed-time", "seed_idle": "--seed-idle", "metadata_timeout": "--metadata-timeout",
+              "max_download_rate": "--max-download-rate", "max_upload_rate": "--max-upload-rate"}
+
+
 def _session_config(args, pm):
     """The SessionConfig of ``run``/``seed`` from the parsed options (a bad value: ValueError)."""
     from .config import SessionConfig
@@ -460,7 +467,9 @@ def _run_torrents(args, pm, sources: list[str], save_path: str, seed_only: bool)
         session_config = _session_config(args, pm)
         torrent_config = _torrent_config(args, pm, seed_only)
     except ValueError as exc:
-        raise BadInputError(str(exc)) from None
+        message = str(exc)
+        option = _OPTION_OF.get(message.split(" ", 1)[0])
+        raise BadInputError(f"{option}: {message}" if option else message) from None
     # Every .torrent is read (and a malformed one refused) before anything starts.
     loaded = [_load_torrent(s) if seed_only or not is_magnet(s) else _check_magnet(s) for s in sources]
     if save_path == "-" and (loaded[0].multi_file or args.only or args.skip):
