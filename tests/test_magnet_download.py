@@ -314,3 +314,17 @@ def test_saved_torrent_name_stays_in_the_folder(tmp_path, name, saved):
     assert os.path.dirname(path) == str(folder)
     assert os.listdir(folder) == [f"{saved or meta.info_hash.hex()}.torrent"]
     assert open(path, "rb").read() == data
+
+
+def test_magnet_with_a_selection_matching_no_file_is_bad_input(tmp_path, peers, torrentcore):
+    """--only is applied once the metadata is known: matching nothing is one line and exit 2, no hang."""
+    root = make_payload(tmp_path / "seed", 300_000, name="single.bin")
+    data, info_hash = make_torrent(root, [], piece_length=32 * 1024)
+    seeder = peers.libtorrent("seeder")
+    seeder.add_torrent(data, tmp_path / "seed", seed=True)
+    run = torrentcore.run(_magnet(info_hash, peers=[seeder.endpoint]), tmp_path / "dl", "--no-dht",
+                          "--only", "nothing-like-this*")
+    assert run.wait(60) == 2, run.describe()
+    errors = [line for line in run.stderr.splitlines() if line.startswith("torrentcore: error:")]
+    assert len(errors) == 1 and "--only" in errors[0] and "Traceback" not in run.stderr, run.describe()
+    assert not (tmp_path / "dl" / "single.bin").exists()

@@ -210,7 +210,11 @@ class TorrentHandle:
         if self._exit_code is not None:
             self._end(self._exit_code, None)
             return
-        torrent = session._make_torrent(meta, self.save_path, self.config)
+        try:
+            torrent = session._make_torrent(meta, self.save_path, self.config)
+        except TorrentcoreError as exc:  # e.g. --only matching no file of the metadata: one line, its exit code
+            self._end(exc.exit_code, str(exc))
+            return
         torrent.add_peers(peers, source="magnet")
         self.attach(torrent)
 
