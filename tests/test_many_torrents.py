@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import struct
 
@@ -127,3 +128,36 @@ def test_a_seed_does_not_dial_a_seed_again(tmp_path, peers, torrentcore):
     dialled = [e for e in seeder.events("peer connected") if not e.get("incoming")]
     assert len(dialled) == 1, seeder.describe()
     assert seeder.stop() == 0, seeder.describe()
+
+
+def test_a_peer_arriving_during_the_data_check_waits_for_it(tmp_path, torrentcore, monkeypatch):
+    """The session listens from its start; an incoming peer for a torrent still checking is answered and
+    served once the check is done, not closed. The check is slowed to about 3 s by a test plugin."""
+    root = make_payload(tmp_path / "data", 4 * MiB, seed=53, name="big.bin")
+    torrent = tmp_path / "big.torrent"
+    make_torrent(root, [], piece_length=16 * KiB, out=torrent)  # 256 pieces
+    monkeypatch.setenv("TC_CHECK_DELAY", "0.012")
+    tests = os.path.dirname(os.path.abspath(__file__))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [tests, os.environ.get("PYTHONPATH")])))
+    seeder = torrentcore.start(["seed", torrent, "-d", tmp_path / "data", "--port", str(free_port()),
+                                "--listen-host", LOCALHOST, "--plugin", "tc_slow_check"], name="seeder")
+    port = seeder.wait_listening()
+    info_hash = bytes.fromhex(_info_hash_hex(torrent))
+    with socket.create_connection((LOCALHOST, port), timeout=30) as sock:
+        sock.sendall(struct.pack("B", 19) + b"BitTorrent protocol" + bytes(8) + info_hash + b"-XX0000-" + b"0" * 12)
+        sock.settimeout(30)
+        answer = b""
+        while len(answer) < 68 + 5:  # its handshake, then the first message (a bitfield), after the check
+            chunk = sock.recv(4096)
+            assert chunk, seeder.describe()
+            answer += chunk
+    assert answer[28:48] == info_hash
+    assert answer[68 + 4] == 5, "the first message after the handshake is the bitfield of the checked data"
+    assert seeder.events("checking existing data"), seeder.describe()
+    assert not seeder.events("peer connected") or seeder.events("peer connected")[0]["incoming"], seeder.describe()
+
+
+def _info_hash_hex(torrent) -> str:
+    from realpeers import info_hash_of
+
+    return info_hash_of(str(torrent)).hex()

@@ -37,6 +37,8 @@ log = structlog.get_logger(__name__)
 
 #: Connections that may be handshaking at once beside the session's connection cap.
 HANDSHAKING = 64
+#: Seconds an incoming peer for a torrent still checking its data waits before it is closed.
+ROUTE_WAIT = 30.0
 
 
 def make_peer_id() -> bytes:
@@ -219,22 +221,25 @@ class Session:
         self.dht = node
         return node
 
-    def _identity_for(self, info_hash: bytes) -> handshake.Identity | None:
+    def _serving(self, info_hash: bytes) -> Torrent | None:
+        """The torrent of ``info_hash`` if it takes peers now or once its data check is done."""
         handle = self._handles.get(info_hash)
         torrent = handle.torrent if handle is not None else None
-        if torrent is None or not torrent.accepts_peers:
-            return None
-        return torrent.swarm.identity
+        return torrent if torrent is not None and torrent.may_take_peers_soon else None
+
+    def _identity_for(self, info_hash: bytes) -> handshake.Identity | None:
+        torrent = self._serving(info_hash)
+        return torrent.swarm.identity if torrent is not None else None
 
     def _served_info_hashes(self) -> list[bytes]:
-        """Every info-hash taking peers now (an incoming MSE handshake names its torrent only by a hash)."""
-        return [h for h, handle in self._handles.items() if handle.torrent is not None and handle.torrent.accepts_peers]
+        """Every info-hash we answer for (an incoming MSE handshake names its torrent only by a hash)."""
+        return [h for h in self._handles if self._serving(h) is not None]
 
     def _route(self, done: handshake.Handshaken) -> None:
-        handle = self._handles.get(done.info_hash)
-        torrent = handle.torrent if handle is not None else None
-        if torrent is None or not torrent.accepts_peers:
-            done.conn.close("torrent no longer served")
+        torrent = self._serving(done.info_hash)
+        # A peer that arrives while the torrent checks its data waits (bounded) for the check to finish.
+        if torrent is None or not torrent.network_up.wait(ROUTE_WAIT) or not torrent.accepts_peers:
+            done.conn.close("torrent not taking peers")
             return
         torrent.swarm.run_peer(done, incoming=True)
 

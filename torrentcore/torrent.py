@@ -177,7 +177,8 @@ class Torrent:
         self.seeding_limits = SeedingLimits(config, meta.total_length)
         self._warned_hangups = False
         self._recheck = False
-        self._network_up = False
+        #: Set while the network runs (peers are taken); an incoming peer that arrives during the check waits.
+        self.network_up = gevent.event.Event()
 
     # --- what peers and collaborators call -------------------------------------------------------
 
@@ -334,7 +335,12 @@ class Torrent:
     @property
     def accepts_peers(self) -> bool:
         """The network runs: incoming connections for this torrent are taken."""
-        return self._network_up and self.exit_code is None
+        return self.network_up.is_set() and self.exit_code is None
+
+    @property
+    def may_take_peers_soon(self) -> bool:
+        """Running and not paused: an incoming peer may wait for the check to finish."""
+        return self.exit_code is None and self._unpaused.is_set()
 
     @property
     def paused(self) -> bool:
@@ -430,13 +436,13 @@ class Torrent:
         if self.complete:
             self.reporter.emit("completed", snapshot=self.snapshot())
         self.swarm.connect_now.set()
-        self._network_up = True
+        self.network_up.set()
         waiters = [self._done, self._pause_requested]
         gevent.wait(waiters, count=1)
         self._stop_network()
 
     def _stop_network(self) -> None:
-        self._network_up = False
+        self.network_up.clear()
         for g in self._greenlets:
             g.kill(block=False)
         self._greenlets.clear()
