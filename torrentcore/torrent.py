@@ -251,6 +251,9 @@ class Torrent:
         index = piece.index
         self.manager.piece_verified(index)
         self.reporter.emit("piece_verified", index=index)
+        if self.exit_code is not None:  # stored while stopping: counted, nothing more (the storage may be closed)
+            self.manager.recycle(piece)
+            return
         self.smart_ban.piece_verified(piece)
         self.manager.recycle(piece)
         self.swarm.broadcast_have(index)

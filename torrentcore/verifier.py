@@ -174,9 +174,9 @@ class Verifier:
             stored = self.pool.apply(self._hash_and_store, (piece,))
             if isinstance(stored, StorageError):
                 raise stored
-            if self._stopping():
-                return None
-            return stored
+            if stored:
+                return True  # written and marked complete: counted even while stopping (the record has it)
+            return None if self._stopping() else False
         digest = self.pool.apply(sha1, (piece.buffer,))
         if self._stopping():
             return None
