@@ -11,27 +11,14 @@ import random
 from collections.abc import Iterator
 
 import pytest
+from test_strategies import PL, bits, meta
 
-from torrentcore import bencode, metainfo
 from torrentcore.bitfield import Bitfield
 from torrentcore.hookspec import BLOCK_SIZE, PieceStrategy, SwarmView
 from torrentcore.piecemanager import ENDGAME_BLOCKS_PER_CALL, URGENT_DUPLICATE_PIECES, PieceManager
 from torrentcore_plugins.rarest_first import RandomOrder, RarestFirst, Sequential
 
-BLOCKS = 4
-PL = BLOCKS * BLOCK_SIZE
-
-
-def meta(num_pieces: int) -> metainfo.Metainfo:
-    info = {b"name": b"t", b"piece length": PL, b"pieces": b"\x00" * 20 * num_pieces, b"length": PL * num_pieces}
-    return metainfo.parse(bencode.encode({b"info": info}))
-
-
-def bits(n: int, idx) -> Bitfield:
-    bf = Bitfield(n)
-    for i in idx:
-        bf.set(i)
-    return bf
+BLOCKS = PL // BLOCK_SIZE
 
 
 class LastPieceFirst:

@@ -30,7 +30,6 @@ import hashlib
 import ipaddress
 import os
 import socket
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -57,6 +56,7 @@ from .peer.extensions import (
     metadata_request,
     parse_metadata,
 )
+from .statefile import write_atomic
 from .tracker import AnnounceRequest, TrackerTiers
 
 log = structlog.get_logger(__name__)
@@ -419,19 +419,9 @@ def save_torrent_file(folder: str, name: str, data: bytes) -> str:
 
     Written to a temporary file first and renamed, so a crash never leaves half a .torrent.
     """
-    os.makedirs(folder, exist_ok=True)
     path = os.path.join(folder, f"{name}.torrent")
-    fd, tmp = tempfile.mkstemp(prefix=".torrentcore-", suffix=".torrent.part", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    # The temporary name starts with .torrentcore- so that `create` never packs one a crash left behind.
+    write_atomic(path, data, mode=0o644, temp_prefix=".torrentcore-")
     return path
 
 

@@ -52,11 +52,6 @@ class RateLimits:
         rates = [b.rate for b in self.buckets if b.rate]
         return min(rates) if rates else 0.0
 
-    @property
-    def limited(self) -> bool:
-        """True when any limit is set."""
-        return any(b.rate for b in self.buckets)
-
     def consume(self, n: int) -> None:
         """Take ``n`` tokens from every bucket, sleeping as each requires."""
         for bucket in self.buckets:

@@ -152,7 +152,7 @@ def decode_json(raw: bytes) -> Any:
         raise ValueError(str(exc)) from None
 
 
-def write_atomic(path: str, data: bytes, mode: int = 0o600) -> None:
+def write_atomic(path: str, data: bytes, mode: int = 0o600, temp_prefix: str | None = None) -> None:
     """Replace ``path`` with a new file holding ``data``: ``mkstemp`` beside it, ``fsync``, ``os.replace``.
 
     Whatever is at ``path`` (a symlink, a FIFO) is replaced, never written through or opened; the folder
@@ -160,7 +160,8 @@ def write_atomic(path: str, data: bytes, mode: int = 0o600) -> None:
     """
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, mode=0o700, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
+    prefix = temp_prefix if temp_prefix is not None else "." + os.path.basename(path) + "."
+    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=folder)
     try:
         try:
             os.fchmod(fd, mode)

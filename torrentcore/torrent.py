@@ -294,12 +294,6 @@ class Torrent:
         self._main_greenlet.join(timeout)
         return self._main_greenlet.dead
 
-    def run(self) -> int:
-        """Start and wait until the end; return the exit code."""
-        self.start()
-        self.wait()
-        return self.exit_code if self.exit_code is not None else EXIT_RUNTIME
-
     def stop(self, exit_code: int = EXIT_INTERRUPTED) -> None:
         """End the torrent (Ctrl-C, SIGTERM, removal). Stopping a completed download's seeding is success."""
         if self.exit_code is None:
