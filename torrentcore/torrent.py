@@ -59,6 +59,8 @@ log = structlog.get_logger(__name__)
 
 #: Seconds between progress reports and ticks (rates, request time-outs, seeding limits).
 TICK = 1.0
+#: Most seconds a shutdown waits for pieces being hashed or written (one piece each, at most 16).
+SHUTDOWN_VERIFY_WAIT = 10.0
 
 _RESERVED = msg.reserved_bytes(msg.RESERVED_EXTENSIONS, msg.RESERVED_FAST)
 _RESERVED_DHT = bytes(a | b for a, b in zip(_RESERVED, msg.reserved_bytes(msg.RESERVED_DHT)))
@@ -238,14 +240,12 @@ class Torrent:
     def _verify_then_release(self, piece: Piece) -> None:
         try:
             verdict = self.verifier.verify(piece)
+            if verdict:
+                self._piece_stored(piece)
+            elif verdict is not None:
+                self._piece_failed(piece)
         finally:
-            self.verifier.release_slot()
-        if verdict is None:
-            return
-        if verdict:
-            self._piece_stored(piece)
-        else:
-            self._piece_failed(piece)
+            self.verifier.release_slot()  # after the verdict is counted: shutdown waits for this
 
     def _piece_stored(self, piece: Piece) -> None:
         index = piece.index
@@ -546,6 +546,9 @@ class Torrent:
 
     def _shutdown(self) -> None:
         self._stop_network()
+        # Pieces being hashed or written finish first (a stop lets no new write start): every piece the
+        # storage records is then counted in the final snapshot.
+        self.verifier.wait_idle(SHUTDOWN_VERIFY_WAIT)
         try:
             self.verifier.close()
         except StorageError as exc:

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import gevent
+import gevent.event
 import gevent.lock
 import structlog
 from gevent import monkey
@@ -60,6 +61,9 @@ class Verifier:
         self.storage_closed = False
         self.checked = 0
         self.threaded = bool(getattr(storage, "thread_safe_writes", False))
+        self._in_flight = 0
+        self._idle = gevent.event.Event()
+        self._idle.set()
         self._slots = gevent.lock.Semaphore(max(2, min(16, VERIFY_QUEUE_BYTES // max(1, meta.piece_length))))
 
     # --- the start-up check --------------------------------------------------------------------------
@@ -161,10 +165,20 @@ class Verifier:
     def acquire_slot(self) -> None:
         """Wait while :data:`VERIFY_QUEUE_BYTES` of pieces are queued for hashing."""
         self._slots.acquire()
+        self._in_flight += 1
+        self._idle.clear()
 
     def release_slot(self) -> None:
-        """A queued piece was hashed (and stored or refused)."""
+        """A queued piece was hashed and its verdict handled (stored and counted, or refused)."""
         self._slots.release()
+        self._in_flight -= 1
+        if not self._in_flight:
+            self._idle.set()
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait (bounded) until no piece is being hashed or stored: at shutdown, so that the summary counts
+        every piece the storage recorded. False on timeout."""
+        return self._idle.wait(timeout)
 
     def verify(self, piece: Piece) -> bool | None:
         """Hash a complete piece off the event loop, then store it. True: stored; False: hash failed;
