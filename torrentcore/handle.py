@@ -370,18 +370,26 @@ class TorrentHandle:
         if not self.finished:
             old.stop(EXIT_OK)
             old.wait(30)
+        from .statefile import open_folder_under
+
         os.makedirs(new, exist_ok=True)
         for entry in old.meta.data_files:
             src = os.path.join(self.save_path, *entry.path)
             if os.path.islink(src) or not os.path.isfile(src):
                 continue
+            # Folders inside the new place are made one component at a time; a planted link is refused.
+            os.close(open_folder_under(new, entry.path[:-1], create=True))
             dst = os.path.join(new, *entry.path)
-            os.makedirs(os.path.dirname(dst), exist_ok=True)
             if os.path.lexists(dst):
                 raise OSError(f"{dst} already exists")
             shutil.move(src, dst)
         delete_files(old.meta, self.save_path)  # the folders the files left empty
         self.restart(new)
+
+    def reannounce(self) -> None:
+        """Ask the trackers for peers now (a running torrent; nothing otherwise)."""
+        if self.torrent is not None and self.torrent.exit_code is None:
+            self.torrent.announcer.announce_now.set()
 
     def transferred(self) -> tuple[int, int]:
         """Payload bytes (downloaded, uploaded) over every run of this handle (``status()`` counts this run)."""

@@ -313,9 +313,7 @@ class Daemon:
     def reannounce(self, entries: list[TorrentEntry]) -> None:
         """torrent-reannounce: ask the trackers now."""
         for entry in entries:
-            t = entry.handle.torrent
-            if t is not None and t.announcer is not None:
-                t.announcer.announce_now.set()
+            entry.handle.reannounce()
 
     def remove(self, entries: list[TorrentEntry], delete_data: bool) -> None:
         """torrent-remove, optionally deleting this torrent's files."""

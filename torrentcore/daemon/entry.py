@@ -42,6 +42,8 @@ class TorrentEntry:
     #: The totals already in ``row`` when this process started the handle.
     base: tuple[int, int] = (0, 0)
     dirty: bool = False
+    #: What torrent-get computes once per metainfo (see fields.TorrentView.static).
+    cache: dict = field(default_factory=dict)
 
     @property
     def id(self) -> int:
@@ -83,6 +85,9 @@ class TorrentEntry:
 
     def file_count(self) -> int:
         """Data files (0 before a magnet link's metadata)."""
+        files = self.cache.get("files")
+        if files is not None:
+            return len(files)
         meta = self.handle.meta
         return len(meta.data_files) if meta is not None else 0
 

@@ -42,6 +42,25 @@ class TorrentView:
         return self.handle.meta
 
     @cached_property
+    def static(self) -> dict[str, Any]:
+        """Values that change only with the metainfo or the trackers (kept on the entry between requests)."""
+        tiers = self.handle.trackers()
+        key = (id(self.meta), sum(len(t) for t in tiers))
+        cache = self.entry.cache
+        if cache.get("key") != key:
+            cache.clear()
+            cache["key"] = key
+            cache["tiers"] = tiers
+            cache["trackers"] = _tracker_list(tiers)
+            cache["magnet"] = self.magnet_link(tiers)
+            cache["files"] = _file_layout(self.meta) if self.meta is not None else []
+        return cache
+
+    @cached_property
+    def failures(self) -> dict[str, str]:
+        return self.handle.tracker_failures()
+
+    @cached_property
     def file_done(self) -> list[int]:
         return self.handle.file_progress()
 
@@ -83,24 +102,28 @@ class TorrentView:
         s = self.status
         return max(0, s.wanted_bytes - round(s.progress * s.wanted_bytes)) if s.num_pieces else 0
 
-    def magnet_link(self) -> str:
+    def magnet_link(self, tiers: list[list[str]]) -> str:
         ih = self.row.info_hash
         link = f"magnet:?xt=urn:btih:{ih}&dn={quote(self.status.name)}"
-        for tier in self.handle.trackers():
+        for tier in tiers:
             for url in tier:
                 link += f"&tr={quote(url, safe='')}"
         return link
 
 
+def _file_layout(meta) -> list[dict]:
+    plen = meta.piece_length
+    return [{"length": f.length, "name": "/".join(f.path), "beginPiece": f.offset // plen,
+             "endPiece": (f.offset + f.length + plen - 1) // plen if f.length else f.offset // plen}
+            for f in meta.data_files]
+
+
 def _files(v: TorrentView) -> list[dict]:
-    meta = v.meta
-    if meta is None:
+    layout = v.static["files"]
+    if not layout:
         return []
     done = v.file_done
-    plen = meta.piece_length
-    return [{"bytesCompleted": done[i], "length": f.length, "name": "/".join(f.path), "beginPiece": f.offset // plen,
-             "endPiece": (f.offset + f.length + plen - 1) // plen if f.length else f.offset // plen}
-            for i, f in enumerate(meta.data_files)]
+    return [{"bytesCompleted": done[i], **f} for i, f in enumerate(layout)]
 
 
 def _file_stats(v: TorrentView) -> list[dict]:
@@ -132,8 +155,12 @@ def _peers_from(v: TorrentView) -> dict:
 
 
 def _trackers(v: TorrentView) -> list[dict]:
+    return v.static["trackers"]
+
+
+def _tracker_list(tiers: list[list[str]]) -> list[dict]:
     out = []
-    for tier, urls in enumerate(v.handle.trackers()):
+    for tier, urls in enumerate(tiers):
         for url in urls:
             host = urlsplit(url).hostname or ""
             out.append({"announce": url, "id": len(out), "scrape": _scrape_url(url), "sitename": _sitename(host),
@@ -152,7 +179,7 @@ def _sitename(host: str) -> str:
 
 
 def _tracker_stats(v: TorrentView) -> list[dict]:
-    failures = v.handle.tracker_failures()
+    failures = v.failures
     out = []
     for t in _trackers(v):
         error = failures.get(t["announce"])
@@ -170,13 +197,13 @@ def _tracker_stats(v: TorrentView) -> list[dict]:
 def _error(v: TorrentView) -> int:
     if v.status.error:
         return ERROR_LOCAL
-    return ERROR_TRACKER_WARNING if v.handle.tracker_failures() else ERROR_NONE
+    return ERROR_TRACKER_WARNING if v.failures else ERROR_NONE
 
 
 def _error_string(v: TorrentView) -> str:
     if v.status.error:
         return v.status.error
-    failures = v.handle.tracker_failures()
+    failures = v.failures
     return next(iter(failures.values()), "") if failures else ""
 
 
@@ -238,7 +265,7 @@ FIELDS: dict[str, Callable[[TorrentView], Any]] = {
     "errorString": _error_string,
     "eta": _eta,
     "etaIdle": lambda v: -1,
-    "file-count": lambda v: v.entry.file_count(),
+    "file-count": lambda v: len(v.static["files"]),
     "files": _files,
     "fileStats": _file_stats,
     "group": lambda v: "",
@@ -252,7 +279,7 @@ FIELDS: dict[str, Callable[[TorrentView], Any]] = {
     "isStalled": lambda v: v.stalled,
     "labels": lambda v: list(v.entry.setting("labels")),
     "leftUntilDone": lambda v: v.left,
-    "magnetLink": lambda v: v.magnet_link(),
+    "magnetLink": lambda v: v.static["magnet"],
     "manualAnnounceTime": lambda v: -1,
     "maxConnectedPeers": lambda v: v.entry.setting("peer-limit"),
     "metadataPercentComplete": lambda v: 1.0 if v.meta is not None else 0.0,
@@ -286,7 +313,7 @@ FIELDS: dict[str, Callable[[TorrentView], Any]] = {
     "status": lambda v: v.code,
     "torrentFile": _torrent_file,
     "totalSize": lambda v: v.status.total_bytes,
-    "trackerList": lambda v: "\n\n".join("\n".join(t) for t in v.handle.trackers()),
+    "trackerList": lambda v: "\n\n".join("\n".join(t) for t in v.static["tiers"]),
     "trackers": _trackers,
     "trackerStats": _tracker_stats,
     "uploadedEver": lambda v: v.entry.totals()[1],

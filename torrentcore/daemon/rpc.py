@@ -20,6 +20,7 @@ import structlog
 from .. import __version__
 from ..config import DAEMON_SESSION_DEFAULTS
 from ..errors import TorrentcoreError
+from ..statefile import UnsafePath
 from .app import DuplicateTorrent
 from .fields import FIELDS, torrent_fields
 
@@ -63,6 +64,8 @@ def _session_info(daemon: Daemon, session_id: str) -> dict[str, Any]:
     })
     if daemon.session is not None and daemon.session.port:
         info["peer-port"] = daemon.session.port
+    if daemon.options.no_dht:
+        info["dht-enabled"] = False
     return info
 
 
@@ -137,7 +140,7 @@ class Rpc:
             return str(exc), {}
         except TorrentcoreError as exc:
             return str(exc), {}
-        except (ValueError, TypeError, OSError) as exc:
+        except (ValueError, TypeError, OSError, UnsafePath) as exc:
             return f"{method}: {getattr(exc, 'strerror', None) or exc}", {}
         return "success", out or {}
 
