@@ -111,3 +111,23 @@ def test_watch_folder(swarm):
         d.wait_torrent(names[swarm.hash[name]], lambda t: t["percentDone"] == 1, 60, "percentDone")
         assert_same_tree(swarm.seeds / name, d.download_dir / name)
     assert "watch folder: invalid torrent file" in d.stderr()
+
+
+def test_per_torrent_download_limit(swarm):
+    """A torrent limited to 100 kB/s gets a small share of what an unlimited one beside it gets
+    (the progress of both is compared when the unlimited one completes: a ratio, not a time)."""
+    d = swarm.daemon
+    for name in ("q1", "q2"):  # fetch both again from scratch
+        tid = next(t["id"] for t in d.rpc("torrent-get", fields=["id", "name"])["torrents"] if t["name"] == name)
+        d.rpc("torrent-remove", ids=[tid], **{"delete-local-data": True})
+    assert wait_until(lambda: not (d.download_dir / "q1").exists() and not (d.download_dir / "q2").exists(), 20)
+    slow = d.rpc("torrent-add", filename=str(swarm.torrent["q1"]), paused=True)["torrent-added"]["id"]
+    fast = d.rpc("torrent-add", filename=str(swarm.torrent["q2"]), paused=True)["torrent-added"]["id"]
+    d.rpc("torrent-set", ids=[slow], downloadLimit=100, downloadLimited=True)
+    d.rpc("torrent-start", ids=[slow, fast])
+    t = d.wait_torrent(fast, lambda t: t["percentDone"] == 1, 60, "percentDone")
+    s = d.torrent(slow, "haveValid", "rateDownload")
+    assert s["haveValid"] < 0.5 * SIZE, (s, t)
+    d.rpc("torrent-set", ids=[slow], downloadLimited=False)
+    d.wait_torrent(slow, lambda t: t["percentDone"] == 1, 60, "percentDone")
+    assert_same_tree(swarm.seeds / "q1", d.download_dir / "q1")

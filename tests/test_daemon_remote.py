@@ -145,6 +145,21 @@ def test_stop_and_start(swarm):
     d.wait_torrent(tid, lambda t: t["status"] == 6, 30, "status")
 
 
+def test_verify(swarm):
+    d = swarm.daemon
+    tid = _ids(d.remote("-l"))["single"]
+
+    def checks() -> int:
+        return sum(1 for line in d.stderr().splitlines()
+                   if '"checking existing data"' in line and '"torrent": "single"' in line)
+
+    before = checks()
+    d.remote("-t", str(tid), "-v")
+    # The data is hashed again (the resume record is not trusted), then it seeds on.
+    assert wait_until(lambda: checks() > before, 30)
+    d.wait_torrent(tid, lambda t: t["status"] == 6 and t["percentDone"] == 1, 60, "status", "percentDone")
+
+
 def test_limits_alt_speed_and_per_torrent(swarm):
     d = swarm.daemon
     d.remote("-d", "300", "-u", "150")
