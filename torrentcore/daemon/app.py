@@ -166,6 +166,10 @@ class Daemon:
             peer_limit: int | None = None) -> TorrentEntry:
         """Add a torrent (a .torrent path or bytes, or a magnet link). Raises BadInputError (malformed),
         DuplicateTorrent (already there)."""
+        from ..magnet import is_magnet
+
+        if isinstance(source, str) and not is_magnet(source):
+            source = _read_torrent_file(source)  # a regular file only: never a FIFO or device
         loaded = load_source(source)
         ih = loaded.info_hash.hex()
         for entry in self.entries.values():
@@ -175,8 +179,7 @@ class Daemon:
         if paused is None:
             paused = not self.settings["start-added-torrents"]
         if loaded.meta is not None:
-            metainfo = source if isinstance(source, bytes) else _read_torrent_file(source)
-            magnet = None
+            metainfo, magnet = bytes(source), None
         else:
             metainfo, magnet = None, source
         settings: dict[str, Any] = {}
