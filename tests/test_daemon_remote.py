@@ -260,6 +260,7 @@ def test_add_with_folder_and_unwanted_file_then_restart_keeps_everything(swarm):
     before = {x["hashString"]: x for x in d.rpc("torrent-get", fields=["id", "hashString", "downloadDir", "wanted",
                                                                        "addedDate", "name"])["torrents"]}
     assert d.terminate() == 0, d.stderr()[-2000:]
+    trusted = d.stderr().count('"resume record trusted"')
     d.start()
     after = {x["hashString"]: x for x in d.rpc("torrent-get", fields=["id", "hashString", "downloadDir", "wanted",
                                                                       "addedDate", "name"])["torrents"]}
@@ -267,3 +268,5 @@ def test_add_with_folder_and_unwanted_file_then_restart_keeps_everything(swarm):
     for t in after.values():
         d.wait_torrent(t["id"], _done, 60, "percentDone", "status")
     assert after[swarm.hash["magnetic"]]["name"] == "magnetic"
+    # Resumed as `run` does: every resume record written at the clean stop is trusted, no data re-hashed.
+    assert d.stderr().count('"resume record trusted"') - trusted == len(after)
