@@ -243,6 +243,7 @@ class Daemon:
             down = s["speed-limit-down"] if s["speed-limit-down-enabled"] else 0
             up = s["speed-limit-up"] if s["speed-limit-up-enabled"] else 0
         self.session.set_rate_limits(int(down) * 1000, int(up) * 1000)
+        self.session.set_max_connections(int(s["peer-limit-global"]))
         for entry in self.entries.values():
             self._apply_seed_limits(entry)
 
