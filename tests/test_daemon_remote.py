@@ -232,6 +232,12 @@ def test_json_rpc_2(swarm):
     answer = r.json()
     assert answer["id"] == 5 and answer["jsonrpc"] == "2.0"
     assert {t["hash_string"] for t in answer["result"]["torrents"]} >= {swarm.hash["single"]}
+    r = swarm.daemon.post({"jsonrpc": "2.0", "method": "torrent_get", "id": 7,
+                           "params": {"fields": ["id", "hash_string"], "format": "table"}})
+    assert r.json()["result"]["torrents"][0] == ["id", "hash_string"]
+    r = swarm.daemon.post([{"jsonrpc": "2.0", "method": "session_get", "params": {"fields": ["rpc_version"]}, "id": 8},
+                           {"jsonrpc": "2.0", "method": "session_stats"}])  # a batch; the notification gets no answer
+    assert [a["result"] for a in r.json()] == [{"rpc_version": 17}]
     r = swarm.daemon.post({"jsonrpc": "2.0", "method": "no_such", "id": 6})
     assert r.json()["error"]["code"] == -32601
 
