@@ -424,6 +424,7 @@ class Daemon:
         for entry in list(self.entries.values()):
             h = entry.handle
             s = h.status()
+            entry.last_complete = s.num_pieces > 0 and s.progress >= 1.0
             row = entry.row
             if s.download_rate > 0 or s.upload_rate > 0:
                 entry.last_active = time.monotonic()
