@@ -137,11 +137,17 @@ def test_listening_beyond_loopback_needs_auth_and_a_whitelist(tmp_path):
     env.pop("TORRENTCORE_RPC_PASSWORD", None)
     base = [sys.executable, "-m", "torrentcore", "daemon", "--config-dir", str(tmp_path / "c"), "--rpc-port", "0",
             "--peer-port", "0", "--no-dht"]
-    for extra in (["--rpc-bind", "0.0.0.0"], ["--rpc-bind", "0.0.0.0", "--rpc-whitelist", "10.*"],
-                  ["--rpc-username", "alice"]):
-        res = subprocess.run(base + extra, capture_output=True, text=True, timeout=30, env=env)
-        assert res.returncode == 2, (extra, res.stderr)
-        assert len(res.stderr.strip().splitlines()) == 1 and "Traceback" not in res.stderr, res.stderr
+    extras = (["--rpc-bind", "0.0.0.0"], ["--rpc-bind", "0.0.0.0", "--rpc-whitelist", "10.*"],
+              ["--rpc-username", "alice"])
+    procs = [subprocess.Popen(base + extra, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+             for extra in extras]
+    for extra, p in zip(extras, procs):
+        try:
+            _, err = p.communicate(timeout=60)
+        finally:
+            p.kill()
+        assert p.returncode == 2, (extra, err)
+        assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
     res = subprocess.run([sys.executable, "-m", "torrentcore", "daemon", "--help"], capture_output=True, text=True,
                          timeout=30)
     assert "--rpc-password-file" in res.stdout and "--rpc-password " not in res.stdout

@@ -323,6 +323,8 @@ class Daemon:
         """torrent-remove, optionally deleting this torrent's files."""
         for entry in entries:
             entry.handle.remove(delete_data=delete_data)
+            if delete_data and entry.row.magnet:
+                _remove_saved_metadata(entry.row.download_dir, entry.row.info_hash)
             self.entries.pop(entry.id, None)
             self.db.delete(entry.id)
             self.removed.append((entry.id, time.time()))
@@ -491,6 +493,18 @@ class Daemon:
         """(free bytes, total bytes) of the filesystem holding ``path``."""
         usage = shutil.disk_usage(path)
         return usage.free, usage.total
+
+
+def _remove_saved_metadata(folder: str, info_hash: str) -> None:
+    """Delete the ``NAME.torrent`` the engine saved beside a magnet link's data (it is part of that data)."""
+    from ..metadata import find_saved_torrent
+
+    path = find_saved_torrent(folder, bytes.fromhex(info_hash))
+    if path is not None and not os.path.islink(path):
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
 
 
 def _read_torrent_file(path: str) -> bytes:
