@@ -337,7 +337,10 @@ class Daemon:
         for entry in entries:
             entry.sync_totals()
             if move:
+                old = entry.row.download_dir
                 entry.handle.move_data(location)
+                if entry.row.magnet:
+                    _move_saved_metadata(old, location, entry.row.info_hash)
             else:
                 entry.handle.restart(location)
             self.apply_torrent_settings(entry)
@@ -505,6 +508,19 @@ def _remove_saved_metadata(folder: str, info_hash: str) -> None:
             os.unlink(path)
         except OSError:
             pass
+
+
+def _move_saved_metadata(old: str, new: str, info_hash: str) -> None:
+    """Move the ``NAME.torrent`` saved beside a magnet link's data along with it."""
+    from ..metadata import find_saved_torrent
+
+    path = find_saved_torrent(old, bytes.fromhex(info_hash))
+    target = os.path.join(new, os.path.basename(path)) if path is not None else None
+    if path is not None and not os.path.islink(path) and not os.path.lexists(target):
+        try:
+            shutil.move(path, target)
+        except OSError as exc:
+            log.warning("cannot move the saved metadata", path=path, error=exc.strerror)
 
 
 def _read_torrent_file(path: str) -> bytes:
