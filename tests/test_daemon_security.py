@@ -73,6 +73,13 @@ def test_session_id_handshake_and_host_check(webui):
             status, _, _ = _request(port, "POST", "/transmission/rpc", body, {**sid, "Host": host})
             assert status == 200, host
         assert len(calls) == 6
+        # A chunked body (no Content-Length) is read too, bounded.
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        conn.request("POST", "/transmission/rpc", body=iter([body.encode()]), headers=sid, encode_chunked=True)
+        r = conn.getresponse()
+        assert r.status == 200 and json.loads(r.read())["arguments"]["echo"] == "session-get"
+        conn.close()
+        assert len(calls) == 7
         # Not valid JSON: an RPC answer, not an HTTP error.
         status, _, data = _request(port, "POST", "/transmission/rpc", "{nope", sid)
         assert status == 200 and "not valid JSON" in json.loads(data)["result"]
