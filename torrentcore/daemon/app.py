@@ -257,7 +257,7 @@ class Daemon:
         self._apply_seed_limits(entry)
         if h.meta is not None and isinstance(entry.row.settings.get("wanted"), list):
             wanted = entry.wanted()
-            if wanted and any(wanted):
+            if wanted:  # every file unwanted is fine: then no piece is wanted
                 h.set_file_priorities([1 if w else 0 for w in wanted])
 
     def _apply_seed_limits(self, entry: TorrentEntry) -> None:
@@ -370,8 +370,7 @@ class Daemon:
         entry.row.settings["wanted"] = flags
         entry.row.settings["priorities"] = prio
         entry.dirty = True
-        if any(flags):
-            entry.handle.set_file_priorities(flags)
+        entry.handle.set_file_priorities(flags)
 
     def move_queue(self, entries: list[TorrentEntry], how: str) -> None:
         """queue-move-top/up/down/bottom."""
