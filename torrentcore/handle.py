@@ -144,6 +144,7 @@ class TorrentHandle:
         self._attached = gevent.event.Event()
         self._paused = config.paused
         self._earlier = [0, 0]  # bytes down/up of earlier runs (restart, move_data)
+        self._magnet_trackers: list[list[str]] = []
 
     def __repr__(self) -> str:
         return f"<TorrentHandle {self.name!r} {self.info_hash.hex()}>"
@@ -324,7 +325,8 @@ class TorrentHandle:
 
     def set_seed_limits(self, ratio: float | None, minutes: float | None, idle: float | None) -> None:
         """Change when seeding stops (as ``TorrentConfig.seed_ratio``/``seed_time``/``seed_idle``; None or 0:
-        no such limit); a torrent already past a new limit stops seeding within a second."""
+        no such limit; the torrent seeds after completing, ``seed`` becomes True); a torrent already past a
+        new limit stops seeding within a second."""
         self.config = replace(self.config, seed=True, seed_ratio=ratio, seed_time=minutes, seed_idle=idle)
         if self.torrent is not None:
             self.torrent.config = replace(self.torrent.config, seed=True, seed_ratio=ratio, seed_time=minutes,
@@ -418,7 +420,7 @@ class TorrentHandle:
         """The tracker tiers (announce URLs) of the torrent or magnet link."""
         if self.torrent is not None:
             return [list(tier) for tier in self.torrent.meta.trackers]
-        return [list(tier) for tier in getattr(self, "_magnet_trackers", [])]
+        return [list(tier) for tier in self._magnet_trackers]
 
     def tracker_failures(self) -> dict[str, str]:
         """The last error of each tracker that failed (by URL)."""
