@@ -145,6 +145,7 @@ class TorrentHandle:
         self._paused = config.paused
         self._earlier = [0, 0]  # bytes down/up of earlier runs (restart, move_data)
         self._magnet_trackers: list[list[str]] = []
+        self._honors_session_limits = True
 
     def __repr__(self) -> str:
         return f"<TorrentHandle {self.name!r} {self.info_hash.hex()}>"
@@ -159,6 +160,8 @@ class TorrentHandle:
             torrent.pause()
         elif torrent.paused:  # a restart() of a handle resumed since its config said "paused"
             torrent.resume()
+        if not self._honors_session_limits:
+            self.honor_session_limits(False)
         torrent.start()
         self._attached.set()
 
@@ -322,6 +325,17 @@ class TorrentHandle:
         if self.torrent is not None:
             self.torrent.download_limit.buckets[0].set_rate(self.config.max_download_rate)
             self.torrent.upload_limit.buckets[0].set_rate(self.config.max_upload_rate)
+
+    def honor_session_limits(self, honored: bool) -> None:
+        """Whether the session's global rate limits apply to this torrent too (True by default); its own
+        limits always apply."""
+        self._honors_session_limits = honored
+        t = self.torrent
+        if t is not None:
+            for limits, shared in ((t.download_limit, t.services.download_limit),
+                                   (t.upload_limit, t.services.upload_limit)):
+                own = limits.buckets[0]
+                limits.buckets[:] = [own, shared] if honored else [own]
 
     def set_seed_limits(self, ratio: float | None, minutes: float | None, idle: float | None) -> None:
         """Change when seeding stops (as ``TorrentConfig.seed_ratio``/``seed_time``/``seed_idle``; None or 0:

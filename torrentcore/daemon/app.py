@@ -253,6 +253,7 @@ class Daemon:
         down = entry.setting("downloadLimit") * 1000 if entry.setting("downloadLimited") else 0
         up = entry.setting("uploadLimit") * 1000 if entry.setting("uploadLimited") else 0
         h.set_rate_limits(int(down), int(up))
+        h.honor_session_limits(bool(entry.setting("honorsSessionLimits")))
         h.set_max_peers(max(1, int(entry.setting("peer-limit"))))
         self._apply_seed_limits(entry)
         if h.meta is not None and isinstance(entry.row.settings.get("wanted"), list):
