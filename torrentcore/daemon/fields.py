@@ -244,11 +244,11 @@ def _int(x: Any) -> int:
     return int(x or 0)
 
 
-#: Every torrent-get field the daemon answers, by its RPC 17 name.
+#: Every torrent-get field the daemon answers, by its RPC 17 name. Left out, because the engine does not know
+#: them: availability (peers' bitfields per piece), secondsDownloading, secondsSeeding.
 FIELDS: dict[str, Callable[[TorrentView], Any]] = {
     "activityDate": lambda v: v.row.activity_date,
     "addedDate": lambda v: v.row.added_date,
-    "availability": lambda v: [],
     "bandwidthPriority": lambda v: v.entry.setting("bandwidthPriority"),
     "comment": lambda v: (v.meta.comment or "") if v.meta else "",
     "corruptEver": lambda v: 0,
@@ -301,8 +301,6 @@ FIELDS: dict[str, Callable[[TorrentView], Any]] = {
     "rateDownload": lambda v: int(v.status.download_rate) if v.running else 0,
     "rateUpload": lambda v: int(v.status.upload_rate) if v.running else 0,
     "recheckProgress": lambda v: 0.0,
-    "secondsDownloading": lambda v: 0,
-    "secondsSeeding": lambda v: 0,
     "seedIdleLimit": lambda v: v.entry.setting("seedIdleLimit"),
     "seedIdleMode": lambda v: v.entry.setting("seedIdleMode"),
     "seedRatioLimit": lambda v: v.entry.setting("seedRatioLimit"),
