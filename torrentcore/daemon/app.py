@@ -214,6 +214,7 @@ class Daemon:
             raise
         self.stats["filesAdded"] += 1
         log.info("torrent added", name=row.name, id=row.id, info_hash=ih)
+        self._apply_queue()  # it starts now if there is room, not at the next round
         return entry
 
     def _start_entry(self, row: TorrentRow, source: Any, queued: bool) -> TorrentEntry:

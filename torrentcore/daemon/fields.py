@@ -184,9 +184,10 @@ def _tracker_stats(v: TorrentView) -> list[dict]:
     for t in _trackers(v):
         error = failures.get(t["announce"])
         out.append({**t, "host": urlsplit(t["announce"]).netloc, "announceState": 1 if v.running else 0,
-                    "downloadCount": -1, "hasAnnounced": v.running, "hasScraped": False, "isBackup": False,
-                    "lastAnnouncePeerCount": 0, "lastAnnounceResult": error or ("Success" if v.running else ""),
-                    "lastAnnounceStartTime": 0, "lastAnnounceSucceeded": v.running and error is None,
+                    # The engine keeps no announce times or counts: "not announced yet" unless it failed.
+                    "downloadCount": -1, "hasAnnounced": error is not None, "hasScraped": False, "isBackup": False,
+                    "lastAnnouncePeerCount": 0, "lastAnnounceResult": error or "",
+                    "lastAnnounceStartTime": 0, "lastAnnounceSucceeded": False,
                     "lastAnnounceTime": 0, "lastAnnounceTimedOut": False, "lastScrapeResult": "",
                     "lastScrapeStartTime": 0, "lastScrapeSucceeded": False, "lastScrapeTime": 0,
                     "lastScrapeTimedOut": False, "leecherCount": -1, "nextAnnounceTime": 0, "nextScrapeTime": 0,
