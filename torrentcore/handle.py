@@ -413,6 +413,13 @@ class TorrentHandle:
         now = (t.stats.downloaded, t.stats.uploaded) if t is not None else (0, 0)
         return self._earlier[0] + now[0], self._earlier[1] + now[1]
 
+    def check_progress(self) -> float:
+        """How far the check of the data on disk is (0 to 1) while the state is ``checking``; 0 otherwise."""
+        t = self.torrent
+        if t is None or t.state != "checking" or not t.meta.num_pieces:
+            return 0.0
+        return min(1.0, t.verifier.checked / t.meta.num_pieces)
+
     def pieces(self) -> bytes:
         """The verified pieces as a BitTorrent bitfield (high bit first; empty before the metadata)."""
         return self.torrent.have.to_bytes() if self.torrent is not None else b""

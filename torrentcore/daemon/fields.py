@@ -301,7 +301,7 @@ FIELDS: dict[str, Callable[[TorrentView], Any]] = {
     "queuePosition": lambda v: v.row.queue_position,
     "rateDownload": lambda v: int(v.status.download_rate) if v.running else 0,
     "rateUpload": lambda v: int(v.status.upload_rate) if v.running else 0,
-    "recheckProgress": lambda v: 0.0,
+    "recheckProgress": lambda v: round(v.handle.check_progress(), 4),
     "seedIdleLimit": lambda v: v.entry.setting("seedIdleLimit"),
     "seedIdleMode": lambda v: v.entry.setting("seedIdleMode"),
     "seedRatioLimit": lambda v: v.entry.setting("seedRatioLimit"),
