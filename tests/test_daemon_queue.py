@@ -23,7 +23,7 @@ class Swarm:
         self.seeds = root / "seeds"
         self.seeder = LibtorrentPeer(name="seeder", upload_rate_limit=SEED_RATE, ignore_limits_on_local_network=False)
         self.torrent, self.hash, self.data = {}, {}, {}
-        for i, name in enumerate(("q1", "q2", "w1", "w2", "g1", "g2", "g3")):
+        for i, name in enumerate(("q1", "q2", "w1", "w2", "g1", "g2", "g3", "p1")):
             path = make_payload(self.seeds, SIZE, seed=70 + i, name=name)
             data, ih = make_torrent(path, trackers=[self.tracker.http_url], piece_length=32768,
                                     out=root / f"{name}.torrent")
@@ -156,3 +156,25 @@ def test_alternative_global_limit_and_a_torrent_that_ignores_it(swarm):
     d.wait_torrent(limited, lambda t: t["percentDone"] == 1, 60, "percentDone")
     for name in ("g1", "g3"):
         assert_same_tree(swarm.seeds / name, d.download_dir / name)
+
+
+def test_per_torrent_peer_limit(swarm):
+    """peer-limit 1 with two seeders in the swarm: never more than one peer connected, and it completes."""
+    d = swarm.daemon
+    with LibtorrentPeer(name="seeder2") as second:
+        second.add_torrent(swarm.data["p1"], swarm.seeds, seed=True)
+        tid = d.rpc("torrent-add", filename=str(swarm.torrent["p1"]), paused=True)["torrent-added"]["id"]
+        # Slow enough (200 kB/s) that both seeders would be connected without the limit.
+        d.rpc("torrent-set", ids=[tid], downloadLimit=200, downloadLimited=True, **{"peer-limit": 1})
+        d.rpc("torrent-start", ids=[tid])
+        most = 0
+
+        def done():
+            nonlocal most
+            t = d.torrent(tid, "peersConnected", "percentDone")
+            most = max(most, t["peersConnected"])
+            return t["percentDone"] == 1
+
+        assert wait_until(done, 60, interval=0.05)
+        assert most == 1 and d.torrent(tid, "peer-limit")["peer-limit"] == 1
+    assert_same_tree(swarm.seeds / "p1", d.download_dir / "p1")
