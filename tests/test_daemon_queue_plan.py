@@ -48,3 +48,27 @@ def test_seeds_have_their_own_queue_and_a_disabled_queue_starts_everything():
     p = plan([*seeds, *downloads], _settings(**{"seed-queue-enabled": True, "seed-queue-size": 1,
                                                  "download-queue-enabled": False}), lambda t: False)
     assert p.start == [*downloads, seeds[0]] and p.enqueue == []
+
+
+def test_stalled_means_no_data_moved_for_the_stall_time():
+    """fields.is_stalled on a torrent entry whose handle reports a running download (a stand-in handle:
+    only the status the queue reads)."""
+    import time
+    from types import SimpleNamespace
+
+    from torrentcore.daemon.database import TorrentRow
+    from torrentcore.daemon.entry import TorrentEntry
+    from torrentcore.daemon.fields import is_stalled
+
+    status = SimpleNamespace(state="downloading", num_pieces=10, progress=0.5)
+    handle = SimpleNamespace(status=lambda: status, meta=None)
+    now = time.monotonic()
+    entry = TorrentEntry(row=TorrentRow(info_hash="ab", name="x", download_dir="/x"), handle=handle,
+                         started=now - 120, last_active=now - 90)
+    assert is_stalled(entry, 60) and not is_stalled(entry, 100) and not is_stalled(entry, None)
+    entry.last_active = now
+    assert not is_stalled(entry, 60)
+    entry.last_active, entry.queued = 0.0, True  # a queued torrent is waiting, not stalled
+    assert not is_stalled(entry, 60)
+    entry.queued, status.state = False, "paused"
+    assert not is_stalled(entry, 60)
