@@ -207,6 +207,22 @@ def test_move_data(swarm):
     assert (target / "magnetic.torrent").exists() and not (d.download_dir / "magnetic.torrent").exists()
 
 
+def test_a_move_that_fails_half_way_puts_the_files_back(swarm):
+    d = swarm.daemon
+    tid = _ids(d.remote("-l"))["multi"]
+    names = [f["name"] for f in d.torrent(tid, "files")["files"]]
+    target = swarm.root / "occupied"
+    (target / names[-1]).parent.mkdir(parents=True)
+    (target / names[-1]).write_bytes(b"the user's own file")  # the last file cannot be moved there
+    r = d.post({"method": "torrent-set-location", "arguments": {"ids": [tid], "location": str(target), "move": True}})
+    assert "already exists" in r.json()["result"]
+    t = d.wait_torrent(tid, _done, 60, "percentDone", "status", "downloadDir")
+    assert t["downloadDir"] == str(d.download_dir)
+    assert_same_tree(swarm.payload["multi"], d.download_dir / "multi")
+    assert (target / names[-1]).read_bytes() == b"the user's own file"
+    assert [p.name for p in (target / "multi").rglob("*") if p.is_file()] == [os.path.basename(names[-1])]
+
+
 def test_transmission_rpc_client_reads_everything_and_malformed_is_refused(swarm):
     transmission_rpc = pytest.importorskip("transmission_rpc")
     client = transmission_rpc.Client(host="127.0.0.1", port=swarm.daemon.port, timeout=30)

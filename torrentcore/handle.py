@@ -375,7 +375,9 @@ class TorrentHandle:
     def move_data(self, new_path: str | os.PathLike) -> None:
         """Move the torrent's files to ``new_path`` (the same relative layout) and go on from there: the
         torrent is stopped, its files are moved (renamed, or copied then deleted across filesystems; never
-        through a link), then it is restarted in the new folder, where its data is checked again."""
+        through a link), then it is restarted in the new folder, where its data is checked again. When a file
+        cannot be moved (OSError, or UnsafePath for a link planted in the new place), the files already moved
+        are put back, the torrent goes on in its old folder, and the error is raised."""
         import shutil
 
         new = os.path.abspath(os.fspath(new_path))
@@ -388,17 +390,28 @@ class TorrentHandle:
             old.wait(30)
         from .statefile import open_folder_under
 
-        os.makedirs(new, exist_ok=True)
-        for entry in old.meta.data_files:
-            src = os.path.join(self.save_path, *entry.path)
-            if os.path.islink(src) or not os.path.isfile(src):
-                continue
-            # Folders inside the new place are made one component at a time; a planted link is refused.
-            os.close(open_folder_under(new, entry.path[:-1], create=True))
-            dst = os.path.join(new, *entry.path)
-            if os.path.lexists(dst):
-                raise OSError(f"{dst} already exists")
-            shutil.move(src, dst)
+        moved: list[tuple[str, str]] = []
+        try:
+            os.makedirs(new, exist_ok=True)
+            for entry in old.meta.data_files:
+                src = os.path.join(self.save_path, *entry.path)
+                if os.path.islink(src) or not os.path.isfile(src):
+                    continue
+                # Folders inside the new place are made one component at a time; a planted link is refused.
+                os.close(open_folder_under(new, entry.path[:-1], create=True))
+                dst = os.path.join(new, *entry.path)
+                if os.path.lexists(dst):
+                    raise OSError(f"{dst} already exists")
+                shutil.move(src, dst)
+                moved.append((src, dst))
+        except BaseException:
+            for src, dst in reversed(moved):  # put back what was moved, and go on where it was
+                try:
+                    shutil.move(dst, src)
+                except OSError:
+                    log.warning("cannot move a file back after a failed move", path=dst)
+            self.restart()
+            raise
         delete_files(old.meta, self.save_path)  # the folders the files left empty
         self.restart(new)
 
