@@ -190,6 +190,7 @@ def test_second_daemon_on_the_same_folder_refuses(tmp_path):
         res = _daemon_once(tmp_path, first.config_dir)
         _one_line(res, "another torrentcore daemon", str(first.process.pid))
         assert first.returncode is None
-        assert first.terminate() == 0
+        first.rpc("session-close")  # the RPC's way to stop it: exit 0, as SIGTERM
+        assert first.process.wait(60) == 0
     finally:
         first.kill()
