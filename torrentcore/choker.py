@@ -7,6 +7,13 @@ get it). One more peer, the optimistic unchoke, is picked at random among the
 other interested peers and rotated every ``OPTIMISTIC_INTERVAL`` seconds, so
 that newcomers get a chance to show their rate. Snubbed peers (that stopped
 sending to us) do not get regular slots while we leech.
+
+Greedy peers never get a slot, regular or optimistic (issue 13: 200 peers that requested endlessly took
+every slot from an honest leecher): one that kept requesting while choked (past the grace for requests
+already on the way, :data:`GREEDY_CHOKED_REQUESTS`), or that was sent more than the whole torrent plus
+:data:`OVERSERVE_SLACK` (an honest leecher needs each byte once). The optimistic unchoke goes to the
+interested peer that has waited longest since it was choked or connected (as libtorrent picks it), so a
+peer that stays connected gets its turn before newcomers that keep reconnecting.
 """
 
 from __future__ import annotations
@@ -22,13 +29,29 @@ if TYPE_CHECKING:  # pragma: no cover
 INTERVAL = 10.0
 OPTIMISTIC_INTERVAL = 30.0
 DEFAULT_SLOTS = 4
+#: Requests while choked (counted by the peer past its grace) that make a peer greedy; the peer is dropped
+#: at 50 (``peer.MAX_CHOKED_REQUESTS``), and never unchoked from 10 on.
+GREEDY_CHOKED_REQUESTS = 10
+#: Bytes beyond the torrent's size we may send one peer before it counts as greedy (re-requests after a
+#: failed hash check elsewhere, or after a reconnection, stay far below).
+OVERSERVE_SLACK = 16 << 20
+
+
+def greedy(peer, total_length: int = 0) -> bool:
+    """Whether a peer asks beyond any honest rate: requests while choked, or more than the torrent again."""
+    if getattr(peer, "choked_requests", 0) >= GREEDY_CHOKED_REQUESTS:
+        return True
+    return bool(total_length) and getattr(peer.up, "total", 0) > total_length + OVERSERVE_SLACK
 
 
 class Choker:
     """Decides which peers we upload to."""
 
-    def __init__(self, swarm: SwarmView, slots: int = DEFAULT_SLOTS, rng: random.Random | None = None):
+    def __init__(self, swarm: SwarmView, slots: int = DEFAULT_SLOTS, rng: random.Random | None = None,
+                 total_length: int = 0):
         self.swarm = swarm
+        self.total_length = total_length
+        self._waiting: dict[int, float] = {}  # id(peer) -> since when it waits for a slot (choked or new)
         self.slots = max(1, slots)
         self.rng = rng or random.Random()
         self.optimistic: Peer | None = None
@@ -37,7 +60,7 @@ class Choker:
 
     def peer_interest_changed(self, peer: Peer) -> None:
         """React at once when a slot is free, instead of waiting for the next round."""
-        if peer.peer_interested and peer.am_choking:
+        if peer.peer_interested and peer.am_choking and not greedy(peer, self.total_length):
             unchoked = sum(1 for p in self.swarm.peers.values() if not p.am_choking)
             if unchoked < self.slots + 1:
                 peer.unchoke()
@@ -48,7 +71,9 @@ class Choker:
         """One round of the algorithm."""
         now = time.monotonic() if now is None else now
         peers = [p for p in self.swarm.peers.values() if not p.conn.closed]
-        interested = [p for p in peers if p.peer_interested and not p.has.complete]
+        interested = [p for p in peers if p.peer_interested and not p.has.complete
+                      and not greedy(p, self.total_length)]
+        waiting = {id(p): self._waiting.get(id(p), now) for p in peers}
         # Seeding: every wanted piece is verified (the whole torrent, or the selected files' pieces).
         seeding = self.swarm.complete
         if seeding:
@@ -61,7 +86,10 @@ class Choker:
         opt = self.optimistic
         if opt is None or opt not in rest or now - self._optimistic_since >= OPTIMISTIC_INTERVAL:
             choices = [p for p in rest if p is not opt] or rest
-            new = self.rng.choice(choices) if choices else None
+            new = None
+            if choices:  # the one waiting longest; ties (peers that came together) drawn at random
+                first = min(waiting[id(p)] for p in choices)
+                new = self.rng.choice([p for p in choices if waiting[id(p)] == first])
             if new is not opt:
                 self.rotations += 1
             self.optimistic = new
@@ -72,5 +100,9 @@ class Choker:
         for p in peers:
             if id(p) in keep:
                 p.unchoke()
+                waiting[id(p)] = now  # its wait starts again once it is choked
             else:
+                if not p.am_choking:
+                    waiting[id(p)] = now
                 p.choke()
+        self._waiting = waiting

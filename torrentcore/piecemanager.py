@@ -469,6 +469,18 @@ class PieceManager:
         if self.have.set(index) and (self.selected is None or self.selected[index]):
             self._missing -= 1
 
+    def piece_lost(self, index: int) -> None:
+        """A piece we had (trusted from a resume record) turned out bad: it is wanted again from scratch.
+        ``have`` is cleared by the caller."""
+        if index in self.partial or index in self.verifying:
+            return
+        self._unstarted += 1
+        if self.selected is None or self.selected[index]:
+            self._missing += 1
+        self.endgame = False
+        self._endgame_epoch += 1
+        self.version += 1
+
     def piece_failed(self, index: int) -> None:
         """The piece failed its hash check: it is wanted again from scratch."""
         self.verifying.discard(index)

@@ -1,0 +1,282 @@
+"""Connection slots and upload fairness under floods (issue 13), with libtorrent as the honest party.
+
+The attackers are ``tests/flooder.py`` in their own process: connections that never send a byte, handshakes
+sent one byte a second, and greedy peers that request without end. The honest libtorrent peer must finish;
+its rate next to a clean run is printed as a ratio (never asserted: the machine is shared), while the
+number of file descriptors of the engine under the flood is asserted to stay bounded. The slots themselves
+are tested as units.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import gevent
+import pytest
+from realpeers import RealPeers, assert_same_tree, make_payload, make_torrent, wait_until
+from torrentcore_cli import torrentcore_factory  # noqa: F401  (fixture "torrentcore")
+
+from torrentcore.slots import HALF_OPEN_IN, ConnectionSlots, HalfOpen, direction_limit, least_useful
+
+MiB = 1 << 20
+FLOODER = os.path.join(os.path.dirname(__file__), "flooder.py")
+#: The engine's fds under a flood: both half-open caps, the established peers of one torrent, and ~64 others.
+FD_BOUND = HALF_OPEN_IN + 32 + 50 + 80
+
+
+@pytest.fixture
+def peers(tmp_path):
+    with RealPeers(tmp_path / "peers") as pool:
+        yield pool
+        print(pool.describe())
+
+
+# --- units ------------------------------------------------------------------------------------------
+
+
+def test_half_open_pushes_out_the_oldest_and_slots_keep_a_share_per_direction():
+    closed = []
+    half = HalfOpen(3)
+    keys = [half.add(lambda n=n: closed.append(n)) for n in range(5)]
+    assert closed == [0, 1] and len(half) == 3 and half.evicted == 2
+    half.done(keys[3])
+    assert len(half) == 2
+    slots = ConnectionSlots(8, max_per_ip=2)
+    incoming = [slots.acquire(incoming=True) for _ in range(8)]
+    assert sum(s is not None for s in incoming) == direction_limit(8) == 6  # 2 kept for dialling
+    out = [slots.acquire(incoming=False) for _ in range(3)]
+    assert sum(s is not None for s in out) == 2 and slots.full
+    incoming[0].release()
+    incoming[0].release()  # idempotent
+    assert slots.incoming == 5 and slots.room(incoming=True) == 1
+    assert slots.open_from("127.0.0.1") and slots.open_from("127.0.0.1") and not slots.open_from("127.0.0.1")
+    assert slots.open_from("127.0.0.2") and slots.refused_per_ip == 1
+    slots.closed_from("127.0.0.1")
+    assert slots.open_from("127.0.0.1")
+
+
+class _P:
+    def __init__(self, name, down=0, up=0, interested=False, choking=True):
+        self.name = name
+        self.down = type("R", (), {"total": down})()
+        self.up = type("R", (), {"total": up})()
+        self.peer_interested = interested
+        self.peer_choking = choking
+        self.conn = type("C", (), {"closed": False})()
+
+
+def test_least_useful_is_an_idle_peer_past_its_grace():
+    idle_old, idle_new = _P("idle-old"), _P("idle-new")
+    useful = [_P("gives", down=1), _P("takes", up=1), _P("wants", interested=True), _P("unchokes", choking=False)]
+    since = {"idle-old": 0.0, "idle-new": 99.0, **{p.name: 0.0 for p in useful}}
+    assert least_useful([*useful, idle_new, idle_old], now=100.0, since=lambda p: since[p.name]) is idle_old
+    assert least_useful([*useful, idle_new], now=100.0, since=lambda p: since[p.name]) is None
+
+
+# --- per IP -----------------------------------------------------------------------------------------
+
+
+def test_default_per_ip_limit_applies_to_loopback(tmp_path):
+    """Twenty connections from 127.0.0.1 to a session with the default settings: 8 stay, the rest are closed."""
+    from torrentcore import Session, SessionConfig
+
+    with Session(SessionConfig(listen_port=0, listen_hosts=("127.0.0.1",), dht=False)) as session:
+        socks = [socket.create_connection(("127.0.0.1", session.port), timeout=5) for _ in range(20)]
+        try:
+            assert wait_until(lambda: session.slots.refused_per_ip >= 12, 5)
+            gevent.sleep(0.2)
+            open_ = 0
+            for s in socks:
+                s.setblocking(False)
+                try:
+                    open_ += s.recv(1) != b""
+                except BlockingIOError:
+                    open_ += 1
+                except OSError:
+                    pass
+            assert open_ == SessionConfig().max_connections_per_ip == 8
+            assert session.slots.refused_per_ip == 12
+        finally:
+            for s in socks:
+                s.close()
+
+
+# --- floods with libtorrent --------------------------------------------------------------------------
+
+
+def _fds(pid: int) -> int:
+    try:
+        return len(os.listdir(f"/proc/{pid}/fd"))
+    except OSError:
+        return 0
+
+
+class Flood:
+    """``tests/flooder.py`` against ``port``; ``max_fds``: the most fds seen in ``watch_pid`` meanwhile."""
+
+    def __init__(self, port: int, seconds: float, watch_pid: int, **kinds) -> None:
+        args = [sys.executable, FLOODER, "--port", str(port), "--seconds", str(seconds)]
+        for key, value in kinds.items():
+            args += [f"--{key.replace('_', '-')}", str(value)]
+        self.process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.max_fds = 0
+        self._watch = gevent.spawn(self._watch_fds, watch_pid)
+
+    def _watch_fds(self, pid: int) -> None:
+        while self.process.poll() is None:
+            self.max_fds = max(self.max_fds, _fds(pid))
+            gevent.sleep(0.1)
+
+    def wait_started(self) -> None:
+        line = self.process.stdout.readline()
+        assert "flooding" in line, self.process.stderr.read()
+
+    def stop(self) -> dict:
+        self.process.terminate()
+        try:
+            out, _err = self.process.communicate(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            out, _err = self.process.communicate(timeout=5)
+        self._watch.kill()
+        lines = [json.loads(x) for x in out.splitlines() if x.startswith("{")]
+        return lines[-1] if lines else {}
+
+
+def _leech(peers: RealPeers, name: str, torrent: bytes, seeder_port: int, timeout: float) -> float | None:
+    """A fresh libtorrent leecher downloads from ``seeder_port``; seconds taken, or None if it did not finish."""
+    leecher = peers.libtorrent(name)
+    save = peers.path(name)
+    leecher.add_torrent(torrent, save)
+    start = time.monotonic()
+    leecher.connect_peer("127.0.0.1", seeder_port)
+    # libtorrent does not retry a refused or evicted dial quickly by itself: ask again while it has no peer.
+    deadline = start + timeout
+    while time.monotonic() < deadline:
+        if leecher.wait_finished(timeout=1.0):
+            return time.monotonic() - start
+        if not leecher.peer_info():
+            leecher.connect_peer("127.0.0.1", seeder_port)
+    return None
+
+
+@pytest.fixture
+def payload(tmp_path):
+    data = make_payload(tmp_path / "data", 4 * MiB, seed=13)
+    torrent, info_hash = make_torrent(data, piece_length=256 * 1024, out=tmp_path / "p.torrent")
+    return data, torrent, info_hash
+
+
+def test_seed_serves_libtorrent_through_1000_idle_and_300_slow_connections(tmp_path, peers, torrentcore, payload):
+    data, torrent, _ = payload
+    seeder = torrentcore.seed(tmp_path / "p.torrent", tmp_path / "data", "--max-connections-per-ip", "5000",
+                              "--seed-ratio", "0", "--seed-time", "0", "--seed-idle", "0", name="seeder")
+    port = seeder.wait_listening()
+    clean = _leech(peers, "clean", torrent, port, 60)
+    assert clean is not None, seeder.describe()
+    flood = Flood(port, 40, seeder.process.pid, idle=1000, slow=300)
+    flood.wait_started()
+    gevent.sleep(2)  # the crowd is connected
+    flooded = _leech(peers, "flooded", torrent, port, 60)
+    stats = flood.stop()
+    print(f"seed: clean {clean:.2f} s, flooded {flooded} s, ratio of rates "
+          f"{(clean / flooded) if flooded else 0:.2f}; flooder {stats}; max fds {flood.max_fds}")
+    assert flooded is not None, seeder.describe()
+    assert_same_tree(data, os.path.join(peers.path("flooded"), "payload"))
+    assert stats.get("opened", 0) >= 1300 and stats.get("closed_by_peer", 0) > 0  # the crowd was there
+    assert 0 < flood.max_fds <= FD_BOUND
+    assert seeder.returncode is None  # still serving
+
+
+def test_run_downloads_from_libtorrent_through_1000_idle_and_300_slow_connections(tmp_path, peers, torrentcore,
+                                                                                 payload):
+    data, torrent, _ = payload
+    lt_seed = peers.libtorrent("seed")
+    lt_seed.add_torrent(torrent, tmp_path, seed=True)
+    clean_start = time.monotonic()
+    clean = torrentcore.run(tmp_path / "p.torrent", tmp_path / "clean", peers=[lt_seed.endpoint], name="clean")
+    assert clean.wait(60) == 0, clean.describe()
+    clean_s = time.monotonic() - clean_start
+    # The flood starts once the engine listens, before it has dialled the seeder: it must still dial it.
+    run = torrentcore.run(tmp_path / "p.torrent", tmp_path / "out", "--max-connections-per-ip", "5000",
+                          peers=[lt_seed.endpoint], name="flooded")
+    start = time.monotonic()
+    port = run.wait_listening()
+    flood = Flood(port, 40, run.process.pid, idle=1000, slow=300)
+    flood.wait_started()
+    code = run.wait(60)
+    flooded_s = time.monotonic() - start
+    stats = flood.stop()
+    print(f"run: clean {clean_s:.2f} s, flooded {flooded_s:.2f} s, ratio of rates {clean_s / flooded_s:.2f}; "
+          f"flooder {stats}; max fds {flood.max_fds}")
+    assert code == 0, run.describe()
+    assert_same_tree(data, tmp_path / "out" / "payload")
+    assert 0 < flood.max_fds <= FD_BOUND
+
+
+def test_greedy_requesters_do_not_starve_a_libtorrent_leecher(tmp_path, peers, torrentcore, payload):
+    data, torrent, info_hash = payload
+    seeder = torrentcore.seed(tmp_path / "p.torrent", tmp_path / "data", "--max-connections-per-ip", "5000",
+                              "--max-peers", "300", "--seed-ratio", "0", "--seed-time", "0", "--seed-idle", "0",
+                              name="seeder")
+    port = seeder.wait_listening()
+    flood = Flood(port, 60, seeder.process.pid, greedy=200, info_hash=info_hash.hex(), pieces=16,
+                  piece_length=256 * 1024, length=4 * MiB)
+    flood.wait_started()
+    gevent.sleep(3)  # the greedy crowd holds its slots
+    took = _leech(peers, "honest", torrent, port, 60)
+    stats = flood.stop()
+    print(f"greedy: the honest leecher took {took} s; flooder {stats}; max fds {flood.max_fds}")
+    assert took is not None, seeder.describe()
+    assert_same_tree(data, os.path.join(peers.path("honest"), "payload"))
+    assert stats.get("requests", 0) > 10_000  # they did ask, endlessly
+
+
+def test_a_trusted_piece_that_is_bad_is_hashed_before_upload_and_downloaded_again(tmp_path, peers, monkeypatch):
+    """Issue 13, 7c: the resume record claims a piece whose bytes changed (size and time kept). The first
+    upload read hashes it: the libtorrent leecher never gets the bad bytes, and the piece comes again from a
+    libtorrent seed."""
+    from torrentcore import Session, SessionConfig, TorrentConfig
+    from torrentcore_plugins import filesystem
+
+    data = make_payload(tmp_path / "data", 4 * MiB, seed=21)
+    torrent, _ = make_torrent(data, piece_length=256 * 1024, out=tmp_path / "p.torrent")
+    good = open(data, "rb").read()
+    state = tmp_path / "state"
+    cfg = SessionConfig(listen_port=0, listen_hosts=("127.0.0.1",), dht=False, state_dir=str(state))
+    with Session(cfg) as session:  # a first run checks the data and writes the resume record
+        handle = session.add_torrent(str(tmp_path / "p.torrent"), tmp_path / "data",
+                                     TorrentConfig.seeding_forever())
+        assert wait_until(lambda: handle.status().state == "seeding", 30)
+    bad_piece = 7
+    st = os.stat(data)
+    with open(data, "r+b") as f:
+        f.seek(bad_piece * 256 * 1024 + 1000)
+        f.write(b"\xff" * 64)
+    os.utime(data, ns=(st.st_atime_ns, st.st_mtime_ns))
+    monkeypatch.setattr(filesystem, "RESUME_SAMPLE", 2)  # only the first and last piece are sampled
+    lt_seed = peers.libtorrent("seed")
+    good_dir = tmp_path / "good"
+    os.makedirs(good_dir)
+    with open(good_dir / "payload", "wb") as f:
+        f.write(good)
+    lt_seed.add_torrent(torrent, good_dir, seed=True)
+    with Session(cfg) as session:
+        handle = session.add_torrent(str(tmp_path / "p.torrent"), tmp_path / "data",
+                                     TorrentConfig(seed_ratio=None, seed_time=None, seed_idle=None,
+                                                   peers=(lt_seed.endpoint,)))
+        assert wait_until(lambda: handle.status().state == "seeding", 30)
+        leecher = peers.libtorrent("leecher")
+        leecher.add_torrent(torrent, peers.path("leecher"))
+        leecher.connect_peer("127.0.0.1", session.port)
+        assert leecher.wait_finished(60), leecher.describe()
+        assert wait_until(lambda: handle.status().state == "seeding", 30)
+        assert open(data, "rb").read() == good  # downloaded again from the libtorrent seed
+        # libtorrent never saw a bad piece from us (its hash_failed alerts) and has the right bytes.
+        assert leecher._alert_count("hash_failed_alert", leecher.handle) == 0
+        assert_same_tree(tmp_path / "good", peers.path("leecher"))
