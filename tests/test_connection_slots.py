@@ -193,29 +193,38 @@ def test_seed_serves_libtorrent_through_1000_idle_and_300_slow_connections(tmp_p
     assert seeder.returncode is None  # still serving
 
 
+def _run_once(tmp_path, peers, torrentcore, torrent, name: str, flood: dict | None):
+    """``torrentcore run`` with a libtorrent seed given by ``--peer``, whose torrent is added only once the run
+    listens (and, with ``flood``, once the crowd is connected): the engine must dial it through the flood.
+    Returns (exit code, seconds from the seed's start to the exit, the Flood or None, the process)."""
+    lt_seed = peers.libtorrent(f"seed-{name}")
+    run = torrentcore.run(tmp_path / "p.torrent", tmp_path / name, "--max-connections-per-ip", "5000",
+                          peers=[lt_seed.endpoint], name=name)
+    port = run.wait_listening()
+    crowd = None
+    if flood is not None:
+        crowd = Flood(port, 60, run.process.pid, **flood)
+        crowd.wait_started()
+    gevent.sleep(2)  # the crowd is connected (the same wait without one)
+    lt_seed.add_torrent(torrent, tmp_path / "data", seed=True)
+    start = time.monotonic()
+    code = run.wait(60)
+    return code, time.monotonic() - start, crowd, run
+
+
 def test_run_downloads_from_libtorrent_through_1000_idle_and_300_slow_connections(tmp_path, peers, torrentcore,
                                                                                  payload):
     data, torrent, _ = payload
-    lt_seed = peers.libtorrent("seed")
-    lt_seed.add_torrent(torrent, tmp_path, seed=True)
-    clean_start = time.monotonic()
-    clean = torrentcore.run(tmp_path / "p.torrent", tmp_path / "clean", peers=[lt_seed.endpoint], name="clean")
-    assert clean.wait(60) == 0, clean.describe()
-    clean_s = time.monotonic() - clean_start
-    # The flood starts once the engine listens, before it has dialled the seeder: it must still dial it.
-    run = torrentcore.run(tmp_path / "p.torrent", tmp_path / "out", "--max-connections-per-ip", "5000",
-                          peers=[lt_seed.endpoint], name="flooded")
-    start = time.monotonic()
-    port = run.wait_listening()
-    flood = Flood(port, 40, run.process.pid, idle=1000, slow=300)
-    flood.wait_started()
-    code = run.wait(60)
-    flooded_s = time.monotonic() - start
+    code, clean_s, _, clean = _run_once(tmp_path, peers, torrentcore, torrent, "clean", None)
+    assert code == 0, clean.describe()
+    code, flooded_s, flood, run = _run_once(tmp_path, peers, torrentcore, torrent, "flooded",
+                                            {"idle": 1000, "slow": 300})
     stats = flood.stop()
     print(f"run: clean {clean_s:.2f} s, flooded {flooded_s:.2f} s, ratio of rates {clean_s / flooded_s:.2f}; "
           f"flooder {stats}; max fds {flood.max_fds}")
     assert code == 0, run.describe()
-    assert_same_tree(data, tmp_path / "out" / "payload")
+    assert_same_tree(data, tmp_path / "flooded" / "payload")
+    assert stats.get("opened", 0) >= 1300 and stats.get("closed_by_peer", 0) > 0  # the crowd was there
     assert 0 < flood.max_fds <= FD_BOUND
 
 
