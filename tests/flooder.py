@@ -5,6 +5,7 @@
 
 * ``--idle N`` connections that never send a byte;
 * ``--slow N`` connections that send a plaintext BitTorrent handshake one byte a second;
+* ``--handshaken N`` peers that complete a plaintext handshake for the torrent and then say nothing more;
 * ``--greedy N`` peers that handshake for the torrent, declare interest, and then send REQUESTs without end,
   whether choked or not (up to ``--burst`` a round every 20 ms), reading and dropping whatever comes.
 
@@ -93,6 +94,19 @@ def slow(port: int, deadline: float, reconnect: float, info_hash: bytes) -> None
         gevent.sleep(reconnect)
 
 
+def handshaken(port: int, deadline: float, reconnect: float, info_hash: bytes) -> None:
+    while time.monotonic() < deadline:
+        sock = _connect(port)
+        if sock is not None:
+            try:
+                sock.sendall(handshake(info_hash))
+                _drain(sock, deadline)
+            except OSError:
+                pass
+            sock.close()
+        gevent.sleep(reconnect)
+
+
 def greedy(port: int, deadline: float, reconnect: float, info_hash: bytes, pieces: int, piece_length: int,
            length: int, burst: int) -> None:
     while time.monotonic() < deadline:
@@ -125,6 +139,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, required=True)
     ap.add_argument("--idle", type=int, default=0)
     ap.add_argument("--slow", type=int, default=0)
+    ap.add_argument("--handshaken", type=int, default=0)
     ap.add_argument("--greedy", type=int, default=0)
     ap.add_argument("--info-hash", default="00" * 20)
     ap.add_argument("--pieces", type=int, default=1)
@@ -143,6 +158,7 @@ def main() -> None:
     info_hash = bytes.fromhex(args.info_hash)
     jobs = [gevent.spawn(idle, args.port, deadline, args.reconnect) for _ in range(args.idle)]
     jobs += [gevent.spawn(slow, args.port, deadline, args.reconnect, info_hash) for _ in range(args.slow)]
+    jobs += [gevent.spawn(handshaken, args.port, deadline, args.reconnect, info_hash) for _ in range(args.handshaken)]
     jobs += [gevent.spawn(greedy, args.port, deadline, args.reconnect, info_hash, args.pieces, args.piece_length,
                           args.length, args.burst) for _ in range(args.greedy)]
     print(json.dumps({"event": "flooding", **stats}), flush=True)

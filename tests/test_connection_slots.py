@@ -67,12 +67,15 @@ class _P:
         self.up = type("R", (), {"total": up})()
         self.peer_interested = interested
         self.peer_choking = choking
+        self.am_interested = False
         self.conn = type("C", (), {"closed": False})()
 
 
 def test_least_useful_is_an_idle_peer_past_its_grace():
     idle_old, idle_new = _P("idle-old"), _P("idle-new")
-    useful = [_P("gives", down=1), _P("takes", up=1), _P("wants", interested=True), _P("unchokes", choking=False)]
+    useful = [_P("gives", down=1), _P("takes", up=1), _P("wants", interested=True), _P("unchokes", choking=False),
+              _P("has-what-we-want")]
+    useful[-1].am_interested = True
     since = {"idle-old": 0.0, "idle-new": 99.0, **{p.name: 0.0 for p in useful}}
     assert least_useful([*useful, idle_new, idle_old], now=100.0, since=lambda p: since[p.name]) is idle_old
     assert least_useful([*useful, idle_new], now=100.0, since=lambda p: since[p.name]) is None
@@ -173,13 +176,15 @@ def payload(tmp_path):
 
 
 def test_seed_serves_libtorrent_through_1000_idle_and_300_slow_connections(tmp_path, peers, torrentcore, payload):
-    data, torrent, _ = payload
+    """Also 60 peers that handshake and then say nothing: they hold the torrent's incoming peer slots until
+    a newcomer evicts them (they are of no use); they reconnect at once."""
+    data, torrent, info_hash = payload
     seeder = torrentcore.seed(tmp_path / "p.torrent", tmp_path / "data", "--max-connections-per-ip", "5000",
                               "--seed-ratio", "0", "--seed-time", "0", "--seed-idle", "0", name="seeder")
     port = seeder.wait_listening()
     clean = _leech(peers, "clean", torrent, port, 60)
     assert clean is not None, seeder.describe()
-    flood = Flood(port, 40, seeder.process.pid, idle=1000, slow=300)
+    flood = Flood(port, 40, seeder.process.pid, idle=1000, slow=300, handshaken=60, info_hash=info_hash.hex())
     flood.wait_started()
     gevent.sleep(2)  # the crowd is connected
     flooded = _leech(peers, "flooded", torrent, port, 60)
@@ -289,3 +294,46 @@ def test_a_trusted_piece_that_is_bad_is_hashed_before_upload_and_downloaded_agai
         # libtorrent never saw a bad piece from us (its hash_failed alerts) and has the right bytes.
         assert leecher._alert_count("hash_failed_alert", leecher.handle) == 0
         assert_same_tree(tmp_path / "good", peers.path("leecher"))
+
+
+def test_out_of_file_descriptors_the_seed_backs_off_and_still_serves(tmp_path, peers, payload):
+    """``ulimit -n`` 40 and 400 idle connections: accept fails with EMFILE. The engine logs it once per
+    episode, frees the oldest half-open connection, backs off (it does not spin: well under a core of CPU
+    while flooded), and a libtorrent leecher still gets the data."""
+    from realpeers import free_port
+    from torrentcore_cli import COMMAND, cli_env, dht_args
+
+    data, torrent, _ = payload
+    port = free_port()
+    args = ["prlimit", "--nofile=40:40", *COMMAND, *dht_args(["seed", str(tmp_path / "p.torrent"), "-d",
+            str(tmp_path / "data"), "--port", str(port), "--listen-host", "127.0.0.1", "--max-connections-per-ip",
+            "5000", "--log-level", "info", "--log-format", "json"])]
+    err_path = tmp_path / "seed.stderr"
+    with open(err_path, "wb") as err:
+        seeder = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
+                                  env=cli_env(tmp_path / "state"))
+    try:
+        assert wait_until(lambda: b'"listening"' in err_path.read_bytes(), 20)
+        flood = Flood(port, 30, seeder.pid, idle=400)
+        flood.wait_started()
+        gevent.sleep(1)
+        cpu0, wall0 = _cpu_seconds(seeder.pid), time.monotonic()
+        gevent.sleep(4)
+        cpu_share = (_cpu_seconds(seeder.pid) - cpu0) / (time.monotonic() - wall0)
+        took = _leech(peers, "leecher", torrent, port, 60)
+        stats = flood.stop()
+        log = err_path.read_text()
+        print(f"emfile: cpu share {cpu_share:.2f}, leecher {took} s, flooder {stats}")
+        assert "out of file descriptors" in log, log[-3000:]
+        assert "Traceback" not in log
+        assert cpu_share < 0.8  # a spinning accept loop takes a whole core
+        assert took is not None, log[-3000:]
+        assert seeder.poll() is None
+    finally:
+        seeder.kill()
+        seeder.wait(10)
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

@@ -9,8 +9,9 @@ the accepting greenlet.
 Floods are bounded (:mod:`torrentcore.slots`): an address with ``max_per_ip`` connections open has the next
 one closed at once; at most :data:`~torrentcore.slots.HALF_OPEN_IN` connections handshake at a time (a new
 one pushes out the oldest), each within :data:`~torrentcore.slots.HANDSHAKE_DEADLINE`. When ``accept``
-fails for lack of file descriptors (EMFILE, ENFILE) the oldest handshaking connection is closed and the
-loop backs off (:data:`ACCEPT_BACKOFF`), logging once per episode: it never spins and never stops.
+fails for lack of file descriptors (EMFILE, ENFILE) the oldest handshaking connection is closed to free one,
+the half-open cap shrinks below what the process can hold, and with nothing to close the loop backs off
+(:data:`ACCEPT_BACKOFF`); the warning comes at most once a minute: it never spins and never stops.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import errno
 import functools
 import ipaddress
 import socket
+import time
 from collections.abc import Callable, Iterable
 
 import gevent
@@ -40,6 +42,11 @@ BACKLOG = 128
 ACCEPT_BACKOFF = (0.05, 1.0)
 #: ``accept`` errors that mean "out of file descriptors or memory": back off, never stop listening.
 _RESOURCE_ERRORS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
+#: Out of fds: the half-open cap drops to what is handshaking minus this many (fds left for peers and
+#: files), never below HALF_OPEN_MIN; the warning is repeated at most every STARVED_LOG_INTERVAL seconds.
+HALF_OPEN_SPARE_FDS = 4
+HALF_OPEN_MIN = 4
+STARVED_LOG_INTERVAL = 60.0
 #: Connections accepted in a row before the accepting greenlet yields once.
 ACCEPT_BATCH = 16
 #: ``accept`` errors that mean the socket itself is unusable.
@@ -69,7 +76,7 @@ class Listener:
         self.servers: list[_Server] = []
         #: ``accept`` calls that failed for lack of resources (EMFILE...), and whether we are in such an episode.
         self.accept_failures = 0
-        self._starved = False
+        self._starved_logged = -STARVED_LOG_INTERVAL
 
     def start(self) -> int:
         """Bind and start accepting; return the port. An explicit port that cannot be bound raises ListenError;
@@ -128,14 +135,13 @@ class Listener:
                 if server.closed:
                     return
                 if exc.errno in _RESOURCE_ERRORS:
-                    self.accept_failures += 1
-                    if not self._starved:
-                        log.warning("cannot accept peers: out of file descriptors", error=exc.strerror or str(exc),
-                                    handshaking=len(self.slots.half_open))
-                        self._starved = True
-                    self.slots.half_open.evict_oldest()
-                    gevent.sleep(delay)
-                    delay = min(ACCEPT_BACKOFF[1], delay * 2)
+                    self._out_of_fds(exc)
+                    # The oldest handshake gives its fd to the connection waiting; with none to give, wait.
+                    if not self.slots.half_open.evict_oldest():
+                        gevent.sleep(delay)
+                        delay = min(ACCEPT_BACKOFF[1], delay * 2)
+                    else:
+                        gevent.sleep(0)
                 elif exc.errno in _FATAL_ERRORS:
                     log.warning("stopped accepting peers", error=exc.strerror or str(exc))
                     return
@@ -143,7 +149,6 @@ class Listener:
                     gevent.sleep(0.001)
                 continue
             delay = ACCEPT_BACKOFF[0]
-            self._starved = False
             ip = unmap(address[0])
             if not self.slots.open_from(ip):
                 _close_quietly(client)
@@ -155,6 +160,18 @@ class Listener:
             accepted += 1
             if accepted % ACCEPT_BATCH == 0:
                 gevent.sleep(0)  # let the handshakes (and evictions' closes) run between bursts
+
+    def _out_of_fds(self, exc: OSError) -> None:
+        """``accept`` failed for lack of fds: shrink the half-open cap below what the process can hold (it stays
+        there: the fd limit does not grow), and log it at most every :data:`STARVED_LOG_INTERVAL` seconds."""
+        self.accept_failures += 1
+        half = self.slots.half_open
+        half.cap = max(HALF_OPEN_MIN, min(half.cap, len(half) - HALF_OPEN_SPARE_FDS))
+        now = time.monotonic()
+        if now - self._starved_logged >= STARVED_LOG_INTERVAL:
+            self._starved_logged = now
+            log.warning("cannot accept peers: out of file descriptors", error=exc.strerror or str(exc),
+                        handshaking=len(half), half_open_cap=half.cap, failures=self.accept_failures)
 
     def _serve(self, sock, addr: tuple[str, int], key: int, state: dict) -> None:
         """One accepted connection: handshake (bounded, evictable), then the peer's whole life."""

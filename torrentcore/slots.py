@@ -41,8 +41,9 @@ HANDSHAKE_DEADLINE = 5.0
 DIAL_DEADLINE = 20.0
 #: Share of the established cap each direction keeps for itself (the other may use the rest).
 RESERVED_SHARE = 0.25
-#: Seconds a new peer is safe from eviction: long enough to exchange bitfields and interest.
-EVICT_GRACE = 5.0
+#: Seconds a new peer is safe from eviction: its bitfield and interest come within one round trip of the
+#: handshake (libtorrent sends them with it), under a second on real links; 3 s leaves room for a slow one.
+EVICT_GRACE = 3.0
 
 
 class Slot:
@@ -193,8 +194,8 @@ class HalfOpen:
 
 
 def least_useful(peers, now: float | None = None, since: Callable[[object], float] | None = None):
-    """The peer to evict for a newcomer, or None: one that is of no use (no data either way, not interested
-    in us, choking us) and past :data:`EVICT_GRACE`, the one connected longest first (libtorrent's rule)."""
+    """The peer to evict for a newcomer, or None: one of no use (:func:`useless`) and past
+    :data:`EVICT_GRACE`, the one connected longest first (libtorrent's rule)."""
     now = time.monotonic() if now is None else now
     best = None
     best_since = now
@@ -210,9 +211,10 @@ def least_useful(peers, now: float | None = None, since: Callable[[object], floa
 
 
 def useless(peer) -> bool:
-    """A peer that gives and takes nothing: no data either way, not interested in us, choking us."""
+    """A peer that gives and takes nothing: no data either way, not interested in us, choking us, and having
+    nothing we want (a seed that has not unchoked us yet is kept: we want its pieces)."""
     return (peer.down.total == 0 and peer.up.total == 0 and not peer.peer_interested
-            and peer.peer_choking)
+            and peer.peer_choking and not peer.am_interested)
 
 
 __all__ = ["ConnectionSlots", "Slot", "HalfOpen", "least_useful", "useless", "direction_limit",

@@ -233,6 +233,14 @@ class Torrent:
             self.fail(str(exc))
             return None
 
+    def _confirm_trusted(self) -> bool:
+        """At the end of a resumed download: hash the pieces trusted from the resume record and not hashed
+        since (issue 13, 7c), so "complete" means every piece matched its hash. False: some did not."""
+        bad = [i for i in sorted(self.verifier.unconfirmed) if not self.verifier.confirm(i)]
+        for index in bad:
+            self._trusted_piece_bad(index)
+        return not bad
+
     def _trusted_piece_bad(self, index: int) -> None:
         """A piece trusted from the resume record failed its first hash (issue 13, 7c): download it again."""
         self.manager.piece_lost(index)
@@ -489,6 +497,8 @@ class Torrent:
     def _on_complete(self) -> None:
         if self.completed_at is not None:
             return
+        if self.verifier.unconfirmed and self.stats.downloaded and not self._confirm_trusted():
+            return  # a piece the resume record claimed was bad: it is being downloaded again
         self.completed_at = time.monotonic()
         self.state = "seeding"
         self.verifier.flush()
