@@ -337,3 +337,57 @@ def test_out_of_file_descriptors_the_seed_backs_off_and_still_serves(tmp_path, p
 def _cpu_seconds(pid: int) -> float:
     fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+# --- upload fairness (the choker) -----------------------------------------------------------------------
+
+
+class _ChokerPeer:
+    def __init__(self, name, up_total=0, choked_requests=0):
+        from types import SimpleNamespace
+
+        self.name = name
+        self.peer_interested = True
+        self.down = SimpleNamespace(rate=0.0, total=0)
+        self.up = SimpleNamespace(rate=float(up_total), total=up_total)
+        self.snubbed = False
+        self.has = SimpleNamespace(complete=False)
+        self.conn = SimpleNamespace(closed=False)
+        self.am_choking = True
+        self.choked_requests = choked_requests
+
+    def choke(self):
+        self.am_choking = True
+
+    def unchoke(self):
+        self.am_choking = False
+
+
+def test_greedy_peers_get_no_slot_and_the_optimistic_turn_goes_to_the_longest_waiting():
+    import random
+    from types import SimpleNamespace
+
+    from torrentcore.choker import GREEDY_CHOKED_REQUESTS, OVERSERVE_SLACK, Choker
+
+    size = 4 * MiB
+    greedy = [_ChokerPeer(f"g{n}", choked_requests=GREEDY_CHOKED_REQUESTS) for n in range(50)]
+    hoarders = [_ChokerPeer(f"h{n}", up_total=size + OVERSERVE_SLACK + 1) for n in range(50)]  # fastest by rate
+    honest = _ChokerPeer("honest")
+    ps = [*greedy, *hoarders, honest]
+    swarm = SimpleNamespace(peers={("127.0.0.1", n): p for n, p in enumerate(ps)}, complete=True)
+    choker = Choker(swarm, slots=4, rng=random.Random(3), total_length=size)
+    choker.rechoke(now=100.0)
+    assert [p.name for p in ps if not p.am_choking] == ["honest"]
+    choker.peer_interest_changed(greedy[0])  # the immediate unchoke of a free slot skips greedy peers too
+    assert greedy[0].am_choking
+    # Newcomers that keep reconnecting wait behind peers connected (and choked) for longer.
+    old = [_ChokerPeer(f"old{n}") for n in range(5)]
+    swarm.peers = {("127.0.0.2", n): p for n, p in enumerate(old)}
+    choker = Choker(swarm, slots=1, rng=random.Random(3), total_length=size)
+    choker.rechoke(now=100.0)
+    first_round = {p.name for p in old if not p.am_choking}
+    for n in range(20):
+        swarm.peers[("127.0.0.3", n)] = _ChokerPeer(f"new{n}")
+    choker.rechoke(now=200.0)
+    opt = choker.optimistic
+    assert opt.name.startswith("old") and opt.name not in first_round
