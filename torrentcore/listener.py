@@ -76,6 +76,8 @@ class Listener:
         self.servers: list[_Server] = []
         #: ``accept`` calls that failed for lack of resources (EMFILE...), and whether we are in such an episode.
         self.accept_failures = 0
+        #: Incoming connections whose handshake failed, timed out or was pushed out by newer ones.
+        self.refused_handshakes = 0
         self._starved_logged = -STARVED_LOG_INTERVAL
 
     def start(self) -> int:
@@ -180,8 +182,9 @@ class Listener:
                 with gevent.Timeout(HANDSHAKE_DEADLINE, ProtocolError("handshake took too long")):
                     done = handshake.accept(sock, addr, self.lookup, encryption=self.encryption,
                                             info_hashes=self.info_hashes, handshake_timeout=HANDSHAKE_DEADLINE)
-            except (ProtocolError, OSError, ConnectionError) as exc:
-                log.debug("incoming connection refused", peer=format_address(addr), reason=str(exc))
+            except (ProtocolError, OSError, ConnectionError):
+                # Not logged one by one: under a flood that was a twentieth of the engine's time (py-spy).
+                self.refused_handshakes += 1
                 return
             finally:
                 self.slots.half_open.done(key)

@@ -44,6 +44,9 @@ RESERVED_SHARE = 0.25
 #: Seconds a new peer is safe from eviction: its bitfield and interest come within one round trip of the
 #: handshake (libtorrent sends them with it), under a second on real links; 3 s leaves room for a slow one.
 EVICT_GRACE = 3.0
+#: ...and for a peer that has sent nothing at all since its handshake (no bitfield, HAVE NONE or extension
+#: handshake, which every client sends at once): one second.
+SILENT_GRACE = 1.0
 
 
 class Slot:
@@ -203,11 +206,16 @@ def least_useful(peers, now: float | None = None, since: Callable[[object], floa
         if peer.conn.closed or not useless(peer):
             continue
         t = since(peer) if since is not None else 0.0
-        if now - t < EVICT_GRACE:
+        if now - t < (SILENT_GRACE if silent(peer) else EVICT_GRACE):
             continue
         if best is None or t < best_since:
             best, best_since = peer, t
     return best
+
+
+def silent(peer) -> bool:
+    """A peer that has sent no message since its handshake."""
+    return not getattr(peer, "got_first_message", True) and getattr(peer, "extension_handshake", True) is None
 
 
 def useless(peer) -> bool:
@@ -218,4 +226,5 @@ def useless(peer) -> bool:
 
 
 __all__ = ["ConnectionSlots", "Slot", "HalfOpen", "least_useful", "useless", "direction_limit",
-           "HALF_OPEN_IN", "HALF_OPEN_OUT", "HANDSHAKE_DEADLINE", "DIAL_DEADLINE", "EVICT_GRACE", "RESERVED_SHARE"]
+           "silent", "HALF_OPEN_IN", "HALF_OPEN_OUT", "HANDSHAKE_DEADLINE", "DIAL_DEADLINE", "EVICT_GRACE",
+           "SILENT_GRACE", "RESERVED_SHARE"]

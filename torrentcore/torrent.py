@@ -528,6 +528,7 @@ class Torrent:
                 peer.up.tick(now - last)
                 peer.check_timeouts(now)
             last = now
+            self.choker.tick(now)
             self.swarm.wake_requesters()
             self.announcer.maybe_announce_early()
             if not self._warned_hangups and not self.complete and self.swarm.everyone_hangs_up(since, now):
