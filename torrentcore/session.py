@@ -38,8 +38,10 @@ log = structlog.get_logger(__name__)
 #: File descriptors kept free of peer connections (DHT and listen sockets, storage files, resume records,
 #: the thread pool's pipes, logs).
 RESERVED_FDS = 64
-#: Seconds an incoming peer for a torrent still checking its data waits before it is closed.
+#: Seconds an incoming peer for a torrent still checking its data waits before it is closed...
 ROUTE_WAIT = 30.0
+#: ...and how many may wait so at once (more are closed: handshaken strangers must not pile up meanwhile).
+ROUTE_WAITING_MAX = 64
 
 
 def make_peer_id() -> bytes:
@@ -86,6 +88,7 @@ class Session:
         self.slots = ConnectionSlots(fd_bounded(cfg.max_connections), cfg.max_connections_per_ip)
         self.pool = gevent.threadpool.ThreadPool(cfg.hash_threads)
         self._handles: dict[bytes, TorrentHandle] = {}
+        self._route_waiting = 0  # incoming peers waiting for their torrent's data check
         self._events = EventQueue()
         self._closed = False
         self.dht: Any = None
@@ -238,8 +241,17 @@ class Session:
 
     def _route(self, done: handshake.Handshaken) -> None:
         torrent = self._serving(done.info_hash)
-        # A peer that arrives while the torrent checks its data waits (bounded) for the check to finish.
-        if torrent is None or not torrent.network_up.wait(ROUTE_WAIT) or not torrent.accepts_peers:
+        # A peer that arrives while the torrent checks its data waits (bounded in time and number) for the check.
+        if torrent is not None and not torrent.network_up.is_set():
+            if self._route_waiting >= ROUTE_WAITING_MAX:
+                torrent = None
+            else:
+                self._route_waiting += 1
+                try:
+                    torrent.network_up.wait(ROUTE_WAIT)
+                finally:
+                    self._route_waiting -= 1
+        if torrent is None or not torrent.network_up.is_set() or not torrent.accepts_peers:
             done.conn.close("torrent not taking peers")
             return
         torrent.swarm.run_peer(done, incoming=True)

@@ -10,8 +10,7 @@ connections (routed here by the session's listener) and outgoing ones end in :me
 Incoming and outgoing peers are counted apart: each direction may hold all of ``max_peers`` but the other's
 reserved share (:func:`torrentcore.slots.direction_limit`), so strangers connecting to us never stop us from
 dialling. When the torrent is full, a newcomer takes the place of the least useful peer (no data either way,
-not interested, choking us: :func:`torrentcore.slots.least_useful`), or of any peer of the other direction
-when its own direction is below its reserve; else it is refused.
+not interested, choking us: :func:`torrentcore.slots.least_useful`); else it is refused.
 """
 
 from __future__ import annotations
@@ -181,19 +180,17 @@ class Swarm:
         return sum(1 for p in self.peers.values() if p.incoming == incoming)
 
     def _make_room(self, incoming: bool) -> bool:
-        """Whether a peer of this direction fits, closing the least useful one to make room if need be."""
-        mine = self._count(incoming)
-        own_cap = mine >= direction_limit(self.max_peers)
+        """Whether a peer of this direction fits, closing the least useful one to make room if need be.
+
+        Each direction is capped at :func:`direction_limit`, so while the torrent is full a newcomer's
+        direction holds at least its reserve, and only peers of no use make way (of its own direction when
+        that is at its cap)."""
+        own_cap = self._count(incoming) >= direction_limit(self.max_peers)
         if not own_cap and len(self.peers) < self.max_peers:
             return True
         now = time.monotonic()
-        since = lambda p: self._since.get(p.address, now)  # noqa: E731
         pool = [p for p in self.peers.values() if p.incoming == incoming] if own_cap else list(self.peers.values())
-        victim = least_useful(pool, now, since)
-        if victim is None and not own_cap and mine < self.max_peers - direction_limit(self.max_peers):
-            # Below our reserve: the other direction gives up its least recently connected peer past the grace.
-            others = [p for p in self.peers.values() if p.incoming != incoming and not p.conn.closed]
-            victim = min(others, key=since, default=None)
+        victim = least_useful(pool, now, lambda p: self._since.get(p.address, now))
         if victim is None:
             return False
         self._evict(victim)
