@@ -146,7 +146,7 @@ class Swarm:
                 continue
             # Outgoing peers and dials in progress against the outgoing share (full torrents evict at admission).
             room = min(direction_limit(self.max_peers) - self.peer_list.dialing(), self.slots.dial_room,
-                       self.pool.size - len(self.pool) if self.pool.size else 0)
+                       self.pool.free_count())
             if room <= 0 or not self.slots.room(incoming=False):
                 continue
             for cand in self.peer_list.ready(room, self._connected_to, we_are_seed=self.complete):
@@ -217,7 +217,8 @@ class Swarm:
                 slot = self.slots.acquire(incoming)
         return slot
 
-    def _refuse(self, done: handshake.Handshaken, cand: Candidate | None, incoming: bool) -> str | Slot:
+    def _admit(self, done: handshake.Handshaken, cand: Candidate | None, incoming: bool) -> str | Slot:
+        """The slot this connection takes, or why it is refused."""
         addr, peer_id = done.conn.address, done.peer_id
         if peer_id == self.identity.peer_id:
             self.peer_list.found_self(addr)
@@ -237,7 +238,7 @@ class Swarm:
 
     def run_peer(self, done: handshake.Handshaken, incoming: bool, cand: Candidate | None = None) -> None:
         """Run a handshaken connection as a peer of this torrent until it ends (in the calling greenlet)."""
-        slot = self._refuse(done, cand, incoming)
+        slot = self._admit(done, cand, incoming)
         if isinstance(slot, str):
             if cand is not None and slot.startswith("too many"):
                 self.peer_list.released(cand)
