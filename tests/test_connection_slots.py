@@ -318,6 +318,7 @@ def test_a_trusted_piece_that_is_bad_is_hashed_before_upload_and_downloaded_agai
                                      TorrentConfig(seed_ratio=None, seed_time=None, seed_idle=None,
                                                    peers=(lt_seed.endpoint,)))
         assert wait_until(lambda: handle.status().state == "seeding", 30)
+        assert bad_piece in handle.torrent.verifier.unconfirmed  # trusted from the record, not hashed yet
         leecher = peers.libtorrent("leecher")
         leecher.add_torrent(torrent, peers.path("leecher"))
         leecher.connect_peer("127.0.0.1", session.port)
@@ -423,3 +424,36 @@ def test_greedy_peers_get_no_slot_and_the_optimistic_turn_goes_to_the_longest_wa
     choker.rechoke(now=200.0)
     opt = choker.optimistic
     assert opt.name.startswith("old") and opt.name not in first_round
+
+
+def test_a_resumed_download_hashes_its_trusted_pieces_before_it_says_complete(tmp_path, peers, monkeypatch):
+    """Issue 13, 7c at completion: a record from a download of file a only; a piece of a then changes (size
+    and time kept). Resumed with every file, the engine downloads b from libtorrent, and before calling the
+    torrent complete hashes a's trusted pieces, finds the bad one and downloads it again."""
+    from torrentcore import Session, SessionConfig, TorrentConfig
+    from torrentcore_plugins import filesystem
+
+    root = make_payload(tmp_path / "data", {"a.bin": 2 * MiB, "b.bin": 2 * MiB}, seed=5)
+    torrent, _ = make_torrent(root, piece_length=256 * 1024, out=tmp_path / "p.torrent")
+    lt_seed = peers.libtorrent("seed")
+    lt_seed.add_torrent(torrent, tmp_path / "data", seed=True)
+    state, out = tmp_path / "state", tmp_path / "out"
+    cfg = SessionConfig(listen_port=0, listen_hosts=("127.0.0.1",), dht=False, state_dir=str(state))
+    with Session(cfg) as session:
+        handle = session.add_torrent(str(tmp_path / "p.torrent"), out,
+                                     TorrentConfig(seed=False, selected_files=(0,), peers=(lt_seed.endpoint,)))
+        assert handle.wait_until_complete(60)
+    a = out / "payload" / "a.bin"
+    st = os.stat(a)
+    with open(a, "r+b") as f:
+        f.seek(3 * 256 * 1024 + 5)
+        f.write(b"\x00" * 32)
+    os.utime(a, ns=(st.st_atime_ns, st.st_mtime_ns))
+    monkeypatch.setattr(filesystem, "RESUME_SAMPLE", 2)  # only the first and last claimed piece are sampled
+    with Session(cfg) as session:
+        handle = session.add_torrent(str(tmp_path / "p.torrent"), out,
+                                     TorrentConfig(seed=False, peers=(lt_seed.endpoint,)))
+        assert wait_until(lambda: handle.torrent is not None and 3 in handle.torrent.verifier.unconfirmed, 30)
+        assert handle.wait_until_complete(60)
+        assert not handle.torrent.verifier.unconfirmed
+    assert_same_tree(root, out / "payload")
