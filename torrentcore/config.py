@@ -91,6 +91,10 @@ class SessionConfig:
     max_upload_rate: int = 0
     #: Most peer connections of all torrents together (each torrent also has its own cap).
     max_connections: int = 500
+    #: Most incoming connections (handshaking or established) from one IP address, loopback included.
+    #: libtorrent allows one per address and torrent by default; 8 lets a few torrents or clients behind
+    #: one NAT connect, and holds one host to 8 of our slots. Tests with many peers on 127.0.0.1 raise it.
+    max_connections_per_ip: int = 8
     #: Worker threads that hash and write pieces, shared by every torrent (two per core keep both busy).
     hash_threads: int = 4
     #: Plugins not to load (entry-point names). The console reporter prints, so a library session leaves
@@ -113,6 +117,7 @@ class SessionConfig:
         _check_amount("max_download_rate", self.max_download_rate, allow_none=False)
         _check_amount("max_upload_rate", self.max_upload_rate, allow_none=False)
         _check_count("max_connections", self.max_connections, 1)
+        _check_count("max_connections_per_ip", self.max_connections_per_ip, 1)
         _check_count("hash_threads", self.hash_threads, 1)
         for name in ("disabled_plugins", "plugins"):
             value = getattr(self, name)

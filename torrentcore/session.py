@@ -30,15 +30,18 @@ from .handle import SessionStatus, TorrentHandle, load_source
 from .listener import Listener
 from .peer import handshake
 from .ratelimit import TokenBucket
-from .swarm import ConnectionSlots
+from .slots import HALF_OPEN_IN, HALF_OPEN_OUT, ConnectionSlots
 from .torrent import SessionServices, Torrent
 
 log = structlog.get_logger(__name__)
 
-#: Connections that may be handshaking at once beside the session's connection cap.
-HANDSHAKING = 64
-#: Seconds an incoming peer for a torrent still checking its data waits before it is closed.
+#: File descriptors kept free of peer connections (DHT and listen sockets, storage files, resume records,
+#: the thread pool's pipes, logs).
+RESERVED_FDS = 64
+#: Seconds an incoming peer for a torrent still checking its data waits before it is closed...
 ROUTE_WAIT = 30.0
+#: ...and how many may wait so at once (more are closed: handshaken strangers must not pile up meanwhile).
+ROUTE_WAITING_MAX = 64
 
 
 def make_peer_id() -> bytes:
@@ -82,15 +85,16 @@ class Session:
         self.encryption = cfg.encryption
         self.download_limit = TokenBucket(cfg.max_download_rate)
         self.upload_limit = TokenBucket(cfg.max_upload_rate)
-        self.slots = ConnectionSlots(cfg.max_connections)
+        self.slots = ConnectionSlots(fd_bounded(cfg.max_connections), cfg.max_connections_per_ip)
         self.pool = gevent.threadpool.ThreadPool(cfg.hash_threads)
         self._handles: dict[bytes, TorrentHandle] = {}
+        self._route_waiting = 0  # incoming peers waiting for their torrent's data check
         self._events = EventQueue()
         self._closed = False
         self.dht: Any = None
         self._dht_tried = False
         self.listener = Listener(cfg.listen_hosts, cfg.listen_port, self._identity_for, self._route,
-                                 cfg.max_connections + HANDSHAKING, encryption=cfg.encryption,
+                                 self.slots, encryption=cfg.encryption,
                                  info_hashes=self._served_info_hashes)
         self.port = self.listener.start()
         if self.port:
@@ -237,8 +241,17 @@ class Session:
 
     def _route(self, done: handshake.Handshaken) -> None:
         torrent = self._serving(done.info_hash)
-        # A peer that arrives while the torrent checks its data waits (bounded) for the check to finish.
-        if torrent is None or not torrent.network_up.wait(ROUTE_WAIT) or not torrent.accepts_peers:
+        # A peer that arrives while the torrent checks its data waits (bounded in time and number) for the check.
+        if torrent is not None and not torrent.network_up.is_set():
+            if self._route_waiting >= ROUTE_WAITING_MAX:
+                torrent = None
+            else:
+                self._route_waiting += 1
+                try:
+                    torrent.network_up.wait(ROUTE_WAIT)
+                finally:
+                    self._route_waiting -= 1
+        if torrent is None or not torrent.network_up.is_set() or not torrent.accepts_peers:
             done.conn.close("torrent not taking peers")
             return
         torrent.swarm.run_peer(done, incoming=True)
@@ -265,6 +278,31 @@ class Session:
             self.dht = None
         self._events.close()
         self.pool.kill()
+
+
+def fd_bounded(max_connections: int) -> int:
+    """``max_connections``, lowered so that every connection (with both half-open caps) has a file
+    descriptor: the soft ``ulimit -n`` is raised towards the hard one if needed, and what it cannot give
+    is taken off the cap (logged), as libtorrent clamps ``connections_limit``. Never below 8."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not on POSIX
+        return max_connections
+    need = max_connections + HALF_OPEN_IN + HALF_OPEN_OUT + RESERVED_FDS
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < need:
+        target = need if hard == resource.RLIM_INFINITY else min(need, hard)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (OSError, ValueError):
+            pass
+    if soft == resource.RLIM_INFINITY or soft >= need:
+        return max_connections
+    limited = max(8, soft - HALF_OPEN_IN - HALF_OPEN_OUT - RESERVED_FDS)
+    log.warning("connection limit lowered to fit the file descriptor limit", max_connections=limited,
+                asked=max_connections, fd_limit=soft)
+    return limited
 
 
 def _set_values(settings) -> dict:
