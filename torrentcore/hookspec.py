@@ -311,6 +311,8 @@ class PeerInfo:
     uploaded: int = 0
     is_seed: bool = False
     encrypted: bool = False
+    #: The transport: ``tcp`` or ``utp`` (BEP 29).
+    transport: str = "tcp"
 
 
 @dataclass

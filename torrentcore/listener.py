@@ -105,6 +105,14 @@ class Listener:
             return
         self.route(done)
 
+    def accept_utp(self, sock, address) -> None:
+        """An incoming uTP stream (from the session's multiplexer; never blocks): handshaken and routed as
+        a TCP one, in the same bounded pool; refused with a reset when the pool is full."""
+        if self.pool.full():
+            sock.abort()
+            return
+        self.pool.spawn(self._accept, sock, address)
+
     @property
     def addresses(self) -> list[str]:
         """The addresses listened on, as ``host:port``."""

@@ -13,8 +13,10 @@ greenlet; plain Python code that never starts a greenlet of its own simply calls
 
 from __future__ import annotations
 
+import functools
 import os
 import random
+import socket
 from collections.abc import Iterator
 from typing import Any
 
@@ -32,6 +34,7 @@ from .peer import handshake
 from .ratelimit import TokenBucket
 from .swarm import ConnectionSlots
 from .torrent import SessionServices, Torrent
+from .transport import Dialer
 
 log = structlog.get_logger(__name__)
 
@@ -93,6 +96,11 @@ class Session:
                                  cfg.max_connections + HANDSHAKING, encryption=cfg.encryption,
                                  info_hashes=self._served_info_hashes)
         self.port = self.listener.start()
+        #: uTP (BEP 29) on one UDP socket on the listen port, shared with the DHT node (None: not available).
+        self.utp: Any = None
+        self._udp: Any = None
+        self._start_utp()
+        self.dialer = Dialer(cfg.transports, self.utp.connect if self.utp is not None else None)
         if self.port:
             log.info("listening", port=self.port, peer_id=self.peer_id.decode("latin-1"),
                      addresses=self.listener.addresses)
@@ -153,7 +161,8 @@ class Session:
             peer_id=self.peer_id, hooks=hooks, strategy_factory=strategy, storage_factory=storage, pool=self.pool,
             download_limit=self.download_limit, upload_limit=self.upload_limit, slots=self.slots,
             listen_port=lambda: self.port, dht=None if meta.private else self.dht_node(), pex=self.config.pex,
-            emit=self._emit, encryption=self.config.encryption, dial=handshake.dial)
+            emit=self._emit, encryption=self.config.encryption,
+            dial=functools.partial(handshake.dial, connect=self.dialer.connect))
         return Torrent(meta, save_path, config, services)
 
     def torrents(self) -> list[TorrentHandle]:
@@ -211,15 +220,39 @@ class Session:
         host = next((h for h in cfg.listen_hosts if ":" not in h), "0.0.0.0")  # the DHT node speaks IPv4
         port = cfg.dht_port if cfg.dht_port is not None else (self.port or 6881)
         state = os.path.join(cfg.state_dir, "dht.json") if cfg.state_dir else default_state_path()
-        node = DHTNode(port=port, bootstrap=list(cfg.dht_bootstrap) or None, state_path=state, host=host)
+        shared = self._udp if self._udp is not None and cfg.dht_port in (None, self.port) else None
+        node = DHTNode(port=port, bootstrap=list(cfg.dht_bootstrap) or None, state_path=state, host=host, sock=shared)
         try:
             node.start()
         except OSError as exc:
             node.stop()  # releases its state file
             log.warning("cannot start the dht node", error=str(exc))
             return None
+        if shared is not None:
+            self.utp.fallback = node.handle_datagram  # KRPC datagrams (not uTP) on the shared socket
         self.dht = node
         return node
+
+    def _start_utp(self) -> None:
+        """Bind the UDP socket on the listen port (IPv4) and start uTP on it; a failure is logged, not fatal."""
+        if not self.port:
+            return
+        from .utp import Multiplexer
+
+        host = next((h for h in self.listener.hosts if ":" not in h), None)
+        if host is None:
+            return
+        udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            udp.bind((host, self.port))
+        except OSError as exc:
+            udp.close()
+            log.warning("cannot bind the udp port: no uTP", port=self.port, error=str(exc))
+            return
+        self._udp = udp
+        accept = self.listener.accept_utp if "utp" in self.config.transports else None
+        self.utp = Multiplexer(udp, accept, max_connections=self.config.max_connections + HANDSHAKING,
+                               max_half_open=HANDSHAKING).start()
 
     def _serving(self, info_hash: bytes) -> Torrent | None:
         """The torrent of ``info_hash`` if it takes peers now or once its data check is done."""
@@ -263,6 +296,9 @@ class Session:
         if self.dht is not None:
             self.dht.stop()
             self.dht = None
+        if self.utp is not None:
+            self.utp.stop()
+            self._udp.close()
         self._events.close()
         self.pool.kill()
 

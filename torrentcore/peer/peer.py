@@ -137,6 +137,7 @@ class Peer:
             uploaded=self.up.total,
             is_seed=self.has.complete,
             encrypted=self.encrypted,
+            transport=getattr(self.conn, "transport", "tcp"),
         )
 
     # --- main loop ---------------------------------------------------------------------------------
