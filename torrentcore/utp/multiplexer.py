@@ -14,6 +14,7 @@ packet for an unknown connection is answered with at most :data:`RESETS_PER_TICK
 from __future__ import annotations
 
 import random
+import sys
 import time
 from collections.abc import Callable
 
@@ -40,6 +41,8 @@ RESETS_PER_TICK = 32
 SOCKET_BUFFER = 4 * 1024 * 1024
 #: Largest datagram read (a UDP datagram; larger are cut by the kernel and fail to parse).
 MAX_DATAGRAM = 65535
+#: Linux's IP_RECVERR (the socket module does not name it).
+IP_RECVERR = 11
 #: Datagrams handled in one batch before acks are sent and other greenlets run.
 BATCH = 256
 
@@ -77,6 +80,11 @@ class Multiplexer:
         for opt in (gevent.socket.SO_SNDBUF, gevent.socket.SO_RCVBUF):
             try:
                 sock.setsockopt(gevent.socket.SOL_SOCKET, opt, SOCKET_BUFFER)
+            except OSError:
+                pass
+        if sys.platform.startswith("linux"):  # learn of ICMP port-unreachable: a SYN to a port without uTP
+            try:                                # then fails at once instead of timing out
+                sock.setsockopt(gevent.socket.IPPROTO_IP, IP_RECVERR, 1)
             except OSError:
                 pass
         sock.settimeout(0.0)
@@ -149,9 +157,10 @@ class Multiplexer:
                     self.dispatch(data, addr)
             except (BlockingIOError, InterruptedError):
                 pass
-            except OSError as exc:  # e.g. an ICMP error reported on the socket; the socket itself lives on
+            except OSError as exc:  # an ICMP error reported on the socket (IP_RECVERR); the socket lives on
                 if not self.running:
                     return
+                self._drain_errors()
                 log.debug("utp receive error", error=str(exc))
             self._flush_acks()
             if handled < BATCH:
@@ -162,6 +171,28 @@ class Multiplexer:
                         return
             else:
                 gevent.sleep(0)
+
+    def _drain_errors(self) -> None:
+        """Read the socket's error queue: a SYN answered by ICMP port-unreachable ends its connection."""
+        flag = getattr(gevent.socket, "MSG_ERRQUEUE", None)
+        if flag is None:
+            return
+        for _ in range(BATCH):
+            try:
+                data, _anc, _flags, addr = self.sock.recvmsg(MAX_DATAGRAM, 512, flag)
+            except OSError:
+                return
+            if not is_utp_datagram(data) or not addr:
+                continue
+            try:
+                p = pk.parse(data)
+            except pk.PacketError:
+                continue
+            key = ((addr[0], addr[1]), p.connection_id)
+            conn = self.conns.get(key)
+            if conn is not None and p.type == pk.ST_SYN and conn.state != CONNECTED:
+                conn._end(ConnectionRefusedError("uTP port unreachable"))
+                self._forget(key)
 
     def _flush_acks(self) -> None:
         if self._dirty:

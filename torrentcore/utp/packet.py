@@ -7,9 +7,9 @@ Header, big-endian::
     wnd_size (32) | seq_nr (16) | ack_nr (16)
 
 Extensions follow as ``next type (8) | length (8) | length bytes``; type 1 is the selective ACK, a
-bitmask (the BEP says a multiple of 4 bytes; libtorrent sends other lengths too, e.g. 2) whose bit ``i`` (least significant bit of each
-byte first) says that ``ack_nr + 2 + i`` was received. Unknown extensions are skipped; libtorrent
-sends type 3 (a close reason) too.
+bitmask (the BEP says a multiple of 4 bytes; libtorrent sends other lengths too, 2 seen here) whose
+bit ``i`` (least significant bit of each byte first) says that ``ack_nr + 2 + i`` was received.
+Unknown extensions are skipped; libtorrent sends type 3 (a close reason) too.
 
 :func:`parse` never raises anything but :class:`PacketError` and never reads past the datagram.
 """
