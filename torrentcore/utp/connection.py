@@ -46,6 +46,8 @@ RECV_WINDOW = 1024 * 1024
 SEND_BUFFER = 1024 * 1024
 #: Packets ahead of the next expected one kept for reordering (beyond: dropped, the peer resends).
 MAX_REORDER = 512
+#: How far behind our oldest unacked packet an ack may be (a reordered packet) before it is dropped.
+MAX_OLD_ACK = 2048
 #: Retransmission timeout bounds, seconds (BEP 29: at least 500 ms; libtorrent's utp_min_timeout).
 MIN_RTO = 0.5
 MAX_RTO = 8.0
@@ -208,13 +210,15 @@ class UTPConnection:
             # ST_STATE's seq_nr is the peer's next one (not consumed); an ST_DATA's is processed below.
             self.ack_nr = (p.seq_nr - 1) & 0xFFFF
         # The ack must be of something we sent: between the oldest unacked packet - 1 and the last sent.
+        # An ack of a packet never sent, or one far behind, is forged or confused: the packet is dropped whole.
+        # One a little behind (reordered on the way) still carries good data.
         oldest = next(iter(self.outbuf)) if self.outbuf else self.seq_nr
-        if pk.seq_diff(p.ack_nr, (oldest - 1) & 0xFFFF) < 0 or pk.seq_diff(p.ack_nr, (self.seq_nr - 1) & 0xFFFF) > 0:
-            if pk.seq_diff(p.ack_nr, (oldest - 1) & 0xFFFF) < -MAX_REORDER - 1024:
-                return  # far outside: forged or confused, dropped whole
-            ack_usable = False
-        else:
-            ack_usable = True
+        if pk.seq_diff(p.ack_nr, (self.seq_nr - 1) & 0xFFFF) > 0:
+            return
+        behind = pk.seq_diff(p.ack_nr, (oldest - 1) & 0xFFFF)
+        if behind < -MAX_OLD_ACK:
+            return
+        ack_usable = behind >= 0
         self.last_recv = now
         recv_time = now_us()
         self.reply_micro = (recv_time - p.timestamp) & 0xFFFFFFFF
