@@ -23,6 +23,7 @@ from torrentcore_cli import (  # noqa: F401  (fixture "torrentcore")
     TorrentcoreProcess,
     torrentcore_factory,
 )
+from udpproxy import LossyProxy
 
 MiB = 1 << 20
 RUN_TIMEOUT = 60
@@ -96,3 +97,19 @@ def test_torrentcore_to_torrentcore_over_utp(tmp_path, torrentcore: TorrentcoreL
         assert connected[0]["incoming"] is incoming, connected
     # MSE (prefer: RC4 offered and chosen between two torrentcores) runs over uTP unchanged.
     assert all(e["encrypted"] for e in run.events("peer connected")), run.events("peer connected")
+
+
+def test_download_from_utp_only_libtorrent_through_loss_and_jitter(tmp_path, peers: RealPeers,
+                                                                  torrentcore: TorrentcoreLauncher):
+    """2 % loss, 1 % duplicates, 30 ± 10 ms delay (reordering) both ways: still byte-exact."""
+    root, torrent = _payload(tmp_path, 1 * MiB + 5, seed=154)
+    seeder = peers.libtorrent("seeder", **LT_UTP_ONLY)
+    seeder.add_torrent(torrent, tmp_path / "seed", seed=True)
+    proxy = LossyProxy(seeder.endpoint)
+    try:
+        run = torrentcore.run(torrent, tmp_path / "out", "--transports", "utp", peers=[proxy.address])
+        _finished(run, peers.describe())
+    finally:
+        proxy.close()
+    assert_same_tree(root, tmp_path / "out" / "data.bin", run.describe())
+    assert all(e["transport"] == "utp" for e in run.events("peer connected"))
