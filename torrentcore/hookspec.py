@@ -355,6 +355,8 @@ class ProgressSnapshot:
     wanted_have_bytes: int = 0
     #: Connected peers whose connection is RC4-encrypted (MSE/PE; see :attr:`PeerInfo.encrypted`).
     encrypted_peers: int = 0
+    #: Connected peers over uTP (BEP 29; see :attr:`PeerInfo.transport`); the others are over TCP.
+    utp_peers: int = 0
     extra: dict = field(default_factory=dict)
 
     @property
