@@ -1,14 +1,18 @@
-"""How the session opens an outgoing peer stream: uTP (BEP 29) first, TCP as the fall-back.
+"""How the session opens an outgoing peer stream: uTP (BEP 29) first, TCP beside it after a head start.
 
 :class:`Dialer.connect` is the ``connect`` callback of :func:`torrentcore.peer.handshake.dial`. With
-``transports = ("utp", "tcp")`` (the default) it sends a uTP SYN and waits :data:`UTP_CONNECT_TIMEOUT`
-for the answer, then connects over TCP. A peer whose uTP SYN went unanswered is remembered (at most
-:data:`REMEMBERED` addresses), so its next connections go to TCP at once; a peer said to speak uTP
-(PEX ``added.f`` 0x04) is tried over uTP again.
+``transports = ("utp", "tcp")`` (the default) it sends a uTP SYN; if no answer came within
+:data:`UTP_HEAD_START`, it opens a TCP connection beside it and keeps whichever connects first (the
+other is stopped, or closed before a byte of the BitTorrent handshake). A SYN answered by ICMP port
+unreachable fails at once (the multiplexer reads the socket's error queue). A peer reached over TCP
+after uTP lost is remembered (at most :data:`REMEMBERED` addresses): its next connections go to TCP at
+once. With one transport only, only that one is tried.
 
-Measured on loopback (benchmarks/utp.py, issue 15): a uTP answer comes in well under 10 ms, so the
-wait costs a TCP-only peer the SYN timeout once; racing both would open a second connection to every
-uTP peer for nothing, so uTP first it is.
+Measured on loopback here (issue 15; /tmp/dial_test.py of the helper's report): a uTP peer answers the
+SYN in 0.5-3 ms; a TCP-only peer with nothing on its UDP port costs 22-37 ms (ICMP) before TCP; one
+whose UDP port is open but silent (libtorrent with uTP off) costs the head start, 0.5 s, once per
+address, then 0. Racing both from the start would open a second connection to every uTP peer (and
+libtorrent closes one of the two as a duplicate peer id), so uTP gets the head start instead.
 """
 
 from __future__ import annotations
