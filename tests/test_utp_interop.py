@@ -8,8 +8,10 @@ connection, so a finished transfer with it is itself proof of uTP; our ``peer co
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
+import pytest
 from realpeers import (
     LOCALHOST,
     RealPeers,
@@ -18,6 +20,7 @@ from realpeers import (
     make_torrent,
     peers_fixture,  # noqa: F401  (fixture "peers")
 )
+from test_encryption_interop import TransmissionDaemon
 from torrentcore_cli import (  # noqa: F401  (fixture "torrentcore")
     TorrentcoreLauncher,
     TorrentcoreProcess,
@@ -113,3 +116,22 @@ def test_download_from_utp_only_libtorrent_through_loss_and_jitter(tmp_path, pee
         proxy.close()
     assert_same_tree(root, tmp_path / "out" / "data.bin", run.describe())
     assert all(e["transport"] == "utp" for e in run.events("peer connected"))
+
+
+@pytest.mark.skipif(shutil.which("transmission-daemon") is None or shutil.which("transmission-remote") is None,
+                    reason="transmission-daemon / transmission-remote are not installed")
+def test_download_from_transmission_over_utp(tmp_path, torrentcore: TorrentcoreLauncher):
+    """Transmission 3.00 (libutp) with ``utp-enabled``: it cannot turn TCP off, so we dial uTP only
+    (``--transports utp``). It unchokes on its 10-second rechoke round, hence the wait."""
+    root, torrent = _payload(tmp_path, 1 * MiB + 3, seed=155)
+    daemon = TransmissionDaemon(tmp_path / "transmission", encryption=1, utp=True)
+    try:
+        assert daemon.wait_rpc(), daemon.describe()
+        assert daemon.seed(torrent, tmp_path / "seed"), daemon.describe()
+        run = torrentcore.run(torrent, tmp_path / "out", "--transports", "utp", peers=[daemon.endpoint])
+        _finished(run, daemon.describe())
+    finally:
+        daemon.stop()
+    assert_same_tree(root, tmp_path / "out" / "data.bin", run.describe())
+    connected = run.events("peer connected")
+    assert connected and all(e["transport"] == "utp" and e["client"].startswith("TR") for e in connected), connected
