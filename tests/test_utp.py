@@ -323,3 +323,35 @@ def test_the_dht_answers_on_the_sessions_shared_udp_socket(tmp_path):
                     udp.close()
         finally:
             other.stop()
+
+
+def test_dialer_prefers_utp_and_falls_back_to_tcp(pair):
+    """uTP peer: uTP. TCP-only peer (closed UDP port: ICMP), and TCP peer with a silent UDP port: TCP, the
+    latter remembered so its next connection goes to TCP at once. uTP only: a TCP-only peer fails."""
+    from torrentcore.transport import Dialer
+
+    dialer = Dialer(("utp", "tcp"), pair.client.connect)
+    tcp_only = socket.socket()
+    tcp_only.bind((LOCAL, 0))
+    tcp_only.listen(4)
+    silent_tcp = socket.socket()
+    silent_tcp.bind((LOCAL, 0))
+    silent_tcp.listen(4)
+    silent_udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    silent_udp.bind(silent_tcp.getsockname())
+    opened = []
+    try:
+        with gevent.Timeout(30):
+            opened.append(dialer.connect(pair.server.address, 10))
+            assert isinstance(opened[-1], UTPSocket)
+            for address in (tcp_only.getsockname(), silent_tcp.getsockname(), silent_tcp.getsockname()):
+                opened.append(dialer.connect(address, 10))
+                assert isinstance(opened[-1], socket.socket)
+            assert dialer.counts == {"utp": 1, "tcp_after_utp": 2, "tcp": 1}
+            assert silent_tcp.getsockname() in dialer.no_utp
+            with pytest.raises(OSError):
+                Dialer(("utp",), pair.client.connect).connect(tcp_only.getsockname(), 1)  # ICMP may be rate-limited
+            assert isinstance(Dialer(("tcp",), None).connect(tcp_only.getsockname(), 5), socket.socket)
+    finally:
+        for s in (*opened, tcp_only, silent_tcp, silent_udp):
+            s.close()

@@ -8,11 +8,11 @@ unreachable fails at once (the multiplexer reads the socket's error queue). A pe
 after uTP lost is remembered (at most :data:`REMEMBERED` addresses): its next connections go to TCP at
 once. With one transport only, only that one is tried.
 
-Measured on loopback here (issue 15; /tmp/dial_test.py of the helper's report): a uTP peer answers the
-SYN in 0.5-3 ms; a TCP-only peer with nothing on its UDP port costs 22-37 ms (ICMP) before TCP; one
-whose UDP port is open but silent (libtorrent with uTP off) costs the head start, 0.2 s (0.50 s measured with a 0.5 s one), once per
-address, then 0. Racing both from the start would open a second connection to every uTP peer (and
-libtorrent closes one of the two as a duplicate peer id), so uTP gets the head start instead.
+Measured on loopback here (issue 15; the cases of tests/test_utp.py::test_dialer_*): a uTP peer answers
+the SYN in 0.5-3 ms; a TCP-only peer with nothing on its UDP port costs 22-37 ms (ICMP) before TCP;
+one whose UDP port is open but silent (libtorrent with uTP off) costs the head start (0.20 s; 0.50 s
+with a 0.5 s one), once per address, then nothing. Racing both from the start would open a second
+connection to every uTP peer (libtorrent closes one as a duplicate peer id): uTP gets a head start.
 """
 
 from __future__ import annotations
