@@ -99,6 +99,7 @@ class UTPConnection:
         self.last_ack_seen = -1
         self.small_seq: int | None = None  # the one packet under MAX_PAYLOAD in flight (Nagle)
         self.ack_pending = False
+        self.unacked = 0  # data packets received since our last ack
         self.last_recv = self.last_send = now
         self.timer_start = now  # when the oldest unacked packet was (re)sent
         self.eof_seq: int | None = None  # the FIN's sequence number, once received
@@ -293,6 +294,7 @@ class UTPConnection:
 
     def _on_data(self, seq: int, payload: bytes) -> None:
         self.ack_pending = True
+        self.unacked += 1
         ahead = pk.seq_diff(seq, self.ack_nr)
         if ahead <= 0 or not payload:
             return  # a duplicate (our ack was lost): acked again
@@ -387,6 +389,7 @@ class UTPConnection:
                         seq, ack, payload, sack)
         if ptype != pk.ST_SYN:
             self.ack_pending = False
+            self.unacked = 0
         self.packets_sent += 1
         self.last_send = time.monotonic()
         self._send(data)
