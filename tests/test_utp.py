@@ -355,3 +355,22 @@ def test_dialer_prefers_utp_and_falls_back_to_tcp(pair):
     finally:
         for s in (*opened, tcp_only, silent_tcp, silent_udp):
             s.close()
+
+
+def test_a_recv_timeout_bounds_the_whole_call_while_acks_keep_arriving(pair):
+    with gevent.Timeout(20):
+        sock = pair.client.connect(pair.server.address, timeout=10)
+        while not pair.accepted:
+            gevent.sleep(0.01)
+        server = pair.accepted[0]
+        server.settimeout(0.5)
+
+        def chatter():  # bare ST_STATE packets: they wake the reader but carry no data
+            for _ in range(200):
+                sock.conn._emit(pk.ST_STATE, sock.conn.seq_nr, b"")
+                gevent.sleep(0.02)
+        g = gevent.spawn(chatter)
+        with pytest.raises(TimeoutError):
+            server.recv(10)
+        assert not g.dead  # it timed out while the chatter still went on
+        g.kill()

@@ -67,14 +67,20 @@ class UTPSocket:
 
     # --- waiting ------------------------------------------------------------------------------------
 
-    def _wait(self) -> None:
-        """Wait for the connection to change (data, acks, an error), bounded by the timeout."""
+    def _deadline(self) -> float | None:
+        """When the operation starting now times out (None: never)."""
+        return None if self._timeout is None else time.monotonic() + self._timeout
+
+    def _wait(self, deadline: float | None) -> None:
+        """Wait for the connection to change (data, acks, an error) until ``deadline``: the socket's timeout
+        bounds a whole ``recv``/``sendall``, however many acks arrive meanwhile."""
         if self._closed:
             raise OSError(9, "uTP socket closed")
         if self._timeout == 0.0:
             raise BlockingIOError(11, "uTP socket would block")
+        left = None if deadline is None else deadline - time.monotonic()
         self._event.clear()
-        if not self._event.wait(self._timeout):
+        if (left is not None and left <= 0) or not self._event.wait(left):
             raise TimeoutError("timed out")
 
     def wait_connected(self, timeout: float) -> None:
@@ -101,6 +107,7 @@ class UTPSocket:
         if nbytes:
             view = view[:nbytes]
         conn = self.conn
+        deadline = None
         while True:
             n = conn.read_into(view)
             if n or not len(view):
@@ -109,7 +116,9 @@ class UTPSocket:
                 raise conn.error
             if conn.eof or conn.finished:
                 return 0
-            self._wait()
+            if deadline is None:
+                deadline = self._deadline()
+            self._wait(deadline)
 
     def recv(self, bufsize: int, flags: int = 0) -> bytes:
         """As ``socket.recv``."""
@@ -122,11 +131,12 @@ class UTPSocket:
     def send(self, data, flags: int = 0) -> int:
         """As ``socket.send``: queue what fits (waiting while nothing does); return the count."""
         view = memoryview(data).cast("B")
+        deadline = self._deadline()
         while True:
             n = self.conn.write(view, self.mux.clock())
             if n or not len(view):
                 return n
-            self._wait()
+            self._wait(deadline)
 
     def sendall(self, data, flags: int = 0) -> None:
         """As ``socket.sendall``: queue everything, waiting while the send buffer is full."""
@@ -134,10 +144,11 @@ class UTPSocket:
         pos = 0
         conn = self.conn
         clock = self.mux.clock
+        deadline = self._deadline()
         while pos < len(view):
             pos += conn.write(view[pos:], clock())
             if pos < len(view):
-                self._wait()
+                self._wait(deadline)
 
     # --- the end ------------------------------------------------------------------------------------
 
