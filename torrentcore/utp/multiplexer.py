@@ -158,7 +158,11 @@ class Multiplexer:
                 while handled < BATCH:
                     data, addr = recvfrom(MAX_DATAGRAM)
                     handled += 1
-                    self.dispatch(data, addr)
+                    try:
+                        self.dispatch(data, addr)
+                    except Exception as exc:  # noqa: BLE001 - one datagram must never stop every connection
+                        self.stats["internal_errors"] = self.stats.get("internal_errors", 0) + 1
+                        log.warning("utp internal error on a datagram", error=repr(exc), exc_info=True)
             except (BlockingIOError, InterruptedError):
                 pass
             except OSError as exc:  # an ICMP error reported on the socket (IP_RECVERR); the socket lives on
