@@ -374,3 +374,24 @@ def test_a_recv_timeout_bounds_the_whole_call_while_acks_keep_arriving(pair):
             server.recv(10)
         assert not g.dead  # it timed out while the chatter still went on
         g.kill()
+
+
+def test_connection_id_collisions(pair):
+    """Our ids never collide per address; a peer's SYN whose ids collide with a live connection from the same
+    address neither replaces nor disturbs it."""
+    with gevent.Timeout(20):
+        socks = [pair.client.connect(pair.server.address, timeout=10) for _ in range(20)]
+        keys = list(pair.client.conns)
+        assert len(keys) == 20 == len({k[1] for k in keys})
+        while len(pair.accepted) < 20:
+            gevent.sleep(0.01)
+        victim = pair.accepted[0]
+        before = dict(pair.server.conns)
+        # The client's address sends a SYN whose receive id is the victim's: seen as that connection's SYN again.
+        syn = pk.build(pk.ST_SYN, (victim.conn.recv_id - 1) & 0xFFFF, 0, 0, 65536, 12345, 0)
+        pair.client.sock.sendto(syn, pair.server.address)
+        gevent.sleep(0.2)
+        assert pair.server.conns == before and len(pair.accepted) == 20
+        victim.settimeout(10)
+        socks[0].sendall(b"intact")
+        assert victim.recv(10) == b"intact"
