@@ -321,7 +321,8 @@ class DHTNode:
             self.port = self.sock.getsockname()[1]
             self.running = True
             self._greenlets = [gevent.spawn(self._maintenance_loop)]
-            self.log.info("dht node started on the shared udp socket", port=self.port, node_id=self.node_id.hex())
+            self.log.info("dht node started", port=self.port, node_id=self.node_id.hex(), shared_with_utp=True,
+                          bootstrap=[f"{h}:{p}" for h, p in self.bootstrap], saved_nodes=len(self.saved_nodes))
             return self
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         try:
