@@ -419,6 +419,8 @@ def check_utp_connection(data: bytes) -> None:
         conn.tick(now)
         conn.flush_ack()
         assert len(conn.reorder) <= utp_conn.MAX_REORDER
+        assert conn.reorder_bytes == sum(map(len, conn.reorder.values()))
+        assert len(conn.recv_buf) + conn.reorder_bytes <= utp_conn.RECV_WINDOW + 2 * utp_conn.MAX_PACKET
         assert len(conn.recv_buf) <= utp_conn.RECV_WINDOW + 2 * utp_conn.MAX_PACKET
         assert len(conn.send_buf) <= utp_conn.SEND_BUFFER
         assert conn.in_flight >= 0 and len(conn.outbuf) <= 0x8000

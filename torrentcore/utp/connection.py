@@ -17,7 +17,8 @@ retransmission timer (RTO from RTT as in TCP, Karn's rule, exponential back-off)
 retransmit after 3 duplicate acks, and by the holes the selective ACK shows.
 
 Receiving: in-order payload goes to a read buffer of at most :data:`RECV_WINDOW` bytes (the window
-we advertise); packets ahead of it wait in a reorder buffer of at most :data:`MAX_REORDER` packets.
+we advertise); packets ahead of it wait in a reorder buffer of at most :data:`MAX_REORDER` packets, and
+the two together within that window.
 
 Bounds: nothing from the peer grows state past those buffers; an ack number outside what we sent
 drops the packet; a peer silent for :data:`IDLE_TIMEOUT`, or one that acknowledges nothing over
@@ -88,6 +89,7 @@ class UTPConnection:
         self.send_buf = bytearray()
         self.recv_buf = bytearray()
         self.reorder: dict[int, bytes] = {}
+        self.reorder_bytes = 0
         self.peer_wnd = MAX_PACKET * 4
         self.reply_micro = 0
         self.cc = Ledbat()
@@ -239,6 +241,7 @@ class UTPConnection:
         in_flight_before = self.in_flight
         rtt_sample = None
         out = self.outbuf
+        before = len(out)
         while out:
             seq = next(iter(out))
             if pk.seq_less(p.ack_nr, seq):
@@ -249,7 +252,7 @@ class UTPConnection:
                 rtt_sample = now - entry[2]
         if p.sack:
             acked_bytes += self._on_sack(p.ack_nr, p.sack, now)
-        if acked_bytes or (not out and in_flight_before):
+        if len(out) < before:  # progress (a SYN or FIN carries no payload but counts)
             self.in_flight -= acked_bytes
             self.timeouts = 0
             self.timer_start = now
@@ -305,8 +308,10 @@ class UTPConnection:
             self.recv_buf += payload
             self.ack_nr = seq
             self._drain_reorder()
-        elif ahead <= MAX_REORDER and seq not in self.reorder:
-            self.reorder[seq] = payload
+        elif (ahead <= MAX_REORDER and seq not in self.reorder
+              and len(self.recv_buf) + self.reorder_bytes + len(payload) <= RECV_WINDOW):
+            self.reorder[seq] = payload  # ahead of the stream; the reorder buffer stays within the window
+            self.reorder_bytes += len(payload)
 
     def _drain_reorder(self) -> None:
         reorder = self.reorder
@@ -315,6 +320,7 @@ class UTPConnection:
             data = reorder.pop(nxt, None)
             if data is None:
                 break
+            self.reorder_bytes -= len(data)
             self.recv_buf += data
             self.ack_nr = nxt
         if self.eof_seq is not None and pk.seq_diff(self.eof_seq, self.ack_nr) == 1:
@@ -322,6 +328,7 @@ class UTPConnection:
         if self.eof_seq is not None and self.ack_nr == self.eof_seq:
             self.eof = True
             self.reorder.clear()
+            self.reorder_bytes = 0
 
     def _on_fin(self, seq: int) -> None:
         self.ack_pending = True
@@ -454,6 +461,7 @@ class UTPConnection:
             self.error = error
         self.outbuf.clear()
         self.reorder.clear()
+        self.reorder_bytes = 0
         self.send_buf = bytearray()
         self.in_flight = 0
         self.eof = True
