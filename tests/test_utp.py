@@ -395,3 +395,20 @@ def test_connection_id_collisions(pair):
         victim.settimeout(10)
         socks[0].sendall(b"intact")
         assert victim.recv(10) == b"intact"
+
+
+def test_utp_over_ipv6_in_a_session(tmp_path):
+    """A session listening on ::1 too has a uTP socket there; its dialer reaches another session over IPv6."""
+    from torrentcore import Session
+    from torrentcore.config import SessionConfig
+    from torrentcore.listener import ipv6_available
+
+    if not ipv6_available():
+        pytest.skip("no IPv6 on this host")
+    config = SessionConfig(listen_port=0, listen_hosts=(LOCAL, "::1"), dht=False, state_dir=str(tmp_path))
+    with Session(config) as a, Session(config) as b:
+        assert a.utp6 is not None and b.utp6 is not None
+        with gevent.Timeout(20):
+            sock = a.dialer.connect(("::1", b.port), 10)
+            assert isinstance(sock, UTPSocket) and sock.getpeername() == ("::1", b.port)
+            sock.close()

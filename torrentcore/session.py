@@ -99,8 +99,11 @@ class Session:
         #: uTP (BEP 29) on one UDP socket on the listen port, shared with the DHT node (None: not available).
         self.utp: Any = None
         self._udp: Any = None
+        self.utp6: Any = None  # the same on IPv6 (BEP 7), when an IPv6 address is listened on
+        self._udp6: Any = None
         self._start_utp()
-        self.dialer = Dialer(cfg.transports, self.utp.connect if self.utp is not None else None)
+        has_utp = self.utp is not None or self.utp6 is not None
+        self.dialer = Dialer(cfg.transports, self._utp_connect if has_utp else None)
         if self.port:
             log.info("listening", port=self.port, peer_id=self.peer_id.decode("latin-1"),
                      addresses=self.listener.addresses)
@@ -234,25 +237,39 @@ class Session:
         return node
 
     def _start_utp(self) -> None:
-        """Bind the UDP socket on the listen port (IPv4) and start uTP on it; a failure is logged, not fatal."""
+        """Bind UDP sockets on the listen port (the first IPv4 host, and the first IPv6 one if listened on)
+        and start uTP on them; a failure is logged, not fatal. The IPv4 one is shared with the DHT node."""
         if not self.port:
             return
         from .utp import Multiplexer
 
-        host = next((h for h in self.listener.hosts if ":" not in h), None)
-        if host is None:
-            return
-        udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        try:
-            udp.bind((host, self.port))
-        except OSError as exc:
-            udp.close()
-            log.warning("cannot bind the udp port: no uTP", port=self.port, error=str(exc))
-            return
-        self._udp = udp
         accept = self.listener.accept_utp if "utp" in self.config.transports else None
-        self.utp = Multiplexer(udp, accept, max_connections=self.config.max_connections + HANDSHAKING,
-                               max_half_open=HANDSHAKING).start()
+        for v6 in (False, True):
+            host = next((h for h in self.listener.hosts if (":" in h) == v6), None)
+            if host is None:
+                continue
+            udp = socket.socket(socket.AF_INET6 if v6 else socket.AF_INET, socket.SOCK_DGRAM)
+            try:
+                if v6:
+                    udp.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                udp.bind((host, self.port))
+            except OSError as exc:
+                udp.close()
+                log.warning("cannot bind the udp port: no uTP", host=host, port=self.port, error=str(exc))
+                continue
+            mux = Multiplexer(udp, accept, max_connections=self.config.max_connections + HANDSHAKING,
+                              max_half_open=HANDSHAKING).start()
+            if v6:
+                self._udp6, self.utp6 = udp, mux
+            else:
+                self._udp, self.utp = udp, mux
+
+    def _utp_connect(self, address: tuple[str, int], timeout: float) -> Any:
+        """A uTP connection to ``address`` on the multiplexer of its address family (OSError if none)."""
+        mux = self.utp6 if ":" in address[0] else self.utp
+        if mux is None:
+            raise OSError("no uTP socket for this address family")
+        return mux.connect(address, timeout)
 
     def _serving(self, info_hash: bytes) -> Torrent | None:
         """The torrent of ``info_hash`` if it takes peers now or once its data check is done."""
@@ -296,9 +313,10 @@ class Session:
         if self.dht is not None:
             self.dht.stop()
             self.dht = None
-        if self.utp is not None:
-            self.utp.stop()
-            self._udp.close()
+        for mux, udp in ((self.utp, self._udp), (self.utp6, self._udp6)):
+            if mux is not None:
+                mux.stop()
+                udp.close()
         self._events.close()
         self.pool.kill()
 
