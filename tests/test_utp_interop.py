@@ -16,6 +16,7 @@ from realpeers import (
     LOCALHOST,
     RealPeers,
     assert_same_tree,
+    info_hash_of,
     make_payload,
     make_torrent,
     peers_fixture,  # noqa: F401  (fixture "peers")
@@ -135,3 +136,15 @@ def test_download_from_transmission_over_utp(tmp_path, torrentcore: TorrentcoreL
     assert_same_tree(root, tmp_path / "out" / "data.bin", run.describe())
     connected = run.events("peer connected")
     assert connected and all(e["transport"] == "utp" and e["client"].startswith("TR") for e in connected), connected
+
+
+def test_magnet_link_from_a_utp_only_libtorrent(tmp_path, peers: RealPeers, torrentcore: TorrentcoreLauncher):
+    """The metadata (BEP 9) comes over uTP too: a magnet link whose only peer speaks only uTP."""
+    root, torrent = _payload(tmp_path, 512 * 1024 + 1, seed=156)
+    seeder = peers.libtorrent("seeder", **LT_UTP_ONLY)
+    seeder.add_torrent(torrent, tmp_path / "seed", seed=True)
+    magnet = f"magnet:?xt=urn:btih:{info_hash_of(torrent).hex()}&x.pe={LOCALHOST}:{seeder.endpoint[1]}"
+    run = torrentcore.run(magnet, tmp_path / "out")
+    _finished(run, peers.describe())
+    assert_same_tree(root, tmp_path / "out" / "data.bin", run.describe())
+    assert run.events("metadata received"), run.describe()
