@@ -38,8 +38,7 @@ from .ledbat import Ledbat
 #: Largest datagram sent: libtorrent reads datagrams into a 1500-byte buffer and never sends more than
 #: an Ethernet MTU minus IPv4 and UDP headers (1472), loopback included; larger ones would be cut.
 MAX_PACKET = 1472
-#: Payload of a full packet (no extension: a selective ACK rides on our ST_STATE packets only... or a
-#: data packet that has room for it).
+#: Payload of a full packet: room is kept for the largest selective ACK, which may ride on any packet.
 MAX_PAYLOAD = MAX_PACKET - pk.HEADER_SIZE - 2 - pk.MAX_SACK_BYTES
 #: Bytes of received stream we buffer for the reader; also the window we advertise.
 RECV_WINDOW = 1024 * 1024
@@ -59,7 +58,7 @@ MAX_TIMEOUTS = 6
 SYN_TIMEOUTS = 3
 #: A connection that received nothing for this long is dead (peer wire keep-alives come every 2 minutes).
 IDLE_TIMEOUT = 150.0
-#: Send an ST_STATE after this long without sending, to keep NAT mappings open (libtorrent: 29 s... );
+#: Send an ST_STATE after this long without sending anything, to keep NAT mappings open.
 KEEPALIVE = 29.0
 #: Duplicate acks before the oldest packet is resent (BEP 29 / libtorrent: 3).
 DUP_ACKS = 3
