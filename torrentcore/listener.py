@@ -194,6 +194,17 @@ class Listener:
             _close_quietly(sock)  # (closed already, unless the greenlet was killed before its handshake began)
             self.slots.closed_from(addr[0])
 
+    def accept_utp(self, sock, address) -> None:
+        """An incoming uTP stream (from the session's multiplexer; never blocks): handshaken and routed as
+        a TCP one, in the same bounded pool; refused with a reset when the pool is full."""
+        ip = unmap(address[0])
+        if self.pool.full() or not self.slots.open_from(ip):
+            sock.abort()
+            return
+        state = {"handshaken": False}
+        key = self.slots.half_open.add(functools.partial(_evict, sock, state))
+        self.pool.spawn(self._serve, sock, (ip, address[1]), key, state)
+
     @property
     def addresses(self) -> list[str]:
         """The addresses listened on, as ``host:port``."""

@@ -13,8 +13,10 @@ greenlet; plain Python code that never starts a greenlet of its own simply calls
 
 from __future__ import annotations
 
+import functools
 import os
 import random
+import socket
 from collections.abc import Iterator
 from typing import Any
 
@@ -32,6 +34,7 @@ from .peer import handshake
 from .ratelimit import TokenBucket
 from .slots import HALF_OPEN_IN, HALF_OPEN_OUT, ConnectionSlots
 from .torrent import SessionServices, Torrent
+from .transport import Dialer
 
 log = structlog.get_logger(__name__)
 
@@ -97,6 +100,14 @@ class Session:
                                  self.slots, encryption=cfg.encryption,
                                  info_hashes=self._served_info_hashes)
         self.port = self.listener.start()
+        #: uTP (BEP 29) on one UDP socket on the listen port, shared with the DHT node (None: not available).
+        self.utp: Any = None
+        self._udp: Any = None
+        self.utp6: Any = None  # the same on IPv6 (BEP 7), when an IPv6 address is listened on
+        self._udp6: Any = None
+        self._start_utp()
+        has_utp = self.utp is not None or self.utp6 is not None
+        self.dialer = Dialer(cfg.transports, self._utp_connect if has_utp else None)
         if self.port:
             log.info("listening", port=self.port, peer_id=self.peer_id.decode("latin-1"),
                      addresses=self.listener.addresses)
@@ -157,7 +168,8 @@ class Session:
             peer_id=self.peer_id, hooks=hooks, strategy_factory=strategy, storage_factory=storage, pool=self.pool,
             download_limit=self.download_limit, upload_limit=self.upload_limit, slots=self.slots,
             listen_port=lambda: self.port, dht=None if meta.private else self.dht_node(), pex=self.config.pex,
-            emit=self._emit, encryption=self.config.encryption, dial=handshake.dial)
+            emit=self._emit, encryption=self.config.encryption,
+            dial=functools.partial(handshake.dial, connect=self.dialer.connect))
         return Torrent(meta, save_path, config, services)
 
     def torrents(self) -> list[TorrentHandle]:
@@ -215,15 +227,53 @@ class Session:
         host = next((h for h in cfg.listen_hosts if ":" not in h), "0.0.0.0")  # the DHT node speaks IPv4
         port = cfg.dht_port if cfg.dht_port is not None else (self.port or 6881)
         state = os.path.join(cfg.state_dir, "dht.json") if cfg.state_dir else default_state_path()
-        node = DHTNode(port=port, bootstrap=list(cfg.dht_bootstrap) or None, state_path=state, host=host)
+        shared = self._udp if self._udp is not None and cfg.dht_port in (None, self.port) else None
+        node = DHTNode(port=port, bootstrap=list(cfg.dht_bootstrap) or None, state_path=state, host=host, sock=shared)
         try:
             node.start()
         except OSError as exc:
             node.stop()  # releases its state file
             log.warning("cannot start the dht node", error=str(exc))
             return None
+        if shared is not None:
+            self.utp.fallback = node.handle_datagram  # KRPC datagrams (not uTP) on the shared socket
         self.dht = node
         return node
+
+    def _start_utp(self) -> None:
+        """Bind UDP sockets on the listen port (the first IPv4 host, and the first IPv6 one if listened on)
+        and start uTP on them; a failure is logged, not fatal. The IPv4 one is shared with the DHT node."""
+        if not self.port:
+            return
+        from .utp import Multiplexer
+
+        accept = self.listener.accept_utp if "utp" in self.config.transports else None
+        for v6 in (False, True):
+            host = next((h for h in self.listener.hosts if (":" in h) == v6), None)
+            if host is None:
+                continue
+            udp = socket.socket(socket.AF_INET6 if v6 else socket.AF_INET, socket.SOCK_DGRAM)
+            try:
+                if v6:
+                    udp.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                udp.bind((host, self.port))
+            except OSError as exc:
+                udp.close()
+                log.warning("cannot bind the udp port: no uTP", host=host, port=self.port, error=str(exc))
+                continue
+            mux = Multiplexer(udp, accept, max_connections=self.config.max_connections + HALF_OPEN_IN + HALF_OPEN_OUT,
+                              max_half_open=HALF_OPEN_IN).start()
+            if v6:
+                self._udp6, self.utp6 = udp, mux
+            else:
+                self._udp, self.utp = udp, mux
+
+    def _utp_connect(self, address: tuple[str, int], timeout: float) -> Any:
+        """A uTP connection to ``address`` on the multiplexer of its address family (OSError if none)."""
+        mux = self.utp6 if ":" in address[0] else self.utp
+        if mux is None:
+            raise OSError("no uTP socket for this address family")
+        return mux.connect(address, timeout)
 
     def _serving(self, info_hash: bytes) -> Torrent | None:
         """The torrent of ``info_hash`` if it takes peers now or once its data check is done."""
@@ -276,6 +326,10 @@ class Session:
         if self.dht is not None:
             self.dht.stop()
             self.dht = None
+        for mux, udp in ((self.utp, self._udp), (self.utp6, self._udp6)):
+            if mux is not None:
+                mux.stop()
+                udp.close()
         self._events.close()
         self.pool.kill()
 

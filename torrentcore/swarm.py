@@ -256,7 +256,7 @@ class Swarm:
         if cand is not None:
             self.peer_list.succeeded(cand)
         self.log.info("peer connected", peer=format_address(addr), source=peer.source, client=peer.client,
-                      incoming=incoming, fast=peer.fast, encrypted=done.encrypted)
+                      incoming=incoming, fast=peer.fast, encrypted=done.encrypted, transport=done.transport)
         self.reporter.emit("peer_connected", peer=peer.info())
         reason = "closed"
         try:

@@ -130,6 +130,11 @@ class Peer:
         return self.address
 
     @property
+    def transport(self) -> str:
+        """``tcp`` or ``utp`` (BEP 29): what the connection runs on."""
+        return getattr(self.conn, "transport", "tcp")
+
+    @property
     def encryption_hint(self) -> bool | None:
         """True if the peer can encrypt (this connection is encrypted, or its ``e`` flag says so), else None."""
         return True if self.encrypted or self.prefers_encryption else None
@@ -147,6 +152,7 @@ class Peer:
             uploaded=self.up.total,
             is_seed=self.has.complete,
             encrypted=self.encrypted,
+            transport=self.transport,
         )
 
     # --- main loop ---------------------------------------------------------------------------------
