@@ -69,6 +69,8 @@ def _session_info(daemon: Daemon, session_id: str) -> dict[str, Any]:
         info["peer-port"] = daemon.session.port
     if daemon.options.no_dht:
         info["dht-enabled"] = False
+    if daemon.session is not None:
+        info["utp-enabled"] = "utp" in getattr(daemon.session.config, "transports", ())
     return info
 
 
