@@ -11,6 +11,8 @@ from opentracker_fixture import OpenTracker, opentracker_available
 from realpeers import LOCALHOST, LibtorrentPeer, assert_same_tree, make_payload, make_torrent, wait_until
 
 pytestmark = pytest.mark.timeout(240)
+#: The tests build on each other's torrents (one daemon for the module): one shard runs them all, in order.
+SHARD_WHOLE_MODULE = True
 
 SIZE = 600_000
 SEED_RATE = 1_000_000

@@ -19,6 +19,8 @@ from opentracker_fixture import OpenTracker, opentracker_available
 from realpeers import LibtorrentPeer, assert_same_tree, make_payload, make_torrent, wait_until
 
 pytestmark = pytest.mark.timeout(240)
+#: The tests build on each other's torrents (one daemon for the module): one shard runs them all, in order.
+SHARD_WHOLE_MODULE = True
 
 #: Seeder upload limit (bytes/s): slow enough that a download is seen in progress, fast enough for CI.
 SEED_RATE = 4_000_000
