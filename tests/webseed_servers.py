@@ -11,10 +11,10 @@ process): the first path component picks the behaviour, the rest is a file under
 * ``/wrong/PATH``: Range requests answered 206 with the right headers but corrupt bytes;
 * ``/404/PATH``: always 404; ``/503/PATH``: always 503 with ``Retry-After: 3600``;
 * ``/loop/PATH``: a 302 to itself; ``/ftp/PATH``: a 302 to an ``ftp://`` URL;
-* ``/endless/PATH``: 206 with the right Content-Range, no Content-Length, and a body that never ends
-  (until the client hangs up, at most 256 MiB);
+* ``/endless/PATH``: 206 with the right Content-Range, no Content-Length, the right bytes, and then more
+  that never end (until the client hangs up, at most 256 MiB);
 * ``/bep17?info_hash=..&piece=N&ranges=A-B``: a correct BEP 17 seed of the single file ``--bep17-file``
-  (``--piece-length``); ``/bep17busy?...``: 503 with body ``1`` every other request;
+  (``--piece-length``); ``/bep17busy?...``: the same, but the first answer is a 503 with body ``1``;
 * ``/hits``: JSON of requests counted per behaviour.
 """
 
@@ -222,13 +222,17 @@ class _Handler(BaseHTTPRequestHandler):
         elif mode == "endless":
             got = self._file_range(rel)
             if got:
-                start, end, size, _path = got
+                start, end, size, path = got
                 self.send_response(206)
                 self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
                 self.send_header("Connection", "close")
                 self.end_headers()
+                with open(path, "rb") as f:  # the right bytes first, then more and more
+                    f.seek(start)
+                    data = f.read(end - start + 1)
                 chunk = b"\0" * 65536
                 try:
+                    self.wfile.write(data)
                     for _ in range(ENDLESS_LIMIT // len(chunk)):
                         self.wfile.write(chunk)
                 except OSError:
@@ -240,7 +244,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(404)
 
     def _bep17(self, mode: str, query: dict) -> None:
-        if mode == "bep17busy" and self.hits[mode] % 2:
+        if mode == "bep17busy" and self.hits[mode] == 1:
             self._send(503, b"1")
             return
         try:

@@ -207,8 +207,9 @@ class WebSeedRuns(Protocol):
         ``swarm.partial``): the engine claims every block of the returned
         pieces for the web seed, and cuts the answer at the first piece that
         breaks these rules (out of order, started, not wanted). Return an empty
-        sequence when there is nothing to ask for (the web seed waits a moment
-        and asks again). Not a hook: only the torrent's chosen strategy is asked
+        sequence when there is nothing to ask for: the engine then gives the web
+        seed pieces that a failed request left half done, if any, else the web
+        seed waits a moment and asks again. Not a hook: only the torrent's chosen strategy is asked
         (there is no ``firstresult`` question).
         """
 

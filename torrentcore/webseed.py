@@ -15,7 +15,7 @@ Failures, each reported as one warning line (the download goes on from peers and
 
 * HTTP errors (404, 503, ...), refused connections, time-outs, short bodies: the seed backs off,
   exponentially from :data:`BACKOFF_FIRST` to :data:`BACKOFF_MAX` seconds, honouring ``Retry-After`` (and
-  BEP 17's 503 body) within those bounds; one warning per streak of failures;
+  BEP 17's 503 body) within those bounds; the first failure is shown, later ones are logged;
 * broken servers, dropped at once: a redirect to another scheme, more than :data:`MAX_REDIRECTS`
   redirects (a loop), a body longer than the range asked for, another range than asked, a Range request
   answered with the whole file at an offset;
@@ -33,7 +33,7 @@ import re
 import time
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urljoin
 
 import gevent
 import requests
@@ -126,13 +126,31 @@ def default_run(swarm: PieceManager, max_pieces: int) -> list[int]:
     return []
 
 
+def _left_over(swarm: PieceManager, index: int) -> bool:
+    """Started, but with free blocks and nobody asked for any: what a failed request left behind."""
+    piece = swarm.partial.get(index)
+    return piece is not None and piece.free > 0 and not piece.requesters
+
+
+def left_over_run(swarm: PieceManager, max_pieces: int) -> list[int]:
+    """Pieces a failed web seed request left half done (no peer is asked for them): the engine's own run
+    when the strategy has none, so that a download from web seeds alone always finishes."""
+    for i in sorted(i for i in swarm.partial if _left_over(swarm, i)):
+        run = [i]
+        while len(run) < max_pieces and _left_over(swarm, run[-1] + 1):
+            run.append(run[-1] + 1)
+        return run
+    return []
+
+
 def _valid_run(swarm: PieceManager, run: Iterable[int], max_pieces: int) -> list[int]:
-    """The strategy's answer cut to what may be claimed: consecutive, wanted, unstarted pieces."""
+    """The strategy's answer cut to what may be claimed: consecutive, wanted, unstarted (or left over) pieces."""
     out: list[int] = []
     for i in run:
         if len(out) >= max_pieces or (out and i != out[-1] + 1):
             break
-        if not (isinstance(i, int) and 0 <= i < swarm.num_pieces) or i in swarm.partial or not swarm.wanted(i):
+        if not (isinstance(i, int) and 0 <= i < swarm.num_pieces) or not swarm.wanted(i) or (
+                i in swarm.partial and not _left_over(swarm, i)):
             break
         out.append(i)
     return out
@@ -163,6 +181,7 @@ class WebSeed:
         self.failures = 0  #: failures in a row (reset by a success)
         self.retry_at = 0.0
         self.dropped: str | None = None
+        self.warned = False
 
     def __repr__(self) -> str:
         return f"WebSeed({self.url!r})"
@@ -192,7 +211,7 @@ class WebSeed:
             resp.close()
             target = urljoin(url, location)
             if not usable(target):
-                raise _Broken(f"redirects to a {urlsplit(target).scheme or 'non-HTTP'} URL ({_clip(target)})")
+                raise _Broken(f"redirects to another scheme than http(s): {_clip(target)}")
             url = target
         raise _Broken(f"more than {MAX_REDIRECTS} redirects (a redirect loop)")
 
@@ -358,7 +377,8 @@ class WebSeeds:
             return []
         pick = getattr(manager.strategy, "web_seed_run", None)
         run = pick(manager, max_pieces) if pick is not None else default_run(manager, max_pieces)
-        return _valid_run(manager, run or (), max_pieces)
+        return _valid_run(manager, run or (), max_pieces) or _valid_run(manager, left_over_run(manager, max_pieces),
+                                                                        max_pieces)
 
     def _work(self, seed: WebSeed) -> None:
         while not seed.dropped:
@@ -374,14 +394,18 @@ class WebSeeds:
                 gevent.sleep(IDLE_WAIT)
                 continue
             blocks = manager.take_pieces(seed, run)
+            log.debug("web seed run", url=seed.url, first=run[0], pieces=len(run), blocks=len(blocks))
             try:
                 self._fetch_run(seed, run)
                 seed.failures = 0
             except _Retry as exc:
                 wait = seed.backoff(exc.delay)
-                if seed.failures == 1:
-                    log.info("web seed failed", url=seed.url, reason=str(exc), retry=wait)
-                    self._warn(f"web seed {_clip(seed.url)}: {exc}; retrying in {wait:.0f} s")
+                log.debug("web seed backs off", url=seed.url, reason=str(exc), seconds=wait, failures=seed.failures)
+                log.info("web seed failed", url=seed.url, reason=str(exc), retry=wait)
+                if not seed.warned:  # one line per seed: a flapping mirror must not flood the console
+                    seed.warned = True
+                    self._warn(f"web seed {_clip(seed.url)}: {exc}; retrying in {wait:.0f} s "
+                               "(later failures are logged, not shown)")
             except _Broken as exc:
                 self.drop(seed, str(exc))
             except _Dropped:
