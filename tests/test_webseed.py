@@ -20,9 +20,13 @@ from webseed_servers import NGINX, HostileServer, Nginx
 
 from torrentcore import metainfo
 from torrentcore.bencode import encode
+from torrentcore.bitfield import Bitfield
 from torrentcore.create import create_torrent
 from torrentcore.errors import BadInputError
+from torrentcore.piecemanager import PieceManager
+from torrentcore.webseed import default_run, left_over_run
 from torrentcore.webseed_urls import UrlMap, bep17_url, file_urls
+from torrentcore_plugins.rarest_first import RandomOrder, RarestFirst, Sequential
 
 needs_nginx = pytest.mark.skipif(NGINX is None, reason="nginx is not installed (scripts/test.sh installs it)")
 
@@ -99,6 +103,47 @@ def test_create_web_seed_is_written_and_shown_by_info(tmp_path):
     for bad in ("ftp://x/f.bin", "not a url", "http://"):
         with pytest.raises(BadInputError, match="invalid web seed URL"):  # the CLI's exit code 2, one line
             create_torrent(root, web_seeds=[bad])
+
+
+# --- what a web seed is asked for: the strategy's runs -----------------------------------------------------
+
+
+def _manager(strategy, num_pieces: int = 20, have=(), peer_has=()):
+    info = {"name": "t", "piece length": 32768, "pieces": b"\0" * 20 * num_pieces, "length": 32768 * num_pieces}
+    meta = _meta(info)
+    have_bits = Bitfield(num_pieces)
+    for i in have:
+        have_bits.set(i)
+    pm = PieceManager(meta, have_bits, strategy)
+    if peer_has:
+        bf = Bitfield(num_pieces)
+        for i in peer_has:
+            bf.set(i)
+        pm.add_peer_pieces(bf)
+    return pm
+
+
+def test_rarest_first_run_starts_at_a_piece_no_peer_has_and_runs_never_overlap():
+    pm = _manager(RarestFirst(20), have=range(4), peer_has=range(4, 12))  # 12-19: no peer has them
+    run = pm.strategy.web_seed_run(pm, 5)
+    assert 1 <= len(run) <= 5 and run[0] >= 12 and run == list(range(run[0], run[0] + len(run))), run
+    blocks = pm.take_pieces("seed", run)
+    assert len(blocks) == 2 * len(run) and pm.requested_blocks == len(blocks)  # every block, claimed
+    second = pm.strategy.web_seed_run(pm, 20)
+    assert second and not set(second) & set(run), (run, second)  # claimed pieces are started: never twice
+    # A failed request gives its blocks back: nobody holds the piece now, the engine's left-over run takes it
+    # (the strategy asks only for unstarted pieces).
+    pm.release("seed", blocks)
+    assert pm.requested_blocks == 0 and left_over_run(pm, 64)[: len(run)] == run
+
+
+def test_sequential_run_is_in_order_and_random_gets_the_engines_default():
+    pm = _manager(Sequential(window=4), have=(0, 2))
+    assert pm.strategy.web_seed_run(pm, 3) == [1]  # piece 2 is verified: the run stops before it
+    pm.take_pieces("seed", [1])
+    assert pm.strategy.web_seed_run(pm, 3) == [3, 4, 5]
+    pm = _manager(RandomOrder(20), have=(0,))
+    assert not hasattr(pm.strategy, "web_seed_run") and default_run(pm, 4) == [1, 2, 3, 4]
 
 
 # --- a real mirror: nginx ------------------------------------------------------------------------------
