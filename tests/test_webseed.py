@@ -24,7 +24,7 @@ from torrentcore.bitfield import Bitfield
 from torrentcore.create import create_torrent
 from torrentcore.errors import BadInputError
 from torrentcore.piecemanager import PieceManager
-from torrentcore.webseed import default_run, left_over_run
+from torrentcore.webseed import WebSeeds, default_run, left_over_run
 from torrentcore.webseed_urls import UrlMap, bep17_url, file_urls
 from torrentcore_plugins.rarest_first import RandomOrder, RarestFirst, Sequential
 
@@ -69,6 +69,11 @@ def test_url_mapping_single_and_multi_file_with_pad_files():
     assert one.url_list == ["http://m/x/", "http://m/file.iso"] and one.http_seeds == ["http://h/seed"]
     assert file_urls("http://m/x/", one) == ["http://m/x/a%20b.iso"]  # ends in /: the name is appended
     assert file_urls("http://m/file.iso", one) == ["http://m/file.iso"]  # else the URL is the file
+    assert [(s.url, s.kind) for s in WebSeeds(one, None, print).seeds] == [
+        ("http://m/x/", "url-list"), ("http://m/file.iso", "url-list"), ("http://h/seed", "httpseeds")]
+    assert not WebSeeds(one, None, print, enabled=False).seeds  # run --no-web-seeds
+    ftp = _meta({"name": "f", "piece length": 16384, "pieces": b"\0" * 20, "length": 1}, **{"url-list": "ftp://m/f"})
+    assert ftp.url_list == ["ftp://m/f"] and not WebSeeds(ftp, None, print).seeds  # only http(s) is asked
     files = [{"length": 10000, "path": [b"d\xc3\xbc", b"f#1"]}, {"length": 6384, "path": [b".pad", b"6384"],
                                                                      "attr": b"p"},
              {"length": 0, "path": [b"empty"]}, {"length": 20000, "path": [b"two"]}]
