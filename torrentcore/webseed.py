@@ -400,8 +400,7 @@ class WebSeeds:
                 seed.failures = 0
             except _Retry as exc:
                 wait = seed.backoff(exc.delay)
-                log.debug("web seed backs off", url=seed.url, reason=str(exc), seconds=wait, failures=seed.failures)
-                log.info("web seed failed", url=seed.url, reason=str(exc), retry=wait)
+                log.info("web seed failed", url=seed.url, reason=str(exc), retry=wait, failures=seed.failures)
                 if not seed.warned:  # one line per seed: a flapping mirror must not flood the console
                     seed.warned = True
                     self._warn(f"web seed {_clip(seed.url)}: {exc}; retrying in {wait:.0f} s "
