@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import re
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from torrentcore.bitfield import Bitfield
 from torrentcore.create import create_torrent
 from torrentcore.errors import BadInputError
 from torrentcore.piecemanager import PieceManager
-from torrentcore.webseed import WebSeeds, default_run, left_over_run
+from torrentcore.webseed import WebSeeds, _Assembler, default_run, left_over_run
 from torrentcore.webseed_urls import UrlMap, bep17_url, file_urls
 from torrentcore_plugins.rarest_first import RandomOrder, RarestFirst, Sequential
 
@@ -108,6 +109,36 @@ def test_create_web_seed_is_written_and_shown_by_info(tmp_path):
     for bad in ("ftp://x/f.bin", "not a url", "http://"):
         with pytest.raises(BadInputError, match="invalid web seed URL"):  # the CLI's exit code 2, one line
             create_torrent(root, web_seeds=[bad])
+
+
+def test_a_runs_bytes_become_whole_blocks_however_the_reads_cut_them():
+    meta = _meta({"name": "t", "piece length": 32768, "pieces": b"\0" * 120, "length": 5 * 32768 + 1000})
+    delivered: list[tuple[int, int, bytes]] = []
+
+    class Seeds:  # what the assembler calls: WebSeeds.deliver
+        def __init__(self) -> None:
+            self.meta = meta
+
+        def deliver(self, seed, index, begin, data) -> None:
+            delivered.append((index, begin, bytes(data)))
+
+    class Seed:
+        dropped = None
+
+    stream = random.Random(1).randbytes(meta.total_length - 32768)  # pieces 1-5, the last one short
+    expected = [(i, b) for i in range(1, 6) for b in range(0, meta.piece_size(i), 16384)]
+    rng = random.Random(2)
+    for _trial in range(50):
+        delivered.clear()
+        assembler = _Assembler(Seeds(), Seed(), 32768, meta.total_length)
+        i = 0
+        while i < len(stream):
+            n = rng.choice([1, 100, 16383, 16384, 16385, 50000, 300000])
+            assembler.feed(memoryview(stream[i : i + n]))
+            i += n
+        assembler.finish()
+        assert b"".join(d for _i, _b, d in delivered) == stream
+        assert [(i, b) for i, b, _d in delivered] == expected
 
 
 # --- what a web seed is asked for: the strategy's runs -----------------------------------------------------

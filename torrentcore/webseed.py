@@ -477,22 +477,34 @@ class _Assembler:
         return index, begin, min(BLOCK_SIZE, meta.piece_size(index) - begin)
 
     def feed(self, data: memoryview) -> None:
-        """More bytes of the stream, in order."""
+        """More bytes of the stream, in order. Whole blocks are handed on as slices of ``data`` (no copy);
+        only a block split between two reads is gathered in ``pending``."""
+        k, size = 0, len(data)
         pending = self.pending
-        pending += data
-        k = 0
+        if pending:  # finish the block the last read began
+            _index, _begin, length = self._next_block()
+            k = min(size, length - len(pending))
+            pending += data[:k]
+            if len(pending) < length:
+                return
+            self._deliver(pending)
+            self.pending = bytearray()
         while self.pos < self.end:
-            index, begin, length = self._next_block()
-            if len(pending) - k < length:
+            _index, _begin, length = self._next_block()
+            if size - k < length:
                 break
-            # No yield between block_buffer and block_received (deliver): the bytes are all here.
-            self.seeds.deliver(self.seed, index, begin, pending[k : k + length])  # (a copy: pending shrinks)
+            self._deliver(data[k : k + length])
             k += length
-            self.pos += length
-            if self.seed.dropped:
-                raise _Dropped()
-        if k:
-            del pending[:k]
+        if k < size:
+            self.pending += data[k:]
+
+    def _deliver(self, block: bytes | bytearray | memoryview) -> None:
+        # No yield between block_buffer and block_received (deliver): the bytes are all here.
+        index, begin, _length = self._next_block()
+        self.seeds.deliver(self.seed, index, begin, block)
+        self.pos += len(block)
+        if self.seed.dropped:
+            raise _Dropped()
 
     def finish(self) -> None:
         """The run's last bytes arrived (a run ends on a piece boundary, so nothing may be left)."""
