@@ -99,6 +99,7 @@ def test_create_web_seed_is_written_and_shown_by_info(tmp_path):
     res = run_cli(["create", root, "-o", str(out), "--web-seed", "http://127.0.0.1:1/f.bin",
                    "-w", "https://mirror.example/f.bin"])
     assert res.returncode == 0, res.stderr
+    assert "the web seeds serve the data" in res.stderr  # the no-tracker warning says they are a source
     meta = metainfo.load(str(out))
     assert meta.url_list == ["http://127.0.0.1:1/f.bin", "https://mirror.example/f.bin"]
     info = run_cli(["info", str(out)])

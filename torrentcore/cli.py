@@ -567,6 +567,8 @@ def cmd_create(args) -> int:
     if not meta.trackers:
         how = ("it is private, so only --peer can connect peers (private torrents use no DHT or PEX)"
                if meta.private else "peers will have to find each other through the DHT, PEX or --peer")
+        if meta.url_list:
+            how += " (the web seeds serve the data without them)"
         print(f"torrentcore: warning: no tracker given (-t URL): {how}", file=sys.stderr)
     print(f"created {out}: {meta.name}, {_human(meta.data_length)}, {meta.num_pieces} pieces of "
           f"{_human(meta.piece_length)}, info-hash {meta.info_hash_hex}")
