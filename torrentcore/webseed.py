@@ -454,7 +454,9 @@ class WebSeeds:
             if peer is not None:
                 peer.cancel_block(index, begin)
         if piece is not None:
-            port.verify_piece(piece)
+            # Its own greenlet: waiting for a verify slot keeps the back-pressure, and a time-out or kill of
+            # this request while it waits cannot lose the piece (it is no longer partial: nobody would fetch it).
+            gevent.spawn(port.verify_piece, piece).join()
         limit = port.download_limit
         if getattr(limit, "rate", 0):
             limit.consume(length)
