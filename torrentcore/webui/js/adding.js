@@ -36,7 +36,7 @@ export class Adder {
     this.pausedInput = byId("add-paused");
     byId("add-file-form").addEventListener("submit", (event) => {
       event.preventDefault();
-      this.addFiles([...this.fileInput.files]).then(() => {
+      this.addFiles([...this.fileInput.files], () => {
         this.fileInput.value = "";
       });
     });
@@ -48,8 +48,8 @@ export class Adder {
         this.magnetInput.focus();
         return;
       }
-      this.addMagnets([link]).then((ok) => {
-        if (ok) this.magnetInput.value = "";
+      this.addMagnets([link], () => {
+        this.magnetInput.value = "";
       });
     });
     this.installDrop(byId("drop-overlay"));
@@ -83,15 +83,18 @@ export class Adder {
     }
   }
 
-  async addFiles(files) {
+  /** Add .torrent files; `onAllAdded` runs as soon as every one was accepted (before the list refresh). */
+  async addFiles(files, onAllAdded = () => {}) {
     if (!files.length) {
       this.deps.notify("Choose a .torrent file first.", true);
       this.fileInput.focus();
       return;
     }
+    let ok = true;
     for (const file of files) {
       if (file.size > MAX_TORRENT_BYTES) {
         this.deps.notify(`${file.name} is too large to be a .torrent file.`, true);
+        ok = false;
         continue;
       }
       let metainfo;
@@ -99,18 +102,21 @@ export class Adder {
         metainfo = await readBase64(file);
       } catch (err) {
         this.deps.notify(`Could not read ${file.name}: ${err.message}`, true);
+        ok = false;
         continue;
       }
-      await this.add({ metainfo }, file.name);
+      ok = (await this.add({ metainfo }, file.name)) && ok;
     }
+    if (ok) onAllAdded();
     await this.deps.refresh();
   }
 
-  async addMagnets(links) {
+  /** Add magnet links; `onAllAdded` runs as soon as every one was accepted (before the list refresh). */
+  async addMagnets(links, onAllAdded = () => {}) {
     let ok = true;
     for (const link of links) ok = (await this.add({ filename: link }, "the magnet link")) && ok;
+    if (ok) onAllAdded();
     await this.deps.refresh();
-    return ok;
   }
 
   /** Dropping .torrent files (or a dragged magnet link) anywhere on the page adds them. */

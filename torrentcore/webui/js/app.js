@@ -59,9 +59,9 @@ class App {
     });
   }
 
+  /** First the session (units, limits; it also gets the session id through the 409), then the list. */
   start() {
-    this.refreshSession();
-    this.refresh();
+    this.refreshSession().finally(() => this.refresh());
   }
 
   // -- polling ---------------------------------------------------------------------------------------

@@ -82,10 +82,12 @@ export class DetailView {
   }
 
   close() {
+    const hadFocus = this.section.contains(document.activeElement);
     this.id = null;
     this.torrent = null;
     this.section.hidden = true;
     this.deps.onClose();
+    if (hadFocus) byId("list-heading").focus(); // keyboard users are not left on a hidden element
   }
 
   /** The torrent disappeared (removed): close quietly. */
@@ -141,10 +143,12 @@ export class DetailView {
   }
 
   updateFacts(t) {
-    const have = Number.isFinite(t.haveValid) ? `${formatSize(t.haveValid)} of ${formatSize(t.sizeWhenDone)}` : "–";
+    const have = Number.isFinite(t.haveValid)
+      ? `${formatSize(t.haveValid)} verified, ${formatPercent(t.percentDone)} of the ${formatSize(t.sizeWhenDone)} wanted`
+      : "–";
     const pieces = t.pieceCount ? `${t.pieceCount} × ${formatSize(t.pieceSize)}` : "–";
     const facts = [
-      ["State", formatState(t)], ["Have", `${have} (${formatPercent(t.percentDone)})`],
+      ["State", formatState(t)], ["Have", have],
       ["Downloaded", formatSize(t.downloadedEver)], ["Uploaded", formatSize(t.uploadedEver)],
       ["Ratio", formatRatio(t.uploadRatio)], ["Pieces", pieces],
       ["Location", t.downloadDir || "–"], ["Info-hash", t.hashString || "–"],

@@ -127,7 +127,9 @@ export class TorrentList {
     p.bar.value = Number.isFinite(fraction) ? fraction : 0;
     p.bar.setAttribute("aria-label", `Progress of ${name}`);
     setText(p.pct, formatPercent(fraction));
-    setText(p.state, formatState(t));
+    const state = formatState(t);
+    setText(p.state, state);
+    p.state.title = state; // long error messages are cut in the cell
     p.state.classList.toggle("error", Boolean(t.error));
     p.state.classList.toggle("seeding", t.status === Status.SEED);
     setText(p.down, formatRate(t.rateDownload));
