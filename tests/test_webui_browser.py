@@ -241,6 +241,9 @@ def test_webui_add_download_select_remove(daemon, page, peers, screenshots, tmp_
     the_row.wait_for()
     (added,) = rpc.torrents("hashString")
     assert added["name"] == "webui-payload"
+    # Its details, on the peers tab while it downloads.
+    page.get_by_role("button", name="Details of webui-payload").click()
+    page.get_by_role("tab", name="Peers").click()
 
     # The seeder dials the daemon's peer port; the page shows 100 %.
     midway = []
@@ -261,8 +264,8 @@ def test_webui_add_download_select_remove(daemon, page, peers, screenshots, tmp_
     assert_same_tree(payload, daemon.download_dir / "webui-payload")
     assert "100 %" in the_row.inner_text()
 
-    # Details: files, pieces, rate graph.
-    page.get_by_role("button", name="Details of webui-payload").click()
+    # Files: turn one off.
+    page.get_by_role("tab", name="Files").click()
     detail = page.locator("#detail")
     detail.get_by_role("checkbox", name="Download beta.bin").wait_for()
     beta = detail.get_by_role("checkbox", name="Download beta.bin")
@@ -335,6 +338,17 @@ def test_webui_add_download_select_remove(daemon, page, peers, screenshots, tmp_
     page.locator("#notice.error", has_text="Could not add broken.torrent").wait_for()
     assert wait_until(lambda: len(rpc.torrents()) == 3, WAIT_S, interval=0.2), rpc.torrents("hashString")
     assert magnet_hash in {t["hashString"] for t in rpc.torrents("hashString")}
+    # Sorting and filtering the list.
+    page.get_by_role("button", name="Name", exact=True).click()
+    first = page.locator("#torrent-rows tr").first.get_by_role("button")
+    assert first.inner_text() == "dropped-one"
+    page.get_by_role("button", name="Name", exact=True).click()
+    assert first.inner_text() == "webui-payload"
+    page.get_by_label("Filter by name").fill("magnet")
+    page.get_by_text("(1 of 3 shown)").wait_for()
+    assert page.locator("#torrent-rows tr").count() == 1
+    page.get_by_label("Filter by name").fill("")
+    page.get_by_text("(3)").wait_for()
     page.screenshot(path=str(screenshots / "4-list.png"), full_page=True)
 
     # Remove the downloaded torrent with its data...

@@ -41,7 +41,11 @@ class App {
     this.list = new TorrentList(byId("torrent-rows"), byId("select-all"), {
       onOpen: (id) => this.openDetail(id),
       onSelection: (ids) => this.selectionChanged(ids),
+      onShown: (shown, total) => this.shownChanged(shown, total),
     });
+    const filter = () => this.list.setFilter(byId("filter-text").value, byId("filter-state").value);
+    byId("filter-text").addEventListener("input", filter);
+    byId("filter-state").addEventListener("change", filter);
     this.detail = new DetailView({
       rpc: this.rpc, history: this.history, notify, refresh, onClose: () => this.list.setOpen(null),
     });
@@ -92,8 +96,6 @@ class App {
       this.history.record(torrents);
       this.list.update(torrents);
       this.showTotals(torrents);
-      setText(byId("torrent-count"), torrents.length ? `(${torrents.length})` : "");
-      byId("empty-list").hidden = torrents.length > 0;
       if (this.detail.id !== null) {
         if (!torrents.some((t) => t.id === this.detail.id)) {
           this.detail.gone();
@@ -150,6 +152,12 @@ class App {
   selectionChanged(ids) {
     for (const button of byId("actions").querySelectorAll("button[data-action]")) button.disabled = ids.length === 0;
     setText(byId("selection-count"), ids.length ? `${ids.length} selected` : "");
+  }
+
+  shownChanged(shown, total) {
+    setText(byId("torrent-count"), !total ? "" : shown === total ? `(${total})` : `(${shown} of ${total} shown)`);
+    byId("empty-list").hidden = total > 0;
+    byId("none-shown").hidden = total === 0 || shown > 0;
   }
 
   openDetail(id) {

@@ -13,11 +13,36 @@ export const LIST_FIELDS = [
   "peersSendingToUs", "peersGettingFromUs", "eta", "uploadRatio", "isFinished", "isStalled", "queuePosition",
 ];
 
+/** Sort keys of the column headers: a value to compare per torrent. */
+const SORT_KEYS = {
+  name: (t) => (t.name || "").toLocaleLowerCase(),
+  size: (t) => t.sizeWhenDone || 0,
+  progress: (t) => t.percentDone || 0,
+  state: (t) => t.status,
+  down: (t) => t.rateDownload || 0,
+  up: (t) => t.rateUpload || 0,
+  peers: (t) => t.peersConnected || 0,
+  eta: (t) => (t.eta >= 0 ? t.eta : Number.MAX_SAFE_INTEGER),
+  ratio: (t) => t.uploadRatio,
+  added: (t) => t.id,
+};
+
+/** The "Show" filter's choices: which torrents each keeps. */
+const STATE_FILTERS = {
+  all: () => true,
+  downloading: (t) => t.status === Status.DOWNLOAD || t.status === Status.DOWNLOAD_WAIT,
+  seeding: (t) => t.status === Status.SEED || t.status === Status.SEED_WAIT,
+  stopped: (t) => t.status === Status.STOPPED,
+  active: (t) => (t.rateDownload || 0) > 0 || (t.rateUpload || 0) > 0,
+  error: (t) => Boolean(t.error),
+};
+
 export class TorrentList {
   /**
    * @param {HTMLTableSectionElement} tbody rows go here
    * @param {HTMLInputElement} selectAll the header's "select all" checkbox
-   * @param {{onOpen: (id: number) => void, onSelection: (ids: number[]) => void}} callbacks
+   * @param {{onOpen: (id: number) => void, onSelection: (ids: number[]) => void,
+   *          onShown: (shown: number, total: number) => void}} callbacks
    */
   constructor(tbody, selectAll, callbacks) {
     this.tbody = tbody;
@@ -25,13 +50,23 @@ export class TorrentList {
     this.callbacks = callbacks;
     /** @type {Map<number, {tr: HTMLTableRowElement, parts: object, torrent: object}>} */
     this.rows = new Map();
+    /** Ids of the rows shown (filter applied), in display order. */
+    this.shown = [];
     this.selected = new Set();
     this.openId = null;
+    this.filterText = "";
+    this.filterState = "all";
+    this.sortKey = "added";
+    this.sortAscending = true;
     selectAll.addEventListener("change", () => {
-      this.selected = selectAll.checked ? new Set(this.rows.keys()) : new Set();
-      for (const [id, row] of this.rows) row.parts.check.checked = this.selected.has(id);
+      this.selected = selectAll.checked ? new Set(this.shown) : new Set();
       this.selectionChanged();
     });
+    for (const button of tbody.closest("table").querySelectorAll("thead button[data-sort]")) {
+      // The arrow is decoration: aria-sort on the header tells assistive technology.
+      button.append(h("span", { className: "arrow", attrs: { "aria-hidden": "true" } }));
+      button.addEventListener("click", () => this.sortBy(button.dataset.sort));
+    }
   }
 
   /** Torrents currently listed, by id. */
@@ -40,9 +75,9 @@ export class TorrentList {
     return row ? row.torrent : undefined;
   }
 
-  /** Ids of the selected torrents, in list order. */
+  /** Ids of the selected torrents, in display order. */
   selectedIds() {
-    return [...this.rows.keys()].filter((id) => this.selected.has(id));
+    return this.shown.filter((id) => this.selected.has(id));
   }
 
   /** Mark the torrent whose details are shown (or none). */
@@ -51,10 +86,31 @@ export class TorrentList {
     for (const [rid, row] of this.rows) row.tr.classList.toggle("open", rid === id);
   }
 
-  /** Show exactly these torrents (one torrent-get answer), in id order. */
+  /** Show only torrents whose name contains `text` (any case) and that pass the state filter `state`. */
+  setFilter(text, state) {
+    this.filterText = text.trim().toLocaleLowerCase();
+    this.filterState = state in STATE_FILTERS ? state : "all";
+    this.render();
+  }
+
+  /** Sort by a column (again on the same one: the other way round); headers get aria-sort. */
+  sortBy(key) {
+    if (!(key in SORT_KEYS)) return;
+    this.sortAscending = key === this.sortKey ? !this.sortAscending : true;
+    this.sortKey = key;
+    for (const button of this.tbody.closest("table").querySelectorAll("thead button[data-sort]")) {
+      const th = button.closest("th");
+      const on = button.dataset.sort === key;
+      if (on) th.setAttribute("aria-sort", this.sortAscending ? "ascending" : "descending");
+      else th.removeAttribute("aria-sort");
+      setText(button.querySelector(".arrow"), on ? (this.sortAscending ? " ▲" : " ▼") : "");
+    }
+    this.render();
+  }
+
+  /** Show exactly these torrents (one torrent-get answer). */
   update(torrents) {
-    const sorted = [...torrents].sort((a, b) => a.id - b.id);
-    const present = new Set(sorted.map((t) => t.id));
+    const present = new Set(torrents.map((t) => t.id));
     for (const [id, row] of this.rows) {
       if (!present.has(id)) {
         row.tr.remove();
@@ -62,8 +118,7 @@ export class TorrentList {
         this.selected.delete(id);
       }
     }
-    let previous = null;
-    for (const t of sorted) {
+    for (const t of torrents) {
       let row = this.rows.get(t.id);
       if (!row) {
         row = this.createRow(t);
@@ -71,10 +126,41 @@ export class TorrentList {
       }
       row.torrent = t;
       this.fillRow(row, t);
-      const expected = previous ? previous.nextSibling : this.tbody.firstChild;
-      if (expected !== row.tr) this.tbody.insertBefore(row.tr, expected);
-      previous = row.tr;
     }
+    this.render();
+  }
+
+  /** Attach the rows that pass the filter, in sort order (moving only rows that are out of place). */
+  render() {
+    const keep = STATE_FILTERS[this.filterState];
+    const text = this.filterText;
+    const key = SORT_KEYS[this.sortKey];
+    const direction = this.sortAscending ? 1 : -1;
+    const visible = [...this.rows.values()]
+      .map((row) => row.torrent)
+      .filter((t) => keep(t) && (!text || (t.name || "").toLocaleLowerCase().includes(text)))
+      .sort((a, b) => {
+        const x = key(a);
+        const y = key(b);
+        const order = typeof x === "string" ? x.localeCompare(y) : x - y;
+        return direction * order || a.id - b.id;
+      });
+    this.shown = visible.map((t) => t.id);
+    const shown = new Set(this.shown);
+    for (const [id, row] of this.rows) {
+      if (!shown.has(id)) {
+        row.tr.remove();
+        this.selected.delete(id); // never act on a torrent the user cannot see
+      }
+    }
+    let previous = null;
+    for (const id of this.shown) {
+      const tr = this.rows.get(id).tr;
+      const expected = previous ? previous.nextSibling : this.tbody.firstChild;
+      if (expected !== tr) this.tbody.insertBefore(tr, expected);
+      previous = tr;
+    }
+    this.callbacks.onShown(this.shown.length, this.rows.size);
     this.selectionChanged();
   }
 
@@ -117,8 +203,6 @@ export class TorrentList {
     setText(p.open, name);
     p.open.setAttribute("aria-label", `Details of ${name}`);
     p.check.setAttribute("aria-label", `Select ${name}`);
-    p.check.checked = this.selected.has(t.id);
-    row.tr.classList.toggle("selected", p.check.checked);
     row.tr.classList.toggle("open", t.id === this.openId);
     const size = t.sizeWhenDone || t.totalSize || 0;
     setText(p.size, size ? formatSize(size) : "–");
@@ -141,10 +225,14 @@ export class TorrentList {
   }
 
   selectionChanged() {
-    for (const [id, row] of this.rows) row.tr.classList.toggle("selected", this.selected.has(id));
-    const n = this.selected.size;
-    this.selectAll.checked = n > 0 && n === this.rows.size;
-    this.selectAll.indeterminate = n > 0 && n < this.rows.size;
+    for (const [id, row] of this.rows) {
+      const on = this.selected.has(id);
+      row.parts.check.checked = on;
+      row.tr.classList.toggle("selected", on);
+    }
+    const n = this.selectedIds().length;
+    this.selectAll.checked = n > 0 && n === this.shown.length;
+    this.selectAll.indeterminate = n > 0 && n < this.shown.length;
     this.callbacks.onSelection(this.selectedIds());
   }
 }
