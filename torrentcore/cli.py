@@ -238,6 +238,10 @@ def build_parser(pm=None) -> argparse.ArgumentParser:
     p.add_argument("--created-by", default=f"torrentcore {__version__}")
     p.add_argument("--no-date", action="store_true", help="omit the creation date (reproducible output)")
 
+    from .daemon.command import add_parser as add_daemon_parser
+
+    add_daemon_parser(sub, _common)
+
     p = sub.add_parser("plugins", help="list installed plugins, strategies, storage backends and settings")
     _common(p, top=False)
     p.add_argument("--json", action="store_true", help="print JSON for machines")
@@ -670,6 +674,10 @@ def main(argv: list[str] | None = None) -> int:
             return printing(cmd_info, args)  # stdout closed or unwritable: one line, exit 1
         if args.command == "create":
             return cmd_create(args)
+        if args.command == "daemon":
+            from .daemon.command import cmd_daemon
+
+            return cmd_daemon(args)
         if pm is None:
             pm = _make_pm(args)
         args.plugin_settings = _plugin_settings(args, pm)  # what plugins read: options.plugin_settings

@@ -143,6 +143,7 @@ class TorrentHandle:
         self._exit_code: int | None = None
         self._attached = gevent.event.Event()
         self._paused = config.paused
+        self._earlier = [0, 0]  # bytes down/up of earlier runs (restart, move_data)
 
     def __repr__(self) -> str:
         return f"<TorrentHandle {self.name!r} {self.info_hash.hex()}>"
@@ -155,11 +156,14 @@ class TorrentHandle:
         self.name = torrent.meta.name
         if self._paused:
             torrent.pause()
+        elif torrent.paused:  # a restart() of a handle resumed since its config said "paused"
+            torrent.resume()
         torrent.start()
         self._attached.set()
 
     def fetch_metadata(self, magnet: Magnet) -> None:
         """Fetch a magnet link's metadata in the background, then attach the torrent (the session calls this)."""
+        self._magnet_trackers = magnet.trackers
         self._fetch_greenlet = gevent.spawn(self._fetch, magnet)
 
     def _fetch(self, magnet: Magnet) -> None:
@@ -309,6 +313,117 @@ class TorrentHandle:
         chosen = tuple(i for i, p in enumerate(priorities) if p > 0)
         t.select_files(None if len(chosen) == len(priorities) else chosen)
         self.config = replace(self.config, selected_files=None if len(chosen) == len(priorities) else chosen)
+
+    def set_rate_limits(self, download: int | None = None, upload: int | None = None) -> None:
+        """Change this torrent's own rate limits now (bytes/s, 0: unlimited; None: leave that one as is)."""
+        changes = {k: v for k, v in (("max_download_rate", download), ("max_upload_rate", upload)) if v is not None}
+        self.config = replace(self.config, **changes)
+        if self.torrent is not None:
+            self.torrent.download_limit.buckets[0].set_rate(self.config.max_download_rate)
+            self.torrent.upload_limit.buckets[0].set_rate(self.config.max_upload_rate)
+
+    def set_seed_limits(self, ratio: float | None, minutes: float | None, idle: float | None) -> None:
+        """Change when seeding stops (as ``TorrentConfig.seed_ratio``/``seed_time``/``seed_idle``; None or 0:
+        no such limit); a torrent already past a new limit stops seeding within a second."""
+        self.config = replace(self.config, seed=True, seed_ratio=ratio, seed_time=minutes, seed_idle=idle)
+        if self.torrent is not None:
+            self.torrent.config = replace(self.torrent.config, seed=True, seed_ratio=ratio, seed_time=minutes,
+                                          seed_idle=idle)
+            limits = self.torrent.seeding_limits
+            limits.ratio, limits.minutes, limits.idle = self.config.seed_limits()
+
+    def set_max_peers(self, count: int) -> None:
+        """Change this torrent's peer cap; lowering it closes no connection, new ones wait for room. Raising it
+        above the cap the torrent started with takes effect when it starts again (:meth:`restart`)."""
+        self.config = replace(self.config, max_peers=count)
+        if self.torrent is not None:
+            swarm = self.torrent.swarm
+            swarm.max_peers = max(1, min(count, swarm.pool.size or count))
+
+    def restart(self, save_path: str | os.PathLike | None = None) -> None:
+        """Run a torrent that stopped for good (seeding done, stopped, failed) again, with the handle's
+        current configuration, optionally in another ``save_path``; its data is checked first. A torrent
+        still running is stopped first (bounded wait). Byte counters of the new run start at 0."""
+        old = self.torrent
+        if save_path is not None:
+            self.save_path = os.path.abspath(os.fspath(save_path))
+        if old is None:
+            return
+        if not self.finished:
+            old.stop(EXIT_OK)
+            old.wait(30)
+        self._earlier[0] += old.stats.downloaded
+        self._earlier[1] += old.stats.uploaded
+        self.attach(self._session._make_torrent(old.meta, self.save_path, self.config))
+
+    def move_data(self, new_path: str | os.PathLike) -> None:
+        """Move the torrent's files to ``new_path`` (the same relative layout) and go on from there: the
+        torrent is stopped, its files are moved (renamed, or copied then deleted across filesystems; never
+        through a link), then it is restarted in the new folder, where its data is checked again."""
+        import shutil
+
+        new = os.path.abspath(os.fspath(new_path))
+        old = self.torrent
+        if old is None or new == self.save_path:
+            self.save_path = new
+            return
+        if not self.finished:
+            old.stop(EXIT_OK)
+            old.wait(30)
+        from .statefile import open_folder_under
+
+        os.makedirs(new, exist_ok=True)
+        for entry in old.meta.data_files:
+            src = os.path.join(self.save_path, *entry.path)
+            if os.path.islink(src) or not os.path.isfile(src):
+                continue
+            # Folders inside the new place are made one component at a time; a planted link is refused.
+            os.close(open_folder_under(new, entry.path[:-1], create=True))
+            dst = os.path.join(new, *entry.path)
+            if os.path.lexists(dst):
+                raise OSError(f"{dst} already exists")
+            shutil.move(src, dst)
+        delete_files(old.meta, self.save_path)  # the folders the files left empty
+        self.restart(new)
+
+    def reannounce(self) -> None:
+        """Ask the trackers for peers now (a running torrent; nothing otherwise)."""
+        if self.torrent is not None and self.torrent.exit_code is None:
+            self.torrent.announcer.announce_now.set()
+
+    def transferred(self) -> tuple[int, int]:
+        """Payload bytes (downloaded, uploaded) over every run of this handle (``status()`` counts this run)."""
+        t = self.torrent
+        now = (t.stats.downloaded, t.stats.uploaded) if t is not None else (0, 0)
+        return self._earlier[0] + now[0], self._earlier[1] + now[1]
+
+    def pieces(self) -> bytes:
+        """The verified pieces as a BitTorrent bitfield (high bit first; empty before the metadata)."""
+        return self.torrent.have.to_bytes() if self.torrent is not None else b""
+
+    def file_progress(self) -> list[int]:
+        """Verified bytes of each data file (``meta.data_files`` order; empty before the metadata)."""
+        from .details import file_progress
+
+        return file_progress(self.torrent.meta, self.torrent.have) if self.torrent is not None else []
+
+    def peer_infos(self) -> list:
+        """A :class:`torrentcore.details.PeerInfo` for each connected peer."""
+        from .details import peer_infos
+
+        t = self.torrent
+        return peer_infos(list(t.peers.values()), t.meta.num_pieces) if t is not None else []
+
+    def trackers(self) -> list[list[str]]:
+        """The tracker tiers (announce URLs) of the torrent or magnet link."""
+        if self.torrent is not None:
+            return [list(tier) for tier in self.torrent.meta.trackers]
+        return [list(tier) for tier in getattr(self, "_magnet_trackers", [])]
+
+    def tracker_failures(self) -> dict[str, str]:
+        """The last error of each tracker that failed (by URL)."""
+        tiers = self.torrent.announcer.tiers if self.torrent is not None else None
+        return tiers.failures() if tiers is not None else {}
 
     def stop(self, exit_code: int = EXIT_INTERRUPTED) -> None:
         """Stop the torrent for good (returns at once; :meth:`join` waits)."""

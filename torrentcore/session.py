@@ -187,6 +187,14 @@ class Session:
             dht_nodes=len(self.dht.table) if self.dht is not None else 0,
         )
 
+    def set_rate_limits(self, download: int | None = None, upload: int | None = None) -> None:
+        """Change the global rate limits now (bytes/s for all torrents together, 0: unlimited; None: leave
+        that one as is); ``config`` keeps the values the session started with."""
+        if download is not None:
+            self.download_limit.set_rate(download)
+        if upload is not None:
+            self.upload_limit.set_rate(upload)
+
     # --- events -------------------------------------------------------------------------------------
 
     def _emit(self, event: Event) -> None:
