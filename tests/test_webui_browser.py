@@ -164,10 +164,13 @@ def daemon(tmp_path: Path) -> Iterator[DaemonUnderTest]:
 
 
 @pytest.fixture
-def screenshots(tmp_path: Path) -> Path:
-    folder = Path(os.environ.get("TORRENTCORE_WEBUI_SCREENSHOTS") or tmp_path / "screenshots")
+def screenshots(tmp_path: Path, record_property: Any) -> Path:
+    """The artefact folder: ``$TORRENTCORE_WEBUI_SCREENSHOTS``, else ``screenshots/`` in the test's tmp folder
+    (pytest keeps the last three); its path is printed (``pytest -s`` or ``-rP``) and in the JUnit XML."""
+    folder = Path(os.environ.get("TORRENTCORE_WEBUI_SCREENSHOTS") or tmp_path / "screenshots").resolve()
     folder.mkdir(parents=True, exist_ok=True)
     print(f"web UI screenshots: {folder}")
+    record_property("screenshots", str(folder))
     return folder
 
 

@@ -252,9 +252,10 @@ export class DetailView {
     fillRows(byId("tracker-rows"), stats, (s) => {
       let last = "–";
       if (s.hasAnnounced) {
+        const when = s.lastAnnounceTime > 0 ? `, ${relativeTime(s.lastAnnounceTime)}` : "";
         last = s.lastAnnounceSucceeded
-          ? `${s.lastAnnounceResult || "Success"}: ${s.lastAnnouncePeerCount ?? 0} peers, ${relativeTime(s.lastAnnounceTime)}`
-          : `${s.lastAnnounceResult || "Failed"} (${relativeTime(s.lastAnnounceTime)})`;
+          ? `${s.lastAnnounceResult || "Success"}: ${s.lastAnnouncePeerCount ?? 0} peers${when}`
+          : `${s.lastAnnounceResult || "Failed"}${when}`;
       }
       const count = (n) => (Number.isFinite(n) && n >= 0 ? String(n) : "–");
       return h("tr", {},
