@@ -237,6 +237,21 @@ def test_webui_add_download_select_remove(daemon, page, peers, screenshots, tmp_
     # The first poll went through the 409 handshake and answered: the empty list says so.
     page.get_by_text("No torrents yet").wait_for()
 
+    # A session id the server no longer knows (as after a daemon restart): a 409, and the page goes on with
+    # the id from that answer.
+    real_id = page.evaluate("window.torrentcoreApp.rpc.sessionId")
+    assert real_id
+    page.evaluate("window.torrentcoreApp.rpc.sessionId = 'stale'")
+    wait_polls(page, 2)
+    assert page.evaluate("window.torrentcoreApp.rpc.sessionId") == real_id
+    assert page.locator("#connection").is_hidden()
+
+    # The piece map's bitfield decoding (most significant bit first, spare bits ignored).
+    decoded = page.evaluate(
+        "async () => { const m = await import('./js/piecemap.js'); return Array.from(m.decodePieces('wIA=', 10)); }"
+    )
+    assert decoded == [1, 1, 0, 0, 0, 0, 0, 0, 1, 0]
+
     # Add by uploading the .torrent.
     page.get_by_label("Torrent file").set_input_files(str(torrent_path))
     page.get_by_role("button", name="Add file").click()
