@@ -144,8 +144,8 @@ class App {
       down += t.rateDownload || 0;
       up += t.rateUpload || 0;
     }
-    setText(byId("session-down"), `↓ ${formatRate(down)}`);
-    setText(byId("session-up"), `↑ ${formatRate(up)}`);
+    setText(byId("session-down"), formatRate(down));
+    setText(byId("session-up"), formatRate(up));
   }
 
   // -- selection and actions -------------------------------------------------------------------------
