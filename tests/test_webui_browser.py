@@ -58,6 +58,8 @@ SEED_RATE = 600_000
 WAIT_S = 30.0
 #: torrent-get ``status`` values (rpc-spec.md 3.3).
 STOPPED, SEEDING = 0, 6
+#: A file's high priority (tr_priority_t).
+HIGH = 1
 #: HTTP Basic credentials of the daemon (the password goes through the environment, never the command line).
 USERNAME = "webui"
 PASSWORD = "correct horse battery staple"
@@ -282,7 +284,7 @@ def test_webui_add_download_select_remove(daemon, page, peers, screenshots, tmp_
     assert_same_tree(payload, daemon.download_dir / "webui-payload")
     assert "100 %" in the_row.inner_text()
 
-    # Files: turn one off.
+    # Files: turn one off...
     page.get_by_role("tab", name="Files").click()
     detail = page.locator("#detail")
     detail.get_by_role("checkbox", name="Download beta.bin").wait_for()
@@ -299,6 +301,17 @@ def test_webui_add_download_select_remove(daemon, page, peers, screenshots, tmp_
     wait_polls(page, 2)  # the page keeps showing the server's state
     assert not beta.is_checked()
     assert detail.get_by_role("checkbox", name="Download alpha.bin").is_checked()
+    # ... and give another a high priority.
+    detail.get_by_label("Priority of docs/gamma.txt").select_option(label="High")
+
+    def gamma_high() -> bool:
+        (t,) = rpc.torrents("files", "priorities")
+        names = [f["name"] for f in t["files"]]
+        return t["priorities"][names.index("webui-payload/docs/gamma.txt")] == HIGH
+
+    assert wait_until(gamma_high, WAIT_S, interval=0.2)
+    wait_polls(page, 2)
+    assert detail.get_by_label("Priority of docs/gamma.txt").input_value() == str(HIGH)
     page.screenshot(path=str(screenshots / "1-files.png"), full_page=True)
 
     # The tabs work from the keyboard (arrow keys move between them).
