@@ -28,6 +28,9 @@ import requests
 sys.path.insert(0, os.path.dirname(__file__))
 from common import private_state_dir, write_json  # noqa: E402
 
+#: Seconds over which the idle CPU use is measured.
+IDLE_SECONDS = 10
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -80,6 +83,13 @@ def make_torrents(folder: str, count: int) -> list[bytes]:
     return out
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process so far (Linux /proc)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def time_get(client: Client, fields: list[str], rounds: int) -> list[float]:
     times = []
     for _ in range(rounds):
@@ -113,6 +123,7 @@ def main() -> None:
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         wait_port(port)
         clients = {"torrentcore": Client(port)}
+        pids = {"torrentcore": procs[0].pid}
         if shutil.which("transmission-daemon"):
             tport, conf = free_port(), os.path.join(work, "tr")
             os.makedirs(conf)
@@ -127,6 +138,7 @@ def main() -> None:
                                           stderr=subprocess.DEVNULL))
             wait_port(tport)
             clients["transmission"] = Client(tport)
+            pids["transmission"] = procs[1].pid
         for name, client in clients.items():
             start = time.perf_counter()
             for data in torrents:
@@ -140,6 +152,13 @@ def main() -> None:
                              "torrent_get_best_ms": round(min(times) * 1000, 2)}
             print(f"{name:12} add {args.torrents}: {added:.2f} s; torrent-get of {len(fields)} fields x {listed} "
                   f"torrents: median {statistics.median(times) * 1000:.1f} ms, best {min(times) * 1000:.1f} ms")
+        # Idle cost: CPU used over IDLE_SECONDS with the 100 paused torrents and nobody asking.
+        start = {name: cpu_seconds(pid) for name, pid in pids.items()}
+        time.sleep(IDLE_SECONDS)
+        for name, pid in pids.items():
+            share = (cpu_seconds(pid) - start[name]) / IDLE_SECONDS
+            results[name]["idle_cpu_percent"] = round(share * 100, 2)
+            print(f"{name:12} idle CPU with {args.torrents} paused torrents: {share * 100:.1f} %")
         if "transmission" in results:
             ratio = results["torrentcore"]["torrent_get_median_ms"] / results["transmission"]["torrent_get_median_ms"]
             results["ratio_median"] = round(ratio, 2)

@@ -23,7 +23,7 @@ class Swarm:
         self.seeds = root / "seeds"
         self.seeder = LibtorrentPeer(name="seeder", upload_rate_limit=SEED_RATE, ignore_limits_on_local_network=False)
         self.torrent, self.hash, self.data = {}, {}, {}
-        for i, name in enumerate(("q1", "q2", "w1", "w2")):
+        for i, name in enumerate(("q1", "q2", "w1", "w2", "g1", "g2")):
             path = make_payload(self.seeds, SIZE, seed=70 + i, name=name)
             data, ih = make_torrent(path, trackers=[self.tracker.http_url], piece_length=32768,
                                     out=root / f"{name}.torrent")
@@ -131,3 +131,23 @@ def test_per_torrent_download_limit(swarm):
     d.rpc("torrent-set", ids=[slow], downloadLimited=False)
     d.wait_torrent(slow, lambda t: t["percentDone"] == 1, 60, "percentDone")
     assert_same_tree(swarm.seeds / "q1", d.download_dir / "q1")
+
+
+def test_alternative_global_limit(swarm):
+    """With the alternative speed limits on (100 kB/s down), the daemon gets a small share of what a
+    libtorrent leecher gets from the same seeder at the same time (compared when the leecher completes)."""
+    d = swarm.daemon
+    d.rpc("session-set", **{"alt-speed-down": 100, "alt-speed-enabled": True})
+    try:
+        tid = d.rpc("torrent-add", filename=str(swarm.torrent["g1"]))["torrent-added"]["id"]
+        d.wait_torrent(tid, lambda t: t["haveValid"] > 0, 30, "haveValid")
+        with LibtorrentPeer(name="leecher2") as leecher:
+            h = leecher.add_torrent(swarm.data["g2"], swarm.root / "leech2")
+            leecher.connect_peer(*swarm.seeder.endpoint, handle=h)
+            assert leecher.wait_finished(60, handle=h), leecher.describe()
+            t = d.torrent(tid, "haveValid")
+        assert t["haveValid"] < 0.5 * SIZE, t
+    finally:
+        d.rpc("session-set", **{"alt-speed-enabled": False})
+    d.wait_torrent(tid, lambda t: t["percentDone"] == 1, 60, "percentDone")
+    assert_same_tree(swarm.seeds / "g1", d.download_dir / "g1")

@@ -92,6 +92,21 @@ def test_session_id_handshake(swarm):
     assert swarm.daemon.rpc("session-get")["rpc-version"] == 17
 
 
+def test_hostile_torrent_add(swarm):
+    """A FIFO, a missing file, garbage metainfo: an RPC error result each, at once (a FIFO is never opened)."""
+    fifo = swarm.root / "pipe.torrent"
+    os.mkfifo(fifo)
+    for args, words in (({"filename": str(fifo)}, "FIFO"), ({"filename": str(swarm.root / "none")}, "does not exist"),
+                        ({"metainfo": "!!!not base64"}, "invalid or corrupt"),
+                        ({"metainfo": base64.b64encode(b"x" * 1000).decode()}, "invalid or corrupt"),
+                        ({"filename": "magnet:?xt=urn:btih:nothex"}, "invalid or corrupt"), ({}, "no filename")):
+        r = swarm.daemon.post({"method": "torrent-add", "arguments": args})
+        assert r.status_code == 200
+        result = r.json()["result"]
+        assert result != "success" and words in result, (args, result)
+    assert swarm.daemon.rpc("torrent-get", fields=["id"])["torrents"] == []
+
+
 def test_add_by_file_and_by_magnet_then_list(swarm):
     d = swarm.daemon
     d.remote("-a", str(swarm.torrent["single"]))
@@ -217,6 +232,12 @@ def test_json_rpc_2(swarm):
     answer = r.json()
     assert answer["id"] == 5 and answer["jsonrpc"] == "2.0"
     assert {t["hash_string"] for t in answer["result"]["torrents"]} >= {swarm.hash["single"]}
+    r = swarm.daemon.post({"jsonrpc": "2.0", "method": "torrent_get", "id": 7,
+                           "params": {"fields": ["id", "hash_string"], "format": "table"}})
+    assert r.json()["result"]["torrents"][0] == ["id", "hash_string"]
+    r = swarm.daemon.post([{"jsonrpc": "2.0", "method": "session_get", "params": {"fields": ["rpc_version"]}, "id": 8},
+                           {"jsonrpc": "2.0", "method": "session_stats"}])  # a batch; the notification gets no answer
+    assert [a["result"] for a in r.json()] == [{"rpc_version": 17}]
     r = swarm.daemon.post({"jsonrpc": "2.0", "method": "no_such", "id": 6})
     assert r.json()["error"]["code"] == -32601
 
@@ -229,3 +250,29 @@ def test_remove_keeps_data_and_remove_and_delete_deletes_it(swarm):
     assert wait_until(lambda: set(_ids(d.remote("-l"))) == {"magnetic"}, 20)
     assert (d.download_dir / "single").read_bytes() == open(swarm.payload["single"], "rb").read()
     assert wait_until(lambda: not (d.download_dir / "multi").exists(), 10), os.listdir(d.download_dir / "multi")
+
+
+def test_add_with_folder_and_unwanted_file_then_restart_keeps_everything(swarm):
+    """torrent-add's download-dir and files-unwanted; then SIGTERM and a new daemon on the same config:
+    the magnet-added torrent (its metadata now in the database) and the moved one come back as they were."""
+    transmission_rpc = pytest.importorskip("transmission_rpc")
+    d = swarm.daemon
+    client = transmission_rpc.Client(host="127.0.0.1", port=d.port, timeout=30)
+    folder = swarm.root / "elsewhere"
+    added = client.add_torrent(swarm.torrent["multi"].read_bytes(), download_dir=str(folder), files_unwanted=[1])
+    t = d.wait_torrent(added.id, _done, 60, "percentDone", "status", "wanted", "downloadDir")
+    assert t["wanted"] == [1, 0, 1] and t["downloadDir"] == str(folder)
+    assert (folder / "multi" / "a.bin").read_bytes() == (swarm.root / "seeds" / "multi" / "a.bin").read_bytes()
+    before = {x["hashString"]: x for x in d.rpc("torrent-get", fields=["id", "hashString", "downloadDir", "wanted",
+                                                                       "addedDate", "name"])["torrents"]}
+    assert d.terminate() == 0, d.stderr()[-2000:]
+    trusted = d.stderr().count('"resume record trusted"')
+    d.start()
+    after = {x["hashString"]: x for x in d.rpc("torrent-get", fields=["id", "hashString", "downloadDir", "wanted",
+                                                                      "addedDate", "name"])["torrents"]}
+    assert after == before
+    for t in after.values():
+        d.wait_torrent(t["id"], _done, 60, "percentDone", "status")
+    assert after[swarm.hash["magnetic"]]["name"] == "magnetic"
+    # Resumed as `run` does: every resume record written at the clean stop is trusted, no data re-hashed.
+    assert d.stderr().count('"resume record trusted"') - trusted == len(after)

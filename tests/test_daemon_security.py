@@ -145,3 +145,25 @@ def test_listening_beyond_loopback_needs_auth_and_a_whitelist(tmp_path):
     res = subprocess.run([sys.executable, "-m", "torrentcore", "daemon", "--help"], capture_output=True, text=True,
                          timeout=30)
     assert "--rpc-password-file" in res.stdout and "--rpc-password " not in res.stdout
+
+
+def test_daemon_with_basic_auth_from_a_file_and_from_the_environment(tmp_path):
+    from daemon_harness import DaemonProcess, require_transmission_remote
+
+    require_transmission_remote()
+    secret = tmp_path / "rpc-password"
+    secret.write_text("correct horse\n")
+    secret.chmod(0o600)
+    d = DaemonProcess(tmp_path / "file", "--rpc-username", "alice", "--rpc-password-file", str(secret))
+    try:
+        assert "401" in d.remote("-l", check=False)
+        assert "ID" in d.remote("-n", "alice:correct horse", "-l")
+        assert "401" in d.remote("-n", "alice:wrong", "-l", check=False)
+    finally:
+        d.kill()
+    d = DaemonProcess(tmp_path / "env", "--rpc-username", "bob", env={"TORRENTCORE_RPC_PASSWORD": "from-env"})
+    try:
+        assert "ID" in d.remote("-n", "bob:from-env", "-l")
+        assert "401" in d.remote("-l", check=False)
+    finally:
+        d.kill()

@@ -195,6 +195,11 @@ class Session:
         if upload is not None:
             self.upload_limit.set_rate(upload)
 
+    def set_max_connections(self, count: int) -> None:
+        """Change the cap on peer connections of all torrents together; lowering it closes none, new ones
+        wait for room."""
+        self.slots.limit = max(1, int(count))
+
     # --- events -------------------------------------------------------------------------------------
 
     def _emit(self, event: Event) -> None:

@@ -166,6 +166,10 @@ class Daemon:
             peer_limit: int | None = None) -> TorrentEntry:
         """Add a torrent (a .torrent path or bytes, or a magnet link). Raises BadInputError (malformed),
         DuplicateTorrent (already there)."""
+        from ..magnet import is_magnet
+
+        if isinstance(source, str) and not is_magnet(source):
+            source = _read_torrent_file(source)  # a regular file only: never a FIFO or device
         loaded = load_source(source)
         ih = loaded.info_hash.hex()
         for entry in self.entries.values():
@@ -175,8 +179,7 @@ class Daemon:
         if paused is None:
             paused = not self.settings["start-added-torrents"]
         if loaded.meta is not None:
-            metainfo = source if isinstance(source, bytes) else _read_torrent_file(source)
-            magnet = None
+            metainfo, magnet = bytes(source), None
         else:
             metainfo, magnet = None, source
         settings: dict[str, Any] = {}
@@ -240,6 +243,7 @@ class Daemon:
             down = s["speed-limit-down"] if s["speed-limit-down-enabled"] else 0
             up = s["speed-limit-up"] if s["speed-limit-up-enabled"] else 0
         self.session.set_rate_limits(int(down) * 1000, int(up) * 1000)
+        self.session.set_max_connections(int(s["peer-limit-global"]))
         for entry in self.entries.values():
             self._apply_seed_limits(entry)
 
@@ -420,6 +424,7 @@ class Daemon:
         for entry in list(self.entries.values()):
             h = entry.handle
             s = h.status()
+            entry.last_complete = s.num_pieces > 0 and s.progress >= 1.0
             row = entry.row
             if s.download_rate > 0 or s.upload_rate > 0:
                 entry.last_active = time.monotonic()

@@ -42,6 +42,8 @@ class TorrentEntry:
     #: The totals already in ``row`` when this process started the handle.
     base: tuple[int, int] = (0, 0)
     dirty: bool = False
+    #: ``complete`` as the last housekeeping round saw it (None: not seen yet).
+    last_complete: bool | None = None
     #: What torrent-get computes once per metainfo (see fields.TorrentView.static).
     cache: dict = field(default_factory=dict)
 
@@ -57,7 +59,9 @@ class TorrentEntry:
 
     @property
     def complete(self) -> bool:
-        """Every wanted piece is verified."""
+        """Every wanted piece is verified (as of the daemon's last housekeeping round, when there was one)."""
+        if self.last_complete is not None:
+            return self.last_complete
         s = self.handle.status()
         return s.num_pieces > 0 and s.progress >= 1.0
 

@@ -159,7 +159,11 @@ class Rpc:
         if result != "success":
             return {"jsonrpc": "2.0", "id": rid,
                     "error": {"code": 1, "message": result, "data": {"error_string": result}}}
-        return {"jsonrpc": "2.0", "result": _to_snake(arguments), "id": rid}
+        result_args = _to_snake(arguments)
+        rows = result_args.get("torrents")
+        if rows and isinstance(rows[0], list):  # format "table": the first row holds the field names
+            rows[0] = [_snake(n) for n in rows[0]]
+        return {"jsonrpc": "2.0", "result": result_args, "id": rid}
 
     def _ids(self, arguments: dict) -> list[TorrentEntry]:
         return self.daemon.select(arguments.get("ids"))
@@ -377,7 +381,12 @@ _KNOWN = set(FIELDS) | set(DAEMON_SESSION_DEFAULTS) | {
     "priority-high", "priority-normal", "priority-low", "labels", "peer-limit", "bandwidthPriority",
     "delete-local-data", "location", "move", "path", "name", "downloadLimit", "downloadLimited", "uploadLimit",
     "uploadLimited", "seedRatioLimit", "seedRatioMode", "seedIdleLimit", "seedIdleMode", "queuePosition",
-    "honorsSessionLimits", "trackerAdd", "cookies"}
+    "honorsSessionLimits", "trackerAdd", "cookies", "rpc-version", "rpc-version-minimum", "rpc-version-semver",
+    "version", "config-dir", "session-id", "download-dir-free-space", "blocklist-enabled", "blocklist-size",
+    "blocklist-url", "cache-size-mb", "incomplete-dir", "incomplete-dir-enabled", "lpd-enabled",
+    "port-forwarding-enabled", "peer-port-random-on-start", "utp-enabled", "tcp-enabled",
+    "trash-original-torrent-files", "alt-speed-time-enabled", "alt-speed-time-begin", "alt-speed-time-end",
+    "alt-speed-time-day", "default-trackers", "units"}
 _FROM_SNAKE = {_snake(k): k for k in _KNOWN}
 
 
