@@ -361,7 +361,7 @@ def test_webui_add_download_select_remove(daemon, page, peers, screenshots, tmp_
     other_torrent, _ = make_torrent(other)
     magnet_hash = "3f" * 20
     page.get_by_label("Magnet link").fill(f"magnet:?xt=urn:btih:{magnet_hash}&dn=from-a-magnet")
-    page.get_by_role("button", name="Add magnet").click()
+    page.get_by_label("Magnet link").press("Enter")  # the keyboard submits the form
     page.evaluate(DROP_FILE, [base64.b64encode(other_torrent).decode(), "dropped-one.torrent"])
     row(page, "dropped-one").wait_for()
     # A file that is not a torrent: one clear notice, nothing added.
@@ -382,10 +382,16 @@ def test_webui_add_download_select_remove(daemon, page, peers, screenshots, tmp_
     page.get_by_text("(3)").wait_for()
     page.screenshot(path=str(screenshots / "4-list.png"), full_page=True)
 
-    # Remove the downloaded torrent with its data...
+    # Remove the downloaded torrent with its data (after changing our mind once: Escape cancels)...
     the_row.get_by_role("checkbox").check()
     page.get_by_role("button", name="Remove…").click()
     remove = page.get_by_role("dialog", name="Remove torrents")
+    remove.wait_for()
+    page.keyboard.press("Escape")
+    remove.wait_for(state="hidden")
+    wait_polls(page, 1)
+    assert len(rpc.torrents()) == 3
+    page.get_by_role("button", name="Remove…").click()
     remove.get_by_label("Also delete the downloaded data").check()
     remove.get_by_role("button", name="Remove").click()
     the_row.wait_for(state="detached")
