@@ -1,9 +1,12 @@
-"""The web UI (torrentcore/webui/) in a real browser: Debian's chromium driven by Playwright.
+"""The web UI (torrentcore/webui/) in a real browser: Debian's chromium driven by Playwright, against
+``torrentcore daemon`` (behind Basic auth) and a real libtorrent seeder.
 
 One test walks through what a user does: add a multi-file torrent by uploading its .torrent on the page,
-watch the list reach 100 % while a real libtorrent seeder serves it, open the details (files, pieces, rate
-graph), turn one file off, set a global speed limit, add a magnet link and drop a .torrent on the page,
-then remove everything (the first one with its data). Every change is checked on the RPC side too.
+watch the list reach 100 % (the peers tab open meanwhile), turn one file off and give another a high
+priority, look at the pieces and the rate graph, stop, start and verify it, set the global and the
+alternative speed limits, add a magnet link (from the keyboard) and drop a .torrent and a broken file on
+the page, sort and filter the list, then remove everything (the first one with its data). Every change is
+checked on the RPC side too, and a stale session id must be recovered through the 409 handshake.
 
 Screenshots are kept as test artefacts in ``$TORRENTCORE_WEBUI_SCREENSHOTS`` (default: ``screenshots/``
 under the test's tmp folder); the test prints where.
@@ -13,27 +16,21 @@ from __future__ import annotations
 
 import base64
 import importlib.util
-import json
 import os
 import re
 import shutil
-import signal
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import requests
+from daemon_harness import DaemonProcess
 from realpeers import (  # noqa: F401  (fixture "peers")
     LOCALHOST,
     assert_same_tree,
-    free_port,
     make_payload,
     make_torrent,
     peers_fixture,
-    wait_port_open,
     wait_until,
 )
 
@@ -54,7 +51,7 @@ PAYLOAD = {"alpha.bin": 1_200_000, "beta.bin": 700_000, "docs/gamma.txt": 300_00
 PIECE_LENGTH = 64 * 1024
 #: The seeder's upload limit in bytes/s (about 4 s for the payload).
 SEED_RATE = 600_000
-#: Bound of every wait on the page or the daemon (the download itself takes well under a second here).
+#: Bound of every wait on the page or the daemon (the rate-limited download takes about 4 s).
 WAIT_S = 30.0
 #: torrent-get ``status`` values (rpc-spec.md 3.3).
 STOPPED, SEEDING = 0, 6
@@ -66,98 +63,28 @@ PASSWORD = "correct horse battery staple"
 
 
 # --------------------------------------------------------------------------------------------------
-# The RPC from the test's side (to check what the page did), with the 409 handshake.
+# The daemon under test (tests/daemon_harness.py), and the RPC from the test's side (to check the page)
 # --------------------------------------------------------------------------------------------------
-
-
-class Rpc:
-    """A minimal Transmission RPC client for assertions (the page has its own in JavaScript)."""
-
-    def __init__(self, url: str, auth: tuple[str, str]) -> None:
-        self.url = url
-        self.auth = auth
-        self.session_id = ""
-
-    def call(self, method: str, **arguments: Any) -> dict[str, Any]:
-        body = json.dumps({"method": method, "arguments": arguments})
-        for _ in range(3):
-            reply = requests.post(
-                self.url, data=body, headers={"X-Transmission-Session-Id": self.session_id}, auth=self.auth,
-                timeout=10,
-            )
-            if reply.status_code == 409:
-                self.session_id = reply.headers["X-Transmission-Session-Id"]
-                continue
-            reply.raise_for_status()
-            answer = reply.json()
-            assert answer["result"] == "success", f"{method}: {answer}"
-            return answer.get("arguments", {})
-        raise AssertionError(f"{method}: 409 three times in a row")
-
-    def torrents(self, *fields: str) -> list[dict[str, Any]]:
-        return self.call("torrent-get", fields=["id", "name", *fields])["torrents"]
-
-
-# --------------------------------------------------------------------------------------------------
-# The daemon under test
-# --------------------------------------------------------------------------------------------------
-
-
-class DaemonUnderTest:
-    """``torrentcore daemon`` on 127.0.0.1 (free RPC port, any peer port, no DHT), behind HTTP Basic auth:
-    the page and its files are reached through the same auth as the RPC."""
-
-    def __init__(self, workdir: Path) -> None:
-        self.workdir = workdir
-        workdir.mkdir(parents=True)
-        self.download_dir = workdir / "downloads"
-        self.rpc_port = free_port()
-        self.auth = (USERNAME, PASSWORD)
-        args = [
-            sys.executable, "-m", "torrentcore", "daemon", "--config-dir", str(workdir / "config"),
-            "--download-dir", str(self.download_dir), "--rpc-port", str(self.rpc_port), "--peer-port", "0",
-            "--no-dht", "--rpc-username", USERNAME, "--log-level", "info", "--log-format", "json",
-        ]
-        env = {**os.environ, "TORRENTCORE_STATE_DIR": str(workdir / "state"), "TORRENTCORE_RPC_PASSWORD": PASSWORD}
-        self.stdout_path = workdir / "daemon.stdout"
-        self.stderr_path = workdir / "daemon.stderr"
-        with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
-            self.process = subprocess.Popen(
-                args, stdin=subprocess.DEVNULL, stdout=out, stderr=err, cwd=workdir, env=env,
-            )
-        started = wait_until(lambda: self.process.poll() is not None or wait_port_open(self.rpc_port, 0.2), WAIT_S)
-        assert started and self.process.poll() is None, f"the daemon did not start\n{self.describe()}"
-        self.page_url = f"http://{LOCALHOST}:{self.rpc_port}/"
-        self.rpc = Rpc(f"http://{LOCALHOST}:{self.rpc_port}/transmission/rpc", self.auth)
-        self.peer_port = int(self.rpc.call("session-get", fields=["peer-port"])["peer-port"])
-
-    def describe(self) -> str:
-        def tail(path: Path) -> str:
-            return path.read_text(errors="replace")[-4000:] if path.exists() else ""
-
-        return f"torrentcore daemon rc={self.process.poll()}\n{tail(self.stdout_path)}\n{tail(self.stderr_path)}"
-
-    def close(self) -> None:
-        """SIGTERM (a clean stop), SIGKILL if it takes longer than 10 s."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
 
 
 @pytest.fixture
-def daemon(tmp_path: Path) -> Iterator[DaemonUnderTest]:
+def daemon(tmp_path: Path) -> Iterator[DaemonProcess]:
+    """``torrentcore daemon`` on 127.0.0.1 (free RPC port, any peer port, no DHT) behind HTTP Basic auth: the
+    page and its files are reached through the same auth as the RPC."""
     if importlib.util.find_spec("torrentcore.daemon") is None:
         pytest.skip("this tree has no `torrentcore daemon` (torrentcore/daemon/, issue 14 item 1)")
-    server = DaemonUnderTest(tmp_path / "daemon")
+    server = DaemonProcess(tmp_path / "daemon", "--rpc-username", USERNAME, env={"TORRENTCORE_RPC_PASSWORD": PASSWORD})
+    server.auth = (USERNAME, PASSWORD)
     try:
         yield server
     finally:
-        server.close()
-        print(server.describe())
+        server.terminate(timeout=10)
+        print(server.stderr()[-4000:])
+
+
+def torrents(daemon: DaemonProcess, *fields: str) -> list[dict[str, Any]]:
+    """``torrent-get`` of every torrent (``id``, ``name`` and ``fields``)."""
+    return daemon.rpc("torrent-get", fields=["id", "name", *fields])["torrents"]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -177,7 +104,7 @@ def screenshots(tmp_path: Path, record_property: Any) -> Path:
 
 
 @pytest.fixture
-def page(tmp_path: Path, daemon: DaemonUnderTest) -> Iterator[Any]:
+def page(tmp_path: Path, daemon: DaemonProcess) -> Iterator[Any]:
     """A chromium page (fresh profile), its console errors collected in ``page.errors``."""
     profile = tmp_path / "chromium-profile"  # a fresh --user-data-dir
     with playwright_api.sync_playwright() as pw:
@@ -227,7 +154,7 @@ def wait_polls(page: Any, count: int) -> None:
 
 
 def test_webui_add_download_select_remove(daemon, page, peers, screenshots, tmp_path: Path) -> None:
-    rpc = daemon.rpc
+    peer_port = daemon.peer_port()
     payload = make_payload(tmp_path / "seed", PAYLOAD, seed=14, name="webui-payload")
     torrent_path = tmp_path / "webui-payload.torrent"
     make_torrent(payload, piece_length=PIECE_LENGTH, out=torrent_path)
@@ -235,7 +162,7 @@ def test_webui_add_download_select_remove(daemon, page, peers, screenshots, tmp_
     seeder = peers.libtorrent("seeder", upload_rate_limit=SEED_RATE, ignore_limits_on_local_network=False)
     seeder.add_torrent(torrent_path, tmp_path / "seed", seed=True)
 
-    page.goto(daemon.page_url)
+    page.goto(f"http://{LOCALHOST}:{daemon.port}/")
     # The first poll went through the 409 handshake and answered: the empty list says so.
     page.get_by_text("No torrents yet").wait_for()
 
@@ -259,7 +186,7 @@ def test_webui_add_download_select_remove(daemon, page, peers, screenshots, tmp_
     page.get_by_role("button", name="Add file").click()
     the_row = row(page, "webui-payload")
     the_row.wait_for()
-    (added,) = rpc.torrents("hashString")
+    (added,) = torrents(daemon, "hashString")
     assert added["name"] == "webui-payload"
     # Its details, on the peers tab while it downloads.
     page.get_by_role("button", name="Details of webui-payload").click()
@@ -276,10 +203,10 @@ def test_webui_add_download_select_remove(daemon, page, peers, screenshots, tmp_
             midway.append(shown)
             page.screenshot(path=str(screenshots / "0-downloading.png"), full_page=True)
         if not seeder.peer_info():
-            seeder.connect_peer(LOCALHOST, daemon.peer_port)
+            seeder.connect_peer(LOCALHOST, peer_port)
         return False
 
-    assert wait_until(complete, WAIT_S, interval=0.5), seeder.describe() + daemon.describe()
+    assert wait_until(complete, WAIT_S, interval=0.5), seeder.describe() + daemon.stderr()[-3000:]
     print(f"progress shown on the way: {midway or 'none (the download was quicker than a poll)'}")
     assert_same_tree(payload, daemon.download_dir / "webui-payload")
     assert "100 %" in the_row.inner_text()
@@ -293,7 +220,7 @@ def test_webui_add_download_select_remove(daemon, page, peers, screenshots, tmp_
     beta.uncheck()
 
     def beta_off() -> bool:
-        (t,) = rpc.torrents("files", "wanted")
+        (t,) = torrents(daemon, "files", "wanted")
         names = [f["name"] for f in t["files"]]
         return not t["wanted"][names.index("webui-payload/beta.bin")]
 
@@ -305,7 +232,7 @@ def test_webui_add_download_select_remove(daemon, page, peers, screenshots, tmp_
     detail.get_by_label("Priority of docs/gamma.txt").select_option(label="High")
 
     def gamma_high() -> bool:
-        (t,) = rpc.torrents("files", "priorities")
+        (t,) = torrents(daemon, "files", "priorities")
         names = [f["name"] for f in t["files"]]
         return t["priorities"][names.index("webui-payload/docs/gamma.txt")] == HIGH
 
@@ -335,13 +262,13 @@ def test_webui_add_download_select_remove(daemon, page, peers, screenshots, tmp_
     # Stop, start and verify it from the toolbar.
     the_row.get_by_role("checkbox").check()
     page.get_by_role("button", name="Stop", exact=True).click()
-    assert wait_until(lambda: rpc.torrents("status")[0]["status"] == STOPPED, WAIT_S, interval=0.2)
+    assert wait_until(lambda: torrents(daemon, "status")[0]["status"] == STOPPED, WAIT_S, interval=0.2)
     the_row.locator("td.state", has_text=re.compile("^(Stopped|Finished)$")).wait_for()
     page.get_by_role("button", name="Start", exact=True).click()
-    assert wait_until(lambda: rpc.torrents("status")[0]["status"] != STOPPED, WAIT_S, interval=0.2)
+    assert wait_until(lambda: torrents(daemon, "status")[0]["status"] != STOPPED, WAIT_S, interval=0.2)
     page.get_by_role("button", name="Verify", exact=True).click()
     page.locator("#notice", has_text="Verifying webui-payload").wait_for()
-    assert wait_until(lambda: rpc.torrents("status")[0]["status"] == SEEDING, WAIT_S, interval=0.2)
+    assert wait_until(lambda: torrents(daemon, "status")[0]["status"] == SEEDING, WAIT_S, interval=0.2)
     the_row.get_by_role("checkbox").uncheck()
 
     # Global speed limits.
@@ -350,11 +277,11 @@ def test_webui_add_download_select_remove(daemon, page, peers, screenshots, tmp_
     dialog.get_by_label("Limit download to").check()
     dialog.get_by_label("Download limit").fill("512")
     dialog.get_by_role("button", name="Save").click()
-    assert wait_until(lambda: rpc.call("session-get")["speed-limit-down"] == 512, WAIT_S, interval=0.2)
-    assert rpc.call("session-get")["speed-limit-down-enabled"] is True
+    assert wait_until(lambda: daemon.rpc("session-get")["speed-limit-down"] == 512, WAIT_S, interval=0.2)
+    assert daemon.rpc("session-get")["speed-limit-down-enabled"] is True
     page.get_by_text("↓ 512").wait_for()
     page.get_by_role("button", name="Alternative speed").click()
-    assert wait_until(lambda: rpc.call("session-get")["alt-speed-enabled"] is True, WAIT_S, interval=0.2)
+    assert wait_until(lambda: daemon.rpc("session-get")["alt-speed-enabled"] is True, WAIT_S, interval=0.2)
 
     # Add by magnet link, and by dropping a .torrent file on the page.
     other = make_payload(tmp_path / "other", 200_000, seed=15, name="dropped-one")
@@ -367,8 +294,8 @@ def test_webui_add_download_select_remove(daemon, page, peers, screenshots, tmp_
     # A file that is not a torrent: one clear notice, nothing added.
     page.evaluate(DROP_FILE, [base64.b64encode(b"d4:infoi3ee").decode(), "broken.torrent"])
     page.locator("#notice.error", has_text="Could not add broken.torrent").wait_for()
-    assert wait_until(lambda: len(rpc.torrents()) == 3, WAIT_S, interval=0.2), rpc.torrents("hashString")
-    assert magnet_hash in {t["hashString"] for t in rpc.torrents("hashString")}
+    assert wait_until(lambda: len(torrents(daemon)) == 3, WAIT_S, interval=0.2), torrents(daemon, "hashString")
+    assert magnet_hash in {t["hashString"] for t in torrents(daemon, "hashString")}
     # Sorting and filtering the list.
     page.get_by_role("button", name="Name", exact=True).click()
     first = page.locator("#torrent-rows tr").first.get_by_role("button")
@@ -390,7 +317,7 @@ def test_webui_add_download_select_remove(daemon, page, peers, screenshots, tmp_
     page.keyboard.press("Escape")
     remove.wait_for(state="hidden")
     wait_polls(page, 1)
-    assert len(rpc.torrents()) == 3
+    assert len(torrents(daemon)) == 3
     page.get_by_role("button", name="Remove…").click()
     remove.get_by_label("Also delete the downloaded data").check()
     remove.get_by_role("button", name="Remove").click()
@@ -402,5 +329,5 @@ def test_webui_add_download_select_remove(daemon, page, peers, screenshots, tmp_
     page.get_by_role("button", name="Remove…").click()
     remove.get_by_role("button", name="Remove").click()
     page.get_by_text("No torrents yet").wait_for()
-    assert rpc.torrents() == []
+    assert torrents(daemon) == []
     assert not page.errors, page.errors
