@@ -103,7 +103,7 @@ export class TorrentList {
       const on = button.dataset.sort === key;
       if (on) th.setAttribute("aria-sort", this.sortAscending ? "ascending" : "descending");
       else th.removeAttribute("aria-sort");
-      setText(button.querySelector(".arrow"), on ? (this.sortAscending ? " ▲" : " ▼") : "");
+      setText(button.querySelector(".arrow"), on ? (this.sortAscending ? "▲" : "▼") : "");
     }
     this.render();
   }
