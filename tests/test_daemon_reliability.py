@@ -99,11 +99,31 @@ def test_kill_9_with_five_active_torrents_then_restart(tmp_path):
             d.kill()
 
 
-def _daemon_once(tmp_path, config, timeout=30):
+def _daemon_args(tmp_path, config):
     env = {**os.environ, "TORRENTCORE_STATE_DIR": str(tmp_path / "state")}
-    return subprocess.run([sys.executable, "-m", "torrentcore", "daemon", "--config-dir", str(config),
-                           "--rpc-port", "0", "--peer-port", "0", "--no-dht"], capture_output=True, text=True,
-                          timeout=timeout, env=env)
+    return [sys.executable, "-m", "torrentcore", "daemon", "--config-dir", str(config), "--rpc-port", "0",
+            "--peer-port", "0", "--no-dht"], env
+
+
+def _daemons_once(tmp_path, configs, timeout=60):
+    """Start a daemon on each config folder at once (they all should refuse to start); their results."""
+    procs = []
+    for config in configs:
+        args, env = _daemon_args(tmp_path, config)
+        procs.append(subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env))
+    results = []
+    for p in procs:
+        try:
+            out, err = p.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            out, err = p.communicate()
+        results.append(subprocess.CompletedProcess(p.args, p.returncode, out, err))
+    return results
+
+
+def _daemon_once(tmp_path, config, timeout=30):
+    return _daemons_once(tmp_path, [config], timeout)[0]
 
 
 def _one_line(res, *words):
@@ -118,8 +138,6 @@ def test_bad_databases_are_refused_with_one_line_and_never_reset(tmp_path):
     corrupt = tmp_path / "corrupt"
     corrupt.mkdir()
     (corrupt / "torrents.db").write_bytes(b"this is not an SQLite database, but it is someone's data" * 100)
-    _one_line(_daemon_once(tmp_path, corrupt), "cannot be read")
-    assert (corrupt / "torrents.db").read_bytes().startswith(b"this is not")
 
     newer = tmp_path / "newer"
     newer.mkdir()
@@ -128,22 +146,24 @@ def test_bad_databases_are_refused_with_one_line_and_never_reset(tmp_path):
     db.execute("PRAGMA user_version=99")
     db.commit()
     db.close()
-    _one_line(_daemon_once(tmp_path, newer), "schema version 99")
-    assert sqlite3.connect(newer / "torrents.db").execute("PRAGMA user_version").fetchone()[0] == 99
 
     linked = tmp_path / "linked"
     linked.mkdir()
     (tmp_path / "elsewhere.db").write_bytes(b"")
     os.symlink(tmp_path / "elsewhere.db", linked / "torrents.db")
-    _one_line(_daemon_once(tmp_path, linked), "symbolic link")
     fifo = tmp_path / "fifo"
     fifo.mkdir()
     os.mkfifo(fifo / "torrents.db")
-    _one_line(_daemon_once(tmp_path, fifo), "FIFO")
     wal = tmp_path / "wal"
     wal.mkdir()
     os.symlink(tmp_path / "elsewhere.db", wal / "torrents.db-wal")
-    _one_line(_daemon_once(tmp_path, wal), "symbolic link")
+
+    results = _daemons_once(tmp_path, [corrupt, newer, linked, fifo, wal])
+    for res, words in zip(results, ("cannot be read", "schema version 99", "symbolic link", "FIFO", "symbolic link")):
+        _one_line(res, words)
+    assert (corrupt / "torrents.db").read_bytes().startswith(b"this is not")
+    assert sqlite3.connect(newer / "torrents.db").execute("PRAGMA user_version").fetchone()[0] == 99
+    assert (tmp_path / "elsewhere.db").read_bytes() == b""
 
 
 def test_old_schema_is_migrated(tmp_path):

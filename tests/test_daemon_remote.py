@@ -203,6 +203,8 @@ def test_move_data(swarm):
     assert_same_tree(swarm.payload["magnetic"], target / "magnetic")
     assert not (d.download_dir / "magnetic").exists()
     assert t["downloadDir"] == str(target)
+    # The metadata the engine saved beside the data (magnetic.torrent) moved with it.
+    assert (target / "magnetic.torrent").exists() and not (d.download_dir / "magnetic.torrent").exists()
 
 
 def test_transmission_rpc_client_reads_everything_and_malformed_is_refused(swarm):
@@ -276,3 +278,6 @@ def test_add_with_folder_and_unwanted_file_then_restart_keeps_everything(swarm):
     assert after[swarm.hash["magnetic"]]["name"] == "magnetic"
     # Resumed as `run` does: every resume record written at the clean stop is trusted, no data re-hashed.
     assert d.stderr().count('"resume record trusted"') - trusted == len(after)
+    d.remote("-t", str(after[swarm.hash["magnetic"]]["id"]), "--remove-and-delete")
+    target = swarm.root / "moved"
+    assert wait_until(lambda: not (target / "magnetic").exists() and not (target / "magnetic.torrent").exists(), 20)

@@ -73,6 +73,13 @@ def test_session_id_handshake_and_host_check(webui):
             status, _, _ = _request(port, "POST", "/transmission/rpc", body, {**sid, "Host": host})
             assert status == 200, host
         assert len(calls) == 6
+        # A chunked body (no Content-Length) is read too, bounded.
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        conn.request("POST", "/transmission/rpc", body=iter([body.encode()]), headers=sid, encode_chunked=True)
+        r = conn.getresponse()
+        assert r.status == 200 and json.loads(r.read())["arguments"]["echo"] == "session-get"
+        conn.close()
+        assert len(calls) == 7
         # Not valid JSON: an RPC answer, not an HTTP error.
         status, _, data = _request(port, "POST", "/transmission/rpc", "{nope", sid)
         assert status == 200 and "not valid JSON" in json.loads(data)["result"]
@@ -137,11 +144,17 @@ def test_listening_beyond_loopback_needs_auth_and_a_whitelist(tmp_path):
     env.pop("TORRENTCORE_RPC_PASSWORD", None)
     base = [sys.executable, "-m", "torrentcore", "daemon", "--config-dir", str(tmp_path / "c"), "--rpc-port", "0",
             "--peer-port", "0", "--no-dht"]
-    for extra in (["--rpc-bind", "0.0.0.0"], ["--rpc-bind", "0.0.0.0", "--rpc-whitelist", "10.*"],
-                  ["--rpc-username", "alice"]):
-        res = subprocess.run(base + extra, capture_output=True, text=True, timeout=30, env=env)
-        assert res.returncode == 2, (extra, res.stderr)
-        assert len(res.stderr.strip().splitlines()) == 1 and "Traceback" not in res.stderr, res.stderr
+    extras = (["--rpc-bind", "0.0.0.0"], ["--rpc-bind", "0.0.0.0", "--rpc-whitelist", "10.*"],
+              ["--rpc-username", "alice"])
+    procs = [subprocess.Popen(base + extra, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+             for extra in extras]
+    for extra, p in zip(extras, procs):
+        try:
+            _, err = p.communicate(timeout=60)
+        finally:
+            p.kill()
+        assert p.returncode == 2, (extra, err)
+        assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
     res = subprocess.run([sys.executable, "-m", "torrentcore", "daemon", "--help"], capture_output=True, text=True,
                          timeout=30)
     assert "--rpc-password-file" in res.stdout and "--rpc-password " not in res.stdout

@@ -257,7 +257,7 @@ class Daemon:
         self._apply_seed_limits(entry)
         if h.meta is not None and isinstance(entry.row.settings.get("wanted"), list):
             wanted = entry.wanted()
-            if wanted and any(wanted):
+            if wanted:  # every file unwanted is fine: then no piece is wanted
                 h.set_file_priorities([1 if w else 0 for w in wanted])
 
     def _apply_seed_limits(self, entry: TorrentEntry) -> None:
@@ -323,6 +323,8 @@ class Daemon:
         """torrent-remove, optionally deleting this torrent's files."""
         for entry in entries:
             entry.handle.remove(delete_data=delete_data)
+            if delete_data and entry.row.magnet:
+                _remove_saved_metadata(entry.row.download_dir, entry.row.info_hash)
             self.entries.pop(entry.id, None)
             self.db.delete(entry.id)
             self.removed.append((entry.id, time.time()))
@@ -335,7 +337,10 @@ class Daemon:
         for entry in entries:
             entry.sync_totals()
             if move:
+                old = entry.row.download_dir
                 entry.handle.move_data(location)
+                if entry.row.magnet:
+                    _move_saved_metadata(old, location, entry.row.info_hash)
             else:
                 entry.handle.restart(location)
             self.apply_torrent_settings(entry)
@@ -365,8 +370,7 @@ class Daemon:
         entry.row.settings["wanted"] = flags
         entry.row.settings["priorities"] = prio
         entry.dirty = True
-        if any(flags):
-            entry.handle.set_file_priorities(flags)
+        entry.handle.set_file_priorities(flags)
 
     def move_queue(self, entries: list[TorrentEntry], how: str) -> None:
         """queue-move-top/up/down/bottom."""
@@ -491,6 +495,31 @@ class Daemon:
         """(free bytes, total bytes) of the filesystem holding ``path``."""
         usage = shutil.disk_usage(path)
         return usage.free, usage.total
+
+
+def _remove_saved_metadata(folder: str, info_hash: str) -> None:
+    """Delete the ``NAME.torrent`` the engine saved beside a magnet link's data (it is part of that data)."""
+    from ..metadata import find_saved_torrent
+
+    path = find_saved_torrent(folder, bytes.fromhex(info_hash))
+    if path is not None and not os.path.islink(path):
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+
+
+def _move_saved_metadata(old: str, new: str, info_hash: str) -> None:
+    """Move the ``NAME.torrent`` saved beside a magnet link's data along with it."""
+    from ..metadata import find_saved_torrent
+
+    path = find_saved_torrent(old, bytes.fromhex(info_hash))
+    target = os.path.join(new, os.path.basename(path)) if path is not None else None
+    if path is not None and not os.path.islink(path) and not os.path.lexists(target):
+        try:
+            shutil.move(path, target)
+        except OSError as exc:
+            log.warning("cannot move the saved metadata", path=path, error=exc.strerror)
 
 
 def _read_torrent_file(path: str) -> bytes:

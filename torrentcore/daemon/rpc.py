@@ -33,6 +33,9 @@ log = structlog.get_logger(__name__)
 RPC_VERSION = 17
 RPC_VERSION_MINIMUM = 14
 RPC_VERSION_SEMVER = "5.3.0"
+#: The Transmission release whose RPC (17) we speak, first in session-get's "version": front-ends such as
+#: Sonarr/Radarr read the leading number and refuse versions below 2.40.
+TRANSMISSION_LEVEL = "4.0.0"
 #: torrent-get's answer for the ids of ``"recently-active"``: torrents removed within this many seconds.
 RECENTLY_REMOVED = 60
 
@@ -47,7 +50,7 @@ def _session_info(daemon: Daemon, session_id: str) -> dict[str, Any]:
     info = dict(s)
     info.update({
         "rpc-version": RPC_VERSION, "rpc-version-minimum": RPC_VERSION_MINIMUM,
-        "rpc-version-semver": RPC_VERSION_SEMVER, "version": f"{__version__} (torrentcore)",
+        "rpc-version-semver": RPC_VERSION_SEMVER, "version": f"{TRANSMISSION_LEVEL} (torrentcore {__version__})",
         "config-dir": daemon.options.config_dir, "session-id": session_id,
         "download-dir-free-space": _free(s["download-dir"]), "blocklist-enabled": False, "blocklist-size": 0,
         "blocklist-url": "", "cache-size-mb": 4, "incomplete-dir": "", "incomplete-dir-enabled": False,

@@ -128,12 +128,15 @@ class RpcApp:
         if environ.get("REQUEST_METHOD") != "POST":
             return _plain(start_response, "405 Method Not Allowed", "405: use POST")
         try:
-            length = int(environ.get("CONTENT_LENGTH") or 0)
+            length = int(environ["CONTENT_LENGTH"]) if environ.get("CONTENT_LENGTH") else None
         except ValueError:
             length = -1
-        if length < 0 or length > MAX_BODY:
+        if length is not None and (length < 0 or length > MAX_BODY):
             return _plain(start_response, "413 Payload Too Large", "413: request too large")
-        body = environ["wsgi.input"].read(length) if length else b""
+        # Without a Content-Length (a chunked body) read at most MAX_BODY + 1 bytes.
+        body = environ["wsgi.input"].read(MAX_BODY + 1 if length is None else length) if length != 0 else b""
+        if len(body) > MAX_BODY:
+            return _plain(start_response, "413 Payload Too Large", "413: request too large")
         try:
             request = json.loads(body)
         except (ValueError, RecursionError):
