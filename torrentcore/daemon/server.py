@@ -216,9 +216,21 @@ def _plain(start_response: Respond, status: str, text: str, headers: list[tuple[
 
 def serve(app: RpcApp, host: str, port: int):
     """A started ``gevent.pywsgi.WSGIServer`` for ``app`` on ``host:port`` (port 0: any free port)."""
-    from gevent.pywsgi import WSGIServer
+    import socket
 
-    server = WSGIServer((host, port), app, log=None, error_log=None)
+    from gevent.pywsgi import WSGIHandler, WSGIServer
+
+    class Handler(WSGIHandler):
+        def handle(self) -> None:
+            # pywsgi sends the headers and the body apart: without TCP_NODELAY the body of a small answer
+            # waits for the client's delayed ACK (40 ms per request measured on loopback, torrent-add).
+            try:
+                self.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
+            super().handle()
+
+    server = WSGIServer((host, port), app, log=None, error_log=None, handler_class=Handler)
     server.start()
     return server
 
