@@ -386,11 +386,14 @@ _WIRE_META: list[metainfo.Metainfo] = []
 def wire_meta() -> metainfo.Metainfo:
     """The (real, parsed) metainfo of :data:`WIRE_PAYLOAD`, built once."""
     if not _WIRE_META:
-        pl = WIRE_PIECE_LENGTH
-        hashes = b"".join(hashlib.sha1(WIRE_PAYLOAD[i : i + pl]).digest() for i in range(0, len(WIRE_PAYLOAD), pl))
-        info = {b"name": b"wire.bin", b"piece length": pl, b"pieces": hashes, b"length": len(WIRE_PAYLOAD)}
-        _WIRE_META.append(metainfo.parse(bencode.encode({b"info": info})))
+        _WIRE_META.append(_meta_of(WIRE_PAYLOAD, WIRE_PIECE_LENGTH))
     return _WIRE_META[0]
+
+
+def _meta_of(payload: bytes, pl: int) -> metainfo.Metainfo:
+    hashes = b"".join(hashlib.sha1(payload[i : i + pl]).digest() for i in range(0, len(payload), pl))
+    info = {b"name": b"wire.bin", b"piece length": pl, b"pieces": hashes, b"length": len(payload)}
+    return metainfo.parse(bencode.encode({b"info": info}))
 
 
 class _NoLimit:
@@ -405,10 +408,12 @@ class WirePort:
     metainfo, a real ``PieceManager`` with the rarest-first strategy, a ``Bitfield``; completed pieces are
     hashed against the metainfo here, as the verifier does (a piece is ``have`` only if its hash matched)."""
 
-    def __init__(self, have: Iterable[int] = ()) -> None:
+    def __init__(self, have: Iterable[int] = (), payload: bytes | None = None, piece_length: int = 0) -> None:
+        """The torrent of :data:`WIRE_PAYLOAD` (or of ``payload`` in pieces of ``piece_length``); we have ``have``."""
         from torrentcore_plugins.rarest_first import RarestFirst
 
-        self.meta = wire_meta()
+        self.payload = WIRE_PAYLOAD if payload is None else payload
+        self.meta = wire_meta() if payload is None else _meta_of(payload, piece_length)
         n = self.meta.num_pieces
         self.have = Bitfield(n)
         for i in have:
@@ -450,7 +455,7 @@ class WirePort:
         if not self.have[index]:
             return None
         start = index * self.meta.piece_length + begin
-        return WIRE_PAYLOAD[start : start + length]
+        return self.payload[start : start + length]
 
     def wake_requesters(self) -> None:
         """One peer only: nobody else to wake."""
