@@ -3,9 +3,12 @@
 :class:`Flooder` connects to torrentcore's listening port again and again (gevent greenlets in the test
 or benchmark process, 127.0.0.1), does the BitTorrent handshake for the torrent, then sends one kind of
 valid but useless message as fast as torrentcore reads it (see :data:`KINDS`), until torrentcore closes
-the connection or ``max_messages`` have gone. Each connection is recorded (:class:`FloodConnection`).
+the connection or ``max_bytes`` have gone (more than the kernel's socket buffers on loopback hold: up to
+32 MiB received plus 4 MiB sent here, so what the flooder counts as sent is an upper bound of what
+torrentcore read, and torrentcore's reason says how many it took). Each connection is recorded
+(:class:`FloodConnection`).
 :func:`fresh_handshake` opens a new connection meanwhile and reports whether torrentcore answered its
-handshake, and how many flood messages went out while it waited (a count, not a time).
+handshake, and how many flood bytes went out while it waited (a count, not a time).
 
 The wire format is written out here (see fakepeer.py), not taken from torrentcore.
 """
@@ -54,7 +57,7 @@ KINDS: dict[str, tuple[bytes, bytes]] = {
     "cancel": (b"", message(CANCEL, struct.pack(">III", 0, 0, 16384))),
     "interest": (b"", message(INTERESTED) + message(NOT_INTERESTED)),
     "ut_metadata": (EXT_HANDSHAKE, extended(OUR_UT_METADATA, bencode({b"msg_type": 0, b"piece": 0}))),
-    "ut_pex": (EXT_HANDSHAKE, extended(OUR_UT_PEX, bencode({b"added": b"\x0a\x00\x00\x01\x1a\xe1",
+    "ut_pex": (EXT_HANDSHAKE, extended(OUR_UT_PEX, bencode({b"added": b"\x7f\x00\x00\x01\x00\x01",
                                                              b"dropped": b""}))),
     "ext-handshake": (b"", EXT_HANDSHAKE),
     "big-ext-handshake": (b"", BIG_EXT_HANDSHAKE),
@@ -78,12 +81,13 @@ CHUNK = 64 * 1024
 
 @dataclass
 class FloodConnection:
-    """One flood connection: its kind, local port, messages sent, how it ended."""
+    """One flood connection: its kind, local port, messages and bytes sent, how it ended."""
 
     kind: str
     local_port: int = 0
     handshake_answered: bool = False
     messages: int = 0
+    bytes: int = 0
     closed_by_them: bool = False
     error: str = ""
 
@@ -101,9 +105,9 @@ class Flooder:
     info_hash: bytes
     kinds: tuple[str, ...] = tuple(KINDS)
     rounds: int = 1
-    max_messages: int = 2_000_000
+    max_bytes: int = 64 << 20
     connections: list[FloodConnection] = field(default_factory=list)
-    sent: int = 0  # messages over all connections
+    sent: int = 0  # bytes over all connections
     active: bool = False  # a flood connection is open and sending
 
     def __post_init__(self) -> None:
@@ -146,10 +150,11 @@ class Flooder:
             if first:
                 sock.sendall(first)
             self.active = True
-            while record.messages < self.max_messages:
+            while record.bytes < self.max_bytes:
                 sock.sendall(batch)
                 record.messages += per_batch
-                self.sent += per_batch
+                record.bytes += len(batch)
+                self.sent += len(batch)
         except (EOFError, ConnectionError):
             record.closed_by_them = True
         except OSError as exc:  # a timeout: torrentcore stopped reading without closing
@@ -174,7 +179,7 @@ def _drain(sock: socket.socket) -> None:
 def fresh_handshake(endpoint: tuple[str, int], info_hash: bytes, flooder: Flooder | None = None,
                     timeout: float = 10.0) -> tuple[bool, int]:
     """Connect, send a handshake, wait (at most ``timeout`` s) for torrentcore's; return whether it came
-    (for ``info_hash``) and how many flood messages ``flooder`` sent meanwhile."""
+    (for ``info_hash``) and how many flood bytes ``flooder`` sent meanwhile."""
     before = flooder.sent if flooder else 0
     try:
         with socket.create_connection(endpoint, timeout=timeout) as sock:

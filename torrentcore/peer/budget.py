@@ -78,8 +78,10 @@ class MessageBudget:
 
     __slots__ = ("_allowances", "_tokens", "_last", "_clock", "spent")
 
-    def __init__(self, allowances: Mapping[str, Allowance] = ALLOWANCES,
+    def __init__(self, allowances: Mapping[str, Allowance] | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
+        """``allowances``: by kind (default :data:`ALLOWANCES`, read when the connection starts)."""
+        allowances = ALLOWANCES if allowances is None else allowances
         self._allowances = allowances
         self._clock = clock
         now = clock()
