@@ -80,6 +80,8 @@ def download(torrent: Path, seeder, out: Path, work: Path, name: str, flood: boo
                 start = time.monotonic()
                 ok, _during = fresh_handshake((rp.LOCALHOST, port), rp.info_hash_of(torrent), flooder,
                                               timeout=args.timeout)
+                if not ok and run.events("download complete"):
+                    break  # the download is over: torrentcore stops listening
                 probes.append((ok, time.monotonic() - start))
                 gevent.sleep(0.2)
         rc = run.wait(args.timeout)
@@ -99,6 +101,7 @@ def download(torrent: Path, seeder, out: Path, work: Path, name: str, flood: boo
         conns = flooder.connections
         result.update({
             "flood_connections": len(conns),
+            "handshakes_answered": sum(c.handshake_answered for c in conns),
             "dropped_by_torrentcore": sum(c.closed_by_them for c in conns),
             "flood_bytes_sent": flooder.sent,
             "probes": len(probes),

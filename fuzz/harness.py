@@ -24,6 +24,7 @@ import hashlib
 import ntpath
 import posixpath
 import random
+import socket
 import struct
 import time
 import unicodedata
@@ -42,6 +43,7 @@ from torrentcore.piecemanager import PieceManager
 from torrentcore.tracker import AnnounceRequest, AnnounceResponse, TrackerError, TrackerTiers
 from torrentcore.tracker import http as tracker_http
 from torrentcore.tracker import peers as tracker_peers
+from torrentcore.tracker import udp as tracker_udp
 from torrentcore.tracker.tiers import MIN_ANNOUNCE_INTERVAL
 
 #: What :func:`check_metainfo` may see raised for a bad torrent.
@@ -373,6 +375,75 @@ def check_tracker_reply(data: bytes) -> None:
             assert len(data) % size, "a compact list of whole entries was refused"
         else:
             _assert_peers(peers, tracker_peers.MAX_PEERS)
+    check_udp_reply(data)
+
+
+#: The UDP tracker the datagrams are attributed to.
+UDP_TRACKER_URL = "udp://127.0.0.1:6969/announce"
+
+
+class _DatagramSocket:
+    """A connected UDP socket whose replies are fuzzed datagrams: each reply is ``data`` with, unless the
+    mode says otherwise, the transaction id of the request just sent in bytes 4-8 (else libFuzzer could
+    never match the random id); after the last one, reads time out."""
+
+    def __init__(self, family: int, replies: list[bytes], keep_tid: bool) -> None:
+        self.family = family
+        self._replies = replies
+        self._keep_tid = keep_tid
+        self._tid = b""
+
+    def send(self, packet: bytes) -> int:
+        self._tid = packet[12:16]
+        return len(packet)
+
+    def settimeout(self, timeout: float | None) -> None:
+        """Reads never block."""
+
+    def recvfrom(self, size: int) -> tuple[bytes, tuple[str, int]]:
+        if not self._replies:
+            raise TimeoutError
+        reply = self._replies.pop(0)[:size]
+        if not self._keep_tid and len(reply) >= 8:
+            reply = reply[:4] + self._tid + reply[8:]
+        return reply, ("127.0.0.1", 6969)
+
+
+def check_udp_reply(data: bytes) -> None:
+    """A BEP 15 exchange (connect, then announce) of the real ``UDPTracker`` fed ``data`` as datagrams.
+
+    ``data[0]``: bit 0 the tracker's address is IPv6 (18-byte peers), bit 1 keep the datagram's own
+    transaction id, bit 2 skip the connect exchange (a cached connection id). The rest is split at
+    ``\xff\xfe\xfd\xfc`` into datagrams. Allowed: an ``AnnounceResponse`` with a positive interval and
+    bounded, valid peers, or a one-line ``TrackerError`` naming the tracker.
+    """
+    if not data:
+        return
+    mode = data[0]
+    family = socket.AF_INET6 if mode & 1 else socket.AF_INET
+    tracker = tracker_udp.UDPTracker(UDP_TRACKER_URL, base_timeout=0.001, max_retries=0)
+    sock = _DatagramSocket(family, data[1:].split(b"\xff\xfe\xfd\xfc")[:8], keep_tid=bool(mode & 2))
+    request = AnnounceRequest(info_hash=b"\x11" * 20, peer_id=b"-TC0001-fuzzfuzzfuzz", port=6881)
+    key = ("127.0.0.1", 6969)
+    deadline = time.monotonic() + 5
+    try:
+        if mode & 4:
+            conn_id = 0x1234
+        else:
+            conn_id = tracker._connect(sock, key, key, deadline)  # type: ignore[arg-type]
+            assert tracker.connection_id == conn_id
+        resp = tracker._announce(sock, key, conn_id, request, deadline)  # type: ignore[arg-type]
+    except TrackerError as exc:
+        text = str(exc)
+        assert text.startswith(f"tracker {UDP_TRACKER_URL}") and "\n" not in text, text
+    except tracker_udp._ErrorReply as exc:  # announce() turns it into a TrackerError naming the tracker
+        assert len(str(exc)) <= 300 and "\n" not in str(exc), str(exc)
+    else:
+        assert isinstance(resp.interval, int) and resp.interval > 0
+        assert len(set(resp.peers)) == len(resp.peers), "duplicate peers"
+        _assert_peers(resp.peers, tracker_peers.MAX_PEERS)
+        assert resp.complete is None or resp.complete >= 0
+        assert resp.incomplete is None or resp.incomplete >= 0
 
 
 # --- peer message dispatcher (a Peer's state machine) --------------------------------------------

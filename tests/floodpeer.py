@@ -130,18 +130,21 @@ class Flooder:
     def _run(self) -> None:
         for _ in range(self.rounds):
             for kind in self.kinds:
-                self._one(kind)
+                if not self._one(kind):
+                    return  # torrentcore no longer listens
 
-    def _one(self, kind: str) -> None:
-        record = FloodConnection(kind)
-        self.connections.append(record)
+    def _one(self, kind: str) -> bool:
         first, repeated = KINDS[kind]
         batch = repeated * max(1, CHUNK // len(repeated))
         per_batch = max(1, CHUNK // len(repeated))
-        sock = None
-        drain = None
         try:
             sock = socket.create_connection(self.endpoint, timeout=10)
+        except OSError:
+            return False
+        record = FloodConnection(kind)
+        self.connections.append(record)
+        drain = None
+        try:
             record.local_port = sock.getsockname()[1]
             sock.sendall(handshake(self.info_hash, b"-FL0001-" + kind.encode()[:12].ljust(12, b"x"), EXT_RESERVED))
             theirs = recv_exact(sock, 68)
@@ -163,8 +166,8 @@ class Flooder:
             self.active = False
             if drain is not None:
                 drain.kill(block=False)
-            if sock is not None:
-                sock.close()
+            sock.close()
+        return True
 
 
 def _drain(sock: socket.socket) -> None:
