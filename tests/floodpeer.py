@@ -69,7 +69,7 @@ REASONS = {
     "have": "flood of redundant have messages",
     "cancel": "flood of cancel messages",
     "interest": "flood of choke/interest messages",
-    "ut_metadata": "flood of extension messages",
+    "ut_metadata": "too many ut_metadata requests",
     "ut_pex": "flood of extension messages",
     "ext-handshake": "flood of extension handshake messages",
     "big-ext-handshake": "bad extension handshake: bencoding has more than",

@@ -96,7 +96,7 @@ FLOODS = {
     "interest toggles": (b"", msg.simple(msg.INTERESTED) + msg.simple(msg.NOT_INTERESTED),
                          "flood of choke/interest messages"),
     "ut_metadata requests": (EXT, msg.extended(2, bencode.encode({b"msg_type": 0, b"piece": 0})),
-                             "flood of extension messages"),
+                             "too many ut_metadata requests"),
     "ut_pex": (EXT, msg.extended(1, bencode.encode({b"added": b"", b"dropped": b""})), "flood of extension messages"),
     "extension handshakes": (b"", EXT, "flood of extension handshake messages"),
     "port": (b"", msg.port(6881), "flood of port messages"),

@@ -350,7 +350,9 @@ class PeerExtensions:
 class MetadataServer:
     """Serve ``ut_metadata`` requests from the raw ``info`` bytes of the torrent (BEP 9).
 
-    A peer gets at most ``3 x pieces + 10`` answers per connection; further requests are rejected.
+    A peer gets at most ``3 x pieces + 10`` answers per connection; further requests are rejected, and a
+    peer that asks as many times again is dropped (a flood: each request costs a decode and a reply; a
+    magnet fetch asks each piece about once).
     """
 
     def __init__(self, raw_info: bytes) -> None:
@@ -366,12 +368,15 @@ class MetadataServer:
         message = parse_metadata(payload)
         if message.msg_type != META_REQUEST:
             return
-        served = self._served.get(peer, 0)
+        asked = self._served.get(peer, 0) + 1  # requests of this peer, answered or not
+        self._served[peer] = asked
         piece = message.piece
-        if not self.raw or piece >= self.pieces or served >= 3 * self.pieces + 10:
+        limit = 3 * self.pieces + 10
+        if asked > 2 * limit:
+            raise ProtocolError(f"too many ut_metadata requests ({asked} for {self.pieces} pieces)")
+        if not self.raw or piece >= self.pieces or asked > limit:
             peer.send_extension(UT_METADATA, metadata_reject(piece))
             return
-        self._served[peer] = served + 1
         start = piece * METADATA_PIECE_SIZE
         data = self.raw[start : start + METADATA_PIECE_SIZE]
         peer.send_extension(UT_METADATA, metadata_data(piece, len(self.raw), data))
