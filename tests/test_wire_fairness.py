@@ -102,7 +102,7 @@ FLOODS = {
     "port": (b"", msg.port(6881), "flood of port messages"),
     "unknown ids": (b"", harness.frame(0x42, b"?"), "flood of unknown id messages"),
     "late bitfields": (msg.have(0), msg.bitfield(b"\x80"), "flood of late bitfield messages"),
-    "requests while choked": (b"", msg.request(0, 0, 16384), "flood of request while choked messages"),
+    "requests while choked": (b"", msg.request(0, 0, 16384), "flood of useless request messages"),
 }
 
 
@@ -114,6 +114,15 @@ def test_each_flood_is_dropped_with_its_reason(kind):
     assert ended.startswith("protocol error: ") and reason in ended, ended
     # Dropped after its burst (plus what one read buffer held), not after the flood.
     assert consumed < len(first) + len(repeated) * 3000 + 256 * 1024, (consumed, ended)
+
+
+def test_a_request_repeated_while_queued_is_answered_once_and_a_flood_of_them_is_dropped():
+    port = harness.WirePort(range(5))
+    port.upload_limit = _Gate()  # nothing is served until the peer is gone: the request stays queued
+    stream = msg.simple(msg.INTERESTED) + msg.request(1, 0, 16384) * 100_000
+    peer, ended, _consumed, sock = _run_peer(stream, fast=True, actions=[0], port=port)
+    assert "flood of useless request messages" in ended, ended
+    assert peer.bad_requests == 0 and not sock.sent.count(bytes([0, 0, 0, 13, msg.REJECT]))
 
 
 def test_honest_conversation_stays_within_every_budget():

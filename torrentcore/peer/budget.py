@@ -1,7 +1,7 @@
 """Per-peer budgets for control messages: a peer that sends them beyond any honest rate is dropped.
 
 Control messages (keep-alives, HAVEs for pieces the peer already announced, CHOKE/INTERESTED toggles,
-requests while we choke it, SUGGEST, PORT, extension handshakes and messages, unknown ids) cost us CPU
+requests while we choke it or repeated, SUGGEST, PORT, extension handshakes and messages, unknown ids) cost us CPU
 but carry no data, so a hostile peer can send millions a second of them (the audit of issue 13 sent
 keep-alives at 8 MB/s). Each kind has a token bucket (:class:`Allowance`: a burst, then a sustained
 rate); a message beyond it raises :class:`FloodError`, a :class:`~torrentcore.errors.ProtocolError`, so
@@ -35,7 +35,7 @@ class Allowance:
 KEEPALIVE = "keep-alive"
 REDUNDANT_HAVE = "redundant have"
 STATE = "choke/interest"
-CHOKED_REQUEST = "request while choked"
+USELESS_REQUEST = "useless request"
 LATE_BITFIELD = "late bitfield"
 SUGGEST = "suggest/allowed-fast"
 PORT = "port"
@@ -52,8 +52,9 @@ ALLOWANCES: Mapping[str, Allowance] = {
     # CHOKE / UNCHOKE / INTERESTED / NOT INTERESTED: choking rounds are every 10 s (15 s in Transmission);
     # interest follows the pieces we announce, a few changes a second in a busy swarm.
     STATE: Allowance(200, 20.0),
-    # Requests in flight when we choke the peer (its pipeline, at most our reqq of 500 each round).
-    CHOKED_REQUEST: Allowance(1000, 100.0),
+    # Requests while we choke the peer (those in flight when we choked it: its pipeline, at most our reqq of
+    # 500 each choking round), or repeating one still queued.
+    USELESS_REQUEST: Allowance(1000, 100.0),
     # aria2 sends a bitfield instead of several HAVEs; each costs O(pieces).
     LATE_BITFIELD: Allowance(32, 2.0),
     # BEP 6 SUGGEST / ALLOWED FAST: libtorrent sends ten allowed-fast pieces and a few suggestions.

@@ -442,17 +442,21 @@ class Peer:
             return
         if self.am_choking and index not in self.allowed_fast_out:
             # BEP 3: requests while choked are dropped; BEP 6: rejected, except allowed-fast pieces.
-            self.budget.spend(bud.CHOKED_REQUEST)
+            self.budget.spend(bud.USELESS_REQUEST)
             self._reject(index, begin, length)
             return
         uploads = self.uploads
-        if len(uploads) >= OUR_REQQ or (index, begin, length) in uploads:
-            self.bad_requests += 1  # beyond our advertised reqq, or the same block twice
+        block = (index, begin, length)
+        if block in uploads:  # asked again while queued: the one answer to come serves both
+            self.budget.spend(bud.USELESS_REQUEST)
+            return
+        if len(uploads) >= OUR_REQQ:
+            self.bad_requests += 1
             if self.bad_requests > MAX_BAD_REQUESTS:
                 raise ProtocolError("request queue flooded")
             self._reject(index, begin, length)
             return
-        uploads[(index, begin, length)] = None
+        uploads[block] = None
         self.conn.wake()
 
     def _produce(self) -> bytes | None:
