@@ -1,6 +1,7 @@
 """Fairness on the wire: the rate an honest libtorrent seeder keeps while one peer floods torrentcore.
 
     python benchmarks/flood_wire.py --size 64M --rounds 3
+    python benchmarks/flood_wire.py --size 64M --rounds 3 --direction seed   # torrentcore seeds libtorrent
     python benchmarks/flood_wire.py --size 64M --rounds 1 --code /work/main   # another checkout (before)
 
 Each round downloads the torrent twice with ``torrentcore run`` (a subprocess) from the same libtorrent
@@ -11,7 +12,10 @@ torrentcore's listening port again and again and floods it with one kind of cont
 ``--flood-bytes`` have gone. Meanwhile a probe opens a fresh connection every 0.2 s and counts the handshakes
 answered. The figure to read is ``ratio`` (clean time / flood time: the honest rate kept under the flood,
 goal >= 0.8) per round and its median; the machine is shared and noisy, so seconds alone mean little.
-``--rate`` caps the seeder's upload (bytes/s; 0: none, the download is then bound by torrentcore's CPU).
+With ``--direction seed``, ``torrentcore seed`` serves a fresh libtorrent leecher instead (the audit's case:
+an honest leecher went from 8.4 to 0.05 MB/s), and the flood also fills torrentcore's upload queue with 500
+requests and CANCELs them (``request-cancel``). ``--rate`` caps the seeder's upload (bytes/s; 0: none, the
+download is then bound by torrentcore's CPU).
 ``--no-budgets`` switches torrentcore's control-message budgets off (``tc_no_budgets.py``): only the read
 loop's yield then stands between the flood and the honest peer. ``--once`` floods each kind on one
 connection only (no reconnecting), as the audit did.
@@ -38,7 +42,7 @@ sys.path.insert(0, os.path.join(HERE, os.pardir, "tests"))
 
 import realpeers as rp  # noqa: E402
 from common import private_state_dir, write_json  # noqa: E402
-from floodpeer import KINDS, Flooder, fresh_handshake  # noqa: E402
+from floodpeer import KINDS, SEED_KINDS, Flooder, fresh_handshake  # noqa: E402
 from torrentcore_cli import TorrentcoreProcess  # noqa: E402
 
 
@@ -49,10 +53,17 @@ def parse_size(text: str) -> int:
 
 
 def download(torrent: Path, seeder, out: Path, work: Path, name: str, flood: bool, args) -> dict:
-    """One ``torrentcore run``; with ``flood``, the flooder and the handshake probe run meanwhile."""
+    """One ``torrentcore run`` (or with ``--direction seed`` one libtorrent leecher of ``torrentcore seed``);
+    with ``flood``, the flooder and the handshake probe run meanwhile."""
     port = rp.free_port()
-    cmd = ["run", str(torrent), "-o", str(out), "--no-seed", "--port", str(port), "--listen-host", rp.LOCALHOST,
-           "--peer", f"{seeder.endpoint[0]}:{seeder.endpoint[1]}"]
+    if args.direction == "seed":
+        cmd = ["seed", str(torrent), "-d", str(args.root.parent), "--port", str(port), "--listen-host",
+               rp.LOCALHOST]
+        if args.rate:
+            cmd += ["--max-upload-rate", str(args.rate)]
+    else:
+        cmd = ["run", str(torrent), "-o", str(out), "--no-seed", "--port", str(port), "--listen-host",
+               rp.LOCALHOST, "--peer", f"{seeder.endpoint[0]}:{seeder.endpoint[1]}"]
     if args.no_budgets:
         cmd += ["--plugin", "tc_no_budgets"]
     saved = os.environ.get("PYTHONPATH")
@@ -66,16 +77,26 @@ def download(torrent: Path, seeder, out: Path, work: Path, name: str, flood: boo
             os.environ["PYTHONPATH"] = saved
     t0 = time.monotonic()
     flooder = None
+    leecher = None
     probes: list[tuple[bool, float]] = []
     try:
-        if flood:
+        if flood or args.direction == "seed":
             if not rp.wait_port_open(port, timeout=30):
                 raise RuntimeError(f"torrentcore is not listening: {run.describe()}")
-            flooder = Flooder((rp.LOCALHOST, port), rp.info_hash_of(torrent), kinds=tuple(args.kinds),
-                              rounds=1 if args.once else 10**6,
-                              max_bytes=args.flood_bytes).start()
+        if args.direction == "seed":
+            # An incoming peer waits for the start-up check of the data.
+            leecher = rp.LibtorrentPeer(name=f"leecher-{name}")
+            t0 = time.monotonic()
+            leecher.add_torrent(torrent, out)
+            leecher.connect_peer(rp.LOCALHOST, port)
+            finished = gevent.spawn(leecher.wait_finished, args.timeout)
+        if flood:
+            kinds = tuple(args.kinds) + (SEED_KINDS if args.direction == "seed" else ())
+            flooder = Flooder((rp.LOCALHOST, port), rp.info_hash_of(torrent), kinds=kinds,
+                              rounds=1 if args.once else 10**6, max_bytes=args.flood_bytes,
+                              request_blocks=args.blocks).start()
             for _ in range(int(args.timeout / 0.2)):  # bounded: the run's own timeout
-                if run.returncode is not None:
+                if run.returncode is not None or (leecher is not None and finished.dead):
                     break
                 start = time.monotonic()
                 ok, _during = fresh_handshake((rp.LOCALHOST, port), rp.info_hash_of(torrent), flooder,
@@ -84,18 +105,26 @@ def download(torrent: Path, seeder, out: Path, work: Path, name: str, flood: boo
                     break  # the download is over: torrentcore stops listening
                 probes.append((ok, time.monotonic() - start))
                 gevent.sleep(0.2)
-        rc = run.wait(args.timeout)
-        elapsed = time.monotonic() - t0
+        if leecher is not None:
+            ok = finished.get(timeout=args.timeout + 10)
+            elapsed = seconds = time.monotonic() - t0
+            rc = 0 if ok else f"the leecher did not finish: {leecher.describe()}"
+        else:
+            rc = run.wait(args.timeout)
+            elapsed = time.monotonic() - t0
     finally:
         if flooder is not None:
             flooder.stop()
+        if leecher is not None:
+            leecher.close()
         run.kill()
     if rc != 0:
         raise RuntimeError(f"torrentcore failed ({rc}): {run.describe()}")
     if rp.tree_differences(args.root, out / args.root.name):
         raise RuntimeError("downloaded data differs")
-    done = run.events("download complete")
-    seconds = float(done[0]["seconds"]) if done and "seconds" in done[0] else elapsed
+    if leecher is None:
+        done = run.events("download complete")
+        seconds = float(done[0]["seconds"]) if done and "seconds" in done[0] else elapsed
     result = {"seconds": round(seconds, 3), "wall": round(elapsed, 3)}
     if flooder is not None:
         conns = flooder.connections
@@ -117,6 +146,8 @@ def main() -> int:
     ap.add_argument("--size", default="64M")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--rate", type=int, default=0, help="seeder upload cap, bytes/s (0: none)")
+    ap.add_argument("--direction", choices=("download", "seed"), default="download",
+                    help="torrentcore downloads from libtorrent (run), or seeds a libtorrent leecher (seed)")
     ap.add_argument("--kinds", type=lambda s: s.split(","), default=list(KINDS),
                     help=f"comma-separated flood kinds (default: all of {','.join(KINDS)})")
     ap.add_argument("--flood-bytes", type=parse_size, default=parse_size("16M"),
@@ -133,12 +164,16 @@ def main() -> int:
     root = Path(rp.make_payload(work / "seed", size, seed=17, name="flood.bin"))
     args.root = root
     torrent = work / "flood.torrent"
-    rp.make_torrent(root, [], piece_length=256 * 1024, out=torrent)
+    piece_length = 256 * 1024
+    rp.make_torrent(root, [], piece_length=piece_length, out=torrent)
+    args.blocks = tuple((i, b, 16384) for i in range(size // piece_length) for b in range(0, piece_length, 16384))
     rounds = []
     with rp.RealPeers(work / "peers") as pool:
-        overrides = {"upload_rate_limit": args.rate, "ignore_limits_on_local_network": False} if args.rate else {}
-        seeder = pool.libtorrent("seeder", **overrides)
-        seeder.add_torrent(torrent, work / "seed", seed=True)
+        seeder = None
+        if args.direction == "download":
+            overrides = {"upload_rate_limit": args.rate, "ignore_limits_on_local_network": False} if args.rate else {}
+            seeder = pool.libtorrent("seeder", **overrides)
+            seeder.add_torrent(torrent, work / "seed", seed=True)
         for i in range(args.rounds):
             order = ("clean", "flood") if i % 2 == 0 else ("flood", "clean")
             entry = {}
@@ -149,7 +184,8 @@ def main() -> int:
             entry["ratio"] = round(entry["clean"]["seconds"] / entry["flood"]["seconds"], 3)
             rounds.append(entry)
     ratios = [r["ratio"] for r in rounds]
-    write_json({"size": size, "rate": args.rate, "kinds": args.kinds, "code": args.code or "this checkout",
+    write_json({"size": size, "rate": args.rate, "direction": args.direction, "kinds": args.kinds,
+                "code": args.code or "this checkout",
                 "budgets": not args.no_budgets, "reconnecting": not args.once,
                 "rounds": rounds, "median_ratio": statistics.median(ratios)}, args.json)
     return 0

@@ -20,7 +20,7 @@ import struct
 from dataclasses import dataclass, field
 
 import gevent
-from fakepeer import CANCEL, HAVE, INTERESTED, NOT_INTERESTED, handshake, message, recv_exact
+from fakepeer import CANCEL, HAVE, INTERESTED, NOT_INTERESTED, REQUEST, handshake, message, recv_exact
 
 EXTENDED = 20
 #: Reserved bytes with the extension-protocol bit (BEP 10) only.
@@ -63,6 +63,10 @@ KINDS: dict[str, tuple[bytes, bytes]] = {
     "big-ext-handshake": (b"", BIG_EXT_HANDSHAKE),
     "unknown": (b"", message(0x42, b"?")),
 }
+#: Against a seeding torrentcore: INTERESTED and 500 REQUESTs (its upload queue full, once it unchokes the
+#: flooder), then CANCELs (the first cancels a queued request, the rest are for requests never sent). The
+#: requests are filled in by :class:`Flooder` (``request_blocks``).
+SEED_KINDS = ("request-cancel",)
 #: What torrentcore's reason for dropping each kind says.
 REASONS = {
     "keep-alive": "flood of keep-alive messages",
@@ -74,6 +78,7 @@ REASONS = {
     "ext-handshake": "flood of extension handshake messages",
     "big-ext-handshake": "bad extension handshake: bencoding has more than",
     "unknown": "flood of unknown id messages",
+    "request-cancel": "flood of cancel messages",
 }
 #: Bytes per send: the repeated message is batched up to this size.
 CHUNK = 64 * 1024
@@ -106,6 +111,8 @@ class Flooder:
     kinds: tuple[str, ...] = tuple(KINDS)
     rounds: int = 1
     max_bytes: int = 64 << 20
+    #: ``(index, begin, length)`` of blocks the torrent has (for ``request-cancel``).
+    request_blocks: tuple = ()
     connections: list[FloodConnection] = field(default_factory=list)
     sent: int = 0  # bytes over all connections
     active: bool = False  # a flood connection is open and sending
@@ -133,8 +140,15 @@ class Flooder:
                 if not self._one(kind):
                     return  # torrentcore no longer listens
 
+    def _first_and_repeated(self, kind: str) -> tuple[bytes, bytes]:
+        if kind == "request-cancel":
+            blocks = self.request_blocks[:500]
+            return (message(INTERESTED) + b"".join(message(REQUEST, struct.pack(">III", *b)) for b in blocks),
+                    message(CANCEL, struct.pack(">III", *blocks[0])))
+        return KINDS[kind]
+
     def _one(self, kind: str) -> bool:
-        first, repeated = KINDS[kind]
+        first, repeated = self._first_and_repeated(kind)
         batch = repeated * max(1, CHUNK // len(repeated))
         per_batch = max(1, CHUNK // len(repeated))
         try:
