@@ -18,7 +18,8 @@ requests and CANCELs them (``request-cancel``). ``--rate`` caps the seeder's upl
 download is then bound by torrentcore's CPU).
 ``--no-budgets`` switches torrentcore's control-message budgets off (``tc_no_budgets.py``): only the read
 loop's yield then stands between the flood and the honest peer. ``--once`` floods each kind on one
-connection only (no reconnecting), as the audit did.
+connection only (no reconnecting), as the audit did; ``--flood-rate 8M`` sends at the audit's 8 MB/s (else as
+fast as torrentcore reads: the flooder, in this process, then takes a good part of the same two cores).
 """
 
 from __future__ import annotations
@@ -94,7 +95,7 @@ def download(torrent: Path, seeder, out: Path, work: Path, name: str, flood: boo
             kinds = tuple(args.kinds) + (SEED_KINDS if args.direction == "seed" else ())
             flooder = Flooder((rp.LOCALHOST, port), rp.info_hash_of(torrent), kinds=kinds,
                               rounds=1 if args.once else 10**6, max_bytes=args.flood_bytes,
-                              request_blocks=args.blocks).start()
+                              request_blocks=args.blocks, rate=args.flood_rate).start()
             for _ in range(int(args.timeout / 0.2)):  # bounded: the run's own timeout
                 if run.returncode is not None or (leecher is not None and finished.dead):
                     break
@@ -154,6 +155,8 @@ def main() -> int:
                     help="most bytes the flooder sends on one connection")
     ap.add_argument("--no-budgets", action="store_true", help="torrentcore's control-message budgets off")
     ap.add_argument("--once", action="store_true", help="one connection per flood kind (no reconnecting)")
+    ap.add_argument("--flood-rate", type=parse_size, default=0,
+                    help="the flooder's send rate, bytes/s (0: as fast as torrentcore reads; the audit used 8M)")
     ap.add_argument("--code", help="run torrentcore from this checkout (PYTHONPATH), e.g. /work/main")
     ap.add_argument("--timeout", type=float, default=300.0)
     ap.add_argument("--json", default="-", help="where to write the results (default: stdout)")
@@ -186,7 +189,7 @@ def main() -> int:
     ratios = [r["ratio"] for r in rounds]
     write_json({"size": size, "rate": args.rate, "direction": args.direction, "kinds": args.kinds,
                 "code": args.code or "this checkout",
-                "budgets": not args.no_budgets, "reconnecting": not args.once,
+                "budgets": not args.no_budgets, "reconnecting": not args.once, "flood_rate": args.flood_rate,
                 "rounds": rounds, "median_ratio": statistics.median(ratios)}, args.json)
     return 0
 

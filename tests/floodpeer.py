@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import socket
 import struct
+import time
 from dataclasses import dataclass, field
 
 import gevent
@@ -113,6 +114,8 @@ class Flooder:
     max_bytes: int = 64 << 20
     #: ``(index, begin, length)`` of blocks the torrent has (for ``request-cancel``).
     request_blocks: tuple = ()
+    #: Most bytes a second the flooder sends over all its connections (0: as fast as torrentcore reads).
+    rate: int = 0
     connections: list[FloodConnection] = field(default_factory=list)
     sent: int = 0  # bytes over all connections
     active: bool = False  # a flood connection is open and sending
@@ -135,6 +138,7 @@ class Flooder:
             self._greenlet.kill(block=True, timeout=5)
 
     def _run(self) -> None:
+        self._started = time.monotonic()
         for _ in range(self.rounds):
             for kind in self.kinds:
                 if not self._one(kind):
@@ -172,6 +176,10 @@ class Flooder:
                 record.messages += per_batch
                 record.bytes += len(batch)
                 self.sent += len(batch)
+                if self.rate:
+                    ahead = self.sent / self.rate - (time.monotonic() - self._started)
+                    if ahead > 0:
+                        gevent.sleep(ahead)
         except (EOFError, ConnectionError):
             record.closed_by_them = True
         except OSError as exc:  # a timeout: torrentcore stopped reading without closing

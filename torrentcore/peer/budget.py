@@ -7,11 +7,11 @@ keep-alives at 8 MB/s). Each kind has a token bucket (:class:`Allowance`: a burs
 rate); a message beyond it raises :class:`FloodError`, a :class:`~torrentcore.errors.ProtocolError`, so
 the peer's read loop ends the connection with the reason ("protocol error: flood of ...").
 
-The allowances are far above what honest clients send (measured on 127.0.0.1 against libtorrent 2.0,
-aria2 and Transmission: one keep-alive every 2 minutes, one extension handshake, no redundant HAVE, at most
-a pipeline of requests in flight when we choke) and far below a flood's rate (2 million keep-alives a
-second): an honest peer never sees its budget, a flooder is dropped within the first fraction of a
-second. Kinds bounded by counts rather than rates (new HAVEs by the piece count, CANCELs by the requests
+The allowances are far above what the protocol lets an honest client need (BEP 3: a keep-alive after 2
+minutes of silence; one BEP 10 handshake, again on a change; no HAVE for a piece already announced; after our
+CHOKE at most the requests it had in flight) and far below a flood's rate (the audit's flooder sent 2 million
+keep-alives a second): a flooder is dropped within the first fraction of a second. libtorrent 2.0 stays
+within every budget in the suite's real-peer tests (tests/test_wire_flood.py and the interop tests). Kinds bounded by counts rather than rates (new HAVEs by the piece count, CANCELs by the requests
 the peer sent, queued requests by ``OUR_REQQ``) are checked in :mod:`torrentcore.peer.peer`.
 """
 
