@@ -11,8 +11,10 @@ The allowances are far above what the protocol lets an honest client need (BEP 3
 minutes of silence; one BEP 10 handshake, again on a change; no HAVE for a piece already announced; after our
 CHOKE at most the requests it had in flight) and far below a flood's rate (the audit's flooder sent 2 million
 keep-alives a second): a flooder is dropped within the first fraction of a second. libtorrent 2.0 stays
-within every budget in the suite's real-peer tests (tests/test_wire_flood.py and the interop tests). Kinds bounded by counts rather than rates (new HAVEs by the piece count, CANCELs by the requests
-the peer sent, queued requests by ``OUR_REQQ``) are checked in :mod:`torrentcore.peer.peer`.
+within every budget in the suite's real-peer tests (tests/test_wire_flood.py and the interop tests).
+
+Kinds bounded by counts rather than rates (new HAVEs by the piece count, CANCELs by the requests the peer
+sent, queued requests by ``OUR_REQQ``) are checked in :mod:`torrentcore.peer.peer`.
 """
 
 from __future__ import annotations
