@@ -92,7 +92,7 @@ def download(torrent: Path, seeder, out: Path, work: Path, name: str, flood: boo
             leecher.connect_peer(rp.LOCALHOST, port)
             finished = gevent.spawn(leecher.wait_finished, args.timeout)
         if flood:
-            kinds = tuple(args.kinds) + (SEED_KINDS if args.direction == "seed" else ())
+            kinds = tuple(args.kinds or KINDS) + (SEED_KINDS if args.direction == "seed" and not args.kinds else ())
             flooder = Flooder((rp.LOCALHOST, port), rp.info_hash_of(torrent), kinds=kinds,
                               rounds=1 if args.once else 10**6, max_bytes=args.flood_bytes,
                               request_blocks=args.blocks, rate=args.flood_rate).start()
@@ -149,8 +149,9 @@ def main() -> int:
     ap.add_argument("--rate", type=int, default=0, help="seeder upload cap, bytes/s (0: none)")
     ap.add_argument("--direction", choices=("download", "seed"), default="download",
                     help="torrentcore downloads from libtorrent (run), or seeds a libtorrent leecher (seed)")
-    ap.add_argument("--kinds", type=lambda s: s.split(","), default=list(KINDS),
-                    help=f"comma-separated flood kinds (default: all of {','.join(KINDS)})")
+    ap.add_argument("--kinds", type=lambda s: s.split(","), default=None,
+                    help=f"comma-separated flood kinds (default: all of {','.join(KINDS)}, and with --direction "
+                         f"seed {','.join(SEED_KINDS)})")
     ap.add_argument("--flood-bytes", type=parse_size, default=parse_size("16M"),
                     help="most bytes the flooder sends on one connection")
     ap.add_argument("--no-budgets", action="store_true", help="torrentcore's control-message budgets off")
