@@ -102,7 +102,8 @@ FLOODS = {
     "port": (b"", msg.port(6881), "flood of port messages"),
     "unknown ids": (b"", harness.frame(0x42, b"?"), "flood of unknown id messages"),
     "late bitfields": (msg.have(0), msg.bitfield(b"\x80"), "flood of late bitfield messages"),
-    "requests while choked": (b"", msg.request(0, 0, 16384), "flood of useless request messages"),
+    # The slot rule (past CHOKE_GRACE, MAX_CHOKED_REQUESTS) ends it before the budget of useless requests.
+    "requests while choked": (b"", msg.request(0, 0, 16384), "too many requests while choked"),
 }
 
 
