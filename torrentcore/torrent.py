@@ -149,7 +149,10 @@ class Torrent:
         self.verifier = Verifier(meta, self.storage, self.have, services.pool, self._stopping, self._checked_good)
         self.port = _PeerPort(self)
         self.peer_list = PeerList(services.listen_port, on_new=lambda: self.swarm.connect_now.set())
-        identity = handshake.Identity(meta.info_hash, services.peer_id, _RESERVED_DHT if self.dht else _RESERVED)
+        reserved = _RESERVED_DHT if self.dht else _RESERVED
+        if meta.v2:  # BEP 52: we speak v2 (hash request / hashes / hash reject) for this torrent
+            reserved = bytes(a | b for a, b in zip(reserved, msg.reserved_bytes(msg.RESERVED_V2)))
+        identity = handshake.Identity(meta.info_hash, services.peer_id, reserved)
         self.swarm = Swarm(self.port, self.peer_list, identity, config.max_peers, services.slots, self.reporter,
                            complete=lambda: self.complete, may_connect=self._may_connect, name=meta.name,
                            dial=services.dial, encryption=services.encryption)
@@ -533,7 +536,8 @@ class Torrent:
             uploaded=lambda: stats.uploaded, downloaded=lambda: stats.downloaded, left=self.left,
             complete=lambda: self.complete, peer_count=lambda: len(self.peers),
             has_waiting_candidates=self.peer_list.waiting, add_peers=self.peer_list.add,
-            warn=lambda message: self.reporter.emit("error", message=message, fatal=False))
+            warn=lambda message: self.reporter.emit("error", message=message, fatal=False),
+            other_hashes=self.meta.info_hashes[1:])
 
     def snapshot(self) -> ProgressSnapshot:
         """The torrent's state now, for reporters."""

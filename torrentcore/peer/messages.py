@@ -62,6 +62,8 @@ RESERVED_EXTENSIONS = 5, 0x10
 #: Reserved-byte bit for the DHT (BEP 5) and the fast extension (BEP 6).
 RESERVED_DHT = 7, 0x01
 RESERVED_FAST = 7, 0x04
+#: Reserved-byte bit for BitTorrent v2 (BEP 52): the peer can upgrade a hybrid to v2 and serve hashes.
+RESERVED_V2 = 7, 0x10
 
 #: Largest block a peer may ask for (libtorrent, aria2 and Transmission agree on 16 KiB; allow 128 KiB).
 MAX_REQUEST_LENGTH = 128 * 1024
