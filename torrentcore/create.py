@@ -96,7 +96,8 @@ DEFAULT_KIND = "hybrid"
 #: Files whose name starts with this are torrentcore's own (resume records, temporary files), never data.
 ENGINE_FILE_PREFIX = ".torrentcore-"
 
-__all__ = ["KINDS", "DEFAULT_KIND", "create_torrent", "auto_piece_length", "check_piece_length", "list_files", "SourceFile", "Listing",
+__all__ = ["KINDS", "DEFAULT_KIND",
+           "create_torrent", "auto_piece_length", "check_piece_length", "list_files", "SourceFile", "Listing",
            "is_engine_file", "torrent_name", "ENGINE_FILE_PREFIX"]
 
 

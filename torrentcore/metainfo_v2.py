@@ -103,7 +103,7 @@ def _read_leaf(entry, path: tuple[str, ...], n: int) -> TreeFile:
         raise MetainfoError(f"v2 file #{n} has the pad attribute (pad files are implied in v2)")
     symlink = b"l" in attr and isinstance(entry.get(b"symlink path"), list)
     length = 0 if symlink else entry.get(b"length", -1)
-    if not isinstance(length, int) or isinstance(length, bool) or length < 0 or length // merkle.BLOCK >= MAX_FILE_BLOCKS:
+    if not isinstance(length, int) or length < 0 or length // merkle.BLOCK >= MAX_FILE_BLOCKS:
         raise MetainfoError(f"v2 file #{n} has an invalid or too large 'length'")
     root = b""
     if symlink:
