@@ -149,6 +149,23 @@ class Metainfo:
             return (self.info_hash, self.info_hash_v2[:20])
         return (self.info_hash,)
 
+    @property
+    def pad_in_piece(self) -> dict[int, int]:
+        """Piece index -> bytes of pad files in it, for the pieces that hold any (sizes shown to users and
+        told to trackers count no pad bytes)."""
+        pads = self.__dict__.get("_pad_in_piece")
+        if pads is None:
+            pads = {}
+            plen = self.piece_length
+            for f in self.files:
+                if f.pad and f.length:
+                    end = f.offset + f.length
+                    for i in range(f.offset // plen, (end - 1) // plen + 1):
+                        lo, hi = max(f.offset, i * plen), min(end, (i + 1) * plen)
+                        pads[i] = pads.get(i, 0) + hi - lo
+            self.__dict__["_pad_in_piece"] = pads
+        return pads
+
     def missing_layers(self) -> list[FileEntry]:
         """Files larger than one piece whose piece layer is not known (to be had from peers)."""
         if not self.v2:
@@ -219,7 +236,11 @@ class Metainfo:
     @property
     def data_length(self) -> int:
         """Bytes of real data (total length less pad files)."""
-        return sum(f.length for f in self.files if not f.pad)
+        if self.total_length == self.__dict__.get("_data_length_of", (None,))[0]:
+            return self.__dict__["_data_length_of"][1]
+        n = sum(f.length for f in self.files if not f.pad)
+        self.__dict__["_data_length_of"] = (self.total_length, n)
+        return n
 
 
 def load(path: str) -> Metainfo:
