@@ -80,3 +80,54 @@ def test_libtorrent_downloads_from_torrentcore_seeder(tmp_path, torrentcore, kin
         leecher.connect_peer("127.0.0.1", port)
         assert leecher.wait_finished(RUN_TIMEOUT), leecher.describe() + seeder.describe()
     assert_same_tree(root, tmp_path / "lt" / os.path.basename(root))
+
+
+# --------------------------------------------------------------------------------------------------
+# Magnet links with btmh: the metadata has no piece layers, so they come as hash request / hashes
+# --------------------------------------------------------------------------------------------------
+
+#: Files over one piece (each needs its piece layer from the peer) and one under (its root suffices).
+MAGNET_TREE = {"big.bin": MiB + 5_000, "sub/mid.bin": 400_000, "small.txt": 9_000}
+
+
+def _btmh(meta: metainfo.Metainfo, peer: tuple[str, int] | None = None, hybrid: bool = False) -> str:
+    parts = [f"xt=urn:btmh:1220{meta.info_hash_v2_hex}"]
+    if hybrid:
+        parts.insert(0, f"xt=urn:btih:{meta.info_hash_hex}")
+    if peer:
+        parts.append(f"x.pe={peer[0]}:{peer[1]}")
+    return "magnet:?" + "&".join(parts)
+
+
+@pytest.mark.parametrize("kind", ["v2", "hybrid"])
+def test_btmh_magnet_download_from_libtorrent_seeder(tmp_path, torrentcore, kind):
+    root = make_payload(tmp_path / "seed", MAGNET_TREE, seed=8)
+    torrent = tmp_path / "x.torrent"
+    meta = lt_torrent(root, torrent, kind, piece_length=32 * KiB)
+    assert meta.missing_layers() == []  # the .torrent has them; the magnet link will not
+    with LibtorrentPeer(name="lt-seeder") as seeder:
+        seeder.add_torrent(torrent, tmp_path / "seed", seed=True)
+        link = _btmh(meta, seeder.endpoint, hybrid=kind == "hybrid")
+        proc = torrentcore.run(link, tmp_path / "dl")
+        assert proc.wait(RUN_TIMEOUT) == 0, proc.describe()
+    assert_same_tree(root, tmp_path / "dl" / os.path.basename(root))
+    if kind == "v2":
+        assert proc.events("piece layers complete"), proc.describe()
+
+
+def test_libtorrent_btmh_magnet_download_from_torrentcore_seeder(tmp_path, torrentcore):
+    root = make_payload(tmp_path / "seed", MAGNET_TREE, seed=9)
+    torrent = tmp_path / "x.torrent"
+    meta = lt_torrent(root, torrent, "v2", piece_length=32 * KiB)
+    seeder = torrentcore.seed(torrent, tmp_path / "seed", "--no-dht")
+    port = seeder.wait_listening()
+    with LibtorrentPeer(name="lt-leecher") as leecher:
+        params = lt.parse_magnet_uri(_btmh(meta))
+        params.save_path = str(tmp_path / "lt")
+        params.flags &= ~lt.torrent_flags.paused
+        params.flags &= ~lt.torrent_flags.auto_managed
+        handle = leecher.session.add_torrent(params)
+        handle.connect_peer(("127.0.0.1", port))
+        assert leecher.wait_finished(timeout=RUN_TIMEOUT, handle=handle), leecher.describe() + seeder.describe()
+        assert handle.torrent_file().info_hashes().v2.to_bytes() == meta.info_hash_v2
+    assert_same_tree(root, tmp_path / "lt" / os.path.basename(root))

@@ -191,7 +191,8 @@ class TorrentHandle:
                                         "given and the DHT is off: there is nowhere to fetch its metadata from")
                 # own_port: the port trackers are told, so that they listing us is not a peer.
                 self._fetcher = MetadataFetcher(magnet.info_hash, session.peer_id, given, sources,
-                                                own_port=port, encryption=session.encryption)
+                                                own_port=port, encryption=session.encryption,
+                                                info_hash_v2=magnet.info_hash_v2)
                 result = self._fetcher.fetch(timeout=self.config.metadata_timeout)
                 data = torrent_file(result.raw_info, magnet.trackers)
                 meta = metainfo.parse(data)

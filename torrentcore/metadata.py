@@ -187,8 +187,12 @@ class MetadataFetcher:
         peer_timeout: float = PEER_TIMEOUT,
         own_port: int | None = None,
         encryption: str = "prefer",
+        info_hash_v2: bytes | None = None,
     ) -> None:
         self.info_hash = info_hash
+        #: A v2 link's full SHA-256 (``urn:btmh``): the metadata must hash to it (BEP 52); ``info_hash``
+        #: is then its first 20 bytes (v2-only) or the v1 hash (hybrid, checked too).
+        self.info_hash_v2 = info_hash_v2
         self.encryption = encryption  # MSE/PE policy for our connections (peer/handshake.py)
         self.peer_id = peer_id
         self.own_port = own_port
@@ -359,7 +363,9 @@ class MetadataFetcher:
                     conn.sock.sendall(msg.extended(their_id, metadata_request(asked)))
                     asked += 1
             raw = bytes(buffer)
-            if hashlib.sha1(raw).digest() != self.info_hash:
+            v2_only = self.info_hash_v2 is not None and self.info_hash == self.info_hash_v2[:20]
+            if (not v2_only and hashlib.sha1(raw).digest() != self.info_hash) or (
+                    self.info_hash_v2 is not None and hashlib.sha256(raw).digest() != self.info_hash_v2):
                 raise BadPeer("metadata does not match the info-hash")
             self.helped.append(address)
             return raw

@@ -176,7 +176,8 @@ class Metainfo:
         """Whether ``data`` is piece ``index``: its SHA-1 (v1, hybrid) and its Merkle hash (v2, hybrid).
 
         A hybrid's piece must pass both; the bytes of a piece past its file's end (pad) must be zeros
-        for v2. A v2 piece whose layer is missing does not pass (see :meth:`missing_layers`).
+        for v2. A v2-only piece whose layer is missing does not pass (see :meth:`missing_layers`); a
+        hybrid's passes on its SHA-1 alone until the layer is fetched.
         """
         if self.pieces and hashlib.sha1(data).digest() != self.piece_hash(index):
             return False
@@ -196,7 +197,7 @@ class Metainfo:
             return merkle.small_file_root(view[:n]) == f.root
         layer = self.piece_layers.get(f.root)
         if layer is None:
-            return False
+            return bool(self.pieces)  # a hybrid's SHA-1 already passed; a v2-only piece cannot be checked yet
         return merkle.piece_root(view[:n], self.piece_length) == layer[k * merkle.HASH : (k + 1) * merkle.HASH]
 
     def _file_of_piece(self, index: int) -> tuple[FileEntry | None, int]:

@@ -232,9 +232,10 @@ class Session:
         return torrent if torrent is not None and torrent.may_take_peers_soon else None
 
     def _aliases(self) -> dict[bytes, bytes]:
-        """Other info-hash -> the hash a torrent is registered by (BEP 52 hybrids: truncated v2 -> v1)."""
+        """Other info-hash -> the hash a torrent is registered by (a hybrid's truncated v2 hash -> its v1 hash,
+        or the other way round when it came from a btmh-only magnet link)."""
         return {other: key for key, h in list(self._handles.items()) if h.torrent is not None
-                for other in h.torrent.meta.info_hashes[1:]}
+                for other in h.torrent.meta.info_hashes if other != key}
 
     def _identity_for(self, info_hash: bytes) -> handshake.Identity | None:
         torrent = self._serving(info_hash)

@@ -45,6 +45,7 @@ from .peer import handshake
 from .peer import messages as msg
 from .peer.extensions import UT_PEX, ExtensionRegistry
 from .peer_list import PeerList
+from .piece_layers import PieceLayers
 from .piecemanager import Piece, PieceManager
 from .ratelimit import RateLimits, TokenBucket
 from .seeding import SeedingLimits
@@ -108,6 +109,8 @@ class _PeerPort:
         self.stats_wasted = stats.stats_wasted
         self.verify_piece = torrent.verify_piece
         self.read_block = torrent.read_block
+        self.layers = torrent.layers
+        self.layers_complete = torrent.layers_complete
         self.wake_requesters: Callable[[], None] = lambda: None  # the swarm's, once it exists
         self.interest_changed: Callable[[Any], None] = lambda peer: None  # the choker's
 
@@ -147,6 +150,7 @@ class Torrent:
         self.download_limit = RateLimits(TokenBucket(config.max_download_rate), services.download_limit)
         self.upload_limit = RateLimits(TokenBucket(config.max_upload_rate), services.upload_limit)
         self.verifier = Verifier(meta, self.storage, self.have, services.pool, self._stopping, self._checked_good)
+        self.layers = PieceLayers(meta) if meta.v2 else None
         self.port = _PeerPort(self)
         self.peer_list = PeerList(services.listen_port, on_new=lambda: self.swarm.connect_now.set())
         reserved = _RESERVED_DHT if self.dht else _RESERVED
@@ -271,6 +275,11 @@ class Torrent:
         self.reporter.emit("piece_failed", index=piece.index, peers=sorted(senders))
         self.smart_ban.piece_failed(piece)
         self.manager.recycle(piece)
+        self.swarm.wake_requesters()
+
+    def layers_complete(self) -> None:
+        """Every v2 piece layer is known (fetched from peers): a v2-only download can start."""
+        self.log.info("piece layers complete", files=len(self.meta.piece_layers))
         self.swarm.wake_requesters()
 
     def _checked_good(self, index: int) -> None:
