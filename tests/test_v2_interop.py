@@ -113,6 +113,10 @@ def test_btmh_magnet_download_from_libtorrent_seeder(tmp_path, torrentcore, kind
     assert_same_tree(root, tmp_path / "dl" / os.path.basename(root))
     if kind == "v2":
         assert proc.events("piece layers complete"), proc.describe()
+        # The saved .torrent now holds them: a later run on the folder can check the data at once.
+        saved = metainfo.load(str(tmp_path / "dl" / f"{meta.name}.torrent"))
+        assert saved.info_hash_v2 == meta.info_hash_v2 and not saved.missing_layers()
+        assert saved.piece_layers == meta.piece_layers
 
 
 def test_libtorrent_btmh_magnet_download_from_torrentcore_seeder(tmp_path, torrentcore):

@@ -217,6 +217,13 @@ class TorrentHandle:
             self._end(exc.exit_code, str(exc))
             return
         torrent.add_peers(peers, source="magnet")
+        if meta.missing_layers() and self.save_path != "-":
+            # A v2 link's piece layers come from peers: keep them in the saved .torrent once they have.
+            def save_layers(meta=meta, trackers=magnet.trackers) -> None:
+                path = save_torrent_file(self.save_path, meta.name, torrent_file(meta.raw_info, trackers,
+                                                                                 meta.piece_layers))
+                log.info("metadata saved with its piece layers", path=path)
+            torrent.on_layers_complete = save_layers
         self.attach(torrent)
 
     def _end(self, code: int, error: str | None) -> None:

@@ -409,14 +409,18 @@ class MetadataFetcher:
         return bytes(payload[1:])
 
 
-def torrent_file(raw_info: bytes, trackers: list[list[str]]) -> bytes:
-    """A .torrent holding ``raw_info`` byte for byte (so the info-hash is kept) and the trackers."""
+def torrent_file(raw_info: bytes, trackers: list[list[str]], piece_layers: dict[bytes, bytes] | None = None) -> bytes:
+    """A .torrent holding ``raw_info`` byte for byte (so the info-hash is kept), the trackers and, for a v2
+    torrent whose layers were fetched from peers, its ``piece layers``."""
     parts = [b"d"]
     if trackers:
         parts += [bencode.encode(b"announce"), bencode.encode(trackers[0][0].encode())]
         parts += [bencode.encode(b"announce-list"), bencode.encode([[u.encode() for u in t] for t in trackers])]
     parts += [bencode.encode(b"created by"), bencode.encode(b"torrentcore (from a magnet link)")]
-    parts += [bencode.encode(b"info"), raw_info, b"e"]
+    parts += [bencode.encode(b"info"), raw_info]
+    if piece_layers:
+        parts += [bencode.encode(b"piece layers"), bencode.encode(dict(piece_layers))]
+    parts.append(b"e")
     return b"".join(parts)
 
 

@@ -188,6 +188,8 @@ class Torrent:
         self._recheck = False
         #: Set while the network runs (peers are taken); an incoming peer that arrives during the check waits.
         self.network_up = gevent.event.Event()
+        #: Called once a v2 torrent's piece layers fetched from peers are complete (the handle saves them).
+        self.on_layers_complete: Callable[[], None] | None = None
 
     # --- what peers and collaborators call -------------------------------------------------------
 
@@ -281,6 +283,11 @@ class Torrent:
         """Every v2 piece layer is known (fetched from peers): a v2-only download can start."""
         self.log.info("piece layers complete", files=len(self.meta.piece_layers))
         self.swarm.wake_requesters()
+        if self.on_layers_complete is not None:
+            try:
+                self.on_layers_complete()
+            except OSError as exc:
+                self.log.warning("cannot save the piece layers", error=str(exc))
 
     def _checked_good(self, index: int) -> None:
         self.reporter.emit("piece_verified", index=index)
