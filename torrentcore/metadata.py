@@ -449,7 +449,7 @@ def find_saved_torrent(folder: str, info_hash: bytes, limit: int = 100) -> str |
     for name in names:
         path = os.path.join(folder, name)
         try:
-            if os.path.isfile(path) and metainfo.load(path).info_hash == info_hash:
+            if os.path.isfile(path) and info_hash in metainfo.load(path).info_hashes:  # a hybrid: either hash
                 return path
         except TorrentcoreError:
             continue

@@ -54,6 +54,9 @@ MAX_ALLOWED_FAST_IN = 100
 MAX_AWAITING_ANSWER = 2048
 #: BEP 52 hash requests we keep outstanding with one peer (a chunk of 512 piece hashes each).
 MAX_HASH_REQUESTS = 2
+#: Hashes we serve one connection: this many times the torrent's piece count (plus 10,000); a peer needs
+#: each layer once, so past that its requests are rejected (a bound on what requests can make us send).
+MAX_HASHES_SERVED_FACTOR = 4
 #: Seconds a piece a peer rejected (while unchoking us) is not asked from that peer again (other peers
 #: get it meanwhile; a peer that rejects everything is asked again at most this often).
 REJECT_BACKOFF = 3.0
@@ -87,6 +90,7 @@ class Peer:
         # hash); in a hybrid's v1 swarm the bit says so (libtorrent sets it only there).
         self.supports_v2 = torrent.meta.v2_only or msg.has_bit(reserved, msg.RESERVED_V2)
         self._hash_requests = 0  # ours outstanding with this peer
+        self._hashes_served = 0  # hashes we sent this peer (bounded: MAX_HASHES_SERVED_FACTOR)
         #: A v2 torrent's piece layers (None for v1; a port without the attribute is a v1 torrent's).
         self._layers = getattr(torrent, "layers", None)
         self.allowed_fast_out: frozenset[int] = frozenset()  # pieces it may request while we choke it
@@ -242,6 +246,10 @@ class Peer:
             if len(payload) != HEADER_SIZE:
                 raise ProtocolError(f"hash request of {len(payload)} bytes")
             hashes = layers.answer(req)
+            if hashes is not None:
+                self._hashes_served += len(hashes)
+                if self._hashes_served > MAX_HASHES_SERVED_FACTOR * self.torrent.meta.num_pieces + 10_000:
+                    hashes = None  # it asked for every layer many times over: answer no more
             if hashes is None:
                 self.conn.send(msg.with_payload(msg.HASH_REJECT, req.pack()))
             else:
