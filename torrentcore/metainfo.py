@@ -321,6 +321,10 @@ def parse(data: bytes) -> Metainfo:
     else:
         files = [_RawFile(t.path, t.length, t.pad, t.symlink, t.executable, t.hidden) for t in tree]
         roots = [t.root for t in tree]
+        if len(files[0].path) == 1:
+            # A single-file v2 torrent: its file is named by the 'file tree' (as libtorrent saves it), and
+            # so is the torrent, as for v1, where the file is the torrent's name.
+            name = files[0].path[0]
     total = 0
     placed: list[FileEntry] = []
     for i, f in enumerate(files):
