@@ -322,6 +322,7 @@ def cmd_info(args) -> int:
         "info_hash_v1": None if meta.v2_only else meta.info_hash_hex,
         "info_hash_v2": meta.info_hash_v2_hex,
         "meta_version": 2 if meta.v2 else 1,
+        "missing_piece_layers": len(meta.missing_layers()),
         "total_size": meta.data_length,
         "piece_length": meta.piece_length,
         "pieces": meta.num_pieces,
@@ -349,6 +350,8 @@ def cmd_info(args) -> int:
         out.write(f"info-hash:    {meta.info_hash_hex}\n")
     out.write(f"total size:   {_human(meta.data_length)} ({meta.data_length} bytes)\n")
     out.write(f"pieces:       {meta.num_pieces} x {_human(meta.piece_length)}\n")
+    if meta.missing_layers():
+        out.write(f"piece layers: missing for {len(meta.missing_layers())} file(s) (they are fetched from peers)\n")
     out.write(f"private:      {'yes' if meta.private else 'no'}\n")
     if meta.created_by:
         out.write(f"created by:   {meta.created_by}\n")

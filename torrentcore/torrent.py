@@ -183,7 +183,7 @@ class Torrent:
         self._pause_requested = gevent.event.Event()
         self._main_greenlet: gevent.Greenlet | None = None
         self._greenlets: list[gevent.Greenlet] = []
-        self.seeding_limits = SeedingLimits(config, meta.total_length)
+        self.seeding_limits = SeedingLimits(config, meta.data_length)  # pad bytes are never uploaded
         self._warned_hangups = False
         self._recheck = False
         #: Set while the network runs (peers are taken); an incoming peer that arrives during the check waits.
