@@ -50,26 +50,20 @@ def _hybrid(tmp_path, trackers=()):
     return root, torrent, meta
 
 
-def test_hybrid_is_announced_under_both_hashes(tmp_path, torrentcore):
+def test_hybrid_is_in_both_swarms(tmp_path, torrentcore):
     tracker = RecordingTracker()
     try:
-        _, torrent, meta = _hybrid(tmp_path, [tracker.url])
-        run = torrentcore.run(torrent, tmp_path / "dl")
+        root, torrent, meta = _hybrid(tmp_path, [tracker.url])
+        seeder = torrentcore.seed(torrent, tmp_path / "seed")
+        port = seeder.wait_listening()
         wanted = {meta.info_hash, meta.info_hash_v2[:20]}
-        assert wait_until(lambda: wanted <= set(tracker.hashes), 20), (tracker.hashes, run.describe())
-        run.stop()
+        assert wait_until(lambda: wanted <= set(tracker.hashes), 20), (tracker.hashes, seeder.describe())
+        for info_hash in (meta.info_hash_v2[:20], meta.info_hash):
+            with socket.create_connection((LOCALHOST, port), timeout=10) as sock:
+                sock.sendall(handshake(info_hash, b"-XX0001-" + b"x" * 12, reserved=bytes(7) + b"\x10"))
+                theirs = recv_exact(sock, 68)
+                assert theirs[28:48] == info_hash, seeder.describe()  # our handshake names the hash it was asked
+                assert theirs[27] & 0x10  # the v2 bit: it speaks BEP 52 for this torrent
+        seeder.stop()
     finally:
         tracker.stop()
-
-
-def test_hybrid_answers_a_handshake_with_its_v2_hash(tmp_path, torrentcore):
-    root, torrent, meta = _hybrid(tmp_path)
-    seeder = torrentcore.seed(torrent, tmp_path / "seed")
-    port = seeder.wait_listening()
-    for info_hash in (meta.info_hash_v2[:20], meta.info_hash):
-        with socket.create_connection((LOCALHOST, port), timeout=10) as sock:
-            sock.sendall(handshake(info_hash, b"-XX0001-" + b"x" * 12, reserved=bytes(7) + b"\x10"))
-            theirs = recv_exact(sock, 68)
-            assert theirs[28:48] == info_hash, seeder.describe()
-            assert theirs[27] & 0x10  # the v2 bit: it speaks BEP 52 for this torrent
-    seeder.stop()
