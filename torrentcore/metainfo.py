@@ -187,11 +187,11 @@ class Metainfo:
 
     def _v2_piece_ok(self, index: int, data) -> bool:
         f, k = self._file_of_piece(index)
-        if f is None:
-            return not any(data)  # a piece of pad bytes only (cannot happen in a valid layout)
-        n = min(self.piece_length, f.length - k * self.piece_length)
         view = memoryview(data)
-        if any(view[n:]):
+        if f is None:
+            return view == bytes(len(view))  # a piece of pad bytes only (cannot happen in a valid layout)
+        n = min(self.piece_length, f.length - k * self.piece_length)
+        if len(view) > n and view[n:] != bytes(len(view) - n):  # pad bytes must be zeros (compared in C)
             return False
         if f.length <= self.piece_length:
             return merkle.small_file_root(view[:n]) == f.root
