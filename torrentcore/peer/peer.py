@@ -66,8 +66,8 @@ class Peer:
     """A connected, handshaken peer of one torrent.
 
     Over 400 lines, on purpose: one connection's whole state machine (BEP 3 choking and interest, BEP 6
-    fast extension, BEP 10 dispatch, BEP 52 hash messages, request pipelining, upload queue) in one place, with the per-block
-    paths written inline because they run 65,536 times per GiB.
+    fast extension, BEP 10 dispatch, BEP 52 hash messages, request pipelining, upload queue) in one place,
+    with the per-block paths written inline because they run 65,536 times per GiB.
     """
 
     def __init__(self, torrent: TorrentPort, conn: Connection, peer_id: bytes, reserved: bytes, incoming: bool,
