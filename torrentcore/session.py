@@ -248,7 +248,8 @@ class Session:
     def _served_info_hashes(self) -> list[bytes]:
         """Every info-hash we answer for (an incoming MSE handshake names its torrent only by a hash)."""
         served = [h for h in self._handles if self._serving(h) is not None]
-        return served + [other for other, key in self._aliases().items() if key in served]
+        keys = set(served)
+        return served + [other for other, key in self._aliases().items() if key in keys]
 
     def _route(self, done: handshake.Handshaken) -> None:
         torrent = self._serving(done.info_hash)
