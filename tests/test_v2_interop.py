@@ -45,6 +45,7 @@ CASES = [
     pytest.param("v2", TREE, id="v2-multi"),
     pytest.param("v2", 2 * MiB + 777, id="v2-single"),
     pytest.param("hybrid", TREE, id="hybrid-multi"),
+    pytest.param("hybrid", MiB + 4321, id="hybrid-single"),
 ]
 
 
