@@ -68,3 +68,51 @@ def test_wrong_hash_proofs_drop_the_peer(tmp_path, torrentcore, fakes):
     assert "Traceback" not in run.stderr
     summary = parse_summary(run.stdout)
     assert summary is not None and summary["pieces_done"] == 0, run.stdout  # nothing unverifiable was stored
+
+
+class SilentPeer(FakePeerServer):
+    """Has every piece, takes hash requests and never answers them."""
+
+    def __init__(self, info_hash: bytes, payload, num_pieces: int) -> None:
+        self.num_pieces = num_pieces
+        self.hash_requests = 0
+        super().__init__("silent", info_hash, payload)
+
+    def counters(self):
+        return {"hash_requests": self.hash_requests}
+
+    def _script(self, sock: socket.socket) -> None:
+        recv_exact(sock, 68)
+        sock.sendall(handshake(self.info_hash, self.peer_id, reserved=bytes(7) + b"\x10"))
+        sock.sendall(message(5, full_bitfield(self.num_pieces)))
+        for _ in range(10_000):
+            msg_id, _ = read_message(sock)
+            self.hash_requests += msg_id == HASH_REQUEST
+
+
+def test_a_silent_peer_does_not_keep_the_layers_from_coming(tmp_path, torrentcore, fakes):
+    import libtorrent as lt
+    from realpeers import LibtorrentPeer, assert_same_tree
+
+    root = make_payload(tmp_path / "seed", {"a.bin": 300_000, "b.bin": 200_000}, seed=4)
+    ct = lt.create_torrent(lt.list_files(str(root)), 32 * 1024, flags=lt.create_torrent.v2_only)
+    lt.set_piece_hashes(ct, str(tmp_path / "seed"))
+    full = tmp_path / "full.torrent"
+    full.write_bytes(bytes(lt.bencode(ct.generate())))
+    top = bencode.decode(full.read_bytes())
+    del top[b"piece layers"]
+    bare = tmp_path / "bare.torrent"
+    bare.write_bytes(bencode.encode(top))
+    meta = metainfo.load(str(bare))
+    assert len(meta.missing_layers()) == 2
+    silent = SilentPeer(meta.info_hash, tmp_path / "seed" / "payload" / "a.bin", meta.num_pieces)
+    fakes.append(silent)
+    run = torrentcore.run(bare, tmp_path / "dl", peers=[silent.endpoint])
+    port = run.wait_listening()
+    # Both layers are asked of the silent peer first; an honest seeder comes only then.
+    assert wait_until(lambda: silent.hash_requests >= 2, 30), f"{silent}\n{run.describe()}"
+    with LibtorrentPeer(name="lt-seeder") as seeder:
+        seeder.add_torrent(full, tmp_path / "seed", seed=True)
+        seeder.connect_peer("127.0.0.1", port)
+        assert run.wait(60) == 0, f"{silent}\n{run.describe()}"
+    assert_same_tree(root, tmp_path / "dl" / "payload")

@@ -33,7 +33,7 @@ CHUNK = 512
 #: Most hashes we answer in one reply (libtorrent's ``validate_hash_request`` bound).
 MAX_SERVED = 8192
 #: Seconds before a chunk asked of a peer that did not answer may be asked of another.
-REQUEST_TIMEOUT = 10.0
+REQUEST_TIMEOUT = 5.0
 _HEADER = struct.Struct(">32sIIII")
 HEADER_SIZE = _HEADER.size  # 48
 
@@ -188,4 +188,4 @@ class PieceLayers:
         return True
 
 
-__all__ = ["PieceLayers", "HashRequest", "CHUNK", "MAX_SERVED", "HEADER_SIZE"]
+__all__ = ["PieceLayers", "HashRequest", "CHUNK", "MAX_SERVED", "HEADER_SIZE", "REQUEST_TIMEOUT"]

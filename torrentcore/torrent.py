@@ -514,10 +514,13 @@ class Torrent:
             gevent.sleep(TICK)
             now = time.monotonic()
             self.stats.tick(now - last)
+            fetching = self.layers is not None and not self.layers.complete
             for peer in list(self.peers.values()):
                 peer.down.tick(now - last)
                 peer.up.tick(now - last)
                 peer.check_timeouts(now)
+                if fetching:  # chunks a lost or silent peer was asked for go to another one
+                    peer.request_hashes()
             last = now
             self.swarm.wake_requesters()
             self.announcer.maybe_announce_early()

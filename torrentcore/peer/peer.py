@@ -19,6 +19,7 @@ from ..bitfield import Bitfield
 from ..errors import ProtocolError, TorrentcoreError
 from ..hookspec import BLOCK_SIZE, PeerInfo
 from ..piece_layers import HEADER_SIZE, HashRequest
+from ..piece_layers import REQUEST_TIMEOUT as HASH_REQUEST_TIMEOUT
 from ..piecemanager import MIN_BATCH
 from ..ratemeter import RateMeter
 from . import messages as msg
@@ -54,6 +55,8 @@ MAX_ALLOWED_FAST_IN = 100
 MAX_AWAITING_ANSWER = 2048
 #: BEP 52 hash requests we keep outstanding with one peer (a chunk of 512 piece hashes each).
 MAX_HASH_REQUESTS = 2
+#: Seconds a peer that left a hash request unanswered (piece_layers.REQUEST_TIMEOUT) is not asked again.
+HASH_SILENT_BACKOFF = 30.0
 #: Hashes we serve one connection: this many times the torrent's piece count (plus 10,000); a peer needs
 #: each layer once, so past that its requests are rejected (a bound on what requests can make us send).
 MAX_HASHES_SERVED_FACTOR = 4
@@ -90,6 +93,8 @@ class Peer:
         # hash); in a hybrid's v1 swarm the bit says so (libtorrent sets it only there).
         self.supports_v2 = torrent.meta.v2_only or msg.has_bit(reserved, msg.RESERVED_V2)
         self._hash_requests = 0  # ours outstanding with this peer
+        self._hash_asked_at = 0.0  # monotonic time of the last one
+        self._hash_quiet_until = 0.0  # not asked before this (monotonic): it left requests unanswered
         self._hashes_served = 0  # hashes we sent this peer (bounded: MAX_HASHES_SERVED_FACTOR)
         #: A v2 torrent's piece layers (None for v1; a port without the attribute is a v1 torrent's).
         self._layers = getattr(torrent, "layers", None)
@@ -274,11 +279,20 @@ class Peer:
         layers = self._layers
         if layers is None or layers.complete or not self.supports_v2:
             return
+        now = time.monotonic()
+        if self._hash_requests and now - self._hash_asked_at > HASH_REQUEST_TIMEOUT:
+            # It did not answer: its chunks went back to the pool (piece_layers) for other peers, and it is
+            # asked again only after a while (else it would take them back first, every time).
+            self._hash_requests = 0
+            self._hash_quiet_until = now + HASH_SILENT_BACKOFF
+        if now < self._hash_quiet_until:
+            return
         while self._hash_requests < MAX_HASH_REQUESTS:
-            req = layers.next_request()
+            req = layers.next_request(now)
             if req is None:
                 return
             self._hash_requests += 1
+            self._hash_asked_at = now
             self.conn.send(msg.with_payload(msg.HASH_REQUEST, req.pack()))
 
     def _on_port(self, payload: bytes) -> None:
