@@ -309,7 +309,7 @@ def cmd_info(args) -> int:
             if m.info_hash_v2 is None or m.info_hash != m.info_hash_v2[:20]:
                 print(f"info-hash:  {m.info_hash_hex}")
             if m.info_hash_v2 is not None:
-                print(f"v2 hash:    {m.info_hash_v2.hex()}")
+                print(f"info-hash v2: {m.info_hash_v2.hex()}")
             for n, tier in enumerate(m.trackers):
                 print(f"tracker:    tier {n}: {' '.join(tier)}")
             _write_peer_sources(sys.stdout, sources)
