@@ -288,3 +288,12 @@ def test_hash_requests_we_refuse(tmp_path):
         HashRequest(froot, p, 0, 100_000, 0),
     ]:
         assert server.answer(req) is None, req
+
+
+@pytest.mark.parametrize("kind", ["v2", "hybrid"])
+def test_create_progress_counts_every_piece(tmp_path, kind):
+    root = make_payload(tmp_path, TREE, seed=6)
+    calls: list[tuple[int, int]] = []
+    _, meta = create_torrent(root, [], piece_length=16 * KiB, kind=kind, progress=lambda d, t: calls.append((d, t)))
+    hashed = sum(-(-f.length // meta.piece_length) for f in meta.data_files)
+    assert calls == [(n, hashed) for n in range(1, hashed + 1)]

@@ -350,15 +350,18 @@ def _hash_v2(files: Sequence[SourceFile], piece_length: int, hybrid: bool, padde
     sha1s: list[bytes] = []
     per_file: list[list[bytes]] = [[] for _ in files]
     mode = ("padded" if padded else "as-is") if hybrid else ""
+    done = 0
 
     def collect() -> None:
+        nonlocal done
         i, result = pending.popleft()
         v2, v1 = result.get()
         per_file[i].append(v2)
         if v1:
             sha1s.append(v1)
+        done += 1
         if progress is not None:
-            progress(len(sha1s) if hybrid else sum(map(len, per_file)), count)
+            progress(done, count)
 
     for i, f in enumerate(files):
         if not f.length:
