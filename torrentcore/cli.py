@@ -135,6 +135,8 @@ def _network_options(parser: argparse.ArgumentParser) -> None:
                    help="most connected peers per torrent (default: %(default)s)")
     g.add_argument("--max-connections", type=int, default=default_of(SessionConfig, "max_connections"),
                    help="most peer connections of all torrents together (default: %(default)s)")
+    g.add_argument("--max-connections-per-ip", type=int, default=default_of(SessionConfig, "max_connections_per_ip"),
+                   help="most incoming connections from one IP address, loopback included (default: %(default)s)")
     g.add_argument("--peer", dest="peers", action="append", type=parse_peer, default=[], metavar="HOST:PORT",
                    help="also connect to this peer (repeatable)")
     g.add_argument("--max-download-rate", type=parse_rate, default=0, metavar="RATE",
@@ -146,6 +148,9 @@ def _network_options(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--encryption", choices=ENCRYPTION_CHOICES, default=default_of(SessionConfig, "encryption"),
                    help="encrypted connections (MSE/PE): prefer them, require them, or disable them "
                         "(default: %(default)s)")
+    g.add_argument("--transports", type=_parse_transports, default=default_of(SessionConfig, "transports"),
+                   metavar="LIST", help="peer transports in order of preference: utp, tcp or both, "
+                                        "comma-separated (default: utp,tcp)")
     g.add_argument("--no-pex", action="store_true",
                    help="do not exchange peer lists with peers (BEP 11; always off for private torrents)")
     g.add_argument("--no-dht", action="store_true",
@@ -427,9 +432,20 @@ def _plugin_settings(args, pm) -> dict:
 
 #: Configuration fields -> the option that sets them (named in the one line a bad value gets).
 _OPTION_OF = {"listen_port": "--port", "dht_port": "--dht-port", "max_connections": "--max-connections",
+              "max_connections_per_ip": "--max-connections-per-ip",
               "max_peers": "--max-peers", "upload_slots": "--upload-slots", "seed_ratio": "--seed-ratio",
               "seed_time": "--seed-time", "seed_idle": "--seed-idle", "metadata_timeout": "--metadata-timeout",
               "max_download_rate": "--max-download-rate", "max_upload_rate": "--max-upload-rate"}
+
+
+def _parse_transports(text: str) -> tuple[str, ...]:
+    """``utp,tcp`` -> ("utp", "tcp") (argparse type of ``--transports``)."""
+    from .config import TRANSPORT_CHOICES
+
+    names = tuple(t.strip().lower() for t in text.split(",") if t.strip())
+    if not names or any(n not in TRANSPORT_CHOICES for n in names) or len(set(names)) < len(names):
+        raise argparse.ArgumentTypeError(f"expected utp, tcp or both (comma-separated), not {text!r}")
+    return names
 
 
 def _session_config(args, pm):
@@ -440,8 +456,9 @@ def _session_config(args, pm):
     return SessionConfig(
         listen_port=args.port, listen_hosts=hosts, dht=not args.no_dht, dht_port=args.dht_port,
         dht_bootstrap=tuple(args.dht_bootstrap), pex=not args.no_pex, encryption=args.encryption,
-        max_download_rate=args.max_download_rate, max_upload_rate=args.max_upload_rate,
-        max_connections=args.max_connections, disabled_plugins=tuple(_disabled(args)), plugins=tuple(_enabled(args)),
+        transports=args.transports, max_download_rate=args.max_download_rate, max_upload_rate=args.max_upload_rate,
+        max_connections=args.max_connections, max_connections_per_ip=args.max_connections_per_ip,
+        disabled_plugins=tuple(_disabled(args)), plugins=tuple(_enabled(args)),
         plugin_settings=args.plugin_settings)
 
 

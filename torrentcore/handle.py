@@ -34,6 +34,7 @@ class SessionPort(Protocol):
     peer_id: bytes
     port: int
     encryption: str
+    dialer: Any  #: :class:`~torrentcore.transport.Dialer` (``connect`` opens uTP or TCP streams)
 
     def dht_node(self) -> Any: ...
 
@@ -192,7 +193,7 @@ class TorrentHandle:
                 # own_port: the port trackers are told, so that they listing us is not a peer.
                 self._fetcher = MetadataFetcher(magnet.info_hash, session.peer_id, given, sources,
                                                 own_port=port, encryption=session.encryption,
-                                                info_hash_v2=magnet.info_hash_v2)
+                                                connect=session.dialer.connect, info_hash_v2=magnet.info_hash_v2)
                 result = self._fetcher.fetch(timeout=self.config.metadata_timeout)
                 data = torrent_file(result.raw_info, magnet.trackers)
                 meta = metainfo.parse(data)

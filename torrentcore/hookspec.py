@@ -311,6 +311,8 @@ class PeerInfo:
     uploaded: int = 0
     is_seed: bool = False
     encrypted: bool = False
+    #: The transport: ``tcp`` or ``utp`` (BEP 29).
+    transport: str = "tcp"
 
 
 @dataclass
@@ -353,6 +355,8 @@ class ProgressSnapshot:
     wanted_have_bytes: int = 0
     #: Connected peers whose connection is RC4-encrypted (MSE/PE; see :attr:`PeerInfo.encrypted`).
     encrypted_peers: int = 0
+    #: Connected peers over uTP (BEP 29; see :attr:`PeerInfo.transport`); the others are over TCP.
+    utp_peers: int = 0
     extra: dict = field(default_factory=dict)
 
     @property

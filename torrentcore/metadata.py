@@ -187,9 +187,11 @@ class MetadataFetcher:
         peer_timeout: float = PEER_TIMEOUT,
         own_port: int | None = None,
         encryption: str = "prefer",
+        connect: handshake.Connect | None = None,
         info_hash_v2: bytes | None = None,
     ) -> None:
         self.info_hash = info_hash
+        self.connect = connect  # opens the stream (the session's transports: uTP, TCP); None: TCP
         #: A v2 link's full SHA-256 (``urn:btmh``): the metadata must hash to it (BEP 52); ``info_hash``
         #: is then its first 20 bytes (v2-only) or the v1 hash (hybrid, checked too).
         self.info_hash_v2 = info_hash_v2
@@ -316,7 +318,8 @@ class MetadataFetcher:
     def _fetch_from(self, address: tuple[str, int]) -> bytes:
         identity = handshake.Identity(self.info_hash, self.peer_id, msg.reserved_bytes(msg.RESERVED_EXTENSIONS))
         try:
-            done = handshake.dial(address, identity, encryption=self.encryption, connect_timeout=CONNECT_TIMEOUT)
+            done = handshake.dial(address, identity, encryption=self.encryption, connect_timeout=CONNECT_TIMEOUT,
+                                  connect=self.connect)
         except OSError as exc:
             raise NotYet(f"connect failed: {exc}") from None
         except ProtocolError as exc:

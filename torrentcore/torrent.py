@@ -160,7 +160,7 @@ class Torrent:
         self.swarm = Swarm(self.port, self.peer_list, identity, config.max_peers, services.slots, self.reporter,
                            complete=lambda: self.complete, may_connect=self._may_connect, name=meta.name,
                            dial=services.dial, encryption=services.encryption)
-        self.choker = Choker(self.swarm, slots=config.upload_slots)
+        self.choker = Choker(self.swarm, slots=config.upload_slots, total_length=meta.total_length)
         self.port.wake_requesters = self.swarm.wake_requesters
         self.port.interest_changed = self.choker.peer_interest_changed
         self.swarm.on_peer_lost = self._peer_lost
@@ -234,10 +234,36 @@ class Torrent:
         if not self.have[index]:
             return None
         try:
+            if index in self.verifier.unconfirmed and not self.verifier.confirm(index):
+                self._trusted_piece_bad(index)
+                return None
             return self.verifier.read(index, begin, length)
         except StorageError as exc:
             self.fail(str(exc))
             return None
+
+    def _confirm_trusted(self) -> bool:
+        """At the end of a resumed download: hash the pieces trusted from the resume record and not hashed
+        since (issue 13, 7c), so "complete" means every piece matched its hash. False: some did not."""
+        bad = [i for i in sorted(self.verifier.unconfirmed) if not self.verifier.confirm(i)]
+        for index in bad:
+            self._trusted_piece_bad(index)
+        return not bad
+
+    def _trusted_piece_bad(self, index: int) -> None:
+        """A piece trusted from the resume record failed its first hash (issue 13, 7c): download it again."""
+        self.manager.piece_lost(index)
+        self.reporter.emit("piece_failed", index=index, peers=[])
+        if self.completed_at is not None and not self.complete:
+            self.completed_at = None  # back to downloading (``seed`` cannot: the piece is just not served)
+            self.state = "downloading"
+            if self.config.seed_only:
+                self.log.warning("the data is no longer complete; serving the pieces that are good")
+        for peer in list(self.peers.values()):
+            if peer.has[index] and not peer.am_interested:
+                peer.set_interested(True)
+        self.swarm.connect_now.set()
+        self.swarm.wake_requesters()
 
     def verify_piece(self, piece: Piece) -> None:
         """Hash a complete piece off the event loop, then store it. The caller (a peer's reader) waits while
@@ -490,6 +516,8 @@ class Torrent:
     def _on_complete(self) -> None:
         if self.completed_at is not None:
             return
+        if self.verifier.unconfirmed and self.stats.downloaded and not self._confirm_trusted():
+            return  # a piece the resume record claimed was bad: it is being downloaded again
         self.completed_at = time.monotonic()
         self.state = "seeding"
         self.verifier.flush()
@@ -522,6 +550,7 @@ class Torrent:
                 if fetching:  # chunks a lost or silent peer was asked for go to another one
                     peer.request_hashes()
             last = now
+            self.choker.tick(now)
             self.swarm.wake_requesters()
             self.announcer.maybe_announce_early()
             if not self._warned_hangups and not self.complete and self.swarm.everyone_hangs_up(since, now):
