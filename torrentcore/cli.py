@@ -153,6 +153,8 @@ def _network_options(parser: argparse.ArgumentParser) -> None:
                                         "comma-separated (default: utp,tcp)")
     g.add_argument("--no-pex", action="store_true",
                    help="do not exchange peer lists with peers (BEP 11; always off for private torrents)")
+    g.add_argument("--no-web-seeds", action="store_true",
+                   help="do not fetch from the torrent's web seeds (BEP 19 url-list, BEP 17 httpseeds)")
     g.add_argument("--no-dht", action="store_true",
                    default=os.environ.get("TORRENTCORE_NO_DHT", "") not in ("", "0"),
                    help="do not use the DHT (BEP 5) to find peers (also: TORRENTCORE_NO_DHT=1)")
@@ -238,6 +240,9 @@ def build_parser(pm=None) -> argparse.ArgumentParser:
     p.add_argument("-f", "--force", action="store_true", help="overwrite the output file if it exists")
     p.add_argument("--piece-length", type=parse_rate, default=None, metavar="BYTES",
                    help="piece length, e.g. 256k (default: chosen from the size)")
+    p.add_argument("-w", "--web-seed", action="append", default=[], metavar="URL",
+                   help="web seed URL (BEP 19 url-list; repeatable): the file itself, or for a folder the URL "
+                        "of the folder that holds it")
     p.add_argument("--private", action="store_true", help="mark private (BEP 27: trackers only)")
     p.add_argument("--comment", default=None)
     p.add_argument("--created-by", default=f"torrentcore {__version__}")
@@ -339,6 +344,7 @@ def cmd_info(args) -> int:
         "comment": meta.comment,
         "creation_date": meta.creation_date,
         "url_list": meta.url_list,
+        "http_seeds": meta.http_seeds,
         "peer_sources": _peer_sources(meta.trackers, meta.private, []),
     }
     if args.json:
@@ -370,6 +376,10 @@ def cmd_info(args) -> int:
             out.write(f"tracker tier {n}: {' '.join(tier)}\n")
     else:
         out.write("trackers:     none (trackerless)\n")
+    for url in meta.url_list:
+        out.write(f"web seed:     {url}\n")
+    for url in meta.http_seeds:
+        out.write(f"web seed:     {url}  (BEP 17 httpseeds)\n")
     _write_peer_sources(out, data["peer_sources"])
     out.write(f"files ({len(files)}):\n")
     for f in files:
@@ -470,7 +480,7 @@ def _torrent_config(args, pm, seed_only: bool):
     limits = {k: v for k, v in own.items() if v is not None}  # not given: the defaults of run or seed
     common = dict(
         max_peers=args.max_peers, upload_slots=args.upload_slots, strategy=args.strategy, storage=args.storage,
-        peers=tuple(args.peers), extra=_plugin_option_values(args, pm), **limits)
+        peers=tuple(args.peers), web_seeds=not args.no_web_seeds, extra=_plugin_option_values(args, pm), **limits)
     if seed_only:
         return TorrentConfig.seeding_forever(**common)
     return TorrentConfig(seed=not args.no_seed, only=tuple(args.only), skip=tuple(args.skip),
@@ -593,6 +603,7 @@ def cmd_create(args) -> int:
     data, meta = create_torrent(
         args.path,
         trackers=args.tracker,
+        web_seeds=args.web_seed,
         piece_length=args.piece_length,
         private=args.private,
         comment=args.comment,
@@ -606,6 +617,8 @@ def cmd_create(args) -> int:
     if not meta.trackers:
         how = ("it is private, so only --peer can connect peers (private torrents use no DHT or PEX)"
                if meta.private else "peers will have to find each other through the DHT, PEX or --peer")
+        if meta.url_list:
+            how += " (the web seeds serve the data without them)"
         print(f"torrentcore: warning: no tracker given (-t URL): {how}", file=sys.stderr)
     print(f"created {out}: {meta.name}, {_human(meta.data_length)}, {meta.num_pieces} pieces of "
           f"{_human(meta.piece_length)}, {_hashes_text(meta)}")

@@ -171,6 +171,8 @@ class TorrentConfig:
     #: or globs; ``skip`` applies after ``only``. A pattern matching nothing is an error.
     only: tuple[str, ...] = ()
     skip: tuple[str, ...] = ()
+    #: Fetch pieces from the torrent's web seeds (BEP 19 ``url-list``, BEP 17 ``httpseeds``) beside peers.
+    web_seeds: bool = True
     #: Magnet links: give up when no peer sent the metadata within this many seconds.
     metadata_timeout: float = 120.0
     #: Start paused: nothing is checked or connected until ``resume()``.

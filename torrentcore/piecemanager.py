@@ -298,6 +298,20 @@ class PieceManager:
         self.requested_blocks += len(out)
         return out
 
+    def take_pieces(self, owner: Hashable, indices: Iterable[int]) -> list[Block]:
+        """Claim every free block of these pieces for ``owner`` (a web seed asks for whole pieces), starting
+        them if needed; pieces not wanted are skipped. Give unreceived blocks back with :meth:`release`."""
+        out: list[Block] = []
+        for index in indices:
+            if not (0 <= index < self.num_pieces) or not self.wanted(index):
+                continue
+            piece = self.partial.get(index)
+            if piece is None:
+                piece = self._start(index)
+            self._take_free(piece, owner, out, len(out) + piece.free)
+        self.requested_blocks += len(out)
+        return out
+
     def _take_free(self, piece: Piece, peer: Hashable, out: list[Block], count: int) -> None:
         """Append free blocks of ``piece`` (in offset order) to ``out``, marked requested by ``peer``."""
         state = piece.state

@@ -55,6 +55,7 @@ from .stats import TransferStats, left_bytes, make_snapshot
 from .swarm import ConnectionSlots, Swarm
 from .tracker import TrackerTiers
 from .verifier import Verifier
+from .webseed import WebSeeds
 
 log = structlog.get_logger(__name__)
 
@@ -164,7 +165,8 @@ class Torrent:
         self.port.wake_requesters = self.swarm.wake_requesters
         self.port.interest_changed = self.choker.peer_interest_changed
         self.swarm.on_peer_lost = self._peer_lost
-        self.smart_ban = SmartBan(self.swarm.ban)
+        self.webseeds = WebSeeds(meta, self.port, self._warn, enabled=config.web_seeds)
+        self.smart_ban = SmartBan(self._ban)
         self.extensions = ExtensionRegistry.for_torrent(
             meta, self.swarm, services.hooks.torrentcore_extensions(torrent=meta), pex=services.pex)
         self.swarm.extensions = self.extensions
@@ -295,8 +297,19 @@ class Torrent:
         if self.complete:
             self._on_complete()
 
+    def _ban(self, who, reason: str) -> None:
+        """Smart ban's verdict: a lying peer is banned, a lying web seed dropped."""
+        if self.webseeds.owns(who):
+            self.webseeds.drop(who, reason)
+        else:
+            self.swarm.ban(who, reason)
+
+    def _warn(self, message: str) -> None:
+        self.reporter.emit("error", message=message, fatal=False)
+
     def _piece_failed(self, piece: Piece) -> None:
-        senders = set(piece.senders.values())
+        # Web seeds are named (URL, 0) for reporters (hookspec.torrentcore_on_piece_failed).
+        senders = {(s.url, 0) if self.webseeds.owns(s) else s for s in piece.senders.values()}
         self.stats.stats_wasted(piece.size)
         self.manager.piece_failed(piece.index)
         self.log.warning("piece failed hash check", piece=piece.index, peers=len(senders))
@@ -473,7 +486,11 @@ class Torrent:
             spawn(self.announcer.tracker_loop)
         if self.dht is not None:
             spawn(self.announcer.dht_loop)
-        elif self.announcer.tiers is None and not len(self.peer_list) and not self.complete:
+        if not self.complete:
+            for work in self.webseeds.workers():
+                spawn(work)
+        if self.dht is None and self.announcer.tiers is None and not len(self.peer_list) and not self.complete \
+                and not self.webseeds.active:
             self.reporter.emit("error", message="this torrent has no trackers and no peers were given", fatal=False)
         if self.complete:
             self.reporter.emit("completed", snapshot=self.snapshot())
@@ -601,6 +618,7 @@ class Torrent:
         # Pieces being hashed or written finish first (a stop lets no new write start): every piece the
         # storage records is then counted in the final snapshot.
         self.verifier.wait_idle(SHUTDOWN_VERIFY_WAIT)
+        self.webseeds.close()
         try:
             self.verifier.close()
         except StorageError as exc:
