@@ -130,6 +130,12 @@ def assert_consistent(meta: metainfo.Metainfo) -> None:
         offset += f.length
     assert offset == meta.total_length
     assert len(meta.info_hash) == 20
+    if meta.v2:  # BEP 52: every file with data starts a piece; layers are whole hashes; checks never raise
+        assert len(meta.info_hash_v2) == 32
+        assert all(f.offset % meta.piece_length == 0 for f in meta.files if f.root)
+        assert all(len(layer) % 32 == 0 for layer in meta.piece_layers.values())
+        if meta.piece_length <= 1 << 22:
+            assert meta.piece_ok(0, bytes(meta.piece_size(0))) in (True, False)
 
 
 def assert_paths_safe(meta: metainfo.Metainfo, windows: bool) -> None:

@@ -201,7 +201,7 @@ class TorrentHandle:
                 # own_port: the port trackers are told, so that they listing us is not a peer.
                 self._fetcher = MetadataFetcher(magnet.info_hash, session.peer_id, given, sources,
                                                 own_port=port, encryption=session.encryption,
-                                                connect=session.dialer.connect)
+                                                connect=session.dialer.connect, info_hash_v2=magnet.info_hash_v2)
                 result = self._fetcher.fetch(timeout=self.config.metadata_timeout)
                 data = torrent_file(result.raw_info, magnet.trackers)
                 meta = metainfo.parse(data)
@@ -226,6 +226,13 @@ class TorrentHandle:
             self._end(exc.exit_code, str(exc))
             return
         torrent.add_peers(peers, source="magnet")
+        if meta.missing_layers() and self.save_path != "-":
+            # A v2 link's piece layers come from peers: keep them in the saved .torrent once they have.
+            def save_layers(meta=meta, trackers=magnet.trackers) -> None:
+                path = save_torrent_file(self.save_path, meta.name, torrent_file(meta.raw_info, trackers,
+                                                                                 meta.piece_layers))
+                log.info("metadata saved with its piece layers", path=path)
+            torrent.on_layers_complete = save_layers
         self.attach(torrent)
 
     def _end(self, code: int, error: str | None) -> None:

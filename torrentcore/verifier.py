@@ -1,7 +1,8 @@
 """Hash-then-store: the start-up check of data on disk, and every downloaded piece's verification.
 
 The rule that protects users' data lives here: a piece is written through the storage only after its
-SHA-1 matched, and marked complete only after the write returned. Hashing (and, for storages that
+hash matched (:meth:`Metainfo.piece_ok`: SHA-1 for v1, the SHA-256 Merkle piece hash for v2, both for a
+hybrid), and marked complete only after the write returned. Hashing (and, for storages that
 declare ``thread_safe_writes``, the write too) runs in the session's worker threads so the event loop
 keeps receiving; every storage call that can overlap with a worker holds :attr:`Verifier.disk_lock`.
 """
@@ -106,7 +107,7 @@ class Verifier:
             if self._stopping():
                 return False
             data = self.storage.read(index, 0, self.meta.piece_size(index))
-            pending.append((index, self.pool.spawn(sha1, data)))
+            pending.append((index, self.pool.spawn(self.meta.piece_ok, index, data)))
             if len(pending) >= CHECK_PARALLEL:
                 self._collect_one(*pending.pop(0))
         for item in pending:
@@ -114,7 +115,7 @@ class Verifier:
         return True
 
     def _collect_one(self, index: int, result) -> None:
-        if result.get() == self.meta.piece_hash(index):
+        if result.get() is True:
             self._found_good(index)
         self.checked += 1
 
@@ -135,7 +136,7 @@ class Verifier:
             self._collect_batch(*item)
         return True
 
-    def _read_and_hash(self, indices: list[int]) -> list[bytes] | StorageError:
+    def _read_and_hash(self, indices: list[int]) -> list[bool] | StorageError:
         """In a worker thread: read each piece (holding the disk lock) and hash it (not holding it).
 
         A StorageError is returned, not raised (gevent prints a traceback for errors leaving its pool).
@@ -147,15 +148,15 @@ class Verifier:
                     data = self.storage.read(index, 0, self.meta.piece_size(index))
             except StorageError as exc:
                 return exc
-            digests.append(sha1(data))
+            digests.append(self.meta.piece_ok(index, data))
         return digests
 
     def _collect_batch(self, indices: list[int], result) -> None:
         digests = result.get()
         if isinstance(digests, StorageError):
             raise digests  # on the event loop: the torrent makes it one clear line
-        for index, digest in zip(indices, digests):
-            if digest == self.meta.piece_hash(index):
+        for index, good in zip(indices, digests):
+            if good:
                 self._found_good(index)
             self.checked += 1
 
@@ -196,23 +197,23 @@ class Verifier:
             if stored:
                 return True  # written and marked complete: counted even while stopping (the record has it)
             return None if self._stopping() else False
-        digest = self.pool.apply(sha1, (piece.buffer,))
+        good = self.pool.apply(self.meta.piece_ok, (index, piece.buffer))
         if self._stopping():
             return None
-        if digest != self.meta.piece_hash(index):
+        if not good:
             return False
         self.storage.write(index, 0, piece.buffer)
         self.storage.mark_complete(index)
         return True
 
     def _hash_and_store(self, piece: Piece) -> bool | StorageError:
-        """In a worker thread: SHA-1 the piece and only if it matches write it and mark it complete.
+        """In a worker thread: hash the piece and only if it matches write it and mark it complete.
 
         For storages that declare ``thread_safe_writes``: the write (a quarter of the event loop's time
         when it ran there) then overlaps with receiving. False: the hash did not match, or the torrent is
         stopping (nothing written). A StorageError is returned, not raised.
         """
-        if sha1(piece.buffer) != self.meta.piece_hash(piece.index):
+        if not self.meta.piece_ok(piece.index, piece.buffer):
             return False
         with self.disk_lock:
             if self.storage_closed or self._stopping():
@@ -238,7 +239,7 @@ class Verifier:
             digest = self.pool.apply(self._read_and_hash, ([index],))
             if isinstance(digest, StorageError):
                 raise digest
-            good = digest[0] == self.meta.piece_hash(index)
+            good = digest[0] is True  # _read_and_hash gives piece_ok's verdicts (both hashes for a hybrid)
             self.unconfirmed.discard(index)
             if not good:
                 log.warning("a piece the resume record claimed does not match its hash; downloading it again",
