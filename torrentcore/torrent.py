@@ -564,8 +564,8 @@ class Torrent:
                 peer.down.tick(now - last)
                 peer.up.tick(now - last)
                 peer.check_timeouts(now)
-                if fetching:  # chunks a lost or silent peer was asked for go to another one
-                    peer.request_hashes()
+                if fetching and peer.hashes is not None:  # chunks a lost or silent peer was asked for go
+                    peer.hashes.request()                  # to another one
             last = now
             self.choker.tick(now)
             self.swarm.wake_requesters()
