@@ -231,21 +231,22 @@ class Torrent:
             return None
 
     def verify_piece(self, piece: Piece) -> None:
-        """Hash a complete piece off the event loop, then store it. The caller (a peer's reader) waits while
-        the verify queue is full, and yields once so the hashing starts now on the other core."""
+        """Hash a complete piece off the event loop, then store it (batched: see :mod:`torrentcore.verifier`).
+        The caller (a peer's reader) waits while the verify queue is full."""
         self.verifier.acquire_slot()
-        gevent.spawn(self._guard, self._verify_then_release, piece)
-        gevent.sleep(0)
+        self.verifier.submit(piece, self._on_verdict)
 
-    def _verify_then_release(self, piece: Piece) -> None:
-        try:
-            verdict = self.verifier.verify(piece)
-            if verdict:
-                self._piece_stored(piece)
-            elif verdict is not None:
-                self._piece_failed(piece)
-        finally:
-            self.verifier.release_slot()  # after the verdict is counted: shutdown waits for this
+    def _on_verdict(self, piece: Piece, verdict) -> None:
+        """A piece's hash check and write ended (in a greenlet; its slot is released after this)."""
+        self._guard(self._apply_verdict, piece, verdict)
+
+    def _apply_verdict(self, piece: Piece, verdict) -> None:
+        if isinstance(verdict, BaseException):
+            raise verdict  # StorageError: one clear line (_guard); anything else: an internal error
+        if verdict:
+            self._piece_stored(piece)
+        elif verdict is not None:
+            self._piece_failed(piece)
 
     def _piece_stored(self, piece: Piece) -> None:
         index = piece.index
