@@ -31,6 +31,7 @@ from .listener import Listener
 from .peer import handshake
 from .ratelimit import TokenBucket
 from .swarm import ConnectionSlots
+from .ticker import Ticker
 from .torrent import SessionServices, Torrent
 
 log = structlog.get_logger(__name__)
@@ -84,6 +85,8 @@ class Session:
         self.upload_limit = TokenBucket(cfg.max_upload_rate)
         self.slots = ConnectionSlots(cfg.max_connections)
         self.pool = gevent.threadpool.ThreadPool(cfg.hash_threads)
+        #: One clock for every torrent's once-a-second work (no greenlet per torrent on its own timer).
+        self.ticker = Ticker()
         self._handles: dict[bytes, TorrentHandle] = {}
         self._events = EventQueue()
         self._closed = False
@@ -153,7 +156,7 @@ class Session:
             peer_id=self.peer_id, hooks=hooks, strategy_factory=strategy, storage_factory=storage, pool=self.pool,
             download_limit=self.download_limit, upload_limit=self.upload_limit, slots=self.slots,
             listen_port=lambda: self.port, dht=None if meta.private else self.dht_node(), pex=self.config.pex,
-            emit=self._emit, encryption=self.config.encryption, dial=handshake.dial)
+            emit=self._emit, encryption=self.config.encryption, dial=handshake.dial, ticker=self.ticker)
         return Torrent(meta, save_path, config, services)
 
     def torrents(self) -> list[TorrentHandle]:
@@ -264,6 +267,7 @@ class Session:
             self.dht.stop()
             self.dht = None
         self._events.close()
+        self.ticker.close()
         self.pool.kill()
 
 
