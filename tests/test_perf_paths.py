@@ -194,6 +194,21 @@ def test_startup_benchmark_runs(tmp_path):
     assert result["check"]["size"] == 2 * 1024 * 1024
 
 
+def test_many_torrents_benchmark_runs(tmp_path):
+    out = tmp_path / "many.json"
+    proc = subprocess.run(
+        [sys.executable, os.path.join(BENCH, "many_torrents.py"), "--torrents", "3", "--size", str(512 * 1024),
+         "--idle", "0.5", "--fetch", "2", "--timeout", "60", "--json", str(out)],
+        capture_output=True, text=True, timeout=180,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    for client in ("torrentcore", "libtorrent"):
+        r = result["results"][client]
+        assert r["startup_s"] > 0 and r["fetch_s"] > 0 and r["peak_rss_mib"] > 0
+    assert "peak_rss_mib" in result["results"]["ratios_tc_over_lt"]
+
+
 def _requested_in_pieces(pm: PieceManager) -> int:
     return sum(len(who) for piece in pm.partial.values() for who in piece.requesters.values())
 
