@@ -154,6 +154,7 @@ class Torrent:
         self.swarm = Swarm(self.port, self.peer_list, identity, config.max_peers, services.slots, self.reporter,
                            complete=lambda: self.complete, may_connect=self._may_connect, name=meta.name,
                            dial=services.dial, encryption=services.encryption)
+        self.swarm.connect_interval = None  # woken by new candidates and by _tick (the session's clock)
         self.choker = Choker(self.swarm, slots=config.upload_slots)
         self.port.wake_requesters = self.swarm.wake_requesters
         self.port.interest_changed = self.choker.peer_interest_changed
@@ -516,6 +517,8 @@ class Torrent:
             peer.up.tick(elapsed)
             peer.check_timeouts(now)
         self.swarm.wake_requesters()
+        if len(self.peer_list):
+            self.swarm.connect_now.set()  # candidates to dial (or retry): the connect loop looks once a second
         self.announcer.maybe_announce_early()
         since = self._network_since
         if not self._warned_hangups and not self.complete and self.swarm.everyone_hangs_up(since, now):
