@@ -26,6 +26,8 @@ def main() -> int:
     ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--timeout", type=float, default=600.0)
     ap.add_argument("--rc4", action="store_true", help="MSE/PE forced, RC4 only (pe_forced, pe_rc4)")
+    ap.add_argument("--utp", action="store_true", help="uTP only (BEP 29): TCP disabled both ways")
+    ap.add_argument("--peer", action="append", default=[], metavar="HOST:PORT", help="connect to this peer too")
     args = ap.parse_args()
     mask = lt.alert.category_t.error_notification | lt.alert.category_t.status_notification \
         | lt.alert.category_t.storage_notification
@@ -34,7 +36,8 @@ def main() -> int:
         "outgoing_interfaces": "127.0.0.1",
         "allow_multiple_connections_per_ip": True,  # every peer is 127.0.0.1
         "enable_dht": False, "enable_lsd": False, "enable_upnp": False, "enable_natpmp": False,
-        "enable_outgoing_utp": False, "enable_incoming_utp": False,
+        "enable_outgoing_utp": args.utp, "enable_incoming_utp": args.utp,
+        "enable_outgoing_tcp": not args.utp, "enable_incoming_tcp": not args.utp,
         "out_enc_policy": int(lt.enc_policy.pe_forced if args.rc4 else lt.enc_policy.pe_disabled),
         **({"in_enc_policy": int(lt.enc_policy.pe_forced), "allowed_enc_level": int(lt.enc_level.rc4)}
            if args.rc4 else {}),
@@ -48,6 +51,9 @@ def main() -> int:
     params.save_path = args.out
     params.flags &= ~lt.torrent_flags.paused & ~lt.torrent_flags.auto_managed
     h = ses.add_torrent(params)
+    for peer in args.peer:
+        host, _, port = peer.rpartition(":")
+        h.connect_peer((host, int(port)))
     deadline = time.monotonic() + args.timeout
     finished = flushed = False
     while time.monotonic() < deadline and not flushed:

@@ -36,6 +36,8 @@ from torrentcore.tracker import AnnounceRequest, AnnounceResponse, TrackerError,
 from torrentcore.tracker import http as tracker_http
 from torrentcore.tracker import peers as tracker_peers
 from torrentcore.tracker.tiers import MIN_ANNOUNCE_INTERVAL
+from torrentcore.utp import connection as utp_conn
+from torrentcore.utp import packet as utp_packet
 
 #: What :func:`check_metainfo` may see raised for a bad torrent.
 METAINFO_ERRORS = (MetainfoError, BencodeError)
@@ -366,3 +368,88 @@ def check_tracker_reply(data: bytes) -> None:
             assert len(data) % size, "a compact list of whole entries was refused"
         else:
             _assert_peers(peers, tracker_peers.MAX_PEERS)
+
+
+# --- uTP (BEP 29): the packet parser and one connection's state machine ------------------------------------
+
+
+def check_utp_packet(data: bytes) -> utp_packet.Packet | None:
+    """``packet.parse``: a Packet whose fields are in range and that builds back to a packet parsing the
+    same, or PacketError. The selective ack never exceeds ``MAX_SACK_BYTES`` (an absurd one is cut)."""
+    try:
+        p = utp_packet.parse(data)
+    except utp_packet.PacketError as exc:
+        assert "\n" not in str(exc)
+        return None
+    assert 0 <= p.type <= utp_packet.ST_SYN and len(p.sack) <= utp_packet.MAX_SACK_BYTES
+    assert len(p.payload) <= len(data) - utp_packet.HEADER_SIZE
+    again = utp_packet.parse(utp_packet.build(p.type, p.connection_id, p.timestamp, p.timestamp_diff, p.wnd_size,
+                                              p.seq_nr, p.ack_nr, p.payload, p.sack))
+    assert again == p, (again, p)
+    return p
+
+
+def utp_datagrams(data: bytes) -> Iterator[bytes]:
+    """Split fuzz input into datagrams: a 2-byte big-endian length, then that many bytes (at most 64)."""
+    pos = 0
+    for _ in range(64):
+        if pos + 2 > len(data):
+            return
+        (n,) = struct.unpack_from(">H", data, pos)
+        pos += 2
+        yield data[pos : pos + n]
+        pos += n
+
+
+def check_utp_connection(data: bytes) -> None:
+    """Datagrams fed to a connected responder (after an honest SYN), with time passing between them: never
+    an exception, and the buffers stay within their caps whatever the peer sends."""
+    sent: list[bytes] = []
+    now = 1000.0
+    conn = utp_conn.UTPConnection(sent.append, 0x1235, 0x1234, now)
+    syn = utp_packet.parse(utp_packet.build(utp_packet.ST_SYN, 0x1234, 0, 0, 65536, 0xFFF0, 0))
+    conn.accept(syn, now)
+    conn.write(b"x" * 5000, now)
+    for i, datagram in enumerate(utp_datagrams(data)):
+        p = check_utp_packet(datagram)
+        now += (i % 7) * 0.1
+        if p is not None:
+            p.connection_id = conn.recv_id
+            conn.on_packet(p, now)
+        conn.tick(now)
+        conn.flush_ack()
+        assert len(conn.reorder) <= utp_conn.MAX_REORDER
+        assert conn.reorder_bytes == sum(map(len, conn.reorder.values()))
+        assert len(conn.recv_buf) + conn.reorder_bytes <= utp_conn.RECV_WINDOW + 2 * utp_conn.MAX_PACKET
+        assert len(conn.recv_buf) <= utp_conn.RECV_WINDOW + 2 * utp_conn.MAX_PACKET
+        assert len(conn.send_buf) <= utp_conn.SEND_BUFFER
+        assert conn.in_flight >= 0 and len(conn.outbuf) <= 0x8000
+        assert all(len(d) <= utp_conn.MAX_PACKET for d in sent)
+        sent.clear()
+        if conn.finished:
+            break
+    conn.read(1 << 20, now)
+
+
+def check_utp(data: bytes) -> None:
+    """Both: the input as one datagram, then as a stream of datagrams for a connection."""
+    check_utp_packet(data)
+    check_utp_connection(data)
+
+
+def utp_seeds() -> list[bytes]:
+    """Honest packets: data in order and out of order, acks with selective acks, FIN, RESET, a SYN again."""
+    b = utp_packet.build
+    def frame(*packets: bytes) -> bytes:
+        return b"".join(struct.pack(">H", len(p)) + p for p in packets)
+    data = [b(utp_packet.ST_DATA, 0x1235, 1, 2, 65536, (0xFFF1 + i) & 0xFFFF, 0, b"%d" % i * 50) for i in range(20)]
+    return [
+        frame(*data),
+        frame(*reversed(data)),
+        frame(data[0], data[2], data[3], data[4], b(utp_packet.ST_STATE, 0x1235, 1, 2, 65536, 0xFFF1, 0,
+                                                   sack=b"\x07\x00\x00\x00"), data[1]),
+        frame(*data[:3], b(utp_packet.ST_FIN, 0x1235, 1, 2, 65536, 0xFFF4, 0)),
+        frame(b(utp_packet.ST_RESET, 0x1235, 0, 0, 0, 0, 0)),
+        frame(b(utp_packet.ST_SYN, 0x1234, 0, 0, 65536, 0xFFF0, 0)),
+        b(utp_packet.ST_STATE, 0x1235, 0, 0, 0, 0, 0, sack=b"\xff" * 252),
+    ]

@@ -131,6 +131,8 @@ def _peers(s: ProgressSnapshot, seeds: bool) -> Field:
     seed_text = plural(s.seeds, "seed")
     if s.encrypted_peers:  # MSE/PE: how many of them are encrypted, where there is room
         seed_text += f", {s.encrypted_peers} encrypted"
+    if getattr(s, "utp_peers", 0):  # BEP 29: how many of them are over uTP
+        seed_text += f", {s.utp_peers} uTP"
     return Field(f"{count} ({seed_text})", W_PEERS_SEEDS, f"{count} ({where}; {seed_text})" if where else "")
 
 

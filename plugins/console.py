@@ -322,7 +322,7 @@ def torrentcore_on_piece_failed(torrent: Metainfo, index: int, peers: Sequence[t
         return
     entry.failed_pieces += 1
     if entry.failed_pieces <= FAILURES_SHOWN:
-        who = ", ".join(f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in peers) or "unknown peer"
+        who = ", ".join(h if not p else f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in peers) or "unknown peer"
         more = " (further failures are counted in the summary)" if entry.failed_pieces == FAILURES_SHOWN else ""
         _say(f"{entry.label}: piece {index} failed its hash check (from {who}); fetching it again{more}")
 

@@ -339,14 +339,14 @@ class TransmissionDaemon:
     driven through ``transmission-remote``; killed by :meth:`stop`. ``encryption``: 0 tolerated,
     1 preferred, 2 required."""
 
-    def __init__(self, folder: Path, encryption: int) -> None:
+    def __init__(self, folder: Path, encryption: int, utp: bool = False) -> None:
         self.folder = folder
         self.config = folder / "config"
         self.config.mkdir(parents=True)
         self.peer_port, self.rpc_port = free_port(), free_port()
         settings = {
             "dht-enabled": False, "lpd-enabled": False, "pex-enabled": False, "port-forwarding-enabled": False,
-            "utp-enabled": False, "peer-port": self.peer_port, "peer-port-random-on-start": False,
+            "utp-enabled": utp, "peer-port": self.peer_port, "peer-port-random-on-start": False,
             "bind-address-ipv4": LOCALHOST, "download-dir": str(folder / "downloads"), "encryption": encryption,
             "rpc-enabled": True, "rpc-bind-address": LOCALHOST, "rpc-port": self.rpc_port,
             "rpc-authentication-required": False, "rpc-whitelist": LOCALHOST, "rpc-whitelist-enabled": True,
@@ -432,7 +432,7 @@ class QBittorrent:
     """``qbittorrent-nox`` with a private profile on 127.0.0.1 (settings from REAL-PEERS.md), driven through
     its Web API; ``encryption``: 0 prefer, 1 require, 2 disable. Killed by :meth:`stop`."""
 
-    def __init__(self, folder: Path, encryption: int) -> None:
+    def __init__(self, folder: Path, encryption: int, utp: bool = False) -> None:
         self.folder = folder
         self.peer_port, self.web_port = free_port(), free_port()
         config = folder / "qBittorrent" / "config"

@@ -37,6 +37,10 @@ def _pip_install(python: Path, source: Path) -> None:
     assert out.returncode == 0, f"pip install {source} failed:\n{out.stdout}\n{out.stderr}"
 
 
+#: The module-scoped venv below is built once: keep the module in one shard (tests/conftest.py).
+SHARD_WHOLE_MODULE = True
+
+
 @pytest.fixture(scope="module")
 def plugin_venv(tmp_path_factory) -> Path:
     """A venv holding torrentcore and torrentcore-jsonl (and nothing else of its own); its bin folder."""

@@ -135,6 +135,8 @@ def _network_options(parser: argparse.ArgumentParser) -> None:
                    help="most connected peers per torrent (default: %(default)s)")
     g.add_argument("--max-connections", type=int, default=default_of(SessionConfig, "max_connections"),
                    help="most peer connections of all torrents together (default: %(default)s)")
+    g.add_argument("--max-connections-per-ip", type=int, default=default_of(SessionConfig, "max_connections_per_ip"),
+                   help="most incoming connections from one IP address, loopback included (default: %(default)s)")
     g.add_argument("--peer", dest="peers", action="append", type=parse_peer, default=[], metavar="HOST:PORT",
                    help="also connect to this peer (repeatable)")
     g.add_argument("--max-download-rate", type=parse_rate, default=0, metavar="RATE",
@@ -146,8 +148,13 @@ def _network_options(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--encryption", choices=ENCRYPTION_CHOICES, default=default_of(SessionConfig, "encryption"),
                    help="encrypted connections (MSE/PE): prefer them, require them, or disable them "
                         "(default: %(default)s)")
+    g.add_argument("--transports", type=_parse_transports, default=default_of(SessionConfig, "transports"),
+                   metavar="LIST", help="peer transports in order of preference: utp, tcp or both, "
+                                        "comma-separated (default: utp,tcp)")
     g.add_argument("--no-pex", action="store_true",
                    help="do not exchange peer lists with peers (BEP 11; always off for private torrents)")
+    g.add_argument("--no-web-seeds", action="store_true",
+                   help="do not fetch from the torrent's web seeds (BEP 19 url-list, BEP 17 httpseeds)")
     g.add_argument("--no-dht", action="store_true",
                    default=os.environ.get("TORRENTCORE_NO_DHT", "") not in ("", "0"),
                    help="do not use the DHT (BEP 5) to find peers (also: TORRENTCORE_NO_DHT=1)")
@@ -233,6 +240,9 @@ def build_parser(pm=None) -> argparse.ArgumentParser:
     p.add_argument("-f", "--force", action="store_true", help="overwrite the output file if it exists")
     p.add_argument("--piece-length", type=parse_rate, default=None, metavar="BYTES",
                    help="piece length, e.g. 256k (default: chosen from the size)")
+    p.add_argument("-w", "--web-seed", action="append", default=[], metavar="URL",
+                   help="web seed URL (BEP 19 url-list; repeatable): the file itself, or for a folder the URL "
+                        "of the folder that holds it")
     p.add_argument("--private", action="store_true", help="mark private (BEP 27: trackers only)")
     p.add_argument("--comment", default=None)
     p.add_argument("--created-by", default=f"torrentcore {__version__}")
@@ -319,6 +329,7 @@ def cmd_info(args) -> int:
         "comment": meta.comment,
         "creation_date": meta.creation_date,
         "url_list": meta.url_list,
+        "http_seeds": meta.http_seeds,
         "peer_sources": _peer_sources(meta.trackers, meta.private, []),
     }
     if args.json:
@@ -342,6 +353,10 @@ def cmd_info(args) -> int:
             out.write(f"tracker tier {n}: {' '.join(tier)}\n")
     else:
         out.write("trackers:     none (trackerless)\n")
+    for url in meta.url_list:
+        out.write(f"web seed:     {url}\n")
+    for url in meta.http_seeds:
+        out.write(f"web seed:     {url}  (BEP 17 httpseeds)\n")
     _write_peer_sources(out, data["peer_sources"])
     out.write(f"files ({len(files)}):\n")
     for f in files:
@@ -404,9 +419,20 @@ def _plugin_settings(args, pm) -> dict:
 
 #: Configuration fields -> the option that sets them (named in the one line a bad value gets).
 _OPTION_OF = {"listen_port": "--port", "dht_port": "--dht-port", "max_connections": "--max-connections",
+              "max_connections_per_ip": "--max-connections-per-ip",
               "max_peers": "--max-peers", "upload_slots": "--upload-slots", "seed_ratio": "--seed-ratio",
               "seed_time": "--seed-time", "seed_idle": "--seed-idle", "metadata_timeout": "--metadata-timeout",
               "max_download_rate": "--max-download-rate", "max_upload_rate": "--max-upload-rate"}
+
+
+def _parse_transports(text: str) -> tuple[str, ...]:
+    """``utp,tcp`` -> ("utp", "tcp") (argparse type of ``--transports``)."""
+    from .config import TRANSPORT_CHOICES
+
+    names = tuple(t.strip().lower() for t in text.split(",") if t.strip())
+    if not names or any(n not in TRANSPORT_CHOICES for n in names) or len(set(names)) < len(names):
+        raise argparse.ArgumentTypeError(f"expected utp, tcp or both (comma-separated), not {text!r}")
+    return names
 
 
 def _session_config(args, pm):
@@ -417,8 +443,9 @@ def _session_config(args, pm):
     return SessionConfig(
         listen_port=args.port, listen_hosts=hosts, dht=not args.no_dht, dht_port=args.dht_port,
         dht_bootstrap=tuple(args.dht_bootstrap), pex=not args.no_pex, encryption=args.encryption,
-        max_download_rate=args.max_download_rate, max_upload_rate=args.max_upload_rate,
-        max_connections=args.max_connections, disabled_plugins=tuple(_disabled(args)), plugins=tuple(_enabled(args)),
+        transports=args.transports, max_download_rate=args.max_download_rate, max_upload_rate=args.max_upload_rate,
+        max_connections=args.max_connections, max_connections_per_ip=args.max_connections_per_ip,
+        disabled_plugins=tuple(_disabled(args)), plugins=tuple(_enabled(args)),
         plugin_settings=args.plugin_settings)
 
 
@@ -430,7 +457,7 @@ def _torrent_config(args, pm, seed_only: bool):
     limits = {k: v for k, v in own.items() if v is not None}  # not given: the defaults of run or seed
     common = dict(
         max_peers=args.max_peers, upload_slots=args.upload_slots, strategy=args.strategy, storage=args.storage,
-        peers=tuple(args.peers), extra=_plugin_option_values(args, pm), **limits)
+        peers=tuple(args.peers), web_seeds=not args.no_web_seeds, extra=_plugin_option_values(args, pm), **limits)
     if seed_only:
         return TorrentConfig.seeding_forever(**common)
     return TorrentConfig(seed=not args.no_seed, only=tuple(args.only), skip=tuple(args.skip),
@@ -549,6 +576,7 @@ def cmd_create(args) -> int:
     data, meta = create_torrent(
         args.path,
         trackers=args.tracker,
+        web_seeds=args.web_seed,
         piece_length=args.piece_length,
         private=args.private,
         comment=args.comment,
@@ -561,6 +589,8 @@ def cmd_create(args) -> int:
     if not meta.trackers:
         how = ("it is private, so only --peer can connect peers (private torrents use no DHT or PEX)"
                if meta.private else "peers will have to find each other through the DHT, PEX or --peer")
+        if meta.url_list:
+            how += " (the web seeds serve the data without them)"
         print(f"torrentcore: warning: no tracker given (-t URL): {how}", file=sys.stderr)
     print(f"created {out}: {meta.name}, {_human(meta.data_length)}, {meta.num_pieces} pieces of "
           f"{_human(meta.piece_length)}, info-hash {meta.info_hash_hex}")

@@ -19,6 +19,8 @@ from typing import Any
 
 #: The MSE/PE policies (issue: encryption); ``prefer`` tries encryption first and falls back.
 ENCRYPTION_CHOICES = ("prefer", "require", "disable")
+#: Peer transports (issue 15): uTP (BEP 29, over the session's UDP socket) and TCP.
+TRANSPORT_CHOICES = ("utp", "tcp")
 
 Address = tuple[str, int]
 
@@ -86,11 +88,18 @@ class SessionConfig:
     pex: bool = True
     #: Encrypted connections (MSE/PE): prefer, require or disable.
     encryption: str = "prefer"
+    #: Transports for outgoing connections, in order of preference (uTP first, then TCP on failure);
+    #: incoming connections are accepted on each one listed.
+    transports: tuple[str, ...] = ("utp", "tcp")
     #: Global rate limits in bytes per second for all torrents together (0: unlimited).
     max_download_rate: int = 0
     max_upload_rate: int = 0
     #: Most peer connections of all torrents together (each torrent also has its own cap).
     max_connections: int = 500
+    #: Most incoming connections (handshaking or established) from one IP address, loopback included.
+    #: libtorrent allows one per address and torrent by default; 8 lets a few torrents or clients behind
+    #: one NAT connect, and holds one host to 8 of our slots. Tests with many peers on 127.0.0.1 raise it.
+    max_connections_per_ip: int = 8
     #: Worker threads that hash and write pieces, shared by every torrent (two per core keep both busy).
     hash_threads: int = 4
     #: Plugins not to load (entry-point names). The console reporter prints, so a library session leaves
@@ -110,9 +119,14 @@ class SessionConfig:
             raise ValueError(f"listen_hosts must be a tuple of addresses, not {self.listen_hosts!r}")
         _check_addresses("dht_bootstrap", self.dht_bootstrap)
         _check_choice("encryption", self.encryption, ENCRYPTION_CHOICES)
+        tr = self.transports
+        if not isinstance(tr, tuple) or not tr or any(t not in TRANSPORT_CHOICES for t in tr) or len(set(tr)) < len(tr):
+            raise ValueError(f"transports must be a non-empty tuple of {', '.join(TRANSPORT_CHOICES)}, "
+                             f"not {self.transports!r}")
         _check_amount("max_download_rate", self.max_download_rate, allow_none=False)
         _check_amount("max_upload_rate", self.max_upload_rate, allow_none=False)
         _check_count("max_connections", self.max_connections, 1)
+        _check_count("max_connections_per_ip", self.max_connections_per_ip, 1)
         _check_count("hash_threads", self.hash_threads, 1)
         for name in ("disabled_plugins", "plugins"):
             value = getattr(self, name)
@@ -157,6 +171,8 @@ class TorrentConfig:
     #: or globs; ``skip`` applies after ``only``. A pattern matching nothing is an error.
     only: tuple[str, ...] = ()
     skip: tuple[str, ...] = ()
+    #: Fetch pieces from the torrent's web seeds (BEP 19 ``url-list``, BEP 17 ``httpseeds``) beside peers.
+    web_seeds: bool = True
     #: Magnet links: give up when no peer sent the metadata within this many seconds.
     metadata_timeout: float = 120.0
     #: Start paused: nothing is checked or connected until ``resume()``.

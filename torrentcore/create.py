@@ -39,6 +39,8 @@ Choices, and how they compare with libtorrent's ``create_torrent``:
 * **Trackers**: each URL is its own tier. The first is ``announce``;
   ``announce-list`` is written only when there is more than one tracker, as
   libtorrent does. Duplicate URLs are dropped.
+* **Web seeds** (BEP 19): written as the ``url-list`` list, http(s) URLs
+  only, duplicates dropped.
 * ``comment``, ``created by`` and ``creation date`` are written only when
   given (no hidden clock: the output depends only on the arguments and data).
 * **Hashing**: this greenlet reads the data sequentially; SHA-1 runs in
@@ -65,6 +67,7 @@ from . import metainfo
 from .bencode import encode
 from .errors import BadInputError, TorrentcoreError
 from .metainfo import Metainfo
+from .webseed_urls import usable
 
 log = structlog.get_logger(__name__)
 
@@ -323,6 +326,20 @@ def _check_trackers(trackers: Sequence[str] | str | None) -> list[str]:
     return out
 
 
+def _check_web_seeds(seeds: Sequence[str] | str | None) -> list[str]:
+    """Web seed URLs (BEP 19): http or https, with a host; duplicates dropped."""
+    if seeds is None:
+        return []
+    out: list[str] = []
+    for url in [seeds] if isinstance(seeds, str) else seeds:
+        url = url.strip() if isinstance(url, str) else url
+        if not isinstance(url, str) or not usable(url) or any(c.isspace() for c in url):
+            raise BadInputError(f"invalid web seed URL {url!r} (expected http:// or https://host/path)")
+        if url not in out:
+            out.append(url)
+    return out
+
+
 def _some(paths: Sequence[str]) -> str:
     """The first few of ``paths`` for a log line."""
     return ", ".join(paths[:5]) + (f" and {len(paths) - 5} more" if len(paths) > 5 else "")
@@ -338,6 +355,7 @@ def create_torrent(
     creation_date: int | None = None,
     progress: Callable[[int, int], None] | None = None,
     exclude: Iterable[str | os.PathLike] = (),
+    web_seeds: Sequence[str] | str | None = (),
 ) -> tuple[bytes, Metainfo]:
     """Make a v1 torrent of the file or folder ``path``; return its bytes and their parsed :class:`Metainfo`.
 
@@ -350,6 +368,7 @@ def create_torrent(
     """
     path = os.fspath(path)
     urls = _check_trackers(trackers)
+    seeds = _check_web_seeds(web_seeds)
     if piece_length is not None:
         check_piece_length(piece_length)
     name, files, skipped, is_folder, ours = list_files(path, exclude)
@@ -383,6 +402,8 @@ def create_torrent(
         top["announce"] = urls[0]
         if len(urls) > 1:
             top["announce-list"] = [[url] for url in urls]
+    if seeds:
+        top["url-list"] = seeds  # BEP 19: a list (libtorrent writes a string for one; both are read)
     if comment is not None:
         top["comment"] = comment
     if created_by is not None:

@@ -34,6 +34,7 @@ class SessionPort(Protocol):
     peer_id: bytes
     port: int
     encryption: str
+    dialer: Any  #: :class:`~torrentcore.transport.Dialer` (``connect`` opens uTP or TCP streams)
 
     def dht_node(self) -> Any: ...
 
@@ -191,7 +192,8 @@ class TorrentHandle:
                                         "given and the DHT is off: there is nowhere to fetch its metadata from")
                 # own_port: the port trackers are told, so that they listing us is not a peer.
                 self._fetcher = MetadataFetcher(magnet.info_hash, session.peer_id, given, sources,
-                                                own_port=port, encryption=session.encryption)
+                                                own_port=port, encryption=session.encryption,
+                                                connect=session.dialer.connect)
                 result = self._fetcher.fetch(timeout=self.config.metadata_timeout)
                 data = torrent_file(result.raw_info, magnet.trackers)
                 meta = metainfo.parse(data)

@@ -79,6 +79,7 @@ __all__ = [
     "BadInputError",
     "SwarmView",
     "PieceStrategy",
+    "WebSeedRuns",
     "StrategyFactory",
     "Storage",
     "StorageFactory",
@@ -167,6 +168,9 @@ class PieceStrategy(Protocol):
     every piece alike and reorder nothing. With it a strategy can keep its order
     up to date in O(1) per piece instead of rebuilding it (the default
     rarest-first does). Keep it cheap, and do not call back into the engine.
+
+    A second optional method, ``web_seed_run``, decides what web seeds are
+    asked for: see :class:`WebSeedRuns`.
     """
 
     def next_pieces(self, swarm: SwarmView, peer_has: Bitfield) -> Iterable[int]:
@@ -178,6 +182,35 @@ class PieceStrategy(Protocol):
         offset order; yielding a piece that the peer lacks, that is verified or
         that has no free block is harmless. Keep it cheap: it runs on the event
         loop, many times a second on a fast swarm.
+        """
+
+
+@runtime_checkable
+class WebSeedRuns(Protocol):
+    """The optional method a :class:`PieceStrategy` implements to choose what web seeds fetch.
+
+    Web seeds (BEP 19 ``url-list``, BEP 17 ``httpseeds``) have every piece and
+    are asked for runs of consecutive pieces, one HTTP request per file a run
+    touches, so the strategy is asked for a run rather than an order. A
+    strategy without this method gets the engine's default: the first wanted,
+    unstarted pieces in index order.
+    """
+
+    def web_seed_run(self, swarm: SwarmView, max_pieces: int) -> Sequence[int]:
+        """Return consecutive piece indices (ascending, at most ``max_pieces``) for one web seed to fetch.
+
+        Called on the event loop whenever one of a web seed's connections is
+        idle (at most a few times a second per web seed while it downloads;
+        not while it backs off after an error). ``swarm`` is the same
+        :class:`SwarmView` ``next_pieces`` gets; ``max_pieces`` is at least 1.
+        Pieces should be wanted (``swarm.wanted``) and not started (not in
+        ``swarm.partial``): the engine claims every block of the returned
+        pieces for the web seed, and cuts the answer at the first piece that
+        breaks these rules (out of order, started, not wanted). Return an empty
+        sequence when there is nothing to ask for: the engine then gives the web
+        seed pieces that a failed request left half done, if any, else the web
+        seed waits a moment and asks again. Not a hook: only the torrent's chosen strategy is asked
+        (there is no ``firstresult`` question).
         """
 
 
@@ -311,6 +344,8 @@ class PeerInfo:
     uploaded: int = 0
     is_seed: bool = False
     encrypted: bool = False
+    #: The transport: ``tcp`` or ``utp`` (BEP 29).
+    transport: str = "tcp"
 
 
 @dataclass
@@ -353,6 +388,8 @@ class ProgressSnapshot:
     wanted_have_bytes: int = 0
     #: Connected peers whose connection is RC4-encrypted (MSE/PE; see :attr:`PeerInfo.encrypted`).
     encrypted_peers: int = 0
+    #: Connected peers over uTP (BEP 29; see :attr:`PeerInfo.transport`); the others are over TCP.
+    utp_peers: int = 0
     extra: dict = field(default_factory=dict)
 
     @property
@@ -561,6 +598,8 @@ def torrentcore_on_piece_verified(torrent: Metainfo, index: int) -> None:
 @hookspec
 def torrentcore_on_piece_failed(torrent: Metainfo, index: int, peers: Sequence[tuple[str, int]]) -> None:
     """Piece ``index`` failed its hash; ``peers`` sent its blocks. It will be downloaded again.
+
+    A web seed that sent blocks of it is listed as ``(URL, 0)``.
 
     Not ``firstresult``: every plugin that implements it is called.
     """

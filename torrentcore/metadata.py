@@ -187,8 +187,10 @@ class MetadataFetcher:
         peer_timeout: float = PEER_TIMEOUT,
         own_port: int | None = None,
         encryption: str = "prefer",
+        connect: handshake.Connect | None = None,
     ) -> None:
         self.info_hash = info_hash
+        self.connect = connect  # opens the stream (the session's transports: uTP, TCP); None: TCP
         self.encryption = encryption  # MSE/PE policy for our connections (peer/handshake.py)
         self.peer_id = peer_id
         self.own_port = own_port
@@ -312,7 +314,8 @@ class MetadataFetcher:
     def _fetch_from(self, address: tuple[str, int]) -> bytes:
         identity = handshake.Identity(self.info_hash, self.peer_id, msg.reserved_bytes(msg.RESERVED_EXTENSIONS))
         try:
-            done = handshake.dial(address, identity, encryption=self.encryption, connect_timeout=CONNECT_TIMEOUT)
+            done = handshake.dial(address, identity, encryption=self.encryption, connect_timeout=CONNECT_TIMEOUT,
+                                  connect=self.connect)
         except OSError as exc:
             raise NotYet(f"connect failed: {exc}") from None
         except ProtocolError as exc:

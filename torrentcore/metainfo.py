@@ -106,7 +106,9 @@ class Metainfo:
     created_by: str | None = None
     comment: str | None = None
     creation_date: int | None = None
+    #: Web seeds: BEP 19 (``url-list``, GetRight style) and BEP 17 (``httpseeds``) URLs, as given.
     url_list: list[str] = field(default_factory=list)
+    http_seeds: list[str] = field(default_factory=list)
     nodes: list[tuple[str, int]] = field(default_factory=list)
     raw_info: bytes = b""
 
@@ -227,6 +229,7 @@ def parse(data: bytes) -> Metainfo:
         comment=_text(top, b"comment"),
         creation_date=top.get(b"creation date") if isinstance(top.get(b"creation date"), int) else None,
         url_list=_url_list(top),
+        http_seeds=_url_list(top, b"httpseeds"),
         nodes=_nodes(top),
         raw_info=raw_info,
     )
@@ -445,8 +448,8 @@ def _trackers(top: dict) -> list[list[str]]:
     return tiers
 
 
-def _url_list(top: dict) -> list[str]:
-    value = top.get(b"url-list")
+def _url_list(top: dict, key: bytes = b"url-list") -> list[str]:
+    value = top.get(key)
     items = value if isinstance(value, list) else [value]
     return [_decode_text(v).strip() for v in items if isinstance(v, bytes) and v.strip()]
 

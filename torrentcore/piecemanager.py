@@ -99,6 +99,10 @@ class Availability(Sequence):
         return (c + seeds for c in self.counts)
 
 
+#: The urgent window's owner for pieces lost after being trusted (see :meth:`PieceManager.piece_lost`).
+LOST_PIECES = "pieces lost from the resume record"
+
+
 class PieceManager:
     """Request planning for one torrent (implements :class:`~torrentcore.hookspec.SwarmView`)."""
 
@@ -294,6 +298,20 @@ class PieceManager:
         self.requested_blocks += len(out)
         return out
 
+    def take_pieces(self, owner: Hashable, indices: Iterable[int]) -> list[Block]:
+        """Claim every free block of these pieces for ``owner`` (a web seed asks for whole pieces), starting
+        them if needed; pieces not wanted are skipped. Give unreceived blocks back with :meth:`release`."""
+        out: list[Block] = []
+        for index in indices:
+            if not (0 <= index < self.num_pieces) or not self.wanted(index):
+                continue
+            piece = self.partial.get(index)
+            if piece is None:
+                piece = self._start(index)
+            self._take_free(piece, owner, out, len(out) + piece.free)
+        self.requested_blocks += len(out)
+        return out
+
     def _take_free(self, piece: Piece, peer: Hashable, out: list[Block], count: int) -> None:
         """Append free blocks of ``piece`` (in offset order) to ``out``, marked requested by ``peer``."""
         state = piece.state
@@ -466,8 +484,25 @@ class PieceManager:
     def piece_verified(self, index: int) -> None:
         """The piece passed its hash check and is stored."""
         self.verifying.discard(index)
+        lost = self._urgent_windows.get(LOST_PIECES)
+        if lost is not None and index in lost:
+            self.set_urgent(LOST_PIECES, [i for i in lost if i != index])
         if self.have.set(index) and (self.selected is None or self.selected[index]):
             self._missing -= 1
+
+    def piece_lost(self, index: int) -> None:
+        """A piece we had (trusted from a resume record) turned out bad: it is wanted again from scratch,
+        first of all (an urgent window of its own: strategies drop verified pieces from their order for good).
+        ``have`` is cleared by the caller."""
+        if index in self.partial or index in self.verifying:
+            return
+        self.set_urgent(LOST_PIECES, [*self._urgent_windows.get(LOST_PIECES, ()), index])
+        self._unstarted += 1
+        if self.selected is None or self.selected[index]:
+            self._missing += 1
+        self.endgame = False
+        self._endgame_epoch += 1
+        self.version += 1
 
     def piece_failed(self, index: int) -> None:
         """The piece failed its hash check: it is wanted again from scratch."""

@@ -13,8 +13,10 @@ greenlet; plain Python code that never starts a greenlet of its own simply calls
 
 from __future__ import annotations
 
+import functools
 import os
 import random
+import socket
 from collections.abc import Iterator
 from typing import Any
 
@@ -30,16 +32,20 @@ from .handle import SessionStatus, TorrentHandle, load_source
 from .listener import Listener
 from .peer import handshake
 from .ratelimit import TokenBucket
-from .swarm import ConnectionSlots
+from .slots import HALF_OPEN_IN, HALF_OPEN_OUT, ConnectionSlots
 from .ticker import Ticker
 from .torrent import SessionServices, Torrent
+from .transport import Dialer
 
 log = structlog.get_logger(__name__)
 
-#: Connections that may be handshaking at once beside the session's connection cap.
-HANDSHAKING = 64
-#: Seconds an incoming peer for a torrent still checking its data waits before it is closed.
+#: File descriptors kept free of peer connections (DHT and listen sockets, storage files, resume records,
+#: the thread pool's pipes, logs).
+RESERVED_FDS = 64
+#: Seconds an incoming peer for a torrent still checking its data waits before it is closed...
 ROUTE_WAIT = 30.0
+#: ...and how many may wait so at once (more are closed: handshaken strangers must not pile up meanwhile).
+ROUTE_WAITING_MAX = 64
 
 
 def make_peer_id() -> bytes:
@@ -83,19 +89,28 @@ class Session:
         self.encryption = cfg.encryption
         self.download_limit = TokenBucket(cfg.max_download_rate)
         self.upload_limit = TokenBucket(cfg.max_upload_rate)
-        self.slots = ConnectionSlots(cfg.max_connections)
+        self.slots = ConnectionSlots(fd_bounded(cfg.max_connections), cfg.max_connections_per_ip)
         self.pool = gevent.threadpool.ThreadPool(cfg.hash_threads)
         #: One clock for every torrent's once-a-second work (no greenlet per torrent on its own timer).
         self.ticker = Ticker()
         self._handles: dict[bytes, TorrentHandle] = {}
+        self._route_waiting = 0  # incoming peers waiting for their torrent's data check
         self._events = EventQueue()
         self._closed = False
         self.dht: Any = None
         self._dht_tried = False
         self.listener = Listener(cfg.listen_hosts, cfg.listen_port, self._identity_for, self._route,
-                                 cfg.max_connections + HANDSHAKING, encryption=cfg.encryption,
+                                 self.slots, encryption=cfg.encryption,
                                  info_hashes=self._served_info_hashes)
         self.port = self.listener.start()
+        #: uTP (BEP 29) on one UDP socket on the listen port, shared with the DHT node (None: not available).
+        self.utp: Any = None
+        self._udp: Any = None
+        self.utp6: Any = None  # the same on IPv6 (BEP 7), when an IPv6 address is listened on
+        self._udp6: Any = None
+        self._start_utp()
+        has_utp = self.utp is not None or self.utp6 is not None
+        self.dialer = Dialer(cfg.transports, self._utp_connect if has_utp else None)
         if self.port:
             log.info("listening", port=self.port, peer_id=self.peer_id.decode("latin-1"),
                      addresses=self.listener.addresses)
@@ -156,7 +171,8 @@ class Session:
             peer_id=self.peer_id, hooks=hooks, strategy_factory=strategy, storage_factory=storage, pool=self.pool,
             download_limit=self.download_limit, upload_limit=self.upload_limit, slots=self.slots,
             listen_port=lambda: self.port, dht=None if meta.private else self.dht_node(), pex=self.config.pex,
-            emit=self._emit, encryption=self.config.encryption, dial=handshake.dial, ticker=self.ticker)
+            emit=self._emit, encryption=self.config.encryption,
+            dial=functools.partial(handshake.dial, connect=self.dialer.connect), ticker=self.ticker)
         return Torrent(meta, save_path, config, services)
 
     def torrents(self) -> list[TorrentHandle]:
@@ -214,15 +230,53 @@ class Session:
         host = next((h for h in cfg.listen_hosts if ":" not in h), "0.0.0.0")  # the DHT node speaks IPv4
         port = cfg.dht_port if cfg.dht_port is not None else (self.port or 6881)
         state = os.path.join(cfg.state_dir, "dht.json") if cfg.state_dir else default_state_path()
-        node = DHTNode(port=port, bootstrap=list(cfg.dht_bootstrap) or None, state_path=state, host=host)
+        shared = self._udp if self._udp is not None and cfg.dht_port in (None, self.port) else None
+        node = DHTNode(port=port, bootstrap=list(cfg.dht_bootstrap) or None, state_path=state, host=host, sock=shared)
         try:
             node.start()
         except OSError as exc:
             node.stop()  # releases its state file
             log.warning("cannot start the dht node", error=str(exc))
             return None
+        if shared is not None:
+            self.utp.fallback = node.handle_datagram  # KRPC datagrams (not uTP) on the shared socket
         self.dht = node
         return node
+
+    def _start_utp(self) -> None:
+        """Bind UDP sockets on the listen port (the first IPv4 host, and the first IPv6 one if listened on)
+        and start uTP on them; a failure is logged, not fatal. The IPv4 one is shared with the DHT node."""
+        if not self.port:
+            return
+        from .utp import Multiplexer
+
+        accept = self.listener.accept_utp if "utp" in self.config.transports else None
+        for v6 in (False, True):
+            host = next((h for h in self.listener.hosts if (":" in h) == v6), None)
+            if host is None:
+                continue
+            udp = socket.socket(socket.AF_INET6 if v6 else socket.AF_INET, socket.SOCK_DGRAM)
+            try:
+                if v6:
+                    udp.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                udp.bind((host, self.port))
+            except OSError as exc:
+                udp.close()
+                log.warning("cannot bind the udp port: no uTP", host=host, port=self.port, error=str(exc))
+                continue
+            mux = Multiplexer(udp, accept, max_connections=self.config.max_connections + HALF_OPEN_IN + HALF_OPEN_OUT,
+                              max_half_open=HALF_OPEN_IN).start()
+            if v6:
+                self._udp6, self.utp6 = udp, mux
+            else:
+                self._udp, self.utp = udp, mux
+
+    def _utp_connect(self, address: tuple[str, int], timeout: float) -> Any:
+        """A uTP connection to ``address`` on the multiplexer of its address family (OSError if none)."""
+        mux = self.utp6 if ":" in address[0] else self.utp
+        if mux is None:
+            raise OSError("no uTP socket for this address family")
+        return mux.connect(address, timeout)
 
     def _serving(self, info_hash: bytes) -> Torrent | None:
         """The torrent of ``info_hash`` if it takes peers now or once its data check is done."""
@@ -240,8 +294,17 @@ class Session:
 
     def _route(self, done: handshake.Handshaken) -> None:
         torrent = self._serving(done.info_hash)
-        # A peer that arrives while the torrent checks its data waits (bounded) for the check to finish.
-        if torrent is None or not torrent.network_up.wait(ROUTE_WAIT) or not torrent.accepts_peers:
+        # A peer that arrives while the torrent checks its data waits (bounded in time and number) for the check.
+        if torrent is not None and not torrent.network_up.is_set():
+            if self._route_waiting >= ROUTE_WAITING_MAX:
+                torrent = None
+            else:
+                self._route_waiting += 1
+                try:
+                    torrent.network_up.wait(ROUTE_WAIT)
+                finally:
+                    self._route_waiting -= 1
+        if torrent is None or not torrent.network_up.is_set() or not torrent.accepts_peers:
             done.conn.close("torrent not taking peers")
             return
         torrent.swarm.run_peer(done, incoming=True)
@@ -266,9 +329,38 @@ class Session:
         if self.dht is not None:
             self.dht.stop()
             self.dht = None
+        for mux, udp in ((self.utp, self._udp), (self.utp6, self._udp6)):
+            if mux is not None:
+                mux.stop()
+                udp.close()
         self._events.close()
         self.ticker.close()
         self.pool.kill()
+
+
+def fd_bounded(max_connections: int) -> int:
+    """``max_connections``, lowered so that every connection (with both half-open caps) has a file
+    descriptor: the soft ``ulimit -n`` is raised towards the hard one if needed, and what it cannot give
+    is taken off the cap (logged), as libtorrent clamps ``connections_limit``. Never below 8."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not on POSIX
+        return max_connections
+    need = max_connections + HALF_OPEN_IN + HALF_OPEN_OUT + RESERVED_FDS
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < need:
+        target = need if hard == resource.RLIM_INFINITY else min(need, hard)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (OSError, ValueError):
+            pass
+    if soft == resource.RLIM_INFINITY or soft >= need:
+        return max_connections
+    limited = max(8, soft - HALF_OPEN_IN - HALF_OPEN_OUT - RESERVED_FDS)
+    log.warning("connection limit lowered to fit the file descriptor limit", max_connections=limited,
+                asked=max_connections, fd_limit=soft)
+    return limited
 
 
 def _set_values(settings) -> dict:

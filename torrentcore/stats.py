@@ -110,6 +110,7 @@ def make_snapshot(meta: Metainfo, have: Bitfield, selected: Bitfield | None, sel
         wanted_bytes=wanted,
         wanted_have_bytes=0 if wanted is None else wanted - left,
         encrypted_peers=sum(1 for p in peers if p.encrypted),
+        utp_peers=sum(1 for p in peers if p.transport == "utp"),
         extra=extra,
     )
 

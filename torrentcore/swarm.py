@@ -6,6 +6,11 @@ admits a handshaken connection (not ourselves, not banned, not a duplicate, room
 :class:`~torrentcore.peer.peer.Peer` to the end, and cleans up after it. Its connect loop dials
 candidates from the :class:`~torrentcore.peer_list.PeerList` while there is room. Both incoming
 connections (routed here by the session's listener) and outgoing ones end in :meth:`Swarm.run_peer`.
+
+Incoming and outgoing peers are counted apart: each direction may hold all of ``max_peers`` but the other's
+reserved share (:func:`torrentcore.slots.direction_limit`), so strangers connecting to us never stop us from
+dialling. When the torrent is full, a newcomer takes the place of the least useful peer (no data either way,
+not interested, choking us: :func:`torrentcore.slots.least_useful`); else it is refused.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from .errors import ProtocolError
 from .peer import handshake
 from .peer.connection import format_address
 from .peer.peer import Peer
+from .slots import DIAL_DEADLINE, ConnectionSlots, Slot, direction_limit, least_useful
 
 if TYPE_CHECKING:  # pragma: no cover
     from .events import Reporter
@@ -40,30 +46,6 @@ CONNECT_INTERVAL = 1.0
 ALL_CLOSED_WARNING = 60.0
 #: ...and how many handshakes must have been closed by the peer by then.
 ALL_CLOSED_MIN = 3
-
-
-class ConnectionSlots:
-    """The session's global cap on peer connections, shared by all its torrents."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.used = 0
-
-    def acquire(self) -> bool:
-        """Take a slot if one is free."""
-        if self.used >= self.limit:
-            return False
-        self.used += 1
-        return True
-
-    def release(self) -> None:
-        """Give a slot back."""
-        self.used = max(0, self.used - 1)
-
-    @property
-    def full(self) -> bool:
-        """No slot is free."""
-        return self.used >= self.limit
 
 
 class Swarm:
@@ -94,6 +76,10 @@ class Swarm:
         self.closed_by_peer = 0  # handshakes the peer closed at once (encryption/uTP-only peers do that)
         self.ever_connected = False
         self.on_peer_lost: Callable[[Peer], None] = lambda peer: None
+        self._since: dict[Address, float] = {}  # when each peer connected (eviction grace)
+        self._slot_of: dict[Address, Slot] = {}
+        #: Peers closed to make room for newcomers.
+        self.evicted = 0
 
     # --- the view the choker and PEX get ------------------------------------------------------------
 
@@ -161,10 +147,15 @@ class Swarm:
             self.connect_now.clear()
             if not self._may_connect():
                 continue
-            room = self.max_peers - max(self.peer_list.dialing(), len(self.peers))
-            if room <= 0 or self.pool.full() or self.slots.full:
+            # Outgoing peers and dials in progress against the outgoing share (full torrents evict at admission).
+            room = min(direction_limit(self.max_peers) - self.peer_list.dialing(), self.slots.dial_room,
+                       self.pool.free_count())
+            if room <= 0 or not self.slots.room(incoming=False):
                 continue
             for cand in self.peer_list.ready(room, self._connected_to, we_are_seed=self.complete):
+                if not self.slots.start_dial():
+                    self.peer_list.released(cand)
+                    break
                 self.pool.spawn(self._dial, cand)
 
     def _connected_to(self, address: Address) -> bool:
@@ -172,20 +163,65 @@ class Swarm:
 
     def _dial(self, cand: Candidate) -> None:
         try:
-            done = self._dial_fn(cand.address, self.identity, encryption=self.encryption,
-                                 peer_encryption=cand.encryption)
+            with gevent.Timeout(DIAL_DEADLINE, ProtocolError("dial took too long")):
+                done = self._dial_fn(cand.address, self.identity, encryption=self.encryption,
+                                     peer_encryption=cand.encryption)
         except (ProtocolError, OSError, ConnectionError) as exc:
             if "closed" in str(exc) or isinstance(exc, ConnectionResetError):
                 self.closed_by_peer += 1
             self.peer_list.failed(cand)
             self.log.debug("dial failed", peer=format_address(cand.address), reason=str(exc))
             return
+        finally:
+            self.slots.dial_done()
         cand.encryption = done.obfuscated  # prefer: next time try first what worked
         self.run_peer(done, incoming=False, cand=cand)
 
     # --- one connection ------------------------------------------------------------------------------
 
-    def _refuse(self, done: handshake.Handshaken, cand: Candidate | None) -> str | None:
+    def _count(self, incoming: bool) -> int:
+        return sum(1 for p in self.peers.values() if p.incoming == incoming)
+
+    def _make_room(self, incoming: bool) -> bool:
+        """Whether a peer of this direction fits, closing the least useful one to make room if need be.
+
+        Each direction is capped at :func:`direction_limit`, so while the torrent is full a newcomer's
+        direction holds at least its reserve, and only peers of no use make way (of its own direction when
+        that is at its cap)."""
+        own_cap = self._count(incoming) >= direction_limit(self.max_peers)
+        if not own_cap and len(self.peers) < self.max_peers:
+            return True
+        now = time.monotonic()
+        pool = [p for p in self.peers.values() if p.incoming == incoming] if own_cap else list(self.peers.values())
+        victim = least_useful(pool, now, lambda p: self._since.get(p.address, now))
+        if victim is None:
+            return False
+        self._evict(victim)
+        return True
+
+    def _evict(self, victim: Peer) -> None:
+        self.evicted += 1
+        self.log.debug("peer evicted for a newcomer", peer=format_address(victim.address))
+        victim.conn.close("evicted for a more useful peer")
+        # Its place is taken now: the greenlet ends later, and its slot is given back at once.
+        self.peers.pop(victim.address, None)
+        slot = self._slot_of.pop(victim.address, None)
+        if slot is not None:
+            slot.release()
+
+    def _take_slot(self, incoming: bool) -> Slot | None:
+        """A session slot of this direction; when the session is full, one of our useless peers makes way."""
+        slot = self.slots.acquire(incoming)
+        if slot is None:
+            victim = least_useful([p for p in self.peers.values() if p.incoming == incoming], None,
+                                  lambda p: self._since.get(p.address, time.monotonic()))
+            if victim is not None and victim.address in self._slot_of:
+                self._evict(victim)
+                slot = self.slots.acquire(incoming)
+        return slot
+
+    def _admit(self, done: handshake.Handshaken, cand: Candidate | None, incoming: bool) -> str | Slot:
+        """The slot this connection takes, or why it is refused."""
         addr, peer_id = done.conn.address, done.peer_id
         if peer_id == self.identity.peer_id:
             self.peer_list.found_self(addr)
@@ -196,17 +232,20 @@ class Swarm:
             if cand is not None:
                 self.peer_list.released(cand)
             return "already connected"
-        if len(self.peers) >= self.max_peers:
+        if not self._make_room(incoming):
             return "too many peers"
-        if not self.slots.acquire():
+        slot = self._take_slot(incoming)
+        if slot is None:
             return "too many peers in the session"
-        return None
+        return slot
 
     def run_peer(self, done: handshake.Handshaken, incoming: bool, cand: Candidate | None = None) -> None:
         """Run a handshaken connection as a peer of this torrent until it ends (in the calling greenlet)."""
-        refusal = self._refuse(done, cand)
-        if refusal is not None:
-            done.conn.close(refusal)
+        slot = self._admit(done, cand, incoming)
+        if isinstance(slot, str):
+            if cand is not None and slot.startswith("too many"):
+                self.peer_list.released(cand)
+            done.conn.close(slot)
             return
         conn = done.conn
         addr = conn.address
@@ -214,11 +253,13 @@ class Swarm:
                     source=cand.source if cand is not None else "incoming", extensions=self.extensions,
                     encrypted=done.encrypted)
         self.peers[addr] = peer
+        self._since[addr] = time.monotonic()
+        self._slot_of[addr] = slot
         self.ever_connected = True
         if cand is not None:
             self.peer_list.succeeded(cand)
         self.log.info("peer connected", peer=format_address(addr), source=peer.source, client=peer.client,
-                      incoming=incoming, fast=peer.fast, encrypted=done.encrypted)
+                      incoming=incoming, fast=peer.fast, encrypted=done.encrypted, transport=done.transport)
         self.reporter.emit("peer_connected", peer=peer.info())
         reason = "closed"
         try:
@@ -229,11 +270,14 @@ class Swarm:
             reason = f"internal error: {exc!r}"
         finally:
             conn.close(reason)
-            self.slots.release()
+            slot.release()
             self._peer_gone(peer, reason, cand)
 
     def _peer_gone(self, peer: Peer, reason: str, cand: Candidate | None) -> None:
-        self.peers.pop(peer.address, None)
+        if self.peers.get(peer.address) is peer:
+            self.peers.pop(peer.address, None)
+            self._since.pop(peer.address, None)
+            self._slot_of.pop(peer.address, None)
         peer._drop_requests(send_cancel=False)
         self.port.manager.remove_peer_pieces(peer.has)
         if peer.has.complete:

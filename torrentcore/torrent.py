@@ -55,6 +55,7 @@ from .swarm import ConnectionSlots, Swarm
 from .ticker import TICK, Ticker
 from .tracker import TrackerTiers
 from .verifier import Verifier
+from .webseed import WebSeeds
 
 log = structlog.get_logger(__name__)
 
@@ -155,11 +156,12 @@ class Torrent:
                            complete=lambda: self.complete, may_connect=self._may_connect, name=meta.name,
                            dial=services.dial, encryption=services.encryption)
         self.swarm.connect_interval = None  # woken by new candidates and by _tick (the session's clock)
-        self.choker = Choker(self.swarm, slots=config.upload_slots)
+        self.choker = Choker(self.swarm, slots=config.upload_slots, total_length=meta.total_length)
         self.port.wake_requesters = self.swarm.wake_requesters
         self.port.interest_changed = self.choker.peer_interest_changed
         self.swarm.on_peer_lost = self._peer_lost
-        self.smart_ban = SmartBan(self.swarm.ban)
+        self.webseeds = WebSeeds(meta, self.port, self._warn, enabled=config.web_seeds)
+        self.smart_ban = SmartBan(self._ban)
         self.extensions = ExtensionRegistry.for_torrent(
             meta, self.swarm, services.hooks.torrentcore_extensions(torrent=meta), pex=services.pex)
         self.swarm.extensions = self.extensions
@@ -230,10 +232,36 @@ class Torrent:
         if not self.have[index]:
             return None
         try:
+            if index in self.verifier.unconfirmed and not self.verifier.confirm(index):
+                self._trusted_piece_bad(index)
+                return None
             return self.verifier.read(index, begin, length)
         except StorageError as exc:
             self.fail(str(exc))
             return None
+
+    def _confirm_trusted(self) -> bool:
+        """At the end of a resumed download: hash the pieces trusted from the resume record and not hashed
+        since (issue 13, 7c), so "complete" means every piece matched its hash. False: some did not."""
+        bad = [i for i in sorted(self.verifier.unconfirmed) if not self.verifier.confirm(i)]
+        for index in bad:
+            self._trusted_piece_bad(index)
+        return not bad
+
+    def _trusted_piece_bad(self, index: int) -> None:
+        """A piece trusted from the resume record failed its first hash (issue 13, 7c): download it again."""
+        self.manager.piece_lost(index)
+        self.reporter.emit("piece_failed", index=index, peers=[])
+        if self.completed_at is not None and not self.complete:
+            self.completed_at = None  # back to downloading (``seed`` cannot: the piece is just not served)
+            self.state = "downloading"
+            if self.config.seed_only:
+                self.log.warning("the data is no longer complete; serving the pieces that are good")
+        for peer in list(self.peers.values()):
+            if peer.has[index] and not peer.am_interested:
+                peer.set_interested(True)
+        self.swarm.connect_now.set()
+        self.swarm.wake_requesters()
 
     def verify_piece(self, piece: Piece) -> None:
         """Hash a complete piece off the event loop, then store it (batched: see :mod:`torrentcore.verifier`).
@@ -266,8 +294,19 @@ class Torrent:
         if self.complete:
             self._on_complete()
 
+    def _ban(self, who, reason: str) -> None:
+        """Smart ban's verdict: a lying peer is banned, a lying web seed dropped."""
+        if self.webseeds.owns(who):
+            self.webseeds.drop(who, reason)
+        else:
+            self.swarm.ban(who, reason)
+
+    def _warn(self, message: str) -> None:
+        self.reporter.emit("error", message=message, fatal=False)
+
     def _piece_failed(self, piece: Piece) -> None:
-        senders = set(piece.senders.values())
+        # Web seeds are named (URL, 0) for reporters (hookspec.torrentcore_on_piece_failed).
+        senders = {(s.url, 0) if self.webseeds.owns(s) else s for s in piece.senders.values()}
         self.stats.stats_wasted(piece.size)
         self.manager.piece_failed(piece.index)
         self.log.warning("piece failed hash check", piece=piece.index, peers=len(senders))
@@ -437,7 +476,11 @@ class Torrent:
             spawn(self.announcer.tracker_loop)
         if self.dht is not None:
             spawn(self.announcer.dht_loop)
-        elif self.announcer.tiers is None and not len(self.peer_list) and not self.complete:
+        if not self.complete:
+            for work in self.webseeds.workers():
+                spawn(work)
+        if self.dht is None and self.announcer.tiers is None and not len(self.peer_list) and not self.complete \
+                and not self.webseeds.active:
             self.reporter.emit("error", message="this torrent has no trackers and no peers were given", fatal=False)
         if self.complete:
             self.reporter.emit("completed", snapshot=self.snapshot())
@@ -483,6 +526,8 @@ class Torrent:
     def _on_complete(self) -> None:
         if self.completed_at is not None:
             return
+        if self.verifier.unconfirmed and self.stats.downloaded and not self._confirm_trusted():
+            return  # a piece the resume record claimed was bad: it is being downloaded again
         self.completed_at = time.monotonic()
         self.state = "seeding"
         self.verifier.flush()
@@ -516,6 +561,7 @@ class Torrent:
             peer.down.tick(elapsed)
             peer.up.tick(elapsed)
             peer.check_timeouts(now)
+        self.choker.tick(now)
         self.swarm.wake_requesters()
         if len(self.peer_list):
             self.swarm.connect_now.set()  # candidates to dial (or retry): the connect loop looks once a second
@@ -567,6 +613,7 @@ class Torrent:
         # Pieces being hashed or written finish first (a stop lets no new write start): every piece the
         # storage records is then counted in the final snapshot.
         self.verifier.wait_idle(SHUTDOWN_VERIFY_WAIT)
+        self.webseeds.close()
         try:
             self.verifier.close()
         except StorageError as exc:

@@ -91,6 +91,10 @@ class Verifier:
         self._kick: Any = None
         self._delivering = False
         self._async: Any = None
+        #: Pieces taken from the resume record without being hashed: each is hashed the first time it is read
+        #: for upload (:meth:`confirm`), so a record claiming data that is not there never uploads bad bytes.
+        self.unconfirmed: set[int] = set()
+        self._confirming: dict[int, gevent.event.AsyncResult] = {}
 
     # --- the start-up check --------------------------------------------------------------------------
 
@@ -105,6 +109,7 @@ class Verifier:
                 if 0 <= i < self.meta.num_pieces:
                     self.have.set(i)
                     self.storage.mark_complete(i)
+                    self.unconfirmed.add(i)
             log.info("resume record trusted", torrent=self.meta.name, pieces=len(record))
             self.checked = self.meta.num_pieces
             return True
@@ -310,6 +315,37 @@ class Verifier:
             except StorageError as exc:
                 return exc
         return True
+
+    def confirm(self, index: int) -> bool:
+        """For a piece trusted from the resume record: hash it now, once (others asking meanwhile wait for the
+        same verdict). True: good (or hashed before). False: the data does not match; the piece is no longer
+        ours (``have`` cleared, the storage's record told). Raises StorageError."""
+        if index not in self.unconfirmed:
+            return bool(self.have[index])
+        pending = self._confirming.get(index)
+        if pending is not None:
+            return pending.get()
+        pending = self._confirming[index] = gevent.event.AsyncResult()
+        try:
+            digest = self.pool.apply(self._read_and_hash, ([index],))
+            if isinstance(digest, StorageError):
+                raise digest
+            good = digest[0] == self.meta.piece_hash(index)
+            self.unconfirmed.discard(index)
+            if not good:
+                log.warning("a piece the resume record claimed does not match its hash; downloading it again",
+                            torrent=self.meta.name, piece=index)
+                self.have.clear(index)
+                with self.disk_lock:
+                    if not self.storage_closed:
+                        self.storage.mark_incomplete(index)
+            pending.set(good)
+            return good
+        except BaseException as exc:
+            pending.set_exception(exc)
+            raise
+        finally:
+            self._confirming.pop(index, None)
 
     def read(self, index: int, begin: int, length: int) -> bytes:
         """Read from a verified piece (under the disk lock). Raises StorageError."""

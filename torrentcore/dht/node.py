@@ -27,6 +27,7 @@ import secrets
 import stat
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import gevent
 import gevent.event
@@ -275,7 +276,10 @@ class DHTNode:
     def __init__(self, port: int = 0, bootstrap=None, state_path: str | None = None, host: str = "0.0.0.0",
                  node_id: bytes | None = None, *, per_ip_rate: tuple[float, float] = PER_IP_RATE,
                  global_rate: tuple[float, float] = GLOBAL_RATE, alpha: int = ALPHA,
-                 query_timeout: float = QUERY_TIMEOUT) -> None:
+                 query_timeout: float = QUERY_TIMEOUT, sock: Any = None) -> None:
+        #: A bound UDP socket shared with uTP (the session's): this node then neither binds nor reads it; its
+        #: owner passes KRPC datagrams to :meth:`handle_datagram` and closes it.
+        self.shared_sock = sock
         self.requested_port = port
         self.host = host
         self.bootstrap = list(DEFAULT_BOOTSTRAP if bootstrap is None else bootstrap)
@@ -312,6 +316,14 @@ class DHTNode:
 
     def start(self) -> DHTNode:
         """Bind the UDP socket (the requested port, else any free one) and start serving and bootstrapping."""
+        if self.shared_sock is not None:
+            self.sock = self.shared_sock
+            self.port = self.sock.getsockname()[1]
+            self.running = True
+            self._greenlets = [gevent.spawn(self._maintenance_loop)]
+            self.log.info("dht node started", port=self.port, node_id=self.node_id.hex(), shared_with_utp=True,
+                          bootstrap=[f"{h}:{p}" for h, p in self.bootstrap], saved_nodes=len(self.saved_nodes))
+            return self
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         try:
             sock.bind((self.host, self.requested_port))
@@ -346,7 +358,7 @@ class DHTNode:
         self._pending.clear()
         self.save_state()
         self._unlock_state()
-        if self.sock is not None:
+        if self.sock is not None and self.shared_sock is None:
             self.sock.close()
         self.log.info("dht node stopped", nodes=len(self.table), **dict(self.stats))
 
@@ -446,6 +458,16 @@ class DHTNode:
             except Exception as exc:  # noqa: BLE001 - one bad datagram must never stop the node
                 self.stats["internal_errors"] += 1
                 self.log.warning("dht internal error on a datagram", error=repr(exc), exc_info=True)
+
+    def handle_datagram(self, data: bytes, addr: tuple[str, int]) -> None:
+        """One datagram read from a shared socket (never raises)."""
+        if not self.running:
+            return
+        try:
+            self._handle_datagram(data, (addr[0], addr[1]))
+        except Exception as exc:  # noqa: BLE001 - one bad datagram must never stop the node
+            self.stats["internal_errors"] += 1
+            self.log.warning("dht internal error on a datagram", error=repr(exc), exc_info=True)
 
     def _handle_datagram(self, data: bytes, addr: tuple[str, int]) -> None:
         if len(data) > krpc.MAX_DATAGRAM:

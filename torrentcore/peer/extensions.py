@@ -434,6 +434,8 @@ class PexHandler:
                 flags |= PEX_FLAG_SEED
             if getattr(peer, "encryption_hint", None):
                 flags |= PEX_FLAG_ENCRYPTION
+            if getattr(peer, "transport", "tcp") == "utp":
+                flags |= PEX_FLAG_UTP  # it speaks uTP (BEP 29): others may reach it over UDP
             out[address] = flags
         return out
 

@@ -64,7 +64,12 @@ class Handshaken:
     peer_id: bytes
     encrypted: bool = False
     obfuscated: bool = False
+    #: The transport under the stream: ``tcp`` or ``utp`` (BEP 29).
+    transport: str = "tcp"
 
+
+#: ``connect(address, timeout) -> socket``: opens the stream :func:`dial` handshakes on (TCP by default).
+Connect = Callable[[tuple[str, int], float], socket.socket]
 
 #: ``lookup(info_hash) -> Identity | None``: the identity to answer with, or None for a torrent we do not serve.
 Lookup = Callable[[bytes], "Identity | None"]
@@ -92,8 +97,10 @@ def dial_order(encryption: str, peer_encryption: bool | None = None) -> list[boo
 
 def dial(address: tuple[str, int], identity: Identity, *, encryption: str = "prefer",
          peer_encryption: bool | None = None, connect_timeout: float = CONNECT_TIMEOUT,
-         handshake_timeout: float = HANDSHAKE_TIMEOUT) -> Handshaken:
+         handshake_timeout: float = HANDSHAKE_TIMEOUT, connect: Connect | None = None) -> Handshaken:
     """Connect to ``address`` and handshake for ``identity.info_hash`` under the ``encryption`` policy.
+
+    ``connect`` opens the stream (default: a TCP connection; the session passes one that may use uTP).
 
     ``peer_encryption``: what we know of the peer (True: it said it prefers encryption, or MSE worked
     before; False: it refused MSE before; None: nothing). Raises ``OSError`` when the connection
@@ -102,7 +109,8 @@ def dial(address: tuple[str, int], identity: Identity, *, encryption: str = "pre
     """
     attempts = dial_order(encryption, peer_encryption)
     for number, encrypted in enumerate(attempts, 1):
-        sock = socket.create_connection(address, timeout=connect_timeout)
+        sock = connect(address, connect_timeout) if connect is not None else socket.create_connection(
+            address, timeout=connect_timeout)
         try:
             return _dial_on(sock, address, identity, mse.allowed_methods(encryption) if encrypted else 0,
                             handshake_timeout)
@@ -139,7 +147,7 @@ def _dial_on(sock: socket.socket, address: tuple[str, int], identity: Identity, 
     except BaseException as exc:
         _close(conn, sock, exc)
         raise
-    return Handshaken(conn, info_hash, reserved, peer_id, encrypted=conn.encrypted, obfuscated=encrypted)
+    return _done(conn, sock, info_hash, reserved, peer_id, encrypted)
 
 
 def accept(sock: socket.socket, address: tuple[str, int], lookup: Lookup, *, encryption: str = "prefer",
@@ -178,7 +186,14 @@ def accept(sock: socket.socket, address: tuple[str, int], lookup: Lookup, *, enc
     except BaseException as exc:
         _close(conn, sock, exc)
         raise
-    return Handshaken(conn, info_hash, reserved, peer_id, encrypted=conn.encrypted, obfuscated=obfuscated)
+    return _done(conn, sock, info_hash, reserved, peer_id, obfuscated)
+
+
+def _done(conn: Connection, sock, info_hash: bytes, reserved: bytes, peer_id: bytes, obfuscated: bool) -> Handshaken:
+    transport = getattr(sock, "transport", "tcp")
+    conn.transport = transport  # type: ignore[attr-defined]  # read by Peer.info (getattr, default tcp)
+    return Handshaken(conn, info_hash, reserved, peer_id, encrypted=conn.encrypted, obfuscated=obfuscated,
+                      transport=transport)
 
 
 def _connection(sock: socket.socket, address: tuple[str, int], done: mse.Negotiated) -> Connection:
@@ -212,4 +227,4 @@ def _close(conn: Connection | None, sock: socket.socket, exc: BaseException) -> 
         pass
 
 
-__all__ = ["Identity", "Handshaken", "Lookup", "InfoHashes", "dial", "dial_order", "accept"]
+__all__ = ["Identity", "Handshaken", "Connect", "Lookup", "InfoHashes", "dial", "dial_order", "accept"]

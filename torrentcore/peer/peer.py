@@ -44,6 +44,12 @@ DEFAULT_REQQ = 250
 OUR_REQQ = 500
 #: A peer whose requests keep being invalid is dropped after this many.
 MAX_BAD_REQUESTS = 20
+#: Requests while we choke it (outside its allowed-fast set) after which a peer is dropped, as libtorrent
+#: does with ``max_rejects`` (50): an honest peer stops requesting when choked, a greedy one never does...
+MAX_CHOKED_REQUESTS = 50
+#: ...counting only those arriving this many seconds after our CHOKE (the ones already on the way then are
+#: honest; 2 s is several round trips on any real link).
+CHOKE_GRACE = 2.0
 #: Seconds without a block while requests are outstanding before they go elsewhere.
 REQUEST_TIMEOUT = 20.0
 #: Fast extension (BEP 6): pieces in the allowed-fast set we grant each IPv4 peer (BEP 6 suggests 10).
@@ -104,6 +110,10 @@ class Peer:
         self.listen_port: int | None = None
         self.client = _client_name(peer_id)
         self.bad_requests = 0
+        #: Requests received while choked past CHOKE_GRACE (the choker never unchokes such a peer), and when
+        #: we last choked it (0: never unchoked, so no request can be on its way honestly).
+        self.choked_requests = 0
+        self.choked_at = 0.0
         self.got_first_message = False
         #: BEP 10: the peer's extension handshake (``None`` until it arrives) and our per-peer dispatch.
         self.extension_handshake: dict | None = None
@@ -118,6 +128,11 @@ class Peer:
     def key(self) -> tuple[str, int]:
         """The address we know the peer by."""
         return self.address
+
+    @property
+    def transport(self) -> str:
+        """``tcp`` or ``utp`` (BEP 29): what the connection runs on."""
+        return getattr(self.conn, "transport", "tcp")
 
     @property
     def encryption_hint(self) -> bool | None:
@@ -137,6 +152,7 @@ class Peer:
             uploaded=self.up.total,
             is_seed=self.has.complete,
             encrypted=self.encrypted,
+            transport=self.transport,
         )
 
     # --- main loop ---------------------------------------------------------------------------------
@@ -405,6 +421,10 @@ class Peer:
             return
         if self.am_choking and index not in self.allowed_fast_out:
             # BEP 3: requests while choked are dropped; BEP 6: rejected, except allowed-fast pieces.
+            if time.monotonic() - self.choked_at > CHOKE_GRACE:
+                self.choked_requests += 1
+                if self.choked_requests > MAX_CHOKED_REQUESTS:
+                    raise ProtocolError("too many requests while choked")
             self._reject(index, begin, length)
             return
         if len(self.uploads) >= OUR_REQQ:
@@ -440,6 +460,7 @@ class Peer:
         """Stop serving this peer."""
         if not self.am_choking:
             self.am_choking = True
+            self.choked_at = time.monotonic()
             self.conn.send(msg.simple(msg.CHOKE))
             if self.fast:
                 # BEP 6: choking no longer drops requests silently: reject all but the allowed-fast ones.
