@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Coverage-guided fuzzing of tracker replies: ``torrentcore.tracker.http.parse_announce_reply`` (through
-``TrackerTiers``, which raises short intervals) and the compact peer parsers of ``tracker/peers.py``.
+``TrackerTiers``, which raises short intervals), the compact peer parsers of ``tracker/peers.py``, and the
+UDP tracker's connect and announce exchanges (BEP 15) fed the input as datagrams.
 
 Anything but a sensible ``AnnounceResponse`` or a one-line ``TrackerError`` is a crash (see
 ``harness.check_tracker_reply``). Seeded with replies real trackers send. See fuzz/README.md::
@@ -24,9 +25,12 @@ with atheris.instrument_imports(include=["torrentcore", "harness"]):
 
 import runner  # noqa: E402
 
+#: Separates the datagrams of a UDP exchange in an input (see harness.check_udp_reply).
+SPLIT = b"\xff\xfe\xfd\xfc"
+
 
 def test_one_input(data: bytes) -> None:
-    """One input: the body of a tracker's announce reply."""
+    """One input: the body of a tracker's announce reply (and the same bytes as UDP datagrams)."""
     harness.check_tracker_reply(data)
 
 
@@ -44,6 +48,11 @@ def seeds() -> list[bytes]:
         bencode.encode({"interval": 1800, "peers": v4[:-1]}),
         b"d8:intervali1e5:peersl" + b"le" * 200 + b"ee",
         v4 + v6,
+        # UDP (BEP 15, harness.check_udp_reply): mode byte, then datagrams (connect reply, announce reply).
+        b"\x00" + struct.pack(">IIQ", 0, 0, 0x41727101980) + SPLIT + struct.pack(">IIiii", 1, 0, 1800, 3, 4) + v4,
+        b"\x01" + struct.pack(">IIQ", 0, 0, 7) + SPLIT + struct.pack(">IIiii", 1, 0, 60, -1, 2) + v6,
+        b"\x04" + struct.pack(">II", 3, 0) + b"torrent not registered",
+        b"\x06" + struct.pack(">IIiii", 1, 7, 0, 0, 0) + SPLIT + struct.pack(">IIiii", 1, 0, 10, 0, 0) + v4[:-1],
     ]
 
 

@@ -20,21 +20,30 @@ on bad input. Any other exception, or a broken invariant (``AssertionError``), i
 
 from __future__ import annotations
 
+import hashlib
 import ntpath
 import posixpath
+import random
+import socket
 import struct
+import time
 import unicodedata
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
+
+import gevent
 
 from torrentcore import bencode, metainfo
 from torrentcore.bitfield import Bitfield
 from torrentcore.errors import BencodeError, MetainfoError, ProtocolError
+from torrentcore.hookspec import BLOCK_SIZE
 from torrentcore.peer import encryption as mse
 from torrentcore.peer import messages as msg
-from torrentcore.peer.connection import MAX_MESSAGE, Connection
+from torrentcore.peer.connection import MAX_MESSAGE, MAX_QUEUED, Connection
+from torrentcore.piecemanager import PieceManager
 from torrentcore.tracker import AnnounceRequest, AnnounceResponse, TrackerError, TrackerTiers
 from torrentcore.tracker import http as tracker_http
 from torrentcore.tracker import peers as tracker_peers
+from torrentcore.tracker import udp as tracker_udp
 from torrentcore.tracker.tiers import MIN_ANNOUNCE_INTERVAL
 from torrentcore.utp import connection as utp_conn
 from torrentcore.utp import packet as utp_packet
@@ -121,6 +130,12 @@ def assert_consistent(meta: metainfo.Metainfo) -> None:
         offset += f.length
     assert offset == meta.total_length
     assert len(meta.info_hash) == 20
+    if meta.v2:  # BEP 52: every file with data starts a piece; layers are whole hashes; checks never raise
+        assert len(meta.info_hash_v2) == 32
+        assert all(f.offset % meta.piece_length == 0 for f in meta.files if f.root)
+        assert all(len(layer) % 32 == 0 for layer in meta.piece_layers.values())
+        if meta.piece_length <= 1 << 22:
+            assert meta.piece_ok(0, bytes(meta.piece_size(0))) in (True, False)
 
 
 def assert_paths_safe(meta: metainfo.Metainfo, windows: bool) -> None:
@@ -368,6 +383,379 @@ def check_tracker_reply(data: bytes) -> None:
             assert len(data) % size, "a compact list of whole entries was refused"
         else:
             _assert_peers(peers, tracker_peers.MAX_PEERS)
+    check_udp_reply(data)
+
+
+#: The UDP tracker the datagrams are attributed to.
+UDP_TRACKER_URL = "udp://127.0.0.1:6969/announce"
+
+
+class _DatagramSocket:
+    """A connected UDP socket whose replies are fuzzed datagrams: each reply is ``data`` with, unless the
+    mode says otherwise, the transaction id of the request just sent in bytes 4-8 (else libFuzzer could
+    never match the random id); after the last one, reads time out."""
+
+    def __init__(self, family: int, replies: list[bytes], keep_tid: bool) -> None:
+        self.family = family
+        self._replies = replies
+        self._keep_tid = keep_tid
+        self._tid = b""
+
+    def send(self, packet: bytes) -> int:
+        self._tid = packet[12:16]
+        return len(packet)
+
+    def settimeout(self, timeout: float | None) -> None:
+        """Reads never block."""
+
+    def recvfrom(self, size: int) -> tuple[bytes, tuple[str, int]]:
+        if not self._replies:
+            raise TimeoutError
+        reply = self._replies.pop(0)[:size]
+        if not self._keep_tid and len(reply) >= 8:
+            reply = reply[:4] + self._tid + reply[8:]
+        return reply, ("127.0.0.1", 6969)
+
+
+def check_udp_reply(data: bytes) -> None:
+    """A BEP 15 exchange (connect, then announce) of the real ``UDPTracker`` fed ``data`` as datagrams.
+
+    ``data[0]``: bit 0 the tracker's address is IPv6 (18-byte peers), bit 1 keep the datagram's own
+    transaction id, bit 2 skip the connect exchange (a cached connection id). The rest is split at
+    ``\xff\xfe\xfd\xfc`` into datagrams. Allowed: an ``AnnounceResponse`` with a positive interval and
+    bounded, valid peers, or a one-line ``TrackerError`` naming the tracker.
+    """
+    if not data:
+        return
+    mode = data[0]
+    family = socket.AF_INET6 if mode & 1 else socket.AF_INET
+    tracker = tracker_udp.UDPTracker(UDP_TRACKER_URL, base_timeout=0.001, max_retries=0)
+    sock = _DatagramSocket(family, data[1:].split(b"\xff\xfe\xfd\xfc")[:8], keep_tid=bool(mode & 2))
+    request = AnnounceRequest(info_hash=b"\x11" * 20, peer_id=b"-TC0001-fuzzfuzzfuzz", port=6881)
+    key = ("127.0.0.1", 6969)
+    deadline = time.monotonic() + 5
+    try:
+        if mode & 4:
+            conn_id = 0x1234
+        else:
+            conn_id = tracker._connect(sock, key, key, deadline)  # type: ignore[arg-type]
+            assert tracker.connection_id == conn_id
+        resp = tracker._announce(sock, key, conn_id, request, deadline)  # type: ignore[arg-type]
+    except TrackerError as exc:
+        text = str(exc)
+        assert text.startswith(f"tracker {UDP_TRACKER_URL}") and "\n" not in text, text
+    except tracker_udp._ErrorReply as exc:  # announce() turns it into a TrackerError naming the tracker
+        assert len(str(exc)) <= 300 and "\n" not in str(exc), str(exc)
+    else:
+        assert isinstance(resp.interval, int) and resp.interval > 0
+        assert len(set(resp.peers)) == len(resp.peers), "duplicate peers"
+        _assert_peers(resp.peers, tracker_peers.MAX_PEERS)
+        assert resp.complete is None or resp.complete >= 0
+        assert resp.incomplete is None or resp.incomplete >= 0
+
+
+# --- peer message dispatcher (a Peer's state machine) --------------------------------------------
+
+#: The torrent a fuzzed peer talks about: 5 pieces of 2 blocks (32 KiB), the last one 1 block + 5 bytes.
+WIRE_PIECE_LENGTH = 2 * BLOCK_SIZE
+WIRE_PAYLOAD = bytes((i * 7 + i // 251) & 0xFF for i in range(4 * WIRE_PIECE_LENGTH + BLOCK_SIZE + 5))
+_WIRE_META: list[metainfo.Metainfo] = []
+
+
+def wire_meta() -> metainfo.Metainfo:
+    """The (real, parsed) metainfo of :data:`WIRE_PAYLOAD`, built once."""
+    if not _WIRE_META:
+        _WIRE_META.append(_meta_of(WIRE_PAYLOAD, WIRE_PIECE_LENGTH))
+    return _WIRE_META[0]
+
+
+def _meta_of(payload: bytes, pl: int) -> metainfo.Metainfo:
+    hashes = b"".join(hashlib.sha1(payload[i : i + pl]).digest() for i in range(0, len(payload), pl))
+    info = {b"name": b"wire.bin", b"piece length": pl, b"pieces": hashes, b"length": len(payload)}
+    return metainfo.parse(bencode.encode({b"info": info}))
+
+
+class _NoLimit:
+    rate = 0.0
+
+    def consume(self, n: int) -> None:
+        """No rate limit."""
+
+
+class WirePort:
+    """A :class:`~torrentcore.peer.ports.TorrentPort` (and PEX ``SwarmView``) of real parts: the parsed
+    metainfo, a real ``PieceManager`` with the rarest-first strategy, a ``Bitfield``; completed pieces are
+    hashed against the metainfo here, as the verifier does (a piece is ``have`` only if its hash matched)."""
+
+    def __init__(self, have: Iterable[int] = (), payload: bytes | None = None, piece_length: int = 0) -> None:
+        """The torrent of :data:`WIRE_PAYLOAD` (or of ``payload`` in pieces of ``piece_length``); we have ``have``."""
+        from torrentcore_plugins.rarest_first import RarestFirst
+
+        self.payload = WIRE_PAYLOAD if payload is None else payload
+        self.meta = wire_meta() if payload is None else _meta_of(payload, piece_length)
+        n = self.meta.num_pieces
+        self.have = Bitfield(n)
+        for i in have:
+            self.have.set(i)
+        self.manager = PieceManager(self.meta, self.have, RarestFirst(n, rng=random.Random(0)))
+        self.peers: dict = {}
+        self.candidates: dict = {}
+        self.download_limit = self.upload_limit = _NoLimit()
+        self.listen_port, self.dht_port, self.version, self.encryption = 6881, None, "0-fuzz", "prefer"
+        self.arrived = self.uploaded = self.wasted = self.interest_changes = 0
+        self.added: list = []
+        self.verified: list[int] = []
+
+    @property
+    def complete(self) -> bool:
+        return self.have.complete
+
+    def add_peers(self, addresses, source: str = "tracker") -> None:
+        self.added += list(addresses)[:1000]
+
+    def block_arrived(self, n: int) -> None:
+        self.arrived += n
+
+    def block_uploaded(self, n: int) -> None:
+        self.uploaded += n
+
+    def stats_wasted(self, n: int) -> None:
+        self.wasted += n
+
+    def verify_piece(self, piece) -> None:
+        if hashlib.sha1(bytes(piece.buffer[: piece.size])).digest() == self.meta.piece_hash(piece.index):
+            self.manager.piece_verified(piece.index)
+            self.verified.append(piece.index)
+        else:
+            self.manager.piece_failed(piece.index)
+        self.manager.recycle(piece)
+
+    def read_block(self, index: int, begin: int, length: int) -> bytes | None:
+        if not self.have[index]:
+            return None
+        start = index * self.meta.piece_length + begin
+        return self.payload[start : start + length]
+
+    def wake_requesters(self) -> None:
+        """One peer only: nobody else to wake."""
+
+    def interest_changed(self, peer) -> None:
+        self.interest_changes += 1
+
+
+class ScriptedSocket:
+    """A socket whose reads follow a script: chunks of the peer's bytes, and engine actions run between
+    them (while the reader waits in ``recv_into``, as other greenlets act while a real reader blocks)."""
+
+    def __init__(self, script: list, on_action: Callable[[int, int], None]) -> None:
+        self.script = script
+        self.on_action = on_action
+        self.sent = bytearray()
+        self.closed = False
+
+    def settimeout(self, timeout: float | None) -> None:
+        """Reads never block."""
+
+    def setsockopt(self, *args: object) -> None:
+        """Options do not apply."""
+
+    def recv_into(self, buffer: memoryview, nbytes: int = 0) -> int:
+        while self.script:
+            item = self.script[0]
+            if isinstance(item, tuple):  # an engine action
+                self.script.pop(0)
+                self.on_action(*item)
+                continue
+            n = min(len(buffer), len(item))
+            buffer[:n] = item[:n]
+            if n == len(item):
+                self.script.pop(0)
+            else:
+                self.script[0] = item[n:]
+            return n
+        return 0  # the peer closed the connection
+
+    def sendall(self, data: bytes) -> None:
+        if self.closed:
+            raise OSError("closed")
+        if len(self.sent) < 16 << 20:
+            self.sent += data
+
+    def shutdown(self, how: int) -> None:
+        self.closed = True
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def parse_wire_script(data: bytes) -> tuple[int, list]:
+    """``(mode, script)`` from a fuzz input: byte 0 is the mode; then records, each a byte ``op``:
+    below 0xF0 the next ``op + 1`` bytes are what the peer sends; 0xF0-0xF7 an engine action with one
+    argument byte (see :func:`check_peer`)."""
+    mode, script, i = data[0], [], 1
+    while i < len(data):
+        op = data[i]
+        if op < 0xF0:
+            script.append(bytes(data[i + 1 : i + 2 + op]))
+            i += op + 2
+        else:
+            script.append((op & 7, data[i + 1] if i + 1 < len(data) else 0))
+            i += 2
+    return mode, script
+
+
+def wire_record(chunk: bytes) -> bytes:
+    """Script records carrying ``chunk`` as the peer's bytes (for building seeds)."""
+    out = bytearray()
+    for i in range(0, len(chunk), 0xF0):
+        part = chunk[i : i + 0xF0]
+        out += bytes([len(part) - 1]) + part
+    return bytes(out)
+
+
+def check_peer(data: bytes) -> None:
+    """A real :class:`~torrentcore.peer.peer.Peer` runs on a scripted stream (:func:`parse_wire_script`).
+
+    Mode byte: bit 0 the peer set the fast bit (BEP 6), bit 1 the extension bit (BEP 10), bits 2-3 which
+    pieces we have (none, the even ones, all, all but the last). Actions: 0 unchoke the peer, 1 choke it,
+    2 the writer asks for ``arg`` uploads, 3 request timeouts pass, 4 another peer delivers our
+    ``arg``-th outstanding block first (endgame: we cancel ours), 5 top up requests, 6/7 nothing.
+
+    Allowed: the peer's read loop ends (the script ends, or a ``ProtocolError``, a flood among them)
+    with a one-line reason. Always: its state stays bounded (queues, requests, allowed-fast set), what it
+    sent frames cleanly (requests within pieces the peer has, blocks only of pieces we have, byte-exact),
+    only hash-checked pieces become ours, and once it is gone (as the swarm cleans up) no availability
+    and no request is left in the piece manager.
+    """
+    from torrentcore.peer import budget
+    from torrentcore.peer import peer as peer_mod
+    from torrentcore.peer.extensions import ExtensionRegistry, MetadataServer, PexHandler
+
+    if not data:
+        return
+    mode, script = parse_wire_script(data)
+    n = wire_meta().num_pieces
+    have = [(), range(0, n, 2), range(n), range(n - 1)][(mode >> 2) & 3]
+    port = WirePort(have)
+    reserved = msg.reserved_bytes(*([msg.RESERVED_FAST] if mode & 1 else []),
+                                  *([msg.RESERVED_EXTENSIONS] if mode & 2 else []))
+    registry = ExtensionRegistry({"ut_metadata": MetadataServer(port.meta.raw_info), "ut_pex": PexHandler(port)})
+    holder: list = []
+
+    def act(action: int, arg: int) -> None:
+        p = holder[0]
+        if action == 0:
+            p.unchoke()
+        elif action == 1:
+            p.choke()
+        elif action == 2:
+            for _ in range(arg % 8 + 1):
+                p._produce()
+        elif action == 3:
+            p.last_block -= peer_mod.REQUEST_TIMEOUT + 1
+            p.check_timeouts(time.monotonic())
+        elif action == 4 and p.outstanding:  # another peer delivers one of our blocks first (endgame)
+            index, begin = list(p.outstanding)[arg % len(p.outstanding)]
+            length = p.outstanding[(index, begin)]
+            dest = port.manager.block_buffer(index, begin, length)
+            if dest is not None:
+                start = index * WIRE_PIECE_LENGTH + begin
+                dest[:] = WIRE_PAYLOAD[start : start + length]
+                others, piece = port.manager.block_received(("10.9.9.9", 1), index, begin)
+                if p.key in others:
+                    p.cancel_block(index, begin)
+                if piece is not None:
+                    port.verify_piece(piece)
+        elif action == 5:
+            p.fill_requests()
+        _assert_peer_bounded(p)
+
+    sock = ScriptedSocket(script, act)
+    conn = Connection(sock, ("127.0.0.2", 6881))  # type: ignore[arg-type]
+    p = peer_mod.Peer(port, conn, b"-FZ0001-" + b"f" * 12, reserved, incoming=bool(mode & 0x10),
+                      extensions=registry)
+    p.budget = budget.MessageBudget(clock=lambda: 0.0)  # no refill: the same input always ends the same way
+    holder.append(p)
+    port.peers[p.address] = p
+    reason = p.run()
+    assert isinstance(reason, str) and reason and "\n" not in reason, reason
+    _assert_peer_bounded(p)
+    gevent.sleep(0)  # the writer sends what is queued
+    conn.close(reason)
+    if conn._writer is not None:
+        conn._writer.join(timeout=5)
+    # What we sent frames cleanly, and says only what is true.
+    out = Connection(MemorySocket(bytes(sock.sent), 1 << 20), ("ours", 0))  # type: ignore[arg-type]
+    for _ in range(len(sock.sent) // 4 + 1):
+        try:
+            msg_id, payload = out.read_message()
+        except ConnectionError:
+            break
+        if msg_id == msg.REQUEST:
+            index, begin, length = msg.parse_triple(payload)  # type: ignore[arg-type]
+            assert p.has[index] and 0 < length <= BLOCK_SIZE, (index, begin, length)
+            assert begin + length <= port.meta.piece_size(index)
+        elif msg_id == msg.PIECE:
+            index, begin, length = payload  # type: ignore[misc]
+            block = out.read_exact(length)
+            assert port.have[index], f"sent a block of piece {index}, which we do not have"
+            start = index * WIRE_PIECE_LENGTH + begin
+            assert block == WIRE_PAYLOAD[start : start + len(block)]
+        elif msg_id == msg.BITFIELD:
+            assert Bitfield(n, payload).count == len(have)  # type: ignore[arg-type]
+    for index in port.have.indices():
+        assert index in have or index in port.verified
+    # The peer is gone: the swarm releases its requests and its pieces' availability.
+    p._drop_requests(send_cancel=False)
+    port.manager.remove_peer_pieces(p.has)
+    assert port.manager.requested_blocks == 0, port.manager.requested_blocks
+    assert not any(port.manager.availability), list(port.manager.availability)
+
+
+def _assert_peer_bounded(p) -> None:
+    from torrentcore.peer import peer as peer_mod
+
+    assert len(p.uploads) <= peer_mod.OUR_REQQ
+    assert len(p.outstanding) <= peer_mod.MAX_DEPTH
+    assert len(p.awaiting_answer) <= peer_mod.MAX_AWAITING_ANSWER
+    assert len(p.allowed_fast_in) <= peer_mod.MAX_ALLOWED_FAST_IN
+    assert p.has.size == p.torrent.meta.num_pieces
+    assert p.bad_requests <= peer_mod.MAX_BAD_REQUESTS + 1
+    assert p.cancels_in <= p.requests_in + peer_mod.CANCEL_SLACK + 1
+    assert p.conn._queued <= MAX_QUEUED + MAX_MESSAGE or p.conn.closed
+    assert p.torrent.manager.requested_blocks >= 0
+
+
+def peer_seeds() -> list[bytes]:
+    """Conversations a real peer could have: a seeder serving our requests, a leecher asking for blocks,
+    BEP 6 greetings, BEP 10 handshakes with ut_metadata / ut_pex messages, cancels and chokes."""
+    meta = wire_meta()
+    n = meta.num_pieces
+    ext = msg.extended(0, bencode.encode({b"m": {b"ut_metadata": 3, b"ut_pex": 4}, b"p": 6881, b"reqq": 250,
+                                          b"v": b"fuzz", b"metadata_size": len(meta.raw_info)}))
+    blocks = b"".join(msg.piece_header(i, b, min(BLOCK_SIZE, meta.piece_size(i) - b))
+                      + WIRE_PAYLOAD[i * WIRE_PIECE_LENGTH + b : i * WIRE_PIECE_LENGTH + b + BLOCK_SIZE]
+                      for i in range(n) for b in range(0, meta.piece_size(i), BLOCK_SIZE))
+    full = Bitfield.full(n).to_bytes()
+    seeder = wire_record(ext + msg.bitfield(full) + msg.simple(msg.UNCHOKE)) + bytes([0xF5, 0]) + wire_record(blocks)
+    leecher = (wire_record(ext + msg.simple(msg.INTERESTED)) + bytes([0xF0, 0])
+               + wire_record(b"".join(msg.request(i, 0, BLOCK_SIZE) for i in range(n)) + msg.cancel(0, 0, BLOCK_SIZE))
+               + bytes([0xF2, 7, 0xF1, 0]) + wire_record(msg.KEEPALIVE + msg.have(1)))
+    fast = wire_record(msg.simple(msg.HAVE_ALL) + msg.allowed_fast(2) + msg.suggest(3) + msg.simple(msg.UNCHOKE)
+                       + msg.simple(msg.CHOKE)) + bytes([0xF3, 0, 0xF5, 0]) + wire_record(msg.reject(2, 0, BLOCK_SIZE))
+    meta_pex = wire_record(ext + msg.extended(2, bencode.encode({b"msg_type": 0, b"piece": 0}))
+                           + msg.extended(1, bencode.encode({b"added": b"\x0a\x00\x00\x01\x1a\xe1", b"dropped": b""}))
+                           + msg.extended(9, b"x") + msg.port(6881) + harness_frame_unknown())
+    flood = wire_record(msg.KEEPALIVE * 64 + msg.have(1) * 64)
+    return [b"\x03" + seeder, b"\x02" + seeder, b"\x0b" + leecher, b"\x09" + leecher, b"\x01" + fast,
+            b"\x1f" + fast, b"\x06" + meta_pex, b"\x00" + flood, b"\x0e" + seeder + bytes([0xF4, 1])]
+
+
+def harness_frame_unknown() -> bytes:
+    """A message of an id nobody defines (ignored, within a budget)."""
+    return frame(0x42, b"?")
+
+
 
 
 # --- uTP (BEP 29): the packet parser and one connection's state machine ------------------------------------

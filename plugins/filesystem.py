@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import bisect
 import errno
-import hashlib
 import json
 import os
 import random
@@ -390,7 +389,7 @@ class FilesystemStorage:
         sample.update(random.sample(rest, min(len(rest), RESUME_SAMPLE - len(sample))))
         for piece in sorted(sample):
             size = self.torrent.piece_size(piece)
-            if hashlib.sha1(self.read(piece, 0, size)).digest() != self.torrent.piece_hash(piece):
+            if not self.torrent.piece_ok(piece, self.read(piece, 0, size)):
                 log.warning("resume record does not match the data; checking it again", piece=piece)
                 return False
         return True

@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # The test command README.md gives: installs what the tests need, then runs lint and the suite.
 # Real peers: Debian's aria2, opentracker, transmission-daemon (with transmission-cli), qbittorrent-nox and
-# nginx (a web seed mirror; installed here when missing; needs root or sudo), libtorrent's Python wheel and pytest (the [test] extra).
+# nginx (a web seed mirror), chromium for the web UI's browser test (driven by Playwright, which uses this
+# chromium and downloads no browser) - installed here when missing (needs root or sudo) - libtorrent's Python
+# wheel and pytest (the [test] extra).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 missing=""
 for tool in aria2c:aria2 opentracker:opentracker transmission-daemon:transmission-daemon \
-            transmission-remote:transmission-cli qbittorrent-nox:qbittorrent-nox nginx:nginx; do
+            transmission-remote:transmission-cli qbittorrent-nox:qbittorrent-nox nginx:nginx chromium:chromium; do
   PATH="$PATH:/usr/sbin" command -v "${tool%%:*}" >/dev/null 2>&1 || missing="$missing ${tool#*:}"
 done
 if [ -n "$missing" ]; then

@@ -40,7 +40,7 @@ def _net() -> list[str]:
         (f"magnet:xt=urn:btih:{HEX}", "the '?' after 'magnet:' is missing"),
         (f"MAGNET:xt=urn:btih:{HEX}&dn=x", "the '?' after 'magnet:' is missing"),
         ("magnet:", "nothing follows 'magnet:'"),
-        ("magnet:?", "no 'xt=urn:btih:' info-hash"),
+        ("magnet:?", "no 'xt=urn:btih:' or 'xt=urn:btmh:' info-hash"),
         ("magnet:?xt=urn:btih:1234", "invalid info-hash '1234'"),
     ],
     ids=["no-question-mark", "upper-case", "bare", "empty-query", "short-hash"],

@@ -384,9 +384,10 @@ def test_cli_create_and_determinism(tmp_path):
         assert "Traceback" not in proc.stderr
         outs.append(out.read_bytes())
     assert outs[0] == outs[1]  # --no-date: byte-for-byte reproducible
-    data, meta = create_torrent(root, [url], piece_length=32 * KiB, created_by="torrentcore 0.1.0")
+    # The command line makes hybrids by default (as libtorrent 2.x and qBittorrent do).
+    data, meta = create_torrent(root, [url], piece_length=32 * KiB, created_by="torrentcore 0.1.0", kind="hybrid")
     assert outs[0] == data
-    assert f"info-hash {meta.info_hash_hex}" in proc.stdout
+    assert f"info-hash {meta.info_hash_hex}, v2 info-hash {meta.info_hash_v2_hex}" in proc.stdout
     assert libtorrent_view(outs[0])[0] == meta.info_hash
 
     # With the date (the default), and the default output name NAME.torrent in the current folder.

@@ -24,9 +24,10 @@ def _lines(text: str) -> list[str]:
 
 
 def _lt_files(path) -> list[tuple[str, int]]:
-    """(path inside the torrent, size) as libtorrent reads the .torrent at ``path``."""
+    """(path inside the torrent, size) as libtorrent reads the .torrent at ``path`` (pad files left out)."""
     fs = lt.torrent_info(str(path)).layout()
-    return sorted((fs.file_path(i).replace(os.sep, "/"), fs.file_size(i)) for i in range(fs.num_files()))
+    return sorted((fs.file_path(i).replace(os.sep, "/"), fs.file_size(i)) for i in range(fs.num_files())
+                  if not fs.file_flags(i) & lt.file_storage.flag_pad_file)
 
 
 def test_existing_output_is_refused_without_force(tmp_path):

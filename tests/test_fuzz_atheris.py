@@ -18,7 +18,8 @@ sys.path.insert(0, FUZZ)
 import runner  # noqa: E402  (fuzz/runner.py imports atheris only to run a target)
 
 #: libFuzzer runs per target in CI: a few seconds each.
-RUNS = {"bencode": 1500, "metainfo": 3000, "messages": 3000, "mse": 1500, "tracker": 3000, "utp": 2000}
+RUNS = {"bencode": 1500, "metainfo": 3000, "messages": 3000, "mse": 1500, "tracker": 3000, "peer": 600,
+        "utp": 2000}
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("atheris") is None,

@@ -6,6 +6,8 @@ Each file under ``tests/fuzz_regressions/<target>/`` broke ``harness.check_<targ
   letter, a name ending in a dot), found by tests/test_fuzz_properties.py before the rules existed.
 * ``tracker/compact-peers-not-whole-entries-*``: an HTTP reply whose ``peers`` string is not whole
   6-byte entries was refused with an error that did not name the tracker (fuzz/fuzz_tracker.py).
+* ``tracker/udp-compact-peers-not-whole-entries-*``: the same in a UDP tracker's announce reply (BEP 15),
+  fed as datagrams by ``harness.check_udp_reply`` (fuzz/fuzz_tracker.py).
 """
 
 from __future__ import annotations

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -32,7 +33,7 @@ def tree_copy(tmp_path: Path) -> Path:
 def test_the_tree_keeps_its_contracts(tree_copy):
     result = _lint(tree_copy)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "Contracts: 2 kept, 0 broken." in result.stdout, result.stdout
+    assert re.search(r"Contracts: \d+ kept, 0 broken\.", result.stdout), result.stdout
 
 
 def test_a_back_import_from_the_peer_layer_breaks_the_layers(tree_copy):

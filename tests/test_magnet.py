@@ -36,7 +36,8 @@ def test_name_trackers_peers_length():
         ("magnet:?dn=x", "no 'xt=urn:btih:'"),
         ("magnet:?xt=urn:btih:1234", "invalid info-hash"),
         ("magnet:?xt=urn:btih:" + "z" * 40, "invalid info-hash"),
-        ("magnet:?xt=urn:btmh:1220" + "ab" * 32, "v2-only torrents are not supported yet"),
+        ("magnet:?xt=urn:btmh:1220" + "ab" * 31, "invalid v2 info-hash"),
+        ("magnet:?xt=urn:btmh:1114" + "ab" * 32, "invalid v2 info-hash"),
         ("http://example.com/", "not a magnet link"),
     ],
 )

@@ -172,10 +172,22 @@ def test_info_on_malformed_torrent_is_one_line_exit_2(name):
     assert out.stdout == ""
 
 
-def test_info_v2_only_is_refused_clearly():
+def test_info_v2_only_shows_its_v2_hash():
+    v2 = "95e04d0c4bad94ab206efa884666fd89777dbe4f7bd9945af1829037a85c6192"  # libtorrent 2.1.1's (MANIFEST)
     out = tc("info", os.path.join(CORPUS, "v2_only.torrent"))
-    assert out.returncode == 2
-    assert "v2-only torrents are not supported yet" in out.stderr
+    assert out.returncode == 0, out.stderr
+    assert f"info-hash v2: {v2}  (v2-only torrent; {v2[:40]} on the wire)" in out.stdout
+    data = json.loads(tc("info", "--json", os.path.join(CORPUS, "v2_only.torrent")).stdout)
+    assert (data["info_hash_v1"], data["info_hash_v2"], data["meta_version"]) == (None, v2, 2)
+
+
+def test_info_hybrid_shows_both_hashes():
+    out = tc("info", "--json", os.path.join(CORPUS, "v2_hybrid.torrent"))
+    data = json.loads(out.stdout)
+    assert data["info_hash_v1"] == data["info_hash"] == "514c76c1f27ec61ca8b37851bcd1cbf0b26cf120"
+    assert data["info_hash_v2"] == "518fbaf39b37020c896e8768a967da6d76bbd5ef7a02c761021b65a72c6cfa11"
+    text = tc("info", os.path.join(CORPUS, "v2_hybrid.torrent")).stdout
+    assert "info-hash v2: 518fbaf39b37020c896e8768a967da6d76bbd5ef7a02c761021b65a72c6cfa11" in text
 
 
 def test_info_missing_file_and_debug_traceback(tmp_path):
@@ -233,6 +245,7 @@ def test_magnet_info():
     assert data == {
         "magnet": True,
         "info_hash": "08ada5a7a6183aae1e09d831df6748d566095a10",
+        "info_hash_v2": None,
         "name": "Sintel",
         "trackers": [["udp://explodie.org:6969"]],
         "peers": [],

@@ -9,6 +9,7 @@ On shutdown, :meth:`Announcer.stopped` tells the trackers (bounded in time).
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -51,6 +52,8 @@ class AnnounceState:
     add_peers: Callable[[Iterable[tuple[str, int]], str], Any]
     #: A non-fatal problem for the user (reported as a warning).
     warn: Callable[[str], None]
+    #: The other hashes the torrent is known by: a hybrid's truncated v2 hash joins the v2 swarm (BEP 52).
+    other_hashes: tuple[bytes, ...] = ()
 
 
 class Announcer:
@@ -81,7 +84,17 @@ class Announcer:
         # One bound for the whole round, DNS look-ups included (requests and getaddrinfo have none).
         limit = timeout * 4
         with gevent.Timeout(limit, TrackerError(f"no tracker answered within {limit:g} s")):
-            return self.tiers.announce(req, timeout=timeout, total_timeout=limit)
+            resp = self.tiers.announce(req, timeout=timeout, total_timeout=limit)
+        for other in s.other_hashes:  # a hybrid is in two swarms: its peers from both (as libtorrent does)
+            try:
+                with gevent.Timeout(limit, TrackerError("timeout")):
+                    extra = self.tiers.announce(dataclasses.replace(req, info_hash=other), timeout=timeout,
+                                                total_timeout=limit)
+            except TrackerError as exc:
+                self.log.info("tracker announce of the other info-hash failed", error=str(exc))
+                continue
+            resp.peers = [*resp.peers, *extra.peers]
+        return resp
 
     def tracker_loop(self) -> None:
         """Announce until killed."""
@@ -135,7 +148,9 @@ class Announcer:
         while True:
             port = s.listen_port() or None
             try:
-                peers = self.dht.get_peers(s.info_hash, timeout=DHT_LOOKUP_TIMEOUT, announce_port=port)
+                peers = list(self.dht.get_peers(s.info_hash, timeout=DHT_LOOKUP_TIMEOUT, announce_port=port))
+                for other in s.other_hashes:
+                    peers += self.dht.get_peers(other, timeout=DHT_LOOKUP_TIMEOUT, announce_port=port)
             except Exception as exc:  # noqa: BLE001 - a DHT bug costs this peer source, never the download
                 self.log.warning("dht lookup failed", error=repr(exc), exc_info=True)
                 peers = []

@@ -28,7 +28,7 @@ import bencodepy
 
 from .errors import BencodeError
 
-__all__ = ["BencodeError", "decode", "decode_prefix", "decode_dict_with_spans", "encode"]
+__all__ = ["BencodeError", "decode", "decode_prefix", "decode_dict_with_spans", "encode", "check_sorted"]
 
 #: Default upper bound for one bencoded document (a .torrent, a tracker reply).
 MAX_SIZE = 64 * 1024 * 1024
@@ -201,6 +201,12 @@ def decode(
     if end != len(data):
         raise BencodeError(f"trailing data after bencoded value at byte {end}")
     return _bencodepy_decode(data)
+
+
+def check_sorted(data: bytes, *, max_depth: int = MAX_DEPTH, max_tokens: int = MAX_TOKENS) -> None:
+    """Raise :class:`BencodeError` unless every dictionary in ``data`` has its keys in sorted order
+    (what BEP 52 requires of a v2 info dictionary; libtorrent refuses an unsorted one)."""
+    _scan(data, 0, max_depth, True, None, max_tokens)
 
 
 def decode_prefix(

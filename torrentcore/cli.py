@@ -247,6 +247,16 @@ def build_parser(pm=None) -> argparse.ArgumentParser:
     p.add_argument("--comment", default=None)
     p.add_argument("--created-by", default=f"torrentcore {__version__}")
     p.add_argument("--no-date", action="store_true", help="omit the creation date (reproducible output)")
+    fmt = p.add_mutually_exclusive_group()
+    for kind, text in (("hybrid", "v1 and v2 in one torrent (BEP 52; the default, as libtorrent 2.x and "
+                                  "qBittorrent make: v1-only clients can join, v2 clients get per-file hashes)"),
+                       ("v2", "v2 only (SHA-256 Merkle trees; v1-only clients cannot read it)"),
+                       ("v1", "v1 only (SHA-1 pieces, BEP 3)")):
+        fmt.add_argument(f"--{kind}", dest="kind", action="store_const", const=kind, help=text)
+
+    from .daemon.command import add_parser as add_daemon_parser
+
+    add_daemon_parser(sub, _common)
 
     p = sub.add_parser("plugins", help="list installed plugins, strategies, storage backends and settings")
     _common(p, top=False)
@@ -302,13 +312,18 @@ def cmd_info(args) -> int:
     if is_magnet(args.torrent):
         m = parse_magnet(args.torrent)
         sources = _peer_sources(m.trackers, None, m.peers)
-        data = {"magnet": True, "info_hash": m.info_hash_hex, "name": m.name, "trackers": m.trackers,
+        data = {"magnet": True, "info_hash": m.info_hash_hex,
+                "info_hash_v2": None if m.info_hash_v2 is None else m.info_hash_v2.hex(),
+                "name": m.name, "trackers": m.trackers,
                 "peers": sources["magnet_peers"], "peer_sources": sources}
         if args.json:
             print(json.dumps(data, indent=2))
         else:
             print(f"name:       {m.name or '(unknown until metadata is fetched)'}")
-            print(f"info-hash:  {m.info_hash_hex}")
+            if m.info_hash_v2 is None or m.info_hash != m.info_hash_v2[:20]:
+                print(f"info-hash:  {m.info_hash_hex}")
+            if m.info_hash_v2 is not None:
+                print(f"info-hash v2: {m.info_hash_v2.hex()}")
             for n, tier in enumerate(m.trackers):
                 print(f"tracker:    tier {n}: {' '.join(tier)}")
             _write_peer_sources(sys.stdout, sources)
@@ -318,6 +333,10 @@ def cmd_info(args) -> int:
     data = {
         "name": meta.name,
         "info_hash": meta.info_hash_hex,
+        "info_hash_v1": None if meta.v2_only else meta.info_hash_hex,
+        "info_hash_v2": meta.info_hash_v2_hex,
+        "meta_version": 2 if meta.v2 else 1,
+        "missing_piece_layers": len(meta.missing_layers()),
         "total_size": meta.data_length,
         "piece_length": meta.piece_length,
         "pieces": meta.num_pieces,
@@ -337,9 +356,17 @@ def cmd_info(args) -> int:
         return EXIT_OK
     out = sys.stdout
     out.write(f"name:         {meta.name}\n")
-    out.write(f"info-hash:    {meta.info_hash_hex}{'  (v1 part of a hybrid v1/v2 torrent)' if meta.hybrid else ''}\n")
+    if meta.hybrid:
+        out.write(f"info-hash:    {meta.info_hash_hex}  (v1; hybrid v1/v2 torrent)\n")
+        out.write(f"info-hash v2: {meta.info_hash_v2_hex}\n")
+    elif meta.v2_only:
+        out.write(f"info-hash v2: {meta.info_hash_v2_hex}  (v2-only torrent; {meta.info_hash_hex} on the wire)\n")
+    else:
+        out.write(f"info-hash:    {meta.info_hash_hex}\n")
     out.write(f"total size:   {_human(meta.data_length)} ({meta.data_length} bytes)\n")
     out.write(f"pieces:       {meta.num_pieces} x {_human(meta.piece_length)}\n")
+    if meta.missing_layers():
+        out.write(f"piece layers: missing for {len(meta.missing_layers())} file(s) (they are fetched from peers)\n")
     out.write(f"private:      {'yes' if meta.private else 'no'}\n")
     if meta.created_by:
         out.write(f"created by:   {meta.created_by}\n")
@@ -566,10 +593,19 @@ def cmd_seed(args, pm) -> int:
     return _run_torrents(args, pm, args.torrent, os.path.abspath(args.data), seed_only=True)
 
 
+def _hashes_text(meta) -> str:
+    """``info-hash X`` (v1), ``info-hash X, v2 info-hash Y`` (hybrid) or ``v2 info-hash Y``."""
+    if meta.hybrid:
+        return f"info-hash {meta.info_hash_hex}, v2 info-hash {meta.info_hash_v2_hex}"
+    if meta.v2_only:
+        return f"v2 info-hash {meta.info_hash_v2_hex}"
+    return f"info-hash {meta.info_hash_hex}"
+
+
 def cmd_create(args) -> int:
     """``torrentcore create``: refuses to overwrite without ``--force`` (checked before hashing), warns when
     no tracker is given, never packs the output file or torrentcore's own files."""
-    from .create import create_torrent, torrent_name
+    from .create import DEFAULT_KIND, create_torrent, torrent_name
 
     out = args.output or f"{torrent_name(args.path) or 'torrent'}.torrent"
     _check_create_output(out, args.force)
@@ -584,6 +620,7 @@ def cmd_create(args) -> int:
         creation_date=None if args.no_date else int(time.time()),
         progress=_create_progress(),
         exclude=[out],
+        kind=args.kind or DEFAULT_KIND,
     )
     _write_torrent_file(out, data, args.force)
     if not meta.trackers:
@@ -593,7 +630,7 @@ def cmd_create(args) -> int:
             how += " (the web seeds serve the data without them)"
         print(f"torrentcore: warning: no tracker given (-t URL): {how}", file=sys.stderr)
     print(f"created {out}: {meta.name}, {_human(meta.data_length)}, {meta.num_pieces} pieces of "
-          f"{_human(meta.piece_length)}, info-hash {meta.info_hash_hex}")
+          f"{_human(meta.piece_length)}, {_hashes_text(meta)}")
     return EXIT_OK
 
 
@@ -705,6 +742,10 @@ def main(argv: list[str] | None = None) -> int:
             return printing(cmd_info, args)  # stdout closed or unwritable: one line, exit 1
         if args.command == "create":
             return cmd_create(args)
+        if args.command == "daemon":
+            from .daemon.command import cmd_daemon
+
+            return cmd_daemon(args)
         if pm is None:
             pm = _make_pm(args)
         args.plugin_settings = _plugin_settings(args, pm)  # what plugins read: options.plugin_settings

@@ -219,6 +219,43 @@ class TorrentConfig:
         return tuple(v if v else None for v in (self.seed_ratio, self.seed_time, self.seed_idle))  # type: ignore
 
 
+#: The daemon's session settings (``torrentcore daemon``), by their Transmission RPC 17 names, with
+#: Transmission 4.0's defaults (``session-set`` changes them; the daemon keeps them in its database).
+#: Speeds are in kB/s (1000 bytes) as Transmission's ``units`` say; minutes for the idle and stall times.
+DAEMON_SESSION_DEFAULTS: dict[str, Any] = {
+    "download-dir": "",  # empty: $XDG_DOWNLOAD_DIR, else ~/Downloads (the daemon fills it in)
+    "start-added-torrents": True,
+    "download-queue-enabled": True,
+    "download-queue-size": 5,
+    "seed-queue-enabled": False,
+    "seed-queue-size": 10,
+    "queue-stalled-enabled": True,
+    "queue-stalled-minutes": 30,
+    "seedRatioLimited": False,
+    "seedRatioLimit": 2.0,
+    "idle-seeding-limit-enabled": False,
+    "idle-seeding-limit": 30,
+    "speed-limit-down-enabled": False,
+    "speed-limit-down": 100,
+    "speed-limit-up-enabled": False,
+    "speed-limit-up": 100,
+    "alt-speed-enabled": False,
+    "alt-speed-down": 50,
+    "alt-speed-up": 50,
+    "peer-limit-global": 200,
+    "peer-limit-per-torrent": 50,
+    "encryption": "preferred",
+    "peer-port": 51413,
+    "dht-enabled": True,
+    "pex-enabled": True,
+    "rename-partial-files": False,
+}
+#: The daemon's RPC endpoint: address, port, and the client addresses allowed when none is given.
+DAEMON_RPC_HOST = "127.0.0.1"
+DAEMON_RPC_PORT = 9091
+DAEMON_RPC_WHITELIST = ("127.0.0.1", "::1")
+
+
 def default_of(cls: type, name: str) -> Any:
     """The default of field ``name`` of a configuration class (for the command line's help texts)."""
     for f in fields(cls):
@@ -227,4 +264,5 @@ def default_of(cls: type, name: str) -> Any:
     raise KeyError(name)
 
 
-__all__ = ["SessionConfig", "TorrentConfig", "ENCRYPTION_CHOICES", "default_of"]
+__all__ = ["SessionConfig", "TorrentConfig", "ENCRYPTION_CHOICES", "default_of", "DAEMON_SESSION_DEFAULTS",
+           "DAEMON_RPC_HOST", "DAEMON_RPC_PORT", "DAEMON_RPC_WHITELIST"]

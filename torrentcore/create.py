@@ -1,4 +1,4 @@
-"""Making v1 .torrent files (BEP 3, 12, 27): ``torrentcore create``.
+"""Making .torrent files, v1, v2 and hybrid (BEP 3, 12, 27, 47, 52): ``torrentcore create``.
 
 :func:`create_torrent` turns a file or a folder into the bytes of a .torrent
 and the :class:`~torrentcore.metainfo.Metainfo` parsed back from them (so what
@@ -43,6 +43,14 @@ Choices, and how they compare with libtorrent's ``create_torrent``:
   only, duplicates dropped.
 * ``comment``, ``created by`` and ``creation date`` are written only when
   given (no hidden clock: the output depends only on the arguments and data).
+* **Formats** (``kind``): ``v1`` (SHA-1 pieces over the concatenated files), ``v2`` (a ``file tree``
+  with a SHA-256 Merkle root per file, ``piece layers`` for files over one piece) or ``hybrid`` (both
+  in one info dictionary; in a multi-file hybrid every non-empty file is followed by a BEP 47 pad file
+  ``.pad/N`` up to the next piece boundary, the last one too, so v1 pieces and v2 pieces coincide).
+  For the same files and piece length the info-hashes are libtorrent 2.x's (its file order, pad
+  files and keys). ``torrentcore create`` makes hybrids unless told otherwise, as libtorrent 2.x's
+  ``create_torrent`` and qBittorrent's torrent creator do: v1-only clients can still join, and v2
+  clients get per-file hashes.
 * **Hashing**: this greenlet reads the data sequentially; SHA-1 runs in
   gevent's hub thread pool (hashlib releases the GIL), with up to
   ``HASH_PARALLEL`` pieces in flight, so reading and hashing overlap and two
@@ -63,7 +71,7 @@ from typing import NamedTuple
 import gevent
 import structlog
 
-from . import metainfo
+from . import merkle, metainfo
 from .bencode import encode
 from .errors import BadInputError, TorrentcoreError
 from .metainfo import Metainfo
@@ -81,10 +89,18 @@ HASH_PARALLEL = 4
 #: ... unless that would hold more than this many bytes in memory (big explicit piece lengths).
 HASH_MEMORY = 64 * 1024 * 1024
 
+#: The formats :func:`create_torrent` makes (``kind``).
+KINDS = ("v1", "v2", "hybrid")
+#: What ``torrentcore create`` makes by default: libtorrent 2.x's ``create_torrent`` makes hybrids unless
+#: told ``v1_only`` or ``v2_only``, and so does qBittorrent's torrent creator (format "Hybrid" preselected).
+#: A hybrid is read by v1-only clients (aria2, Transmission 3/4) and gives v2 clients per-file hashes.
+DEFAULT_KIND = "hybrid"
+
 #: Files whose name starts with this are torrentcore's own (resume records, temporary files), never data.
 ENGINE_FILE_PREFIX = ".torrentcore-"
 
-__all__ = ["create_torrent", "auto_piece_length", "check_piece_length", "list_files", "SourceFile", "Listing",
+__all__ = ["KINDS", "DEFAULT_KIND",
+           "create_torrent", "auto_piece_length", "check_piece_length", "list_files", "SourceFile", "Listing",
            "is_engine_file", "torrent_name", "ENGINE_FILE_PREFIX"]
 
 
@@ -308,6 +324,107 @@ def _hash_pieces(
     return b"".join(digests)
 
 
+class _V2Hashes(NamedTuple):
+    pieces: bytes  # v1 SHA-1s of the padded pieces (hybrid), else b""
+    roots: list[bytes]  # per file (b"" for empty files)
+    layers: list[bytes]  # per file: its piece layer (b"" for files of at most one piece)
+
+
+def _hash_file_piece(data: bytearray, piece_length: int, small: bool, sha1: str) -> tuple[bytes, bytes]:
+    """In a worker thread: the v2 hash of one piece of a file, and for a hybrid its SHA-1 (``sha1``:
+    ``"padded"`` with the pad bytes that follow the file, ``"as-is"``, or ``""`` for none)."""
+    v2 = merkle.small_file_root(data) if small else merkle.piece_root(data, piece_length)
+    if not sha1:
+        return v2, b""
+    h = hashlib.sha1(data)
+    if sha1 == "padded" and len(data) < piece_length:
+        h.update(bytes(piece_length - len(data)))
+    return v2, h.digest()
+
+
+def _hash_v2(files: Sequence[SourceFile], piece_length: int, hybrid: bool, padded: bool,
+             progress: Callable[[int, int], None] | None) -> _V2Hashes:
+    """Hash every file on its own (files start on piece boundaries): v2 piece hashes and, for a hybrid,
+    the SHA-1 of each piece, with the file's pad bytes if ``padded`` (multi-file hybrids)."""
+    count = sum(-(-f.length // piece_length) for f in files)
+    parallel = max(1, min(HASH_PARALLEL, HASH_MEMORY // piece_length))
+    pool = gevent.get_hub().threadpool
+    pending: collections.deque = collections.deque()
+    sha1s: list[bytes] = []
+    per_file: list[list[bytes]] = [[] for _ in files]
+    mode = ("padded" if padded else "as-is") if hybrid else ""
+    done = 0
+
+    def collect() -> None:
+        nonlocal done
+        i, result = pending.popleft()
+        v2, v1 = result.get()
+        per_file[i].append(v2)
+        if v1:
+            sha1s.append(v1)
+        done += 1
+        if progress is not None:
+            progress(done, count)
+
+    for i, f in enumerate(files):
+        if not f.length:
+            continue
+        reader = _Reader([f])
+        try:
+            for k in range(-(-f.length // piece_length)):
+                data = reader.read(min(piece_length, f.length - k * piece_length))
+                pending.append((i, pool.spawn(_hash_file_piece, data, piece_length, f.length <= piece_length, mode)))
+                if len(pending) >= parallel:
+                    collect()
+        finally:
+            reader.close()
+    while pending:
+        collect()
+    roots: list[bytes] = []
+    layers: list[bytes] = []
+    for f, hashes in zip(files, per_file):
+        if not f.length:
+            roots.append(b"")
+            layers.append(b"")
+        elif f.length <= piece_length:
+            roots.append(hashes[0])
+            layers.append(b"")
+        else:
+            roots.append(merkle.layer_root(hashes, piece_length))
+            layers.append(b"".join(hashes))
+    return _V2Hashes(b"".join(sha1s), roots, layers)
+
+
+def _v2_info(info: dict, name: str, files: Sequence[SourceFile], is_folder: bool, piece_length: int,
+             hybrid: bool, progress: Callable[[int, int], None] | None) -> dict:
+    """Fill ``info`` with the v2 (and for a hybrid the v1) fields; return the ``piece layers``."""
+    # As libtorrent: a file is padded to the next piece boundary when the torrent has several files
+    # (the last one too), so a single-file hybrid keeps its short last piece.
+    padded = is_folder and len(files) > 1
+    hashes = _hash_v2(files, piece_length, hybrid, padded, progress)
+    tree: dict = {}
+    for f, root in zip(files, hashes.roots):
+        node = tree
+        for comp in (f.path if is_folder else (name,)):
+            node = node.setdefault(comp, {})
+        node[""] = {"length": f.length, **({"pieces root": root} if root else {})}
+    info["file tree"] = tree
+    info["meta version"] = 2
+    if hybrid:
+        info["pieces"] = hashes.pieces
+        if is_folder:
+            entries: list[dict] = []
+            for f in files:
+                entries.append({"length": f.length, "path": list(f.path)})
+                if padded and f.length % piece_length:
+                    pad = piece_length - f.length % piece_length
+                    entries.append({"attr": "p", "length": pad, "path": [".pad", str(pad)]})
+            info["files"] = entries
+        else:
+            info["length"] = files[0].length
+    return {root: layer for root, layer in zip(hashes.roots, hashes.layers) if layer}
+
+
 def _check_trackers(trackers: Sequence[str] | str | None) -> list[str]:
     if trackers is None:
         trackers = []
@@ -356,8 +473,12 @@ def create_torrent(
     progress: Callable[[int, int], None] | None = None,
     exclude: Iterable[str | os.PathLike] = (),
     web_seeds: Sequence[str] | str | None = (),
+    kind: str = "v1",
 ) -> tuple[bytes, Metainfo]:
-    """Make a v1 torrent of the file or folder ``path``; return its bytes and their parsed :class:`Metainfo`.
+    """Make a torrent of the file or folder ``path``; return its bytes and their parsed :class:`Metainfo`.
+
+    ``kind`` is ``"v1"``, ``"v2"`` or ``"hybrid"`` (see the module docstring; ``torrentcore create``
+    defaults to ``"hybrid"``, this function to ``"v1"``, what it always made).
 
     ``progress(done, total)`` is called after each piece is hashed. Files at
     the ``exclude`` paths (the .torrent being written) and torrentcore's own
@@ -367,6 +488,8 @@ def create_torrent(
     :class:`TorrentcoreError` if a file changes while it is being hashed.
     """
     path = os.fspath(path)
+    if kind not in KINDS:
+        raise BadInputError(f"unknown torrent format {kind!r} (one of {', '.join(KINDS)})")
     urls = _check_trackers(trackers)
     seeds = _check_web_seeds(web_seeds)
     if piece_length is not None:
@@ -386,18 +509,21 @@ def create_torrent(
     if piece_length is None:
         piece_length = auto_piece_length(total)
 
-    info: dict = {
-        "name": name,
-        "piece length": piece_length,
-        "pieces": _hash_pieces(files, total, piece_length, progress),
-    }
-    if is_folder:
-        info["files"] = [{"length": f.length, "path": list(f.path)} for f in files]
+    layers: dict = {}
+    info: dict = {"name": name, "piece length": piece_length}
+    if kind == "v1":
+        info["pieces"] = _hash_pieces(files, total, piece_length, progress)
+        if is_folder:
+            info["files"] = [{"length": f.length, "path": list(f.path)} for f in files]
+        else:
+            info["length"] = total
     else:
-        info["length"] = total
+        layers = _v2_info(info, name, files, is_folder, piece_length, kind == "hybrid", progress)
     if private:
         info["private"] = 1
     top: dict = {"info": info}
+    if kind != "v1":
+        top["piece layers"] = layers
     if urls:
         top["announce"] = urls[0]
         if len(urls) > 1:

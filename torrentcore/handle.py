@@ -144,6 +144,9 @@ class TorrentHandle:
         self._exit_code: int | None = None
         self._attached = gevent.event.Event()
         self._paused = config.paused
+        self._earlier = [0, 0]  # bytes down/up of earlier runs (restart, move_data)
+        self._magnet_trackers: list[list[str]] = []
+        self._honors_session_limits = True
 
     def __repr__(self) -> str:
         return f"<TorrentHandle {self.name!r} {self.info_hash.hex()}>"
@@ -156,11 +159,16 @@ class TorrentHandle:
         self.name = torrent.meta.name
         if self._paused:
             torrent.pause()
+        elif torrent.paused:  # a restart() of a handle resumed since its config said "paused"
+            torrent.resume()
+        if not self._honors_session_limits:
+            self.honor_session_limits(False)
         torrent.start()
         self._attached.set()
 
     def fetch_metadata(self, magnet: Magnet) -> None:
         """Fetch a magnet link's metadata in the background, then attach the torrent (the session calls this)."""
+        self._magnet_trackers = magnet.trackers
         self._fetch_greenlet = gevent.spawn(self._fetch, magnet)
 
     def _fetch(self, magnet: Magnet) -> None:
@@ -193,7 +201,7 @@ class TorrentHandle:
                 # own_port: the port trackers are told, so that they listing us is not a peer.
                 self._fetcher = MetadataFetcher(magnet.info_hash, session.peer_id, given, sources,
                                                 own_port=port, encryption=session.encryption,
-                                                connect=session.dialer.connect)
+                                                connect=session.dialer.connect, info_hash_v2=magnet.info_hash_v2)
                 result = self._fetcher.fetch(timeout=self.config.metadata_timeout)
                 data = torrent_file(result.raw_info, magnet.trackers)
                 meta = metainfo.parse(data)
@@ -218,6 +226,13 @@ class TorrentHandle:
             self._end(exc.exit_code, str(exc))
             return
         torrent.add_peers(peers, source="magnet")
+        if meta.missing_layers() and self.save_path != "-":
+            # A v2 link's piece layers come from peers: keep them in the saved .torrent once they have.
+            def save_layers(meta=meta, trackers=magnet.trackers) -> None:
+                path = save_torrent_file(self.save_path, meta.name, torrent_file(meta.raw_info, trackers,
+                                                                                 meta.piece_layers))
+                log.info("metadata saved with its piece layers", path=path)
+            torrent.on_layers_complete = save_layers
         self.attach(torrent)
 
     def _end(self, code: int, error: str | None) -> None:
@@ -311,6 +326,149 @@ class TorrentHandle:
         chosen = tuple(i for i, p in enumerate(priorities) if p > 0)
         t.select_files(None if len(chosen) == len(priorities) else chosen)
         self.config = replace(self.config, selected_files=None if len(chosen) == len(priorities) else chosen)
+
+    def set_rate_limits(self, download: int | None = None, upload: int | None = None) -> None:
+        """Change this torrent's own rate limits now (bytes/s, 0: unlimited; None: leave that one as is)."""
+        changes = {k: v for k, v in (("max_download_rate", download), ("max_upload_rate", upload)) if v is not None}
+        self.config = replace(self.config, **changes)
+        if self.torrent is not None:
+            self.torrent.download_limit.buckets[0].set_rate(self.config.max_download_rate)
+            self.torrent.upload_limit.buckets[0].set_rate(self.config.max_upload_rate)
+
+    def honor_session_limits(self, honored: bool) -> None:
+        """Whether the session's global rate limits apply to this torrent too (True by default); its own
+        limits always apply."""
+        self._honors_session_limits = honored
+        t = self.torrent
+        if t is not None:
+            for limits, shared in ((t.download_limit, t.services.download_limit),
+                                   (t.upload_limit, t.services.upload_limit)):
+                own = limits.buckets[0]
+                limits.buckets[:] = [own, shared] if honored else [own]
+
+    def set_seed_limits(self, ratio: float | None, minutes: float | None, idle: float | None) -> None:
+        """Change when seeding stops (as ``TorrentConfig.seed_ratio``/``seed_time``/``seed_idle``; None or 0:
+        no such limit; the torrent seeds after completing, ``seed`` becomes True); a torrent already past a
+        new limit stops seeding within a second."""
+        self.config = replace(self.config, seed=True, seed_ratio=ratio, seed_time=minutes, seed_idle=idle)
+        if self.torrent is not None:
+            self.torrent.config = replace(self.torrent.config, seed=True, seed_ratio=ratio, seed_time=minutes,
+                                          seed_idle=idle)
+            limits = self.torrent.seeding_limits
+            limits.ratio, limits.minutes, limits.idle = self.config.seed_limits()
+
+    def set_max_peers(self, count: int) -> None:
+        """Change this torrent's peer cap; lowering it closes no connection, new ones wait for room. Raising it
+        above the cap the torrent started with takes effect when it starts again (:meth:`restart`)."""
+        self.config = replace(self.config, max_peers=count)
+        if self.torrent is not None:
+            swarm = self.torrent.swarm
+            swarm.max_peers = max(1, min(count, swarm.pool.size or count))
+
+    def restart(self, save_path: str | os.PathLike | None = None) -> None:
+        """Run a torrent that stopped for good (seeding done, stopped, failed) again, with the handle's
+        current configuration, optionally in another ``save_path``; its data is checked first. A torrent
+        still running is stopped first (bounded wait). Byte counters of the new run start at 0."""
+        old = self.torrent
+        if save_path is not None:
+            self.save_path = os.path.abspath(os.fspath(save_path))
+        if old is None:
+            return
+        if not self.finished:
+            old.stop(EXIT_OK)
+            old.wait(30)
+        self._earlier[0] += old.stats.downloaded
+        self._earlier[1] += old.stats.uploaded
+        self.attach(self._session._make_torrent(old.meta, self.save_path, self.config))
+
+    def move_data(self, new_path: str | os.PathLike) -> None:
+        """Move the torrent's files to ``new_path`` (the same relative layout) and go on from there: the
+        torrent is stopped, its files are moved (renamed, or copied then deleted across filesystems; never
+        through a link), then it is restarted in the new folder, where its data is checked again. When a file
+        cannot be moved (OSError, or UnsafePath for a link planted in the new place), the files already moved
+        are put back, the torrent goes on in its old folder, and the error is raised."""
+        import shutil
+
+        new = os.path.abspath(os.fspath(new_path))
+        old = self.torrent
+        if old is None or new == self.save_path:
+            self.save_path = new
+            return
+        if not self.finished:
+            old.stop(EXIT_OK)
+            old.wait(30)
+        from .statefile import open_folder_under
+
+        moved: list[tuple[str, str]] = []
+        try:
+            os.makedirs(new, exist_ok=True)
+            for entry in old.meta.data_files:
+                src = os.path.join(self.save_path, *entry.path)
+                if os.path.islink(src) or not os.path.isfile(src):
+                    continue
+                # Folders inside the new place are made one component at a time; a planted link is refused.
+                os.close(open_folder_under(new, entry.path[:-1], create=True))
+                dst = os.path.join(new, *entry.path)
+                if os.path.lexists(dst):
+                    raise OSError(f"{dst} already exists")
+                shutil.move(src, dst)
+                moved.append((src, dst))
+        except BaseException:
+            for src, dst in reversed(moved):  # put back what was moved, and go on where it was
+                try:
+                    shutil.move(dst, src)
+                except OSError:
+                    log.warning("cannot move a file back after a failed move", path=dst)
+            self.restart()
+            raise
+        delete_files(old.meta, self.save_path)  # the folders the files left empty
+        self.restart(new)
+
+    def reannounce(self) -> None:
+        """Ask the trackers for peers now (a running torrent; nothing otherwise)."""
+        if self.torrent is not None and self.torrent.exit_code is None:
+            self.torrent.announcer.announce_now.set()
+
+    def transferred(self) -> tuple[int, int]:
+        """Payload bytes (downloaded, uploaded) over every run of this handle (``status()`` counts this run)."""
+        t = self.torrent
+        now = (t.stats.downloaded, t.stats.uploaded) if t is not None else (0, 0)
+        return self._earlier[0] + now[0], self._earlier[1] + now[1]
+
+    def check_progress(self) -> float:
+        """How far the check of the data on disk is (0 to 1) while the state is ``checking``; 0 otherwise."""
+        t = self.torrent
+        if t is None or t.state != "checking" or not t.meta.num_pieces:
+            return 0.0
+        return min(1.0, t.verifier.checked / t.meta.num_pieces)
+
+    def pieces(self) -> bytes:
+        """The verified pieces as a BitTorrent bitfield (high bit first; empty before the metadata)."""
+        return self.torrent.have.to_bytes() if self.torrent is not None else b""
+
+    def file_progress(self) -> list[int]:
+        """Verified bytes of each data file (``meta.data_files`` order; empty before the metadata)."""
+        from .details import file_progress
+
+        return file_progress(self.torrent.meta, self.torrent.have) if self.torrent is not None else []
+
+    def peer_infos(self) -> list:
+        """A :class:`torrentcore.details.PeerInfo` for each connected peer."""
+        from .details import peer_infos
+
+        t = self.torrent
+        return peer_infos(list(t.peers.values()), t.meta.num_pieces) if t is not None else []
+
+    def trackers(self) -> list[list[str]]:
+        """The tracker tiers (announce URLs) of the torrent or magnet link."""
+        if self.torrent is not None:
+            return [list(tier) for tier in self.torrent.meta.trackers]
+        return [list(tier) for tier in self._magnet_trackers]
+
+    def tracker_failures(self) -> dict[str, str]:
+        """The last error of each tracker that failed (by URL)."""
+        tiers = self.torrent.announcer.tiers if self.torrent is not None else None
+        return tiers.failures() if tiers is not None else {}
 
     def stop(self, exit_code: int = EXIT_INTERRUPTED) -> None:
         """Stop the torrent for good (returns at once; :meth:`join` waits)."""

@@ -1,5 +1,8 @@
 """Magnet URIs (BEP 9): ``magnet:?xt=urn:btih:<hash>&dn=<name>&tr=<tracker>&x.pe=<peer>``.
 
+BitTorrent v2 links (BEP 52) give ``xt=urn:btmh:1220<64 hex>`` (a multihash: 0x12 SHA-256, 0x20 bytes)
+instead of, or for a hybrid beside, ``urn:btih``.
+
 Parsing only; fetching the metadata from peers is the engine's job.
 """
 
@@ -11,18 +14,22 @@ from dataclasses import dataclass, field
 from urllib.parse import parse_qsl
 
 from .errors import MetainfoError
-from .metainfo import V2_ONLY_MESSAGE
 
 
 @dataclass
 class Magnet:
-    """What a magnet link tells us: the v1 info-hash, and optional hints."""
+    """What a magnet link tells us: the info-hash(es), and optional hints.
+
+    ``info_hash`` is the 20-byte hash used on the wire: the v1 one, or for a v2-only link the v2 hash
+    truncated to 20 bytes; ``info_hash_v2`` is the full SHA-256 when the link has ``urn:btmh``.
+    """
 
     info_hash: bytes
     name: str | None = None
     trackers: list[list[str]] = field(default_factory=list)
     peers: list[tuple[str, int]] = field(default_factory=list)
     exact_length: int | None = None
+    info_hash_v2: bytes | None = None
 
     @property
     def info_hash_hex(self) -> str:
@@ -66,6 +73,17 @@ def _btih(uri: str, value: str) -> bytes:
     raise _malformed(uri, f"invalid info-hash {_shown(digest)}")
 
 
+def _btmh(uri: str, value: str) -> bytes:
+    digest = value[len("urn:btmh:") :]
+    if len(digest) == 68 and digest[:4] == "1220":
+        try:
+            return bytes.fromhex(digest[4:])
+        except ValueError:
+            pass
+    raise MetainfoError(f"malformed magnet link {_shown(uri)}: invalid v2 info-hash {_shown(digest)} "
+                        "(expected xt=urn:btmh:1220<64 hex characters>, a SHA-256 multihash)")
+
+
 def _peer(value: str) -> tuple[str, int] | None:
     host, sep, port = value.rpartition(":")
     if not sep or not port.isdigit() or not 0 < int(port) < 65536 or not host:
@@ -74,7 +92,7 @@ def _peer(value: str) -> tuple[str, int] | None:
 
 
 def parse_magnet(uri: str) -> Magnet:
-    """Parse a magnet URI; raise :class:`MetainfoError` if it is malformed or has no usable v1 info-hash.
+    """Parse a magnet URI; raise :class:`MetainfoError` if it is malformed or has no usable info-hash.
 
     Every message of a malformed link names it and says what a magnet link looks like.
     """
@@ -87,7 +105,7 @@ def parse_magnet(uri: str) -> Magnet:
     query = rest[1:].partition("#")[0]  # a fragment is not part of the query
     params = parse_qsl(query, keep_blank_values=False)
     info_hash = None
-    has_v2 = False
+    info_hash_v2 = None
     name = None
     trackers: list[list[str]] = []
     peers: list[tuple[str, int]] = []
@@ -98,7 +116,7 @@ def parse_magnet(uri: str) -> Magnet:
             if value.lower().startswith("urn:btih:"):
                 info_hash = _btih(uri, value)
             elif value.lower().startswith("urn:btmh:"):
-                has_v2 = True
+                info_hash_v2 = _btmh(uri, value)
         elif key == "dn":
             name = value
         elif key == "tr" or key.startswith("tr."):
@@ -112,7 +130,7 @@ def parse_magnet(uri: str) -> Magnet:
         elif key == "xl" and value.isdigit():
             length = int(value)
     if info_hash is None:
-        if has_v2:
-            raise MetainfoError(V2_ONLY_MESSAGE)
-        raise _malformed(uri, "no 'xt=urn:btih:' info-hash")
-    return Magnet(info_hash, name, trackers, peers, length)
+        if info_hash_v2 is None:
+            raise _malformed(uri, "no 'xt=urn:btih:' or 'xt=urn:btmh:' info-hash")
+        info_hash = info_hash_v2[:20]
+    return Magnet(info_hash, name, trackers, peers, length, info_hash_v2)

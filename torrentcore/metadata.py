@@ -188,9 +188,13 @@ class MetadataFetcher:
         own_port: int | None = None,
         encryption: str = "prefer",
         connect: handshake.Connect | None = None,
+        info_hash_v2: bytes | None = None,
     ) -> None:
         self.info_hash = info_hash
         self.connect = connect  # opens the stream (the session's transports: uTP, TCP); None: TCP
+        #: A v2 link's full SHA-256 (``urn:btmh``): the metadata must hash to it (BEP 52); ``info_hash``
+        #: is then its first 20 bytes (v2-only) or the v1 hash (hybrid, checked too).
+        self.info_hash_v2 = info_hash_v2
         self.encryption = encryption  # MSE/PE policy for our connections (peer/handshake.py)
         self.peer_id = peer_id
         self.own_port = own_port
@@ -362,7 +366,9 @@ class MetadataFetcher:
                     conn.sock.sendall(msg.extended(their_id, metadata_request(asked)))
                     asked += 1
             raw = bytes(buffer)
-            if hashlib.sha1(raw).digest() != self.info_hash:
+            v2_only = self.info_hash_v2 is not None and self.info_hash == self.info_hash_v2[:20]
+            if (not v2_only and hashlib.sha1(raw).digest() != self.info_hash) or (
+                    self.info_hash_v2 is not None and hashlib.sha256(raw).digest() != self.info_hash_v2):
                 raise BadPeer("metadata does not match the info-hash")
             self.helped.append(address)
             return raw
@@ -406,14 +412,18 @@ class MetadataFetcher:
         return bytes(payload[1:])
 
 
-def torrent_file(raw_info: bytes, trackers: list[list[str]]) -> bytes:
-    """A .torrent holding ``raw_info`` byte for byte (so the info-hash is kept) and the trackers."""
+def torrent_file(raw_info: bytes, trackers: list[list[str]], piece_layers: dict[bytes, bytes] | None = None) -> bytes:
+    """A .torrent holding ``raw_info`` byte for byte (so the info-hash is kept), the trackers and, for a v2
+    torrent whose layers were fetched from peers, its ``piece layers``."""
     parts = [b"d"]
     if trackers:
         parts += [bencode.encode(b"announce"), bencode.encode(trackers[0][0].encode())]
         parts += [bencode.encode(b"announce-list"), bencode.encode([[u.encode() for u in t] for t in trackers])]
     parts += [bencode.encode(b"created by"), bencode.encode(b"torrentcore (from a magnet link)")]
-    parts += [bencode.encode(b"info"), raw_info, b"e"]
+    parts += [bencode.encode(b"info"), raw_info]
+    if piece_layers:
+        parts += [bencode.encode(b"piece layers"), bencode.encode(dict(piece_layers))]
+    parts.append(b"e")
     return b"".join(parts)
 
 
@@ -442,7 +452,7 @@ def find_saved_torrent(folder: str, info_hash: bytes, limit: int = 100) -> str |
     for name in names:
         path = os.path.join(folder, name)
         try:
-            if os.path.isfile(path) and metainfo.load(path).info_hash == info_hash:
+            if os.path.isfile(path) and info_hash in metainfo.load(path).info_hashes:  # a hybrid: either hash
                 return path
         except TorrentcoreError:
             continue

@@ -1,4 +1,4 @@
-"""Reading .torrent files (BEP 3, 12, 27, 47; hybrid BEP 52 through the v1 part).
+"""Reading .torrent files (BEP 3, 12, 27, 47, and v2 and hybrid torrents of BEP 52).
 
 :func:`load` / :func:`parse` turn a metainfo file into a :class:`Metainfo`:
 validated piece layout, trackers by tier and file paths made safe to create
@@ -27,6 +27,7 @@ Path safety rules (every path stays inside the download folder):
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import os
 import sys
@@ -34,7 +35,7 @@ import unicodedata
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import bencode
+from . import bencode, merkle, metainfo_v2
 from .errors import MetainfoError
 
 #: Largest piece length accepted (libtorrent's limit too); pieces are held in memory.
@@ -53,7 +54,6 @@ MAX_COMPONENT_BYTES = 240
 MAX_DUPLICATES = 100
 #: Pre-BEP 47 padding files are recognised by this name prefix.
 PAD_PREFIX = "_____padding_file_"
-V2_ONLY_MESSAGE = "v2-only torrents are not supported yet (this torrent has no v1 'pieces')"
 
 _CASE_INSENSITIVE_FS = sys.platform in ("darwin", "win32")
 #: Apply Windows' file name rules (tests turn this on to check them on any platform).
@@ -82,6 +82,8 @@ class FileEntry:
     symlink: bool = False
     executable: bool = False
     hidden: bool = False
+    #: The file's v2 ``pieces root`` (SHA-256 Merkle root; ``b""`` for v1 torrents, pad and empty files).
+    root: bytes = b""
 
     @property
     def relpath(self) -> str:
@@ -91,7 +93,13 @@ class FileEntry:
 
 @dataclass
 class Metainfo:
-    """A parsed, validated v1 (or hybrid) torrent."""
+    """A parsed, validated torrent: v1, v2 or hybrid (BEP 52).
+
+    ``info_hash`` is the 20-byte hash the torrent is known by on the wire and in resume records: the v1
+    SHA-1 for v1 and hybrid torrents, the v2 SHA-256 truncated to 20 bytes for v2-only ones.
+    ``info_hash_v2`` is the full SHA-256 of a v2 or hybrid torrent. ``pieces`` is empty for v2-only
+    torrents, whose pieces are checked against ``piece_layers`` (see :meth:`piece_ok`).
+    """
 
     info_hash: bytes
     name: str
@@ -111,11 +119,102 @@ class Metainfo:
     http_seeds: list[str] = field(default_factory=list)
     nodes: list[tuple[str, int]] = field(default_factory=list)
     raw_info: bytes = b""
+    info_hash_v2: bytes | None = None
+    #: ``pieces root`` -> its file's piece layer (concatenated 32-byte hashes), for files over one piece.
+    piece_layers: dict[bytes, bytes] = field(default_factory=dict)
+    piece_count: int = 0
 
     @property
     def num_pieces(self) -> int:
         """Number of pieces."""
-        return len(self.pieces) // 20
+        return self.piece_count or len(self.pieces) // 20
+
+    @property
+    def v2(self) -> bool:
+        """Whether the torrent has a v2 part (v2-only or hybrid)."""
+        return self.info_hash_v2 is not None
+
+    @property
+    def v2_only(self) -> bool:
+        """Whether the torrent has no v1 part."""
+        return self.info_hash_v2 is not None and not self.pieces
+
+    @property
+    def info_hash_v2_hex(self) -> str | None:
+        """The full v2 info-hash (SHA-256) in hex, or None for a v1 torrent."""
+        return None if self.info_hash_v2 is None else self.info_hash_v2.hex()
+
+    @property
+    def info_hashes(self) -> tuple[bytes, ...]:
+        """Every 20-byte hash peers, trackers and the DHT know this torrent by (two for a hybrid)."""
+        if self.info_hash_v2 is not None and self.pieces:
+            return (self.info_hash, self.info_hash_v2[:20])
+        return (self.info_hash,)
+
+    @property
+    def pad_in_piece(self) -> dict[int, int]:
+        """Piece index -> bytes of pad files in it, for the pieces that hold any (sizes shown to users and
+        told to trackers count no pad bytes)."""
+        pads = self.__dict__.get("_pad_in_piece")
+        if pads is None:
+            pads = {}
+            plen = self.piece_length
+            for f in self.files:
+                if f.pad and f.length:
+                    end = f.offset + f.length
+                    for i in range(f.offset // plen, (end - 1) // plen + 1):
+                        lo, hi = max(f.offset, i * plen), min(end, (i + 1) * plen)
+                        pads[i] = pads.get(i, 0) + hi - lo
+            self.__dict__["_pad_in_piece"] = pads
+        return pads
+
+    def missing_layers(self) -> list[FileEntry]:
+        """Files larger than one piece whose piece layer is not known (to be had from peers)."""
+        if not self.v2:
+            return []
+        return [f for f in self.files if f.root and f.length > self.piece_length and f.root not in self.piece_layers]
+
+    def piece_ok(self, index: int, data) -> bool:
+        """Whether ``data`` is piece ``index``: its SHA-1 (v1, hybrid) and its Merkle hash (v2, hybrid).
+
+        A hybrid's piece must pass both; the bytes of a piece past its file's end (pad) must be zeros
+        for v2. A v2-only piece whose layer is missing does not pass (see :meth:`missing_layers`); a
+        hybrid's passes on its SHA-1 alone until the layer is fetched.
+        """
+        if self.pieces and hashlib.sha1(data).digest() != self.piece_hash(index):
+            return False
+        if self.info_hash_v2 is None:
+            return True
+        return self._v2_piece_ok(index, data)
+
+    def _v2_piece_ok(self, index: int, data) -> bool:
+        f, k = self._file_of_piece(index)
+        view = memoryview(data)
+        if f is None:
+            return view == bytes(len(view))  # a piece of pad bytes only (cannot happen in a valid layout)
+        n = min(self.piece_length, f.length - k * self.piece_length)
+        if len(view) > n and view[n:] != bytes(len(view) - n):  # pad bytes must be zeros (compared in C)
+            return False
+        if f.length <= self.piece_length:
+            return merkle.small_file_root(view[:n]) == f.root
+        layer = self.piece_layers.get(f.root)
+        if layer is None:
+            return bool(self.pieces)  # a hybrid's SHA-1 already passed; a v2-only piece cannot be checked yet
+        return merkle.piece_root(view[:n], self.piece_length) == layer[k * merkle.HASH : (k + 1) * merkle.HASH]
+
+    def _file_of_piece(self, index: int) -> tuple[FileEntry | None, int]:
+        """The v2 file piece ``index`` belongs to, and the piece's index within it."""
+        starts = self.__dict__.get("_v2_starts")
+        if starts is None:
+            starts = [(f.offset // self.piece_length, f) for f in self.files if f.root]
+            self.__dict__["_v2_starts"] = starts
+        pos = bisect.bisect_right(starts, index, key=lambda item: item[0]) - 1
+        if pos < 0:
+            return None, 0
+        first, f = starts[pos]
+        if index * self.piece_length >= f.offset + f.length:
+            return None, 0
+        return f, index - first
 
     @property
     def info_hash_hex(self) -> str:
@@ -140,7 +239,11 @@ class Metainfo:
     @property
     def data_length(self) -> int:
         """Bytes of real data (total length less pad files)."""
-        return sum(f.length for f in self.files if not f.pad)
+        if self.total_length == self.__dict__.get("_data_length_of", (None,))[0]:
+            return self.__dict__["_data_length_of"][1]
+        n = sum(f.length for f in self.files if not f.pad)
+        self.__dict__["_data_length_of"] = (self.total_length, n)
+        return n
 
 
 def load(path: str) -> Metainfo:
@@ -168,20 +271,33 @@ def parse(data: bytes) -> Metainfo:
     raw_info = raw[b"info"]
     info_hash = hashlib.sha1(raw_info).digest()
 
-    if b"pieces" not in info:
-        if info.get(b"meta version") == 2 or b"file tree" in info:
-            raise MetainfoError(V2_ONLY_MESSAGE)
+    version = info.get(b"meta version")
+    if isinstance(version, int) and version > 2:
+        raise MetainfoError(f"unknown 'meta version' {version} (versions 1 and 2 are known)")
+    v2 = version == 2
+    if v2:
+        try:
+            bencode.check_sorted(raw_info)
+        except bencode.BencodeError as exc:
+            raise MetainfoError(f"invalid v2 info dictionary: {exc}") from None
+    if b"pieces" not in info and not v2:
+        if b"file tree" in info:
+            raise MetainfoError("a v2 'file tree' without 'meta version' 2, and no v1 'pieces'")
         raise MetainfoError("missing 'pieces' in the info dictionary")
-    hybrid = info.get(b"meta version") == 2
+    v1 = b"pieces" in info
+    info_hash_v2 = hashlib.sha256(raw_info).digest() if v2 else None
+    if not v1:
+        info_hash = info_hash_v2[:20]  # a v2-only torrent is known by the truncated SHA-256 on the wire
+    hybrid = v1 and v2
 
     piece_length = info.get(b"piece length")
     if not isinstance(piece_length, int) or piece_length <= 0:
         raise MetainfoError("invalid or missing 'piece length'")
     if piece_length > MAX_PIECE_LENGTH:
         raise MetainfoError(f"piece length {piece_length} is larger than the supported {MAX_PIECE_LENGTH}")
-    if hybrid and (piece_length < 16384 or piece_length & (piece_length - 1)):
+    if v2 and (piece_length < 16384 or piece_length & (piece_length - 1)):
         raise MetainfoError("invalid 'piece length' for a v2 torrent (must be a power of two >= 16 KiB)")
-    pieces = info[b"pieces"]
+    pieces = info[b"pieces"] if v1 else b""
     if not isinstance(pieces, bytes) or len(pieces) % 20:
         raise MetainfoError("invalid 'pieces': its length is not a multiple of 20")
     if len(pieces) // 20 > MAX_PIECES:
@@ -192,26 +308,44 @@ def parse(data: bytes) -> Metainfo:
         raise MetainfoError("missing or invalid 'name' in the info dictionary")
     name = _safe_component(name)
     if name == "_" or name.strip() == "":
-        name = info_hash.hex()
+        name = info_hash.hex() if v1 else info_hash_v2.hex()
 
-    files = _read_files(info, name)
-    if hybrid:
-        _check_v2_tree(info, files)
+    tree: list[metainfo_v2.TreeFile] = []
+    if v2:
+        tree = metainfo_v2.read_file_tree(info, name, piece_length=piece_length, max_files=MAX_FILES,
+                                          max_total=MAX_TOTAL_SIZE, safe=_safe_component,
+                                          check_path=_check_path_length)
+    if v1:
+        files = _read_files(info, name)
+        if v2 and not metainfo_v2.compatible(files, tree):
+            raise MetainfoError("the v1 and v2 file lists of this hybrid torrent do not match")
+        roots = [t.root for t in tree]
+    else:
+        files = [_RawFile(t.path, t.length, t.pad, t.symlink, t.executable, t.hidden) for t in tree]
+        roots = [t.root for t in tree]
+        if len(files[0].path) == 1:
+            # A single-file v2 torrent: its file is named by the 'file tree' (as libtorrent saves it), and
+            # so is the torrent, as for v1, where the file is the torrent's name.
+            name = files[0].path[0]
     total = 0
     placed: list[FileEntry] = []
-    for f in files:
-        placed.append(FileEntry(f.path, f.length, total, f.pad, f.symlink, f.executable, f.hidden))
+    for i, f in enumerate(files):
+        root = roots[i] if i < len(roots) else b""
+        placed.append(FileEntry(f.path, f.length, total, f.pad, f.symlink, f.executable, f.hidden, root))
         total += f.length
         if total > MAX_TOTAL_SIZE:
             raise MetainfoError(f"the torrent is larger than the supported {MAX_TOTAL_SIZE} bytes")
     if total <= 0:
         raise MetainfoError("invalid length: the torrent holds no data")
     expected = -(-total // piece_length)  # integer ceiling: a float division loses precision
-    if expected != len(pieces) // 20:
+    if v1 and expected != len(pieces) // 20:
         raise MetainfoError(
             f"piece count mismatch: {len(pieces) // 20} hashes for {total} bytes in "
             f"{piece_length}-byte pieces (expected {expected})"
         )
+    if expected > MAX_PIECES:
+        raise MetainfoError(f"too many pieces ({expected}; the limit is {MAX_PIECES})")
+    layers = metainfo_v2.read_piece_layers(top.get(b"piece layers"), tree, piece_length) if v2 else {}
     _dedupe_paths(placed)
 
     return Metainfo(
@@ -223,7 +357,7 @@ def parse(data: bytes) -> Metainfo:
         total_length=total,
         trackers=_trackers(top),
         private=info.get(b"private") == 1,
-        multi_file=b"files" in info,
+        multi_file=b"files" in info if v1 else len(placed[0].path) > 1,
         hybrid=hybrid,
         created_by=_text(top, b"created by"),
         comment=_text(top, b"comment"),
@@ -232,6 +366,9 @@ def parse(data: bytes) -> Metainfo:
         http_seeds=_url_list(top, b"httpseeds"),
         nodes=_nodes(top),
         raw_info=raw_info,
+        info_hash_v2=info_hash_v2,
+        piece_layers=layers,
+        piece_count=expected,
     )
 
 
@@ -333,30 +470,6 @@ def _read_files(info: dict, name: str) -> list[_RawFile]:
     return out
 
 
-def _check_v2_tree(info: dict, files: list[_RawFile]) -> None:
-    """Reject a hybrid torrent whose v2 'file tree' is malformed or disagrees with its v1 file list."""
-    tree = info.get(b"file tree")
-    if not isinstance(tree, dict):
-        raise MetainfoError("hybrid torrent without a valid v2 'file tree'")
-    lengths: list[int] = []
-    stack = [tree]
-    while stack:
-        node = stack.pop()
-        for key, child in node.items():
-            if not isinstance(child, dict):
-                raise MetainfoError("invalid v2 'file tree' entry")
-            if key == b"":
-                if len(node) != 1 or not isinstance(child.get(b"length"), int) or child[b"length"] < 0:
-                    raise MetainfoError("invalid v2 'file tree' file entry")
-                lengths.append(child[b"length"])
-            else:
-                stack.append(child)
-    # Compare the non-empty files only: empty files and symlinks carry no data in either list.
-    v1 = sorted(f.length for f in files if not f.pad and f.length)
-    if sorted(n for n in lengths if n) != v1:
-        raise MetainfoError("the v1 and v2 file lists of this hybrid torrent do not match")
-
-
 def _is_path_list(value: Any) -> bool:
     return isinstance(value, list) and all(isinstance(p, bytes) for p in value)
 
@@ -418,7 +531,7 @@ def _dedupe_paths(files: list[FileEntry]) -> None:
         path[-1] = cand
         if tuple(path) != f.path:
             _check_path_length(tuple(path), i)
-            files[i] = FileEntry(tuple(path), f.length, f.offset, f.pad, f.symlink, f.executable, f.hidden)
+            files[i] = FileEntry(tuple(path), f.length, f.offset, f.pad, f.symlink, f.executable, f.hidden, f.root)
 
 
 def _trackers(top: dict) -> list[list[str]]:

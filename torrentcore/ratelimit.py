@@ -20,6 +20,13 @@ class TokenBucket:
         self._tokens = self.capacity
         self._stamp = time.monotonic()
 
+    def set_rate(self, rate: float | None) -> None:
+        """Change the limit now (0 or None: unlimited)."""
+        self._refill()
+        self.rate = float(rate or 0)
+        self.capacity = max(self.rate, 16 * 1024.0)
+        self._tokens = min(self._tokens, self.capacity)
+
     @property
     def limited(self) -> bool:
         """True when a limit is set."""

@@ -13,6 +13,7 @@ greenlet; plain Python code that never starts a greenlet of its own simply calls
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import random
@@ -206,6 +207,19 @@ class Session:
             dht_nodes=len(self.dht.table) if self.dht is not None else 0,
         )
 
+    def set_rate_limits(self, download: int | None = None, upload: int | None = None) -> None:
+        """Change the global rate limits now (bytes/s for all torrents together, 0: unlimited; None: leave
+        that one as is); ``config`` keeps the values the session started with."""
+        if download is not None:
+            self.download_limit.set_rate(download)
+        if upload is not None:
+            self.upload_limit.set_rate(upload)
+
+    def set_max_connections(self, count: int) -> None:
+        """Change the cap on peer connections of all torrents together; lowering it closes none, new ones
+        wait for room."""
+        self.slots.limit = max(1, int(count))
+
     # --- events -------------------------------------------------------------------------------------
 
     def _emit(self, event: Event) -> None:
@@ -279,18 +293,33 @@ class Session:
         return mux.connect(address, timeout)
 
     def _serving(self, info_hash: bytes) -> Torrent | None:
-        """The torrent of ``info_hash`` if it takes peers now or once its data check is done."""
+        """The torrent of ``info_hash`` if it takes peers now or once its data check is done (a hybrid's
+        truncated v2 hash finds it too)."""
         handle = self._handles.get(info_hash)
+        if handle is None:
+            handle = self._handles.get(self._aliases().get(info_hash, b""))
         torrent = handle.torrent if handle is not None else None
         return torrent if torrent is not None and torrent.may_take_peers_soon else None
 
+    def _aliases(self) -> dict[bytes, bytes]:
+        """Other info-hash -> the hash a torrent is registered by (a hybrid's truncated v2 hash -> its v1 hash,
+        or the other way round when it came from a btmh-only magnet link)."""
+        return {other: key for key, h in list(self._handles.items()) if h.torrent is not None
+                for other in h.torrent.meta.info_hashes if other != key}
+
     def _identity_for(self, info_hash: bytes) -> handshake.Identity | None:
         torrent = self._serving(info_hash)
-        return torrent.swarm.identity if torrent is not None else None
+        if torrent is None:
+            return None
+        identity = torrent.swarm.identity
+        # A peer of a hybrid's v2 swarm gets its own hash back in our handshake.
+        return identity if identity.info_hash == info_hash else dataclasses.replace(identity, info_hash=info_hash)
 
     def _served_info_hashes(self) -> list[bytes]:
         """Every info-hash we answer for (an incoming MSE handshake names its torrent only by a hash)."""
-        return [h for h in self._handles if self._serving(h) is not None]
+        served = [h for h in self._handles if self._serving(h) is not None]
+        keys = set(served)
+        return served + [other for other, key in self._aliases().items() if key in keys]
 
     def _route(self, done: handshake.Handshaken) -> None:
         torrent = self._serving(done.info_hash)

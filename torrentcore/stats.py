@@ -55,28 +55,33 @@ class TransferStats:
 
 
 def have_bytes(meta: Metainfo, have: Bitfield) -> int:
-    """Bytes of verified pieces."""
+    """Bytes of verified pieces (pad files not counted)."""
     if not have.count:
         return 0
     if have.complete:
-        return meta.total_length
+        return meta.data_length
     last = meta.num_pieces - 1
     full = have.count - (1 if have[last] else 0)
-    return full * meta.piece_length + (meta.piece_size(last) if have[last] else 0)
+    done = full * meta.piece_length + (meta.piece_size(last) if have[last] else 0)
+    return done - sum(n for i, n in meta.pad_in_piece.items() if have[i])
+
+
+def _data_in(meta: Metainfo, index: int) -> int:
+    return meta.piece_size(index) - meta.pad_in_piece.get(index, 0)
 
 
 def left_bytes(meta: Metainfo, have: Bitfield, selected: Bitfield | None) -> int:
-    """Bytes of wanted pieces (all, or those of the selected files) not verified yet."""
+    """Bytes of wanted pieces (all, or those of the selected files) not verified yet (no pad bytes)."""
     if selected is None:
-        return max(0, meta.total_length - have_bytes(meta, have))
-    return sum(meta.piece_size(i) for i in selected.indices() if not have[i])
+        return max(0, meta.data_length - have_bytes(meta, have))
+    return sum(_data_in(meta, i) for i in selected.indices() if not have[i])
 
 
 def wanted_bytes(meta: Metainfo, selected: Bitfield | None) -> int:
-    """Bytes of the wanted pieces."""
+    """Bytes of the wanted pieces (no pad bytes)."""
     if selected is None:
-        return meta.total_length
-    return sum(meta.piece_size(i) for i in selected.indices())
+        return meta.data_length
+    return sum(_data_in(meta, i) for i in selected.indices())
 
 
 def make_snapshot(meta: Metainfo, have: Bitfield, selected: Bitfield | None, selected_files: list[int] | None,
@@ -90,7 +95,7 @@ def make_snapshot(meta: Metainfo, have: Bitfield, selected: Bitfield | None, sel
     return ProgressSnapshot(
         name=meta.name,
         state=state,
-        total_bytes=meta.total_length,
+        total_bytes=meta.data_length,
         have_bytes=have_bytes(meta, have),
         pieces_done=have.count,
         num_pieces=meta.num_pieces,

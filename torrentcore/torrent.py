@@ -45,6 +45,7 @@ from .peer import handshake
 from .peer import messages as msg
 from .peer.extensions import UT_PEX, ExtensionRegistry
 from .peer_list import PeerList
+from .piece_layers import PieceLayers
 from .piecemanager import Piece, PieceManager
 from .ratelimit import RateLimits, TokenBucket
 from .seeding import SeedingLimits
@@ -110,6 +111,8 @@ class _PeerPort:
         self.stats_wasted = stats.stats_wasted
         self.verify_piece = torrent.verify_piece
         self.read_block = torrent.read_block
+        self.layers = torrent.layers
+        self.layers_complete = torrent.layers_complete
         self.wake_requesters: Callable[[], None] = lambda: None  # the swarm's, once it exists
         self.interest_changed: Callable[[Any], None] = lambda peer: None  # the choker's
 
@@ -149,9 +152,13 @@ class Torrent:
         self.download_limit = RateLimits(TokenBucket(config.max_download_rate), services.download_limit)
         self.upload_limit = RateLimits(TokenBucket(config.max_upload_rate), services.upload_limit)
         self.verifier = Verifier(meta, self.storage, self.have, services.pool, self._stopping, self._checked_good)
+        self.layers = PieceLayers(meta) if meta.v2 else None
         self.port = _PeerPort(self)
         self.peer_list = PeerList(services.listen_port, on_new=lambda: self.swarm.connect_now.set())
-        identity = handshake.Identity(meta.info_hash, services.peer_id, _RESERVED_DHT if self.dht else _RESERVED)
+        reserved = _RESERVED_DHT if self.dht else _RESERVED
+        if meta.v2:  # BEP 52: we speak v2 (hash request / hashes / hash reject) for this torrent
+            reserved = bytes(a | b for a, b in zip(reserved, msg.reserved_bytes(msg.RESERVED_V2)))
+        identity = handshake.Identity(meta.info_hash, services.peer_id, reserved)
         self.swarm = Swarm(self.port, self.peer_list, identity, config.max_peers, services.slots, self.reporter,
                            complete=lambda: self.complete, may_connect=self._may_connect, name=meta.name,
                            dial=services.dial, encryption=services.encryption)
@@ -180,7 +187,7 @@ class Torrent:
         self._pause_requested = gevent.event.Event()
         self._main_greenlet: gevent.Greenlet | None = None
         self._greenlets: list[gevent.Greenlet] = []
-        self.seeding_limits = SeedingLimits(config, meta.total_length)
+        self.seeding_limits = SeedingLimits(config, meta.data_length)  # pad bytes are never uploaded
         self._warned_hangups = False
         self._recheck = False
         #: Set while the network runs (peers are taken); an incoming peer that arrives during the check waits.
@@ -188,6 +195,8 @@ class Torrent:
         self._ticker = services.ticker if services.ticker is not None else Ticker()
         self._tick_token: int | None = None
         self._network_since = self._last_tick = self._last_choke = 0.0
+        #: Called once a v2 torrent's piece layers fetched from peers are complete (the handle saves them).
+        self.on_layers_complete: Callable[[], None] | None = None
 
     # --- what peers and collaborators call -------------------------------------------------------
 
@@ -314,6 +323,16 @@ class Torrent:
         self.smart_ban.piece_failed(piece)
         self.manager.recycle(piece)
         self.swarm.wake_requesters()
+
+    def layers_complete(self) -> None:
+        """Every v2 piece layer is known (fetched from peers): a v2-only download can start."""
+        self.log.info("piece layers complete", files=len(self.meta.piece_layers))
+        self.swarm.wake_requesters()
+        if self.on_layers_complete is not None:
+            try:
+                self.on_layers_complete()
+            except OSError as exc:
+                self.log.warning("cannot save the piece layers", error=str(exc))
 
     def _checked_good(self, index: int) -> None:
         self.reporter.emit("piece_verified", index=index)
@@ -557,10 +576,13 @@ class Torrent:
     def _tick(self, now: float) -> None:
         elapsed, self._last_tick = now - self._last_tick, now
         self.stats.tick(elapsed)
+        fetching = self.layers is not None and not self.layers.complete
         for peer in list(self.peers.values()):
             peer.down.tick(elapsed)
             peer.up.tick(elapsed)
             peer.check_timeouts(now)
+            if fetching:  # chunks a lost or silent peer was asked for go to another one
+                peer.request_hashes()
         self.choker.tick(now)
         self.swarm.wake_requesters()
         if len(self.peer_list):
@@ -597,7 +619,8 @@ class Torrent:
             uploaded=lambda: stats.uploaded, downloaded=lambda: stats.downloaded, left=self.left,
             complete=lambda: self.complete, peer_count=lambda: len(self.peers),
             has_waiting_candidates=self.peer_list.waiting, add_peers=self.peer_list.add,
-            warn=lambda message: self.reporter.emit("error", message=message, fatal=False))
+            warn=lambda message: self.reporter.emit("error", message=message, fatal=False),
+            other_hashes=self.meta.info_hashes[1:])
 
     def snapshot(self) -> ProgressSnapshot:
         """The torrent's state now, for reporters."""

@@ -1,7 +1,8 @@
 """Hash-then-store: the start-up check of data on disk, and every downloaded piece's verification.
 
 The rule that protects users' data lives here: a piece is written through the storage only after its
-SHA-1 matched, and marked complete only after the write returned. Hashing (and, for storages that
+hash matched (:meth:`Metainfo.piece_ok`: SHA-1 for v1, the SHA-256 Merkle piece hash for v2, both for a
+hybrid), and marked complete only after the write returned. Hashing (and, for storages that
 declare ``thread_safe_writes``, the write too) runs in the session's worker threads so the event loop
 keeps receiving; every storage call that can overlap with a worker holds :attr:`Verifier.disk_lock`.
 
@@ -132,7 +133,7 @@ class Verifier:
             if self._stopping():
                 return False
             data = self.storage.read(index, 0, self.meta.piece_size(index))
-            pending.append((index, self.pool.spawn(sha1, data)))
+            pending.append((index, self.pool.spawn(self.meta.piece_ok, index, data)))
             if len(pending) >= CHECK_PARALLEL:
                 self._collect_one(*pending.pop(0))
         for item in pending:
@@ -140,7 +141,7 @@ class Verifier:
         return True
 
     def _collect_one(self, index: int, result) -> None:
-        if result.get() == self.meta.piece_hash(index):
+        if result.get() is True:
             self._found_good(index)
         self.checked += 1
 
@@ -161,7 +162,7 @@ class Verifier:
             self._collect_batch(*item)
         return True
 
-    def _read_and_hash(self, indices: list[int]) -> list[bytes] | StorageError:
+    def _read_and_hash(self, indices: list[int]) -> list[bool] | StorageError:
         """In a worker thread: read each piece (holding the disk lock) and hash it (not holding it).
 
         A StorageError is returned, not raised (gevent prints a traceback for errors leaving its pool).
@@ -173,15 +174,15 @@ class Verifier:
                     data = self.storage.read(index, 0, self.meta.piece_size(index))
             except StorageError as exc:
                 return exc
-            digests.append(sha1(data))
+            digests.append(self.meta.piece_ok(index, data))
         return digests
 
     def _collect_batch(self, indices: list[int], result) -> None:
         digests = result.get()
         if isinstance(digests, StorageError):
             raise digests  # on the event loop: the torrent makes it one clear line
-        for index, digest in zip(indices, digests):
-            if digest == self.meta.piece_hash(index):
+        for index, good in zip(indices, digests):
+            if good:
                 self._found_good(index)
             self.checked += 1
 
@@ -259,7 +260,7 @@ class Verifier:
                     stored = self._hash_and_store(piece)
                     verdict = stored if stored is not False or not self._stopping() else None
                 else:
-                    verdict = sha1(piece.buffer) == self.meta.piece_hash(piece.index)  # stored on the loop
+                    verdict = self.meta.piece_ok(piece.index, piece.buffer)  # stored on the loop
             except BaseException as exc:  # noqa: BLE001 - carried to the loop, which makes it fatal
                 verdict = exc
             self._verdicts.append((piece, on_verdict, verdict))
@@ -298,13 +299,13 @@ class Verifier:
         return True
 
     def _hash_and_store(self, piece: Piece) -> bool | StorageError:
-        """In a worker thread: SHA-1 the piece and only if it matches write it and mark it complete.
+        """In a worker thread: hash the piece and only if it matches write it and mark it complete.
 
         For storages that declare ``thread_safe_writes``: the write (a quarter of the event loop's time
         when it ran there) then overlaps with receiving. False: the hash did not match, or the torrent is
         stopping (nothing written). A StorageError is returned, not raised.
         """
-        if sha1(piece.buffer) != self.meta.piece_hash(piece.index):
+        if not self.meta.piece_ok(piece.index, piece.buffer):
             return False
         with self.disk_lock:
             if self.storage_closed or self._stopping():
@@ -330,7 +331,7 @@ class Verifier:
             digest = self.pool.apply(self._read_and_hash, ([index],))
             if isinstance(digest, StorageError):
                 raise digest
-            good = digest[0] == self.meta.piece_hash(index)
+            good = digest[0] is True  # _read_and_hash gives piece_ok's verdicts (both hashes for a hybrid)
             self.unconfirmed.discard(index)
             if not good:
                 log.warning("a piece the resume record claimed does not match its hash; downloading it again",

@@ -34,6 +34,10 @@ HAVE_NONE = 0x0F
 REJECT = 0x10
 ALLOWED_FAST = 0x11
 EXTENDED = 20
+# BitTorrent v2 (BEP 52): Merkle hashes of piece layers (payload: 48-byte header, then 32-byte hashes).
+HASH_REQUEST = 21
+HASHES = 22
+HASH_REJECT = 23
 
 #: Message ids that only a peer that set the fast-extension bit may send.
 FAST_IDS = frozenset({SUGGEST, HAVE_ALL, HAVE_NONE, REJECT, ALLOWED_FAST})
@@ -55,6 +59,9 @@ NAMES = {
     REJECT: "reject request",
     ALLOWED_FAST: "allowed fast",
     EXTENDED: "extended",
+    HASH_REQUEST: "hash request",
+    HASHES: "hashes",
+    HASH_REJECT: "hash reject",
 }
 
 #: Reserved-byte bit for the extension protocol (BEP 10): byte 5, 0x10.
@@ -62,6 +69,8 @@ RESERVED_EXTENSIONS = 5, 0x10
 #: Reserved-byte bit for the DHT (BEP 5) and the fast extension (BEP 6).
 RESERVED_DHT = 7, 0x01
 RESERVED_FAST = 7, 0x04
+#: Reserved-byte bit for BitTorrent v2 (BEP 52): the peer can upgrade a hybrid to v2 and serve hashes.
+RESERVED_V2 = 7, 0x10
 
 #: Largest block a peer may ask for (libtorrent, aria2 and Transmission agree on 16 KiB; allow 128 KiB).
 MAX_REQUEST_LENGTH = 128 * 1024
@@ -188,6 +197,11 @@ def allowed_fast_set(info_hash: bytes, ip: str, num_pieces: int, k: int) -> list
 def extended(ext_id: int, payload: bytes) -> bytes:
     """An extension-protocol message (BEP 10); id 0 is the extension handshake."""
     return _LEN.pack(2 + len(payload)) + bytes([EXTENDED, ext_id]) + payload
+
+
+def with_payload(msg_id: int, payload: bytes) -> bytes:
+    """A message of ``msg_id`` carrying ``payload`` (the v2 hash messages)."""
+    return _LEN.pack(1 + len(payload)) + bytes([msg_id]) + payload
 
 
 def parse_triple(payload: bytes | memoryview) -> tuple[int, int, int]:

@@ -9,20 +9,24 @@ swarm (which blocks, who to unchoke) are delegated to the torrent.
 from __future__ import annotations
 
 import time
-from collections import deque
+from collections import OrderedDict
 from typing import TYPE_CHECKING
 
+import gevent
 import structlog
 
-from .. import bencode
+from .. import bencode, merkle
 from ..bitfield import Bitfield
 from ..errors import ProtocolError, TorrentcoreError
 from ..hookspec import BLOCK_SIZE, PeerInfo
+from ..piece_layers import HEADER_SIZE, HashRequest
+from ..piece_layers import REQUEST_TIMEOUT as HASH_REQUEST_TIMEOUT
 from ..piecemanager import MIN_BATCH
 from ..ratemeter import RateMeter
+from . import budget as bud
 from . import messages as msg
 from .connection import Connection, format_address
-from .extensions import MAX_HANDSHAKE, ExtensionRegistry, PeerExtensions
+from .extensions import MAX_HANDSHAKE, MAX_HANDSHAKE_VALUES, ExtensionRegistry, PeerExtensions
 
 if TYPE_CHECKING:  # pragma: no cover
     from .ports import TorrentPort
@@ -57,17 +61,33 @@ ALLOWED_FAST_K = 10
 #: Most allowed-fast pieces we accept from one peer, and most answers to cancelled requests we remember.
 MAX_ALLOWED_FAST_IN = 100
 MAX_AWAITING_ANSWER = 2048
+#: BEP 52 hash requests we keep outstanding with one peer (a chunk of 512 piece hashes each).
+MAX_HASH_REQUESTS = 2
+#: Seconds a peer that left a hash request unanswered (piece_layers.REQUEST_TIMEOUT) is not asked again.
+HASH_SILENT_BACKOFF = 30.0
+#: Hashes we serve one connection: this many times the torrent's piece count (plus 10,000); a peer needs
+#: each layer once, so past that its requests are rejected (a bound on what requests can make us send).
+MAX_HASHES_SERVED_FACTOR = 4
 #: Seconds a piece a peer rejected (while unchoking us) is not asked from that peer again (other peers
 #: get it meanwhile; a peer that rejects everything is asked again at most this often).
 REJECT_BACKOFF = 3.0
+#: Fairness: a peer's read loop yields to the other greenlets (gevent.sleep(0)) after this many messages or
+#: this many block bytes, whichever comes first, even while data is already buffered (gevent's recv_into
+#: then returns at once, so without it one flooding peer held the event loop: an honest leecher fell from
+#: 8.4 to 0.05 MB/s). 64 keep-alives take ~0.1 ms and 16 blocks ~0.3 ms here; a yield costs ~4 us, and
+#: gevent polls sockets at least every switch interval (5 ms) while greenlets keep yielding.
+READ_YIELD_MESSAGES = 64
+READ_YIELD_BYTES = 256 * 1024
+#: CANCELs beyond the REQUESTs a peer sent (plus this slack) are a flood, not late cancels.
+CANCEL_SLACK = 64
 
 
 class Peer:
     """A connected, handshaken peer of one torrent.
 
     Over 400 lines, on purpose: one connection's whole state machine (BEP 3 choking and interest, BEP 6
-    fast extension, BEP 10 dispatch, request pipelining, upload queue) in one place, with the per-block
-    paths written inline because they run 65,536 times per GiB.
+    fast extension, BEP 10 dispatch, BEP 52 hash messages, request pipelining, upload queue) in one place,
+    with the per-block paths written inline because they run 65,536 times per GiB.
     """
 
     def __init__(self, torrent: TorrentPort, conn: Connection, peer_id: bytes, reserved: bytes, incoming: bool,
@@ -86,6 +106,15 @@ class Peer:
         # Fast extension (BEP 6): we always set the bit, so it is on when the peer set it too.
         self.fast = msg.has_bit(reserved, msg.RESERVED_FAST)
         self.supports_dht = msg.has_bit(reserved, msg.RESERVED_DHT)  # BEP 5: it wants a PORT message
+        # BEP 52: it speaks v2 (serves piece layer hashes): a v2-only torrent's peers do (they used its v2
+        # hash); in a hybrid's v1 swarm the bit says so (libtorrent sets it only there).
+        self.supports_v2 = torrent.meta.v2_only or msg.has_bit(reserved, msg.RESERVED_V2)
+        self._hash_requests = 0  # ours outstanding with this peer
+        self._hash_asked_at = 0.0  # monotonic time of the last one
+        self._hash_quiet_until = 0.0  # not asked before this (monotonic): it left requests unanswered
+        self._hashes_served = 0  # hashes we sent this peer (bounded: MAX_HASHES_SERVED_FACTOR)
+        #: A v2 torrent's piece layers (None for v1; a port without the attribute is a v1 torrent's).
+        self._layers = getattr(torrent, "layers", None)
         self.allowed_fast_out: frozenset[int] = frozenset()  # pieces it may request while we choke it
         self.allowed_fast_in: set[int] = set()  # pieces we may request while it chokes us
         self.awaiting_answer: dict[tuple[int, int], None] = {}  # cancelled/released: a REJECT may still come
@@ -98,7 +127,12 @@ class Peer:
         self.peer_choking = True
         self.peer_interested = False
         self.outstanding: dict[tuple[int, int], int] = {}
-        self.uploads: deque[tuple[int, int, int]] = deque()
+        #: Requests of the peer we will serve, in order (an OrderedDict: a CANCEL removes one in O(1)).
+        self.uploads: OrderedDict[tuple[int, int, int], None] = OrderedDict()
+        self.requests_in = 0  # REQUESTs received (CANCELs beyond these plus CANCEL_SLACK are a flood)
+        self.cancels_in = 0
+        #: Per-kind budgets of control messages (see :mod:`torrentcore.peer.budget`).
+        self.budget = bud.MessageBudget()
         self.down = RateMeter()
         self.up = RateMeter()
         self.last_block = time.monotonic()
@@ -171,14 +205,23 @@ class Peer:
             self.conn.send(msg.port(t.dht_port))  # BEP 5: where our DHT node listens
         conn = self.conn
         read_message, handle, on_piece = conn.read_message, self._handle, self._on_piece
+        messages, block_bytes = READ_YIELD_MESSAGES, READ_YIELD_BYTES  # left before the next yield
         try:
             while not conn.closed:
                 msg_id, payload = read_message()
                 if msg_id == _PIECE:  # nearly every message of a download: no dispatch chain
                     self.got_first_message = True
                     on_piece(*payload)
+                    block_bytes -= payload[2]
                 else:
                     handle(msg_id, payload)
+                messages -= 1
+                if messages <= 0 or block_bytes <= 0:  # fairness: see READ_YIELD_MESSAGES
+                    gevent.sleep(0)
+                    messages, block_bytes = READ_YIELD_MESSAGES, READ_YIELD_BYTES
+        except bud.FloodError as exc:
+            self.log.info("peer dropped for flooding", reason=str(exc), client=self.client)
+            return f"protocol error: {exc}"
         except ProtocolError as exc:
             return f"protocol error: {exc}"
         except (OSError, ConnectionError) as exc:
@@ -196,17 +239,21 @@ class Peer:
         if msg_id == msg.PIECE:
             self._on_piece(*payload)
         elif msg_id == -1:
-            pass
+            self.budget.spend(bud.KEEPALIVE)
         elif msg_id == msg.CHOKE:
+            self.budget.spend(bud.STATE)
             self.peer_choking = True
             self._on_choked()
         elif msg_id == msg.UNCHOKE:
+            self.budget.spend(bud.STATE)
             self.peer_choking = False
             self.fill_requests()
         elif msg_id == msg.INTERESTED:
+            self.budget.spend(bud.STATE)
             self.peer_interested = True
             self.torrent.interest_changed(self)
         elif msg_id == msg.NOT_INTERESTED:
+            self.budget.spend(bud.STATE)
             self.peer_interested = False
             self.torrent.interest_changed(self)
         elif msg_id == msg.HAVE:
@@ -215,25 +262,81 @@ class Peer:
             if first:
                 self._on_bitfield(payload)
             else:
+                self.budget.spend(bud.LATE_BITFIELD)
                 self._on_late_bitfield(payload)
         elif msg_id == msg.REQUEST:
             self._on_request(*msg.parse_triple(payload))
         elif msg_id == msg.CANCEL:
-            block = msg.parse_triple(payload)
-            try:
-                self.uploads.remove(block)
-            except ValueError:
-                pass
-            else:
-                if self.fast:  # BEP 6: every request gets exactly one answer, a cancelled one too
-                    self.conn.send(msg.reject(*block))
+            self._on_cancel(msg.parse_triple(payload))
         elif msg_id in msg.FAST_IDS:
             self._on_fast(msg_id, payload, first)
         elif msg_id == msg.EXTENDED:
             self._on_extended(payload)
         elif msg_id == msg.PORT:
+            self.budget.spend(bud.PORT)
             self._on_port(payload)
-        # Unknown ids are ignored, as BEP 3 asks.
+        elif msg.HASH_REQUEST <= msg_id <= msg.HASH_REJECT and self._layers is not None:
+            self.budget.spend(bud.EXTENSION)  # (the answers served are capped too: piece_layers)
+            self._on_hash_message(msg_id, payload)
+        else:
+            # Unknown ids are ignored, as BEP 3 asks (the v2 hash messages too, for a v1 torrent).
+            self.budget.spend(bud.UNKNOWN)
+
+    # --- BitTorrent v2 piece layers (BEP 52) -------------------------------------------------------
+
+    def _on_hash_message(self, msg_id: int, payload: bytes) -> None:
+        layers = self._layers
+        try:
+            req = HashRequest.unpack(payload)
+        except ValueError as exc:
+            raise ProtocolError(str(exc)) from None
+        if msg_id == msg.HASH_REQUEST:
+            if len(payload) != HEADER_SIZE:
+                raise ProtocolError(f"hash request of {len(payload)} bytes")
+            hashes = layers.answer(req)
+            if hashes is not None:
+                self._hashes_served += len(hashes)
+                if self._hashes_served > MAX_HASHES_SERVED_FACTOR * self.torrent.meta.num_pieces + 10_000:
+                    hashes = None  # it asked for every layer many times over: answer no more
+            if hashes is None:
+                self.conn.send(msg.with_payload(msg.HASH_REJECT, req.pack()))
+            else:
+                self.conn.send(msg.with_payload(msg.HASHES, req.pack() + b"".join(hashes)))
+            return
+        self._hash_requests = max(0, self._hash_requests - 1)
+        if msg_id == msg.HASH_REJECT:
+            layers.rejected(req)
+            return
+        body = payload[HEADER_SIZE:]
+        if len(body) % merkle.HASH:
+            raise ProtocolError(f"hashes message with {len(body)} bytes of hashes (not a multiple of 32)")
+        if not layers.received(req, merkle.split(body)):
+            raise ProtocolError("hashes that do not prove to the file's pieces root (wrong Merkle proof)")
+        if layers.complete:
+            self.torrent.layers_complete()
+        else:
+            self.request_hashes()
+
+    def request_hashes(self) -> None:
+        """Ask this peer for a missing chunk of a piece layer, if it speaks v2 and we need one."""
+        layers = self._layers
+        if layers is None or layers.complete or not self.supports_v2:
+            return
+        now = time.monotonic()
+        if self._hash_requests and now - self._hash_asked_at > HASH_REQUEST_TIMEOUT:
+            # It did not answer: its chunks went back to the pool (piece_layers) for other peers, and it is
+            # asked again only after a while (else it would take them back first, every time).
+            self._hash_requests = 0
+            self._hash_quiet_until = now + HASH_SILENT_BACKOFF
+        if now < self._hash_quiet_until:
+            return
+        while self._hash_requests < MAX_HASH_REQUESTS:
+            req = layers.next_request(now)
+            if req is None:
+                return
+            self._hash_requests += 1
+            self._hash_asked_at = now
+            self.conn.send(msg.with_payload(msg.HASH_REQUEST, req.pack()))
 
     def _on_port(self, payload: bytes) -> None:
         """PORT (BEP 5): the peer's DHT node is on this UDP port; our node pings it (it may join our table)."""
@@ -267,6 +370,8 @@ class Peer:
                 self.set_interested(True)
             if self.has.complete:
                 self._after_pieces_changed()
+        else:  # new HAVEs are bounded by the piece count, repeated ones by a budget
+            self.budget.spend(bud.REDUNDANT_HAVE)
 
     def _after_pieces_changed(self) -> None:
         t = self.torrent
@@ -274,6 +379,8 @@ class Peer:
             self.conn.close("both sides are seeds")
             return
         self.set_interested(t.manager.interesting(self.has))
+        if self._layers is not None and not self._layers.complete:
+            self.request_hashes()
 
     def set_interested(self, value: bool) -> None:
         """Tell the peer whether we want something it has."""
@@ -311,6 +418,8 @@ class Peer:
         """Top up the request pipeline if we may (:attr:`may_request`) and there is room."""
         if not self.may_request:
             return
+        if self._layers is not None and self._layers.blocking:
+            return  # a v2 piece cannot be checked before its file's piece layer arrived (request_hashes)
         depth = self.pipeline_depth()
         # Top up only once an eighth of the pipeline is free (one scan of the picker per batch). _on_piece
         # skips the call above this mark; it is a hint only (a stale mark costs one batch's delay at most).
@@ -407,8 +516,18 @@ class Peer:
 
     # --- their requests ----------------------------------------------------------------------------
 
+    def _on_cancel(self, block: tuple[int, int, int]) -> None:
+        """CANCEL: drop a queued request (O(1)); more cancels than requests (plus a slack) are a flood."""
+        self.cancels_in += 1
+        if self.cancels_in > self.requests_in + CANCEL_SLACK:
+            raise bud.FloodError(f"flood of cancel messages ({self.cancels_in} cancels for "
+                                 f"{self.requests_in} requests)")
+        if self.uploads.pop(block, 0) is None and self.fast:
+            self.conn.send(msg.reject(*block))  # BEP 6: every request gets exactly one answer, a cancelled one too
+
     def _on_request(self, index: int, begin: int, length: int) -> None:
         t = self.torrent
+        self.requests_in += 1
         if (index >= t.meta.num_pieces or not 0 < length <= msg.MAX_REQUEST_LENGTH
                 or begin + length > t.meta.piece_size(index)):
             # No piece, offset or length like this exists: a broken or hostile peer, not a race.
@@ -421,26 +540,32 @@ class Peer:
             return
         if self.am_choking and index not in self.allowed_fast_out:
             # BEP 3: requests while choked are dropped; BEP 6: rejected, except allowed-fast pieces.
+            self.budget.spend(bud.USELESS_REQUEST)
             if time.monotonic() - self.choked_at > CHOKE_GRACE:
                 self.choked_requests += 1
                 if self.choked_requests > MAX_CHOKED_REQUESTS:
                     raise ProtocolError("too many requests while choked")
             self._reject(index, begin, length)
             return
-        if len(self.uploads) >= OUR_REQQ:
+        uploads = self.uploads
+        block = (index, begin, length)
+        if block in uploads:  # asked again while queued: the one answer to come serves both
+            self.budget.spend(bud.USELESS_REQUEST)
+            return
+        if len(uploads) >= OUR_REQQ:
             self.bad_requests += 1
             if self.bad_requests > MAX_BAD_REQUESTS:
                 raise ProtocolError("request queue flooded")
             self._reject(index, begin, length)
             return
-        self.uploads.append((index, begin, length))
+        uploads[block] = None
         self.conn.wake()
 
     def _produce(self) -> bytes | None:
         """Writer callback: the next piece message to upload (or a BEP 6 reject), if any."""
         if not self.uploads or (self.am_choking and not self.allowed_fast_out):
             return None
-        index, begin, length = self.uploads.popleft()
+        index, begin, length = self.uploads.popitem(last=False)[0]
         t = self.torrent
         if self.am_choking and index not in self.allowed_fast_out:
             return msg.reject(index, begin, length) if self.fast else None
@@ -466,7 +591,7 @@ class Peer:
                 # BEP 6: choking no longer drops requests silently: reject all but the allowed-fast ones.
                 keep = [r for r in self.uploads if r[0] in self.allowed_fast_out]
                 rejected = [r for r in self.uploads if r[0] not in self.allowed_fast_out]
-                self.uploads = deque(keep)
+                self.uploads = OrderedDict.fromkeys(keep)
                 if rejected:
                     self.conn.send(b"".join(msg.reject(*r) for r in rejected))
             else:
@@ -530,11 +655,14 @@ class Peer:
         if index >= n:
             raise ProtocolError(f"{name} for piece {index} of {n}")
         if msg_id == msg.SUGGEST:
+            self.budget.spend(bud.SUGGEST)
             self.suggested += 1  # advisory: our strategy already orders pieces by rarity
         elif index not in self.allowed_fast_in and len(self.allowed_fast_in) < MAX_ALLOWED_FAST_IN:
             self.allowed_fast_in.add(index)
             if self.peer_choking:
                 self.fill_requests()
+        else:
+            self.budget.spend(bud.SUGGEST)  # a repeated allowed-fast piece, or more than we take
 
     def _on_reject(self, index: int, begin: int, length: int) -> None:
         """The peer will not send a block we asked for: it goes back to the pool for other peers."""
@@ -615,10 +743,14 @@ class Peer:
         if not payload:
             raise ProtocolError("empty extension message")
         if payload[0] != 0:
+            self.budget.spend(bud.EXTENSION)
             self.extensions.on_message(payload[0], bytes(payload[1:]))
             return
+        self.budget.spend(bud.EXTENSION_HANDSHAKE)
         try:
-            info = bencode.decode(payload[1:], max_size=MAX_HANDSHAKE)
+            # At most MAX_HANDSHAKE_VALUES values: the decoder stops there (a 64 KiB handshake of 5,000 'm'
+            # entries took 48 ms to decode; it now fails after ~1 ms).
+            info = bencode.decode(payload[1:], max_size=MAX_HANDSHAKE, max_tokens=MAX_HANDSHAKE_VALUES)
         except bencode.BencodeError as exc:
             raise ProtocolError(f"bad extension handshake: {exc}") from None
         if not isinstance(info, dict):

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:  # pragma: no cover
     from ..bitfield import Bitfield
     from ..metainfo import Metainfo
+    from ..piece_layers import PieceLayers
     from ..piecemanager import Piece, PieceManager
     from .peer import Peer
 
@@ -45,6 +46,8 @@ class TorrentPort(Protocol):
     version: str
     #: The session's MSE/PE policy (prefer, require, disable): BEP 10 ``e`` is sent unless disabled.
     encryption: str
+    #: A v2 torrent's piece layers, served to peers and fetched from them (None for v1 torrents).
+    layers: PieceLayers | None
 
     def block_arrived(self, n: int) -> None:
         """``n`` payload bytes were received."""
@@ -66,6 +69,9 @@ class TorrentPort(Protocol):
 
     def interest_changed(self, peer: Peer) -> None:
         """The peer became interested or not interested in us (the choker may act at once)."""
+
+    def layers_complete(self) -> None:
+        """The last missing piece layer arrived: pieces can be requested and checked."""
 
 
 class SwarmView(Protocol):

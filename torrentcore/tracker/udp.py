@@ -244,7 +244,10 @@ class UDPTracker:
         if interval <= 0:
             raise TrackerError(f"tracker {self.url}: announce reply has an invalid interval ({interval})")
         size = COMPACT_V6_SIZE if sock.family == socket.AF_INET6 else COMPACT_V4_SIZE
-        peers = parse_compact(reply[20:], size)  # raises TrackerError on a bad length
+        try:
+            peers = parse_compact(reply[20:], size)  # raises TrackerError on a bad length
+        except TrackerError as exc:
+            raise TrackerError(f"tracker {self.url}: {exc}") from None
         return AnnounceResponse(
             interval=interval,
             peers=dedupe_peers(peers),

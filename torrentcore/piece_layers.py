@@ -1,0 +1,191 @@
+"""A v2 torrent's piece layers on the wire (BEP 52 hash request 21, hashes 22, hash reject 23).
+
+A .torrent carries ``piece layers``; a magnet link (``xt=urn:btmh:``) gives only the info dictionary,
+whose ``pieces root`` per file is all that is known. :class:`PieceLayers` both
+
+* **serves** the layers it knows: a request for ``count`` hashes of a file's piece layer from ``index``
+  is answered with them and the *uncle* hashes (siblings of the subtree's ancestors, lowest first) that
+  let the asker climb to the file's root, as libtorrent asks (``proof layers``: layers above the base);
+  anything else (the block layer, unknown roots, misaligned ranges) gets a hash reject; and
+* **fetches** the missing ones: chunks of at most :data:`CHUNK` piece hashes (libtorrent's 512), each
+  checked against the file's root with its proof before it is kept. A wrong proof is the peer's fault
+  (the caller drops it); a file's layer is added to the :class:`~torrentcore.metainfo.Metainfo` once
+  every chunk arrived, so its pieces can then be checked.
+
+Layers are numbered from the leaves (16 KiB blocks) as in BEP 52: the piece layer is
+``log2(piece length / 16 KiB)``.
+"""
+
+from __future__ import annotations
+
+import struct
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from . import merkle
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .metainfo import FileEntry, Metainfo
+
+#: Piece hashes asked for in one request (libtorrent asks 512 and serves at most 8192).
+CHUNK = 512
+#: Most hashes we answer in one reply (libtorrent's ``validate_hash_request`` bound).
+MAX_SERVED = 8192
+#: Seconds before a chunk asked of a peer that did not answer may be asked of another.
+REQUEST_TIMEOUT = 5.0
+_HEADER = struct.Struct(">32sIIII")
+HEADER_SIZE = _HEADER.size  # 48
+
+
+@dataclass(frozen=True)
+class HashRequest:
+    """The common header of the three messages."""
+
+    root: bytes
+    base: int
+    index: int
+    count: int
+    proof_layers: int
+
+    def pack(self) -> bytes:
+        """The 48 bytes on the wire."""
+        return _HEADER.pack(self.root, self.base, self.index, self.count, self.proof_layers)
+
+    @classmethod
+    def unpack(cls, payload: bytes) -> HashRequest:
+        """Parse the header (``payload`` at least 48 bytes; raises ValueError otherwise)."""
+        if len(payload) < HEADER_SIZE:
+            raise ValueError(f"hash message of {len(payload)} bytes is shorter than its 48-byte header")
+        return cls(*_HEADER.unpack_from(payload))
+
+
+@dataclass
+class _Missing:
+    """A file whose piece layer is being fetched."""
+
+    entry: FileEntry
+    pieces: int
+    layers: int  # layers above the piece layer up to the root
+    hashes: list[bytes | None]
+    asked: dict[int, float] = field(default_factory=dict)  # chunk start -> when
+
+
+class PieceLayers:
+    """Serving and fetching the piece layers of one v2 (or hybrid) torrent (see the module docstring)."""
+
+    def __init__(self, meta: Metainfo) -> None:
+        self.meta = meta
+        self.piece_layer = (meta.piece_length // merkle.BLOCK).bit_length() - 1
+        self._pad = merkle.pad_hash(self.piece_layer)
+        self._files = {f.root: f for f in meta.files if f.root and f.length > meta.piece_length}
+        self._trees: dict[bytes, list[list[bytes]]] = {}
+        self._missing: dict[bytes, _Missing] = {}
+        for f in meta.missing_layers():
+            pieces = -(-f.length // meta.piece_length)
+            width = merkle.next_pow2(pieces)
+            self._missing[f.root] = _Missing(f, pieces, width.bit_length() - 1, [None] * pieces)
+
+    @property
+    def complete(self) -> bool:
+        """Every piece layer is known."""
+        return not self._missing
+
+    @property
+    def blocking(self) -> bool:
+        """Pieces cannot be checked yet: a v2-only torrent misses a layer (a hybrid checks SHA-1 meanwhile)."""
+        return bool(self._missing) and self.meta.v2_only
+
+    # --- serving ---------------------------------------------------------------------------------
+
+    def _tree(self, root: bytes) -> list[list[bytes]] | None:
+        """The layers from the piece layer (padded) up to the root, for a file whose layer we know."""
+        tree = self._trees.get(root)
+        if tree is None:
+            layer = self.meta.piece_layers.get(root)
+            if layer is None:
+                return None
+            nodes = merkle.split(layer)
+            nodes += [self._pad] * (merkle.next_pow2(len(nodes)) - len(nodes))
+            tree = [nodes]
+            while len(nodes) > 1:
+                nodes = [merkle.sha256(nodes[i] + nodes[i + 1]) for i in range(0, len(nodes), 2)]
+                tree.append(nodes)
+            self._trees[root] = tree
+        return tree
+
+    def answer(self, req: HashRequest) -> list[bytes] | None:
+        """The hashes (base then uncles) answering ``req``, or None for a hash reject."""
+        tree = self._tree(req.root)
+        if tree is None or req.base != self.piece_layer:
+            return None
+        width = len(tree[0])
+        span = merkle.next_pow2(req.count)
+        # As libtorrent's validate_hash_request: the range inside the layer, the proof below the root.
+        if (not 2 <= req.count <= MAX_SERVED or req.index % span or req.index + req.count > width
+                or req.proof_layers >= len(tree) - 1):
+            return None
+        out = list(tree[0][req.index : req.index + req.count])
+        below = span.bit_length() - 2  # layers above the base that the base hashes give, less one
+        idx = req.index
+        for i in range(req.proof_layers):
+            idx >>= 1  # the ancestor at layer i + 1 above the base
+            if i >= below:
+                out.append(tree[i + 1][idx ^ 1])
+        return out
+
+    # --- fetching --------------------------------------------------------------------------------
+
+    def next_request(self, now: float | None = None) -> HashRequest | None:
+        """A chunk of a missing layer to ask for (not asked within :data:`REQUEST_TIMEOUT`), or None."""
+        now = time.monotonic() if now is None else now
+        for root, m in self._missing.items():
+            for start in range(0, m.pieces, CHUNK):
+                if m.hashes[start] is not None or now - m.asked.get(start, -1e9) < REQUEST_TIMEOUT:
+                    continue
+                m.asked[start] = now
+                count = min(CHUNK, merkle.next_pow2(m.pieces - start))
+                # Proof up to the layer below the root: the asker climbs to the root itself.
+                return HashRequest(root, self.piece_layer, start, count, m.layers - 1)
+        return None
+
+    def rejected(self, req: HashRequest) -> None:
+        """A peer refused ``req``: the chunk may be asked of another peer at once."""
+        m = self._missing.get(req.root)
+        if m is not None:
+            m.asked.pop(req.index, None)
+
+    def received(self, req: HashRequest, hashes: list[bytes]) -> bool:
+        """Check a hashes reply against the file's root; keep it if right. False: a wrong or unasked reply.
+
+        Returns True also for a reply no longer needed (another peer answered first) when it is right.
+        """
+        m = self._missing.get(req.root)
+        if m is None:
+            return req.root in self._files  # already complete: nothing to check against but harmless
+        if req.base != self.piece_layer or req.index % CHUNK or req.index >= m.pieces:
+            return False
+        span = merkle.next_pow2(req.count)
+        k = span.bit_length() - 1
+        uncles = max(0, req.proof_layers - k + 1)
+        if span != req.count or len(hashes) != req.count + uncles or req.index % span:
+            return False
+        if k + uncles != m.layers:
+            return False  # not a proof up to the root
+        node = merkle.root_of(hashes[: req.count], req.count)
+        if merkle.proof_root(node, req.index >> k, hashes[req.count :]) != m.entry.root:
+            return False
+        real = min(req.count, m.pieces - req.index)
+        m.hashes[req.index : req.index + real] = hashes[:real]
+        m.asked.pop(req.index, None)
+        if all(h is not None for h in m.hashes):
+            layer = b"".join(m.hashes)  # type: ignore[arg-type]
+            if merkle.layer_root(merkle.split(layer), self.meta.piece_length) != m.entry.root:
+                m.hashes = [None] * m.pieces  # cannot happen after the proofs; start over rather than trust
+                return False
+            self.meta.piece_layers[req.root] = layer
+            del self._missing[req.root]
+        return True
+
+
+__all__ = ["PieceLayers", "HashRequest", "CHUNK", "MAX_SERVED", "HEADER_SIZE", "REQUEST_TIMEOUT"]
