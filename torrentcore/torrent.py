@@ -581,8 +581,8 @@ class Torrent:
             peer.down.tick(elapsed)
             peer.up.tick(elapsed)
             peer.check_timeouts(now)
-            if fetching:  # chunks a lost or silent peer was asked for go to another one
-                peer.request_hashes()
+            if fetching and peer.hashes is not None:  # chunks a lost or silent peer was asked for go
+                peer.hashes.request()                  # to another one
         self.choker.tick(now)
         self.swarm.wake_requesters()
         if len(self.peer_list):

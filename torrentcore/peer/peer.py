@@ -15,18 +15,17 @@ from typing import TYPE_CHECKING
 import gevent
 import structlog
 
-from .. import bencode, merkle
+from .. import bencode
 from ..bitfield import Bitfield
 from ..errors import ProtocolError, TorrentcoreError
 from ..hookspec import BLOCK_SIZE, PeerInfo
-from ..piece_layers import HEADER_SIZE, HashRequest
-from ..piece_layers import REQUEST_TIMEOUT as HASH_REQUEST_TIMEOUT
 from ..piecemanager import MIN_BATCH
 from ..ratemeter import RateMeter
 from . import budget as bud
 from . import messages as msg
 from .connection import Connection, format_address
 from .extensions import MAX_HANDSHAKE, MAX_HANDSHAKE_VALUES, ExtensionRegistry, PeerExtensions
+from .hash_exchange import HashExchange
 
 if TYPE_CHECKING:  # pragma: no cover
     from .ports import TorrentPort
@@ -61,13 +60,6 @@ ALLOWED_FAST_K = 10
 #: Most allowed-fast pieces we accept from one peer, and most answers to cancelled requests we remember.
 MAX_ALLOWED_FAST_IN = 100
 MAX_AWAITING_ANSWER = 2048
-#: BEP 52 hash requests we keep outstanding with one peer (a chunk of 512 piece hashes each).
-MAX_HASH_REQUESTS = 2
-#: Seconds a peer that left a hash request unanswered (piece_layers.REQUEST_TIMEOUT) is not asked again.
-HASH_SILENT_BACKOFF = 30.0
-#: Hashes we serve one connection: this many times the torrent's piece count (plus 10,000); a peer needs
-#: each layer once, so past that its requests are rejected (a bound on what requests can make us send).
-MAX_HASHES_SERVED_FACTOR = 4
 #: Seconds a piece a peer rejected (while unchoking us) is not asked from that peer again (other peers
 #: get it meanwhile; a peer that rejects everything is asked again at most this often).
 REJECT_BACKOFF = 3.0
@@ -86,7 +78,7 @@ class Peer:
     """A connected, handshaken peer of one torrent.
 
     Over 400 lines, on purpose: one connection's whole state machine (BEP 3 choking and interest, BEP 6
-    fast extension, BEP 10 dispatch, BEP 52 hash messages, request pipelining, upload queue) in one place,
+    fast extension, BEP 10 dispatch, request pipelining, upload queue) in one place,
     with the per-block paths written inline because they run 65,536 times per GiB.
     """
 
@@ -109,12 +101,11 @@ class Peer:
         # BEP 52: it speaks v2 (serves piece layer hashes): a v2-only torrent's peers do (they used its v2
         # hash); in a hybrid's v1 swarm the bit says so (libtorrent sets it only there).
         self.supports_v2 = torrent.meta.v2_only or msg.has_bit(reserved, msg.RESERVED_V2)
-        self._hash_requests = 0  # ours outstanding with this peer
-        self._hash_asked_at = 0.0  # monotonic time of the last one
-        self._hash_quiet_until = 0.0  # not asked before this (monotonic): it left requests unanswered
-        self._hashes_served = 0  # hashes we sent this peer (bounded: MAX_HASHES_SERVED_FACTOR)
         #: A v2 torrent's piece layers (None for v1; a port without the attribute is a v1 torrent's).
         self._layers = getattr(torrent, "layers", None)
+        #: BEP 52 hash messages with this peer (None for a v1 torrent).
+        self.hashes = None if self._layers is None else HashExchange(
+            self._layers, conn.send, torrent.meta.num_pieces, self.supports_v2, torrent.layers_complete)
         self.allowed_fast_out: frozenset[int] = frozenset()  # pieces it may request while we choke it
         self.allowed_fast_in: set[int] = set()  # pieces we may request while it chokes us
         self.awaiting_answer: dict[tuple[int, int], None] = {}  # cancelled/released: a REJECT may still come
@@ -275,68 +266,12 @@ class Peer:
         elif msg_id == msg.PORT:
             self.budget.spend(bud.PORT)
             self._on_port(payload)
-        elif msg.HASH_REQUEST <= msg_id <= msg.HASH_REJECT and self._layers is not None:
-            self.budget.spend(bud.EXTENSION)  # (the answers served are capped too: piece_layers)
-            self._on_hash_message(msg_id, payload)
+        elif msg.HASH_REQUEST <= msg_id <= msg.HASH_REJECT and self.hashes is not None:
+            self.budget.spend(bud.EXTENSION)  # (the hashes served are capped too: hash_exchange)
+            self.hashes.on_message(msg_id, payload)
         else:
             # Unknown ids are ignored, as BEP 3 asks (the v2 hash messages too, for a v1 torrent).
             self.budget.spend(bud.UNKNOWN)
-
-    # --- BitTorrent v2 piece layers (BEP 52) -------------------------------------------------------
-
-    def _on_hash_message(self, msg_id: int, payload: bytes) -> None:
-        layers = self._layers
-        try:
-            req = HashRequest.unpack(payload)
-        except ValueError as exc:
-            raise ProtocolError(str(exc)) from None
-        if msg_id == msg.HASH_REQUEST:
-            if len(payload) != HEADER_SIZE:
-                raise ProtocolError(f"hash request of {len(payload)} bytes")
-            hashes = layers.answer(req)
-            if hashes is not None:
-                self._hashes_served += len(hashes)
-                if self._hashes_served > MAX_HASHES_SERVED_FACTOR * self.torrent.meta.num_pieces + 10_000:
-                    hashes = None  # it asked for every layer many times over: answer no more
-            if hashes is None:
-                self.conn.send(msg.with_payload(msg.HASH_REJECT, req.pack()))
-            else:
-                self.conn.send(msg.with_payload(msg.HASHES, req.pack() + b"".join(hashes)))
-            return
-        self._hash_requests = max(0, self._hash_requests - 1)
-        if msg_id == msg.HASH_REJECT:
-            layers.rejected(req)
-            return
-        body = payload[HEADER_SIZE:]
-        if len(body) % merkle.HASH:
-            raise ProtocolError(f"hashes message with {len(body)} bytes of hashes (not a multiple of 32)")
-        if not layers.received(req, merkle.split(body)):
-            raise ProtocolError("hashes that do not prove to the file's pieces root (wrong Merkle proof)")
-        if layers.complete:
-            self.torrent.layers_complete()
-        else:
-            self.request_hashes()
-
-    def request_hashes(self) -> None:
-        """Ask this peer for a missing chunk of a piece layer, if it speaks v2 and we need one."""
-        layers = self._layers
-        if layers is None or layers.complete or not self.supports_v2:
-            return
-        now = time.monotonic()
-        if self._hash_requests and now - self._hash_asked_at > HASH_REQUEST_TIMEOUT:
-            # It did not answer: its chunks went back to the pool (piece_layers) for other peers, and it is
-            # asked again only after a while (else it would take them back first, every time).
-            self._hash_requests = 0
-            self._hash_quiet_until = now + HASH_SILENT_BACKOFF
-        if now < self._hash_quiet_until:
-            return
-        while self._hash_requests < MAX_HASH_REQUESTS:
-            req = layers.next_request(now)
-            if req is None:
-                return
-            self._hash_requests += 1
-            self._hash_asked_at = now
-            self.conn.send(msg.with_payload(msg.HASH_REQUEST, req.pack()))
 
     def _on_port(self, payload: bytes) -> None:
         """PORT (BEP 5): the peer's DHT node is on this UDP port; our node pings it (it may join our table)."""
@@ -379,8 +314,8 @@ class Peer:
             self.conn.close("both sides are seeds")
             return
         self.set_interested(t.manager.interesting(self.has))
-        if self._layers is not None and not self._layers.complete:
-            self.request_hashes()
+        if self.hashes is not None:
+            self.hashes.request()
 
     def set_interested(self, value: bool) -> None:
         """Tell the peer whether we want something it has."""
@@ -419,7 +354,7 @@ class Peer:
         if not self.may_request:
             return
         if self._layers is not None and self._layers.blocking:
-            return  # a v2 piece cannot be checked before its file's piece layer arrived (request_hashes)
+            return  # a v2 piece cannot be checked before its file's piece layer arrived (HashExchange.request)
         depth = self.pipeline_depth()
         # Top up only once an eighth of the pipeline is free (one scan of the picker per batch). _on_piece
         # skips the call above this mark; it is a hint only (a stale mark costs one batch's delay at most).
