@@ -134,9 +134,8 @@ def test_a_fast_peer_waits_while_pieces_queue_for_their_hash_check():
         piece_length = VERIFY_QUEUE_BYTES // 2
 
     verifier = Verifier(_Meta(), object(), None, None, lambda: False, lambda i: None)  # room for 2 pieces
-    release = verifier.release_slot
-    holder = type("T", (), {"verifier": verifier, "_guard": staticmethod(lambda fn, *a: fn(*a)),
-                            "_verify_then_release": lambda self, piece: gevent.sleep(0.05) or release()})()
+    verifier.submit = lambda piece, on_verdict: gevent.spawn_later(0.05, verifier.release_slot)  # a slow check
+    holder = type("T", (), {"verifier": verifier, "_on_verdict": None})()
     started = []
 
     def reader() -> None:
@@ -195,6 +194,21 @@ def test_startup_benchmark_runs(tmp_path):
     assert result["check"]["size"] == 2 * 1024 * 1024
 
 
+def test_many_torrents_benchmark_runs(tmp_path):
+    out = tmp_path / "many.json"
+    proc = subprocess.run(
+        [sys.executable, os.path.join(BENCH, "many_torrents.py"), "--torrents", "3", "--size", str(512 * 1024),
+         "--idle", "0.5", "--fetch", "2", "--timeout", "60", "--json", str(out)],
+        capture_output=True, text=True, timeout=180,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    for client in ("torrentcore", "libtorrent"):
+        r = result["results"][client]
+        assert r["startup_s"] > 0 and r["fetch_s"] > 0 and r["peak_rss_mib"] > 0
+    assert "peak_rss_mib" in result["results"]["ratios_tc_over_lt"]
+
+
 def _requested_in_pieces(pm: PieceManager) -> int:
     return sum(len(who) for piece in pm.partial.values() for who in piece.requesters.values())
 
@@ -251,3 +265,82 @@ def test_a_read_error_while_checking_in_worker_threads_is_one_clear_line(tmp_pat
     assert proc.returncode in (1, 2), proc.stderr
     assert "Traceback" not in proc.stderr, proc.stderr
     assert "a.bin" in proc.stderr
+
+
+class _CountingPool:
+    """The session's thread pool, counting hand-overs."""
+
+    def __init__(self) -> None:
+        import gevent.threadpool
+
+        self.pool = gevent.threadpool.ThreadPool(2)
+        self.tasks = 0
+
+    def spawn(self, fn, *args):
+        self.tasks += 1
+        return self.pool.spawn(fn, *args)
+
+
+class _Store:
+    """A storage recording writes (thread-safe or not, failing on request)."""
+
+    def __init__(self, threaded: bool, fail: bool = False) -> None:
+        if threaded:
+            self.thread_safe_writes = True
+        self.fail = fail
+        self.written: list[int] = []
+        self.complete: list[int] = []
+
+    def write(self, index, offset, data):
+        from torrentcore.errors import StorageError
+
+        if self.fail:
+            raise StorageError("disk full")
+        self.written.append(index)
+
+    def mark_complete(self, index):
+        self.complete.append(index)
+
+
+@pytest.mark.parametrize("threaded", [True, False])
+def test_downloaded_pieces_are_checked_in_batches_and_every_verdict_comes_back(threaded):
+    """Several pieces per hand-over to the worker thread; each piece gets its verdict once, only good pieces
+    are written and marked complete, and every slot is released (shutdown's wait_idle returns)."""
+    import hashlib
+
+    from torrentcore.piecemanager import Piece
+    from torrentcore.verifier import Verifier
+
+    n = 12
+    meta = _meta(n)
+    good = bytes(range(256)) * (PL // 256)
+    meta.pieces = b"".join(hashlib.sha1(good).digest() for _ in range(n))  # every piece holds ``good``
+    pool, store = _CountingPool(), _Store(threaded)
+    verifier = Verifier(meta, store, Bitfield(n), pool, lambda: False, lambda i: None)
+    verdicts: dict[int, object] = {}
+    for i in range(n):
+        piece = Piece(i, PL, bytearray(good if i % 3 else b"\x00" * PL))  # pieces 0, 3, 6, 9 are corrupt
+        verifier.acquire_slot()
+        verifier.submit(piece, lambda p, v: verdicts.setdefault(p.index, v))
+    assert verifier.wait_idle(10)
+    assert verdicts == {i: bool(i % 3) for i in range(n)}
+    assert sorted(store.written) == sorted(store.complete) == [i for i in range(n) if i % 3]
+    assert pool.tasks < n  # batched: fewer hand-overs than pieces
+
+
+def test_a_storage_error_in_the_worker_comes_back_as_the_verdict():
+    import hashlib
+
+    from torrentcore.errors import StorageError
+    from torrentcore.piecemanager import Piece
+    from torrentcore.verifier import Verifier
+
+    meta = _meta(1)
+    data = bytearray(PL)
+    meta.pieces = hashlib.sha1(data).digest()
+    verifier = Verifier(meta, _Store(True, fail=True), Bitfield(1), _CountingPool(), lambda: False, lambda i: None)
+    got = []
+    verifier.acquire_slot()
+    verifier.submit(Piece(0, PL, data), lambda p, v: got.append(v))
+    assert verifier.wait_idle(10)
+    assert len(got) == 1 and isinstance(got[0], StorageError)

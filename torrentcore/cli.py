@@ -510,6 +510,8 @@ def _enabled(args) -> list[str]:
 
 def _run_torrents(args, pm, sources: list[str], save_path: str, seed_only: bool) -> int:
     """Run every torrent of ``sources`` in one Session (one port, one DHT); return the worst exit code."""
+    import gc
+
     import gevent
 
     from .magnet import is_magnet
@@ -540,6 +542,9 @@ def _run_torrents(args, pm, sources: list[str], save_path: str, seed_only: bool)
     try:
         for source in loaded:
             handles.append(session.add_torrent(source, save_path, torrent_config))
+        # Start-up objects (modules, plugins, parsed torrents) are long-lived: out of the collector's sight,
+        # gen-2 collections no longer walk them during the download (gc was ~3% of the event loop's CPU).
+        gc.freeze()
         streamer = gevent.spawn(_stream, handles[0]) if save_path == "-" else None
         handlers = install_stop_handlers(session.stop_all)  # SIGINT 130, SIGTERM 143, SIGHUP 129: a clean stop
         try:

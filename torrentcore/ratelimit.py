@@ -56,8 +56,12 @@ class RateLimits:
     @property
     def rate(self) -> float:
         """The tightest limit set (0: none)."""
-        rates = [b.rate for b in self.buckets if b.rate]
-        return min(rates) if rates else 0.0
+        best = 0.0  # read for every block received: a plain loop, no list
+        for bucket in self.buckets:
+            rate = bucket.rate
+            if rate and (not best or rate < best):
+                best = rate
+        return best
 
     def consume(self, n: int) -> None:
         """Take ``n`` tokens from every bucket, sleeping as each requires."""

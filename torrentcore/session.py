@@ -34,6 +34,7 @@ from .listener import Listener
 from .peer import handshake
 from .ratelimit import TokenBucket
 from .slots import HALF_OPEN_IN, HALF_OPEN_OUT, ConnectionSlots
+from .ticker import Ticker
 from .torrent import SessionServices, Torrent
 from .transport import Dialer
 
@@ -91,6 +92,8 @@ class Session:
         self.upload_limit = TokenBucket(cfg.max_upload_rate)
         self.slots = ConnectionSlots(fd_bounded(cfg.max_connections), cfg.max_connections_per_ip)
         self.pool = gevent.threadpool.ThreadPool(cfg.hash_threads)
+        #: One clock for every torrent's once-a-second work (no greenlet per torrent on its own timer).
+        self.ticker = Ticker()
         self._handles: dict[bytes, TorrentHandle] = {}
         self._route_waiting = 0  # incoming peers waiting for their torrent's data check
         self._events = EventQueue()
@@ -170,7 +173,7 @@ class Session:
             download_limit=self.download_limit, upload_limit=self.upload_limit, slots=self.slots,
             listen_port=lambda: self.port, dht=None if meta.private else self.dht_node(), pex=self.config.pex,
             emit=self._emit, encryption=self.config.encryption,
-            dial=functools.partial(handshake.dial, connect=self.dialer.connect))
+            dial=functools.partial(handshake.dial, connect=self.dialer.connect), ticker=self.ticker)
         return Torrent(meta, save_path, config, services)
 
     def torrents(self) -> list[TorrentHandle]:
@@ -360,6 +363,7 @@ class Session:
                 mux.stop()
                 udp.close()
         self._events.close()
+        self.ticker.close()
         self.pool.kill()
 
 

@@ -69,6 +69,9 @@ class Swarm:
         self.encryption = encryption
         self.extensions: ExtensionRegistry | None = None
         self.connect_now = gevent.event.Event()
+        #: Seconds the connect loop sleeps when nothing wakes it; None: only ``connect_now`` wakes it (the
+        #: torrent's tick sets it while there are candidates: no timer per torrent).
+        self.connect_interval: float | None = CONNECT_INTERVAL
         self.log = log.bind(torrent=name)
         self.closed_by_peer = 0  # handshakes the peer closed at once (encryption/uTP-only peers do that)
         self.ever_connected = False
@@ -140,7 +143,7 @@ class Swarm:
     def connect_loop(self) -> None:
         """Dial candidates while there is room (until killed)."""
         while True:
-            self.connect_now.wait(CONNECT_INTERVAL)
+            self.connect_now.wait(self.connect_interval)
             self.connect_now.clear()
             if not self._may_connect():
                 continue

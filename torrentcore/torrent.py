@@ -53,14 +53,13 @@ from .selection import select_files, wanted_pieces
 from .smart_ban import SmartBan
 from .stats import TransferStats, left_bytes, make_snapshot
 from .swarm import ConnectionSlots, Swarm
+from .ticker import TICK, Ticker
 from .tracker import TrackerTiers
 from .verifier import Verifier
 from .webseed import WebSeeds
 
 log = structlog.get_logger(__name__)
 
-#: Seconds between progress reports and ticks (rates, request time-outs, seeding limits).
-TICK = 1.0
 #: Most seconds a shutdown waits for pieces being hashed or written (one piece each, at most 16).
 SHUTDOWN_VERIFY_WAIT = 10.0
 
@@ -87,6 +86,8 @@ class SessionServices:
     #: MSE/PE policy for every connection: prefer, require or disable.
     encryption: str = "prefer"
     dial: Callable[..., handshake.Handshaken] = handshake.dial
+    #: The session's clock (one greenlet ticks every torrent); None: the torrent gets one of its own.
+    ticker: Ticker | None = None
 
 
 class _PeerPort:
@@ -161,6 +162,7 @@ class Torrent:
         self.swarm = Swarm(self.port, self.peer_list, identity, config.max_peers, services.slots, self.reporter,
                            complete=lambda: self.complete, may_connect=self._may_connect, name=meta.name,
                            dial=services.dial, encryption=services.encryption)
+        self.swarm.connect_interval = None  # woken by new candidates and by _tick (the session's clock)
         self.choker = Choker(self.swarm, slots=config.upload_slots, total_length=meta.total_length)
         self.port.wake_requesters = self.swarm.wake_requesters
         self.port.interest_changed = self.choker.peer_interest_changed
@@ -190,6 +192,9 @@ class Torrent:
         self._recheck = False
         #: Set while the network runs (peers are taken); an incoming peer that arrives during the check waits.
         self.network_up = gevent.event.Event()
+        self._ticker = services.ticker if services.ticker is not None else Ticker()
+        self._tick_token: int | None = None
+        self._network_since = self._last_tick = self._last_choke = 0.0
         #: Called once a v2 torrent's piece layers fetched from peers are complete (the handle saves them).
         self.on_layers_complete: Callable[[], None] | None = None
 
@@ -268,21 +273,22 @@ class Torrent:
         self.swarm.wake_requesters()
 
     def verify_piece(self, piece: Piece) -> None:
-        """Hash a complete piece off the event loop, then store it. The caller (a peer's reader) waits while
-        the verify queue is full, and yields once so the hashing starts now on the other core."""
+        """Hash a complete piece off the event loop, then store it (batched: see :mod:`torrentcore.verifier`).
+        The caller (a peer's reader) waits while the verify queue is full."""
         self.verifier.acquire_slot()
-        gevent.spawn(self._guard, self._verify_then_release, piece)
-        gevent.sleep(0)
+        self.verifier.submit(piece, self._on_verdict)
 
-    def _verify_then_release(self, piece: Piece) -> None:
-        try:
-            verdict = self.verifier.verify(piece)
-            if verdict:
-                self._piece_stored(piece)
-            elif verdict is not None:
-                self._piece_failed(piece)
-        finally:
-            self.verifier.release_slot()  # after the verdict is counted: shutdown waits for this
+    def _on_verdict(self, piece: Piece, verdict) -> None:
+        """A piece's hash check and write ended (in a greenlet; its slot is released after this)."""
+        self._guard(self._apply_verdict, piece, verdict)
+
+    def _apply_verdict(self, piece: Piece, verdict) -> None:
+        if isinstance(verdict, BaseException):
+            raise verdict  # StorageError: one clear line (_guard); anything else: an internal error
+        if verdict:
+            self._piece_stored(piece)
+        elif verdict is not None:
+            self._piece_failed(piece)
 
     def _piece_stored(self, piece: Piece) -> None:
         index = piece.index
@@ -476,10 +482,13 @@ class Torrent:
         network_since = time.monotonic()
         self.peer_list.add(self.config.peers, source="manual")
         spawn = self._spawn
-        spawn(self._report_loop)
-        spawn(self._tick_loop, network_since)
+        # The once-a-second work and the choker's rounds run from the session's ticker (one greenlet for
+        # every torrent, see torrentcore.ticker): a report and a choking round now, then on its ticks.
+        self._network_since = self._last_tick = self._last_choke = network_since
+        self._guard(self._report)
+        self._guard(self.choker.rechoke)
+        self._tick_token = self._ticker.add(self._on_tick)
         spawn(self.swarm.connect_loop)
-        spawn(self._choke_loop)
         if UT_PEX in self.extensions.handlers:
             spawn(self.extensions.handlers[UT_PEX].loop)
         if self.announcer.tiers is not None:
@@ -502,6 +511,9 @@ class Torrent:
 
     def _stop_network(self) -> None:
         self.network_up.clear()
+        if self._tick_token is not None:
+            self._ticker.remove(self._tick_token)
+            self._tick_token = None
         for g in self._greenlets:
             g.kill(block=False)
         self._greenlets.clear()
@@ -553,39 +565,45 @@ class Torrent:
         interested = any(p.peer_interested for p in self.peers.values())
         return self.seeding_limits.reached(self.completed_at, self.stats.downloaded, self.stats.uploaded, interested)
 
-    def _tick_loop(self, since: float) -> None:
-        last = time.monotonic()
-        while True:
-            gevent.sleep(TICK)
-            now = time.monotonic()
-            self.stats.tick(now - last)
-            fetching = self.layers is not None and not self.layers.complete
-            for peer in list(self.peers.values()):
-                peer.down.tick(now - last)
-                peer.up.tick(now - last)
-                peer.check_timeouts(now)
-                if fetching and peer.hashes is not None:  # chunks a lost or silent peer was asked for go
-                    peer.hashes.request()                  # to another one
-            last = now
-            self.choker.tick(now)
-            self.swarm.wake_requesters()
-            self.announcer.maybe_announce_early()
-            if not self._warned_hangups and not self.complete and self.swarm.everyone_hangs_up(since, now):
-                self._warned_hangups = True
-                self.reporter.emit("error", fatal=False, message=(
-                    f"every peer tried ({self.swarm.closed_by_peer} so far) closed the connection right after "
-                    "our handshake: they probably accept only encrypted or uTP connections"))
-            if self._seeding_done():
-                self._finish(EXIT_OK)
+    def _on_tick(self, now: float) -> None:
+        """The ticker's call, once a second while the network runs."""
+        self._guard(self._report)
+        self._guard(self._tick, now)
+        if now - self._last_choke >= CHOKE_INTERVAL - TICK / 2:
+            self._last_choke = now
+            self._guard(self.choker.rechoke)
 
-    def _choke_loop(self) -> None:
-        while True:
-            self.choker.rechoke()
-            gevent.sleep(CHOKE_INTERVAL)
+    def _tick(self, now: float) -> None:
+        elapsed, self._last_tick = now - self._last_tick, now
+        self.stats.tick(elapsed)
+        fetching = self.layers is not None and not self.layers.complete
+        for peer in list(self.peers.values()):
+            peer.down.tick(elapsed)
+            peer.up.tick(elapsed)
+            peer.check_timeouts(now)
+            if fetching and peer.hashes is not None:  # chunks a lost or silent peer was asked for go
+                peer.hashes.request()                  # to another one
+        self.choker.tick(now)
+        self.swarm.wake_requesters()
+        if len(self.peer_list):
+            self.swarm.connect_now.set()  # candidates to dial (or retry): the connect loop looks once a second
+        self.announcer.maybe_announce_early()
+        since = self._network_since
+        if not self._warned_hangups and not self.complete and self.swarm.everyone_hangs_up(since, now):
+            self._warned_hangups = True
+            self.reporter.emit("error", fatal=False, message=(
+                f"every peer tried ({self.swarm.closed_by_peer} so far) closed the connection right after "
+                "our handshake: they probably accept only encrypted or uTP connections"))
+        if self._seeding_done():
+            self._finish(EXIT_OK)
+
+    def _report(self) -> None:
+        self.reporter.emit("progress", snapshot=self.snapshot())
 
     def _report_loop(self) -> None:
+        """Progress reports while the data is checked (before the network and its ticks)."""
         while True:
-            self.reporter.emit("progress", snapshot=self.snapshot())
+            self._report()
             gevent.sleep(TICK)
 
     # --- state for reporters and trackers ---------------------------------------------------------
