@@ -90,6 +90,8 @@ class Peer:
         self.encrypted = encrypted or conn.encrypted
         self.conn = conn
         self.address = conn.address
+        #: The address we know the peer by (a plain attribute, not a property: read for every block).
+        self.key: tuple[str, int] = conn.address
         self.peer_id = peer_id
         self.incoming = incoming
         #: Where we learnt of this peer (one of session.PEER_SOURCES); incoming connections are "incoming".
@@ -148,11 +150,6 @@ class Peer:
         conn.producer = self._produce
 
     # --- identity --------------------------------------------------------------------------------
-
-    @property
-    def key(self) -> tuple[str, int]:
-        """The address we know the peer by."""
-        return self.address
 
     @property
     def transport(self) -> str:

@@ -1,0 +1,163 @@
+"""Peer wire framing (peer/connection.Connection) whatever the reads deliver: a message split at every byte
+boundary, many messages in one read, a PIECE spanning many reads; over TCP, MSE's RC4 socket and uTP.
+
+The reads are cut by :class:`Stingy`, a pass-through wrapper around the real socket that hands out at most
+the next size of a schedule per ``recv_into`` (the bytes still travel over the real transport).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import gevent
+import pytest
+
+from torrentcore.hookspec import BLOCK_SIZE
+from torrentcore.peer import encryption as mse
+from torrentcore.peer import messages as msg
+from torrentcore.peer.connection import Connection
+from torrentcore.utp.multiplexer import Multiplexer
+
+BOUND = 30  # seconds for any one test's network waits
+
+SMALL_BLOCK = os.urandom(40)
+BIG_BLOCK = os.urandom(BLOCK_SIZE)
+HUGE_BLOCK = os.urandom(4 * BLOCK_SIZE)  # over BLOCK_SIZE: read_into's straight-from-the-socket path
+
+
+def _stream(block: bytes) -> tuple[bytes, list]:
+    """A mix of messages and what a reader must parse from it."""
+    parts = [
+        (msg.KEEPALIVE, (-1, None)),
+        (msg.have(3), (msg.HAVE, (3).to_bytes(4, "big"))),
+        (msg.bitfield(b"\xff\x0f"), (msg.BITFIELD, b"\xff\x0f")),
+        (msg.piece_header(1, 0, len(block)) + block, (msg.PIECE, (1, 0, block))),
+        (msg.extended(1, b"xyz"), (msg.EXTENDED, b"\x01xyz")),
+        (msg.request(5, 16384, 16384), (msg.REQUEST, (5).to_bytes(4, "big") + (16384).to_bytes(4, "big") * 2)),
+        (msg.piece_header(2, 16384, 7) + b"1234567", (msg.PIECE, (2, 16384, b"1234567"))),
+    ]
+    return b"".join(p[0] for p in parts), [p[1] for p in parts]
+
+
+class Stingy:
+    """Forwards to ``sock``; each ``recv_into`` asks for at most the next size of ``schedule`` (then any)."""
+
+    def __init__(self, sock, schedule: list[int]) -> None:
+        self.sock = sock
+        self.schedule = list(reversed(schedule))
+        self.reads = 0
+
+    def recv_into(self, buffer, nbytes: int = 0, flags: int = 0) -> int:
+        view = memoryview(buffer)
+        limit = len(view) if not nbytes else min(nbytes, len(view))
+        want = min(limit, self.schedule[-1]) if self.schedule else limit
+        n = self.sock.recv_into(view[:want])
+        if self.schedule and n:
+            left = self.schedule.pop() - n
+            if left > 0:
+                self.schedule.append(left)
+        self.reads += 1
+        return n
+
+    def __getattr__(self, name):
+        return getattr(self.sock, name)
+
+
+def _read(conn: Connection, count: int) -> list:
+    out = []
+    for _ in range(count):
+        msg_id, payload = conn.read_message()
+        if msg_id == msg.PIECE:
+            index, begin, length = payload
+            if length <= BLOCK_SIZE:
+                conn.prefetch(length)
+            data = bytearray(length)
+            conn.read_into(memoryview(data))
+            payload = (index, begin, bytes(data))
+        out.append((msg_id, payload))
+    return out
+
+
+def _tcp_pair() -> tuple[socket.socket, socket.socket]:
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(1)
+        left = socket.create_connection(server.getsockname())
+        right, _ = server.accept()
+    return left, right
+
+
+@pytest.fixture(params=["tcp", "rc4", "utp"])
+def transport(request):
+    """``make(schedule) -> (send, Connection, Stingy)``: a sender of raw stream bytes and the reading Connection."""
+    closers = []
+
+    def make(schedule: list[int]):
+        if request.param == "utp":
+            udp = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(2)]
+            for s in udp:
+                s.bind(("127.0.0.1", 0))
+            accepted = []
+            client = Multiplexer(udp[0]).start()
+            server = Multiplexer(udp[1], lambda sock, addr: accepted.append(sock)).start()
+            closers.extend([client.stop, server.stop, udp[0].close, udp[1].close])
+            with gevent.Timeout(BOUND):
+                left = client.connect(server.address, timeout=10)
+                while not accepted:
+                    gevent.sleep(0.01)
+            right = accepted[0]
+            stingy = Stingy(right, schedule)
+            return left.sendall, Connection(stingy, ("127.0.0.1", 1)), stingy
+        left, right = _tcp_pair()
+        closers.extend([left.close, right.close])
+        stingy = Stingy(right, schedule)
+        if request.param == "tcp":
+            return left.sendall, Connection(stingy, ("127.0.0.1", 1)), stingy
+        key_a, key_b = os.urandom(20), os.urandom(20)
+        a = mse.RC4Socket(left, mse.rc4(key_a), mse.rc4(key_b))
+        b = mse.RC4Socket(stingy, mse.rc4(key_b), mse.rc4(key_a))
+        return a.sendall, Connection(b, ("127.0.0.1", 1)), stingy
+
+    yield make
+    for close in closers:
+        close()
+
+
+def test_every_split_point_of_every_message(transport):
+    """The stream sent once per split point k, read as two reads cut at k: every message boundary and
+    every byte inside a length prefix, an id, a PIECE header and a payload is a read boundary once."""
+    stream, expected = _stream(SMALL_BLOCK)
+    schedule = []
+    for k in range(1, len(stream)):
+        schedule += [k, len(stream) - k]
+    send, conn, stingy = transport(schedule)
+    sender = gevent.spawn(send, stream * (len(stream) - 1))
+    with gevent.Timeout(BOUND):
+        for _ in range(len(stream) - 1):
+            assert _read(conn, len(expected)) == expected
+        sender.get()
+
+
+def test_many_messages_in_one_read(transport):
+    """Whole batches of messages (blocks among them) arrive in one read and are all parsed from it."""
+    stream, expected = _stream(BIG_BLOCK)
+    send, conn, stingy = transport([])
+    sender = gevent.spawn(send, stream * 8)
+    with gevent.Timeout(BOUND):
+        sender.get()
+        gevent.sleep(0.05)  # let it all arrive: the first reads then carry many messages each
+        got = _read(conn, 8 * len(expected))
+    assert got == expected * 8
+    assert stingy.reads < len(got) // 2  # several messages per read (one per read would be len(got))
+
+
+@pytest.mark.parametrize("block", [BIG_BLOCK, HUGE_BLOCK], ids=["16KiB", "64KiB"])
+def test_a_piece_spanning_many_reads(transport, block):
+    """Reads of 1,000 bytes (and odd sizes): a block's payload is gathered from many reads, byte exact."""
+    stream, expected = _stream(block)
+    send, conn, stingy = transport([1000, 1, 3, 4093] * 200)
+    sender = gevent.spawn(send, stream * 2)
+    with gevent.Timeout(BOUND):
+        assert _read(conn, 2 * len(expected)) == expected * 2
+        sender.get()
