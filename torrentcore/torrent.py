@@ -577,15 +577,8 @@ class Torrent:
     def _tick(self, now: float) -> None:
         elapsed, self._last_tick = now - self._last_tick, now
         self.stats.tick(elapsed)
-        fetching = self.layers is not None and not self.layers.complete
-        for peer in list(self.peers.values()):
-            peer.down.tick(elapsed)
-            peer.up.tick(elapsed)
-            peer.check_timeouts(now)
-            if fetching and peer.hashes is not None:  # chunks a lost or silent peer was asked for go
-                peer.hashes.request()                  # to another one
-        self.choker.tick(now)
-        self.swarm.wake_requesters()
+        if self.peers:  # with none, the per-peer work, the choker's turns and the requesters have nothing to do
+            self._tick_peers(now, elapsed)
         if len(self.peer_list):
             self.swarm.connect_now.set()  # candidates to dial (or retry): the connect loop looks once a second
         self.announcer.maybe_announce_early()
@@ -597,6 +590,17 @@ class Torrent:
                 "our handshake: they probably accept only encrypted or uTP connections"))
         if self._seeding_done():
             self._finish(EXIT_OK)
+
+    def _tick_peers(self, now: float, elapsed: float) -> None:
+        fetching = self.layers is not None and not self.layers.complete
+        for peer in list(self.peers.values()):
+            peer.down.tick(elapsed)
+            peer.up.tick(elapsed)
+            peer.check_timeouts(now)
+            if fetching and peer.hashes is not None:  # chunks a lost or silent peer was asked for go
+                peer.hashes.request()                  # to another one
+        self.choker.tick(now)
+        self.swarm.wake_requesters()
 
     def _report(self) -> None:
         self._last_report_key = self._report_key()
