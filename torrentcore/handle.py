@@ -220,6 +220,7 @@ class TorrentHandle:
         if self._exit_code is not None:
             self._end(self._exit_code, None)
             return
+        meta.url_list.extend(u for u in magnet.web_seeds if u not in meta.url_list)  # BEP 19 ws= of the link
         try:
             torrent = session._make_torrent(meta, self.save_path, self.config)
         except TorrentcoreError as exc:  # e.g. --only matching no file of the metadata: one line, its exit code
