@@ -261,13 +261,21 @@ def test_rename_path_on_disk_then_verify_and_hostile_names_refused(swarm):
         assert served.get(d.peer_port(), 0) > 0 and set(served) == {d.peer_port()}, served
     assert_same_tree(seeds, swarm.root / "leech" / "multi")
 
-    (top / "link").symlink_to(swarm.root)  # a link we did not create, inside the torrent's folder
     for path, name in [("multi/a.bin", "../evil"), ("multi/a.bin", "x/y"), ("multi/a.bin", ".."),
-                       ("multi/a.bin", "c2.bin"), ("multi/nothing", "z"), ("multi/link/a.bin", "z")]:
+                       ("multi/a.bin", "c2.bin"), ("multi/nothing", "z"), ("multi", "")]:
         r = d.post({"method": "torrent-rename-path", "arguments": {"ids": [tid], "path": path, "name": name}})
         assert r.status_code == 200 and r.json()["result"] != "success", (path, name, r.text)
     assert not (swarm.root / "evil").exists() and (top / "a.bin").is_file()
-    (top / "link").unlink()
+    # A link we did not create where the torrent's folder was: the rename through it is refused.
+    (top / "renamed").rename(top / "real")
+    (top / "renamed").symlink_to(top / "real")
+    r = d.post({"method": "torrent-rename-path", "arguments": {"ids": [tid], "path": "multi/renamed/b.bin",
+                                                               "name": "x.bin"}})
+    assert "is a symlink" in r.json()["result"] or "link" in r.json()["result"], r.text
+    assert (top / "real" / "b.bin").is_file() and not (top / "real" / "x.bin").exists()
+    (top / "renamed").unlink()
+    (top / "real").rename(top / "renamed")
+    d.remote("-t", str(tid), "-v")
     d.wait_torrent(tid, _done, 60, "percentDone", "status")
     # The renames are kept: a new daemon on the same config has the new names and finds the data there.
     assert d.terminate() == 0, d.stderr()[-2000:]

@@ -463,7 +463,7 @@ class TorrentHandle:
         if not self.finished:
             old.stop(EXIT_OK)
             old.wait(30)
-        if on_disk:
+        if on_disk and self.save_path != "-":  # "-": in memory, nothing on disk
             try:
                 fd = open_folder_under(self.save_path, old_parts[:-1], create=False)
                 if fd is not None:
