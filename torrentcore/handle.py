@@ -433,8 +433,9 @@ class TorrentHandle:
 
         With ``on_disk`` the torrent is stopped, the file or folder is renamed in place (``renameat`` within
         its own folder, reached one component at a time without following a link; nothing is renamed when it
-        is not on disk yet), then the torrent is restarted on it as at any start (its resume record, else a check). Without ``on_disk`` only
-        the engine's file list changes (a rename done before, replayed). Returns ``(path, name)``.
+        is not on disk yet), then the torrent is restarted on it as at any start (its resume record, else a
+        check). Without ``on_disk`` only the engine's file list changes (a rename done before, replayed).
+        Returns ``(path, name)``.
 
         Raises :class:`ValueError` for a path the torrent has not, a ``name`` that is not a plain component
         (empty, ``.``, ``..``, a separator or a control character) or that another file already has, and
