@@ -124,9 +124,11 @@ class _PeerPort:
 class Torrent:
     """One torrent of a session (see the module docstring).
 
-    A little over 400 lines, on purpose: this class is the torrent's life cycle (start, pause, recheck,
-    stop, shutdown) and the wiring between its collaborators; every job with rules of its own lives in
-    the collaborator's module, and what is left here is the order in which they are called.
+    Over 400 lines (about 550): this class is the torrent's life cycle (start, pause, recheck, stop,
+    shutdown) and the wiring between its collaborators; every job with rules of its own lives in the
+    collaborator's module, and what is left here is the order in which they are called. The outcome of a
+    piece (stored, failed, a trusted piece found bad, web seed or peer to blame) is the next part to move out
+    into a module of its own: it grew with v2, web seeds and the re-hash of trusted pieces.
     """
 
     def __init__(self, meta: Metainfo, save_path: str, config: TorrentConfig, services: SessionServices) -> None:
