@@ -1,7 +1,8 @@
 """Large torrents: is torrentcore's cost per piece flat as the piece count grows?
 
-    python benchmarks/large_torrent.py                                   # 256 MiB: 4,096 and 16,384 pieces
-    python benchmarks/large_torrent.py --case 256m-64k --case 256m-16k --case 1g-16k --case 1600m-16k
+    python benchmarks/large_torrent.py                     # 1 GiB in 4,096 / 16,384 / 65,536 pieces
+    python benchmarks/large_torrent.py --case 1g-256k --case 1600m-16k      # ... and 102,400 pieces
+    python benchmarks/large_torrent.py --case 256m-64k --case 256m-16k      # quick: 256 MiB
     python benchmarks/large_torrent.py --rounds 3 --json out.json
 
 For each case (a payload size and a piece length, so a piece count) the script writes a sparse payload
@@ -43,9 +44,11 @@ MIB = 1 << 20
 GIB = 1 << 30
 #: name -> (payload size, piece length)
 CASES = {
-    "256m-64k": (256 * MIB, 64 << 10),     # 4,096 pieces
-    "256m-16k": (256 * MIB, 16 << 10),     # 16,384 pieces
+    "1g-256k": (GIB, 256 << 10),           # 4,096 pieces
+    "1g-64k": (GIB, 64 << 10),             # 16,384 pieces
     "1g-16k": (GIB, 16 << 10),             # 65,536 pieces
+    "256m-64k": (256 * MIB, 64 << 10),     # 4,096 pieces (quick)
+    "256m-16k": (256 * MIB, 16 << 10),     # 16,384 pieces (quick)
     "1600m-16k": (1600 * MIB, 16 << 10),   # 102,400 pieces
 }
 
@@ -124,7 +127,7 @@ def run_case(case: str, rounds: int, work: str, args: argparse.Namespace) -> dic
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--case", action="append", choices=sorted(CASES), help="cases (default 256m-64k, 256m-16k)")
+    ap.add_argument("--case", action="append", choices=sorted(CASES), help="cases (default 1g-256k, 1g-64k, 1g-16k)")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--timeout", type=float, default=600)
     ap.add_argument("--tc-arg", action="append", default=[], help="extra option for torrentcore run")
@@ -133,7 +136,7 @@ def main() -> int:
     ap.add_argument("--json", help="write the results to this file (- for stdout)")
     args = ap.parse_args()
     args.extra = {"torrentcore": args.tc_arg}
-    cases = args.case or ["256m-64k", "256m-16k"]
+    cases = args.case or ["1g-256k", "1g-64k", "1g-16k"]
     private_state_dir()
     work = tempfile.mkdtemp(prefix="tc-large-")
     t0 = time.monotonic()
