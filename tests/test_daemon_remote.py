@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import os
 import re
+from pathlib import Path
 
 import pytest
 from daemon_harness import DaemonProcess, require_transmission_remote
@@ -223,6 +224,70 @@ def test_a_move_that_fails_half_way_puts_the_files_back(swarm):
     assert_same_tree(swarm.payload["multi"], d.download_dir / "multi")
     assert (target / names[-1]).read_bytes() == b"the user's own file"
     assert [p.name for p in (target / "multi").rglob("*") if p.is_file()] == [os.path.basename(names[-1])]
+
+
+def test_rename_path_on_disk_then_verify_and_hostile_names_refused(swarm):
+    """torrent-rename-path from PyPI's transmission-rpc (Debian's transmission-remote 3.00 has no --rename):
+    a folder and a file renamed on disk, byte-exact, shown by transmission-remote -f, verified and seeding
+    after; names with a separator or "..", and a path through a planted link, are refused, nothing moved."""
+    transmission_rpc = pytest.importorskip("transmission_rpc")
+    d = swarm.daemon
+    tid = _ids(d.remote("-l"))["multi"]
+    d.wait_torrent(tid, _done, 60, "percentDone", "status")
+    client = transmission_rpc.Client(host="127.0.0.1", port=d.port, timeout=30)
+    assert client.rename_torrent_path(tid, "multi/sub", "renamed") == ("multi/sub", "renamed")
+    r = d.post({"method": "torrent-rename-path", "arguments": {"ids": [tid], "path": "multi/c.bin", "name": "c2.bin"}})
+    assert r.json() == {"result": "success", "arguments": {"path": "multi/c.bin", "name": "c2.bin", "id": tid}}
+    top, seeds = d.download_dir / "multi", Path(swarm.payload["multi"])
+    assert (top / "renamed" / "b.bin").read_bytes() == (seeds / "sub" / "b.bin").read_bytes()
+    assert (top / "c2.bin").read_bytes() == (seeds / "c.bin").read_bytes()
+    assert not (top / "sub").exists() and not (top / "c.bin").exists()
+    files = d.remote("-t", str(tid), "-f")
+    assert "multi/renamed/b.bin" in files and "multi/c2.bin" in files and "multi/sub" not in files, files
+    assert sorted(f["name"] for f in d.torrent(tid, "files")["files"]) == \
+        ["multi/a.bin", "multi/c2.bin", "multi/renamed/b.bin"]
+    d.wait_torrent(tid, _done, 60, "percentDone", "status")
+    d.remote("-t", str(tid), "-v")  # every piece hashed again from the renamed files
+    t = d.wait_torrent(tid, lambda t: _done(t) and t["status"] == 6, 60, "percentDone", "status", "haveValid")
+    assert t["haveValid"] == 1_100_000
+    # It seeds from the renamed files: a libtorrent leecher, with no tracker, told only of the daemon.
+    data, ih = make_torrent(str(seeds), trackers=[], piece_length=32768)
+    assert ih.hex() == swarm.hash["multi"]
+    with LibtorrentPeer(name="leecher") as leecher:
+        leecher.add_torrent(data, swarm.root / "leech")
+        leecher.connect_peer("127.0.0.1", d.peer_port())
+        assert leecher.wait_finished(60), leecher.describe()
+        served = {t["port"]: t["downloaded"] for t in leecher.transfers()}
+        assert served.get(d.peer_port(), 0) > 0 and set(served) == {d.peer_port()}, served
+    assert_same_tree(seeds, swarm.root / "leech" / "multi")
+
+    for path, name in [("multi/a.bin", "../evil"), ("multi/a.bin", "x/y"), ("multi/a.bin", ".."),
+                       ("multi/a.bin", "c2.bin"), ("multi/nothing", "z"), ("multi", "")]:
+        r = d.post({"method": "torrent-rename-path", "arguments": {"ids": [tid], "path": path, "name": name}})
+        assert r.status_code == 200 and r.json()["result"] != "success", (path, name, r.text)
+    assert not (swarm.root / "evil").exists() and (top / "a.bin").is_file()
+    # A link we did not create where the torrent's folder was: the rename through it is refused.
+    (top / "renamed").rename(top / "real")
+    (top / "renamed").symlink_to(top / "real")
+    r = d.post({"method": "torrent-rename-path", "arguments": {"ids": [tid], "path": "multi/renamed/b.bin",
+                                                               "name": "x.bin"}})
+    assert "is a symlink" in r.json()["result"] or "link" in r.json()["result"], r.text
+    assert (top / "real" / "b.bin").is_file() and not (top / "real" / "x.bin").exists()
+    (top / "renamed").unlink()
+    (top / "real").rename(top / "renamed")
+    d.remote("-t", str(tid), "-v")
+    d.wait_torrent(tid, _done, 60, "percentDone", "status")
+    # The renames are kept: a new daemon on the same config has the new names and finds the data there.
+    assert d.terminate() == 0, d.stderr()[-2000:]
+    d.start()
+    assert sorted(f["name"] for f in d.torrent(tid, "files")["files"]) == \
+        ["multi/a.bin", "multi/c2.bin", "multi/renamed/b.bin"]
+    d.wait_torrent(tid, _done, 60, "percentDone", "status")
+    # Put the names back, so that the tests after this one find the torrent as the seeder has it.
+    assert client.rename_torrent_path(tid, "multi/renamed", "sub") == ("multi/renamed", "sub")
+    assert client.rename_torrent_path(tid, "multi/c2.bin", "c.bin") == ("multi/c2.bin", "c.bin")
+    d.wait_torrent(tid, _done, 60, "percentDone", "status")
+    assert_same_tree(seeds, top)
 
 
 def test_transmission_rpc_client_reads_everything_and_malformed_is_refused(swarm):

@@ -49,3 +49,18 @@ def test_refused(uri, message):
 def test_is_magnet():
     assert is_magnet("MAGNET:?xt=urn:btih:" + HEX)
     assert not is_magnet("file.torrent")
+
+
+def test_web_seeds_ws_http_only_once_each_bounded():
+    """BEP 19 ``ws=``: http/https kept (once each, in order), anything else dropped, at most MAX_WEB_SEEDS."""
+    from urllib.parse import quote
+
+    from torrentcore.magnet import MAX_WEB_SEEDS
+
+    seeds = ["http://m/a/", "HTTPS://m/b.iso", "ftp://m/c", "javascript:alert(1)", "file:///etc/passwd",
+             "http://m/a/", "http://m/with space", "http://" + "x" * 3000]
+    link = f"magnet:?xt=urn:btih:{HEX}" + "".join(f"&ws={quote(u, safe='')}" for u in seeds)
+    assert parse_magnet(link).web_seeds == ["http://m/a/", "HTTPS://m/b.iso"]
+    many = f"magnet:?xt=urn:btih:{HEX}" + "".join(f"&ws=http://m/{n}" for n in range(100))
+    assert parse_magnet(many).web_seeds == [f"http://m/{n}" for n in range(MAX_WEB_SEEDS)]
+    assert parse_magnet(f"magnet:?xt=urn:btih:{HEX}").web_seeds == []

@@ -244,3 +244,22 @@ def test_incoming_pex_is_learnt_with_source_pex_and_floods_ignored():
     swarm.add(_Peer(("10.0.0.9", 40000), incoming=True, listen_port=9000))
     handler.on_message(_Peer(("10.0.0.3", 6881)), encode_pex([(("10.0.0.9", 9000), 0), (("10.0.0.10", 1), 0)], []))
     assert swarm.learnt[-1] == ([("10.0.0.10", 1)], "pex")
+
+
+def test_pex_utp_flag_is_recorded_on_the_candidate():
+    """``added.f`` 0x04 (BEP 11: supports uTP) marks the candidate ``utp=True`` (dialled over uTP first);
+    a peer without the flag keeps ``None`` (the usual uTP head start, then TCP)."""
+    from torrentcore.peer.extensions import PEX_FLAG_UTP, PexHandler
+    from torrentcore.peer_list import PeerList
+
+    swarm = _Swarm()
+    peer_list = PeerList(lambda: 6881)
+    swarm.candidates = peer_list.candidates
+    swarm.add_peers = lambda addresses, source: peer_list.add(addresses, source)
+    handler = PexHandler(swarm)
+    payload = encode_pex([(("10.0.0.7", 7000), PEX_FLAG_UTP | PEX_FLAG_SEED), (("10.0.0.8", 8000), PEX_FLAG_SEED)], [])
+    assert parse_pex(payload).added[0][1] & PEX_FLAG_UTP
+    handler.on_message(_Peer(("10.0.0.1", 6881)), payload)
+    assert peer_list.candidates[("10.0.0.7", 7000)].utp is True
+    assert peer_list.candidates[("10.0.0.8", 8000)].utp is None
+    assert peer_list.candidates[("10.0.0.7", 7000)].source == "pex"

@@ -248,6 +248,7 @@ def test_magnet_info():
         "info_hash_v2": None,
         "name": "Sintel",
         "trackers": [["udp://explodie.org:6969"]],
+        "web_seeds": [],
         "peers": [],
         "peer_sources": {"trackers": ["udp://explodie.org:6969"], "dht": "allowed unless the metadata says private",
                          "pex": "allowed unless the metadata says private", "magnet_peers": []},

@@ -357,6 +357,52 @@ def test_dialer_prefers_utp_and_falls_back_to_tcp(pair):
             s.close()
 
 
+def test_dialer_takes_utp_first_with_a_peer_that_said_it_speaks_utp(pair):
+    """PEX ``added.f`` 0x04 (``utp=True``): uTP first even for an address remembered as TCP-only, TCP after
+    a uTP that does not answer; without the flag the remembered address goes to TCP at once. Through
+    handshake.dial, the flag reaches the connect callback only when it is True."""
+    from torrentcore.peer import handshake
+    from torrentcore.transport import Dialer
+
+    dialer = Dialer(("utp", "tcp"), pair.client.connect)
+    utp_peer = pair.server.address
+    also_tcp = socket.socket()  # a TCP listener on the uTP peer's port: TCP would connect there too
+    also_tcp.bind(utp_peer)
+    also_tcp.listen(4)
+    silent_tcp = socket.socket()
+    silent_tcp.bind((LOCAL, 0))
+    silent_tcp.listen(4)
+    silent_udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    silent_udp.bind(silent_tcp.getsockname())
+    opened = []
+    try:
+        with gevent.Timeout(30):
+            dialer._remember(utp_peer)  # as if uTP had lost a race to it before
+            opened.append(dialer.connect(utp_peer, 10))
+            assert isinstance(opened[-1], socket.socket) and not isinstance(opened[-1], UTPSocket)
+            assert dialer.counts == {"utp": 0, "tcp_after_utp": 0, "tcp": 1}
+            opened.append(dialer.connect(utp_peer, 10, True))
+            assert isinstance(opened[-1], UTPSocket) and utp_peer not in dialer.no_utp
+            # A wrong flag (UDP port open but silent): TCP after uTP's share of the timeout.
+            opened.append(dialer.connect(silent_tcp.getsockname(), 2, True))
+            assert isinstance(opened[-1], socket.socket) and not isinstance(opened[-1], UTPSocket)
+            assert dialer.counts == {"utp": 1, "tcp_after_utp": 1, "tcp": 1}
+
+            calls = []
+
+            def connect(*args):
+                calls.append(args[2:])
+                raise OSError("refused")
+            identity = handshake.Identity(b"\1" * 20, b"-TC0001-" + b"0" * 12, bytes(8))
+            for flag in (None, False, True):
+                with pytest.raises(OSError):
+                    handshake.dial(utp_peer, identity, encryption="disable", connect=connect, peer_utp=flag)
+            assert calls == [(), (), (True,)]
+    finally:
+        for s in (*opened, also_tcp, silent_tcp, silent_udp):
+            s.close()
+
+
 def test_a_recv_timeout_bounds_the_whole_call_while_acks_keep_arriving(pair):
     with gevent.Timeout(20):
         sock = pair.client.connect(pair.server.address, timeout=10)

@@ -225,6 +225,41 @@ def test_web_seed_and_libtorrent_seeder_both_serve(tmp_path, peers, torrentcore)
     assert from_nginx + from_seeder >= 6 << 20
 
 
+@needs_nginx
+def test_magnet_ws_web_seed_is_shown_and_asked_once_the_metadata_arrives(tmp_path, peers, torrentcore):
+    """A magnet link's ``ws=`` (BEP 19): ``info`` shows it; the metadata comes from a libtorrent seeder (slow
+    on purpose), then nginx, named only by the link, is asked for the file's data (its access log)."""
+    import json
+    import subprocess
+    import sys
+    from urllib.parse import quote
+
+    www = tmp_path / "www"
+    root = make_payload(www, 3 << 20, seed=7, name="ws.bin")
+    torrent = tmp_path / "ws.torrent"
+    _create(Path(root), torrent, [], 64 * 1024)  # no url-list of its own: the web seed is the link's only
+    seeder = peers.libtorrent("seeder", ignore_limits_on_local_network=False, upload_rate_limit=200_000)
+    seeder.add_torrent(torrent, www, seed=True)
+    ih = metainfo.load(str(torrent)).info_hash_hex
+    with Nginx(www, tmp_path / "nginx") as nginx:
+        ws = nginx.url + "ws.bin"
+        link = (f"magnet:?xt=urn:btih:{ih}&x.pe=127.0.0.1:{seeder.endpoint[1]}&ws={quote(ws, safe='')}"
+                "&ws=ftp%3A%2F%2Fm%2Fws.bin")
+        info = subprocess.run([sys.executable, "-m", "torrentcore", "info", link], capture_output=True, text=True,
+                              timeout=60)
+        assert info.returncode == 0 and f"web seed:   {ws}\n" in info.stdout and "ftp:" not in info.stdout, info
+        shown = subprocess.run([sys.executable, "-m", "torrentcore", "info", "--json", link], capture_output=True,
+                               text=True, timeout=60)
+        assert json.loads(shown.stdout)["web_seeds"] == [ws], shown
+        run = torrentcore.run(link, tmp_path / "out", peers=[seeder.endpoint])
+        _finish(run)
+        assert_same_tree(root, tmp_path / "out" / "ws.bin", run.describe())
+        access = nginx.access()
+    assert [status for uri, status, _n in access if uri == "/ws.bin"] and \
+        {status for uri, status, _n in access if uri == "/ws.bin"} == {206}, access
+    assert sum(n for uri, _s, n in access if uri == "/ws.bin") >= 64 * 1024, access  # a piece at least
+
+
 # --- BEP 17 and misbehaving servers -------------------------------------------------------------------------
 
 

@@ -314,7 +314,7 @@ def cmd_info(args) -> int:
         sources = _peer_sources(m.trackers, None, m.peers)
         data = {"magnet": True, "info_hash": m.info_hash_hex,
                 "info_hash_v2": None if m.info_hash_v2 is None else m.info_hash_v2.hex(),
-                "name": m.name, "trackers": m.trackers,
+                "name": m.name, "trackers": m.trackers, "web_seeds": m.web_seeds,
                 "peers": sources["magnet_peers"], "peer_sources": sources}
         if args.json:
             print(json.dumps(data, indent=2))
@@ -326,6 +326,8 @@ def cmd_info(args) -> int:
                 print(f"info-hash v2: {m.info_hash_v2.hex()}")
             for n, tier in enumerate(m.trackers):
                 print(f"tracker:    tier {n}: {' '.join(tier)}")
+            for url in m.web_seeds:
+                print(f"web seed:   {url}")
             _write_peer_sources(sys.stdout, sources)
         return EXIT_OK
     meta = _load_torrent(args.torrent)

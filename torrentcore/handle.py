@@ -220,6 +220,7 @@ class TorrentHandle:
         if self._exit_code is not None:
             self._end(self._exit_code, None)
             return
+        meta.url_list.extend(u for u in magnet.web_seeds if u not in meta.url_list)  # BEP 19 ws= of the link
         try:
             torrent = session._make_torrent(meta, self.save_path, self.config)
         except TorrentcoreError as exc:  # e.g. --only matching no file of the metadata: one line, its exit code
@@ -424,6 +425,64 @@ class TorrentHandle:
         delete_files(old.meta, self.save_path)  # the folders the files left empty
         self.restart(new)
 
+    def rename_path(self, path: str, name: str, on_disk: bool = True) -> tuple[str, str]:
+        """Rename the file or folder ``path`` of the torrent (``/``-separated, starting with the torrent's
+        name, as :attr:`FileEntry.relpath` shows it) to ``name``, one path component, and go on with the new
+        layout (Transmission's ``torrent-rename-path``). The info hash, the pieces and the web seeds' URLs
+        (the torrent's own names) do not change; renaming the top component renames the torrent.
+
+        With ``on_disk`` the torrent is stopped, the file or folder is renamed in place (``renameat`` within
+        its own folder, reached one component at a time without following a link; nothing is renamed when it
+        is not on disk yet), then the torrent is restarted on it as at any start (its resume record, else a
+        check). Without ``on_disk`` only the engine's file list changes (a rename done before, replayed).
+        Returns ``(path, name)``.
+
+        Raises :class:`ValueError` for a path the torrent has not, a ``name`` that is not a plain component
+        (empty, ``.``, ``..``, a separator or a control character) or that another file already has, and
+        for a torrent without metadata yet; :class:`OSError` (or ``UnsafePath`` for a link) when the disk
+        refuses, the torrent then going on unchanged."""
+        from .metainfo import _safe_component
+        from .statefile import UnsafePath, open_folder_under
+
+        old_parts = tuple(p for p in path.strip("/").split("/"))
+        meta = self.meta
+        if meta is None:
+            raise ValueError("the torrent has no metadata yet")
+        if not isinstance(name, str) or not name or _safe_component(name) != name or name in (".", ".."):
+            raise ValueError(f"{name!r} is not a plain file or folder name")
+        depth = len(old_parts)
+        if not any(f.path[:depth] == old_parts for f in meta.files if not f.pad):
+            raise ValueError(f"the torrent has no file or folder {path!r}")
+        new_parts = (*old_parts[:-1], name)
+        if new_parts == old_parts:
+            return "/".join(old_parts), name
+        if any(f.path[:depth] == new_parts for f in meta.files):
+            raise ValueError(f"the torrent already has {'/'.join(new_parts)!r}")
+        old = self.torrent
+        if old is None:
+            raise ValueError("the torrent has no metadata yet")
+        if not self.finished:
+            old.stop(EXIT_OK)
+            old.wait(30)
+        if on_disk and self.save_path != "-":  # "-": in memory, nothing on disk
+            try:
+                fd = open_folder_under(self.save_path, old_parts[:-1], create=False)
+                if fd is not None:
+                    try:
+                        _rename_in(fd, old_parts[-1], name, UnsafePath)
+                    finally:
+                        os.close(fd)
+            except BaseException:
+                self.restart()
+                raise
+        files = [replace(f, path=new_parts + f.path[depth:]) if f.path[:depth] == old_parts else f
+                 for f in meta.files]
+        renamed = replace(meta, files=files, name=name if depth == 1 else meta.name)
+        self._earlier[0] += old.stats.downloaded
+        self._earlier[1] += old.stats.uploaded
+        self.attach(self._session._make_torrent(renamed, self.save_path, self.config))
+        return "/".join(old_parts), name
+
     def reannounce(self) -> None:
         """Ask the trackers for peers now (a running torrent; nothing otherwise)."""
         if self.torrent is not None and self.torrent.exit_code is None:
@@ -531,6 +590,26 @@ class TorrentHandle:
             if self.torrent is None:
                 raise TorrentFailed(self._error or "the torrent stopped")
         return open_reader(self.torrent, file_index, readahead=readahead, timeout=timeout)
+
+
+def _rename_in(fd: int, old: str, new: str, unsafe: type[Exception]) -> None:
+    """Rename ``old`` to ``new`` inside the folder ``fd``: never a link (``unsafe`` is raised), never over
+    something already there (:class:`FileExistsError`); nothing when ``old`` does not exist."""
+    import stat
+
+    try:
+        st = os.lstat(old, dir_fd=fd)
+    except FileNotFoundError:
+        return
+    if stat.S_ISLNK(st.st_mode) or not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode)):
+        raise unsafe(f"{old} is not a regular file or folder")
+    try:
+        os.lstat(new, dir_fd=fd)
+    except FileNotFoundError:
+        pass
+    else:
+        raise FileExistsError(f"{new} already exists")
+    os.rename(old, new, src_dir_fd=fd, dst_dir_fd=fd)
 
 
 def delete_files(meta: Metainfo, save_path: str) -> None:

@@ -1,4 +1,7 @@
-"""Magnet URIs (BEP 9): ``magnet:?xt=urn:btih:<hash>&dn=<name>&tr=<tracker>&x.pe=<peer>``.
+"""Magnet URIs (BEP 9): ``magnet:?xt=urn:btih:<hash>&dn=<name>&tr=<tracker>&x.pe=<peer>&ws=<web seed>``.
+
+``ws=`` (BEP 19) names a web seed: only ``http://`` and ``https://`` URLs are kept (others are dropped),
+each once, at most :data:`MAX_WEB_SEEDS`; they are used beside the metadata's own once it arrives.
 
 BitTorrent v2 links (BEP 52) give ``xt=urn:btmh:1220<64 hex>`` (a multihash: 0x12 SHA-256, 0x20 bytes)
 instead of, or for a hybrid beside, ``urn:btih``.
@@ -30,6 +33,8 @@ class Magnet:
     peers: list[tuple[str, int]] = field(default_factory=list)
     exact_length: int | None = None
     info_hash_v2: bytes | None = None
+    #: BEP 19 ``ws=`` web seeds (http/https only, at most :data:`MAX_WEB_SEEDS`).
+    web_seeds: list[str] = field(default_factory=list)
 
     @property
     def info_hash_hex(self) -> str:
@@ -41,6 +46,10 @@ class Magnet:
 EXPECTED = "expected magnet:?xt=urn:btih:<40 hex or 32 base32 characters>"
 #: Characters of a malformed link quoted in an error message.
 SHOWN = 100
+#: Most ``ws=`` web seeds kept from one link (as many as a torrent's own that are used: webseed.MAX_WEB_SEEDS).
+MAX_WEB_SEEDS = 8
+#: Longest ``ws=`` URL kept (characters): longer is no mirror's address.
+MAX_WEB_SEED_URL = 2048
 
 
 def is_magnet(text: str) -> bool:
@@ -110,6 +119,7 @@ def parse_magnet(uri: str) -> Magnet:
     trackers: list[list[str]] = []
     peers: list[tuple[str, int]] = []
     length = None
+    web_seeds: list[str] = []
     for key, value in params:
         key = key.lower()
         if key == "xt" or key.startswith("xt."):
@@ -129,8 +139,14 @@ def parse_magnet(uri: str) -> Magnet:
                 peers.append(peer)
         elif key == "xl" and value.isdigit():
             length = int(value)
+        elif key == "ws" or key.startswith("ws."):
+            url = value.strip()
+            if (url.lower().startswith(("http://", "https://")) and len(url) <= MAX_WEB_SEED_URL
+                    and url not in web_seeds and len(web_seeds) < MAX_WEB_SEEDS
+                    and not any(ord(c) < 33 or c == "\x7f" for c in url)):
+                web_seeds.append(url)
     if info_hash is None:
         if info_hash_v2 is None:
             raise _malformed(uri, "no 'xt=urn:btih:' or 'xt=urn:btmh:' info-hash")
         info_hash = info_hash_v2[:20]
-    return Magnet(info_hash, name, trackers, peers, length, info_hash_v2)
+    return Magnet(info_hash, name, trackers, peers, length, info_hash_v2, web_seeds)

@@ -41,6 +41,8 @@ class Candidate:
     seed: bool = False  #: it had every piece when we last saw it
     #: MSE/PE: True if the peer can encrypt (it said so, or MSE worked), False if it refused MSE, None: unknown.
     encryption: bool | None = None
+    #: PEX ``added.f`` 0x04: True if a peer told us it speaks uTP (dialled over uTP first), None: not said.
+    utp: bool | None = None
 
 
 class PeerList:

@@ -165,7 +165,7 @@ class Swarm:
         try:
             with gevent.Timeout(DIAL_DEADLINE, ProtocolError("dial took too long")):
                 done = self._dial_fn(cand.address, self.identity, encryption=self.encryption,
-                                     peer_encryption=cand.encryption)
+                                     peer_encryption=cand.encryption, peer_utp=cand.utp)
         except (ProtocolError, OSError, ConnectionError) as exc:
             if "closed" in str(exc) or isinstance(exc, ConnectionResetError):
                 self.closed_by_peer += 1

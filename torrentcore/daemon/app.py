@@ -223,6 +223,11 @@ class Daemon:
         handle = self.session.add_torrent(source, row.download_dir, self._torrent_config(row))
         entry = TorrentEntry(row=row, handle=handle, queued=queued)
         self.entries[row.id] = entry
+        for path, name in row.settings.get("renames") or []:  # torrent-rename-path done before (on disk already)
+            try:
+                handle.rename_path(str(path), str(name), on_disk=False)
+            except ValueError as exc:
+                log.warning("a stored rename cannot be replayed", id=row.id, path=path, error=str(exc))
         self.apply_torrent_settings(entry)
         return entry
 
@@ -351,6 +356,22 @@ class Daemon:
             entry.row.download_dir = location
             entry.dirty = True
         self.save()
+
+    def rename_path(self, entry: TorrentEntry, path: str, name: str) -> tuple[str, str]:
+        """torrent-rename-path: rename on disk and in the engine (see TorrentHandle.rename_path); the rename
+        is kept in the torrent's settings and replayed on the file list when the daemon starts again."""
+        entry.sync_totals()
+        path, name = entry.handle.rename_path(path, name)
+        self.apply_torrent_settings(entry)
+        if entry.row.stopped or entry.queued:
+            entry.handle.pause()
+        entry.row.settings.setdefault("renames", []).append([path, name])
+        if "/" not in path:
+            entry.row.name = name
+        entry.dirty = True
+        self.save()
+        log.info("torrent path renamed", id=entry.id, path=path, name=name)
+        return path, name
 
     def set_files(self, entry: TorrentEntry, wanted: list[int] | None = None, unwanted: list[int] | None = None,
                   priority: dict[int, int] | None = None) -> None:

@@ -276,7 +276,17 @@ class Rpc:
         self.daemon.set_location(self._ids(a), location, move=bool(a.get("move")))
 
     def torrent_rename_path(self, a: dict) -> dict:
-        raise RpcError("renaming a torrent's files is not supported by torrentcore")
+        entries = self._ids(a)
+        if len(entries) != 1:
+            raise RpcError("torrent-rename-path takes exactly one torrent")
+        path, name = _text(a.get("path")), _text(a.get("name"))
+        if not path or not name:
+            raise RpcError("torrent-rename-path needs a path and a name")
+        try:
+            path, name = self.daemon.rename_path(entries[0], path, name)
+        except (ValueError, OSError, UnsafePath) as exc:
+            raise RpcError(f"cannot rename {path!r}: {exc}") from None
+        return {"path": path, "name": name, "id": entries[0].id}
 
     # --- session ----------------------------------------------------------------------------------
 

@@ -428,10 +428,13 @@ class PexHandler:
             self._note_encryption(message.added)
 
     def _note_encryption(self, added: list[tuple[tuple[str, int], int]]) -> None:
-        """``added.f`` 0x01: the peer prefers encryption; remembered on candidates we know nothing about yet."""
+        """``added.f`` 0x01: the peer prefers encryption; remembered on candidates we know nothing about yet.
+        ``added.f`` 0x04: the peer speaks uTP; remembered on the candidate (it is dialled over uTP first)."""
         candidates = self.torrent.candidates
         for address, flags in added:
             cand = candidates.get(address)
+            if flags & PEX_FLAG_UTP and cand is not None:
+                cand.utp = True
             if flags & PEX_FLAG_ENCRYPTION and cand is not None and getattr(cand, "encryption", 0) is None:
                 cand.encryption = True
 

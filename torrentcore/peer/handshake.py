@@ -69,7 +69,8 @@ class Handshaken:
 
 
 #: ``connect(address, timeout) -> socket``: opens the stream :func:`dial` handshakes on (TCP by default).
-Connect = Callable[[tuple[str, int], float], socket.socket]
+#: ``connect(address, timeout)``, or ``connect(address, timeout, True)`` for a peer that said it speaks uTP.
+Connect = Callable[..., socket.socket]
 
 #: ``lookup(info_hash) -> Identity | None``: the identity to answer with, or None for a torrent we do not serve.
 Lookup = Callable[[bytes], "Identity | None"]
@@ -97,7 +98,8 @@ def dial_order(encryption: str, peer_encryption: bool | None = None) -> list[boo
 
 def dial(address: tuple[str, int], identity: Identity, *, encryption: str = "prefer",
          peer_encryption: bool | None = None, connect_timeout: float = CONNECT_TIMEOUT,
-         handshake_timeout: float = HANDSHAKE_TIMEOUT, connect: Connect | None = None) -> Handshaken:
+         handshake_timeout: float = HANDSHAKE_TIMEOUT, connect: Connect | None = None,
+         peer_utp: bool | None = None) -> Handshaken:
     """Connect to ``address`` and handshake for ``identity.info_hash`` under the ``encryption`` policy.
 
     ``connect`` opens the stream (default: a TCP connection; the session passes one that may use uTP).
@@ -106,11 +108,16 @@ def dial(address: tuple[str, int], identity: Identity, *, encryption: str = "pre
     before; False: it refused MSE before; None: nothing). Raises ``OSError`` when the connection
     fails and :class:`ProtocolError` when the handshake does (including a peer that answers for
     another torrent); with ``prefer`` that is after both attempts failed.
+
+    ``peer_utp``: True when the peer said it speaks uTP (PEX flag 0x04); then it is passed on to
+    ``connect`` as a third argument (the session's dialer tries uTP first); otherwise ``connect`` gets two.
     """
     attempts = dial_order(encryption, peer_encryption)
     for number, encrypted in enumerate(attempts, 1):
-        sock = connect(address, connect_timeout) if connect is not None else socket.create_connection(
-            address, timeout=connect_timeout)
+        if connect is None:
+            sock = socket.create_connection(address, timeout=connect_timeout)
+        else:
+            sock = connect(address, connect_timeout, True) if peer_utp else connect(address, connect_timeout)
         try:
             return _dial_on(sock, address, identity, mse.allowed_methods(encryption) if encrypted else 0,
                             handshake_timeout)
