@@ -16,7 +16,10 @@ libtorrent seeder on 127.0.0.1, and then, per round, measures the ``torrentcore`
 * ``download``: ``torrentcore run T -o OUT --no-seed`` from the seeder (found through the tracker).
 
 It prints CPU seconds per GiB of each and, for ``download`` and ``check``, the ratio to the first case
-(the smallest piece count): 1.0 means a flat cost per byte. Medians over the rounds. All on loopback; the
+(the smallest piece count): 1.0 means a flat cost per byte. Medians over the rounds. The first check of a
+round reads the sparse file cold (page cache), later ones warm: compare medians of several rounds.
+``--profile DIR`` runs each download under ``py-spy record`` (raw collapsed stacks): its CPU figure is then
+py-spy's process, not torrentcore's. benchmarks/picker_in_flight.py isolates the picker's share. All on loopback; the
 machine is shared, so read the ratios.
 """
 
