@@ -112,9 +112,12 @@ def run_case(case: str, rounds: int, work: str, args: argparse.Namespace) -> dic
                 shutil.rmtree(out)
                 row["download"] = res["cpu"]
                 row["wall"] = res["wall"]
+                row["seeder_cpu"] = res["seeders_cpu"]  # is the libtorrent seeder the bottleneck?
                 rows.append(row)
                 print(f"  round {r}: info {row['info']:.2f}s check {row['check']:.2f}s "
-                      f"download cpu {row['download']:.2f}s wall {row['wall']:.2f}s", flush=True)
+                      f"download cpu {row['download']:.2f}s wall {row['wall']:.2f}s "
+                      f"seeder cpu {row['seeder_cpu']:.2f}s",
+                      flush=True)
         finally:
             for s in seeders:
                 s.close()
