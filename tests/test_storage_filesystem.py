@@ -161,3 +161,27 @@ def test_something_else_than_a_file_at_a_files_path_is_refused_in_one_line(tmp_p
     for attempt in (lambda: st.write(0, 0, blob), lambda: st.read(0, 0, 100)):  # neither blocks on the FIFO
         with pytest.raises(StorageError, match="not a regular file"):
             attempt()
+
+
+@pytest.mark.parametrize(("pieces", "hashed"), [(16, 2), (80, 8)])
+def test_a_resume_record_is_sampled_at_most_one_piece_in_eight(tmp_path, monkeypatch, pieces, hashed):
+    """The first and the last claimed piece always, more only when there are many (RESUME_SAMPLE_ONE_IN)."""
+    from torrentcore_plugins import filesystem
+
+    meta, blob = make_meta([([b"a"], os.urandom(pieces * 16384))])
+    st = FilesystemStorage(meta, str(tmp_path))
+    write_all(st, meta, blob)
+    st.close()
+    checked: list[int] = []
+    real = type(meta).piece_ok
+    monkeypatch.setattr(type(meta), "piece_ok", lambda self, i, data: checked.append(i) or real(self, i, data))
+    assert FilesystemStorage(meta, str(tmp_path)).completed_pieces() == set(range(pieces))
+    assert len(checked) == hashed == min(filesystem.RESUME_SAMPLE, pieces // filesystem.RESUME_SAMPLE_ONE_IN)
+    assert {0, pieces - 1} <= set(checked)
+    # The first piece damaged (same size, same time): the record is refused.
+    path = tmp_path / "t" / "a"
+    st_before = os.stat(path)
+    with open(path, "r+b") as fh:
+        fh.write(b"\0" * 16)
+    os.utime(path, ns=(st_before.st_atime_ns, st_before.st_mtime_ns))
+    assert FilesystemStorage(meta, str(tmp_path)).completed_pieces() is None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gevent
 
+from torrentcore.hookspec import hookimpl
 from torrentcore.ticker import Ticker
 
 
@@ -56,3 +57,87 @@ def test_torrents_of_a_session_share_its_ticker(tmp_path):
     finally:
         session.close()
     assert len(session.ticker) == 0
+
+
+class _ProgressRecorder:
+    """A reporter plugin that keeps every progress snapshot and the final one."""
+
+    def __init__(self) -> None:
+        self.progress: list = []
+        self.finish: list = []
+
+    @hookimpl
+    def torrentcore_on_progress(self, torrent, snapshot) -> None:
+        self.progress.append(snapshot)
+
+    @hookimpl
+    def torrentcore_on_finish(self, torrent, snapshot, exit_code) -> None:
+        self.finish.append(snapshot)
+
+
+def _wait_ticks(ticker: Ticker, count: int) -> None:
+    """Return after the ticker ticked ``count`` more times (bounded)."""
+    seen = []
+    token = ticker.add(lambda now: seen.append(now))
+    try:
+        for _ in range(2000):
+            if len(seen) >= count:
+                return
+            gevent.sleep(0.01)
+        raise AssertionError(f"the ticker ticked {len(seen)} times, not {count}")
+    finally:
+        ticker.remove(token)
+
+
+def test_an_idle_seeder_is_reported_only_when_something_changes(tmp_path):
+    """No peer and nothing new: no progress report on a tick; a peer fetching it: reported, ending with the
+    quiet state (no peer, rates back at zero, what was uploaded), then none again; the finish snapshot last."""
+    import os
+
+    from realpeers import make_payload, make_torrent
+
+    from torrentcore import Session, SessionConfig, TorrentConfig
+    from torrentcore.plugins import get_plugin_manager
+
+    size = 256 * 1024
+    root = make_payload(tmp_path / "data", size, seed=7, name="idle.bin")
+    torrent = os.fspath(tmp_path / "idle.torrent")
+    make_torrent(root, [], piece_length=16 * 1024, out=torrent)
+    recorder = _ProgressRecorder()
+    pm = get_plugin_manager()
+    pm.register(recorder, name="progress-recorder")
+    config = SessionConfig(listen_port=0, listen_hosts=("127.0.0.1",), dht=False, pex=False)
+    seeder = Session(config, plugin_manager=pm)
+    seeder.ticker.interval = 0.05  # the rule is per tick, not per second
+    try:
+        handle = seeder.add_torrent(torrent, tmp_path / "data", TorrentConfig.seeding_forever())
+        for _ in range(500):
+            if handle.status().state == "seeding" and len(seeder.ticker):
+                break
+            gevent.sleep(0.02)
+        assert handle.status().state == "seeding"
+        _wait_ticks(seeder.ticker, 2)
+        quiet = len(recorder.progress)
+        assert quiet >= 1 and recorder.progress[-1].state == "seeding" and recorder.progress[-1].peers == 0
+        _wait_ticks(seeder.ticker, 20)
+        assert len(recorder.progress) == quiet  # nothing changed: no report
+
+        with Session(SessionConfig(listen_port=0, listen_hosts=("127.0.0.1",), dht=False, pex=False)) as leecher:
+            got = leecher.add_torrent(torrent, tmp_path / "out",
+                                      TorrentConfig(seed=False, peers=[("127.0.0.1", seeder.port)]))
+            assert got.join(timeout=30)
+            assert got.status().progress == 1.0
+        for _ in range(500):  # the connection's end reaches the seeder
+            if not handle.status().peers:
+                break
+            gevent.sleep(0.02)
+        _wait_ticks(seeder.ticker, 5)  # the last bytes' rate, then rates at zero, are reported
+        busy = recorder.progress[quiet:]
+        assert busy, "the upload was never reported"  # (a peer may come and go between two ticks)
+        assert busy[-1].peers == 0 and busy[-1].uploaded >= size and busy[-1].upload_rate == 0.0
+        settled = len(recorder.progress)
+        _wait_ticks(seeder.ticker, 20)
+        assert len(recorder.progress) == settled  # quiet again
+    finally:
+        seeder.close()
+    assert recorder.finish and recorder.finish[-1].uploaded >= size

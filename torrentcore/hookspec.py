@@ -585,6 +585,12 @@ def torrentcore_on_start(torrent: Metainfo, save_path: str, options: TorrentConf
 def torrentcore_on_progress(torrent: Metainfo, snapshot: ProgressSnapshot) -> None:
     """About once a second while the torrent runs, including while checking. Returns nothing.
 
+    A running torrent with no peer connected is reported only when something a snapshot shows changed
+    since its last report (its state, pieces, bytes moved, rates, the selection; ``elapsed`` and ``eta``
+    alone do not count): an idle seeder is reported once, when it goes quiet (its rates back at zero),
+    and again when it next changes. With a peer connected, and while checking, it is reported every
+    second. The last state always comes with :func:`torrentcore_on_finish`.
+
     Not ``firstresult``: every plugin that implements it is called.
     """
 
