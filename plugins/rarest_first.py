@@ -84,6 +84,11 @@ class RarestFirst:
         self._bound: list[int] = []
         self._all: Bitfield | None = None  # every piece: what a web seed has
         self._ws_cursor = 0  # below it every piece is verified (web_seed_run)
+        # Pieces moved before _bound[0] because they were started or waiting for their hash check when the
+        # scan met them (else every request batch walked over all pieces in flight again: 2,048 of them
+        # with 16 KiB pieces). Put back when swarm.version moves (a failed piece is wanted again).
+        self._parked: set[int] = set()
+        self._parked_version: int | None = None
 
     # --- the bucketed order -----------------------------------------------------------------------
 
@@ -116,6 +121,7 @@ class RarestFirst:
         pos = array("l", positions)
         self._order, self._pos, self._level, self._bound = order, pos, level, bound
         self._built_for, self._selection = id(swarm), sel
+        self._parked, self._parked_version = set(), swarm.version
 
     def availability_changed(self, pieces: Iterable[int], delta: int) -> None:
         """Move each of ``pieces`` one bucket up (``delta`` 1) or down (-1): O(1) per piece."""
@@ -135,7 +141,8 @@ class RarestFirst:
 
     def _up(self, i: int) -> None:
         if self._pos[i] < self._bound[0]:
-            return  # gone
+            self._level[i] += 1  # gone: only its level (a parked piece may come back)
+            return
         bound = self._bound
         b = self._level[i]
         if b + 2 >= len(bound):
@@ -147,8 +154,11 @@ class RarestFirst:
 
     def _down(self, i: int) -> None:
         b = self._level[i]
-        if b == 0 or self._pos[i] < self._bound[0]:
-            return  # gone (a level below 0 would be a count below 0: never reported)
+        if b == 0:
+            return  # (a level below 0 would be a count below 0: never reported)
+        if self._pos[i] < self._bound[0]:
+            self._level[i] = b - 1  # gone: only its level (a parked piece may come back)
+            return
         bound = self._bound
         first = bound[b]
         self._swap(i, first)
@@ -163,13 +173,37 @@ class RarestFirst:
             self._swap(i, first)
             bound[b] = first + 1
 
+    def _restore(self, i: int) -> None:
+        """Put a gone piece ``i`` back into the bucket of its level (the inverse of :meth:`_remove`)."""
+        bound = self._bound
+        level = self._level[i]
+        while len(bound) < level + 2:
+            bound.append(bound[-1])  # new, empty top buckets
+        for b in range(level + 1):
+            last = bound[b] - 1  # the last gone piece (b == 0), else the last of bucket b - 1
+            self._swap(i, last)
+            bound[b] = last
+
+    def _unpark(self, swarm: SwarmView) -> None:
+        """``swarm.version`` moved: parked pieces that are wanted and not started again go back in order."""
+        self._parked_version = swarm.version
+        partial, have = swarm.partial, swarm.have
+        for i in list(self._parked):
+            if have[i]:
+                self._parked.discard(i)  # verified: gone for good
+            elif i not in partial and swarm.wanted(i):
+                self._parked.discard(i)
+                self._restore(i)
+
     # --- PieceStrategy ----------------------------------------------------------------------------
 
     def next_pieces(self, swarm: SwarmView, peer_has: Bitfield) -> Iterator[int]:
         """Started pieces the peer has (rarest first), then unstarted ones by rarity."""
         avail = swarm.availability
-        # A seed (most peers of a download) has every started piece: no per-piece test.
-        started = list(swarm.partial) if peer_has.complete else [i for i in swarm.partial if peer_has[i]]
+        # Started pieces with a free block (``partial_open`` when the engine keeps it; else every started
+        # piece). A seed (most peers of a download) has every started piece: no per-piece test.
+        opened = getattr(swarm, "partial_open", swarm.partial)
+        started = list(opened) if peer_has.complete else [i for i in opened if peer_has[i]]
         if len(started) > 1:
             # By the per-piece counts when the engine keeps them (the seeds add the same to every piece), a
             # plain list: a C-level key instead of a Python one per started piece.
@@ -180,7 +214,10 @@ class RarestFirst:
             return
         if self._built_for != id(swarm) or swarm.selected is not self._selection:
             self._rebuild(swarm, False)  # first request, or the selection changed: unselected pieces may be back
+        elif swarm.version != self._parked_version:
+            self._unpark(swarm)
         have, sel, partial, order = swarm.have, swarm.selected, swarm.partial, self._order
+        parked = self._parked
         p = self._bound[0]
         end = len(order)
         while p < end:
@@ -190,6 +227,9 @@ class RarestFirst:
                     self._remove(i)  # only pieces visited already come to p: go on after it
                 elif i not in partial and swarm.wanted(i):
                     yield i
+                else:  # started or being hash-checked: out of the scan until the version moves
+                    self._remove(i)
+                    parked.add(i)
             p += 1
 
     def web_seed_run(self, swarm: SwarmView, max_pieces: int) -> list[int]:

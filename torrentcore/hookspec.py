@@ -120,7 +120,9 @@ class SwarmView(Protocol):
     ``availability[i]`` is how many connected peers have piece ``i`` (counted
     from their bitfield and have messages; a read-only sequence). ``have`` is our verified pieces.
     ``partial`` holds pieces that are started (some blocks requested or
-    received) but not verified. ``version`` changes whenever availability or
+    received) but not verified; the engine's view also has ``partial_open`` (optional for other views:
+    read it with ``getattr``), the started pieces that still have an unrequested block, a few where
+    ``partial`` may hold thousands. ``version`` changes whenever availability or
     the set of started pieces changes in a way that can reorder a strategy's
     choices (a peer's bitfield arrives, a peer leaves, a piece fails its hash;
     not for a seed, which changes every piece alike), so a strategy may cache
