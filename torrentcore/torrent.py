@@ -664,6 +664,11 @@ class Torrent:
         # Pieces being hashed or written finish first (a stop lets no new write start): every piece the
         # storage records is then counted in the final snapshot.
         self.verifier.wait_idle(SHUTDOWN_VERIFY_WAIT)
+        if self.exit_code not in (None, EXIT_OK) and self.error is None and self.complete:
+            # The pieces checked or stored while stopping completed the data (a small torrent stopped during
+            # its start-up check, a download stopped on its last piece): a stopped seed, which is success.
+            self.seeding_stopped = True
+            self.exit_code = EXIT_OK
         self.webseeds.close()
         try:
             self.verifier.close()
