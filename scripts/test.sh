@@ -25,7 +25,7 @@ python3 -m ruff check .
 lint-imports
 # With arguments: one pytest with them. Without: the whole suite as TORRENTCORE_TEST_JOBS (default 3) pytest
 # processes side by side, each running one shard (tests/conftest.py deals the tests out). Most tests wait on
-# real clients and sockets rather than the CPU, so on a 2-core machine 3 shards take about half the time of one.
+# real clients and sockets rather than the CPU: on 2 cores 3 shards took 936 s where one took 1,496 s (loaded).
 if [ $# -gt 0 ]; then
   exec python3 -m pytest -q -p no:cacheprovider "$@"
 fi
