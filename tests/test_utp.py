@@ -88,6 +88,15 @@ def _transfer(client_mux: Multiplexer, server_addr, accepted: list, payload: byt
 # --- the packet -------------------------------------------------------------------------------------
 
 
+def _connect(pair):
+    """A uTP connection from ``pair.client`` to ``pair.server``, once the server has accepted it (the caller
+    bounds the wait with its gevent.Timeout); the accepted side is ``pair.accepted[0]``."""
+    sock = pair.client.connect(pair.server.address, timeout=10)
+    while not pair.accepted:
+        gevent.sleep(0.01)
+    return sock
+
+
 def test_packet_round_trip_and_bounds():
     data = pk.build(pk.ST_DATA, 7, 1, 2, 3, 0xFFFF, 0, b"payload", sack=b"\x01\x00\x00\x80")
     p = pk.parse(data)
@@ -137,9 +146,7 @@ def test_stream_byte_exact_with_sequence_numbers_wrapping(pair, monkeypatch):
 
 def test_small_writes_coalesce(pair):
     with gevent.Timeout(20):
-        sock = pair.client.connect(pair.server.address, timeout=10)
-        while not pair.accepted:
-            gevent.sleep(0.01)
+        sock = _connect(pair)
         before = sock.conn.packets_sent
         for _ in range(2000):
             sock.sendall(b"0123456789")  # 20,000 bytes in 10-byte writes
@@ -157,9 +164,7 @@ def test_mse_and_the_wire_code_run_over_a_utp_socket(pair):
     from torrentcore.peer.connection import Connection
 
     with gevent.Timeout(20):
-        sock = pair.client.connect(pair.server.address, timeout=10)
-        while not pair.accepted:
-            gevent.sleep(0.01)
+        sock = _connect(pair)
         a, b = Connection(sock, pair.server.address), Connection(pair.accepted[0], pair.client.address)
         a.send_handshake(b"\x01" * 20, b"-TC0001-aaaaaaaaaaaa", bytes(8))
         assert b.read_handshake() == (bytes(8), b"\x01" * 20, b"-TC0001-aaaaaaaaaaaa")
@@ -231,9 +236,7 @@ def test_unknown_ids_wrong_acks_odd_sizes_and_absurd_sacks_leave_no_state(pair):
     attacker = _udp()
     try:
         with gevent.Timeout(30):
-            sock = pair.client.connect(pair.server.address, timeout=10)
-            while not pair.accepted:
-                gevent.sleep(0.01)
+            sock = _connect(pair)
             server_conn = pair.accepted[0].conn
             rng = random.Random(5)
             for i in range(2000):  # unknown ids, every type but SYN
@@ -405,9 +408,7 @@ def test_dialer_takes_utp_first_with_a_peer_that_said_it_speaks_utp(pair):
 
 def test_a_recv_timeout_bounds_the_whole_call_while_acks_keep_arriving(pair):
     with gevent.Timeout(20):
-        sock = pair.client.connect(pair.server.address, timeout=10)
-        while not pair.accepted:
-            gevent.sleep(0.01)
+        sock = _connect(pair)
         server = pair.accepted[0]
         server.settimeout(0.5)
 

@@ -128,7 +128,13 @@ def load_source(source: Any) -> Loaded:
 
 
 class TorrentHandle:
-    """A torrent in a :class:`~torrentcore.Session` (returned by ``session.add_torrent``)."""
+    """A torrent in a :class:`~torrentcore.Session` (returned by ``session.add_torrent``).
+
+    Over 400 lines: it is the whole public surface of one torrent (life cycle, status, files, limits,
+    moving and renaming data, what the daemon's RPC reads), each method a thin, documented step onto the
+    engine. Moving and renaming data on disk (``move_data``, ``rename_path``) are the part to move out into
+    a module of their own next.
+    """
 
     def __init__(self, session: SessionPort, info_hash: bytes, save_path: str, config: TorrentConfig,
                  name: str) -> None:
