@@ -37,8 +37,12 @@ MAX_OUTSTANDING_BYTES = 32 * 1024 * 1024
 MIN_BATCH = 32
 #: HAVE messages move ``version`` once per ``num_pieces // HAVES_PER_VERSION`` of them (see add_peer_piece).
 HAVES_PER_VERSION = 16
-#: Piece buffers kept for reuse (allocating and faulting in fresh memory per piece is measurable).
+#: Piece buffers kept for reuse (allocating and faulting in fresh memory per piece is measurable)...
 SPARE_BUFFERS = 16
+#: ...or as many as fit in this many bytes, if more: requests start pieces in batches (up to 256 one-block
+#: pieces at once with 16 KiB pieces) while stored pieces come back one at a time, so 16 spares left nearly
+#: every 16 KiB piece a fresh buffer (benchmarks/large_torrent.py).
+SPARE_BUFFER_BYTES = 4 * 1024 * 1024
 #: The first pieces of each urgent window (those a read waits for, or soon will) whose requested blocks may
 #: be asked of a second peer once the whole window is requested (at most ENDGAME_DUPLICATES peers per block,
 #: ENDGAME_BLOCKS_PER_CALL duplicates per call, as in endgame).
@@ -145,6 +149,7 @@ class PieceManager:
         # Selected pieces not verified yet (kept up to date by piece_verified()).
         self._missing = self._unstarted
         self._spare: list[bytearray] = []
+        self._spare_max = max(SPARE_BUFFERS, SPARE_BUFFER_BYTES // max(1, torrent.piece_length))
         # Urgent windows by owner (a reader), each in its own order; ``urgent`` is all of them merged.
         self._urgent_windows: dict[Hashable, list[int]] = {}
         #: Urgent pieces, fetched before anything the strategy picks: the windows interleaved (the first
@@ -489,7 +494,7 @@ class PieceManager:
         Every byte of a reused buffer is overwritten by received blocks before it is hashed.
         """
         piece.view = None
-        if len(piece.buffer) == self.torrent.piece_length and len(self._spare) < SPARE_BUFFERS:
+        if len(piece.buffer) == self.torrent.piece_length and len(self._spare) < self._spare_max:
             self._spare.append(piece.buffer)
         piece.buffer = bytearray()
 

@@ -38,10 +38,15 @@ log = structlog.get_logger(__name__)
 
 #: Hashing at start for storages without thread-safe writes: pieces hashed concurrently in the pool.
 CHECK_PARALLEL = 2
-#: Complete pieces waiting for their hash check and write, in bytes (at least 2 pieces, at most 16): beyond
-#: it the peer that completes a piece waits. A reader on a busy socket never yields to the event loop
-#: by itself, so without this bound finished pieces piled up in memory (700 MiB for 1 GiB measured).
+#: Complete pieces waiting for their hash check and write, in bytes (at least 2 pieces, at most 16 unless
+#: small: see :func:`verify_slots`): beyond it the peer that completes a piece waits. A reader on a busy
+#: socket never yields to the event loop by itself, so without this bound finished pieces piled up in
+#: memory (700 MiB for 1 GiB measured).
 VERIFY_QUEUE_BYTES = 16 * 1024 * 1024
+#: Small pieces may queue this many hand-over batches (VERIFY_BATCH_BYTES) beyond 16 pieces: 16 pieces of
+#: 16 KiB (256 KiB) never filled one batch, so every hand-over waited VERIFY_BATCH_WAIT while the peers
+#: waited for a slot (downloads of 16 KiB pieces stayed near 50 MB/s, benchmarks/large_torrent.py).
+VERIFY_QUEUE_BATCHES = 4
 #: Downloaded pieces are handed to the worker thread once this many bytes of them are queued (or after
 #: VERIFY_BATCH_WAIT seconds): one wake-up of the worker for several pieces. Measured (benchmarks/swarm.py's
 #: kind of download of 256 MiB, 256 KiB pieces, one peer; main-thread and process CPU per GiB): one thread-pool
@@ -53,6 +58,14 @@ VERIFY_BATCH_WAIT = 0.002
 VERIFY_WORKERS = 2
 #: Start-up check with thread-safe storages: bytes read and hashed per hand-off to a worker thread.
 CHECK_BATCH_BYTES = 4 << 20
+
+
+def verify_slots(piece_length: int) -> int:
+    """Pieces that may wait for their hash check at once: VERIFY_QUEUE_BYTES of them, at least 2, at most 16
+    or VERIFY_QUEUE_BATCHES batches' worth (for small pieces: 64 of 64 KiB, 256 of 16 KiB)."""
+    size = max(1, piece_length)
+    most = max(16, VERIFY_QUEUE_BATCHES * VERIFY_BATCH_BYTES // size)
+    return max(2, min(most, VERIFY_QUEUE_BYTES // size))
 
 
 def sha1(data) -> bytes:
@@ -89,7 +102,7 @@ class Verifier:
         self._in_flight = 0
         self._idle = gevent.event.Event()
         self._idle.set()
-        self._slots = gevent.lock.Semaphore(max(2, min(16, VERIFY_QUEUE_BYTES // max(1, meta.piece_length))))
+        self._slots = gevent.lock.Semaphore(verify_slots(meta.piece_length))
         # Batched hand-over (see the module docstring): pieces to check, verdicts to deliver, and whether a
         # worker task is draining ``_todo`` (both sides look at them under ``_todo_lock``, a real thread lock).
         self._todo: deque = deque()
