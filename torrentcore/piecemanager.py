@@ -41,8 +41,9 @@ HAVES_PER_VERSION = 16
 SPARE_BUFFERS = 16
 #: ...or as many as fit in this many bytes, if more: requests start pieces in batches (up to 256 one-block
 #: pieces at once with 16 KiB pieces) while stored pieces come back one at a time, so 16 spares left nearly
-#: every 16 KiB piece a fresh buffer (benchmarks/large_torrent.py).
-SPARE_BUFFER_BYTES = 4 * 1024 * 1024
+#: every 16 KiB piece a fresh buffer (benchmarks/large_torrent.py), and with 256 KiB pieces a fresh buffer
+#: (zeroed, so every page faulted in) cost 1.4 % of a 200-file download's samples (py-spy, swarm.py tree).
+SPARE_BUFFER_BYTES = 8 * 1024 * 1024
 #: The first pieces of each urgent window (those a read waits for, or soon will) whose requested blocks may
 #: be asked of a second peer once the whole window is requested (at most ENDGAME_DUPLICATES peers per block,
 #: ENDGAME_BLOCKS_PER_CALL duplicates per call, as in endgame).
