@@ -26,6 +26,7 @@ import argparse  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
 import shutil  # noqa: E402
+import signal  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
@@ -93,13 +94,15 @@ def main() -> int:
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--seeder-log", metavar="FILE", help="the torrentcore seeder's info-level log (JSON lines) here")
     ap.add_argument("--seeder-arg", action="append", default=[], help="extra argument for torrentcore seed")
+    ap.add_argument("--profile", metavar="FILE", help="py-spy record the torrentcore seeder (--pid, all rounds) "
+                    "into FILE (collapsed stacks; py-spy must be installed)")
     args = ap.parse_args()
     leechers = [name for name in args.leechers.split(",") if name]
     if not leechers or set(leechers) - set(LEECHERS):
         ap.error(f"--leechers: a comma-separated subset of {', '.join(LEECHERS)}")
 
     work = tempfile.mkdtemp(prefix="tc-bench-seed-")
-    tc_proc = None
+    tc_proc = spy = None
     try:
         root = rp.make_payload(os.path.join(work, "seed"), args.size, seed="bench-seed")
         _, info_hash = rp.make_torrent(root, [], piece_length=args.piece_length)
@@ -122,6 +125,10 @@ def main() -> int:
             )
             if not rp.wait_port_open(tc_port, timeout=120):
                 raise RuntimeError("torrentcore seed did not start listening")
+            if args.profile:
+                spy = subprocess.Popen(["py-spy", "record", "--pid", str(tc_proc.pid), "-o", args.profile,
+                                        "--format", "raw", "--rate", "250", "--nonblocking"],
+                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             with rp.LibtorrentPeer(name="lt-seed") as lt_seed:
                 # A full check at start (as benchmarks/swarm.py's seeders), so that no round pays for libtorrent's
                 # lazy hashing of seed_mode (which made its first uploads several times slower).
@@ -167,6 +174,13 @@ def main() -> int:
                       "(1.0 = as fast as libtorrent)")
             print(f"torrentcore seeder CPU: {cpu:.2f} s per GiB uploaded (median)")
     finally:
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
+            try:
+                spy.wait(30)
+            except subprocess.TimeoutExpired:
+                spy.kill()
+                spy.wait()
         if tc_proc is not None:
             tc_proc.kill()
             tc_proc.wait()
