@@ -443,7 +443,8 @@ class WebSeeds:
         length = len(data)
         dest = manager.block_buffer(index, begin, length)
         if dest is None:
-            port.stats_wasted(length)  # taken meanwhile by a peer (endgame), or the piece is done
+            if begin // BLOCK_SIZE not in manager.pad_blocks.get(index, ()):  # pad zeros were never asked for
+                port.stats_wasted(length)  # taken meanwhile by a peer (endgame), or the piece is done
             return
         dest[:] = data
         others, piece = manager.block_received(seed, index, begin)
