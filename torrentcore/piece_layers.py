@@ -6,7 +6,10 @@ whose ``pieces root`` per file is all that is known. :class:`PieceLayers` both
 * **serves** the layers it knows: a request for ``count`` hashes of a file's piece layer from ``index``
   is answered with them and the *uncle* hashes (siblings of the subtree's ancestors, lowest first) that
   let the asker climb to the file's root, as libtorrent asks (``proof layers``: layers above the base);
-  anything else (the block layer, unknown roots, misaligned ranges) gets a hash reject; and
+  a request for the *block* layer (base 0: the 16 KiB leaves, which libtorrent asks for a piece that
+  failed its check, to find the bad block) is answered from the data on disk, for a range within one
+  piece we have (see :meth:`PieceLayers.answer`); anything else (unknown roots, misaligned ranges,
+  pieces we lack) gets a hash reject; and
 * **fetches** the missing ones: chunks of at most :data:`CHUNK` piece hashes (libtorrent's 512), each
   checked against the file's root with its proof before it is kept. A wrong proof is the peer's fault
   (the caller drops it); a file's layer is added to the :class:`~torrentcore.metainfo.Metainfo` once
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import struct
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -79,6 +83,7 @@ class PieceLayers:
         self.piece_layer = (meta.piece_length // merkle.BLOCK).bit_length() - 1
         self._pad = merkle.pad_hash(self.piece_layer)
         self._files = {f.root: f for f in meta.files if f.root and f.length > meta.piece_length}
+        self._all_files = {f.root: f for f in meta.files if f.root}
         self._trees: dict[bytes, list[list[bytes]]] = {}
         self._missing: dict[bytes, _Missing] = {}
         for f in meta.missing_layers():
@@ -114,8 +119,14 @@ class PieceLayers:
             self._trees[root] = tree
         return tree
 
-    def answer(self, req: HashRequest) -> list[bytes] | None:
-        """The hashes (base then uncles) answering ``req``, or None for a hash reject."""
+    def answer(self, req: HashRequest, read_piece: Callable[[int], bytes | None] | None = None) -> list[bytes] | None:
+        """The hashes (base then uncles) answering ``req``, or None for a hash reject.
+
+        ``read_piece(index)``: the bytes of a piece we have (None if we do not); needed for block-layer
+        requests only (without it they are rejected).
+        """
+        if req.base == 0 and req.base != self.piece_layer:
+            return None if read_piece is None else self._answer_blocks(req, read_piece)
         tree = self._tree(req.root)
         if tree is None or req.base != self.piece_layer:
             return None
@@ -132,6 +143,58 @@ class PieceLayers:
             idx >>= 1  # the ancestor at layer i + 1 above the base
             if i >= below:
                 out.append(tree[i + 1][idx ^ 1])
+        return out
+
+    def _answer_blocks(self, req: HashRequest, read_piece: Callable[[int], bytes | None]) -> list[bytes] | None:
+        """A block-layer request: leaf hashes of at most one piece, computed from its data, with the uncles.
+
+        Bounds as for the piece layer (``count`` from 2 to one piece's blocks, aligned to its power of two,
+        inside the file, ``proof layers`` below the root); the piece must be one we have. Uncles below the
+        piece layer come from the piece's own blocks, those above from the file's piece-layer tree.
+        """
+        f = self._all_files.get(req.root)
+        if f is None:
+            return None
+        plen = self.meta.piece_length
+        per_piece = plen // merkle.BLOCK
+        nblocks = -(-f.length // merkle.BLOCK)
+        large = f.length > plen
+        tree = self._tree(req.root) if large else None
+        if large and tree is None:
+            return None  # its piece layer is not known: the uncles above the piece cannot be given
+        width = len(tree[0]) * per_piece if tree is not None else merkle.next_pow2(nblocks)
+        region = per_piece if large else width  # the leaves one read gives: a piece, or a small file
+        span = merkle.next_pow2(req.count)
+        levels = width.bit_length() - 1
+        if (not 2 <= req.count <= region or req.index % span or req.index >= nblocks
+                or req.index + req.count > width or req.proof_layers >= levels):
+            return None
+        k = req.index // region  # the piece within the file
+        data = read_piece(f.offset // plen + k)
+        if data is None:
+            return None
+        n = min(plen, f.length - k * plen)
+        leaves = merkle.block_hashes(memoryview(data)[:n])
+        leaves += [merkle.ZERO] * (region - len(leaves))
+        local = [leaves]  # the region's layers, from the leaves up to its root
+        while len(local[-1]) > 1:
+            nodes = local[-1]
+            local.append([merkle.sha256(nodes[i] + nodes[i + 1]) for i in range(0, len(nodes), 2)])
+        start = req.index - k * region
+        out = leaves[start : start + req.count]
+        below = span.bit_length() - 2
+        idx = req.index
+        region_levels = region.bit_length() - 1
+        for i in range(req.proof_layers):
+            idx >>= 1  # the ancestor at layer i + 1 above the leaves
+            if i < below:
+                continue
+            level = i + 1
+            if level < region_levels:
+                out.append(local[level][(idx ^ 1) - ((k * region) >> level)])
+            else:
+                assert tree is not None  # a small file's region is its whole tree: proof_layers < levels
+                out.append(tree[level - self.piece_layer][idx ^ 1])
         return out
 
     # --- fetching --------------------------------------------------------------------------------

@@ -107,7 +107,8 @@ class Peer:
         self._layers = getattr(torrent, "layers", None)
         #: BEP 52 hash messages with this peer (None for a v1 torrent).
         self.hashes = None if self._layers is None else HashExchange(
-            self._layers, conn.send, torrent.meta.num_pieces, self.supports_v2, torrent.layers_complete)
+            self._layers, conn.send, torrent.meta.num_pieces, self.supports_v2, torrent.layers_complete,
+            lambda i: torrent.read_block(i, 0, torrent.meta.piece_size(i)))  # block-layer hashes come from disk
         self.allowed_fast_out: frozenset[int] = frozenset()  # pieces it may request while we choke it
         self.allowed_fast_in: set[int] = set()  # pieces we may request while it chokes us
         self.awaiting_answer: dict[tuple[int, int], None] = {}  # cancelled/released: a REJECT may still come
