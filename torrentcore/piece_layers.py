@@ -15,6 +15,12 @@ whose ``pieces root`` per file is all that is known. :class:`PieceLayers` both
   (the caller drops it); a file's layer is added to the :class:`~torrentcore.metainfo.Metainfo` once
   every chunk arrived, so its pieces can then be checked.
 
+A v2-only download does not wait for every layer: a file's pieces may be requested (:meth:`PieceLayers.ready`,
+:meth:`PieceLayers.requestable`) as soon as its own layer is known (at once for files of at most one piece,
+whose pieces root is their hash). When a layer arrives, :attr:`PieceLayers.on_file_layer` is told (the torrent
+then checks what was held unverified: :mod:`torrentcore.layer_recheck`), and the file becomes ready only when
+that check calls :meth:`PieceLayers.file_ready`.
+
 Layers are numbered from the leaves (16 KiB blocks) as in BEP 52: the piece layer is
 ``log2(piece length / 16 KiB)``.
 """
@@ -28,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from . import merkle
+from .bitfield import Bitfield
 
 if TYPE_CHECKING:  # pragma: no cover
     from .metainfo import FileEntry, Metainfo
@@ -90,6 +97,12 @@ class PieceLayers:
             pieces = -(-f.length // meta.piece_length)
             width = merkle.next_pow2(pieces)
             self._missing[f.root] = _Missing(f, pieces, width.bit_length() - 1, [None] * pieces)
+        #: Files whose pieces cannot be checked yet: layer missing, or arrived and its held pieces being checked.
+        self._unready: dict[bytes, FileEntry] = {root: m.entry for root, m in self._missing.items()}
+        self._ready_bits: Bitfield | None = None  # pieces of ready files (cached; rebuilt when one gets ready)
+        #: Told of each file whose layer just arrived (fetched and proved); it calls :meth:`file_ready` when
+        #: the pieces held unverified are checked. None: a file is ready as soon as its layer arrives.
+        self.on_file_layer: Callable[[FileEntry], None] | None = None
 
     @property
     def complete(self) -> bool:
@@ -98,8 +111,43 @@ class PieceLayers:
 
     @property
     def blocking(self) -> bool:
-        """Pieces cannot be checked yet: a v2-only torrent misses a layer (a hybrid checks SHA-1 meanwhile)."""
-        return bool(self._missing) and self.meta.v2_only
+        """Some pieces cannot be checked yet: a v2-only torrent misses a layer (a hybrid checks SHA-1 meanwhile).
+        Only the :meth:`requestable` pieces may then be asked for."""
+        return bool(self._unready) and self.meta.v2_only
+
+    def file_pieces(self, f: FileEntry) -> range:
+        """The pieces of file ``f`` (v2 files start on a piece boundary)."""
+        plen = self.meta.piece_length
+        return range(f.offset // plen, (f.offset + f.length - 1) // plen + 1)
+
+    def ready(self, index: int) -> bool:
+        """Piece ``index`` can be checked now (its file's layer is known, or it needs none, or a hybrid's SHA-1)."""
+        if not self.blocking:
+            return True
+        return self._ready()[index]
+
+    def _ready(self) -> Bitfield:
+        bits = self._ready_bits
+        if bits is None:
+            bits = Bitfield.full(self.meta.num_pieces)
+            for f in self._unready.values():
+                for i in self.file_pieces(f):
+                    bits.clear(i)
+            self._ready_bits = bits
+        return bits
+
+    def requestable(self, has: Bitfield) -> Bitfield:
+        """The pieces of ``has`` that are :meth:`ready` (a new bitfield; ``has`` itself when all are)."""
+        if not self.blocking:
+            return has
+        n = len(has.to_bytes())
+        mask = int.from_bytes(has.to_bytes(), "big") & int.from_bytes(self._ready().to_bytes(), "big")
+        return Bitfield(has.size, mask.to_bytes(n, "big"))
+
+    def file_ready(self, root: bytes) -> None:
+        """The pieces of a file whose layer arrived were checked: they may be requested from now on."""
+        if self._unready.pop(root, None) is not None:
+            self._ready_bits = None
 
     # --- serving ---------------------------------------------------------------------------------
 
@@ -248,6 +296,10 @@ class PieceLayers:
                 return False
             self.meta.piece_layers[req.root] = layer
             del self._missing[req.root]
+            if self.on_file_layer is None:
+                self.file_ready(req.root)
+            else:
+                self.on_file_layer(m.entry)
         return True
 
 

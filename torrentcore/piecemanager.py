@@ -522,6 +522,15 @@ class PieceManager:
         if self.have.set(index) and (self.selected is None or self.selected[index]):
             self._missing -= 1
 
+    def piece_found(self, index: int) -> None:
+        """A piece never started was found good on disk mid-run (a v2 file's layer arrived): as
+        :meth:`piece_verified`, and no longer counted unstarted."""
+        if self.have[index] or index in self.partial or index in self.verifying:
+            return
+        if self.selected is None or self.selected[index]:
+            self._unstarted -= 1
+        self.piece_verified(index)
+
     def piece_lost(self, index: int) -> None:
         """A piece we had (trusted from a resume record) turned out bad: it is wanted again from scratch,
         first of all (an urgent window of its own: strategies drop verified pieces from their order for good).

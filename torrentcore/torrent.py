@@ -40,6 +40,7 @@ from .config import TorrentConfig
 from .errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_RUNTIME, StorageError
 from .events import Event, Paused, Reporter, Resumed
 from .hookspec import ProgressSnapshot
+from .layer_recheck import LayerRecheck
 from .metainfo import Metainfo
 from .peer import handshake
 from .peer import messages as msg
@@ -155,6 +156,11 @@ class Torrent:
         self.upload_limit = RateLimits(TokenBucket(config.max_upload_rate), services.upload_limit)
         self.verifier = Verifier(meta, self.storage, self.have, services.pool, self._stopping, self._checked_good)
         self.layers = PieceLayers(meta) if meta.v2 else None
+        if self.layers is not None and not self.layers.complete:  # pieces held for want of a layer: checked on arrival
+            self.layer_recheck = LayerRecheck(
+                meta, self.layers, self.verifier, self.have, lambda: self.manager, self._held_piece_good,
+                self._trusted_piece_bad, lambda: self.swarm.wake_requesters(),
+                lambda fn: gevent.spawn(self._guard, fn), self._stopping)
         self.port = _PeerPort(self)
         self.peer_list = PeerList(services.listen_port, on_new=lambda: self.swarm.connect_now.set())
         reserved = _RESERVED_DHT if self.dht else _RESERVED
@@ -336,6 +342,14 @@ class Torrent:
                 self.on_layers_complete()
             except OSError as exc:
                 self.log.warning("cannot save the piece layers", error=str(exc))
+
+    def _held_piece_good(self, index: int) -> None:
+        """A piece on disk, held until its v2 layer arrived, matched it (layer_recheck): counted and announced."""
+        self.manager.piece_found(index)
+        self.reporter.emit("piece_verified", index=index)
+        self.swarm.broadcast_have(index)
+        if self.complete:
+            self._on_complete()
 
     def _checked_good(self, index: int) -> None:
         self.reporter.emit("piece_verified", index=index)

@@ -113,13 +113,15 @@ class _Dropped(Exception):
     """The seed was dropped while a request ran."""
 
 
-def default_run(swarm: PieceManager, max_pieces: int) -> list[int]:
-    """The run a strategy without ``web_seed_run`` gets: the first unstarted wanted pieces, in index order."""
+def default_run(swarm: PieceManager, max_pieces: int, ready: Callable[[int], bool] | None = None) -> list[int]:
+    """The run a strategy without ``web_seed_run`` gets: the first unstarted wanted pieces, in index order
+    (only those ``ready`` allows, if given: a v2 piece whose file's layer is not known yet cannot be checked)."""
     n, partial = swarm.num_pieces, swarm.partial
+    wanted = swarm.wanted if ready is None else (lambda i: swarm.wanted(i) and ready(i))
     for i in range(n):
-        if i not in partial and swarm.wanted(i):
+        if i not in partial and wanted(i):
             run, nxt = [i], i + 1
-            while len(run) < max_pieces and nxt < n and nxt not in partial and swarm.wanted(nxt):
+            while len(run) < max_pieces and nxt < n and nxt not in partial and wanted(nxt):
                 run.append(nxt)
                 nxt += 1
             return run
@@ -143,14 +145,16 @@ def left_over_run(swarm: PieceManager, max_pieces: int) -> list[int]:
     return []
 
 
-def _valid_run(swarm: PieceManager, run: Iterable[int], max_pieces: int) -> list[int]:
-    """The strategy's answer cut to what may be claimed: consecutive, wanted, unstarted (or left over) pieces."""
+def _valid_run(swarm: PieceManager, run: Iterable[int], max_pieces: int,
+               ready: Callable[[int], bool] | None = None) -> list[int]:
+    """The strategy's answer cut to what may be claimed: consecutive, wanted, unstarted (or left over) pieces
+    (and ``ready``, if given)."""
     out: list[int] = []
     for i in run:
         if len(out) >= max_pieces or (out and i != out[-1] + 1):
             break
         if not (isinstance(i, int) and 0 <= i < swarm.num_pieces) or not swarm.wanted(i) or (
-                i in swarm.partial and not _left_over(swarm, i)):
+                i in swarm.partial and not _left_over(swarm, i)) or (ready is not None and not ready(i)):
             break
         out.append(i)
     return out
@@ -375,10 +379,13 @@ class WebSeeds:
         max_pieces = self._max_pieces(manager)
         if max_pieces <= 0:
             return []
+        layers = getattr(self.port, "layers", None)
+        ready = layers.ready if layers is not None and layers.blocking else None  # v2: files whose layer is known
         pick = getattr(manager.strategy, "web_seed_run", None)
-        run = pick(manager, max_pieces) if pick is not None else default_run(manager, max_pieces)
-        return _valid_run(manager, run or (), max_pieces) or _valid_run(manager, left_over_run(manager, max_pieces),
-                                                                        max_pieces)
+        run = pick(manager, max_pieces) if pick is not None else default_run(manager, max_pieces, ready)
+        return (_valid_run(manager, run or (), max_pieces, ready)
+                or _valid_run(manager, left_over_run(manager, max_pieces), max_pieces, ready)
+                or (default_run(manager, max_pieces, ready) if ready is not None else []))
 
     def _work(self, seed: WebSeed) -> None:
         while not seed.dropped:

@@ -351,8 +351,6 @@ class Peer:
         """Top up the request pipeline if we may (:attr:`may_request`) and there is room."""
         if not self.may_request:
             return
-        if self._layers is not None and self._layers.blocking:
-            return  # a v2 piece cannot be checked before its file's piece layer arrived (HashExchange.request)
         depth = self.pipeline_depth()
         # Top up only once an eighth of the pipeline is free (one scan of the picker per batch). _on_piece
         # skips the call above this mark; it is a hint only (a stale mark costs one batch's delay at most).
@@ -365,6 +363,8 @@ class Peer:
         if self.outstanding and manager.max_requested - manager.requested_blocks < min(room, MIN_BATCH):
             return  # all peers together have the most blocks requested: next_requests would hand out none
         has = self._requestable() if self.peer_choking or self.rejected else self.has
+        if self._layers is not None and self._layers.blocking:
+            has = self._layers.requestable(has)  # v2: only pieces whose file's layer is known can be checked
         blocks = manager.next_requests(self.key, has, room)
         if blocks:
             out = self.outstanding
