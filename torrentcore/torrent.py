@@ -241,6 +241,8 @@ class Torrent:
                 if not peer.am_interested and self.manager.interesting(peer.has):
                     peer.set_interested(True)
             self.swarm.connect_now.set()
+            if self.network_up.is_set():
+                self.webseeds.start_workers(self._spawn)  # their loops ended when the selection was complete
         elif self.completed_at is None and self.state == "downloading":
             self._on_complete()
         self.swarm.wake_requesters()
@@ -513,8 +515,7 @@ class Torrent:
         if self.dht is not None:
             spawn(self.announcer.dht_loop)
         if not self.complete:
-            for work in self.webseeds.workers():
-                spawn(work)
+            self.webseeds.start_workers(spawn, fresh=True)
         if self.dht is None and self.announcer.tiers is None and not len(self.peer_list) and not self.complete \
                 and not self.webseeds.active:
             self.reporter.emit("error", message="this torrent has no trackers and no peers were given", fatal=False)

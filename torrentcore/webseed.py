@@ -323,6 +323,7 @@ class WebSeeds:
         self.port = port
         self._warn = warn
         self.seeds: list[WebSeed] = []
+        self._loops: dict[WebSeed, list[Any]] = {}  # each seed's worker greenlets (start_workers)
         if not enabled:
             return
         seen: set[str] = set()
@@ -359,6 +360,22 @@ class WebSeeds:
     def workers(self) -> list[Callable[[], None]]:
         """The loops to run (each in its own greenlet) while the torrent downloads."""
         return [lambda s=s: self._work(s) for s in self.active for _ in range(CONNECTIONS)]
+
+    def start_workers(self, spawn: Callable[[Callable[[], None]], Any], fresh: bool = False) -> int:
+        """Start (with ``spawn``, which returns a greenlet) the worker loops each active seed lacks: all of
+        them when the network starts (``fresh``: the old ones were killed, maybe not dead yet), and again when
+        more pieces are wanted (a file selected later) after the loops ended on a complete selection.
+        Returns how many were started."""
+        if fresh:
+            self._loops.clear()
+        started = 0
+        for seed in self.active:
+            alive = [g for g in self._loops.get(seed, ()) if not g.dead]
+            while len(alive) < CONNECTIONS:
+                alive.append(spawn(lambda s=seed: self._work(s)))
+                started += 1
+            self._loops[seed] = alive
+        return started
 
     def close(self) -> None:
         """Close every seed's connection pool (log what each one delivered)."""
