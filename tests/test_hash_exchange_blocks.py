@@ -13,11 +13,24 @@ from __future__ import annotations
 import hashlib
 import os
 import socket
+import struct
 from pathlib import Path
 
 import gevent
 import pytest
-from fakepeer import handshake, message, read_message, recv_exact
+from fakepeer import (  # noqa: F401  (fixture "fakes")
+    BITFIELD,
+    INTERESTED,
+    PIECE,
+    REQUEST,
+    UNCHOKE,
+    FakePeerServer,
+    fakes_fixture,
+    handshake,
+    message,
+    read_message,
+    recv_exact,
+)
 from realpeers import LOCALHOST, make_payload
 from torrentcore_cli import torrentcore_factory  # noqa: F401  (fixture "torrentcore")
 
@@ -166,3 +179,70 @@ def test_seeder_serves_block_hashes_on_the_wire(payload, torrentcore):
         msg_id, body = _ask(sock, HashRequest(big.root, 2, 0, 8, 2))
         assert msg_id == HASHES and body == meta.piece_layers[big.root] + 2 * merkle.pad_hash(2)
     assert "Traceback" not in seeder.stderr
+
+
+class CorruptSeeder(FakePeerServer):
+    """A v2 seeder that flips the first byte of every block it sends, and rejects hash requests."""
+
+    def __init__(self, meta: metainfo.Metainfo, stream: bytes, payload: Path) -> None:
+        self.meta, self.stream = meta, stream
+        self.served = 0
+        super().__init__("corrupt", meta.info_hash, payload)
+
+    def counters(self):
+        return {"served": self.served}
+
+    def _script(self, sock: socket.socket) -> None:
+        recv_exact(sock, 68)
+        sock.sendall(handshake(self.info_hash, self.peer_id, reserved=bytes(7) + b"\x10"))
+        n = self.meta.num_pieces
+        bits = bytearray((n + 7) // 8)
+        for i in range(n):
+            bits[i >> 3] |= 0x80 >> (i & 7)
+        sock.sendall(message(BITFIELD, bytes(bits)))
+        plen = self.meta.piece_length
+        for _ in range(100_000):
+            msg_id, body = read_message(sock)
+            if msg_id == INTERESTED:
+                sock.sendall(message(UNCHOKE))
+            elif msg_id == REQUEST:
+                index, begin, length = struct.unpack(">III", body)
+                data = bytearray(self.stream[index * plen + begin : index * plen + begin + length])
+                data[0] ^= 0xFF
+                self.served += 1
+                sock.sendall(message(PIECE, body[:8] + bytes(data)))
+            elif msg_id == HASH_REQUEST:
+                sock.sendall(message(HASH_REJECT, body))
+
+
+def test_libtorrent_asks_a_torrentcore_seeder_for_block_hashes_of_a_failed_piece(tmp_path, torrentcore, fakes):
+    """libtorrent, fed corrupt blocks by a fake, asks torrentcore (the other seeder) for the failed pieces'
+    block hashes; torrentcore answers them and libtorrent finishes byte-exact, torrentcore still connected."""
+    import libtorrent as lt
+    from realpeers import LibtorrentPeer, wait_until
+
+    root = Path(make_payload(tmp_path / "seed", {"a.bin": 1_000_000}, seed=61))
+    ct = lt.create_torrent(lt.list_files(str(root)), PLEN, flags=lt.create_torrent.v2_only)
+    lt.set_piece_hashes(ct, str(tmp_path / "seed"))
+    full = tmp_path / "full.torrent"
+    full.write_bytes(bytes(lt.bencode(ct.generate())))
+    meta = metainfo.load(str(full))
+    stream = b"".join(bytes(f.length) if f.pad else (root / f.path[-1]).read_bytes() for f in meta.files)
+    fake = CorruptSeeder(meta, stream, root / "a.bin")
+    fakes.append(fake)
+    seeder = torrentcore.seed(full, root, log_level="debug")  # a single-file v2 torrent: -d holds a.bin
+    port = seeder.wait_listening()
+    with LibtorrentPeer(name="lt-leecher") as leecher:
+        leecher.add_torrent(full, tmp_path / "lt")
+        leecher.connect_peer(LOCALHOST, fake.endpoint[1])
+        assert wait_until(lambda: fake.served >= 4, 20), f"{fake}\n{leecher.describe()}"
+        leecher.connect_peer(LOCALHOST, port)
+        assert leecher.wait_finished(60), leecher.describe() + seeder.describe()
+        failed = [a for a in leecher.alerts if a.startswith("hash_failed_alert")]
+        dropped = [a for a in leecher.alerts if a.startswith("peer_disconnected_alert") and f":{port} " in a
+                   and "torrent finished" not in a]
+    assert (tmp_path / "lt" / "a.bin").read_bytes() == (root / "a.bin").read_bytes()
+    served = seeder.events("block hashes served")
+    assert failed and served, f"{failed}\n{seeder.describe()}"
+    assert all(e["count"] == PLEN // BLOCK and e["index"] % (PLEN // BLOCK) == 0 for e in served), served
+    assert not dropped, dropped  # libtorrent took the answers (a wrong proof would cost the connection)

@@ -14,6 +14,8 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+import structlog
+
 from .. import merkle
 from ..errors import ProtocolError
 from ..piece_layers import HEADER_SIZE, REQUEST_TIMEOUT, HashRequest
@@ -21,6 +23,8 @@ from . import messages as msg
 
 if TYPE_CHECKING:
     from ..piece_layers import PieceLayers
+
+log = structlog.get_logger(__name__)
 
 #: BEP 52 hash requests we keep outstanding with one peer (a chunk of 512 piece hashes each).
 MAX_HASH_REQUESTS = 2
@@ -83,6 +87,8 @@ class HashExchange:
             # A block-layer answer costs a piece's read: counted as that piece's leaves at least.
             blocks = req.base == 0 and layers.piece_layer != 0
             self._served += max(len(hashes), layers.meta.piece_length // merkle.BLOCK) if blocks else len(hashes)
+            if blocks:  # rare: a peer checks which block of a piece that failed was bad (libtorrent does)
+                log.debug("block hashes served", index=req.index, count=req.count, proof_layers=req.proof_layers)
             if self._served > self._serve_cap:
                 hashes = None  # it asked for every layer many times over: answer no more
         if hashes is None:
