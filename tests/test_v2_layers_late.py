@@ -252,3 +252,36 @@ def test_hybrid_piece_stored_on_sha1_is_checked_again_when_its_layer_arrives(tmp
     # The last piece the fake lacks, and piece 2: never done, though its SHA-1 passed.
     assert summary is not None and summary["pieces_done"] == crafted.num_pieces - 2, run.stdout
     assert "Traceback" not in run.stderr
+
+
+def test_ready_pieces_follow_each_files_layer_for_peers_and_web_seeds(tmp_path):
+    from torrentcore.bitfield import Bitfield
+    from torrentcore.piece_layers import PieceLayers
+    from torrentcore.piecemanager import PieceManager
+    from torrentcore.webseed import _valid_run, default_run
+    from torrentcore_plugins.rarest_first import Sequential
+
+    root = Path(make_payload(tmp_path / "seed", TREE, seed=44))
+    full, bare, meta = _torrents(tmp_path, str(root))
+    client, server = PieceLayers(metainfo.load(str(bare))), PieceLayers(meta)
+    a, b, c = (_pieces_of(meta, name) for name in ("a.bin", "b.bin", "c.txt"))
+    everything = Bitfield.full(meta.num_pieces)
+    assert client.blocking
+    assert set(client.requestable(everything).indices()) == set(c)  # one piece: its root is its hash
+    manager = PieceManager(client.meta, Bitfield(meta.num_pieces), Sequential(meta.num_pieces))
+    assert default_run(manager, 64, client.ready) == list(c)  # a web seed is offered only what can be checked
+    assert _valid_run(manager, list(a), 64, client.ready) == []
+    arrived = []
+    client.on_file_layer = arrived.append
+    a_root = next(f.root for f in meta.files if f.path[-1] == "a.bin")
+    for _ in range(10):  # fetch a.bin's layer only (b.bin's chunk is asked, and left unanswered)
+        req = client.next_request()
+        if req is None or arrived:
+            break
+        if req.root == a_root:
+            assert client.received(req, server.answer(req))
+    assert [f.path[-1] for f in arrived] == ["a.bin"]
+    assert not client.ready(a[0])  # until its held pieces are checked (layer_recheck calls file_ready)
+    client.file_ready(arrived[0].root)
+    assert set(client.requestable(everything).indices()) == set(a) | set(c) and client.blocking
+    assert default_run(manager, 64, client.ready) == list(a)
