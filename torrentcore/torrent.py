@@ -159,11 +159,11 @@ class Torrent:
         self.upload_limit = RateLimits(TokenBucket(config.max_upload_rate), services.upload_limit)
         self.verifier = Verifier(meta, self.storage, self.have, services.pool, self._stopping, self._checked_good)
         self.layers = PieceLayers(meta) if meta.v2 else None
-        if self.layers is not None and not self.layers.complete:  # pieces held for want of a layer: checked on arrival
-            self.layer_recheck = LayerRecheck(
-                meta, self.layers, self.verifier, self.have, lambda: self.manager, self._held_piece_good,
-                lambda index: self.outcome.trusted_piece_bad(index), lambda: self.swarm.wake_requesters(),
-                lambda fn: gevent.spawn(self._guard, fn), self._stopping)
+        #: Checks the pieces held for want of a piece layer when it arrives (None: every layer is known).
+        self.layer_recheck = None if self.layers is None or self.layers.complete else LayerRecheck(
+            meta, self.layers, self.verifier, self.have, lambda: self.manager, self._held_piece_good,
+            lambda index: self.outcome.trusted_piece_bad(index), lambda: self.swarm.wake_requesters(),
+            lambda fn: gevent.spawn(self._guard, fn), self._stopping)
         self.port = _PeerPort(self)
         self.peer_list = PeerList(services.listen_port, on_new=lambda: self.swarm.connect_now.set())
         reserved = _RESERVED_DHT if self.dht else _RESERVED
