@@ -412,26 +412,29 @@ class Peer:
             # Never asked for (nor cancelled/released): a bogus index, offset or length, or data pushed at us.
             raise ProtocolError(f"block we did not request (piece {index}, offset {begin}, {length} bytes)")
         conn = self.conn
-        if length <= BLOCK_SIZE:
-            # Receive the whole block before looking up where it goes: from block_buffer() to
-            # block_received() no other greenlet may run, or another peer could complete (endgame) the
-            # piece meanwhile, which is then hashed and written while this one still writes into it.
-            conn.prefetch(length)
         manager = t.manager
-        dest = manager.block_buffer(index, begin, length)
         if self.awaiting_answer:
             self.awaiting_answer.pop(key, None)
-        if dest is None:
-            conn.skip(length)
+        # Receive the whole block first, then copy it into its piece and record it in one call (store_block):
+        # no other greenlet runs between finding the piece and recording the block, so no other peer can
+        # complete (endgame) the piece meanwhile and have it hashed while this one still writes into it.
+        # Only blocks of at most BLOCK_SIZE are ever requested (a longer one is never needed).
+        if length <= BLOCK_SIZE:
+            conn.prefetch(length)
+            result = manager.store_block(self.key, index, begin, conn.take(length))
+        else:
+            result = None
+        if result is None:
+            if length > BLOCK_SIZE:
+                conn.skip(length)
             t.stats_wasted(length)
             outstanding.pop(key, None)
             return
-        conn.read_into(dest)
         outstanding.pop(key, None)
         self.last_block = time.monotonic()
         self.snubbed = False
         self.down.add(length)
-        others, piece = manager.block_received(self.key, index, begin)
+        others, piece = result
         t.block_arrived(length)
         for other in others:
             peer = t.peers.get(other)
