@@ -36,8 +36,6 @@ from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urljoin
 
 import gevent
-import requests
-import requests.adapters
 import structlog
 
 from . import __version__
@@ -45,6 +43,8 @@ from .hookspec import BLOCK_SIZE
 from .webseed_urls import UrlMap, bep17_url, usable
 
 if TYPE_CHECKING:  # pragma: no cover
+    import requests  # imported where used: 0.1 s of every start-up otherwise, and most torrents have no web seed
+
     from .metainfo import Metainfo
     from .piecemanager import Piece, PieceManager
 
@@ -174,6 +174,8 @@ class WebSeed:
         self.url = url
         self.kind = kind  #: ``"url-list"`` (BEP 19) or ``"httpseeds"`` (BEP 17)
         self.urls = UrlMap(url, meta) if kind == "url-list" else None
+        import requests.adapters
+
         self.http = requests.Session()
         self.http.trust_env = False  # no proxies or .netrc from the environment: the URL is asked as given
         self.http.headers.update({"User-Agent": f"torrentcore/{__version__}", "Accept-Encoding": "identity"})
@@ -198,6 +200,8 @@ class WebSeed:
 
     def _get(self, url: str, headers: dict[str, str]) -> requests.Response:
         """GET ``url`` streaming, following at most MAX_REDIRECTS redirects to http(s) URLs."""
+        import requests
+
         for _hop in range(MAX_REDIRECTS + 1):
             if self.dropped:
                 raise _Dropped()
@@ -221,6 +225,8 @@ class WebSeed:
 
     def _read(self, resp: requests.Response, length: int, sink: Callable[[memoryview], None], exact: bool) -> None:
         """Feed ``length`` body bytes to ``sink``; ``exact``: a longer body breaks the protocol."""
+        import requests
+
         got = 0
         try:
             for chunk in resp.iter_content(READ_CHUNK):
@@ -276,6 +282,8 @@ class WebSeed:
                 return
             delay = _retry_after(resp.headers.get("retry-after"))
             if resp.status_code == 503 and delay is None:
+                import requests
+
                 try:
                     delay = _retry_after(next(resp.iter_content(64), b"").decode("ascii", "replace"))
                 except (requests.RequestException, OSError):
@@ -299,6 +307,8 @@ class WebSeed:
 
 def _short(exc: BaseException) -> str:
     """A one-line reason for a network error (requests' texts nest the whole cause chain)."""
+    import requests
+
     name = type(exc).__name__
     text = str(exc).splitlines()[0] if str(exc) else ""
     if isinstance(exc, requests.exceptions.ConnectionError):

@@ -18,11 +18,10 @@ from __future__ import annotations
 
 import re
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote_from_bytes, urljoin, urlsplit, urlunsplit
 
 import gevent
-import requests
 import structlog
 
 from .. import __version__
@@ -30,6 +29,9 @@ from ..bencode import decode
 from ..errors import BencodeError, TrackerError
 from . import AnnounceRequest, AnnounceResponse
 from .peers import dedupe_peers, parse_compact_v4, parse_compact_v6, parse_peer_dicts
+
+if TYPE_CHECKING:  # imported where used: requests costs 0.1 s of start-up, needed only once a tracker is HTTP
+    import requests
 
 __all__ = ["MAX_BODY", "MAX_REPLY_TOKENS", "HTTPTracker", "build_announce_url", "parse_announce_reply"]
 
@@ -186,7 +188,11 @@ class HTTPTracker:
             raise TrackerError(f"tracker {url}: not an http(s) URL with a host")
         self.url = url
         self.max_body = max_body
-        self._session = session if session is not None else requests.Session()
+        if session is None:
+            import requests
+
+            session = requests.Session()
+        self._session = session
         self._tracker_ids: dict[bytes, bytes] = {}
         self._log = log.bind(tracker=url)
 
@@ -247,6 +253,8 @@ class HTTPTracker:
 
     def _get(self, url: str, timeout: float, log_) -> requests.Response:
         """GET ``url`` (streamed), following at most ``_MAX_REDIRECTS`` redirects to http(s) URLs."""
+        import requests
+
         for _ in range(_MAX_REDIRECTS + 1):
             try:
                 resp = self._session.get(
@@ -279,6 +287,8 @@ class HTTPTracker:
         raise TrackerError(f"tracker {self.url}: more than {_MAX_REDIRECTS} redirects")
 
     def _read_body(self, resp: requests.Response, deadline: float, timeout: float) -> bytes:
+        import requests
+
         length = resp.headers.get("Content-Length", "")
         if length.isdigit() and int(length) > self.max_body:
             raise TrackerError(f"tracker {self.url}: reply of {length} bytes is larger than {self.max_body}")
