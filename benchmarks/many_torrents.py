@@ -8,12 +8,13 @@ torrent, distinct names so distinct info-hashes; 256 KiB pieces), then for each 
 process of its own (this script with ``--child``), which adds every torrent with its data trusted:
 
 * torrentcore: a :class:`torrentcore.Session` (DHT and PEX off, listening on 127.0.0.1); a first process
-  checks the data once and writes the resume records (not measured), the measured one trusts them; logging
-  as `torrentcore run` sets it by default (warnings only);
+  checks the data once and writes the resume records (not measured), the measured one trusts them; started
+  as `torrentcore run` starts (its CLI module patches for gevent and sets up structlog, warnings only);
 * libtorrent: one ``lt.session`` (the settings of ``tests/realpeers.py``), torrents added in ``seed_mode``.
 
 For each it measures the start-up time until every torrent is seeding (from process start, imports
-included), the CPU (user+sys) over ``--idle`` seconds with no peer, then the time a libtorrent leecher (in
+included) and the CPU (user+sys, all threads) the process used until then (steadier than the time on a
+loaded machine), the CPU over ``--idle`` seconds with no peer, then the time a libtorrent leecher (in
 this process) takes to fetch ``--fetch`` of the torrents from it, all at once over one connection per
 torrent, and the process's peak RSS (``VmHWM``). Ratios torrentcore/libtorrent come first in the summary.
 """
@@ -45,6 +46,12 @@ def _say(**fields) -> None:
     print(MARK + json.dumps(fields), flush=True)
 
 
+def _cpu() -> float:
+    """CPU seconds (user+sys, all threads) this process has used so far, imports included."""
+    t = os.times()
+    return t.user + t.system
+
+
 def _idle_cpu(seconds: float) -> float:
     """CPU seconds (user+sys) this process spends while it sleeps ``seconds`` (its loops keep running)."""
     t0 = os.times()
@@ -57,13 +64,12 @@ _sleep = time.sleep  # the torrentcore child replaces it with gevent's
 
 
 def child_torrentcore(args) -> None:
-    from gevent import monkey
+    # Started as `torrentcore run` starts: the CLI module patches for gevent and imports structlog first.
+    from torrentcore.cli import configure_logging  # isort: skip
 
-    monkey.patch_all()
     import gevent
 
     from torrentcore import Session, SessionConfig, TorrentConfig
-    from torrentcore.cli import configure_logging
 
     # Warnings only, as `torrentcore run` does by default: an unconfigured structlog prints every info
     # line (one per torrent at start-up, 18 % of a 500-torrent start-up under py-spy).
@@ -80,7 +86,7 @@ def child_torrentcore(args) -> None:
         if time.monotonic() > deadline:
             raise SystemExit(f"not all seeding after {args.timeout} s")
         gevent.sleep(0.05)
-    _say(seeding_after=time.time() - args.started)
+    _say(seeding_after=time.time() - args.started, cpu=_cpu())
     if args.prime:
         session.close()  # the resume records are written now
         return
@@ -113,7 +119,7 @@ def child_libtorrent(args) -> None:
             raise SystemExit(f"not all seeding after {args.timeout} s")
         ses.pop_alerts()
         time.sleep(0.05)
-    _say(seeding_after=time.time() - args.started)
+    _say(seeding_after=time.time() - args.started, cpu=_cpu())
     _say(idle_cpu=_idle_cpu(args.idle))
     sys.stdin.readline()
     _say(done=True)
@@ -183,7 +189,8 @@ def run_client(client: str, data: str, torrents: str, args, work: str) -> dict:
             raise RuntimeError("the priming torrentcore process failed")
     proc, port = start(prime=False)
     try:
-        startup = _read_json_line(proc, args.timeout)["seeding_after"]
+        seeding = _read_json_line(proc, args.timeout)
+        startup, startup_cpu = seeding["seeding_after"], seeding["cpu"]
         idle_cpu = _read_json_line(proc, args.idle + 120)["idle_cpu"]
         names = sorted(os.listdir(torrents))[: args.fetch]
         out = os.path.join(work, f"fetch-{client}")
@@ -211,7 +218,8 @@ def run_client(client: str, data: str, torrents: str, args, work: str) -> dict:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    return {"startup_s": round(startup, 2), "idle_cpu_percent": round(100 * idle_cpu / args.idle, 2),
+    return {"startup_s": round(startup, 2), "startup_cpu_s": round(startup_cpu, 2),
+            "idle_cpu_percent": round(100 * idle_cpu / args.idle, 2),
             "fetch_s": round(fetch, 2), "peak_rss_mib": round(rss / 1024, 1)}
 
 
@@ -251,17 +259,18 @@ def main() -> int:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print(f"\n### {args.torrents} torrents of {args.size >> 20} MiB, {args.idle:g} s idle, {args.fetch} fetched")
-    keys = ("startup_s", "idle_cpu_percent", "fetch_s", "peak_rss_mib")
+    keys = ("startup_s", "startup_cpu_s", "idle_cpu_percent", "fetch_s", "peak_rss_mib")
     if "torrentcore" in results and "libtorrent" in results:
         tc, lt = results["torrentcore"], results["libtorrent"]
         ratios = {k: round(tc[k] / lt[k], 2) if lt[k] else None for k in keys}
         print("torrentcore/libtorrent: " + ", ".join(f"{k} {v}x" for k, v in ratios.items()))
         results["ratios_tc_over_lt"] = ratios
-    print(f"| client | start-up s | idle CPU % of a core | fetch of {args.fetch} s | peak RSS MiB |")
-    print("|---|---:|---:|---:|---:|")
+    print(f"| client | start-up s | start-up CPU s | idle CPU % of a core | fetch of {args.fetch} s | peak RSS MiB |")
+    print("|---|---:|---:|---:|---:|---:|")
     for client in args.clients.split(","):
         r = results[client]
-        print(f"| {client} | {r['startup_s']} | {r['idle_cpu_percent']} | {r['fetch_s']} | {r['peak_rss_mib']} |")
+        print(f"| {client} | {r['startup_s']} | {r['startup_cpu_s']} | {r['idle_cpu_percent']} | {r['fetch_s']} "
+              f"| {r['peak_rss_mib']} |")
     if args.json:
         write_json({"torrents": args.torrents, "size": args.size, "idle_s": args.idle, "fetch": args.fetch,
                     "results": results}, args.json)
