@@ -8,7 +8,8 @@ the accepting greenlet.
 
 Floods are bounded (:mod:`torrentcore.slots`): an address with ``max_per_ip`` connections open has the next
 one closed at once; at most :data:`~torrentcore.slots.HALF_OPEN_IN` connections handshake at a time (a new
-one pushes out the oldest), each within :data:`~torrentcore.slots.HANDSHAKE_DEADLINE`. When ``accept``
+one pushes out the oldest), each within :data:`~torrentcore.slots.HANDSHAKE_DEADLINE`; a peer dropped for
+misbehaving that comes back is held back or refused (:mod:`torrentcore.reconnect_throttle`). When ``accept``
 fails for lack of file descriptors (EMFILE, ENFILE) the oldest handshaking connection is closed to free one,
 the half-open cap shrinks below what the process can hold, and with nothing to close the loop backs off
 (:data:`ACCEPT_BACKOFF`); the warning comes at most once a minute: it never spins and never stops.
@@ -176,12 +177,19 @@ class Listener:
                         handshaking=len(half), half_open_cap=half.cap, failures=self.accept_failures)
 
     def _serve(self, sock, addr: tuple[str, int], key: int, state: dict) -> None:
-        """One accepted connection: handshake (bounded, evictable), then the peer's whole life."""
+        """One accepted connection: handshake (bounded, evictable), then the peer's whole life. An address that
+        misbehaved lately waits a moment first, and a peer in its back-off is refused after its handshake
+        (:mod:`torrentcore.reconnect_throttle`)."""
+        reconnects = self.slots.reconnects
         try:
             try:
                 with gevent.Timeout(HANDSHAKE_DEADLINE, ProtocolError("handshake took too long")):
+                    wait = reconnects.delay(addr[0])
+                    if wait:
+                        gevent.sleep(wait)
                     done = handshake.accept(sock, addr, self.lookup, encryption=self.encryption,
-                                            info_hashes=self.info_hashes, handshake_timeout=HANDSHAKE_DEADLINE)
+                                            info_hashes=self.info_hashes, handshake_timeout=HANDSHAKE_DEADLINE,
+                                            refuse=functools.partial(reconnects.refuses, addr[0]))
             except (ProtocolError, OSError, ConnectionError):
                 # Not logged one by one: under a flood that was a twentieth of the engine's time (py-spy).
                 self.refused_handshakes += 1

@@ -142,6 +142,8 @@ class Peer:
         self.choked_requests = 0
         self.choked_at = 0.0
         self.got_first_message = False
+        #: The connection ended for a protocol error or a flood (the listener then throttles its reconnects).
+        self.misbehaved = False
         #: BEP 10: the peer's extension handshake (``None`` until it arrives) and our per-peer dispatch.
         self.extension_handshake: dict | None = None
         #: MSE/PE: the peer's BEP 10 ``e`` flag (1: it prefers encrypted connections).
@@ -208,9 +210,11 @@ class Peer:
                     gevent.sleep(0)
                     messages, block_bytes = READ_YIELD_MESSAGES, READ_YIELD_BYTES
         except bud.FloodError as exc:
+            self.misbehaved = True
             self.log.info("peer dropped for flooding", reason=str(exc), client=self.client)
             return f"protocol error: {exc}"
         except ProtocolError as exc:
+            self.misbehaved = True
             return f"protocol error: {exc}"
         except (OSError, ConnectionError) as exc:
             return self.conn.close_reason or f"connection lost: {exc}"
