@@ -136,7 +136,8 @@ def _network_options(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--max-connections", type=int, default=default_of(SessionConfig, "max_connections"),
                    help="most peer connections of all torrents together (default: %(default)s)")
     g.add_argument("--max-connections-per-ip", type=int, default=default_of(SessionConfig, "max_connections_per_ip"),
-                   help="most incoming connections from one IP address, loopback included (default: %(default)s)")
+                   help="most connections from one IP address, and most to one, loopback included "
+                        "(default: %(default)s)")
     g.add_argument("--peer", dest="peers", action="append", type=parse_peer, default=[], metavar="HOST:PORT",
                    help="also connect to this peer (repeatable)")
     g.add_argument("--max-download-rate", type=parse_rate, default=0, metavar="RATE",

@@ -96,9 +96,11 @@ class SessionConfig:
     max_upload_rate: int = 0
     #: Most peer connections of all torrents together (each torrent also has its own cap).
     max_connections: int = 500
-    #: Most incoming connections (handshaking or established) from one IP address, loopback included.
-    #: libtorrent allows one per address and torrent by default; 8 lets a few torrents or clients behind
-    #: one NAT connect, and holds one host to 8 of our slots. Tests with many peers on 127.0.0.1 raise it.
+    #: Most incoming connections (handshaking or established) from one IP address, and most outgoing ones
+    #: (dialling or established) to one, loopback included. libtorrent allows one per address and torrent by
+    #: default; 8 lets a few torrents or clients behind one NAT connect, holds one host to 8 of our slots,
+    #: and a tracker reply naming one victim on many ports to 8 dials at once. Tests with many peers on
+    #: 127.0.0.1 raise it.
     max_connections_per_ip: int = 8
     #: Worker threads that hash and write pieces, shared by every torrent (two per core keep both busy).
     hash_threads: int = 4

@@ -144,6 +144,8 @@ class Peer:
         self.got_first_message = False
         #: The connection ended for a protocol error or a flood (the listener then throttles its reconnects).
         self.misbehaved = False
+        #: It came from an address that misbehaved lately: the choker gives it no free slot at once.
+        self.suspect = False
         #: BEP 10: the peer's extension handshake (``None`` until it arrives) and our per-peer dispatch.
         self.extension_handshake: dict | None = None
         #: MSE/PE: the peer's BEP 10 ``e`` flag (1: it prefers encrypted connections).
