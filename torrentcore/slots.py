@@ -13,7 +13,7 @@ libtorrent's ``session_impl`` counts ``connections_limit``:
   dialling the seeder; peers we dialled never lock out incoming ones).
 * **Per IP**: at most ``max_per_ip`` incoming connections (half-open and established) from one address, and
   at most ``max_per_ip`` outgoing ones (dialling and established) to one address, over all torrents (a tracker
-  reply listing one victim on a thousand ports gets that many dials at a time, not a thousand; libtorrent
+  reply naming one victim on a thousand ports gets ``max_per_ip`` dials at a time, not a thousand; libtorrent
   keeps one peer per IP unless ``allow_multiple_connections_per_ip``), loopback included; tests and
   benchmarks that run many peers on 127.0.0.1 raise it (``SessionConfig.max_connections_per_ip``).
 * **Reconnects** of peers just dropped for a protocol error or a flood are refused or held back
