@@ -7,8 +7,6 @@
   refused right after its handshake (nothing sent back), while a fresh peer from the same address (loopback,
   like every peer here) still gets its handshake answered. (The flood tests with an honest libtorrent peer are in
   tests/test_wire_flood.py; the rates in benchmarks/flood_wire.py.)
-* The choker gives no free upload slot at once to a peer from an address dropped twice lately (it waits for a
-  regular round).
 * Dials: a tracker-like peer list naming one address on 24 ports gets at most ``max_connections_per_ip``
   connections open to it at once, counted on the receiving side.
 
@@ -88,7 +86,7 @@ def test_a_flooder_coming_back_under_its_peer_id_is_refused_and_a_fresh_peer_is_
         assert [c.handshake_answered for c in conns] == [True, True, False, False], conns
         assert all(c.closed_by_them for c in conns), conns
         throttle = session.slots.reconnects
-        assert throttle.refused == 2 and throttle.delayed >= 2 and throttle.suspect(LOCALHOST)
+        assert throttle.refused == 2 and throttle.delayed >= 2
         # A fresh peer from the same address: held back a moment, answered.
         ok, _ = fresh_handshake(endpoint, info_hash, timeout=10)
         assert ok
@@ -115,46 +113,6 @@ def test_same_id_after_an_honest_end_is_never_refused(tmp_path):
                              + struct.pack(">IB", 1, 2))  # INTERESTED, then we hang up
                 assert recv_exact(sock, 68)[28:48] == info_hash
         assert session.slots.reconnects.refused == 0 and len(session.slots.reconnects) == 0
-
-
-class _Peer:
-    """What the choker reads of a peer."""
-
-    def __init__(self, suspect: bool) -> None:
-        from types import SimpleNamespace
-
-        self.suspect = suspect
-        self.peer_interested = True
-        self.am_choking = True
-        self.choked_requests = 0
-        self.snubbed = False
-        self.down = SimpleNamespace(rate=0.0, total=0)
-        self.up = SimpleNamespace(rate=0.0, total=0)
-        self.has = SimpleNamespace(complete=False)
-        self.conn = SimpleNamespace(closed=False)
-
-    def choke(self) -> None:
-        self.am_choking = True
-
-    def unchoke(self) -> None:
-        self.am_choking = False
-
-
-def test_a_peer_from_a_suspect_address_waits_for_a_choking_round_for_its_slot():
-    from types import SimpleNamespace
-
-    from torrentcore.choker import Choker
-
-    suspect, honest = _Peer(suspect=True), _Peer(suspect=False)
-    swarm = SimpleNamespace(peers={("127.0.0.1", 1): suspect}, complete=True)
-    choker = Choker(swarm, slots=4)
-    choker.peer_interest_changed(suspect)  # free slots, but no slot at once
-    assert suspect.am_choking
-    swarm.peers[("127.0.0.1", 2)] = honest
-    choker.peer_interest_changed(honest)  # the free slot goes to the honest newcomer, though the other waited longer
-    assert not honest.am_choking and suspect.am_choking
-    choker.rechoke()  # a regular round treats both alike
-    assert not suspect.am_choking
 
 
 # --- outgoing per IP -------------------------------------------------------------------------------

@@ -53,10 +53,6 @@ def greedy(peer, total_length: int = 0) -> bool:
     return bool(total_length) and getattr(peer.up, "total", 0) > total_length + OVERSERVE_SLACK
 
 
-def _suspect(peer) -> bool:
-    return getattr(peer, "suspect", False)
-
-
 class Choker:
     """Decides which peers we upload to."""
 
@@ -73,16 +69,14 @@ class Choker:
         self.rotations = 0
 
     def peer_interest_changed(self, peer: Peer) -> None:
-        """React at once when a slot is free, instead of waiting for the next round (not for a peer from an
-        address that misbehaved lately, ``peer.suspect``: it waits for a regular round)."""
-        if peer.peer_interested and peer.am_choking and not greedy(peer, self.total_length) and not _suspect(peer):
+        """React at once when a slot is free, instead of waiting for the next round."""
+        if peer.peer_interested and peer.am_choking and not greedy(peer, self.total_length):
             unchoked = sum(1 for p in self.swarm.peers.values() if not p.am_choking)
             if unchoked < self.slots + 1:
                 # The free slot goes to whoever waited longest (often not the peer that just said so).
                 now = time.monotonic()
                 waiting = [p for p in self.swarm.peers.values() if p.am_choking and p.peer_interested
-                           and not p.has.complete and not p.conn.closed and not greedy(p, self.total_length)
-                           and not _suspect(p)]
+                           and not p.has.complete and not p.conn.closed and not greedy(p, self.total_length)]
                 first = min(waiting, key=lambda p: self._waiting.get(id(p), now), default=peer)
                 self._unchoke(first, now)
         elif not peer.peer_interested and not peer.am_choking and peer is not self.optimistic:

@@ -95,13 +95,6 @@ class ReconnectThrottle:
         self.delayed += 1
         return min(DELAY_MAX, DELAY_BASE * 2 ** min(record.drops - 2, 30))
 
-    def suspect(self, ip: str) -> bool:
-        """Whether ``ip`` had two drops or more within the window (its new peers wait for a regular choking round
-        rather than take a free upload slot at once: a flooder asking for 500 blocks took the rate limit's whole
-        burst, 8 MiB, before its cancel flood was read)."""
-        record = self._addresses.get(ip)
-        return record is not None and record.drops >= 2 and self._clock() - record.last <= WINDOW
-
     def __len__(self) -> int:
         return len(self._peers)
 

@@ -261,7 +261,6 @@ class Swarm:
         peer = Peer(self.port, conn, done.peer_id, done.reserved, incoming,
                     source=cand.source if cand is not None else "incoming", extensions=self.extensions,
                     encrypted=done.encrypted)
-        peer.suspect = incoming and self.slots.reconnects.suspect(addr[0])
         self.peers[addr] = peer
         self._since[addr] = time.monotonic()
         self._slot_of[addr] = slot
