@@ -86,10 +86,10 @@ def test_a_flooder_coming_back_under_its_peer_id_is_refused_and_a_fresh_peer_is_
         assert [c.handshake_answered for c in conns] == [True, True, False, False], conns
         assert all(c.closed_by_them for c in conns), conns
         throttle = session.slots.reconnects
-        assert throttle.refused == 2 and throttle.delayed >= 2
+        assert throttle.refused == 2
         # A fresh peer from the same address: held back a moment, answered.
         ok, _ = fresh_handshake(endpoint, info_hash, timeout=10)
-        assert ok
+        assert ok and throttle.delayed == 1
         # Another kind under another id from there: taken in and dropped for what it does, not refused.
         other = Flooder(endpoint, info_hash, kinds=("have",), rounds=1, max_bytes=16 << 20).start()
         assert other.join(30) and other.connections[0].handshake_answered, other.connections

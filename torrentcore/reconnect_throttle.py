@@ -12,13 +12,17 @@ error, floods included. Two records come of it, each forgotten :data:`WINDOW` se
   is refused for :data:`REFUSE_BASE` seconds, doubling with each further drop up to :data:`REFUSE_MAX`
   (libtorrent waits ``(failcount + 1) * min_reconnect_time`` before dialling a failed peer again; it bans by IP
   alone, which on one address shared by several peers, loopback or a NAT, would refuse the honest ones too).
-  The refusal comes right after its handshake is read: nothing is sent back and no peer is set up.
+  The refusal comes right after its handshake is read, held :data:`DELAY_MAX` first (so a flooder that
+  reconnects at once comes back at most ``1 / DELAY_MAX`` times a second per connection): nothing is sent
+  back and no peer is set up.
 * **by address alone**: from the second drop in the window on, every new connection from that IP waits
-  :data:`DELAY_BASE` seconds before its handshake is read, doubling with each further drop up to
-  :data:`DELAY_MAX`, well under a second. Nothing is ever refused by address alone: an honest peer sharing the
-  address (loopback, a NAT) only waits that long for its handshake, and a flooder that changes its peer id on
-  every connection can still reconnect, but at most ``1 / DELAY_MAX`` times a second per connection it holds
-  (the per-IP limit of :mod:`torrentcore.slots` bounds those).
+  :data:`DELAY_BASE` seconds once its handshake is read, before it is answered, doubling with each further
+  drop up to :data:`DELAY_MAX`, well under a second. Nothing is ever refused by address alone: an honest peer
+  sharing the address (loopback, a NAT) only waits that long for its answer, and a flooder that changes its
+  peer id on every connection is slowed the same way.
+
+The listener holds at most ``HELD_MAX`` connections at once (others go on at once), outside the half-open cap
+(they sent their handshake): a crowd held from one address never pushes out an honest newcomer's handshake.
 
 Loopback is treated like any address. Memory is bounded: at most :data:`MAX_RECORDS` of each kind, the least
 recently dropped forgotten first.
@@ -86,7 +90,7 @@ class ReconnectThrottle:
         return True
 
     def delay(self, ip: str) -> float:
-        """Seconds a new connection from ``ip`` waits before its handshake is read (0: none; counted)."""
+        """Seconds a new connection from ``ip`` waits before it is answered (0: none; counted)."""
         record = self._addresses.get(ip)
         if record is None or record.drops < 2:
             return 0.0
