@@ -29,7 +29,7 @@ from ..session import Session
 from . import queue
 from .database import DB_NAME, Database, TorrentRow
 from .entry import TorrentEntry
-from .fields import is_stalled
+from .fields import DOWNLOAD, SEED, activity, is_stalled
 from .lock import ConfigLock
 
 log = structlog.get_logger(__name__)
@@ -87,7 +87,7 @@ class Daemon:
         self.exit_code = EXIT_OK
         self.started = time.time()
         self.removed: list[tuple[int, float]] = []  # (id, when) for "recently-active"
-        self._last_save = time.monotonic()
+        self._last_save = self._last_tick = time.monotonic()
         self.stats = {"uploadedBytes": 0, "downloadedBytes": 0, "filesAdded": 0}
 
     # --- opening and closing ---------------------------------------------------------------------
@@ -448,9 +448,14 @@ class Daemon:
 
     def _tick(self) -> None:
         now = time.time()
+        mono = time.monotonic()
+        elapsed, self._last_tick = mono - self._last_tick, mono
         for entry in list(self.entries.values()):
             h = entry.handle
             s = h.status()
+            code = activity(entry, s)
+            if code in (DOWNLOAD, SEED):  # secondsDownloading, secondsSeeding
+                entry.seconds[code == SEED] += elapsed
             entry.last_complete = s.num_pieces > 0 and s.progress >= 1.0
             row = entry.row
             if s.download_rate > 0 or s.upload_rate > 0:
