@@ -90,6 +90,8 @@ def test_transmission_remote_adds_by_url_and_availability_counts_the_seeder(setu
     seeding = d.wait_torrent(t["id"], lambda x: x["secondsSeeding"] >= 2, 30, "secondsSeeding",
                              "secondsDownloading")
     assert seeding["secondsDownloading"] >= done["secondsDownloading"]
+    info = d.remote("-t", str(t["id"]), "-i")  # transmission-remote 3.00 shows both when they are above 0
+    assert "Downloading Time:" in info and "Seeding Time:" in info, info
 
 
 def test_the_seconds_are_kept_across_a_restart(setup):
