@@ -128,10 +128,11 @@ class Torrent:
 
     Over 400 lines (about 500): this class is the torrent's life cycle (start, pause, recheck, stop,
     shutdown), its once-a-second work and the wiring between its collaborators; every job with rules of its
-    own lives in the collaborator's module (the outcome of a piece moved to :mod:`torrentcore.piece_outcome`),
-    and what is left here is the order in which they are called and the state they share (``state``,
-    ``completed_at``, ``exit_code``), which reporters, the handle and the daemon read. Splitting the rest
-    (the per-second work, the progress reports) would need a port as wide as the torrent itself.
+    own lives in the collaborator's module (the outcome of a piece in :mod:`torrentcore.piece_outcome`), and
+    what is left here is the order in which they are called and the state they share (``state``,
+    ``completed_at``, ``exit_code``, ``seeding_stopped``), which reporters, the handle, the reader and the
+    daemon read and write. The once-a-second work (about 40 lines) and the progress reports read that state
+    on every call: moving them out would trade their lines for a port carrying most of it.
     """
 
     def __init__(self, meta: Metainfo, save_path: str, config: TorrentConfig, services: SessionServices) -> None:
