@@ -4,8 +4,8 @@ Debian's ``transmission-remote`` (3.00) adds a .torrent by its http URL (served 
 in a subprocess, tests/torrent_url_server.py) to ``torrentcore daemon``; a rate-limited libtorrent seeder
 then connects to the daemon. Mid-download, ``availability`` says -1 for the pieces the ``pieces`` bitfield
 has and 1 (the seeder) for the others; afterwards the seconds downloading and seeding are counted and
-kept across a restart. Bad URLs are one-line RPC errors; :func:`fetch_torrent`'s bounds are checked on
-the same server.
+kept across a restart. Bad URLs are one-line RPC errors, torrent-add's ``cookies`` are sent;
+:func:`fetch_torrent`'s bounds are checked on the same server.
 """
 
 from __future__ import annotations
@@ -111,11 +111,16 @@ def test_urls_that_give_no_torrent_are_one_line_errors(setup):
         f"{setup.base}/files/not-a-torrent.torrent": "invalid or corrupt torrent file",
         f"{setup.base}/loop": "more than 5 redirects",
         f"http://{LOCALHOST}:1/x.torrent": "connection refused",
+        f"{setup.base}/cookie/fetched.torrent": "HTTP 403",  # no cookies given
     }
     for url, expected in cases.items():
         answer = d.post({"method": "torrent-add", "arguments": {"filename": url}}).json()
         assert expected in answer["result"] and "\n" not in answer["result"], (url, answer)
         assert url in answer["result"] or expected.startswith("invalid"), answer
+    # torrent-add's cookies go with the request: the same torrent again, a duplicate (result success).
+    answer = d.post({"method": "torrent-add", "arguments": {"filename": f"{setup.base}/cookie/fetched.torrent",
+                                                            "cookies": "theme=dark; session=open"}}).json()
+    assert answer["result"] == "success" and answer["arguments"]["torrent-duplicate"]["hashString"] == setup.hash
     out = d.remote("-a", f"{setup.base}/files/missing.torrent", check=False)
     assert "HTTP 404" in out, out
     assert len(d.rpc("torrent-get", fields=["id"])["torrents"]) == 1  # nothing added
@@ -132,3 +137,5 @@ def test_fetch_torrent_is_bounded_in_size_and_time(setup):
         fetch_torrent(f"{setup.base}/stall", timeout=1.0)
     with pytest.raises(TorrentUrlError, match="timed out"):
         fetch_torrent(f"{setup.base}/stall", socket_timeout=0.5)
+    with pytest.raises(TorrentUrlError, match="must be one line"):
+        fetch_torrent(f"{setup.base}/cookie/fetched.torrent", cookies="session=open\r\nX-Injected: 1")

@@ -6,6 +6,7 @@ Prints its port on the first line of stdout. Paths:
 * ``/stream/N``: N bytes of zeros without a Content-Length (the end is the connection's close);
 * ``/stall``: the status line and headers, then nothing for a minute;
 * ``/loop``: a redirect to itself; ``/redirect/NAME``: a redirect to ``/files/NAME``;
+* ``/cookie/NAME``: ``DIR/NAME`` when the request's Cookie header holds ``session=open``, else 403;
 * anything else: 404.
 """
 
@@ -21,6 +22,12 @@ class Handler(http.server.SimpleHTTPRequestHandler):
     def do_GET(self) -> None:  # noqa: N802 - http.server's name
         if self.path.startswith("/files/"):
             self.path = self.path[len("/files"):]
+            return super().do_GET()
+        if self.path.startswith("/cookie/"):
+            if "session=open" not in (self.headers.get("Cookie") or "").split("; "):
+                self.send_error(403, "Forbidden")
+                return None
+            self.path = self.path[len("/cookie"):]
             return super().do_GET()
         if self.path.startswith("/stream/"):
             self.send_response(200)

@@ -209,7 +209,7 @@ class Rpc:
             source = a["filename"]
             if is_url(source):  # a .torrent to download (transmission-remote -a URL): fetched, bounded
                 try:
-                    source = fetch_torrent(source)
+                    source = fetch_torrent(source, cookies=_text(a.get("cookies")))
                 except TorrentUrlError as exc:
                     log.info("torrent-add refused", reason=str(exc))
                     raise RpcError(str(exc)) from None

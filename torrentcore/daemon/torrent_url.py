@@ -36,23 +36,28 @@ def is_url(source: str) -> bool:
 
 
 def fetch_torrent(url: str, max_bytes: int = MAX_TORRENT_BYTES, timeout: float = FETCH_TIMEOUT,
-                  socket_timeout: float = SOCKET_TIMEOUT) -> bytes:
-    """The body of ``url`` (an http(s) URL), at most ``max_bytes``, within ``timeout`` seconds.
+                  socket_timeout: float = SOCKET_TIMEOUT, cookies: str | None = None) -> bytes:
+    """The body of ``url`` (an http(s) URL), at most ``max_bytes``, within ``timeout`` seconds; ``cookies``
+    (torrent-add's ``cookies``: ``name1=value1; name2=value2``) are sent as its Cookie header.
 
     Raises :class:`TorrentUrlError`: unreachable, an HTTP error status, too many redirects, too large,
-    too slow. Whether the bytes are a valid .torrent is the caller's to check."""
+    too slow, cookies that are not one line. Whether the bytes are a valid .torrent is the caller's to check."""
+    headers = {"Accept": "application/x-bittorrent, */*"}
+    if cookies:
+        if any(c in cookies for c in "\r\n\0"):
+            raise TorrentUrlError("the cookies for a torrent URL must be one line")
+        headers["Cookie"] = cookies
     try:
         with gevent.Timeout(timeout, TorrentUrlError(f"cannot fetch {url}: no answer within {timeout:g} s")):
-            return _fetch(url, max_bytes, socket_timeout)
+            return _fetch(url, max_bytes, socket_timeout, headers)
     except requests.RequestException as exc:
         raise TorrentUrlError(f"cannot fetch {url}: {_reason(exc)}") from None
 
 
-def _fetch(url: str, max_bytes: int, socket_timeout: float) -> bytes:
+def _fetch(url: str, max_bytes: int, socket_timeout: float, headers: dict[str, str]) -> bytes:
     with requests.Session() as session:
         session.max_redirects = MAX_REDIRECTS
-        with session.get(url, stream=True, timeout=socket_timeout,
-                         headers={"Accept": "application/x-bittorrent, */*"}) as reply:
+        with session.get(url, stream=True, timeout=socket_timeout, headers=headers) as reply:
             if reply.status_code != 200:
                 raise TorrentUrlError(f"cannot fetch {url}: HTTP {reply.status_code} {reply.reason or ''}".rstrip())
             declared = reply.headers.get("Content-Length", "")
