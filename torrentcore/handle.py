@@ -209,7 +209,7 @@ class TorrentHandle:
                                                 own_port=port, encryption=session.encryption,
                                                 connect=session.dialer.connect, info_hash_v2=magnet.info_hash_v2)
                 result = self._fetcher.fetch(timeout=self.config.metadata_timeout)
-                data = torrent_file(result.raw_info, magnet.trackers)
+                data = torrent_file(result.raw_info, magnet.trackers, url_list=magnet.web_seeds)
                 meta = metainfo.parse(data)
                 if self.save_path != "-":
                     path = save_torrent_file(self.save_path, meta.name, data)
@@ -237,7 +237,7 @@ class TorrentHandle:
             # A v2 link's piece layers come from peers: keep them in the saved .torrent once they have.
             def save_layers(meta=meta, trackers=magnet.trackers) -> None:
                 path = save_torrent_file(self.save_path, meta.name, torrent_file(meta.raw_info, trackers,
-                                                                                 meta.piece_layers))
+                                                                                 meta.piece_layers, meta.url_list))
                 log.info("metadata saved with its piece layers", path=path)
             torrent.on_layers_complete = save_layers
         self.attach(torrent)

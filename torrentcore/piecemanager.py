@@ -22,6 +22,7 @@ from collections.abc import Hashable, Iterable, Iterator, Sequence
 from .bitfield import Bitfield
 from .hookspec import BLOCK_SIZE, PieceStrategy
 from .metainfo import Metainfo
+from .pad_blocks import pad_blocks
 
 FREE, REQUESTED, RECEIVED = 0, 1, 2
 #: In endgame, a block is requested from at most this many peers at once...
@@ -150,6 +151,8 @@ class PieceManager:
         #: Urgent pieces, fetched before anything the strategy picks: the windows interleaved (the first
         #: piece of each window, then the second of each, ...), each piece once.
         self.urgent: list[int] = []
+        #: Piece -> its blocks made only of pad-file bytes (BEP 47): received as zeros at start, never requested.
+        self.pad_blocks = pad_blocks(torrent)
 
     # --- SwarmView ---------------------------------------------------------------------------
 
@@ -287,10 +290,27 @@ class PieceManager:
         size = self.torrent.piece_size(index)
         spare = self._spare.pop() if self._spare and size == self.torrent.piece_length else None
         piece = Piece(index, size, spare)
+        pads = self.pad_blocks.get(index)
+        if pads:
+            self._fill_pads(piece, pads)
         self.partial[index] = piece
         self.partial_open[index] = piece
         self._unstarted -= 1
         return piece
+
+    @staticmethod
+    def _fill_pads(piece: Piece, pads: tuple[int, ...]) -> None:
+        """Mark the pad blocks of a piece received, as zeros (see :mod:`torrentcore.pad_blocks`)."""
+        buffer, state = piece.buffer, piece.state
+        for b in pads:
+            begin = b * BLOCK_SIZE
+            end = min(begin + BLOCK_SIZE, piece.size)
+            buffer[begin:end] = bytes(end - begin)  # a reused buffer holds an older piece's bytes
+            state[b] = RECEIVED
+        piece.free -= len(pads)
+        piece.received += len(pads)
+        while piece.first_free < len(state) and state[piece.first_free] != FREE:
+            piece.first_free += 1
 
     def next_requests(self, peer: Hashable, has: Bitfield, count: int) -> list[Block]:
         """Up to ``count`` blocks to request from ``peer`` (whose pieces are ``has``).
@@ -501,6 +521,15 @@ class PieceManager:
             self.set_urgent(LOST_PIECES, [i for i in lost if i != index])
         if self.have.set(index) and (self.selected is None or self.selected[index]):
             self._missing -= 1
+
+    def piece_found(self, index: int) -> None:
+        """A piece never started was found good on disk mid-run (a v2 file's layer arrived): as
+        :meth:`piece_verified`, and no longer counted unstarted."""
+        if self.have[index] or index in self.partial or index in self.verifying:
+            return
+        if self.selected is None or self.selected[index]:
+            self._unstarted -= 1
+        self.piece_verified(index)
 
     def piece_lost(self, index: int) -> None:
         """A piece we had (trusted from a resume record) turned out bad: it is wanted again from scratch,

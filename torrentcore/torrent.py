@@ -41,6 +41,7 @@ from .config import TorrentConfig
 from .errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_RUNTIME, StorageError
 from .events import Event, Paused, Reporter, Resumed
 from .hookspec import ProgressSnapshot
+from .layer_recheck import LayerRecheck
 from .metainfo import Metainfo
 from .peer import handshake
 from .peer import messages as msg
@@ -159,6 +160,11 @@ class Torrent:
         self.upload_limit = RateLimits(TokenBucket(config.max_upload_rate), services.upload_limit)
         self.verifier = Verifier(meta, self.storage, self.have, services.pool, self._stopping, self._checked_good)
         self.layers = PieceLayers(meta) if meta.v2 else None
+        #: Checks the pieces held for want of a piece layer when it arrives (None: every layer is known).
+        self.layer_recheck = None if self.layers is None or self.layers.complete else LayerRecheck(
+            meta, self.layers, self.verifier, self.have, lambda: self.manager, self._held_piece_good,
+            lambda index: self.outcome.trusted_piece_bad(index), lambda: self.swarm.wake_requesters(),
+            lambda fn: gevent.spawn(self._guard, fn), self._stopping)
         self.port = _PeerPort(self)
         self.peer_list = PeerList(services.listen_port, on_new=lambda: self.swarm.connect_now.set())
         reserved = _RESERVED_DHT if self.dht else _RESERVED
@@ -243,6 +249,8 @@ class Torrent:
                 if not peer.am_interested and self.manager.interesting(peer.has):
                     peer.set_interested(True)
             self.swarm.connect_now.set()
+            if self.network_up.is_set():
+                self.webseeds.start_workers(self._spawn)  # their loops ended when the selection was complete
         elif self.completed_at is None and self.state == "downloading":
             self._on_complete()
         self.swarm.wake_requesters()
@@ -280,6 +288,14 @@ class Torrent:
                 self.on_layers_complete()
             except OSError as exc:
                 self.log.warning("cannot save the piece layers", error=str(exc))
+
+    def _held_piece_good(self, index: int) -> None:
+        """A piece on disk, held until its v2 layer arrived, matched it (layer_recheck): counted and announced."""
+        self.manager.piece_found(index)
+        self.reporter.emit("piece_verified", index=index)
+        self.swarm.broadcast_have(index)
+        if self.complete:
+            self._on_complete()
 
     def _checked_good(self, index: int) -> None:
         self.reporter.emit("piece_verified", index=index)
@@ -443,8 +459,7 @@ class Torrent:
         if self.dht is not None:
             spawn(self.announcer.dht_loop)
         if not self.complete:
-            for work in self.webseeds.workers():
-                spawn(work)
+            self.webseeds.start_workers(spawn, fresh=True)
         if self.dht is None and self.announcer.tiers is None and not len(self.peer_list) and not self.complete \
                 and not self.webseeds.active:
             self.reporter.emit("error", message="this torrent has no trackers and no peers were given", fatal=False)

@@ -104,6 +104,9 @@ class Verifier:
         #: for upload (:meth:`confirm`), so a record claiming data that is not there never uploads bad bytes.
         self.unconfirmed: set[int] = set()
         self._confirming: dict[int, gevent.event.AsyncResult] = {}
+        #: Pieces with data on disk that the start-up check could not verify: a v2-only torrent's pieces
+        #: whose file's piece layer is not known yet (:mod:`torrentcore.layer_recheck` checks them later).
+        self.held: set[int] = set()
 
     # --- the start-up check --------------------------------------------------------------------------
 
@@ -130,6 +133,8 @@ class Verifier:
             finished = self._check_in_loop(todo)
         if finished:
             self.checked = self.meta.num_pieces
+            if self.meta.v2_only and self.meta.missing_layers():  # checked again when their layer arrives
+                self.held = {i for i in todo if not self.have[i]}
             if hasattr(self.storage, "check_finished"):  # optional (hookspec.Storage): a record may be written
                 with self.disk_lock:
                     self.storage.check_finished()
@@ -355,6 +360,14 @@ class Verifier:
             raise
         finally:
             self._confirming.pop(index, None)
+
+    def check_pieces(self, indices: list[int]) -> list[bool]:
+        """Read and hash these pieces on disk in a worker thread (:meth:`Metainfo.piece_ok`); nothing is
+        marked. Raises StorageError."""
+        verdicts = self.pool.apply(self._read_and_hash, (indices,))
+        if isinstance(verdicts, StorageError):
+            raise verdicts
+        return verdicts
 
     def read(self, index: int, begin: int, length: int) -> bytes:
         """Read from a verified piece (under the disk lock). Raises StorageError."""

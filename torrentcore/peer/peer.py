@@ -107,7 +107,8 @@ class Peer:
         self._layers = getattr(torrent, "layers", None)
         #: BEP 52 hash messages with this peer (None for a v1 torrent).
         self.hashes = None if self._layers is None else HashExchange(
-            self._layers, conn.send, torrent.meta.num_pieces, self.supports_v2, torrent.layers_complete)
+            self._layers, conn.send, torrent.meta.num_pieces, self.supports_v2, torrent.layers_complete,
+            lambda i: torrent.read_block(i, 0, torrent.meta.piece_size(i)))  # block-layer hashes come from disk
         self.allowed_fast_out: frozenset[int] = frozenset()  # pieces it may request while we choke it
         self.allowed_fast_in: set[int] = set()  # pieces we may request while it chokes us
         self.awaiting_answer: dict[tuple[int, int], None] = {}  # cancelled/released: a REJECT may still come
@@ -350,8 +351,6 @@ class Peer:
         """Top up the request pipeline if we may (:attr:`may_request`) and there is room."""
         if not self.may_request:
             return
-        if self._layers is not None and self._layers.blocking:
-            return  # a v2 piece cannot be checked before its file's piece layer arrived (HashExchange.request)
         depth = self.pipeline_depth()
         # Top up only once an eighth of the pipeline is free (one scan of the picker per batch). _on_piece
         # skips the call above this mark; it is a hint only (a stale mark costs one batch's delay at most).
@@ -364,6 +363,8 @@ class Peer:
         if self.outstanding and manager.max_requested - manager.requested_blocks < min(room, MIN_BATCH):
             return  # all peers together have the most blocks requested: next_requests would hand out none
         has = self._requestable() if self.peer_choking or self.rejected else self.has
+        if self._layers is not None and self._layers.blocking:
+            has = self._layers.requestable(has)  # v2: only pieces whose file's layer is known can be checked
         blocks = manager.next_requests(self.key, has, room)
         if blocks:
             out = self.outstanding
