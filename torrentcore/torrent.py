@@ -127,7 +127,7 @@ class _PeerPort:
 class Torrent:
     """One torrent of a session (see the module docstring).
 
-    Over 400 lines (about 500): this class is the torrent's life cycle (start, pause, recheck, stop,
+    Over 400 lines (about 510): this class is the torrent's life cycle (start, pause, recheck, stop,
     shutdown), its once-a-second work and the wiring between its collaborators; every job with rules of its
     own lives in the collaborator's module (the outcome of a piece in :mod:`torrentcore.piece_outcome`), and
     what is left here is the order in which they are called and the state they share (``state``,
@@ -162,7 +162,8 @@ class Torrent:
         self.layers = PieceLayers(meta) if meta.v2 else None
         #: Checks the pieces held for want of a piece layer when it arrives (None: every layer is known).
         self.layer_recheck = None if self.layers is None or self.layers.complete else LayerRecheck(
-            meta, self.layers, self.verifier, self.have, lambda: self.manager, self._held_piece_good,
+            meta, self.layers, self.verifier, self.have, lambda: self.manager,
+            lambda index: self.outcome.held_piece_good(index),
             lambda index: self.outcome.trusted_piece_bad(index), lambda: self.swarm.wake_requesters(),
             lambda fn: gevent.spawn(self._guard, fn), self._stopping)
         self.port = _PeerPort(self)
@@ -288,14 +289,6 @@ class Torrent:
                 self.on_layers_complete()
             except OSError as exc:
                 self.log.warning("cannot save the piece layers", error=str(exc))
-
-    def _held_piece_good(self, index: int) -> None:
-        """A piece on disk, held until its v2 layer arrived, matched it (layer_recheck): counted and announced."""
-        self.manager.piece_found(index)
-        self.reporter.emit("piece_verified", index=index)
-        self.swarm.broadcast_have(index)
-        if self.complete:
-            self._on_complete()
 
     def _checked_good(self, index: int) -> None:
         self.reporter.emit("piece_verified", index=index)
