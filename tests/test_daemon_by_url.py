@@ -139,3 +139,16 @@ def test_fetch_torrent_is_bounded_in_size_and_time(setup):
         fetch_torrent(f"{setup.base}/stall", socket_timeout=0.5)
     with pytest.raises(TorrentUrlError, match="must be one line"):
         fetch_torrent(f"{setup.base}/cookie/fetched.torrent", cookies="session=open\r\nX-Injected: 1")
+
+
+def test_stored_seconds_that_are_not_counts_read_as_zero():
+    from torrentcore.daemon.database import TorrentRow
+    from torrentcore.daemon.entry import TorrentEntry
+
+    def seconds(settings: dict) -> list[float]:
+        return TorrentEntry(row=TorrentRow("ab" * 20, "n", "/nowhere", settings=settings), handle=None).seconds
+
+    assert seconds({}) == [0.0, 0.0]
+    assert seconds({"secondsDownloading": 5, "secondsSeeding": 7.5}) == [5.0, 7.5]
+    assert seconds({"secondsDownloading": "5", "secondsSeeding": -3}) == [0.0, 0.0]
+    assert seconds({"secondsDownloading": True, "secondsSeeding": float("nan")}) == [0.0, 0.0]

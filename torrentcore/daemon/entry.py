@@ -54,8 +54,8 @@ class TorrentEntry:
     seconds: list[float] = field(default_factory=lambda: [0.0, 0.0])
 
     def __post_init__(self) -> None:
-        stored = self.row.settings
-        self.seconds = [float(stored.get(SECONDS_KEYS[0]) or 0), float(stored.get(SECONDS_KEYS[1]) or 0)]
+        stored = [self.row.settings.get(key) for key in SECONDS_KEYS]  # anything but a count is 0
+        self.seconds = [float(v) if type(v) in (int, float) and v >= 0 else 0.0 for v in stored]
 
     @property
     def id(self) -> int:
