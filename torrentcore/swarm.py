@@ -259,7 +259,8 @@ class Swarm:
         if cand is not None:
             self.peer_list.succeeded(cand)
         self.log.info("peer connected", peer=format_address(addr), source=peer.source, client=peer.client,
-                      incoming=incoming, fast=peer.fast, encrypted=done.encrypted, transport=done.transport)
+                      incoming=incoming, fast=peer.fast, encrypted=done.encrypted, obfuscated=done.obfuscated,
+                      transport=done.transport)
         self.reporter.emit("peer_connected", peer=peer.info())
         reason = "closed"
         try:

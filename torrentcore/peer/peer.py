@@ -26,6 +26,7 @@ from . import messages as msg
 from .connection import Connection, format_address
 from .extensions import MAX_HANDSHAKE, MAX_HANDSHAKE_VALUES, ExtensionRegistry, PeerExtensions
 from .hash_exchange import HashExchange
+from .upload import UPLOAD_BATCH_BYTES, piece_messages, take_run
 
 if TYPE_CHECKING:  # pragma: no cover
     from .ports import TorrentPort
@@ -495,24 +496,45 @@ class Peer:
         self.conn.wake()
 
     def _produce(self) -> bytes | None:
-        """Writer callback: the next piece message to upload (or a BEP 6 reject), if any."""
-        if not self.uploads or (self.am_choking and not self.allowed_fast_out):
+        """Writer callback: the next PIECE messages to upload (BEP 6 rejects too), or None when none is due.
+
+        Runs of consecutive queued blocks are read with one storage read and framed as one buffer, up to
+        :data:`~torrentcore.peer.upload.UPLOAD_BATCH_BYTES` (see :mod:`torrentcore.peer.upload`); under an
+        upload rate limit one block at a time, as each waits for its tokens.
+        """
+        uploads = self.uploads
+        if not uploads or (self.am_choking and not self.allowed_fast_out):
             return None
-        index, begin, length = self.uploads.popitem(last=False)[0]
         t = self.torrent
-        if self.am_choking and index not in self.allowed_fast_out:
-            return msg.reject(index, begin, length) if self.fast else None
-        t.upload_limit.consume(length)
-        if self.conn.closed:
-            return None
-        if self.am_choking and index not in self.allowed_fast_out:
-            return msg.reject(index, begin, length) if self.fast else None
-        data = t.read_block(index, begin, length)
-        if data is None:
-            return msg.reject(index, begin, length) if self.fast and not self.conn.closed else None
-        self.up.add(length)
-        t.block_uploaded(length)
-        return msg.piece_header(index, begin, length) + data
+        conn = self.conn
+        budget = 0 if t.upload_limit.rate else UPLOAD_BATCH_BYTES  # 0: take_run takes one block
+        out: list[bytes] = []
+        while uploads and not conn.closed:
+            index, begin, lengths = take_run(uploads, budget)
+            total = sum(lengths)
+            if self.am_choking and index not in self.allowed_fast_out:
+                if self.fast:
+                    out.append(_rejects(index, begin, lengths))
+                continue
+            t.upload_limit.consume(total)  # may sleep (a limit is set: one block)
+            if conn.closed:
+                break
+            if self.am_choking and index not in self.allowed_fast_out:
+                if self.fast:
+                    out.append(_rejects(index, begin, lengths))
+                continue
+            data = t.read_block(index, begin, total)  # a trusted piece is hashed first (Torrent.read_block)
+            if data is None:
+                if self.fast and not conn.closed:
+                    out.append(_rejects(index, begin, lengths))
+                continue
+            self.up.add(total)
+            t.block_uploaded(total)
+            out.append(piece_messages(index, begin, lengths, data))
+            budget -= total
+            if budget <= 0:
+                break
+        return b"".join(out) if out else None
 
     def choke(self) -> None:
         """Stop serving this peer."""
@@ -716,6 +738,15 @@ class Peer:
     def close(self, reason: str) -> None:
         """Drop the connection."""
         self.conn.close(reason)
+
+
+def _rejects(index: int, begin: int, lengths: list[int]) -> bytes:
+    """BEP 6 REJECTs of a run of consecutive blocks (see :func:`torrentcore.peer.upload.take_run`)."""
+    out = []
+    for n in lengths:
+        out.append(msg.reject(index, begin, n))
+        begin += n
+    return b"".join(out)
 
 
 def _client_name(peer_id: bytes) -> str:
