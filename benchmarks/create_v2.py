@@ -14,6 +14,13 @@ times every tool on a 1-byte file (``start-up``: interpreter, imports, writing t
 hashing`` divides the size by the median wall time minus that median start-up. The load average is
 printed before and after. The SHA-1 and SHA-256 limits of one core on the same bytes are printed too,
 and the info-hashes of both tools are checked equal.
+
+Read the speeds only from a quiet machine: with the kernel's autogroup scheduling
+(``/proc/sys/kernel/sched_autogroup_enabled``), every session gets an equal share of the CPUs, so while
+other sessions keep the CPUs busy a process of two busy threads gets no more CPU than one of one thread
+(measured here at load 5-9: ``cores`` 0.3-0.6 for both). ``runnable`` still shows what a tool would use.
+``--baseline DIR`` runs an older torrentcore (e.g. ``git archive COMMIT torrentcore | tar -x -C DIR``) in
+the same rounds.
 """
 
 from __future__ import annotations
@@ -59,10 +66,11 @@ def _schedstat(pid: int, seen: dict[str, tuple[int, int]]) -> None:
         seen[tid] = (on_cpu, waiting)
 
 
-def run(cmd: list[str]) -> tuple[float, float, float, str]:
+def run(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, float, float, str]:
     """Wall and CPU seconds of one child process, its threads' CPU + run-queue seconds, its standard output."""
     start = time.monotonic()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                            env=None if env is None else {**os.environ, **env})
     seen: dict[str, tuple[int, int]] = {}
     while True:  # bounded by the child: it exits (or the benchmark is interrupted)
         pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
@@ -90,6 +98,9 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--tc-arg", action="append", default=[], metavar="ARG",
                     help="pass ARG to torrentcore create (repeatable), e.g. --tc-arg=--threads=1")
+    ap.add_argument("--baseline", metavar="DIR",
+                    help="also run the torrentcore of the source folder DIR (PYTHONPATH=DIR), e.g. an older "
+                         "commit's `git archive`: rows before-v1, before-v2, before-hybrid, and after/before ratios")
     args = ap.parse_args()
     work = tempfile.mkdtemp(prefix="create-v2-", dir="/tmp")
     try:
@@ -114,16 +125,18 @@ def main() -> None:
         jobs = []
         for kind in ("v1", "v2", "hybrid"):
             out = os.path.join(work, f"{kind}.torrent")
-            jobs.append((f"torrentcore-{kind}", kind, [sys.executable, "-m", "torrentcore", "create", "{path}", "-o",
-                                                       out, "--force", "--no-date", "--piece-length",
-                                                       str(args.piece_length), f"--{kind}", *args.tc_arg]))
+            create = [sys.executable, "-m", "torrentcore", "create", "{path}", "-o", out, "--force", "--no-date",
+                      "--piece-length", str(args.piece_length), f"--{kind}"]
+            jobs.append((f"torrentcore-{kind}", kind, [*create, *args.tc_arg], None))
             jobs.append((f"libtorrent-{kind}", kind, [sys.executable, "-c", LT_SCRIPT, "{path}", str(args.piece_length),
-                                                      kind]))
+                                                      kind], None))
+            if args.baseline:
+                jobs.append((f"before-{kind}", kind, create, {"PYTHONPATH": os.path.abspath(args.baseline)}))
         load_before = _load()
         for r in range(args.rounds):
-            for name, kind, cmd in jobs[r % len(jobs):] + jobs[: r % len(jobs)]:
-                startup.setdefault(name, []).append(run([tiny if c == "{path}" else c for c in cmd])[0])
-                wall, cpu, runnable, out = run([path if c == "{path}" else c for c in cmd])
+            for name, kind, cmd, env in jobs[r % len(jobs):] + jobs[: r % len(jobs)]:
+                startup.setdefault(name, []).append(run([tiny if c == "{path}" else c for c in cmd], env)[0])
+                wall, cpu, runnable, out = run([path if c == "{path}" else c for c in cmd], env)
                 results.setdefault(name, []).append((wall, cpu, runnable))
                 if name.startswith("libtorrent"):
                     hashes.setdefault(kind, set()).add(out.strip())
@@ -150,6 +163,11 @@ def main() -> None:
             same = "same info-hash" if len(hashes[kind]) == 1 else f"DIFFERENT info-hashes {hashes[kind]}"
             print(f"torrentcore/libtorrent {kind}: {speed[f'torrentcore-{kind}'] / speed[f'libtorrent-{kind}']:.2f}, "
                   f"hashing {hashing[f'torrentcore-{kind}'] / hashing[f'libtorrent-{kind}']:.2f} ({same})")
+            if args.baseline:
+                print(f"  before/libtorrent {kind}: {speed[f'before-{kind}'] / speed[f'libtorrent-{kind}']:.2f}, "
+                      f"hashing {hashing[f'before-{kind}'] / hashing[f'libtorrent-{kind}']:.2f}; after/before "
+                      f"{speed[f'torrentcore-{kind}'] / speed[f'before-{kind}']:.2f}, "
+                      f"hashing {hashing[f'torrentcore-{kind}'] / hashing[f'before-{kind}']:.2f}")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
