@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 
+import gevent
 import gevent.monkey
 import libtorrent as lt
 import pytest
@@ -105,7 +106,7 @@ def test_buffers_in_flight_are_bounded(tmp_path, monkeypatch, threads):
     assert allocated == [big]
 
 
-def test_the_first_failing_piece_is_the_error_and_nothing_after_it_is_delivered(tmp_path, monkeypatch):
+def test_the_first_failing_piece_is_the_error_and_nothing_after_it_is_delivered(tmp_path, monkeypatch, capfd):
     path = make_payload(tmp_path, 10 * 16 * KiB, seed=3)
     monkeypatch.setattr(hash_pool, "JOB_BYTES", 16 * KiB)
     pieces = _pieces(path, 10, 16 * KiB)
@@ -122,6 +123,22 @@ def test_the_first_failing_piece_is_the_error_and_nothing_after_it_is_delivered(
     with pytest.raises(TorrentcoreError, match="changed while hashing: it is shorter than its 180224 bytes"):
         hash_pool.hash_pieces(pieces, 32 * KiB, lambda p, d: b"", lambda p, d: done.append(p.tag), threads=3)
     assert done == [0, 1, 2, 3, 5, 6]
+    gevent.sleep(0.05)  # bounded: anything the pool would print about a failed task is printed by now
+    assert "Traceback" not in capfd.readouterr().err  # the error is raised here only, once
+
+
+def test_a_failing_digest_is_raised_here_with_its_traceback(tmp_path, capfd):
+    path = make_payload(tmp_path, 4 * 16 * KiB, seed=5)
+
+    def broken(piece, data):
+        if piece.tag == 2:
+            raise ZeroDivisionError("a bug in digest")
+        return b""
+
+    with pytest.raises(ZeroDivisionError, match="a bug in digest") as info:
+        hash_pool.hash_pieces(_pieces(path, 4, 16 * KiB), 16 * KiB, broken, lambda p, d: None, threads=2)
+    assert any(entry.name == "broken" for entry in info.traceback)
+    assert "Traceback" not in capfd.readouterr().err
 
 
 def test_bad_thread_counts_are_refused(tmp_path):

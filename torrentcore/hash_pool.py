@@ -89,8 +89,13 @@ def _read_segment(fd: int, seg: Segment, view: memoryview) -> None:
         done += got
 
 
-def _run_job(job: list[Piece], buf: bytearray, digest: Callable[[Piece, memoryview], Any]) -> list:
-    """In a worker thread: read the pieces of ``job`` into ``buf`` one after the other and hash each."""
+def _run_job(job: list[Piece], buf: bytearray, digest: Callable[[Piece, memoryview], Any]) -> list | Exception:
+    """In a worker thread: read the pieces of ``job`` into ``buf`` one after the other and hash each.
+
+    An error is returned, not raised: gevent prints a traceback for every error leaving its pool, and the
+    caller raises it anyway (the pieces hashed before it in the job are then not delivered: the first
+    error, in order, is the one that counts).
+    """
     view = memoryview(buf)
     results = []
     path, fd = None, -1  # the last file opened: consecutive segments are mostly of the same file
@@ -106,6 +111,8 @@ def _run_job(job: list[Piece], buf: bytearray, digest: Callable[[Piece, memoryvi
                 _read_segment(fd, seg, view[pos : pos + seg.length])
                 pos += seg.length
             results.append(digest(piece, view[:pos]))
+    except Exception as exc:  # noqa: BLE001 - handed to the caller, raised there
+        return exc
     finally:
         if fd >= 0:
             os.close(fd)
@@ -152,6 +159,8 @@ def hash_pieces(
     def deliver() -> None:
         job, result, buf = pending.popleft()
         values = result.get()
+        if isinstance(values, Exception):
+            raise values
         free.append(buf)
         for piece, value in zip(job, values):
             done(piece, value)
