@@ -148,7 +148,7 @@ def main() -> None:
         print(f"{args.size >> 20} MiB, {args.piece_length >> 10} KiB pieces, {args.rounds} rounds, "
               f"{os.cpu_count()} cores; one core: SHA-1 {limits['sha1']:.0f} MB/s, "
               f"SHA-256 {limits['sha256']:.0f} MB/s; load average before {load_before}, after {_load()}")
-        print(f"{'':20} {'MB/s':>8} {'cores':>6} {'runnable':>9} {'start-up s':>11} {'MB/s hashing':>13}")
+        print(f"{'':20} {'MB/s':>8} {'CPU s':>6} {'cores':>6} {'runnable':>9} {'start-up s':>11} {'MB/s hashing':>13}")
         speed = {}
         hashing = {}
         for name, samples in results.items():
@@ -158,7 +158,9 @@ def main() -> None:
             boot = statistics.median(startup[name])
             speed[name] = mb / wall
             hashing[name] = mb / max(wall - boot, 1e-3)
-            print(f"{name:20} {mb / wall:8.0f} {cores:6.2f} {runnable:9.2f} {boot:11.2f} {hashing[name]:13.0f}")
+            cpu = statistics.median(s[1] for s in samples)
+            print(f"{name:20} {mb / wall:8.0f} {cpu:6.2f} {cores:6.2f} {runnable:9.2f} {boot:11.2f} "
+                  f"{hashing[name]:13.0f}")
         for kind in ("v1", "v2", "hybrid"):
             same = "same info-hash" if len(hashes[kind]) == 1 else f"DIFFERENT info-hashes {hashes[kind]}"
             print(f"torrentcore/libtorrent {kind}: {speed[f'torrentcore-{kind}'] / speed[f'libtorrent-{kind}']:.2f}, "
