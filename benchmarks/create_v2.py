@@ -9,7 +9,8 @@ same file (in the page cache: it was just written), and records wall time and CP
 user + system, ``os.wait4``). ``cores`` = CPU / wall: 2.0 means both cores of this machine were busy.
 ``runnable`` = (CPU + time spent waiting for a CPU) / wall, from the threads' ``/proc/PID/task/*/schedstat``
 polled every 10 ms: how many threads the tool kept busy or ready to run, which other processes' load
-hardly changes (``cores`` drops when others take the CPUs; ``runnable`` does not). Each round also
+hardly changes (``cores`` drops when others take the CPUs; ``runnable`` does not); ``best``: the MB/s of
+the fastest round (the one that found the CPUs freest). Each round also
 times every tool on a 1-byte file (``start-up``: interpreter, imports, writing the torrent), and ``MB/s
 hashing`` divides the size by the median wall time minus that median start-up. The load average is
 printed before and after. The SHA-1 and SHA-256 limits of one core on the same bytes are printed too,
@@ -148,7 +149,8 @@ def main() -> None:
         print(f"{args.size >> 20} MiB, {args.piece_length >> 10} KiB pieces, {args.rounds} rounds, "
               f"{os.cpu_count()} cores; one core: SHA-1 {limits['sha1']:.0f} MB/s, "
               f"SHA-256 {limits['sha256']:.0f} MB/s; load average before {load_before}, after {_load()}")
-        print(f"{'':20} {'MB/s':>8} {'CPU s':>6} {'cores':>6} {'runnable':>9} {'start-up s':>11} {'MB/s hashing':>13}")
+        print(f"{'':20} {'MB/s':>8} {'best':>6} {'CPU s':>6} {'cores':>6} {'runnable':>9} {'start-up s':>11} "
+              f"{'MB/s hashing':>13}")
         speed = {}
         hashing = {}
         for name, samples in results.items():
@@ -159,7 +161,8 @@ def main() -> None:
             speed[name] = mb / wall
             hashing[name] = mb / max(wall - boot, 1e-3)
             cpu = statistics.median(s[1] for s in samples)
-            print(f"{name:20} {mb / wall:8.0f} {cpu:6.2f} {cores:6.2f} {runnable:9.2f} {boot:11.2f} "
+            best = mb / min(s[0] for s in samples)
+            print(f"{name:20} {mb / wall:8.0f} {best:6.0f} {cpu:6.2f} {cores:6.2f} {runnable:9.2f} {boot:11.2f} "
                   f"{hashing[name]:13.0f}")
         for kind in ("v1", "v2", "hybrid"):
             same = "same info-hash" if len(hashes[kind]) == 1 else f"DIFFERENT info-hashes {hashes[kind]}"
