@@ -13,7 +13,8 @@ aria2c's time is until its ``--on-bt-download-complete`` hook (it lingers about 
 
 The figures to read are the ratios libtorrent-seeder time / torrentcore-seeder time per leecher (1.0 =
 torrentcore uploads as fast as libtorrent); seconds on these shared machines are noise. The torrentcore
-seeder's CPU seconds (user+sys, from /proc) per GiB uploaded are given too.
+seeder's CPU seconds (user+sys, from /proc) per GiB uploaded are given too, and the load average.
+``--profile FILE`` records the torrentcore seeder with py-spy (``--pid``) over all rounds (collapsed stacks).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import argparse  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
 import shutil  # noqa: E402
+import signal  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
@@ -93,13 +95,15 @@ def main() -> int:
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--seeder-log", metavar="FILE", help="the torrentcore seeder's info-level log (JSON lines) here")
     ap.add_argument("--seeder-arg", action="append", default=[], help="extra argument for torrentcore seed")
+    ap.add_argument("--profile", metavar="FILE", help="py-spy record the torrentcore seeder (--pid, all rounds) "
+                    "into FILE (collapsed stacks; py-spy must be installed)")
     args = ap.parse_args()
     leechers = [name for name in args.leechers.split(",") if name]
     if not leechers or set(leechers) - set(LEECHERS):
         ap.error(f"--leechers: a comma-separated subset of {', '.join(LEECHERS)}")
 
     work = tempfile.mkdtemp(prefix="tc-bench-seed-")
-    tc_proc = None
+    tc_proc = spy = None
     try:
         root = rp.make_payload(os.path.join(work, "seed"), args.size, seed="bench-seed")
         _, info_hash = rp.make_torrent(root, [], piece_length=args.piece_length)
@@ -122,6 +126,10 @@ def main() -> int:
             )
             if not rp.wait_port_open(tc_port, timeout=120):
                 raise RuntimeError("torrentcore seed did not start listening")
+            if args.profile:
+                spy = subprocess.Popen(["py-spy", "record", "--pid", str(tc_proc.pid), "-o", args.profile,
+                                        "--format", "raw", "--rate", "250", "--nonblocking"],
+                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             with rp.LibtorrentPeer(name="lt-seed") as lt_seed:
                 # A full check at start (as benchmarks/swarm.py's seeders), so that no round pays for libtorrent's
                 # lazy hashing of seed_mode (which made its first uploads several times slower).
@@ -152,21 +160,30 @@ def main() -> int:
                         rows.append(row)
                         if not args.json:
                             mb = args.size / 1e6
-                            print(f"round {r} {leecher:10s} leecher: libtorrent seeder {row['libtorrent']:.2f}s "
-                                  f"({mb / row['libtorrent']:.0f} MB/s), torrentcore seeder {row['torrentcore']:.2f}s "
-                                  f"({mb / row['torrentcore']:.0f} MB/s, {row['torrentcore_seeder_cpu_s_per_gib']:.2f}"
-                                  f" CPU s/GiB), ratio torrentcore/libtorrent {row['ratio']:.2f}", flush=True)
+                            print(f"round {r} {leecher:10s} leecher: ratio torrentcore/libtorrent {row['ratio']:.2f} "
+                                  f"(libtorrent seeder {row['libtorrent']:.2f}s, {mb / row['libtorrent']:.0f} MB/s; "
+                                  f"torrentcore seeder {row['torrentcore']:.2f}s, {mb / row['torrentcore']:.0f} MB/s, "
+                                  f"{row['torrentcore_seeder_cpu_s_per_gib']:.2f} CPU s/GiB)", flush=True)
         medians = {who: statistics.median(r["ratio"] for r in rows if r["leecher"] == who) for who in leechers}
         cpu = statistics.median(r["torrentcore_seeder_cpu_s_per_gib"] for r in rows)
+        load = os.getloadavg()
         if args.json:
             print(json.dumps({"size": args.size, "rounds": rows, "median_upload_speed_ratio_tc_over_lt": medians,
-                              "median_torrentcore_seeder_cpu_s_per_gib": cpu}, indent=2))
+                              "median_torrentcore_seeder_cpu_s_per_gib": cpu, "load_average": load}, indent=2))
         else:
             for leecher, median in medians.items():
                 print(f"{leecher} leecher: median upload speed ratio torrentcore/libtorrent seeder {median:.2f} "
                       "(1.0 = as fast as libtorrent)")
-            print(f"torrentcore seeder CPU: {cpu:.2f} s per GiB uploaded (median)")
+            print(f"torrentcore seeder CPU: {cpu:.2f} s per GiB uploaded (median); load average at the end "
+                  f"{load[0]:.1f} {load[1]:.1f} {load[2]:.1f}")
     finally:
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
+            try:
+                spy.wait(30)
+            except subprocess.TimeoutExpired:
+                spy.kill()
+                spy.wait()
         if tc_proc is not None:
             tc_proc.kill()
             tc_proc.wait()

@@ -99,11 +99,20 @@ def test_plaintext_after_the_header_when_only_plaintext_is_offered():
     assert not a.result.encrypted and b.result.initial_payload == b""
 
 
-def test_responder_prefers_rc4_and_require_refuses_plaintext_only():
-    a = mse.Initiator(INFO_HASH, b"", provide=mse.CRYPTO_PLAINTEXT | mse.CRYPTO_RC4)
-    b = mse.Responder(lambda: [INFO_HASH])
-    _run_in_memory(a, b, 4096)
-    assert a.result.method == mse.CRYPTO_RC4
+def test_responder_chooses_as_libtorrent_and_require_refuses_plaintext_only():
+    """Offered both, the responder keeps plaintext after the header (libtorrent's default, prefer_rc4 false);
+    with prefer_rc4, or offered RC4 only, RC4. tests/test_encryption_interop.py proves it against
+    libtorrent (as responder) and aria2c (dialling our seeder)."""
+    both = mse.CRYPTO_PLAINTEXT | mse.CRYPTO_RC4
+    for provide, prefer_rc4, expected in ((both, False, mse.CRYPTO_PLAINTEXT), (both, True, mse.CRYPTO_RC4),
+                                          (mse.CRYPTO_RC4, False, mse.CRYPTO_RC4)):
+        a = mse.Initiator(INFO_HASH, b"", provide=provide)
+        b = mse.Responder(lambda: [INFO_HASH], prefer_rc4=prefer_rc4)
+        _run_in_memory(a, b, 4096)
+        assert a.result.method == b.result.method == expected, (provide, prefer_rc4)
+    assert mse.select_method(both, mse.allowed_methods("require")) == mse.CRYPTO_RC4
+    assert mse.select_method(mse.CRYPTO_PLAINTEXT, mse.allowed_methods("require")) == 0
+    assert mse.select_method(0x80 | both, both) == mse.CRYPTO_PLAINTEXT  # unknown bits are never chosen
     a = mse.Initiator(INFO_HASH, b"", provide=mse.CRYPTO_PLAINTEXT)
     b = mse.Responder(lambda: [INFO_HASH], allowed=mse.allowed_methods("require"))
     with pytest.raises(mse.EncryptionError, match="we accept"):
@@ -223,7 +232,10 @@ def test_dial_and_accept_over_loopback_encrypted(listener, policy):
                           encryption=policy, handshake_timeout=SHORT)
     theirs = _outcome(server)
     assert isinstance(theirs, handshake.Handshaken), theirs
-    assert done.encrypted and done.obfuscated and theirs.encrypted and done.conn.encrypted
+    # prefer offers both and, answering, chooses plaintext after the header; require has RC4 only.
+    rc4 = policy == "require"
+    assert done.obfuscated and theirs.obfuscated
+    assert done.encrypted is theirs.encrypted is done.conn.encrypted is rc4
     assert (done.peer_id, theirs.peer_id) == (OUR_ID, THEIR_ID)
     theirs.conn.sock.sendall(msg.have(7))
     assert done.conn.read_message() == (msg.HAVE, b"\x00\x00\x00\x07")

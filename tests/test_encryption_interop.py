@@ -296,9 +296,10 @@ def test_prefer_downloads_from_aria2_without_crypto(tmp_path, peers: RealPeers, 
 
 @needs_aria2
 @needs_opentracker
-def test_prefer_picks_rc4_when_aria2_without_crypto_dials_in(tmp_path, peers: RealPeers, opentracker, torrentcore):
+def test_prefer_picks_plaintext_when_aria2_without_crypto_dials_in(tmp_path, peers: RealPeers, opentracker,
+                                                                   torrentcore):
     """aria2c without --bt-require-crypto still opens MSE connections (offering plaintext and RC4 after the
-    header): a prefer seeder takes them and selects RC4."""
+    header): a prefer seeder takes them and selects plaintext, as libtorrent does (prefer_rc4 false)."""
     tracker = opentracker()
     root, torrent = _payload(tmp_path, 2 * MiB + 21, seed=74, trackers=[tracker.http_url], piece_length=32 * KiB)
     info_hash = make_torrent(root, [tracker.http_url], piece_length=32 * KiB)[1]
@@ -309,7 +310,7 @@ def test_prefer_picks_rc4_when_aria2_without_crypto_dials_in(tmp_path, peers: Re
     assert leecher.wait(timeout=30) == 0, peers.describe() + seeder.describe()
     assert_same_tree(root, tmp_path / "leech" / "data.bin", peers.describe())
     incoming = [e for e in _connected(seeder) if e["incoming"]]
-    assert incoming and all(e["encrypted"] is True for e in incoming), _connected(seeder)
+    assert incoming and all(e["obfuscated"] is True and e["encrypted"] is False for e in incoming), incoming
 
 
 def test_disable_downloads_in_plaintext_and_refuses_incoming_mse(tmp_path, peers: RealPeers, torrentcore):

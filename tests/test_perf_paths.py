@@ -127,7 +127,7 @@ def test_have_messages_still_reorder_rarest_first_eventually():
 
 def test_a_fast_peer_waits_while_pieces_queue_for_their_hash_check():
     """verify_piece blocks its caller once VERIFY_QUEUE_BYTES of pieces are pending (memory stays bounded)."""
-    from torrentcore import torrent
+    from torrentcore.piece_outcome import PieceOutcome
     from torrentcore.verifier import VERIFY_QUEUE_BYTES, Verifier
 
     class _Meta:
@@ -135,12 +135,12 @@ def test_a_fast_peer_waits_while_pieces_queue_for_their_hash_check():
 
     verifier = Verifier(_Meta(), object(), None, None, lambda: False, lambda i: None)  # room for 2 pieces
     verifier.submit = lambda piece, on_verdict: gevent.spawn_later(0.05, verifier.release_slot)  # a slow check
-    holder = type("T", (), {"verifier": verifier, "_on_verdict": None})()
+    outcome = PieceOutcome(None, verifier, None, None, None, None, None)
     started = []
 
     def reader() -> None:
         for k in range(5):
-            torrent.Torrent.verify_piece(holder, k)
+            outcome.verify_piece(k)
             started.append(k)
 
     g = gevent.spawn(reader)

@@ -92,17 +92,20 @@ def test_utp_only_libtorrent_downloads_from_us(tmp_path, peers: RealPeers, torre
 def test_torrentcore_to_torrentcore_over_utp(tmp_path, torrentcore: TorrentcoreLauncher):
     root, torrent = _payload(tmp_path, 3 * MiB + 77, seed=153)
     seeder = torrentcore.seed(torrent, tmp_path / "seed", "--seed-ratio", "0", "--seed-time", "5",
-                              "--transports", "utp", name="seeder")
+                              "--transports", "utp", "--encryption", "require", name="seeder")
     port = seeder.wait_listening()
-    run = torrentcore.run(torrent, tmp_path / "out", "--transports", "utp", peers=[(LOCALHOST, port)])
+    run = torrentcore.run(torrent, tmp_path / "out", "--transports", "utp", "--encryption", "require",
+                          peers=[(LOCALHOST, port)])
     _finished(run, seeder.describe())
     assert_same_tree(root, tmp_path / "out" / "data.bin", run.describe())
     for side, incoming in ((run, False), (seeder, True)):  # (later each may dial the other back, over uTP too)
         connected = side.events("peer connected")
         assert connected and all(e["transport"] == "utp" for e in connected), connected
         assert connected[0]["incoming"] is incoming, connected
-    # MSE (prefer: RC4 offered and chosen between two torrentcores) runs over uTP unchanged.
-    assert all(e["encrypted"] for e in run.events("peer connected")), run.events("peer connected")
+    # MSE with RC4 (require on both sides; prefer would choose plaintext after the header, as libtorrent does)
+    # runs over uTP unchanged, batched uploads included (torrentcore/peer/upload.py), byte for byte.
+    for side in (run, seeder):
+        assert all(e["encrypted"] for e in side.events("peer connected")), side.events("peer connected")
 
 
 def test_download_from_utp_only_libtorrent_through_loss_and_jitter(tmp_path, peers: RealPeers,

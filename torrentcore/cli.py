@@ -146,8 +146,9 @@ def _network_options(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--upload-slots", type=int, default=default_of(TorrentConfig, "upload_slots"),
                    help="regular unchoke slots per torrent (default: %(default)s)")
     g.add_argument("--encryption", choices=ENCRYPTION_CHOICES, default=default_of(SessionConfig, "encryption"),
-                   help="encrypted connections (MSE/PE): prefer them, require them, or disable them "
-                        "(default: %(default)s)")
+                   help="peer encryption (MSE/PE): prefer (encrypted handshake; RC4 for the data when the peer "
+                        "asks for it, plaintext when it offers both, as libtorrent), require (RC4 always), or "
+                        "disable (default: %(default)s)")
     g.add_argument("--transports", type=_parse_transports, default=default_of(SessionConfig, "transports"),
                    metavar="LIST", help="peer transports in order of preference: utp, tcp or both, "
                                         "comma-separated (default: utp,tcp)")

@@ -17,6 +17,7 @@ import gevent.event
 import structlog
 
 from . import metainfo
+from .data_move import move_files, rename_on_disk, rename_target, renamed
 from .errors import EXIT_INTERRUPTED, EXIT_OK, BadInputError, TorrentcoreError
 from .events import Removed
 
@@ -132,8 +133,7 @@ class TorrentHandle:
 
     Over 400 lines: it is the whole public surface of one torrent (life cycle, status, files, limits,
     moving and renaming data, what the daemon's RPC reads), each method a thin, documented step onto the
-    engine. Moving and renaming data on disk (``move_data``, ``rename_path``) are the part to move out into
-    a module of their own next.
+    engine; the steps of moving and renaming data on disk live in :mod:`torrentcore.data_move`.
     """
 
     def __init__(self, session: SessionPort, info_hash: bytes, save_path: str, config: TorrentConfig,
@@ -209,7 +209,7 @@ class TorrentHandle:
                                                 own_port=port, encryption=session.encryption,
                                                 connect=session.dialer.connect, info_hash_v2=magnet.info_hash_v2)
                 result = self._fetcher.fetch(timeout=self.config.metadata_timeout)
-                data = torrent_file(result.raw_info, magnet.trackers)
+                data = torrent_file(result.raw_info, magnet.trackers, url_list=magnet.web_seeds)
                 meta = metainfo.parse(data)
                 if self.save_path != "-":
                     path = save_torrent_file(self.save_path, meta.name, data)
@@ -237,7 +237,7 @@ class TorrentHandle:
             # A v2 link's piece layers come from peers: keep them in the saved .torrent once they have.
             def save_layers(meta=meta, trackers=magnet.trackers) -> None:
                 path = save_torrent_file(self.save_path, meta.name, torrent_file(meta.raw_info, trackers,
-                                                                                 meta.piece_layers))
+                                                                                 meta.piece_layers, meta.url_list))
                 log.info("metadata saved with its piece layers", path=path)
             torrent.on_layers_complete = save_layers
         self.attach(torrent)
@@ -381,12 +381,19 @@ class TorrentHandle:
             self.save_path = os.path.abspath(os.fspath(save_path))
         if old is None:
             return
+        self._stop_for_good(old)
+        self._run_again(old, old.meta)
+
+    def _stop_for_good(self, old: Torrent) -> None:
         if not self.finished:
             old.stop(EXIT_OK)
             old.wait(30)
+
+    def _run_again(self, old: Torrent, meta: Metainfo) -> None:
+        """A new run of the stopped torrent ``old`` on ``meta``, its byte counters carried over."""
         self._earlier[0] += old.stats.downloaded
         self._earlier[1] += old.stats.uploaded
-        self.attach(self._session._make_torrent(old.meta, self.save_path, self.config))
+        self.attach(self._session._make_torrent(meta, self.save_path, self.config))
 
     def move_data(self, new_path: str | os.PathLike) -> None:
         """Move the torrent's files to ``new_path`` (the same relative layout) and go on from there: the
@@ -394,39 +401,16 @@ class TorrentHandle:
         through a link), then it is restarted in the new folder, where its data is checked again. When a file
         cannot be moved (OSError, or UnsafePath for a link planted in the new place), the files already moved
         are put back, the torrent goes on in its old folder, and the error is raised."""
-        import shutil
-
         new = os.path.abspath(os.fspath(new_path))
         old = self.torrent
         if old is None or new == self.save_path:
             self.save_path = new
             return
-        if not self.finished:
-            old.stop(EXIT_OK)
-            old.wait(30)
-        from .statefile import open_folder_under
-
-        moved: list[tuple[str, str]] = []
+        self._stop_for_good(old)
         try:
-            os.makedirs(new, exist_ok=True)
-            for entry in old.meta.data_files:
-                src = os.path.join(self.save_path, *entry.path)
-                if os.path.islink(src) or not os.path.isfile(src):
-                    continue
-                # Folders inside the new place are made one component at a time; a planted link is refused.
-                os.close(open_folder_under(new, entry.path[:-1], create=True))
-                dst = os.path.join(new, *entry.path)
-                if os.path.lexists(dst):
-                    raise OSError(f"{dst} already exists")
-                shutil.move(src, dst)
-                moved.append((src, dst))
+            move_files(old.meta, self.save_path, new)
         except BaseException:
-            for src, dst in reversed(moved):  # put back what was moved, and go on where it was
-                try:
-                    shutil.move(dst, src)
-                except OSError:
-                    log.warning("cannot move a file back after a failed move", path=dst)
-            self.restart()
+            self.restart()  # the files already moved were put back: go on in the old folder
             raise
         delete_files(old.meta, self.save_path)  # the folders the files left empty
         self.restart(new)
@@ -447,46 +431,21 @@ class TorrentHandle:
         (empty, ``.``, ``..``, a separator or a control character) or that another file already has, and
         for a torrent without metadata yet; :class:`OSError` (or ``UnsafePath`` for a link) when the disk
         refuses, the torrent then going on unchanged."""
-        from .metainfo import _safe_component
-        from .statefile import UnsafePath, open_folder_under
-
-        old_parts = tuple(p for p in path.strip("/").split("/"))
         meta = self.meta
         if meta is None:
             raise ValueError("the torrent has no metadata yet")
-        if not isinstance(name, str) or not name or _safe_component(name) != name or name in (".", ".."):
-            raise ValueError(f"{name!r} is not a plain file or folder name")
-        depth = len(old_parts)
-        if not any(f.path[:depth] == old_parts for f in meta.files if not f.pad):
-            raise ValueError(f"the torrent has no file or folder {path!r}")
-        new_parts = (*old_parts[:-1], name)
+        old_parts, new_parts = rename_target(meta, path, name)
         if new_parts == old_parts:
             return "/".join(old_parts), name
-        if any(f.path[:depth] == new_parts for f in meta.files):
-            raise ValueError(f"the torrent already has {'/'.join(new_parts)!r}")
         old = self.torrent
-        if old is None:
-            raise ValueError("the torrent has no metadata yet")
-        if not self.finished:
-            old.stop(EXIT_OK)
-            old.wait(30)
+        self._stop_for_good(old)
         if on_disk and self.save_path != "-":  # "-": in memory, nothing on disk
             try:
-                fd = open_folder_under(self.save_path, old_parts[:-1], create=False)
-                if fd is not None:
-                    try:
-                        _rename_in(fd, old_parts[-1], name, UnsafePath)
-                    finally:
-                        os.close(fd)
+                rename_on_disk(self.save_path, old_parts, name)
             except BaseException:
                 self.restart()
                 raise
-        files = [replace(f, path=new_parts + f.path[depth:]) if f.path[:depth] == old_parts else f
-                 for f in meta.files]
-        renamed = replace(meta, files=files, name=name if depth == 1 else meta.name)
-        self._earlier[0] += old.stats.downloaded
-        self._earlier[1] += old.stats.uploaded
-        self.attach(self._session._make_torrent(renamed, self.save_path, self.config))
+        self._run_again(old, renamed(meta, old_parts, new_parts))
         return "/".join(old_parts), name
 
     def reannounce(self) -> None:
@@ -596,26 +555,6 @@ class TorrentHandle:
             if self.torrent is None:
                 raise TorrentFailed(self._error or "the torrent stopped")
         return open_reader(self.torrent, file_index, readahead=readahead, timeout=timeout)
-
-
-def _rename_in(fd: int, old: str, new: str, unsafe: type[Exception]) -> None:
-    """Rename ``old`` to ``new`` inside the folder ``fd``: never a link (``unsafe`` is raised), never over
-    something already there (:class:`FileExistsError`); nothing when ``old`` does not exist."""
-    import stat
-
-    try:
-        st = os.lstat(old, dir_fd=fd)
-    except FileNotFoundError:
-        return
-    if stat.S_ISLNK(st.st_mode) or not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode)):
-        raise unsafe(f"{old} is not a regular file or folder")
-    try:
-        os.lstat(new, dir_fd=fd)
-    except FileNotFoundError:
-        pass
-    else:
-        raise FileExistsError(f"{new} already exists")
-    os.rename(old, new, src_dir_fd=fd, dst_dir_fd=fd)
 
 
 def delete_files(meta: Metainfo, save_path: str) -> None:

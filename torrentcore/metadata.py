@@ -412,9 +412,11 @@ class MetadataFetcher:
         return bytes(payload[1:])
 
 
-def torrent_file(raw_info: bytes, trackers: list[list[str]], piece_layers: dict[bytes, bytes] | None = None) -> bytes:
-    """A .torrent holding ``raw_info`` byte for byte (so the info-hash is kept), the trackers and, for a v2
-    torrent whose layers were fetched from peers, its ``piece layers``."""
+def torrent_file(raw_info: bytes, trackers: list[list[str]], piece_layers: dict[bytes, bytes] | None = None,
+                 url_list: list[str] | None = None) -> bytes:
+    """A .torrent holding ``raw_info`` byte for byte (so the info-hash is kept), the trackers, for a v2
+    torrent whose layers were fetched from peers its ``piece layers``, and the link's BEP 19 web seeds
+    (``ws=``) as ``url-list``, as libtorrent saves them."""
     parts = [b"d"]
     if trackers:
         parts += [bencode.encode(b"announce"), bencode.encode(trackers[0][0].encode())]
@@ -423,6 +425,8 @@ def torrent_file(raw_info: bytes, trackers: list[list[str]], piece_layers: dict[
     parts += [bencode.encode(b"info"), raw_info]
     if piece_layers:
         parts += [bencode.encode(b"piece layers"), bencode.encode(dict(piece_layers))]
+    if url_list:  # (keys in bencode's sorted order: "url-list" comes last)
+        parts += [bencode.encode(b"url-list"), bencode.encode([u.encode() for u in url_list])]
     parts.append(b"e")
     return b"".join(parts)
 

@@ -6,11 +6,20 @@ whose ``pieces root`` per file is all that is known. :class:`PieceLayers` both
 * **serves** the layers it knows: a request for ``count`` hashes of a file's piece layer from ``index``
   is answered with them and the *uncle* hashes (siblings of the subtree's ancestors, lowest first) that
   let the asker climb to the file's root, as libtorrent asks (``proof layers``: layers above the base);
-  anything else (the block layer, unknown roots, misaligned ranges) gets a hash reject; and
+  a request for the *block* layer (base 0: the 16 KiB leaves, which libtorrent asks for a piece that
+  failed its check, to find the bad block) is answered from the data on disk, for a range within one
+  piece we have (see :meth:`PieceLayers.answer`); anything else (unknown roots, misaligned ranges,
+  pieces we lack) gets a hash reject; and
 * **fetches** the missing ones: chunks of at most :data:`CHUNK` piece hashes (libtorrent's 512), each
   checked against the file's root with its proof before it is kept. A wrong proof is the peer's fault
   (the caller drops it); a file's layer is added to the :class:`~torrentcore.metainfo.Metainfo` once
   every chunk arrived, so its pieces can then be checked.
+
+A v2-only download does not wait for every layer: a file's pieces may be requested (:meth:`PieceLayers.ready`,
+:meth:`PieceLayers.requestable`) as soon as its own layer is known (at once for files of at most one piece,
+whose pieces root is their hash). When a layer arrives, :attr:`PieceLayers.on_file_layer` is told (the torrent
+then checks what was held unverified: :mod:`torrentcore.layer_recheck`), and the file becomes ready only when
+that check calls :meth:`PieceLayers.file_ready`.
 
 Layers are numbered from the leaves (16 KiB blocks) as in BEP 52: the piece layer is
 ``log2(piece length / 16 KiB)``.
@@ -20,10 +29,12 @@ from __future__ import annotations
 
 import struct
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from . import merkle
+from .bitfield import Bitfield
 
 if TYPE_CHECKING:  # pragma: no cover
     from .metainfo import FileEntry, Metainfo
@@ -79,12 +90,19 @@ class PieceLayers:
         self.piece_layer = (meta.piece_length // merkle.BLOCK).bit_length() - 1
         self._pad = merkle.pad_hash(self.piece_layer)
         self._files = {f.root: f for f in meta.files if f.root and f.length > meta.piece_length}
+        self._all_files = {f.root: f for f in meta.files if f.root}
         self._trees: dict[bytes, list[list[bytes]]] = {}
         self._missing: dict[bytes, _Missing] = {}
         for f in meta.missing_layers():
             pieces = -(-f.length // meta.piece_length)
             width = merkle.next_pow2(pieces)
             self._missing[f.root] = _Missing(f, pieces, width.bit_length() - 1, [None] * pieces)
+        #: Files whose pieces cannot be checked yet: layer missing, or arrived and its held pieces being checked.
+        self._unready: dict[bytes, FileEntry] = {root: m.entry for root, m in self._missing.items()}
+        self._ready_bits: Bitfield | None = None  # pieces of ready files (cached; rebuilt when one gets ready)
+        #: Told of each file whose layer just arrived (fetched and proved); it calls :meth:`file_ready` when
+        #: the pieces held unverified are checked. None: a file is ready as soon as its layer arrives.
+        self.on_file_layer: Callable[[FileEntry], None] | None = None
 
     @property
     def complete(self) -> bool:
@@ -93,8 +111,43 @@ class PieceLayers:
 
     @property
     def blocking(self) -> bool:
-        """Pieces cannot be checked yet: a v2-only torrent misses a layer (a hybrid checks SHA-1 meanwhile)."""
-        return bool(self._missing) and self.meta.v2_only
+        """Some pieces cannot be checked yet: a v2-only torrent misses a layer (a hybrid checks SHA-1 meanwhile).
+        Only the :meth:`requestable` pieces may then be asked for."""
+        return bool(self._unready) and self.meta.v2_only
+
+    def file_pieces(self, f: FileEntry) -> range:
+        """The pieces of file ``f`` (v2 files start on a piece boundary)."""
+        plen = self.meta.piece_length
+        return range(f.offset // plen, (f.offset + f.length - 1) // plen + 1)
+
+    def ready(self, index: int) -> bool:
+        """Piece ``index`` can be checked now (its file's layer is known, or it needs none, or a hybrid's SHA-1)."""
+        if not self.blocking:
+            return True
+        return self._ready()[index]
+
+    def _ready(self) -> Bitfield:
+        bits = self._ready_bits
+        if bits is None:
+            bits = Bitfield.full(self.meta.num_pieces)
+            for f in self._unready.values():
+                for i in self.file_pieces(f):
+                    bits.clear(i)
+            self._ready_bits = bits
+        return bits
+
+    def requestable(self, has: Bitfield) -> Bitfield:
+        """The pieces of ``has`` that are :meth:`ready` (a new bitfield; ``has`` itself when all are)."""
+        if not self.blocking:
+            return has
+        n = len(has.to_bytes())
+        mask = int.from_bytes(has.to_bytes(), "big") & int.from_bytes(self._ready().to_bytes(), "big")
+        return Bitfield(has.size, mask.to_bytes(n, "big"))
+
+    def file_ready(self, root: bytes) -> None:
+        """The pieces of a file whose layer arrived were checked: they may be requested from now on."""
+        if self._unready.pop(root, None) is not None:
+            self._ready_bits = None
 
     # --- serving ---------------------------------------------------------------------------------
 
@@ -114,8 +167,14 @@ class PieceLayers:
             self._trees[root] = tree
         return tree
 
-    def answer(self, req: HashRequest) -> list[bytes] | None:
-        """The hashes (base then uncles) answering ``req``, or None for a hash reject."""
+    def answer(self, req: HashRequest, read_piece: Callable[[int], bytes | None] | None = None) -> list[bytes] | None:
+        """The hashes (base then uncles) answering ``req``, or None for a hash reject.
+
+        ``read_piece(index)``: the bytes of a piece we have (None if we do not); needed for block-layer
+        requests only (without it they are rejected).
+        """
+        if req.base == 0 and req.base != self.piece_layer:
+            return None if read_piece is None else self._answer_blocks(req, read_piece)
         tree = self._tree(req.root)
         if tree is None or req.base != self.piece_layer:
             return None
@@ -132,6 +191,58 @@ class PieceLayers:
             idx >>= 1  # the ancestor at layer i + 1 above the base
             if i >= below:
                 out.append(tree[i + 1][idx ^ 1])
+        return out
+
+    def _answer_blocks(self, req: HashRequest, read_piece: Callable[[int], bytes | None]) -> list[bytes] | None:
+        """A block-layer request: leaf hashes of at most one piece, computed from its data, with the uncles.
+
+        Bounds as for the piece layer (``count`` from 2 to one piece's blocks, aligned to its power of two,
+        inside the file, ``proof layers`` below the root); the piece must be one we have. Uncles below the
+        piece layer come from the piece's own blocks, those above from the file's piece-layer tree.
+        """
+        f = self._all_files.get(req.root)
+        if f is None:
+            return None
+        plen = self.meta.piece_length
+        per_piece = plen // merkle.BLOCK
+        nblocks = -(-f.length // merkle.BLOCK)
+        large = f.length > plen
+        tree = self._tree(req.root) if large else None
+        if large and tree is None:
+            return None  # its piece layer is not known: the uncles above the piece cannot be given
+        width = len(tree[0]) * per_piece if tree is not None else merkle.next_pow2(nblocks)
+        region = per_piece if large else width  # the leaves one read gives: a piece, or a small file
+        span = merkle.next_pow2(req.count)
+        levels = width.bit_length() - 1
+        if (not 2 <= req.count <= region or req.index % span or req.index >= nblocks
+                or req.index + req.count > width or req.proof_layers >= levels):
+            return None
+        k = req.index // region  # the piece within the file
+        data = read_piece(f.offset // plen + k)
+        if data is None:
+            return None
+        n = min(plen, f.length - k * plen)
+        leaves = merkle.block_hashes(memoryview(data)[:n])
+        leaves += [merkle.ZERO] * (region - len(leaves))
+        local = [leaves]  # the region's layers, from the leaves up to its root
+        while len(local[-1]) > 1:
+            nodes = local[-1]
+            local.append([merkle.sha256(nodes[i] + nodes[i + 1]) for i in range(0, len(nodes), 2)])
+        start = req.index - k * region
+        out = leaves[start : start + req.count]
+        below = span.bit_length() - 2
+        idx = req.index
+        region_levels = region.bit_length() - 1
+        for i in range(req.proof_layers):
+            idx >>= 1  # the ancestor at layer i + 1 above the leaves
+            if i < below:
+                continue
+            level = i + 1
+            if level < region_levels:
+                out.append(local[level][(idx ^ 1) - ((k * region) >> level)])
+            else:
+                assert tree is not None  # a small file's region is its whole tree: proof_layers < levels
+                out.append(tree[level - self.piece_layer][idx ^ 1])
         return out
 
     # --- fetching --------------------------------------------------------------------------------
@@ -185,6 +296,10 @@ class PieceLayers:
                 return False
             self.meta.piece_layers[req.root] = layer
             del self._missing[req.root]
+            if self.on_file_layer is None:
+                self.file_ready(req.root)
+            else:
+                self.on_file_layer(m.entry)
         return True
 
 

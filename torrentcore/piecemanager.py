@@ -22,6 +22,7 @@ from collections.abc import Hashable, Iterable, Iterator, Sequence
 from .bitfield import Bitfield
 from .hookspec import BLOCK_SIZE, PieceStrategy
 from .metainfo import Metainfo
+from .pad_blocks import pad_blocks
 
 FREE, REQUESTED, RECEIVED = 0, 1, 2
 #: In endgame, a block is requested from at most this many peers at once...
@@ -37,8 +38,13 @@ MAX_OUTSTANDING_BYTES = 32 * 1024 * 1024
 MIN_BATCH = 32
 #: HAVE messages move ``version`` once per ``num_pieces // HAVES_PER_VERSION`` of them (see add_peer_piece).
 HAVES_PER_VERSION = 16
-#: Piece buffers kept for reuse (allocating and faulting in fresh memory per piece is measurable).
+#: Piece buffers kept for reuse (allocating and faulting in fresh memory per piece is measurable)...
 SPARE_BUFFERS = 16
+#: ...or as many as fit in this many bytes, if more: requests start pieces in batches (up to 256 one-block
+#: pieces at once with 16 KiB pieces) while stored pieces come back one at a time, so 16 spares left nearly
+#: every 16 KiB piece a fresh buffer (benchmarks/large_torrent.py), and with 256 KiB pieces a fresh buffer
+#: (zeroed, so every page faulted in) cost 1.4 % of a 200-file download's samples (py-spy, swarm.py tree).
+SPARE_BUFFER_BYTES = 8 * 1024 * 1024
 #: The first pieces of each urgent window (those a read waits for, or soon will) whose requested blocks may
 #: be asked of a second peer once the whole window is requested (at most ENDGAME_DUPLICATES peers per block,
 #: ENDGAME_BLOCKS_PER_CALL duplicates per call, as in endgame).
@@ -145,11 +151,14 @@ class PieceManager:
         # Selected pieces not verified yet (kept up to date by piece_verified()).
         self._missing = self._unstarted
         self._spare: list[bytearray] = []
+        self._spare_max = max(SPARE_BUFFERS, SPARE_BUFFER_BYTES // max(1, torrent.piece_length))
         # Urgent windows by owner (a reader), each in its own order; ``urgent`` is all of them merged.
         self._urgent_windows: dict[Hashable, list[int]] = {}
         #: Urgent pieces, fetched before anything the strategy picks: the windows interleaved (the first
         #: piece of each window, then the second of each, ...), each piece once.
         self.urgent: list[int] = []
+        #: Piece -> its blocks made only of pad-file bytes (BEP 47): received as zeros at start, never requested.
+        self.pad_blocks = pad_blocks(torrent)
 
     # --- SwarmView ---------------------------------------------------------------------------
 
@@ -287,10 +296,27 @@ class PieceManager:
         size = self.torrent.piece_size(index)
         spare = self._spare.pop() if self._spare and size == self.torrent.piece_length else None
         piece = Piece(index, size, spare)
+        pads = self.pad_blocks.get(index)
+        if pads:
+            self._fill_pads(piece, pads)
         self.partial[index] = piece
         self.partial_open[index] = piece
         self._unstarted -= 1
         return piece
+
+    @staticmethod
+    def _fill_pads(piece: Piece, pads: tuple[int, ...]) -> None:
+        """Mark the pad blocks of a piece received, as zeros (see :mod:`torrentcore.pad_blocks`)."""
+        buffer, state = piece.buffer, piece.state
+        for b in pads:
+            begin = b * BLOCK_SIZE
+            end = min(begin + BLOCK_SIZE, piece.size)
+            buffer[begin:end] = bytes(end - begin)  # a reused buffer holds an older piece's bytes
+            state[b] = RECEIVED
+        piece.free -= len(pads)
+        piece.received += len(pads)
+        while piece.first_free < len(state) and state[piece.first_free] != FREE:
+            piece.first_free += 1
 
     def next_requests(self, peer: Hashable, has: Bitfield, count: int) -> list[Block]:
         """Up to ``count`` blocks to request from ``peer`` (whose pieces are ``has``).
@@ -489,7 +515,7 @@ class PieceManager:
         Every byte of a reused buffer is overwritten by received blocks before it is hashed.
         """
         piece.view = None
-        if len(piece.buffer) == self.torrent.piece_length and len(self._spare) < SPARE_BUFFERS:
+        if len(piece.buffer) == self.torrent.piece_length and len(self._spare) < self._spare_max:
             self._spare.append(piece.buffer)
         piece.buffer = bytearray()
 
@@ -501,6 +527,15 @@ class PieceManager:
             self.set_urgent(LOST_PIECES, [i for i in lost if i != index])
         if self.have.set(index) and (self.selected is None or self.selected[index]):
             self._missing -= 1
+
+    def piece_found(self, index: int) -> None:
+        """A piece never started was found good on disk mid-run (a v2 file's layer arrived): as
+        :meth:`piece_verified`, and no longer counted unstarted."""
+        if self.have[index] or index in self.partial or index in self.verifying:
+            return
+        if self.selected is None or self.selected[index]:
+            self._unstarted -= 1
+        self.piece_verified(index)
 
     def piece_lost(self, index: int) -> None:
         """A piece we had (trusted from a resume record) turned out bad: it is wanted again from scratch,

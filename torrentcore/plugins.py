@@ -422,14 +422,18 @@ class ContainedHooks:
         """Call every implementation of reporter hook ``hook_name``; contain the ones that raise."""
         caller = getattr(self._pm.hook, hook_name)
         impls = caller.get_hookimpls()
+        if not impls:
+            return  # the usual case for the per-piece hooks (one call per verified piece)
         if any(impl.hookwrapper or getattr(impl, "wrapper", False) for impl in impls):
             try:  # wrappers need pluggy's own calling loop; contain the call as a whole
                 caller(**kwargs)
             except Exception as exc:  # noqa: BLE001
                 self._disable(_blame(impls, exc), hook_name, exc)
             return
+        disabled = len(self.disabled)
         for impl in reversed(impls):
-            if self._pm.get_name(impl.plugin) is None:
+            # (get_name is a scan of every plugin: only once one was disabled during this call)
+            if len(self.disabled) != disabled and self._pm.get_name(impl.plugin) is None:
                 continue  # unregistered by an earlier failure in this same call
             try:
                 impl.function(*[kwargs[arg] for arg in impl.argnames])

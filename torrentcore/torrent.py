@@ -8,8 +8,9 @@ after it:
 * :class:`~torrentcore.peer_list.PeerList`: addresses to dial, back-off, bans, ourselves, known seeds;
 * :class:`~torrentcore.swarm.Swarm`: connected peers, admission, the connect loop;
 * :class:`~torrentcore.announcer.Announcer`: trackers and the DHT;
-* :class:`~torrentcore.smart_ban.SmartBan`, :class:`~torrentcore.choker.Choker`,
-  :class:`~torrentcore.stats.TransferStats`.
+* :class:`~torrentcore.piece_outcome.PieceOutcome`: what follows a piece's hash check (stored, failed,
+  a trusted piece found bad), smart ban included;
+* :class:`~torrentcore.choker.Choker`, :class:`~torrentcore.stats.TransferStats`.
 
 Peers see the torrent only through a :class:`~torrentcore.peer.ports.TorrentPort` built here from
 those parts. What the torrent takes from its session (thread pool, global limits and connection
@@ -40,17 +41,18 @@ from .config import TorrentConfig
 from .errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_RUNTIME, StorageError
 from .events import Event, Paused, Reporter, Resumed
 from .hookspec import ProgressSnapshot
+from .layer_recheck import LayerRecheck
 from .metainfo import Metainfo
 from .peer import handshake
 from .peer import messages as msg
 from .peer.extensions import UT_PEX, ExtensionRegistry
 from .peer_list import PeerList
 from .piece_layers import PieceLayers
+from .piece_outcome import OutcomeCalls, PieceOutcome
 from .piecemanager import Piece, PieceManager
 from .ratelimit import RateLimits, TokenBucket
 from .seeding import SeedingLimits
 from .selection import select_files, wanted_pieces
-from .smart_ban import SmartBan
 from .stats import TransferStats, left_bytes, make_snapshot
 from .swarm import ConnectionSlots, Swarm
 from .ticker import TICK, Ticker
@@ -109,12 +111,13 @@ class _PeerPort:
         self.block_arrived = stats.block_arrived
         self.block_uploaded = stats.block_uploaded
         self.stats_wasted = stats.stats_wasted
-        self.verify_piece = torrent.verify_piece
         self.read_block = torrent.read_block
         self.layers = torrent.layers
         self.layers_complete = torrent.layers_complete
         self.wake_requesters: Callable[[], None] = lambda: None  # the swarm's, once it exists
         self.interest_changed: Callable[[Any], None] = lambda peer: None  # the choker's
+        #: A complete piece to hash and store: the torrent's :class:`~torrentcore.piece_outcome.PieceOutcome`'s.
+        self.verify_piece: Callable[[Piece], None]
 
     @property
     def listen_port(self) -> int:
@@ -124,11 +127,12 @@ class _PeerPort:
 class Torrent:
     """One torrent of a session (see the module docstring).
 
-    Over 400 lines (about 550): this class is the torrent's life cycle (start, pause, recheck, stop,
-    shutdown) and the wiring between its collaborators; every job with rules of its own lives in the
-    collaborator's module, and what is left here is the order in which they are called. The outcome of a
-    piece (stored, failed, a trusted piece found bad, web seed or peer to blame) is the next part to move out
-    into a module of its own: it grew with v2, web seeds and the re-hash of trusted pieces.
+    Over 400 lines (about 500): this class is the torrent's life cycle (start, pause, recheck, stop,
+    shutdown), its once-a-second work and the wiring between its collaborators; every job with rules of its
+    own lives in the collaborator's module (the outcome of a piece moved to :mod:`torrentcore.piece_outcome`),
+    and what is left here is the order in which they are called and the state they share (``state``,
+    ``completed_at``, ``exit_code``), which reporters, the handle and the daemon read. Splitting the rest
+    (the per-second work, the progress reports) would need a port as wide as the torrent itself.
     """
 
     def __init__(self, meta: Metainfo, save_path: str, config: TorrentConfig, services: SessionServices) -> None:
@@ -155,6 +159,11 @@ class Torrent:
         self.upload_limit = RateLimits(TokenBucket(config.max_upload_rate), services.upload_limit)
         self.verifier = Verifier(meta, self.storage, self.have, services.pool, self._stopping, self._checked_good)
         self.layers = PieceLayers(meta) if meta.v2 else None
+        #: Checks the pieces held for want of a piece layer when it arrives (None: every layer is known).
+        self.layer_recheck = None if self.layers is None or self.layers.complete else LayerRecheck(
+            meta, self.layers, self.verifier, self.have, lambda: self.manager, self._held_piece_good,
+            lambda index: self.outcome.trusted_piece_bad(index), lambda: self.swarm.wake_requesters(),
+            lambda fn: gevent.spawn(self._guard, fn), self._stopping)
         self.port = _PeerPort(self)
         self.peer_list = PeerList(services.listen_port, on_new=lambda: self.swarm.connect_now.set())
         reserved = _RESERVED_DHT if self.dht else _RESERVED
@@ -170,7 +179,11 @@ class Torrent:
         self.port.interest_changed = self.choker.peer_interest_changed
         self.swarm.on_peer_lost = self._peer_lost
         self.webseeds = WebSeeds(meta, self.port, self._warn, enabled=config.web_seeds)
-        self.smart_ban = SmartBan(self._ban)
+        self.outcome = PieceOutcome(
+            OutcomeCalls(manager=lambda: self.manager, stopping=self._stopping, completed=self._on_complete,
+                         incomplete_again=self._incomplete_again, guard=self._guard),
+            self.verifier, self.swarm, self.webseeds, self.reporter, self.stats.stats_wasted, self.log)
+        self.port.verify_piece = self.outcome.verify_piece
         self.extensions = ExtensionRegistry.for_torrent(
             meta, self.swarm, services.hooks.torrentcore_extensions(torrent=meta), pex=services.pex)
         self.swarm.extensions = self.extensions
@@ -235,6 +248,8 @@ class Torrent:
                 if not peer.am_interested and self.manager.interesting(peer.has):
                     peer.set_interested(True)
             self.swarm.connect_now.set()
+            if self.network_up.is_set():
+                self.webseeds.start_workers(self._spawn)  # their loops ended when the selection was complete
         elif self.completed_at is None and self.state == "downloading":
             self._on_complete()
         self.swarm.wake_requesters()
@@ -245,87 +260,23 @@ class Torrent:
             return None
         try:
             if index in self.verifier.unconfirmed and not self.verifier.confirm(index):
-                self._trusted_piece_bad(index)
+                self.outcome.trusted_piece_bad(index)
                 return None
             return self.verifier.read(index, begin, length)
         except StorageError as exc:
             self.fail(str(exc))
             return None
 
-    def _confirm_trusted(self) -> bool:
-        """At the end of a resumed download: hash the pieces trusted from the resume record and not hashed
-        since (issue 13, 7c), so "complete" means every piece matched its hash. False: some did not."""
-        bad = [i for i in sorted(self.verifier.unconfirmed) if not self.verifier.confirm(i)]
-        for index in bad:
-            self._trusted_piece_bad(index)
-        return not bad
-
-    def _trusted_piece_bad(self, index: int) -> None:
-        """A piece trusted from the resume record failed its first hash (issue 13, 7c): download it again."""
-        self.manager.piece_lost(index)
-        self.reporter.emit("piece_failed", index=index, peers=[])
+    def _incomplete_again(self) -> None:
+        """A trusted piece was bad (see :mod:`torrentcore.piece_outcome`): a completed torrent downloads again."""
         if self.completed_at is not None and not self.complete:
             self.completed_at = None  # back to downloading (``seed`` cannot: the piece is just not served)
             self.state = "downloading"
             if self.config.seed_only:
                 self.log.warning("the data is no longer complete; serving the pieces that are good")
-        for peer in list(self.peers.values()):
-            if peer.has[index] and not peer.am_interested:
-                peer.set_interested(True)
-        self.swarm.connect_now.set()
-        self.swarm.wake_requesters()
-
-    def verify_piece(self, piece: Piece) -> None:
-        """Hash a complete piece off the event loop, then store it (batched: see :mod:`torrentcore.verifier`).
-        The caller (a peer's reader) waits while the verify queue is full."""
-        self.verifier.acquire_slot()
-        self.verifier.submit(piece, self._on_verdict)
-
-    def _on_verdict(self, piece: Piece, verdict) -> None:
-        """A piece's hash check and write ended (in a greenlet; its slot is released after this)."""
-        self._guard(self._apply_verdict, piece, verdict)
-
-    def _apply_verdict(self, piece: Piece, verdict) -> None:
-        if isinstance(verdict, BaseException):
-            raise verdict  # StorageError: one clear line (_guard); anything else: an internal error
-        if verdict:
-            self._piece_stored(piece)
-        elif verdict is not None:
-            self._piece_failed(piece)
-
-    def _piece_stored(self, piece: Piece) -> None:
-        index = piece.index
-        self.manager.piece_verified(index)
-        self.reporter.emit("piece_verified", index=index)
-        if self.exit_code is not None:  # stored while stopping: counted, nothing more (the storage may be closed)
-            self.manager.recycle(piece)
-            return
-        self.smart_ban.piece_verified(piece)
-        self.manager.recycle(piece)
-        self.swarm.broadcast_have(index)
-        if self.complete:
-            self._on_complete()
-
-    def _ban(self, who, reason: str) -> None:
-        """Smart ban's verdict: a lying peer is banned, a lying web seed dropped."""
-        if self.webseeds.owns(who):
-            self.webseeds.drop(who, reason)
-        else:
-            self.swarm.ban(who, reason)
 
     def _warn(self, message: str) -> None:
         self.reporter.emit("error", message=message, fatal=False)
-
-    def _piece_failed(self, piece: Piece) -> None:
-        # Web seeds are named (URL, 0) for reporters (hookspec.torrentcore_on_piece_failed).
-        senders = {(s.url, 0) if self.webseeds.owns(s) else s for s in piece.senders.values()}
-        self.stats.stats_wasted(piece.size)
-        self.manager.piece_failed(piece.index)
-        self.log.warning("piece failed hash check", piece=piece.index, peers=len(senders))
-        self.reporter.emit("piece_failed", index=piece.index, peers=sorted(senders))
-        self.smart_ban.piece_failed(piece)
-        self.manager.recycle(piece)
-        self.swarm.wake_requesters()
 
     def layers_complete(self) -> None:
         """Every v2 piece layer is known (fetched from peers): a v2-only download can start."""
@@ -336,6 +287,14 @@ class Torrent:
                 self.on_layers_complete()
             except OSError as exc:
                 self.log.warning("cannot save the piece layers", error=str(exc))
+
+    def _held_piece_good(self, index: int) -> None:
+        """A piece on disk, held until its v2 layer arrived, matched it (layer_recheck): counted and announced."""
+        self.manager.piece_found(index)
+        self.reporter.emit("piece_verified", index=index)
+        self.swarm.broadcast_have(index)
+        if self.complete:
+            self._on_complete()
 
     def _checked_good(self, index: int) -> None:
         self.reporter.emit("piece_verified", index=index)
@@ -499,8 +458,7 @@ class Torrent:
         if self.dht is not None:
             spawn(self.announcer.dht_loop)
         if not self.complete:
-            for work in self.webseeds.workers():
-                spawn(work)
+            self.webseeds.start_workers(spawn, fresh=True)
         if self.dht is None and self.announcer.tiers is None and not len(self.peer_list) and not self.complete \
                 and not self.webseeds.active:
             self.reporter.emit("error", message="this torrent has no trackers and no peers were given", fatal=False)
@@ -548,7 +506,7 @@ class Torrent:
     def _on_complete(self) -> None:
         if self.completed_at is not None:
             return
-        if self.verifier.unconfirmed and self.stats.downloaded and not self._confirm_trusted():
+        if self.verifier.unconfirmed and self.stats.downloaded and not self.outcome.confirm_trusted():
             return  # a piece the resume record claimed was bad: it is being downloaded again
         self.completed_at = time.monotonic()
         self.state = "seeding"

@@ -113,13 +113,15 @@ class _Dropped(Exception):
     """The seed was dropped while a request ran."""
 
 
-def default_run(swarm: PieceManager, max_pieces: int) -> list[int]:
-    """The run a strategy without ``web_seed_run`` gets: the first unstarted wanted pieces, in index order."""
+def default_run(swarm: PieceManager, max_pieces: int, ready: Callable[[int], bool] | None = None) -> list[int]:
+    """The run a strategy without ``web_seed_run`` gets: the first unstarted wanted pieces, in index order
+    (only those ``ready`` allows, if given: a v2 piece whose file's layer is not known yet cannot be checked)."""
     n, partial = swarm.num_pieces, swarm.partial
+    wanted = swarm.wanted if ready is None else (lambda i: swarm.wanted(i) and ready(i))
     for i in range(n):
-        if i not in partial and swarm.wanted(i):
+        if i not in partial and wanted(i):
             run, nxt = [i], i + 1
-            while len(run) < max_pieces and nxt < n and nxt not in partial and swarm.wanted(nxt):
+            while len(run) < max_pieces and nxt < n and nxt not in partial and wanted(nxt):
                 run.append(nxt)
                 nxt += 1
             return run
@@ -143,14 +145,16 @@ def left_over_run(swarm: PieceManager, max_pieces: int) -> list[int]:
     return []
 
 
-def _valid_run(swarm: PieceManager, run: Iterable[int], max_pieces: int) -> list[int]:
-    """The strategy's answer cut to what may be claimed: consecutive, wanted, unstarted (or left over) pieces."""
+def _valid_run(swarm: PieceManager, run: Iterable[int], max_pieces: int,
+               ready: Callable[[int], bool] | None = None) -> list[int]:
+    """The strategy's answer cut to what may be claimed: consecutive, wanted, unstarted (or left over) pieces
+    (and ``ready``, if given)."""
     out: list[int] = []
     for i in run:
         if len(out) >= max_pieces or (out and i != out[-1] + 1):
             break
         if not (isinstance(i, int) and 0 <= i < swarm.num_pieces) or not swarm.wanted(i) or (
-                i in swarm.partial and not _left_over(swarm, i)):
+                i in swarm.partial and not _left_over(swarm, i)) or (ready is not None and not ready(i)):
             break
         out.append(i)
     return out
@@ -319,6 +323,7 @@ class WebSeeds:
         self.port = port
         self._warn = warn
         self.seeds: list[WebSeed] = []
+        self._loops: dict[WebSeed, list[Any]] = {}  # each seed's worker greenlets (start_workers)
         if not enabled:
             return
         seen: set[str] = set()
@@ -356,6 +361,22 @@ class WebSeeds:
         """The loops to run (each in its own greenlet) while the torrent downloads."""
         return [lambda s=s: self._work(s) for s in self.active for _ in range(CONNECTIONS)]
 
+    def start_workers(self, spawn: Callable[[Callable[[], None]], Any], fresh: bool = False) -> int:
+        """Start (with ``spawn``, which returns a greenlet) the worker loops each active seed lacks: all of
+        them when the network starts (``fresh``: the old ones were killed, maybe not dead yet), and again when
+        more pieces are wanted (a file selected later) after the loops ended on a complete selection.
+        Returns how many were started."""
+        if fresh:
+            self._loops.clear()
+        started = 0
+        for seed in self.active:
+            alive = [g for g in self._loops.get(seed, ()) if not g.dead]
+            while len(alive) < CONNECTIONS:
+                alive.append(spawn(lambda s=seed: self._work(s)))
+                started += 1
+            self._loops[seed] = alive
+        return started
+
     def close(self) -> None:
         """Close every seed's connection pool (log what each one delivered)."""
         for s in self.seeds:
@@ -375,10 +396,13 @@ class WebSeeds:
         max_pieces = self._max_pieces(manager)
         if max_pieces <= 0:
             return []
+        layers = getattr(self.port, "layers", None)
+        ready = layers.ready if layers is not None and layers.blocking else None  # v2: files whose layer is known
         pick = getattr(manager.strategy, "web_seed_run", None)
-        run = pick(manager, max_pieces) if pick is not None else default_run(manager, max_pieces)
-        return _valid_run(manager, run or (), max_pieces) or _valid_run(manager, left_over_run(manager, max_pieces),
-                                                                        max_pieces)
+        run = pick(manager, max_pieces) if pick is not None else default_run(manager, max_pieces, ready)
+        return (_valid_run(manager, run or (), max_pieces, ready)
+                or _valid_run(manager, left_over_run(manager, max_pieces), max_pieces, ready)
+                or (default_run(manager, max_pieces, ready) if ready is not None else []))
 
     def _work(self, seed: WebSeed) -> None:
         while not seed.dropped:
@@ -443,7 +467,8 @@ class WebSeeds:
         length = len(data)
         dest = manager.block_buffer(index, begin, length)
         if dest is None:
-            port.stats_wasted(length)  # taken meanwhile by a peer (endgame), or the piece is done
+            if begin // BLOCK_SIZE not in manager.pad_blocks.get(index, ()):  # pad zeros were never asked for
+                port.stats_wasted(length)  # taken meanwhile by a peer (endgame), or the piece is done
             return
         dest[:] = data
         others, piece = manager.block_received(seed, index, begin)

@@ -464,7 +464,7 @@ class Daemon:
             if row.metainfo is None and h.meta is not None:
                 from ..metadata import torrent_file
 
-                row.metainfo = torrent_file(h.meta.raw_info, h.meta.trackers)
+                row.metainfo = torrent_file(h.meta.raw_info, h.meta.trackers, url_list=h.meta.url_list)
                 row.name = h.meta.name
                 entry.dirty = True
                 self.apply_torrent_settings(entry)

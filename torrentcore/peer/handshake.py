@@ -13,8 +13,9 @@ The ``encryption`` policy (:data:`~torrentcore.peer.encryption.POLICIES`):
 
 * ``prefer`` (the default): dial with MSE offering RC4, and when the peer refuses (closes, or never
   completes the MSE handshake) connect again in plaintext; a peer known to have refused before
-  (``peer_encryption=False``) is tried in plaintext first, then with MSE. Incoming: both, RC4 chosen
-  whenever the peer offers it.
+  (``peer_encryption=False``) is tried in plaintext first, then with MSE. Incoming: both; a peer whose MSE
+  handshake offers RC4 and plaintext gets plaintext after the header, one offering RC4 only gets RC4
+  (libtorrent's rule: :func:`~torrentcore.peer.encryption.select_method`).
 * ``require``: MSE with RC4 only, both ways; a plaintext handshake is refused (the connection is closed
   without a byte sent back).
 * ``disable``: plaintext only; an incoming MSE handshake is refused.

@@ -14,6 +14,8 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+import structlog
+
 from .. import merkle
 from ..errors import ProtocolError
 from ..piece_layers import HEADER_SIZE, REQUEST_TIMEOUT, HashRequest
@@ -21,6 +23,8 @@ from . import messages as msg
 
 if TYPE_CHECKING:
     from ..piece_layers import PieceLayers
+
+log = structlog.get_logger(__name__)
 
 #: BEP 52 hash requests we keep outstanding with one peer (a chunk of 512 piece hashes each).
 MAX_HASH_REQUESTS = 2
@@ -35,8 +39,11 @@ class HashExchange:
     """One peer's side of the piece-layer exchange (see the module docstring)."""
 
     def __init__(self, layers: PieceLayers, send: Callable[[bytes], None], num_pieces: int,
-                 peer_speaks_v2: bool, on_complete: Callable[[], None]) -> None:
+                 peer_speaks_v2: bool, on_complete: Callable[[], None],
+                 read_piece: Callable[[int], bytes | None] | None = None) -> None:
+        """``read_piece(index)``: a verified piece's bytes (None if we lack it), to serve block-layer hashes."""
         self.layers = layers
+        self._read_piece = read_piece
         self._send = send
         self._serve_cap = MAX_HASHES_SERVED_FACTOR * num_pieces + 10_000
         self._peer_speaks_v2 = peer_speaks_v2
@@ -73,9 +80,15 @@ class HashExchange:
     def _answer(self, req: HashRequest, size: int) -> None:
         if size != HEADER_SIZE:
             raise ProtocolError(f"hash request of {size} bytes")
-        hashes = self.layers.answer(req)
+        layers = self.layers
+        # Past its cap nothing more is computed (a block-layer answer reads a piece from disk).
+        hashes = layers.answer(req, self._read_piece) if self._served <= self._serve_cap else None
         if hashes is not None:
-            self._served += len(hashes)
+            # A block-layer answer costs a piece's read: counted as that piece's leaves at least.
+            blocks = req.base == 0 and layers.piece_layer != 0
+            self._served += max(len(hashes), layers.meta.piece_length // merkle.BLOCK) if blocks else len(hashes)
+            if blocks:  # rare: a peer checks which block of a piece that failed was bad (libtorrent does)
+                log.debug("block hashes served", index=req.index, count=req.count, proof_layers=req.proof_layers)
             if self._served > self._serve_cap:
                 hashes = None  # it asked for every layer many times over: answer no more
         if hashes is None:

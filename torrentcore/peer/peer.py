@@ -26,6 +26,7 @@ from . import messages as msg
 from .connection import Connection, format_address
 from .extensions import MAX_HANDSHAKE, MAX_HANDSHAKE_VALUES, ExtensionRegistry, PeerExtensions
 from .hash_exchange import HashExchange
+from .upload import UPLOAD_BATCH_BYTES, piece_messages, take_run
 
 if TYPE_CHECKING:  # pragma: no cover
     from .ports import TorrentPort
@@ -107,7 +108,8 @@ class Peer:
         self._layers = getattr(torrent, "layers", None)
         #: BEP 52 hash messages with this peer (None for a v1 torrent).
         self.hashes = None if self._layers is None else HashExchange(
-            self._layers, conn.send, torrent.meta.num_pieces, self.supports_v2, torrent.layers_complete)
+            self._layers, conn.send, torrent.meta.num_pieces, self.supports_v2, torrent.layers_complete,
+            lambda i: torrent.read_block(i, 0, torrent.meta.piece_size(i)))  # block-layer hashes come from disk
         self.allowed_fast_out: frozenset[int] = frozenset()  # pieces it may request while we choke it
         self.allowed_fast_in: set[int] = set()  # pieces we may request while it chokes us
         self.awaiting_answer: dict[tuple[int, int], None] = {}  # cancelled/released: a REJECT may still come
@@ -350,8 +352,6 @@ class Peer:
         """Top up the request pipeline if we may (:attr:`may_request`) and there is room."""
         if not self.may_request:
             return
-        if self._layers is not None and self._layers.blocking:
-            return  # a v2 piece cannot be checked before its file's piece layer arrived (HashExchange.request)
         depth = self.pipeline_depth()
         # Top up only once an eighth of the pipeline is free (one scan of the picker per batch). _on_piece
         # skips the call above this mark; it is a hint only (a stale mark costs one batch's delay at most).
@@ -364,6 +364,8 @@ class Peer:
         if self.outstanding and manager.max_requested - manager.requested_blocks < min(room, MIN_BATCH):
             return  # all peers together have the most blocks requested: next_requests would hand out none
         has = self._requestable() if self.peer_choking or self.rejected else self.has
+        if self._layers is not None and self._layers.blocking:
+            has = self._layers.requestable(has)  # v2: only pieces whose file's layer is known can be checked
         blocks = manager.next_requests(self.key, has, room)
         if blocks:
             out = self.outstanding
@@ -494,24 +496,45 @@ class Peer:
         self.conn.wake()
 
     def _produce(self) -> bytes | None:
-        """Writer callback: the next piece message to upload (or a BEP 6 reject), if any."""
-        if not self.uploads or (self.am_choking and not self.allowed_fast_out):
+        """Writer callback: the next PIECE messages to upload (BEP 6 rejects too), or None when none is due.
+
+        Runs of consecutive queued blocks are read with one storage read and framed as one buffer, up to
+        :data:`~torrentcore.peer.upload.UPLOAD_BATCH_BYTES` (see :mod:`torrentcore.peer.upload`); under an
+        upload rate limit one block at a time, as each waits for its tokens.
+        """
+        uploads = self.uploads
+        if not uploads or (self.am_choking and not self.allowed_fast_out):
             return None
-        index, begin, length = self.uploads.popitem(last=False)[0]
         t = self.torrent
-        if self.am_choking and index not in self.allowed_fast_out:
-            return msg.reject(index, begin, length) if self.fast else None
-        t.upload_limit.consume(length)
-        if self.conn.closed:
-            return None
-        if self.am_choking and index not in self.allowed_fast_out:
-            return msg.reject(index, begin, length) if self.fast else None
-        data = t.read_block(index, begin, length)
-        if data is None:
-            return msg.reject(index, begin, length) if self.fast and not self.conn.closed else None
-        self.up.add(length)
-        t.block_uploaded(length)
-        return msg.piece_header(index, begin, length) + data
+        conn = self.conn
+        budget = 0 if t.upload_limit.rate else UPLOAD_BATCH_BYTES  # 0: take_run takes one block
+        out: list[bytes] = []
+        while uploads and not conn.closed:
+            index, begin, lengths = take_run(uploads, budget)
+            total = sum(lengths)
+            if self.am_choking and index not in self.allowed_fast_out:
+                if self.fast:
+                    out.append(_rejects(index, begin, lengths))
+                continue
+            t.upload_limit.consume(total)  # may sleep (a limit is set: one block)
+            if conn.closed:
+                break
+            if self.am_choking and index not in self.allowed_fast_out:
+                if self.fast:
+                    out.append(_rejects(index, begin, lengths))
+                continue
+            data = t.read_block(index, begin, total)  # a trusted piece is hashed first (Torrent.read_block)
+            if data is None:
+                if self.fast and not conn.closed:
+                    out.append(_rejects(index, begin, lengths))
+                continue
+            self.up.add(total)
+            t.block_uploaded(total)
+            out.append(piece_messages(index, begin, lengths, data))
+            budget -= total
+            if budget <= 0:
+                break
+        return b"".join(out) if out else None
 
     def choke(self) -> None:
         """Stop serving this peer."""
@@ -715,6 +738,15 @@ class Peer:
     def close(self, reason: str) -> None:
         """Drop the connection."""
         self.conn.close(reason)
+
+
+def _rejects(index: int, begin: int, lengths: list[int]) -> bytes:
+    """BEP 6 REJECTs of a run of consecutive blocks (see :func:`torrentcore.peer.upload.take_run`)."""
+    out = []
+    for n in lengths:
+        out.append(msg.reject(index, begin, n))
+        begin += n
+    return b"".join(out)
 
 
 def _client_name(peer_id: bytes) -> str:
