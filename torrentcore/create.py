@@ -52,10 +52,11 @@ Choices, and how they compare with libtorrent's ``create_torrent``:
   ``create_torrent`` and qBittorrent's torrent creator do: v1-only clients can still join, and v2
   clients get per-file hashes.
 * **Hashing** uses every core (:mod:`torrentcore.hash_pool`): worker threads, one per CPU unless
-  ``threads`` says otherwise, each read a run of pieces into a buffer of their own and hash them (SHA-1,
-  and for v2 the SHA-256 of each 16 KiB block and the piece's Merkle subtree, all in one worker call per
-  piece); this greenlet only hands out the runs and collects the hashes in order, with a bounded number
-  of runs in flight. libtorrent's ``set_piece_hashes`` also hashes on several disk threads.
+  ``threads`` says otherwise, each take the next run of pieces, read it into a buffer of their own and
+  hash it (SHA-1, and for v2 the SHA-256 of each 16 KiB block and the piece's Merkle subtree, all in one
+  worker call per piece); this greenlet only collects the hashes in order (and reports progress).
+  libtorrent 2.1's ``set_piece_hashes`` keeps one thread busy (benchmarks/create_v2.py: 1.0 threads
+  running or ready to run) but reads through memory-mapped files, which saves the copy.
 """
 
 from __future__ import annotations
