@@ -41,8 +41,8 @@ from gevent import monkey
 from .config import usable_cpus
 from .errors import BadInputError, TorrentcoreError
 
-#: Bytes of pieces per job handed to a worker (a piece larger than this is a job of its own). One hand-over
-#: (a thread-pool task, a wake-up of the hub, a result) per 4 MiB is under 1 % of the time it takes to hash.
+#: Bytes of pieces per job a worker takes (a piece larger than this is a job of its own): one result posted
+#: and one wake-up of the hub per job, against about 3 ms of SHA-1 for 4 MiB here (1.3 GB/s on one core).
 JOB_BYTES = 4 * 1024 * 1024
 #: Most bytes of the workers' buffers together (big explicit piece lengths get fewer workers).
 MEMORY = 64 * 1024 * 1024
