@@ -51,6 +51,8 @@ SPARE_BUFFER_BYTES = 8 * 1024 * 1024
 URGENT_DUPLICATE_PIECES = 2
 
 Block = tuple[int, int, int]  # (piece index, begin, length)
+#: block_received's and store_block's usual answer: no other peer to cancel, the piece not complete yet.
+_NOTHING: tuple[tuple[()], None] = ((), None)
 
 
 class Piece:
@@ -479,7 +481,27 @@ class PieceManager:
             view = piece.view = memoryview(piece.buffer)  # one view per piece, sliced per block
         return view[begin : begin + length]
 
-    def block_received(self, peer: Hashable, index: int, begin: int) -> tuple[list[Hashable], Piece | None]:
+    def store_block(self, peer: Hashable, index: int, begin: int,
+                    data) -> tuple[Sequence[Hashable], Piece | None] | None:
+        """Copy an arriving block (``data``: bytes or a memoryview, e.g. of a connection's read buffer) into its
+        piece and record it: :meth:`block_buffer`, one copy and :meth:`block_received` in one call (the peer
+        wire's per-block path, 65,536 times per GiB).
+
+        None: the block is not needed (duplicate, unknown, wrong length), nothing stored. Otherwise as
+        :meth:`block_received` (in the usual case the same empty answer each time, not a new tuple).
+        """
+        piece = self.partial.get(index)
+        if piece is None or begin % BLOCK_SIZE:
+            return None
+        b = begin // BLOCK_SIZE
+        state = piece.state
+        n = len(data)
+        if b >= len(state) or state[b] == RECEIVED or n != min(BLOCK_SIZE, piece.size - begin):
+            return None
+        piece.buffer[begin : begin + n] = data
+        return self._record(piece, b, peer)
+
+    def block_received(self, peer: Hashable, index: int, begin: int) -> tuple[Sequence[Hashable], Piece | None]:
         """Record a block stored via :meth:`block_buffer`.
 
         Returns the other peers that were also asked for it (send them CANCEL),
@@ -488,7 +510,11 @@ class PieceManager:
         piece = self.partial.get(index)
         b = begin // BLOCK_SIZE
         if piece is None or piece.state[b] == RECEIVED:
-            return [], None  # completed meanwhile by another peer: a duplicate
+            return _NOTHING  # completed meanwhile by another peer: a duplicate
+        return self._record(piece, b, peer)
+
+    def _record(self, piece: Piece, b: int, peer: Hashable) -> tuple[Sequence[Hashable], Piece | None]:
+        index = piece.index
         if piece.state[b] == FREE:
             piece.free -= 1
             if not piece.free:
@@ -499,7 +525,7 @@ class PieceManager:
         asked = piece.requesters.pop(b, ())
         self.requested_blocks -= len(asked)
         if len(asked) == 1 and asked[0] == peer:
-            others = []  # the usual case: asked from this peer only (no list comprehension per block)
+            others: Sequence[Hashable] = ()  # the usual case: asked from this peer only (nothing allocated)
         else:
             others = [p for p in asked if p != peer]
         if piece.received == len(piece.state):
@@ -507,7 +533,7 @@ class PieceManager:
             self.partial_open.pop(index, None)
             self.verifying.add(index)
             return others, piece
-        return others, None
+        return (others, None) if others else _NOTHING
 
     def recycle(self, piece: Piece) -> None:
         """The piece's buffer is no longer used (stored, or discarded): keep it for a later piece.
