@@ -116,6 +116,15 @@ class Connection:
         if self._end - self._start < n:
             self._fill(n)
 
+    def take(self, n: int) -> memoryview:
+        """The next ``n`` bytes, already buffered (:meth:`prefetch`), as a view of the read buffer: consumed, and
+        valid only until the next read (copy them before anything else reads this connection)."""
+        start = self._start
+        if self._end - start < n:
+            raise ValueError("take() of more bytes than are buffered")
+        self._start = start + n
+        return self._view[start : start + n]
+
     def read_exact(self, n: int) -> bytes:
         """Read exactly ``n`` bytes (``n`` <= the read buffer)."""
         self._fill(n)
