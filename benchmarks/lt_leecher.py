@@ -27,6 +27,7 @@ def main() -> int:
     ap.add_argument("--timeout", type=float, default=600.0)
     ap.add_argument("--rc4", action="store_true", help="MSE/PE forced, RC4 only (pe_forced, pe_rc4)")
     ap.add_argument("--utp", action="store_true", help="uTP only (BEP 29): TCP disabled both ways")
+    ap.add_argument("--max-peers", type=int, default=0, help="connections_limit (0: libtorrent's default)")
     ap.add_argument("--peer", action="append", default=[], metavar="HOST:PORT", help="connect to this peer too")
     args = ap.parse_args()
     mask = lt.alert.category_t.error_notification | lt.alert.category_t.status_notification \
@@ -45,6 +46,7 @@ def main() -> int:
         "stop_tracker_timeout": 1,
         "unchoke_slots_limit": -1,
         "alert_mask": int(mask),
+        **({"connections_limit": args.max_peers} if args.max_peers else {}),
     })
     params = lt.add_torrent_params()
     params.ti = lt.torrent_info(args.torrent)

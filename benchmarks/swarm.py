@@ -75,6 +75,10 @@ TORRENTCORES = ("torrentcore", "torrentcore-baseline", "torrentcore-rc4")
 #: RC4 costs (torrentcore-rc4/torrentcore), then as in CLIENTS.
 RATIO_ORDER = ("torrentcore-rc4", *CLIENTS, "libtorrent-rc4", "aria2c-rc4")
 MIB = 1 << 20
+#: torrentcore's transports here: TCP, as every other client (the seeders and lt_leecher.py run with uTP off,
+#: aria2c has none). With its default (uTP first, TCP after a 0.2 s head start: torrentcore/transport.py) a
+#: seeder's silent UDP port cost torrentcore 0.2 s before its first connection, 10-20 % of a 512 MiB run.
+TC_TRANSPORTS = ("--transports", "tcp")
 
 #: name -> (payload size, piece length, number of files); ``--size`` scales the payload.
 CASES = {
@@ -248,7 +252,7 @@ def download(client: str, torrent_path: str, out: str, work: str, timeout: float
             base, cwd, env = [*prefix, *baseline_cmd(python)], work, neutral_env()
         cmd = [*base, "run", torrent_path, "-o", out,
                "--no-seed", "--quiet", "--no-dht", "--port", str(port), "--listen-host", "127.0.0.1",
-               "--max-peers", str(max_peers), "--max-connections-per-ip", "1000",  # every peer is 127.0.0.1
+               "--max-peers", str(max_peers), "--max-connections-per-ip", "1000", *TC_TRANSPORTS,  # all on 127.0.0.1
                "--log-format", "json", "--log-level", "info", *crypto, *extra.get(client, [])]
     elif client == "aria2c":
         stamp = os.path.join(work, "aria2-done")

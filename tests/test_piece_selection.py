@@ -125,3 +125,37 @@ def test_unrequested_or_misaligned_blocks_are_not_accepted():
     assert pm.block_buffer(0, 0, 999) is None
     assert pm.block_buffer(0, 0, 16384) is not None
 
+
+
+def test_store_block_copies_records_and_refuses_what_is_not_needed():
+    """store_block (the peer wire's per-block path): one copy into the piece, recorded at once; endgame peers
+    to cancel are named; duplicates, unknown pieces, odd offsets and wrong lengths store nothing."""
+    m = meta(2, last=PL // 2 + 5)  # the last piece ends with a short block
+    pm = PieceManager(m, Bitfield(2), Sequential())
+    pm.add_peer_pieces(full(2))
+    a = pm.next_requests("a", full(2), 100)
+    assert len(a) == 7 and pm.endgame
+    b = pm.next_requests("b", full(2), 100)
+    assert b, "endgame duplicates for b"
+    payload = {blk: random.Random(blk[0] * 100 + blk[1]).randbytes(blk[2]) for blk in a}
+    first = b[0]
+    view = memoryview(bytearray(b"#" + payload[first] + b"#"))[1:-1]  # a slice of a larger buffer, as take() gives
+    others, piece = pm.store_block("a", first[0], first[1], view)
+    assert list(others) == ["b"] and piece is None
+    assert pm.store_block("b", first[0], first[1], payload[first]) is None, "a received block is not needed again"
+    assert pm.store_block("a", 9, 0, bytes(16384)) is None, "no such piece"
+    assert pm.store_block("a", 0, 100, bytes(16384)) is None, "not a block's offset"
+    assert pm.store_block("a", 1, 32768, bytes(16384)) is None, "the short last block must have its own length"
+    done = []
+    for blk in a:
+        if blk == first:
+            continue
+        result = pm.store_block("a", blk[0], blk[1], payload[blk])
+        assert result is not None
+        if result[1] is not None:
+            done.append(result[1])
+    assert sorted(p.index for p in done) == [0, 1] and pm.verifying == {0, 1}
+    for piece in done:
+        expected = b"".join(payload[blk] for blk in sorted(a) if blk[0] == piece.index)
+        assert bytes(piece.buffer) == expected
+    assert pm.requested_blocks == 0, "every request (the endgame duplicates too) is accounted for"

@@ -176,3 +176,11 @@ def test_costly_reply_costs_one_line_and_the_download_goes_on(tmp_path, peers, t
     assert 1 <= len(lines) <= 2 and all(line.startswith("c.bin: warning: tracker: ") for line in lines), (
         run.describe())
     assert "Traceback" not in run.stderr, run.describe()
+
+
+def test_a_download_that_does_not_seed_announces_completed_then_stopped(tmp_path, peers, torrentcore, tracker_factory):
+    # At completion a --no-seed run waits for its "completed" announce (bounded), then stops: the tracker
+    # hears both, in order (it used to be a fixed 0.1 s pause before stopping).
+    tracker = tracker_factory(lambda peer: encode({"interval": 1800, "peers": _compact(peer)}))
+    run = _download(tmp_path, peers, torrentcore, tracker)
+    assert tracker.events == ["started", "completed", "stopped"], (tracker.events, run.describe())

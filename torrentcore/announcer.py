@@ -67,6 +67,9 @@ class Announcer:
         self.dht = dht
         self.log = log.bind(torrent=name)
         self.announce_now = gevent.event.Event()
+        #: Set after each tracker announce ended (answered or failed): a download that stops at completion
+        #: waits for its "completed" announce on this, not for a fixed delay.
+        self.announced = gevent.event.Event()
         self.last_announce = 0.0
         self._early_at = 0.0  # no early announce before this (monotonic): min interval or back-off
 
@@ -127,6 +130,7 @@ class Announcer:
                     s.warn(f"tracker warning: {resp.warning}")
                 s.add_peers(resp.peers, "tracker")
                 wait = float(max(resp.interval, 1))
+            self.announced.set()
             self.announce_now.clear()
             self.announce_now.wait(wait)
 

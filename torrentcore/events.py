@@ -188,7 +188,11 @@ class Reporter:
     def emit(self, kind: str, **kwargs: Any) -> None:
         """Report ``kind`` (e.g. ``"piece_verified"``) to the plugins and the session's queue."""
         hook = f"torrentcore_on_{kind}"
-        getattr(self._hooks, hook)(torrent=self.meta, **kwargs)
+        direct = getattr(self._hooks, "call_reporter", None)  # ContainedHooks: no wrapper closure per call
+        if direct is not None:
+            direct(hook, {"torrent": self.meta, **kwargs})
+        else:
+            getattr(self._hooks, hook)(torrent=self.meta, **kwargs)
         cls, fields_of = HOOK_EVENTS[hook]
         values = {f: kwargs[a] for a, f in fields_of.items() if a in kwargs}
         if "peers" in values:

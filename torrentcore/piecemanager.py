@@ -38,14 +38,21 @@ MAX_OUTSTANDING_BYTES = 32 * 1024 * 1024
 MIN_BATCH = 32
 #: HAVE messages move ``version`` once per ``num_pieces // HAVES_PER_VERSION`` of them (see add_peer_piece).
 HAVES_PER_VERSION = 16
-#: Piece buffers kept for reuse (allocating and faulting in fresh memory per piece is measurable).
+#: Piece buffers kept for reuse (allocating and faulting in fresh memory per piece is measurable)...
 SPARE_BUFFERS = 16
+#: ...or as many as fit in this many bytes, if more: requests start pieces in batches (up to 256 one-block
+#: pieces at once with 16 KiB pieces) while stored pieces come back one at a time, so 16 spares left nearly
+#: every 16 KiB piece a fresh buffer (benchmarks/large_torrent.py), and with 256 KiB pieces a fresh buffer
+#: (zeroed, so every page faulted in) cost 1.4 % of a 200-file download's samples (py-spy, swarm.py tree).
+SPARE_BUFFER_BYTES = 8 * 1024 * 1024
 #: The first pieces of each urgent window (those a read waits for, or soon will) whose requested blocks may
 #: be asked of a second peer once the whole window is requested (at most ENDGAME_DUPLICATES peers per block,
 #: ENDGAME_BLOCKS_PER_CALL duplicates per call, as in endgame).
 URGENT_DUPLICATE_PIECES = 2
 
 Block = tuple[int, int, int]  # (piece index, begin, length)
+#: block_received's and store_block's usual answer: no other peer to cancel, the piece not complete yet.
+_NOTHING: tuple[tuple[()], None] = ((), None)
 
 
 class Piece:
@@ -146,6 +153,7 @@ class PieceManager:
         # Selected pieces not verified yet (kept up to date by piece_verified()).
         self._missing = self._unstarted
         self._spare: list[bytearray] = []
+        self._spare_max = max(SPARE_BUFFERS, SPARE_BUFFER_BYTES // max(1, torrent.piece_length))
         # Urgent windows by owner (a reader), each in its own order; ``urgent`` is all of them merged.
         self._urgent_windows: dict[Hashable, list[int]] = {}
         #: Urgent pieces, fetched before anything the strategy picks: the windows interleaved (the first
@@ -473,7 +481,27 @@ class PieceManager:
             view = piece.view = memoryview(piece.buffer)  # one view per piece, sliced per block
         return view[begin : begin + length]
 
-    def block_received(self, peer: Hashable, index: int, begin: int) -> tuple[list[Hashable], Piece | None]:
+    def store_block(self, peer: Hashable, index: int, begin: int,
+                    data) -> tuple[Sequence[Hashable], Piece | None] | None:
+        """Copy an arriving block (``data``: bytes or a memoryview, e.g. of a connection's read buffer) into its
+        piece and record it: :meth:`block_buffer`, one copy and :meth:`block_received` in one call (the peer
+        wire's per-block path, 65,536 times per GiB).
+
+        None: the block is not needed (duplicate, unknown, wrong length), nothing stored. Otherwise as
+        :meth:`block_received` (in the usual case the same empty answer each time, not a new tuple).
+        """
+        piece = self.partial.get(index)
+        if piece is None or begin % BLOCK_SIZE:
+            return None
+        b = begin // BLOCK_SIZE
+        state = piece.state
+        n = len(data)
+        if b >= len(state) or state[b] == RECEIVED or n != min(BLOCK_SIZE, piece.size - begin):
+            return None
+        piece.buffer[begin : begin + n] = data
+        return self._record(piece, b, peer)
+
+    def block_received(self, peer: Hashable, index: int, begin: int) -> tuple[Sequence[Hashable], Piece | None]:
         """Record a block stored via :meth:`block_buffer`.
 
         Returns the other peers that were also asked for it (send them CANCEL),
@@ -482,7 +510,11 @@ class PieceManager:
         piece = self.partial.get(index)
         b = begin // BLOCK_SIZE
         if piece is None or piece.state[b] == RECEIVED:
-            return [], None  # completed meanwhile by another peer: a duplicate
+            return _NOTHING  # completed meanwhile by another peer: a duplicate
+        return self._record(piece, b, peer)
+
+    def _record(self, piece: Piece, b: int, peer: Hashable) -> tuple[Sequence[Hashable], Piece | None]:
+        index = piece.index
         if piece.state[b] == FREE:
             piece.free -= 1
             if not piece.free:
@@ -493,7 +525,7 @@ class PieceManager:
         asked = piece.requesters.pop(b, ())
         self.requested_blocks -= len(asked)
         if len(asked) == 1 and asked[0] == peer:
-            others = []  # the usual case: asked from this peer only (no list comprehension per block)
+            others: Sequence[Hashable] = ()  # the usual case: asked from this peer only (nothing allocated)
         else:
             others = [p for p in asked if p != peer]
         if piece.received == len(piece.state):
@@ -501,7 +533,7 @@ class PieceManager:
             self.partial_open.pop(index, None)
             self.verifying.add(index)
             return others, piece
-        return others, None
+        return (others, None) if others else _NOTHING
 
     def recycle(self, piece: Piece) -> None:
         """The piece's buffer is no longer used (stored, or discarded): keep it for a later piece.
@@ -509,7 +541,7 @@ class PieceManager:
         Every byte of a reused buffer is overwritten by received blocks before it is hashed.
         """
         piece.view = None
-        if len(piece.buffer) == self.torrent.piece_length and len(self._spare) < SPARE_BUFFERS:
+        if len(piece.buffer) == self.torrent.piece_length and len(self._spare) < self._spare_max:
             self._spare.append(piece.buffer)
         piece.buffer = bytearray()
 

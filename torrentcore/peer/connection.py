@@ -129,6 +129,14 @@ class Connection:
         hook, self.on_drained = self.on_drained, None
         if hook is not None:
             hook()
+    def take(self, n: int) -> memoryview:
+        """The next ``n`` bytes, already buffered (:meth:`prefetch`), as a view of the read buffer: consumed, and
+        valid only until the next read (copy them before anything else reads this connection)."""
+        start = self._start
+        if self._end - start < n:
+            raise ValueError("take() of more bytes than are buffered")
+        self._start = start + n
+        return self._view[start : start + n]
 
     def read_exact(self, n: int) -> bytes:
         """Read exactly ``n`` bytes (``n`` <= the read buffer)."""

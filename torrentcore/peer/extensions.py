@@ -19,6 +19,7 @@ peers must come from the tracker only (libtorrent does the same).
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import math
 import struct
@@ -143,8 +144,12 @@ PEX_FLAG_HOLEPUNCH = 0x08
 PEX_FLAG_REACHABLE = 0x10
 
 
+@functools.lru_cache(maxsize=1024)
 def compact_address(address: tuple[str, int]) -> bytes | None:
-    """6 bytes (IPv4) or 18 bytes (IPv6) for ``(ip, port)``; ``None`` for a host name or bad port."""
+    """6 bytes (IPv4) or 18 bytes (IPv6) for ``(ip, port)``; ``None`` for a host name or bad port.
+
+    Cached: a PEX round packs every connected peer's address once per peer told (50 peers: 2,450 calls of
+    ``ipaddress.ip_address``, the round's largest cost in benchmarks/many_peers.py's py-spy profile)."""
     host, port = address
     try:
         ip = ipaddress.ip_address(host)
