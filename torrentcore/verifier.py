@@ -87,13 +87,6 @@ def _thread_lock_type() -> Any:
     return monkey.get_original("threading", "Lock")
 
 
-class _Raised:
-    """An exception a worker thread caught, to be raised again in the event loop."""
-
-    def __init__(self, exc: BaseException) -> None:
-        self.exc = exc
-
-
 class Verifier:
     """Checks and stores one torrent's pieces.
 
@@ -142,7 +135,7 @@ class Verifier:
 
         Returns False when the check was cut short by a stop (then ``have`` holds what was verified).
         """
-        record = None if force else self._completion_record()
+        record = None if force else self.storage.completed_pieces()
         if record is not None:
             for i in record:
                 if 0 <= i < self.meta.num_pieces:
@@ -166,28 +159,6 @@ class Verifier:
                 with self.disk_lock:
                     self.storage.check_finished()
         return finished
-
-    def _completion_record(self) -> set[int] | None:
-        """``storage.completed_pieces()``, in a worker thread (under the disk lock) when the storage allows it.
-
-        Trusting a record reads and hashes a sample of its pieces: 25 % of the start-up of 500 trusted 4 MiB
-        torrents (py-spy, benchmarks/many_torrents.py) ran in the event loop, one torrent after the other.
-        In the pool, those reads and hashes (which release the GIL) overlap each other and the loop's work.
-        """
-        if not self.threaded:
-            return self.storage.completed_pieces()
-
-        def read() -> Any:
-            try:
-                with self.disk_lock:
-                    return self.storage.completed_pieces()
-            except Exception as exc:  # noqa: BLE001 - raised again in the loop (gevent prints what leaves its pool)
-                return _Raised(exc)
-
-        result = self.pool.spawn(read).get()
-        if isinstance(result, _Raised):
-            raise result.exc
-        return result
 
     def _check_in_loop(self, todo: list[int]) -> bool:
         pending: list = []
