@@ -14,8 +14,11 @@ answered. The figure to read is ``ratio`` (clean time / flood time: the honest r
 goal >= 0.8) per round and its median; the machine is shared and noisy, so seconds alone mean little.
 With ``--direction seed``, ``torrentcore seed`` serves a fresh libtorrent leecher instead (the audit's case:
 an honest leecher went from 8.4 to 0.05 MB/s), and the flood also fills torrentcore's upload queue with 500
-requests and CANCELs them (``request-cancel``). ``--rate`` caps the seeder's upload (bytes/s; 0: none, the
-download is then bound by torrentcore's CPU).
+requests and CANCELs them (``request-cancel``). There ``seconds`` run from adding the torrent to the leecher,
+so they include libtorrent's own start-up (0.6 to 1.8 s here, whatever the flood); ``transfer`` runs from the
+leecher's first payload byte to its last (polled every 20 ms), and ``rate_ratio`` (clean transfer / flood
+transfer) is the honest rate kept once the transfer is under way.
+``--rate`` caps the seeder's upload (bytes/s; 0: none, the download is then bound by torrentcore's CPU).
 ``--no-budgets`` switches torrentcore's control-message budgets off (``tc_no_budgets.py``): only the read
 loop's yield then stands between the flood and the honest peer. ``--once`` floods each kind on one
 connection only (no reconnecting), as the audit did; ``--flood-rate 8M`` sends at the audit's 8 MB/s (else as
@@ -91,6 +94,7 @@ def download(torrent: Path, seeder, out: Path, work: Path, name: str, flood: boo
             leecher.add_torrent(torrent, out)
             leecher.connect_peer(rp.LOCALHOST, port)
             finished = gevent.spawn(leecher.wait_finished, args.timeout)
+            first_byte = gevent.spawn(_first_byte, leecher, finished, args.timeout)
         if flood:
             kinds = tuple(args.kinds or KINDS) + (SEED_KINDS if args.direction == "seed" and not args.kinds else ())
             flooder = Flooder((rp.LOCALHOST, port), rp.info_hash_of(torrent), kinds=kinds,
@@ -109,6 +113,7 @@ def download(torrent: Path, seeder, out: Path, work: Path, name: str, flood: boo
         if leecher is not None:
             ok = finished.get(timeout=args.timeout + 10)
             elapsed = seconds = time.monotonic() - t0
+            started = first_byte.get(timeout=5)
             rc = 0 if ok else f"the leecher did not finish: {leecher.describe()}"
         else:
             rc = run.wait(args.timeout)
@@ -127,6 +132,8 @@ def download(torrent: Path, seeder, out: Path, work: Path, name: str, flood: boo
         done = run.events("download complete")
         seconds = float(done[0]["seconds"]) if done and "seconds" in done[0] else elapsed
     result = {"seconds": round(seconds, 3), "wall": round(elapsed, 3)}
+    if leecher is not None and started is not None:
+        result["transfer"] = round(t0 + seconds - started, 3)
     if flooder is not None:
         conns = flooder.connections
         result.update({
@@ -140,6 +147,17 @@ def download(torrent: Path, seeder, out: Path, work: Path, name: str, flood: boo
             "probe_max_ms": round(1000 * max(s for _, s in probes), 2) if probes else None,
         })
     return result
+
+
+def _first_byte(leecher, finished, timeout: float) -> float | None:
+    """When the leecher had its first payload byte (monotonic), polled every 20 ms until it finished."""
+    for _ in range(int(timeout / 0.02)):
+        if leecher.status()["total_payload_download"] > 0:
+            return time.monotonic()
+        if finished.dead:
+            return None
+        gevent.sleep(0.02)
+    return None
 
 
 def main() -> int:
@@ -186,12 +204,16 @@ def main() -> int:
                 entry[kind] = download(torrent, seeder, out, work, f"tc-{i}-{kind}", kind == "flood", args)
                 print(f"round {i} {kind}: {entry[kind]}", file=sys.stderr)
             entry["ratio"] = round(entry["clean"]["seconds"] / entry["flood"]["seconds"], 3)
+            if "transfer" in entry["clean"] and "transfer" in entry["flood"]:
+                entry["rate_ratio"] = round(entry["clean"]["transfer"] / entry["flood"]["transfer"], 3)
             rounds.append(entry)
     ratios = [r["ratio"] for r in rounds]
+    rate_ratios = [r["rate_ratio"] for r in rounds if "rate_ratio" in r]
     write_json({"size": size, "rate": args.rate, "direction": args.direction, "kinds": args.kinds,
                 "code": args.code or "this checkout",
                 "budgets": not args.no_budgets, "reconnecting": not args.once, "flood_rate": args.flood_rate,
-                "rounds": rounds, "median_ratio": statistics.median(ratios)}, args.json)
+                "rounds": rounds, "median_ratio": statistics.median(ratios),
+                "median_rate_ratio": statistics.median(rate_ratios) if rate_ratios else None}, args.json)
     return 0
 
 

@@ -252,7 +252,7 @@ def download(client: str, torrent_path: str, out: str, work: str, timeout: float
             base, cwd, env = [*prefix, *baseline_cmd(python)], work, neutral_env()
         cmd = [*base, "run", torrent_path, "-o", out,
                "--no-seed", "--quiet", "--no-dht", "--port", str(port), "--listen-host", "127.0.0.1",
-               "--max-peers", str(max_peers), *TC_TRANSPORTS,
+               "--max-peers", str(max_peers), "--max-connections-per-ip", "1000", *TC_TRANSPORTS,  # all on 127.0.0.1
                "--log-format", "json", "--log-level", "info", *crypto, *extra.get(client, [])]
     elif client == "aria2c":
         stamp = os.path.join(work, "aria2-done")

@@ -4,6 +4,10 @@ libFuzzer writes the inputs it finds interesting into its first corpus folder, s
 copied into a working folder (``--corpus DIR``, default ``fuzz/corpus/<target>``) instead of
 pointing libFuzzer at ``shared/conformance``. Every other argument goes to libFuzzer
 (``-runs=N``, ``-max_total_time=S``, ``-seed=N``, ``-artifact_prefix=DIR/`` ...).
+
+Given input files instead (``python fuzz/fuzz_X.py crash-<sha1> ...``), the target replays each of them
+once: no corpus folder is seeded or passed (libFuzzer reads its arguments either all as files to run or
+all as corpus folders, and one folder among files made it stop with "Not a directory").
 """
 
 from __future__ import annotations
@@ -52,11 +56,31 @@ def _split_args(argv: list[str], name: str) -> tuple[str, list[str]]:
     return corpus, rest
 
 
+def replay_inputs(argv: list[str]) -> list[str]:
+    """The input files named among libFuzzer's arguments (``argv[1:]``), to be replayed; empty: fuzz.
+
+    Raises SystemExit with one line for a name that does not exist, or for files and folders mixed.
+    """
+    named = [a for a in argv[1:] if not a.startswith("-")]
+    missing = [a for a in named if not os.path.exists(a)]
+    if missing:
+        raise SystemExit(f"no such input file or corpus folder: {missing[0]}")
+    files = [a for a in named if not os.path.isdir(a)]
+    if files and len(files) != len(named):
+        raise SystemExit("give input files to replay or corpus folders to fuzz, not both")
+    return files
+
+
 def main(name: str, test_one_input: Callable[[bytes], None], seeds: Iterable[bytes]) -> None:
-    """Seed ``--corpus`` with ``seeds`` and run libFuzzer on ``test_one_input``."""
+    """Seed ``--corpus`` with ``seeds`` and run libFuzzer on ``test_one_input``; or, given input files,
+    replay each of them once."""
     import atheris
 
     corpus, argv = _split_args(sys.argv, name)
+    if replay_inputs(argv):
+        atheris.Setup(argv, test_one_input)
+        atheris.Fuzz()
+        return
     os.makedirs(corpus, exist_ok=True)
     for seed in seeds:
         path = os.path.join(corpus, "seed-" + hashlib.sha1(seed).hexdigest())

@@ -167,9 +167,11 @@ def main() -> None:
     jobs += [gevent.spawn(handshaken, args.port, deadline, args.reconnect, info_hash) for _ in range(args.handshaken)]
     jobs += [gevent.spawn(greedy, args.port, deadline, args.reconnect, info_hash, args.pieces, args.piece_length,
                           args.length, args.burst) for _ in range(args.greedy)]
-    # "flooding" once every member of the crowd tried its first connection (bounded wait).
+    # "flooding" once every member of the crowd has had a connection accepted by the kernel (bounded wait): on a
+    # loaded machine a connect can wait seconds in the listen backlog, and a crowd that has only *tried* is not
+    # yet there.
     settle = time.monotonic() + 30
-    while stats["tried"] < len(jobs) and time.monotonic() < settle:
+    while (stats["tried"] < len(jobs) or stats["opened"] < len(jobs)) and time.monotonic() < settle:
         gevent.sleep(0.05)
     print(json.dumps({"event": "flooding", **stats}), flush=True)
     gevent.joinall(jobs, timeout=args.seconds + 10)

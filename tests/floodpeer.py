@@ -68,8 +68,8 @@ KINDS: dict[str, tuple[bytes, bytes]] = {
 #: flooder), then CANCELs (the first cancels a queued request, the rest are for requests never sent). The
 #: requests are filled in by :class:`Flooder` (``request_blocks``).
 SEED_KINDS = ("request-cancel",)
-#: What torrentcore's reason for dropping each kind says.
-REASONS = {
+#: What torrentcore's reason for dropping each kind says (a tuple: one of these).
+REASONS: dict[str, str | tuple[str, ...]] = {
     "keep-alive": "flood of keep-alive messages",
     "have": "flood of redundant have messages",
     "cancel": "flood of cancel messages",
@@ -79,7 +79,9 @@ REASONS = {
     "ext-handshake": "flood of extension handshake messages",
     "big-ext-handshake": "bad extension handshake: bencoding has more than",
     "unknown": "flood of unknown id messages",
-    "request-cancel": "flood of cancel messages",
+    # Unchoked at once: its cancels; from an address dropped twice lately (torrentcore.reconnect_throttle) it
+    # waits for a choking round, and its requests while choked end it first.
+    "request-cancel": ("flood of cancel messages", "too many requests while choked"),
 }
 #: Bytes per send: the repeated message is batched up to this size.
 CHUNK = 64 * 1024

@@ -20,7 +20,7 @@ from opentracker_fixture import opentracker_factory  # noqa: F401  (fixture "ope
 from realpeers import LibtorrentPeer, RealPeers, assert_same_tree, make_payload
 from torrentcore_cli import parse_summary, run_cli, torrentcore_factory, wait_tracker_count  # noqa: F401  (fixture "torrentcore")
 
-from torrentcore import bencode
+from torrentcore import bencode, hash_pool
 from torrentcore import create as create_mod
 from torrentcore.create import auto_piece_length, create_torrent
 from torrentcore.errors import BadInputError, TorrentcoreError
@@ -258,18 +258,20 @@ def test_unreadable_file(tmp_path):
         create_torrent(root, [])
 
 
-def test_unreadable_file_simulated(tmp_path, monkeypatch):
-    """The same as above where permissions cannot stop us (root): opening the file fails."""
+@pytest.mark.parametrize("kind", ["v1", "v2", "hybrid"])
+def test_unreadable_file_simulated(tmp_path, monkeypatch, kind):
+    """The same as above where permissions cannot stop us (root): opening the file fails (in a worker)."""
     root = make_payload(tmp_path, {"a": 10, "b": 10})
+    real_open = hash_pool.os.open
 
     def failing_open(path, *args, **kwargs):
         if os.path.basename(path) == "b":
             raise PermissionError(13, "Permission denied", path)
-        return open(path, *args, **kwargs)
+        return real_open(path, *args, **kwargs)
 
-    monkeypatch.setattr(create_mod, "open", failing_open, raising=False)
+    monkeypatch.setattr(hash_pool.os, "open", failing_open)
     with pytest.raises(BadInputError, match="cannot read .*b: Permission denied"):
-        create_torrent(root, [])
+        create_torrent(root, [], kind=kind)
 
 
 def test_names_we_would_rename_are_refused(tmp_path):
@@ -379,11 +381,12 @@ def test_cli_create_and_determinism(tmp_path):
     outs = []
     for n in range(2):
         out = tmp_path / f"out{n}.torrent"
-        proc = run_cli(["create", root, "-t", url, "-o", str(out), "--no-date", "--piece-length", "32k"])
+        threads = ["--threads", "1"] if n else []
+        proc = run_cli(["create", root, "-t", url, "-o", str(out), "--no-date", "--piece-length", "32k", *threads])
         assert proc.returncode == 0, proc.stdout + proc.stderr
         assert "Traceback" not in proc.stderr
         outs.append(out.read_bytes())
-    assert outs[0] == outs[1]  # --no-date: byte-for-byte reproducible
+    assert outs[0] == outs[1]  # --no-date: byte-for-byte reproducible, whatever the number of threads
     # The command line makes hybrids by default (as libtorrent 2.x and qBittorrent do).
     data, meta = create_torrent(root, [url], piece_length=32 * KiB, created_by="torrentcore 0.1.0", kind="hybrid")
     assert outs[0] == data
@@ -408,6 +411,7 @@ def test_cli_create_and_determinism(tmp_path):
         (["MISSING"], "cannot read"),
         (["EMPTY"], "nothing to share"),
         (["-t", "not-a-url"], "invalid tracker URL"),
+        (["--threads", "0"], "invalid number of threads"),
     ],
 )
 def test_cli_bad_input_exits_2_without_traceback(tmp_path, args, message):

@@ -1,10 +1,11 @@
-"""The daemon's queue decisions (torrentcore.daemon.queue.plan) on plain objects: order, sizes, stalled."""
+"""The daemon's queue decisions (torrentcore.daemon.queue.plan) on plain objects: order, sizes, stalled; and
+the queue order after queue-move-* (queue.moved)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from torrentcore.daemon.queue import plan
+from torrentcore.daemon.queue import moved, plan
 
 
 @dataclass(eq=False)
@@ -72,3 +73,13 @@ def test_stalled_means_no_data_moved_for_the_stall_time():
     assert not is_stalled(entry, 60)
     entry.queued, status.state = False, "paused"
     assert not is_stalled(entry, 60)
+
+
+def test_queue_moves_as_transmission_does():
+    a, b, c, d, e = (T(i) for i in range(5))
+    order = [a, b, c, d, e]
+    assert moved(order, [d, b], "top") == [b, d, a, c, e]
+    assert moved(order, [b, d], "bottom") == [a, c, e, b, d]
+    assert moved(order, [a, b, d], "up") == [a, b, d, c, e]  # a and b are first already: they stay
+    assert moved(order, [b, d, e], "down") == [a, c, b, d, e]  # d and e are last already: they stay
+    assert moved(order, [c], "sideways") == order and order == [a, b, c, d, e]  # never changed in place

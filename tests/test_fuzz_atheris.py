@@ -46,3 +46,48 @@ def test_fuzz_target_runs_clean(target, tmp_path):
     seeds = {hashlib.sha1(s).hexdigest() for s in runner.conformance_seeds()} if conformance else set()
     assert {f"seed-{h}" for h in seeds} <= {p.name for p in corpus.iterdir()}
     assert len(list(corpus.iterdir())) >= max(4, len(seeds))
+
+
+_CRASHES_ON_BOOM = '''
+import os, sys
+sys.path.insert(0, {fuzz!r})
+import runner
+
+def test_one_input(data: bytes) -> None:
+    if data == b"boom":
+        raise RuntimeError("the input that crashes")
+
+runner.main("probe", test_one_input, [b"seed"])
+'''
+
+
+def test_a_crash_file_is_replayed_as_the_readme_says(tmp_path):
+    """fuzz/README.md: ``python fuzz/fuzz_X.py crash-<sha1>`` runs that one input (it used to stop on "Not a
+    directory": the corpus folder was passed beside the file). A crashing input fails the replay."""
+    good = tmp_path / ("crash-" + hashlib.sha1(b"i0e").hexdigest())
+    good.write_bytes(b"i0e")
+    out = subprocess.run([sys.executable, os.path.join(FUZZ, "fuzz_bencode.py"), str(good)],
+                         capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-4000:]
+    assert f"Executed {good}" in out.stderr and "Not a directory" not in out.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == [good.name]  # no corpus folder, no artifact
+    probe = tmp_path / "probe.py"
+    probe.write_text(_CRASHES_ON_BOOM.format(fuzz=os.path.abspath(FUZZ)))
+    boom, fine = tmp_path / "boom", tmp_path / "fine"
+    boom.write_bytes(b"boom")
+    fine.write_bytes(b"fine")
+    out = subprocess.run([sys.executable, str(probe), str(fine), str(boom)], capture_output=True, text=True,
+                         timeout=120, cwd=tmp_path)
+    assert out.returncode != 0 and "the input that crashes" in out.stdout + out.stderr, out.stderr[-4000:]
+    assert f"Executed {fine}" in out.stderr
+
+
+def test_replay_names_that_do_not_fit_get_one_line(tmp_path):
+    (tmp_path / "in").write_bytes(b"x")
+    (tmp_path / "dir").mkdir()
+    assert runner.replay_inputs(["t", "-runs=1", str(tmp_path / "in")]) == [str(tmp_path / "in")]
+    assert runner.replay_inputs(["t", "-runs=1", str(tmp_path / "dir")]) == []
+    with pytest.raises(SystemExit, match="no such input file or corpus folder: .*nope"):
+        runner.replay_inputs(["t", str(tmp_path / "nope")])
+    with pytest.raises(SystemExit, match="not both"):
+        runner.replay_inputs(["t", str(tmp_path / "in"), str(tmp_path / "dir")])

@@ -29,6 +29,9 @@ class _Manager:
     def piece_lost(self, index: int) -> None:
         self.calls.append(("lost", index))
 
+    def piece_found(self, index: int) -> None:
+        self.calls.append(("found", index))
+
     def recycle(self, piece: Piece) -> None:
         self.calls.append(("recycle", piece.index))
 
@@ -182,6 +185,16 @@ def test_smart_ban_drops_the_web_seed_that_sent_the_block_that_differs():
     outcome._apply_verdict(good, True)
     assert outcome._webseeds.dropped == [(seed.url, "sent corrupt data")]
     assert swarm.banned == []  # block 1 (the honest peer's) was the same: not to blame
+
+
+def test_a_held_piece_found_good_is_marked_reported_and_announced():
+    outcome, manager, swarm, events, record = _outcome()
+    outcome.held_piece_good(7)
+    assert manager.calls == [("found", 7)] and events.seen == [("piece_verified", {"index": 7})]
+    assert swarm.haves == [7] and record["completed"] == 0
+    manager.complete = True
+    outcome.held_piece_good(8)
+    assert swarm.haves == [7, 8] and record["completed"] == 1
 
 
 def test_a_bad_trusted_piece_is_fetched_again_from_peers_that_have_it():

@@ -4,7 +4,8 @@
 * A real :class:`~torrentcore.peer.peer.Peer` (fed a scripted stream through the real ``Connection``, against
   ``harness.WirePort``: real metainfo, piece manager and hash checks) drops each kind of flood with a reason
   naming it, after a bounded number of messages; CANCELs over 500 queued uploads are O(1) each and end in a
-  drop once they exceed the requests; a 5,000-entry extension handshake is refused after a bounded decode.
+  drop once they exceed the requests; a 5,000-entry extension handshake is refused after a bounded decode;
+  requests pipelined behind INTERESTED, before the peer could see an unchoke, count as requests while choked.
 * The read loop yields: a flooding peer whose socket never runs dry (a subprocess writes keep-alives as fast
   as they are read, budgets switched off) does not keep another peer on the same event loop from being served:
   that peer's message is handled after a bounded share of the flood, not after all of it.
@@ -168,6 +169,44 @@ class _Gate:
 
     def consume(self, n: int) -> None:
         self.open.wait(30)
+
+
+class _FreeSlotPort(harness.WirePort):
+    """A torrent whose choker has a free slot: INTERESTED, once it reaches it, unchokes the peer at once."""
+
+    def interest_changed(self, peer) -> None:
+        super().interest_changed(peer)
+        if peer.peer_interested:
+            peer.unchoke()
+
+
+def _interest_then(chunks: list[bytes]):
+    port = _FreeSlotPort(range(5))
+    sock = harness.ScriptedSocket(list(chunks), lambda *a: None)
+    peer = peer_mod.Peer(port, Connection(sock, ("127.0.0.9", 7)), b"-XX0001-" + b"x" * 12, bytes(8), incoming=True)
+    port.peers[peer.address] = peer
+    reason = peer.run()
+    for _ in range(3):
+        gevent.sleep(0)  # the writer sends what is queued
+    peer.conn.close(reason)
+    peer.conn._writer.join(5)
+    return port, reason, bytes(sock.sent)
+
+
+def test_requests_pipelined_behind_interested_are_requests_while_choked():
+    """INTERESTED reaches the choker once what came with it is read: 60 REQUESTs sent in the same breath (before
+    the peer could see an unchoke) are requests while choked and end the connection, no block served; the same
+    REQUESTs after a pause (the peer waited for our UNCHOKE) are served."""
+    requests = b"".join(msg.request(i % 5, 0, 16384) for i in range(60))
+    piece = bytes([msg.PIECE])
+    port, ended, sent = _interest_then([msg.simple(msg.INTERESTED) + requests])
+    assert "too many requests while choked" in ended, ended
+    assert port.interest_changes == 0 and bytes([0, 0, 0, 1, msg.UNCHOKE]) not in sent
+    assert b"\x00\x00\x40\x09" + piece not in sent  # no 16 KiB block
+    port, ended, sent = _interest_then([msg.simple(msg.INTERESTED), requests[: 5 * 17]])
+    assert ended == "connection lost: connection closed by peer", ended
+    assert port.interest_changes == 1 and bytes([0, 0, 0, 1, msg.UNCHOKE]) in sent
+    assert sent.count(b"\x00\x00\x40\x09" + piece) == 5  # five blocks of 16 KiB served
 
 
 def test_oversized_extension_handshake_is_refused_after_a_bounded_decode():

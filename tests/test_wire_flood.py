@@ -8,8 +8,10 @@ announced, CANCELs for requests it never sent, INTERESTED/NOT INTERESTED toggles
 messages, extension handshakes, a 58 KiB extension handshake naming 5,000 extensions, messages of an unknown
 id; against the seeder also 500 REQUESTs (its upload queue full) then CANCELs. Each connection must be closed
 by torrentcore with a reason naming the flood (and the budget it exceeded) before the flooder runs out of
-bytes; fresh connections opened while the flood runs get their handshake answered; the honest transfer ends
-with the files byte for byte equal (the download with exit code 0). The rate the honest peer keeps under the
+bytes; from the third round on, a flooder coming back under the same peer id is refused right after its
+handshake (torrentcore.reconnect_throttle: nothing is sent back); fresh connections opened while the flood runs,
+from the same address, get their handshake answered; the honest transfer ends with the files byte for byte
+equal (the download with exit code 0). The rate the honest peer keeps under the
 flood is measured by benchmarks/flood_wire.py (a ratio to its clean rate), not asserted here. Every wait is
 bounded.
 """
@@ -60,11 +62,16 @@ def _flood_while(endpoint: tuple[str, int], info_hash: bytes, kinds: tuple[str, 
 def _assert_flooder_dropped(run, flooder: Flooder, fresh: list, kinds: tuple[str, ...], context: str) -> dict:
     lost = {e.get("peer"): e.get("reason", "") for e in run.events("peer lost")}
     assert len(flooder.connections) == ROUNDS * len(kinds), context
-    for conn in flooder.connections:
+    for number, conn in enumerate(flooder.connections):
         about = f"{conn} reason {lost.get(conn.address)!r}\n{context}"
+        if number >= 2 * len(kinds):  # dropped twice under this peer id: refused, its handshake unanswered
+            assert not conn.handshake_answered and conn.closed_by_them and conn.bytes == 0, about
+            continue
         assert conn.handshake_answered and conn.closed_by_them, about
         assert conn.bytes < MAX_BYTES, about  # dropped before the flood was spent
-        assert REASONS[conn.kind] in lost.get(conn.address, ""), about
+        reasons = REASONS[conn.kind]
+        reasons = (reasons,) if isinstance(reasons, str) else reasons
+        assert any(r in lost.get(conn.address, "") for r in reasons), about
     # Fresh connections were answered while the flood ran, after a bounded amount of flood.
     assert all(ok for ok, _ in fresh), fresh
     assert all(during < MAX_BYTES for _, during in fresh), fresh
@@ -75,12 +82,17 @@ def _assert_flooder_dropped(run, flooder: Flooder, fresh: list, kinds: tuple[str
 
 
 def test_flooder_is_dropped_and_the_honest_download_completes(tmp_path, swarm, torrentcore):
-    run = torrentcore.run(swarm["torrent"], tmp_path / "out", peers=[swarm["seeder"].endpoint], log_level="debug")
+    # It seeds on after the download (stopped below, which is success), so that the flood, slowed down by the
+    # reconnect throttle, finds it listening to the end.
+    run = torrentcore.run(swarm["torrent"], tmp_path / "out", "--seed-time", "10", peers=[swarm["seeder"].endpoint],
+                          no_seed=False, log_level="debug")
     endpoint = (LOCALHOST, run.wait_listening())
     kinds = tuple(KINDS)
     flooder, fresh = _flood_while(endpoint, swarm["info_hash"], kinds)
     try:
         assert flooder.join(RUN_TIMEOUT), f"the flooder is still sending: {flooder.connections[-1]}"
+        assert run.wait_event("download complete", RUN_TIMEOUT), run.describe()
+        run.stop()
         context = assert_clean_finish(run, swarm, tmp_path / "out" / "flood.bin", repr(flooder.connections),
                                       RUN_TIMEOUT)
     finally:
@@ -90,7 +102,7 @@ def test_flooder_is_dropped_and_the_honest_download_completes(tmp_path, swarm, t
     honest = f"{LOCALHOST}:{swarm['seeder'].port}"
     assert "protocol" not in lost.get(honest, ""), context
     summary = run.summary()
-    assert summary is not None and summary["verdict"] == "done", context
+    assert summary is not None and summary["verdict"] == "complete (seeding stopped)", context
 
 
 def test_flooder_is_dropped_and_the_honest_leecher_completes(tmp_path, swarm, torrentcore):

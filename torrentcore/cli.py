@@ -136,7 +136,8 @@ def _network_options(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--max-connections", type=int, default=default_of(SessionConfig, "max_connections"),
                    help="most peer connections of all torrents together (default: %(default)s)")
     g.add_argument("--max-connections-per-ip", type=int, default=default_of(SessionConfig, "max_connections_per_ip"),
-                   help="most incoming connections from one IP address, loopback included (default: %(default)s)")
+                   help="most connections from one IP address, and most to one, loopback included "
+                        "(default: %(default)s)")
     g.add_argument("--peer", dest="peers", action="append", type=parse_peer, default=[], metavar="HOST:PORT",
                    help="also connect to this peer (repeatable)")
     g.add_argument("--max-download-rate", type=parse_rate, default=0, metavar="RATE",
@@ -248,6 +249,8 @@ def build_parser(pm=None) -> argparse.ArgumentParser:
     p.add_argument("--comment", default=None)
     p.add_argument("--created-by", default=f"torrentcore {__version__}")
     p.add_argument("--no-date", action="store_true", help="omit the creation date (reproducible output)")
+    p.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="threads that read and hash the data (default: one per CPU)")
     fmt = p.add_mutually_exclusive_group()
     for kind, text in (("hybrid", "v1 and v2 in one torrent (BEP 52; the default, as libtorrent 2.x and "
                                   "qBittorrent make: v1-only clients can join, v2 clients get per-file hashes)"),
@@ -624,6 +627,7 @@ def cmd_create(args) -> int:
         progress=_create_progress(),
         exclude=[out],
         kind=args.kind or DEFAULT_KIND,
+        threads=args.threads,
     )
     _write_torrent_file(out, data, args.force)
     if not meta.trackers:

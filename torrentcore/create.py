@@ -51,29 +51,29 @@ Choices, and how they compare with libtorrent's ``create_torrent``:
   files and keys). ``torrentcore create`` makes hybrids unless told otherwise, as libtorrent 2.x's
   ``create_torrent`` and qBittorrent's torrent creator do: v1-only clients can still join, and v2
   clients get per-file hashes.
-* **Hashing**: this greenlet reads the data sequentially; SHA-1 runs in
-  gevent's hub thread pool (hashlib releases the GIL), with up to
-  ``HASH_PARALLEL`` pieces in flight, so reading and hashing overlap and two
-  cores are used.
+* **Hashing** uses every core (:mod:`torrentcore.hash_pool`): worker threads, one per CPU unless
+  ``threads`` says otherwise, each take the next run of pieces, read it into a buffer of their own and
+  hash it (SHA-1, and for v2 the SHA-256 of each 16 KiB block and the piece's Merkle subtree, all in one
+  worker call per piece); this greenlet only collects the hashes in order (and reports progress).
+  libtorrent 2.1's ``set_piece_hashes`` keeps one thread busy (benchmarks/create_v2.py: 1.0 threads
+  running or ready to run) but reads through memory-mapped files, which saves the copy.
 """
 
 from __future__ import annotations
 
-import collections
 import hashlib
 import math
 import os
 import stat
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
-import gevent
 import structlog
 
-from . import merkle, metainfo
+from . import config, hash_pool, merkle, metainfo
 from .bencode import encode
-from .errors import BadInputError, TorrentcoreError
+from .errors import BadInputError
 from .metainfo import Metainfo
 from .webseed_urls import usable
 
@@ -84,10 +84,6 @@ MIN_PIECE_LENGTH = 16 * 1024
 MAX_AUTO_PIECE_LENGTH = 16 * 1024 * 1024
 #: The automatic piece length aims at no more than this many pieces.
 TARGET_PIECES = 2000
-#: Pieces hashed concurrently in the thread pool ...
-HASH_PARALLEL = 4
-#: ... unless that would hold more than this many bytes in memory (big explicit piece lengths).
-HASH_MEMORY = 64 * 1024 * 1024
 
 #: The formats :func:`create_torrent` makes (``kind``).
 KINDS = ("v1", "v2", "hybrid")
@@ -245,83 +241,51 @@ def list_files(path: str | os.PathLike, exclude: Iterable[str | os.PathLike] = (
     return Listing(name, files, sorted(skipped), True, sorted(ours))
 
 
-class _Reader:
-    """Reads the concatenation of ``files`` sequentially, piece by piece."""
-
-    def __init__(self, files: Sequence[SourceFile]) -> None:
-        self._files = [f for f in files if f.length]
-        self._index = 0
-        self._fh = None
-        self._left = 0  # bytes still to read from the open file
-
-    def read(self, size: int) -> bytearray:
-        buf = bytearray(size)
-        view = memoryview(buf)
-        pos = 0
-        while pos < size:
-            if self._fh is None:
-                self._open_next()
-            f = self._files[self._index]
-            want = min(size - pos, self._left)
-            try:
-                got = self._fh.readinto(view[pos : pos + want])
-            except OSError as exc:
-                raise TorrentcoreError(f"cannot read {f.disk_path}: {exc.strerror or exc}") from None
-            if not got:
-                raise TorrentcoreError(
-                    f"{f.disk_path} changed while hashing: it is shorter than its {f.length} bytes"
-                )
-            pos += got
-            self._left -= got
-            if not self._left:
-                self.close()
-                self._index += 1
-        return buf
-
-    def _open_next(self) -> None:
-        f = self._files[self._index]
-        try:
-            self._fh = open(f.disk_path, "rb", buffering=0)  # noqa: SIM115 - closed by close()
-        except OSError as exc:
-            raise BadInputError(f"cannot read {f.disk_path}: {exc.strerror or exc}") from None
-        self._left = f.length
-
-    def close(self) -> None:
-        if self._fh is not None:
-            self._fh.close()
-            self._fh = None
-
-
 def _sha1(data) -> bytes:
     return hashlib.sha1(data).digest()
 
 
+def _v1_digest(piece: hash_pool.Piece, data: memoryview) -> bytes:
+    return _sha1(data)
+
+
+def _v1_pieces(files: Sequence[SourceFile], piece_length: int) -> Iterator[hash_pool.Piece]:
+    """The pieces of the concatenated files (a piece may span several files; the last one may be short)."""
+    segments: list[hash_pool.Segment] = []
+    size = 0
+    for f in files:
+        offset = 0
+        while offset < f.length:
+            take = min(piece_length - size, f.length - offset)
+            segments.append(hash_pool.Segment(f.disk_path, offset, take, f.length))
+            size += take
+            offset += take
+            if size == piece_length:
+                yield hash_pool.Piece(tuple(segments), size)
+                segments, size = [], 0
+    if segments:
+        yield hash_pool.Piece(tuple(segments), size)
+
+
 def _hash_pieces(
-    files: Sequence[SourceFile], total: int, piece_length: int, progress: Callable[[int, int], None] | None
+    files: Sequence[SourceFile], total: int, piece_length: int, progress: Callable[[int, int], None] | None,
+    threads: int | None = None,
 ) -> bytes:
     count = math.ceil(total / piece_length)
-    parallel = max(1, min(HASH_PARALLEL, HASH_MEMORY // piece_length))
-    pool = gevent.get_hub().threadpool
-    pending: collections.deque = collections.deque()
     digests: list[bytes] = []
 
-    def collect() -> None:
-        digests.append(pending.popleft().get())
+    def done(piece: hash_pool.Piece, digest: bytes) -> None:
+        digests.append(digest)
         if progress is not None:
             progress(len(digests), count)
 
-    reader = _Reader(files)
-    try:
-        for index in range(count):
-            data = reader.read(min(piece_length, total - index * piece_length))
-            pending.append(pool.spawn(_sha1, data))
-            if len(pending) >= parallel:
-                collect()
-        while pending:
-            collect()
-    finally:
-        reader.close()
+    hash_pool.hash_pieces(_v1_pieces(files, piece_length), piece_length, _v1_digest, done, _threads(threads))
     return b"".join(digests)
+
+
+def _threads(threads: int | None) -> int | None:
+    """The hashing threads asked for, else the configured number (None: one per usable CPU)."""
+    return threads if threads is not None else config.CREATE_THREADS
 
 
 class _V2Hashes(NamedTuple):
@@ -330,7 +294,7 @@ class _V2Hashes(NamedTuple):
     layers: list[bytes]  # per file: its piece layer (b"" for files of at most one piece)
 
 
-def _hash_file_piece(data: bytearray, piece_length: int, small: bool, sha1: str) -> tuple[bytes, bytes]:
+def _hash_file_piece(data, piece_length: int, small: bool, sha1: str) -> tuple[bytes, bytes]:
     """In a worker thread: the v2 hash of one piece of a file, and for a hybrid its SHA-1 (``sha1``:
     ``"padded"`` with the pad bytes that follow the file, ``"as-is"``, or ``""`` for none)."""
     v2 = merkle.small_file_root(data) if small else merkle.piece_root(data, piece_length)
@@ -343,43 +307,36 @@ def _hash_file_piece(data: bytearray, piece_length: int, small: bool, sha1: str)
 
 
 def _hash_v2(files: Sequence[SourceFile], piece_length: int, hybrid: bool, padded: bool,
-             progress: Callable[[int, int], None] | None) -> _V2Hashes:
+             progress: Callable[[int, int], None] | None, threads: int | None = None) -> _V2Hashes:
     """Hash every file on its own (files start on piece boundaries): v2 piece hashes and, for a hybrid,
     the SHA-1 of each piece, with the file's pad bytes if ``padded`` (multi-file hybrids)."""
     count = sum(-(-f.length // piece_length) for f in files)
-    parallel = max(1, min(HASH_PARALLEL, HASH_MEMORY // piece_length))
-    pool = gevent.get_hub().threadpool
-    pending: collections.deque = collections.deque()
     sha1s: list[bytes] = []
     per_file: list[list[bytes]] = [[] for _ in files]
     mode = ("padded" if padded else "as-is") if hybrid else ""
-    done = 0
+    done_count = 0
 
-    def collect() -> None:
-        nonlocal done
-        i, result = pending.popleft()
-        v2, v1 = result.get()
-        per_file[i].append(v2)
+    def pieces() -> Iterator[hash_pool.Piece]:
+        for i, f in enumerate(files):
+            for offset in range(0, f.length, piece_length):
+                size = min(piece_length, f.length - offset)
+                yield hash_pool.Piece((hash_pool.Segment(f.disk_path, offset, size, f.length),), size,
+                                      (i, f.length <= piece_length))
+
+    def digest(piece: hash_pool.Piece, data: memoryview) -> tuple[bytes, bytes]:
+        return _hash_file_piece(data, piece_length, piece.tag[1], mode)
+
+    def done(piece: hash_pool.Piece, result: tuple[bytes, bytes]) -> None:
+        nonlocal done_count
+        v2, v1 = result
+        per_file[piece.tag[0]].append(v2)
         if v1:
             sha1s.append(v1)
-        done += 1
+        done_count += 1
         if progress is not None:
-            progress(done, count)
+            progress(done_count, count)
 
-    for i, f in enumerate(files):
-        if not f.length:
-            continue
-        reader = _Reader([f])
-        try:
-            for k in range(-(-f.length // piece_length)):
-                data = reader.read(min(piece_length, f.length - k * piece_length))
-                pending.append((i, pool.spawn(_hash_file_piece, data, piece_length, f.length <= piece_length, mode)))
-                if len(pending) >= parallel:
-                    collect()
-        finally:
-            reader.close()
-    while pending:
-        collect()
+    hash_pool.hash_pieces(pieces(), piece_length, digest, done, _threads(threads))
     roots: list[bytes] = []
     layers: list[bytes] = []
     for f, hashes in zip(files, per_file):
@@ -396,12 +353,12 @@ def _hash_v2(files: Sequence[SourceFile], piece_length: int, hybrid: bool, padde
 
 
 def _v2_info(info: dict, name: str, files: Sequence[SourceFile], is_folder: bool, piece_length: int,
-             hybrid: bool, progress: Callable[[int, int], None] | None) -> dict:
+             hybrid: bool, progress: Callable[[int, int], None] | None, threads: int | None = None) -> dict:
     """Fill ``info`` with the v2 (and for a hybrid the v1) fields; return the ``piece layers``."""
     # As libtorrent: a file is padded to the next piece boundary when the torrent has several files
     # (the last one too), so a single-file hybrid keeps its short last piece.
     padded = is_folder and len(files) > 1
-    hashes = _hash_v2(files, piece_length, hybrid, padded, progress)
+    hashes = _hash_v2(files, piece_length, hybrid, padded, progress, threads)
     tree: dict = {}
     for f, root in zip(files, hashes.roots):
         node = tree
@@ -474,13 +431,15 @@ def create_torrent(
     exclude: Iterable[str | os.PathLike] = (),
     web_seeds: Sequence[str] | str | None = (),
     kind: str = "v1",
+    threads: int | None = None,
 ) -> tuple[bytes, Metainfo]:
     """Make a torrent of the file or folder ``path``; return its bytes and their parsed :class:`Metainfo`.
 
     ``kind`` is ``"v1"``, ``"v2"`` or ``"hybrid"`` (see the module docstring; ``torrentcore create``
     defaults to ``"hybrid"``, this function to ``"v1"``, what it always made).
 
-    ``progress(done, total)`` is called after each piece is hashed. Files at
+    ``threads`` read and hash in parallel (None: :data:`~torrentcore.config.CREATE_THREADS`, by default one
+    per CPU this process may use). ``progress(done, total)`` is called after each piece is hashed, in order. Files at
     the ``exclude`` paths (the .torrent being written) and torrentcore's own
     files are not packed (see :func:`list_files`). Raises
     :class:`BadInputError` for unusable input (missing or unreadable path,
@@ -494,6 +453,8 @@ def create_torrent(
     seeds = _check_web_seeds(web_seeds)
     if piece_length is not None:
         check_piece_length(piece_length)
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise BadInputError(f"invalid number of threads {threads!r}: it must be at least 1")
     name, files, skipped, is_folder, ours = list_files(path, exclude)
     if skipped:
         log.warning("symlinks are not followed: skipped", count=len(skipped), paths=_some(skipped))
@@ -512,13 +473,13 @@ def create_torrent(
     layers: dict = {}
     info: dict = {"name": name, "piece length": piece_length}
     if kind == "v1":
-        info["pieces"] = _hash_pieces(files, total, piece_length, progress)
+        info["pieces"] = _hash_pieces(files, total, piece_length, progress, threads)
         if is_folder:
             info["files"] = [{"length": f.length, "path": list(f.path)} for f in files]
         else:
             info["length"] = total
     else:
-        layers = _v2_info(info, name, files, is_folder, piece_length, kind == "hybrid", progress)
+        layers = _v2_info(info, name, files, is_folder, piece_length, kind == "hybrid", progress, threads)
     if private:
         info["private"] = 1
     top: dict = {"info": info}

@@ -470,6 +470,16 @@ class TorrentHandle:
         """The verified pieces as a BitTorrent bitfield (high bit first; empty before the metadata)."""
         return self.torrent.have.to_bytes() if self.torrent is not None else b""
 
+    def availability(self) -> list[int]:
+        """How many connected peers have each piece, -1 for the pieces we have (Transmission's ``availability``;
+        empty before the metadata)."""
+        t = self.torrent
+        if t is None:
+            return []
+        have, counted = t.have, t.manager.availability
+        seeds = counted.seeds
+        return [-1 if have[i] else n + seeds for i, n in enumerate(counted.counts)]
+
     def file_progress(self) -> list[int]:
         """Verified bytes of each data file (``meta.data_files`` order; empty before the metadata)."""
         from .details import file_progress

@@ -8,7 +8,8 @@ the accepting greenlet.
 
 Floods are bounded (:mod:`torrentcore.slots`): an address with ``max_per_ip`` connections open has the next
 one closed at once; at most :data:`~torrentcore.slots.HALF_OPEN_IN` connections handshake at a time (a new
-one pushes out the oldest), each within :data:`~torrentcore.slots.HANDSHAKE_DEADLINE`. When ``accept``
+one pushes out the oldest), each within :data:`~torrentcore.slots.HANDSHAKE_DEADLINE`; a peer dropped for
+misbehaving that comes back is held back or refused (:mod:`torrentcore.reconnect_throttle`). When ``accept``
 fails for lack of file descriptors (EMFILE, ENFILE) the oldest handshaking connection is closed to free one,
 the half-open cap shrinks below what the process can hold, and with nothing to close the loop backs off
 (:data:`ACCEPT_BACKOFF`); the warning comes at most once a minute: it never spins and never stops.
@@ -30,6 +31,7 @@ import structlog
 from .errors import BadInputError, ProtocolError
 from .peer import handshake
 from .peer.connection import format_address
+from .reconnect_throttle import DELAY_MAX
 from .slots import HANDSHAKE_DEADLINE, ConnectionSlots
 
 log = structlog.get_logger(__name__)
@@ -49,6 +51,9 @@ HALF_OPEN_MIN = 4
 STARVED_LOG_INTERVAL = 60.0
 #: Connections accepted in a row before the accepting greenlet yields once.
 ACCEPT_BATCH = 16
+#: Most connections held back at once by the reconnect throttle (past it, they go on at once): a sequential
+#: flooder needs one, and these hold no half-open slot.
+HELD_MAX = 32
 #: ``accept`` errors that mean the socket itself is unusable.
 _FATAL_ERRORS = {errno.EBADF, errno.EINVAL, errno.ENOTSOCK}
 
@@ -78,6 +83,8 @@ class Listener:
         self.accept_failures = 0
         #: Incoming connections whose handshake failed, timed out or was pushed out by newer ones.
         self.refused_handshakes = 0
+        #: Connections held by the reconnect throttle now (:meth:`_refuse_or_hold`).
+        self.held = 0
         self._starved_logged = -STARVED_LOG_INTERVAL
 
     def start(self) -> int:
@@ -176,12 +183,15 @@ class Listener:
                         handshaking=len(half), half_open_cap=half.cap, failures=self.accept_failures)
 
     def _serve(self, sock, addr: tuple[str, int], key: int, state: dict) -> None:
-        """One accepted connection: handshake (bounded, evictable), then the peer's whole life."""
+        """One accepted connection: handshake (bounded, evictable), then the peer's whole life. A peer in its
+        back-off is refused after its handshake, and one from an address that misbehaved lately waits a moment
+        before it is answered (:meth:`_refuse_or_hold`)."""
         try:
             try:
                 with gevent.Timeout(HANDSHAKE_DEADLINE, ProtocolError("handshake took too long")):
                     done = handshake.accept(sock, addr, self.lookup, encryption=self.encryption,
-                                            info_hashes=self.info_hashes, handshake_timeout=HANDSHAKE_DEADLINE)
+                                            info_hashes=self.info_hashes, handshake_timeout=HANDSHAKE_DEADLINE,
+                                            refuse=functools.partial(self._refuse_or_hold, addr[0], key))
             except (ProtocolError, OSError, ConnectionError):
                 # Not logged one by one: under a flood that was a twentieth of the engine's time (py-spy).
                 self.refused_handshakes += 1
@@ -193,6 +203,23 @@ class Listener:
         finally:
             _close_quietly(sock)  # (closed already, unless the greenlet was killed before its handshake began)
             self.slots.closed_from(addr[0])
+
+    def _refuse_or_hold(self, ip: str, key: int, peer_id: bytes) -> bool:
+        """Once a peer's handshake is read: whether it is refused (:mod:`torrentcore.reconnect_throttle`), after
+        holding it (a refused one for ``DELAY_MAX``, one from an address that misbehaved lately for its
+        ``delay``) unless :data:`HELD_MAX` are held already. A held connection sent its handshake: it leaves the
+        half-open cap, so a crowd held from one address never pushes out an honest newcomer's handshake."""
+        reconnects = self.slots.reconnects
+        refused = reconnects.refuses(ip, peer_id)
+        wait = DELAY_MAX if refused else reconnects.delay(ip)
+        if wait and self.held < HELD_MAX:
+            self.slots.half_open.done(key)
+            self.held += 1
+            try:
+                gevent.sleep(wait)
+            finally:
+                self.held -= 1
+        return refused
 
     def accept_utp(self, sock, address) -> None:
         """An incoming uTP stream (from the session's multiplexer; never blocks): handshaken and routed as

@@ -121,10 +121,11 @@ class PeerList:
         return addr in self.banned_addresses or peer_id in self.banned_ids
 
     def ready(self, room: int, connected: Callable[[Address], bool], we_are_seed: bool,
-              now: float | None = None) -> list[Candidate]:
+              now: float | None = None, ip_room: Callable[[str], int] | None = None) -> list[Candidate]:
         """Up to ``room`` candidates to dial now (fewest failures first, random among equals); marks them.
 
-        A seed does not dial peers known to be seeds.
+        A seed does not dial peers known to be seeds. ``ip_room(ip)``: how many more connections that address
+        may take (the session's per-IP cap); the candidates chosen on one address stay within it.
         """
         if room <= 0:
             return []
@@ -135,7 +136,18 @@ class PeerList:
                  and not self.is_self(c.address)]
         random.shuffle(ready)
         ready.sort(key=lambda c: c.failures)
-        chosen = ready[:room]
+        if ip_room is None:
+            chosen = ready[:room]
+        else:
+            chosen, left = [], {}
+            for cand in ready:
+                if len(chosen) >= room:
+                    break
+                ip = cand.address[0]
+                n = left[ip] if ip in left else ip_room(ip)
+                if n > 0:
+                    chosen.append(cand)
+                left[ip] = n - 1
         for cand in chosen:
             cand.connected = True
         return chosen

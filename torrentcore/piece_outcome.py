@@ -13,6 +13,8 @@ verdict, which this module turns into the piece's outcome:
 * **a trusted piece found bad**: a piece the resume record claimed, hashed late (when a peer asks for it,
   or at the end of a resumed download) and wrong (issue 13, 7c): it is downloaded again; interested
   peers that have it are asked for it.
+* **a held piece found good**: a v2 piece on disk that waited for its file's piece layer
+  (:mod:`torrentcore.layer_recheck`) and matched it: marked done, reported and announced like a stored one.
 
 The torrent is seen only through :class:`OutcomeCalls` (callbacks) and its collaborators (verifier,
 swarm, web seeds, reporter, stats), never as a whole.
@@ -133,6 +135,15 @@ class PieceOutcome:
         self.smart_ban.piece_failed(piece)
         self._calls.manager().recycle(piece)
         self._peers.wake_requesters()
+
+    def held_piece_good(self, index: int) -> None:
+        """A piece on disk, held until its v2 layer arrived, matched it (layer_recheck): counted and announced."""
+        manager = self._calls.manager
+        manager().piece_found(index)
+        self._events.emit("piece_verified", index=index)
+        self._peers.broadcast_have(index)
+        if manager().complete:
+            self._calls.completed()
 
     def confirm_trusted(self) -> bool:
         """At the end of a resumed download: hash the pieces trusted from the resume record and not hashed

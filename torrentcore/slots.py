@@ -11,8 +11,13 @@ libtorrent's ``session_impl`` counts ``connections_limit``:
 * **Established connections**: incoming and outgoing ones are counted apart, and each direction keeps
   :data:`RESERVED_SHARE` of the cap for itself (idle strangers connecting to us never stop us from
   dialling the seeder; peers we dialled never lock out incoming ones).
-* **Per IP**: at most ``max_per_ip`` incoming connections (half-open and established) from one address,
-  loopback included; tests that run many peers on 127.0.0.1 raise it (``SessionConfig.max_connections_per_ip``).
+* **Per IP**: at most ``max_per_ip`` incoming connections (half-open and established) from one address, and
+  at most ``max_per_ip`` outgoing ones (dialling and established) to one address, over all torrents (a tracker
+  reply naming one victim on a thousand ports gets ``max_per_ip`` dials at a time, not a thousand; libtorrent
+  keeps one peer per IP unless ``allow_multiple_connections_per_ip``), loopback included; tests and
+  benchmarks that run many peers on 127.0.0.1 raise it (``SessionConfig.max_connections_per_ip``).
+* **Reconnects** of peers just dropped for a protocol error or a flood are refused or held back
+  (:class:`~torrentcore.reconnect_throttle.ReconnectThrottle`, :attr:`ConnectionSlots.reconnects`).
 
 A slot is a :class:`Slot` token whose :meth:`Slot.release` is idempotent, so a connection that is evicted
 (its slot handed on at once) and then ends gives nothing back twice.
@@ -23,6 +28,8 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+
+from .reconnect_throttle import ReconnectThrottle
 
 #: Most incoming connections handshaking at once. A handshake takes one round trip in plaintext and two or
 #: three with MSE (libtorrent answers in under 5 ms on loopback), so a full cap that evicts its oldest entry
@@ -83,8 +90,11 @@ class ConnectionSlots:
         self.half_open_out = max(1, half_open_out)
         self.half_open = HalfOpen(half_open_in)
         self._per_ip: dict[str, int] = {}
+        self._per_ip_out: dict[str, int] = {}
         #: Incoming connections closed at once because their address had ``max_per_ip`` already.
         self.refused_per_ip = 0
+        #: Peers dropped for misbehaving, refused or held back when they reconnect (the listener asks it).
+        self.reconnects = ReconnectThrottle()
 
     # --- established --------------------------------------------------------------------------------
 
@@ -159,6 +169,29 @@ class ConnectionSlots:
     def from_ip(self, ip: str) -> int:
         """Incoming connections now open from ``ip``."""
         return self._per_ip.get(ip, 0)
+
+    # --- per IP (outgoing) --------------------------------------------------------------------------
+
+    def room_to(self, ip: str) -> int:
+        """Outgoing connections (dials included) that may still open to ``ip``."""
+        return max(0, self.max_per_ip - self._per_ip_out.get(ip, 0))
+
+    def open_to(self, ip: str) -> bool:
+        """Count an outgoing connection to ``ip`` from its dial on; False (nothing counted) when it has
+        ``max_per_ip`` already."""
+        n = self._per_ip_out.get(ip, 0)
+        if n >= self.max_per_ip:
+            return False
+        self._per_ip_out[ip] = n + 1
+        return True
+
+    def closed_to(self, ip: str) -> None:
+        """An outgoing connection to ``ip`` (or its dial) ended."""
+        n = self._per_ip_out.get(ip, 0) - 1
+        if n > 0:
+            self._per_ip_out[ip] = n
+        else:
+            self._per_ip_out.pop(ip, None)
 
 
 class HalfOpen:

@@ -160,8 +160,13 @@ class Swarm:
                        self.pool.free_count())
             if room <= 0 or not self.slots.room(incoming=False):
                 continue
-            for cand in self.peer_list.ready(room, self._connected_to, we_are_seed=self.complete):
+            for cand in self.peer_list.ready(room, self._connected_to, we_are_seed=self.complete,
+                                             ip_room=self.slots.room_to):
+                if not self.slots.open_to(cand.address[0]):  # (ready kept within it: never, unless raced)
+                    self.peer_list.released(cand)
+                    continue
                 if not self.slots.start_dial():
+                    self.slots.closed_to(cand.address[0])
                     self.peer_list.released(cand)
                     break
                 self.pool.spawn(self._dial, cand)
@@ -170,20 +175,24 @@ class Swarm:
         return address in self.peers
 
     def _dial(self, cand: Candidate) -> None:
+        """Dial a candidate and run it as a peer; its per-IP count (``slots.open_to``) ends with it."""
         try:
-            with gevent.Timeout(DIAL_DEADLINE, ProtocolError("dial took too long")):
-                done = self._dial_fn(cand.address, self.identity, encryption=self.encryption,
-                                     peer_encryption=cand.encryption, peer_utp=cand.utp)
-        except (ProtocolError, OSError, ConnectionError) as exc:
-            if "closed" in str(exc) or isinstance(exc, ConnectionResetError):
-                self.closed_by_peer += 1
-            self.peer_list.failed(cand)
-            self.log.debug("dial failed", peer=format_address(cand.address), reason=str(exc))
-            return
+            try:
+                with gevent.Timeout(DIAL_DEADLINE, ProtocolError("dial took too long")):
+                    done = self._dial_fn(cand.address, self.identity, encryption=self.encryption,
+                                         peer_encryption=cand.encryption, peer_utp=cand.utp)
+            except (ProtocolError, OSError, ConnectionError) as exc:
+                if "closed" in str(exc) or isinstance(exc, ConnectionResetError):
+                    self.closed_by_peer += 1
+                self.peer_list.failed(cand)
+                self.log.debug("dial failed", peer=format_address(cand.address), reason=str(exc))
+                return
+            finally:
+                self.slots.dial_done()
+            cand.encryption = done.obfuscated  # prefer: next time try first what worked
+            self.run_peer(done, incoming=False, cand=cand)
         finally:
-            self.slots.dial_done()
-        cand.encryption = done.obfuscated  # prefer: next time try first what worked
-        self.run_peer(done, incoming=False, cand=cand)
+            self.slots.closed_to(cand.address[0])
 
     # --- one connection ------------------------------------------------------------------------------
 
@@ -295,6 +304,8 @@ class Swarm:
         if peer.has.complete:
             self.peer_list.mark_seed(peer.address)
         self.on_peer_lost(peer)
+        if peer.incoming and peer.misbehaved:  # its reconnects are held back (torrentcore.reconnect_throttle)
+            self.slots.reconnects.dropped(peer.address[0], peer.peer_id)
         if cand is not None:
             self.peer_list.failed(cand, max_exponent=5)
         elif peer.incoming and peer.listen_port and peer.address[0]:

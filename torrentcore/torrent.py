@@ -130,12 +130,13 @@ class _PeerPort:
 class Torrent:
     """One torrent of a session (see the module docstring).
 
-    Over 400 lines (about 500): this class is the torrent's life cycle (start, pause, recheck, stop,
+    Over 400 lines (about 510): this class is the torrent's life cycle (start, pause, recheck, stop,
     shutdown), its once-a-second work and the wiring between its collaborators; every job with rules of its
-    own lives in the collaborator's module (the outcome of a piece moved to :mod:`torrentcore.piece_outcome`),
-    and what is left here is the order in which they are called and the state they share (``state``,
-    ``completed_at``, ``exit_code``), which reporters, the handle and the daemon read. Splitting the rest
-    (the per-second work, the progress reports) would need a port as wide as the torrent itself.
+    own lives in the collaborator's module (the outcome of a piece in :mod:`torrentcore.piece_outcome`), and
+    what is left here is the order in which they are called and the state they share (``state``,
+    ``completed_at``, ``exit_code``, ``seeding_stopped``), which reporters, the handle, the reader and the
+    daemon read and write. The once-a-second work (about 40 lines) and the progress reports read that state
+    on every call: moving them out would trade their lines for a port carrying most of it.
     """
 
     def __init__(self, meta: Metainfo, save_path: str, config: TorrentConfig, services: SessionServices) -> None:
@@ -164,7 +165,8 @@ class Torrent:
         self.layers = PieceLayers(meta) if meta.v2 else None
         #: Checks the pieces held for want of a piece layer when it arrives (None: every layer is known).
         self.layer_recheck = None if self.layers is None or self.layers.complete else LayerRecheck(
-            meta, self.layers, self.verifier, self.have, lambda: self.manager, self._held_piece_good,
+            meta, self.layers, self.verifier, self.have, lambda: self.manager,
+            lambda index: self.outcome.held_piece_good(index),
             lambda index: self.outcome.trusted_piece_bad(index), lambda: self.swarm.wake_requesters(),
             lambda fn: gevent.spawn(self._guard, fn), self._stopping)
         self.port = _PeerPort(self)
@@ -290,14 +292,6 @@ class Torrent:
                 self.on_layers_complete()
             except OSError as exc:
                 self.log.warning("cannot save the piece layers", error=str(exc))
-
-    def _held_piece_good(self, index: int) -> None:
-        """A piece on disk, held until its v2 layer arrived, matched it (layer_recheck): counted and announced."""
-        self.manager.piece_found(index)
-        self.reporter.emit("piece_verified", index=index)
-        self.swarm.broadcast_have(index)
-        if self.complete:
-            self._on_complete()
 
     def _checked_good(self, index: int) -> None:
         self.reporter.emit("piece_verified", index=index)

@@ -6,8 +6,9 @@ can ask for; :mod:`.rpc` only translates requests into these calls. Once a secon
 applies the queue, notes completions and activity, stores a magnet link's metadata once it arrived, and
 saves changed totals (every :data:`SAVE_INTERVAL` seconds, in one transaction).
 
-Over 400 lines, on purpose: this is the daemon's whole torrent life cycle (add, reload, start, stop,
-move, remove, limits) in one place.
+A little over 400 lines, on purpose: this is the daemon's whole torrent life cycle (add, reload, start,
+stop, move, remove) in one place; what Transmission's limit settings mean is in :mod:`.limits`, the queue's
+decisions and moves in :mod:`.queue`, the torrent-get fields in :mod:`.fields`.
 """
 
 from __future__ import annotations
@@ -26,10 +27,10 @@ from ..config import DAEMON_RPC_HOST, DAEMON_RPC_PORT, DAEMON_SESSION_DEFAULTS, 
 from ..errors import EXIT_OK, BadInputError, TorrentcoreError
 from ..handle import load_source
 from ..session import Session
-from . import queue
+from . import limits, queue
 from .database import DB_NAME, Database, TorrentRow
 from .entry import TorrentEntry
-from .fields import is_stalled
+from .fields import DOWNLOAD, SEED, activity, is_stalled
 from .lock import ConfigLock
 
 log = structlog.get_logger(__name__)
@@ -87,7 +88,7 @@ class Daemon:
         self.exit_code = EXIT_OK
         self.started = time.time()
         self.removed: list[tuple[int, float]] = []  # (id, when) for "recently-active"
-        self._last_save = time.monotonic()
+        self._last_save = self._last_tick = time.monotonic()
         self.stats = {"uploadedBytes": 0, "downloadedBytes": 0, "filesAdded": 0}
 
     # --- opening and closing ---------------------------------------------------------------------
@@ -241,41 +242,16 @@ class Daemon:
     # --- limits -----------------------------------------------------------------------------------
 
     def apply_session_limits(self) -> None:
-        """The global speed limits (alternative ones when ``alt-speed-enabled``) onto the session."""
-        s = self.settings
-        if s["alt-speed-enabled"]:
-            down, up = s["alt-speed-down"], s["alt-speed-up"]
-        else:
-            down = s["speed-limit-down"] if s["speed-limit-down-enabled"] else 0
-            up = s["speed-limit-up"] if s["speed-limit-up-enabled"] else 0
-        self.session.set_rate_limits(int(down) * 1000, int(up) * 1000)
-        self.session.set_max_connections(int(s["peer-limit-global"]))
+        """The global speed limits (alternative ones when ``alt-speed-enabled``) onto the session (see
+        :mod:`.limits`), and the seed limits that follow the session's onto each torrent."""
+        self.session.set_rate_limits(*limits.session_rates(self.settings))
+        self.session.set_max_connections(int(self.settings["peer-limit-global"]))
         for entry in self.entries.values():
-            self._apply_seed_limits(entry)
+            limits.apply_seed_limits(entry, self.settings)
 
     def apply_torrent_settings(self, entry: TorrentEntry) -> None:
-        """A torrent's own limits, seed limits, peer cap and file selection onto its handle."""
-        h = entry.handle
-        down = entry.setting("downloadLimit") * 1000 if entry.setting("downloadLimited") else 0
-        up = entry.setting("uploadLimit") * 1000 if entry.setting("uploadLimited") else 0
-        h.set_rate_limits(int(down), int(up))
-        h.honor_session_limits(bool(entry.setting("honorsSessionLimits")))
-        h.set_max_peers(max(1, int(entry.setting("peer-limit"))))
-        self._apply_seed_limits(entry)
-        if h.meta is not None and isinstance(entry.row.settings.get("wanted"), list):
-            wanted = entry.wanted()
-            if wanted:  # every file unwanted is fine: then no piece is wanted
-                h.set_file_priorities([1 if w else 0 for w in wanted])
-
-    def _apply_seed_limits(self, entry: TorrentEntry) -> None:
-        s = self.settings
-        mode = entry.setting("seedRatioMode")
-        ratio = (entry.setting("seedRatioLimit") if mode == 1 else
-                 s["seedRatioLimit"] if mode == 0 and s["seedRatioLimited"] else None)
-        mode = entry.setting("seedIdleMode")
-        idle = (entry.setting("seedIdleLimit") if mode == 1 else
-                s["idle-seeding-limit"] if mode == 0 and s["idle-seeding-limit-enabled"] else None)
-        entry.handle.set_seed_limits(float(ratio) if ratio else None, None, float(idle) if idle else None)
+        """A torrent's own limits, seed limits, peer cap and file selection onto its handle (:mod:`.limits`)."""
+        limits.apply_torrent_settings(entry, self.settings)
 
     # --- acting -------------------------------------------------------------------------------------
 
@@ -398,20 +374,7 @@ class Daemon:
     def move_queue(self, entries: list[TorrentEntry], how: str) -> None:
         """queue-move-top/up/down/bottom."""
         order = sorted(self.entries.values(), key=lambda e: e.row.queue_position)
-        chosen = {e.id for e in entries}
-        if how == "top":
-            order = [e for e in order if e.id in chosen] + [e for e in order if e.id not in chosen]
-        elif how == "bottom":
-            order = [e for e in order if e.id not in chosen] + [e for e in order if e.id in chosen]
-        elif how == "up":
-            for i in range(1, len(order)):
-                if order[i].id in chosen and order[i - 1].id not in chosen:
-                    order[i - 1], order[i] = order[i], order[i - 1]
-        elif how == "down":
-            for i in range(len(order) - 2, -1, -1):
-                if order[i].id in chosen and order[i + 1].id not in chosen:
-                    order[i + 1], order[i] = order[i], order[i + 1]
-        self.set_positions(order)
+        self.set_positions(queue.moved(order, entries, how))
 
     def set_positions(self, order: list[TorrentEntry]) -> None:
         """Number the queue 0.. in this order."""
@@ -448,9 +411,14 @@ class Daemon:
 
     def _tick(self) -> None:
         now = time.time()
+        mono = time.monotonic()
+        elapsed, self._last_tick = mono - self._last_tick, mono
         for entry in list(self.entries.values()):
             h = entry.handle
             s = h.status()
+            code = activity(entry, s)
+            if code in (DOWNLOAD, SEED):  # secondsDownloading, secondsSeeding
+                entry.seconds[code == SEED] += elapsed
             entry.last_complete = s.num_pieces > 0 and s.progress >= 1.0
             row = entry.row
             if s.download_rate > 0 or s.upload_rate > 0:

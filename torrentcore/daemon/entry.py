@@ -28,6 +28,10 @@ TORRENT_SETTING_DEFAULTS: dict[str, Any] = {
 }
 
 
+#: Where the seconds downloading and seeding are kept in the row's settings (Transmission's field names).
+SECONDS_KEYS = ("secondsDownloading", "secondsSeeding")
+
+
 @dataclass
 class TorrentEntry:
     """A torrent the daemon keeps (``row`` is what the database has, ``handle`` the running torrent)."""
@@ -46,6 +50,12 @@ class TorrentEntry:
     last_complete: bool | None = None
     #: What torrent-get computes once per metainfo (see fields.TorrentView.static).
     cache: dict = field(default_factory=dict)
+    #: Seconds spent downloading and seeding over every run (secondsDownloading, secondsSeeding).
+    seconds: list[float] = field(default_factory=lambda: [0.0, 0.0])
+
+    def __post_init__(self) -> None:
+        stored = [self.row.settings.get(key) for key in SECONDS_KEYS]  # anything but a count is 0
+        self.seconds = [float(v) if type(v) in (int, float) and v >= 0 else 0.0 for v in stored]
 
     @property
     def id(self) -> int:
@@ -81,11 +91,15 @@ class TorrentEntry:
         return self.base[0] + down, self.base[1] + up
 
     def sync_totals(self) -> None:
-        """Copy the totals into the row (saved with the next write)."""
+        """Copy the totals and the seconds downloading and seeding into the row (saved with the next write)."""
         down, up = self.totals()
         if (down, up) != (self.row.downloaded_ever, self.row.uploaded_ever):
             self.row.downloaded_ever, self.row.uploaded_ever = down, up
             self.dirty = True
+        for key, seconds in zip(SECONDS_KEYS, self.seconds):
+            if self.row.settings.get(key, 0) != int(seconds):
+                self.row.settings[key] = int(seconds)
+                self.dirty = True
 
     def file_count(self) -> int:
         """Data files (0 before a magnet link's metadata)."""

@@ -75,20 +75,7 @@ class TorrentView:
 
     @cached_property
     def code(self) -> int:
-        st = self.status.state
-        if self.row.stopped or st in ("done", "error"):
-            return STOPPED
-        if self.entry.queued:
-            return SEED_WAIT if self.status.num_pieces and self.status.progress >= 1 else DOWNLOAD_WAIT
-        if st == "checking":
-            return CHECK
-        if st == "queued":
-            return CHECK_WAIT
-        if st == "seeding":
-            return SEED
-        if st == "paused":
-            return STOPPED
-        return DOWNLOAD
+        return activity(self.entry, self.status)
 
     @cached_property
     def stalled(self) -> bool:
@@ -109,6 +96,24 @@ class TorrentView:
             for url in tier:
                 link += f"&tr={quote(url, safe='')}"
         return link
+
+
+def activity(entry: TorrentEntry, status) -> int:
+    """Transmission's status number (``tr_torrent_activity``) of ``entry``, whose handle's status is ``status``."""
+    st = status.state
+    if entry.row.stopped or st in ("done", "error"):
+        return STOPPED
+    if entry.queued:
+        return SEED_WAIT if status.num_pieces and status.progress >= 1 else DOWNLOAD_WAIT
+    if st == "checking":
+        return CHECK
+    if st == "queued":
+        return CHECK_WAIT
+    if st == "seeding":
+        return SEED
+    if st == "paused":
+        return STOPPED
+    return DOWNLOAD
 
 
 def _file_layout(meta) -> list[dict]:
@@ -245,11 +250,11 @@ def _int(x: Any) -> int:
     return int(x or 0)
 
 
-#: Every torrent-get field the daemon answers, by its RPC 17 name. Left out, because the engine does not know
-#: them: availability (peers' bitfields per piece), secondsDownloading, secondsSeeding.
+#: Every torrent-get field the daemon answers, by its RPC 17 name.
 FIELDS: dict[str, Callable[[TorrentView], Any]] = {
     "activityDate": lambda v: v.row.activity_date,
     "addedDate": lambda v: v.row.added_date,
+    "availability": lambda v: v.handle.availability(),
     "bandwidthPriority": lambda v: v.entry.setting("bandwidthPriority"),
     "comment": lambda v: (v.meta.comment or "") if v.meta else "",
     "corruptEver": lambda v: 0,
@@ -302,6 +307,8 @@ FIELDS: dict[str, Callable[[TorrentView], Any]] = {
     "rateDownload": lambda v: int(v.status.download_rate) if v.running else 0,
     "rateUpload": lambda v: int(v.status.upload_rate) if v.running else 0,
     "recheckProgress": lambda v: round(v.handle.check_progress(), 4),
+    "secondsDownloading": lambda v: int(v.entry.seconds[0]),
+    "secondsSeeding": lambda v: int(v.entry.seconds[1]),
     "seedIdleLimit": lambda v: v.entry.setting("seedIdleLimit"),
     "seedIdleMode": lambda v: v.entry.setting("seedIdleMode"),
     "seedRatioLimit": lambda v: v.entry.setting("seedRatioLimit"),
@@ -336,4 +343,4 @@ def is_stalled(entry: TorrentEntry, stalled_after: float | None) -> bool:
     return TorrentView(entry, stalled_after).stalled
 
 
-__all__ = ["FIELDS", "TorrentView", "torrent_fields", "is_stalled", "STOPPED", "DOWNLOAD", "SEED"]
+__all__ = ["FIELDS", "TorrentView", "torrent_fields", "is_stalled", "activity", "STOPPED", "DOWNLOAD", "SEED"]

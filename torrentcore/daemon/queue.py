@@ -2,7 +2,8 @@
 order; the rest wait (status "queued"). A torrent that moved no data for ``queue-stalled-minutes`` is
 stalled and does not hold a slot, as in Transmission.
 
-:func:`plan` only decides; the daemon pauses and resumes the handles it names.
+:func:`plan` only decides; the daemon pauses and resumes the handles it names. :func:`moved` is the queue
+order after a ``queue-move-*``.
 """
 
 from __future__ import annotations
@@ -58,4 +59,24 @@ def plan(torrents: Sequence[Any], settings: dict[str, Any], stalled: Callable[[A
     return QueuePlan(start, enqueue)
 
 
-__all__ = ["plan", "QueuePlan", "Queueable"]
+def moved(order: Sequence[Any], chosen: Sequence[Any], how: str) -> list[Any]:
+    """``order`` (the queue, first first) after queue-move-``how`` (top, up, down, bottom) of the ``chosen``
+    ones; up and down move each by one place, past torrents not chosen only."""
+    order = list(order)
+    picked = {id(t) for t in chosen}
+    if how == "top":
+        return [t for t in order if id(t) in picked] + [t for t in order if id(t) not in picked]
+    if how == "bottom":
+        return [t for t in order if id(t) not in picked] + [t for t in order if id(t) in picked]
+    if how == "up":
+        for i in range(1, len(order)):
+            if id(order[i]) in picked and id(order[i - 1]) not in picked:
+                order[i - 1], order[i] = order[i], order[i - 1]
+    elif how == "down":
+        for i in range(len(order) - 2, -1, -1):
+            if id(order[i]) in picked and id(order[i + 1]) not in picked:
+                order[i + 1], order[i] = order[i], order[i + 1]
+    return order
+
+
+__all__ = ["plan", "moved", "QueuePlan", "Queueable"]

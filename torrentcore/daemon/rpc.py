@@ -23,6 +23,7 @@ from ..errors import TorrentcoreError
 from ..statefile import UnsafePath
 from .app import DuplicateTorrent
 from .fields import FIELDS, torrent_fields
+from .torrent_url import TorrentUrlError, fetch_torrent, is_url
 
 if TYPE_CHECKING:  # pragma: no cover
     from .app import Daemon
@@ -206,8 +207,12 @@ class Rpc:
                 raise RpcError("invalid or corrupt torrent file (metainfo is not base64)") from None
         elif isinstance(a.get("filename"), str) and a["filename"]:
             source = a["filename"]
-            if re.match(r"(?i)https?://", source):
-                raise RpcError("adding a torrent by URL is not supported: give the file or its metainfo")
+            if is_url(source):  # a .torrent to download (transmission-remote -a URL): fetched, bounded
+                try:
+                    source = fetch_torrent(source, cookies=_text(a.get("cookies")))
+                except TorrentUrlError as exc:
+                    log.info("torrent-add refused", reason=str(exc))
+                    raise RpcError(str(exc)) from None
         else:
             raise RpcError("no filename or metainfo given")
         prio: dict[int, int] = {}

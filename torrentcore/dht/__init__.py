@@ -1,8 +1,8 @@
 """The BitTorrent DHT (BEP 5, IPv4): find peers for an info-hash without a tracker.
 
 Modules: :mod:`.krpc` (messages, strict validation, compact encodings), :mod:`.routing`
-(160-bit ids, XOR distance, k-buckets) and :mod:`.node` (the UDP node: server, lookups,
-abuse limits, persistence).
+(160-bit ids, XOR distance, k-buckets), :mod:`.lookup` (the iterative lookup), :mod:`.state`
+(the state file and its lock) and :mod:`.node` (the UDP node: server, queries, abuse limits).
 
 API for the engine (one node per process; every call blocks only the calling greenlet and is
 bounded in time; the program must have monkey-patched gevent, or at least run in a gevent hub)::
@@ -28,8 +28,9 @@ Private torrents (BEP 27) must never be looked up or announced: that is the call
 
 from __future__ import annotations
 
-from .node import DEFAULT_BOOTSTRAP, DHTNode, PeerStore, RateLimiter, Tokens, default_state_path
+from .node import DEFAULT_BOOTSTRAP, DHTNode, PeerStore, RateLimiter, Tokens
 from .routing import RoutingTable, distance
+from .state import default_state_path
 
 __all__ = ["DHTNode", "DEFAULT_BOOTSTRAP", "default_state_path", "PeerStore", "RateLimiter", "Tokens",
            "RoutingTable", "distance"]

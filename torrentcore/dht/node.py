@@ -18,13 +18,9 @@ the transaction id and the address match a query we sent; every table is bounded
 from __future__ import annotations
 
 import collections
-import errno
 import hashlib
-import json
-import os
 import random
 import secrets
-import stat
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,14 +31,10 @@ import gevent.lock
 import structlog
 from gevent import socket
 
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - not on Windows: no lock, one process per state file is up to the user
-    fcntl = None
-
-from ..statefile import UnsafeStateFile, decode_json, read_state, state_dir, write_atomic
 from . import krpc
-from .routing import K, RoutingTable, distance, random_id
+from .lookup import MAX_ROUNDS, LookupPort, LookupResult, lookup, resolve_routers
+from .routing import K, RoutingTable, random_id
+from .state import MAX_SAVED_NODES, StateFile, default_state_path
 
 log = structlog.get_logger(__name__)
 
@@ -58,10 +50,6 @@ DEFAULT_BOOTSTRAP: tuple[tuple[str, int], ...] = (
 QUERY_TIMEOUT = 2.0
 #: Queries in flight per lookup round.
 ALPHA = 4
-#: Most rounds of one lookup.
-MAX_ROUNDS = 10
-#: Candidates a lookup keeps (the closest ones).
-LOOKUP_WIDTH = 4 * K
 #: Most queries of ours waiting for an answer at once.
 MAX_OUTSTANDING = 256
 #: Pings of nodes that queried us (so that they can join the table) in flight at once.
@@ -82,20 +70,6 @@ MAX_TRACKED_IPS = 4096
 #: Maintenance tick, state saving period.
 TICK = 5.0
 SAVE_EVERY = 600.0
-#: Nodes written to the state file.
-MAX_SAVED_NODES = 200
-STATE_FILE = "dht.json"
-#: Largest state file read (MAX_SAVED_NODES nodes take about 6 KiB).
-MAX_STATE_BYTES = 1 << 20
-
-
-def default_state_path() -> str:
-    """Where the node id and routing table are kept between runs.
-
-    ``$TORRENTCORE_STATE_DIR/dht.json`` if set, else ``$XDG_STATE_HOME/torrentcore/dht.json``,
-    else ``~/.local/state/torrentcore/dht.json``.
-    """
-    return os.path.join(state_dir(), STATE_FILE)
 
 
 class RateLimiter:
@@ -246,31 +220,12 @@ class _Pending:
     result: gevent.event.AsyncResult = field(default_factory=gevent.event.AsyncResult)
 
 
-@dataclass
-class _Candidate:
-    address: tuple[str, int]
-    id: bytes | None
-    dist: int
-    state: str = "new"  # new, asked, ok, failed
-    token: bytes | None = None
-
-
-@dataclass
-class LookupResult:
-    """What an iterative lookup found."""
-
-    peers: list[tuple[str, int]]
-    #: The closest nodes that answered: ``(id, address, token)``, closest first.
-    closest: list[tuple[bytes, tuple[str, int], bytes | None]]
-    queries: int
-    rounds: int
-
-
 class DHTNode:
     """One DHT node; see the package docstring for the API the engine uses.
 
-    About 500 lines, on purpose: the server, the iterative lookups and the abuse limits share the socket,
-    the routing table and the token secrets; the message formats and the table live in their own modules.
+    About 400 lines: the server, the queries we send and the abuse limits share the socket, the routing
+    table and the token secrets; the message formats (:mod:`.krpc`), the table (:mod:`.routing`), the
+    iterative lookup (:mod:`.lookup`) and the state file (:mod:`.state`) live in their own modules.
     """
 
     def __init__(self, port: int = 0, bootstrap=None, state_path: str | None = None, host: str = "0.0.0.0",
@@ -286,12 +241,13 @@ class DHTNode:
         self.state_path = state_path
         self.alpha = max(1, min(8, alpha))
         self.query_timeout = query_timeout
-        self._lock_fd: int | None = None
-        if state_path and not self._lock_state():
+        #: The state file (None: no file, or another process holds its lock).
+        self._state = StateFile(state_path) if state_path else None
+        if self._state is not None and not self._state.lock():
             log.info("dht state file in use by another process: this node uses a fresh id and saves nothing",
                      path=state_path)
-            self.state_path = None
-        saved_id, saved_nodes = self._load_state()
+            self.state_path = self._state = None
+        saved_id, saved_nodes = self._state.load() if self._state is not None else (None, [])
         self.node_id = node_id or saved_id or random_id()
         self.saved_nodes: list[tuple[str, int]] = saved_nodes
         self.table = RoutingTable(self.node_id)
@@ -311,6 +267,8 @@ class DHTNode:
         self._pings_in_flight = 0
         self._bootstrapped = gevent.event.Event()
         self.running = False
+        self._lookup_port = LookupPort(self.node_id, self.query, self.table.closest, self._seed_addresses,
+                                       lambda: self.running, self.stats, self.log)
 
     # --- lifecycle -------------------------------------------------------------------------------------
 
@@ -370,76 +328,21 @@ class DHTNode:
 
     # --- persistence ----------------------------------------------------------------------------------
 
-    def _lock_state(self) -> bool:
-        """Hold ``STATE.lock`` so that two processes never run with the same node id (``False``: held elsewhere)."""
-        if fcntl is None:
-            return True
-        try:
-            os.makedirs(os.path.dirname(os.path.abspath(self.state_path)), exist_ok=True)
-            # Never through a link planted at the lock's path (O_NOFOLLOW), and never blocking on a FIFO.
-            flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
-            fd = os.open(self.state_path + ".lock", flags | getattr(os, "O_CLOEXEC", 0), 0o600)
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                os.close(fd)
-                raise OSError(errno.EINVAL, "not a regular file")
-        except OSError as exc:
-            log.warning("cannot open the dht state lock", path=self.state_path, error=str(exc))
-            return False
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(fd)
-            return False
-        self._lock_fd = fd
-        return True
-
     def _unlock_state(self) -> None:
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)  # closing releases the lock
-            self._lock_fd = None
-
-    def _load_state(self) -> tuple[bytes | None, list[tuple[str, int]]]:
-        path = self.state_path
-        if not path:
-            return None, []
-        try:
-            raw = read_state(path, MAX_STATE_BYTES)
-            if raw is None:
-                return None, []
-            data = decode_json(raw)
-            node_id = bytes.fromhex(data["node_id"])
-            if len(node_id) != 20:
-                raise ValueError("node id is not 20 bytes")
-            nodes = []
-            saved = data.get("nodes", [])
-            if not isinstance(saved, list):
-                raise ValueError("'nodes' is not a list")
-            for entry in saved[:MAX_SAVED_NODES]:
-                if not isinstance(entry, list) or len(entry) != 2:
-                    raise ValueError("a node is not [host, port]")
-                host, port = entry
-                if (not isinstance(host, str) or len(host) > 64 or type(port) is not int
-                        or not krpc.usable_address(host, port)):
-                    raise ValueError(f"bad node {str(host)[:64]!r}:{str(port)[:8]}")
-                nodes.append((host, port))
-            return node_id, nodes
-        except (UnsafeStateFile, ValueError, KeyError, TypeError, AttributeError) as exc:
-            log.warning("ignoring unreadable dht state file", path=path, error=str(exc)[:200])
-            return None, []
+        if self._state is not None:
+            self._state.unlock()
 
     def save_state(self) -> None:
         """Write the node id and the routing table's nodes atomically (errors are logged, not raised)."""
-        path = self.state_path
-        if not path:
+        if self._state is None:
             return
-        nodes = [[n.host, n.port] for n in self.table.closest(self.node_id, MAX_SAVED_NODES)]
+        nodes = [(n.host, n.port) for n in self.table.closest(self.node_id, MAX_SAVED_NODES)]
         if not nodes:  # keep what we had rather than forget every node after a run that found none
-            nodes = [[h, p] for h, p in self.saved_nodes]
-        data = json.dumps({"version": 1, "node_id": self.node_id.hex(), "nodes": nodes}).encode()
+            nodes = list(self.saved_nodes)
         try:
-            write_atomic(path, data)  # mkstemp + os.replace: never through a link or FIFO planted at path
+            self._state.save(self.node_id, nodes)
         except OSError as exc:
-            self.log.warning("cannot save dht state", path=path, error=str(exc))
+            self.log.warning("cannot save dht state", path=self._state.path, error=str(exc))
 
     # --- receiving -------------------------------------------------------------------------------------
 
@@ -627,18 +530,7 @@ class DHTNode:
     def _seed_addresses(self) -> list[tuple[str, int]]:
         """Where a lookup starts when the table is (nearly) empty: saved nodes and bootstrap routers."""
         if self._bootstrap_addresses is None:
-            resolved: list[tuple[str, int]] = []
-            for host, port in self.bootstrap:
-                try:
-                    with gevent.Timeout(5.0):
-                        infos = socket.getaddrinfo(host, port, socket.AF_INET, socket.SOCK_DGRAM)
-                except (OSError, gevent.Timeout) as exc:
-                    self.log.info("cannot resolve dht bootstrap node", node=f"{host}:{port}", error=str(exc))
-                    continue
-                for info in infos[:2]:
-                    address = (info[4][0], info[4][1])
-                    if address not in resolved:
-                        resolved.append(address)
+            resolved = resolve_routers(self.bootstrap, self.log)
             if not resolved and self.bootstrap:
                 return list(self.saved_nodes)  # try again next time (network may come up later)
             self._bootstrap_addresses = resolved
@@ -646,65 +538,9 @@ class DHTNode:
 
     def lookup(self, target: bytes, get_peers: bool = False, timeout: float = 20.0,
                max_rounds: int = MAX_ROUNDS) -> LookupResult:
-        """Iterative ``find_node`` (or ``get_peers``) towards ``target``, bounded in time and rounds."""
-        deadline = time.monotonic() + timeout
-        far = 1 << 160
-        cands: dict[tuple[str, int], _Candidate] = {}
-        for n in self.table.closest(target, LOOKUP_WIDTH):
-            cands[n.address] = _Candidate(n.address, n.id, distance(n.id, target))
-        if len(cands) < K:
-            for addr in self._seed_addresses():
-                cands.setdefault(addr, _Candidate(addr, None, far))
-        peers: dict[tuple[str, int], None] = {}
-        queries = rounds = 0
-        name = "get_peers" if get_peers else "find_node"
-        args = {"info_hash": target} if get_peers else {"target": target}
-        while rounds < max_rounds and self.running:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                break
-            answered = sorted((c for c in cands.values() if c.state == "ok"), key=lambda c: c.dist)[:K]
-            todo = sorted((c for c in cands.values() if c.state == "new"), key=lambda c: c.dist)
-            if len(answered) >= K:
-                todo = [c for c in todo if c.dist < answered[-1].dist]
-            if not todo:
-                break
-            batch = todo[: self.alpha]
-            rounds += 1
-            for c in batch:
-                c.state = "asked"
-            jobs = [gevent.spawn(self.query, c.address, name, args, min(self.query_timeout, left)) for c in batch]
-            gevent.joinall(jobs, timeout=left + 0.5)
-            for c, job in zip(batch, jobs):
-                queries += 1
-                msg = job.value if job.successful() else None
-                if msg is None:
-                    c.state = "failed"
-                    continue
-                try:
-                    nodes = krpc.response_nodes(msg)
-                    values = krpc.response_values(msg) if get_peers else []
-                except krpc.KRPCError as exc:
-                    self.stats["bad_responses"] += 1
-                    self.log.debug("dht bad response", node=f"{c.address[0]}:{c.address[1]}", error=str(exc))
-                    c.state = "failed"
-                    continue
-                c.state = "ok"
-                c.id = msg.sender_id
-                c.dist = distance(msg.sender_id, target)
-                c.token = krpc.response_token(msg) if get_peers else None
-                for addr in values:
-                    if len(peers) < 2000:
-                        peers[addr] = None
-                for nid, host, port in nodes:
-                    if nid != self.node_id and (host, port) not in cands:
-                        cands[(host, port)] = _Candidate((host, port), nid, distance(nid, target))
-            if len(cands) > LOOKUP_WIDTH * 2:  # keep the closest (and everything already asked)
-                keep = sorted(cands.values(), key=lambda c: (c.state == "new", c.dist))
-                news = [c for c in keep if c.state == "new"][:LOOKUP_WIDTH]
-                cands = {c.address: c for c in keep if c.state != "new"} | {c.address: c for c in news}
-        closest = sorted((c for c in cands.values() if c.state == "ok" and c.id), key=lambda c: c.dist)[:K]
-        return LookupResult(list(peers), [(c.id, c.address, c.token) for c in closest], queries, rounds)
+        """Iterative ``find_node`` (or ``get_peers``) towards ``target``, bounded in time and rounds
+        (:mod:`torrentcore.dht.lookup`)."""
+        return lookup(self._lookup_port, target, get_peers, timeout, max_rounds, self.alpha, self.query_timeout)
 
     def find_node(self, target: bytes, timeout: float = 20.0) -> list[tuple[bytes, tuple[str, int]]]:
         """The closest nodes to ``target`` found by an iterative lookup: ``[(id, (host, port))]``."""

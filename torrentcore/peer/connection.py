@@ -76,6 +76,9 @@ class Connection:
         self._timeout = IDLE_TIMEOUT
         #: True when the stream is RC4-encrypted (MSE/PE; ``sock`` is then an encryption wrapper).
         self.encrypted = False
+        #: Called once (then cleared) when the reader has read every byte received and is about to wait for
+        #: the next message, or by the reader's owner at its next yield (:meth:`call_on_drained`).
+        self.on_drained: Callable[[], None] | None = None
 
     @classmethod
     def connect(cls, address: tuple[str, int], timeout: float = CONNECT_TIMEOUT) -> Connection:
@@ -116,6 +119,16 @@ class Connection:
         if self._end - self._start < n:
             self._fill(n)
 
+    @property
+    def buffered(self) -> int:
+        """Bytes received and not read yet (the rest of the peer's messages already here)."""
+        return self._end - self._start
+
+    def call_on_drained(self) -> None:
+        """Run :attr:`on_drained` now if set (once)."""
+        hook, self.on_drained = self.on_drained, None
+        if hook is not None:
+            hook()
     def take(self, n: int) -> memoryview:
         """The next ``n`` bytes, already buffered (:meth:`prefetch`), as a view of the read buffer: consumed, and
         valid only until the next read (copy them before anything else reads this connection)."""
@@ -174,6 +187,8 @@ class Connection:
                 self._start = start + 13
                 return msg_id, (index, begin, length - 9)
         if self._end == self._start:
+            if self.on_drained is not None:
+                self.call_on_drained()
             self._set_timeout(IDLE_TIMEOUT)  # between messages a peer may be quiet (keep-alives every 2 min)
             self._fill(1)
         # From a message's first byte on, the rest must keep coming: a peer stuck mid-message is dropped.

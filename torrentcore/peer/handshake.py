@@ -159,12 +159,14 @@ def _dial_on(sock: socket.socket, address: tuple[str, int], identity: Identity, 
 
 
 def accept(sock: socket.socket, address: tuple[str, int], lookup: Lookup, *, encryption: str = "prefer",
-           info_hashes: InfoHashes | None = None, handshake_timeout: float = HANDSHAKE_TIMEOUT) -> Handshaken:
+           info_hashes: InfoHashes | None = None, handshake_timeout: float = HANDSHAKE_TIMEOUT,
+           refuse: Callable[[bytes], bool] | None = None) -> Handshaken:
     """Read an incoming peer's handshake (plaintext or MSE), find its torrent with ``lookup`` and answer.
 
     ``info_hashes`` enumerates the served torrents for MSE (without it every MSE handshake is refused).
-    Raises :class:`ProtocolError` for a bad handshake, one the policy refuses, or an info-hash ``lookup``
-    does not know.
+    ``refuse(peer_id)``: True refuses the peer once its handshake is read, before ours is sent.
+    Raises :class:`ProtocolError` for a bad handshake, one the policy refuses, a refused peer, or an info-hash
+    ``lookup`` does not know.
     """
     allowed = mse.allowed_methods(encryption)
     conn = None
@@ -187,6 +189,8 @@ def accept(sock: socket.socket, address: tuple[str, int], lookup: Lookup, *, enc
         reserved, info_hash, peer_id = conn.read_handshake(timeout=handshake_timeout)
         if obfuscated and info_hash != done.info_hash:
             raise ProtocolError("handshake for another torrent than the encryption handshake's")
+        if refuse is not None and refuse(peer_id):
+            raise ProtocolError("peer refused for a while: dropped for misbehaving lately")
         identity = lookup(info_hash)
         if identity is None:
             raise ProtocolError("handshake for a torrent we do not serve")

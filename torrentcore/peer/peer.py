@@ -162,6 +162,8 @@ class Peer:
         self.choked_requests = 0
         self.choked_at = 0.0
         self.got_first_message = False
+        #: The connection ended for a protocol error or a flood (the listener then throttles its reconnects).
+        self.misbehaved = False
         #: BEP 10: the peer's extension handshake (``None`` until it arrives) and our per-peer dispatch.
         self.extension_handshake: dict | None = None
         #: MSE/PE: the peer's BEP 10 ``e`` flag (1: it prefers encrypted connections).
@@ -225,12 +227,16 @@ class Peer:
                     handle(msg_id, payload)
                 messages -= 1
                 if messages <= 0 or block_bytes <= 0:  # fairness: see READ_YIELD_MESSAGES
+                    if conn.on_drained is not None:
+                        conn.call_on_drained()  # (an INTERESTED heard: _interest_heard)
                     gevent.sleep(0)
                     messages, block_bytes = READ_YIELD_MESSAGES, READ_YIELD_BYTES
         except bud.FloodError as exc:
+            self.misbehaved = True
             self.log.info("peer dropped for flooding", reason=str(exc), client=self.client)
             return f"protocol error: {exc}"
         except ProtocolError as exc:
+            self.misbehaved = True
             return f"protocol error: {exc}"
         except (OSError, ConnectionError) as exc:
             return self.conn.close_reason or f"connection lost: {exc}"
@@ -259,7 +265,10 @@ class Peer:
         elif msg_id == msg.INTERESTED:
             self.budget.spend(bud.STATE)
             self.peer_interested = True
-            self.torrent.interest_changed(self)
+            if self.conn.buffered:  # see _interest_heard
+                self.conn.on_drained = self._interest_heard
+            else:
+                self.torrent.interest_changed(self)
         elif msg_id == msg.NOT_INTERESTED:
             self.budget.spend(bud.STATE)
             self.peer_interested = False
@@ -289,6 +298,14 @@ class Peer:
         else:
             # Unknown ids are ignored, as BEP 3 asks (the v2 hash messages too, for a v1 torrent).
             self.budget.spend(bud.UNKNOWN)
+
+    def _interest_heard(self) -> None:
+        """INTERESTED reaches the choker (which may unchoke the peer at once) only after the messages that came
+        with it are read (or after READ_YIELD_MESSAGES of them): requests pipelined behind it, sent before the
+        peer could see an unchoke, are then requests while choked, as BEP 3 has them. Seeding at 8 MB/s, a
+        flooder's INTERESTED + 500 REQUESTs + a CANCEL flood got an at-once unchoke and took the rate limit's
+        whole burst (8 MiB) before its cancels were read; now it is dropped for its requests while choked."""
+        self.torrent.interest_changed(self)
 
     def _on_port(self, payload: bytes) -> None:
         """PORT (BEP 5): the peer's DHT node is on this UDP port; our node pings it (it may join our table)."""
