@@ -45,6 +45,7 @@ from collections import OrderedDict
 from collections.abc import Iterable
 
 import structlog
+from gevent import monkey
 
 from torrentcore.hookspec import (
     Bitfield,
@@ -75,6 +76,11 @@ RESUME_SLACK_BYTES = 64 * 1024
 RESUME_FOLDER = "resume"
 #: Open file descriptors kept at most (least recently used are closed).
 MAX_OPEN_FILES = 128
+#: Files fsync'ed at once when the storage closes (each in an OS thread: ext4 commits concurrent fsyncs
+#: together). 200 files of 2.5 MiB just written (the size of benchmarks/swarm.py's tree): one after another
+#: 0.83-0.91 s, which was most of the second between "download complete" and exit; 4 at once 0.39 s, 8 0.27 s,
+#: 16 0.27 s.
+SYNC_THREADS = 8
 #: Claimed pieces of a resume record hashed before it is trusted (the first, the last, and random ones)...
 RESUME_SAMPLE = 8
 #: ...but no more than one in this many claimed pieces (the first and the last always): 8 of a 4 MiB
@@ -469,25 +475,29 @@ class FilesystemStorage:
         self._save_resume()
 
     def _sync(self) -> bool:
-        """``fsync`` every file written since the last time (so the record never gets ahead of the data)."""
-        ok = True
-        for i in sorted(self._unsynced):
-            fd = self._fds.get(i)
-            try:
-                if fd is not None:
-                    os.fsync(fd)
-                else:
-                    # Never through a link, and never blocking on a FIFO swapped in since the write.
-                    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
-                    tmp = os.open(self._path(self._files[i]), flags)
-                    try:
-                        os.fsync(tmp)
-                    finally:
-                        os.close(tmp)
-            except OSError:
-                ok = False
+        """``fsync`` every file written since the last time (so the record never gets ahead of the data),
+        up to SYNC_THREADS files at once."""
+        ok = all(_in_threads(self._sync_file, sorted(self._unsynced), SYNC_THREADS))
         self._unsynced.clear()
         return ok
+
+    def _sync_file(self, i: int) -> bool:
+        """``fsync`` file ``i`` (in a thread of its own: see :func:`_in_threads`); False if that failed."""
+        fd = self._fds.get(i)
+        try:
+            if fd is not None:
+                os.fsync(fd)
+            else:
+                # Never through a link, and never blocking on a FIFO swapped in since the write.
+                flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+                tmp = os.open(self._path(self._files[i]), flags)
+                try:
+                    os.fsync(tmp)
+                finally:
+                    os.close(tmp)
+        except OSError:
+            return False
+        return True
 
     def _changed_behind_our_back(self, files: list[int]) -> str | None:
         """What changed in our files since we last saw them (before the record is written), if anything."""
@@ -544,3 +554,39 @@ def _open_storage(torrent: Metainfo, save_path: str, options: TorrentConfig) -> 
 def torrentcore_storage_backends():
     """Offer the ``filesystem`` backend."""
     return {"filesystem": _open_storage}
+
+
+def _in_threads(func, items: list, threads: int) -> list[bool]:
+    """``[func(item) for item in items]`` in up to ``threads`` OS threads (real ones, also under gevent's
+    monkey-patching, which makes ``threading`` threads greenlets), waiting for all of them: blocking, as the
+    calls themselves are (the caller may hold a thread lock, so it must not yield to other greenlets).
+    ``func`` must not raise."""
+    if len(items) <= 1 or threads <= 1:
+        return [func(item) for item in items]
+    start = monkey.get_original("_thread", "start_new_thread")
+    allocate = monkey.get_original("_thread", "allocate_lock")
+    results: list[bool] = [False] * len(items)
+    n = min(threads, len(items))
+    done = []
+
+    def run(k: int, lock) -> None:
+        try:
+            for j in range(k, len(items), n):
+                results[j] = func(items[j])
+        finally:
+            lock.release()
+
+    for k in range(n):
+        lock = allocate()
+        lock.acquire()
+        try:
+            start(run, (k, lock))
+        except RuntimeError:  # no thread to be had: this share here
+            lock.release()
+            for j in range(k, len(items), n):
+                results[j] = func(items[j])
+            continue
+        done.append(lock)
+    for lock in done:
+        lock.acquire()
+    return results

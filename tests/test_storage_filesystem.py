@@ -185,3 +185,45 @@ def test_a_resume_record_is_sampled_at_most_one_piece_in_eight(tmp_path, monkeyp
         fh.write(b"\0" * 16)
     os.utime(path, ns=(st_before.st_atime_ns, st_before.st_mtime_ns))
     assert FilesystemStorage(meta, str(tmp_path)).completed_pieces() is None
+
+
+def test_close_fsyncs_every_written_file_in_os_threads_and_a_failed_one_means_no_record(tmp_path, monkeypatch):
+    """Closing fsyncs each file written (several at once, in OS threads: SYNC_THREADS), files whose
+    descriptor was closed meanwhile too; if one fsync fails no resume record vouches for the data."""
+    import _thread
+
+    from torrentcore_plugins import filesystem as fsmod
+
+    monkeypatch.setattr(fsmod, "MAX_OPEN_FILES", 4)  # most files are no longer open at close: synced by path
+    files = [([b"f%02d" % k], os.urandom(5000 + k)) for k in range(20)]
+    meta, blob = make_meta(files)
+    synced: list[tuple[int, int]] = []
+    real_fsync = os.fsync
+
+    def fsync(fd):
+        synced.append((os.fstat(fd).st_ino, _thread.get_ident()))
+        real_fsync(fd)
+
+    monkeypatch.setattr(fsmod.os, "fsync", fsync)
+    st = FilesystemStorage(meta, str(tmp_path))
+    write_all(st, meta, blob)
+    st.close()
+    inodes = {os.stat(tmp_path / "t" / p[0].decode()).st_ino for p, _ in files}
+    ours = [(ino, tid) for ino, tid in synced if ino in inodes]  # (the resume record is fsynced too)
+    assert sorted(ino for ino, _ in ours) == sorted(inodes), "each written file once"
+    assert len({tid for _, tid in ours}) > 1 and _thread.get_ident() not in {tid for _, tid in ours}
+    assert FilesystemStorage(meta, str(tmp_path)).completed_pieces() == set(range(meta.num_pieces))
+
+    calls = []
+
+    def failing(fd):
+        calls.append(fd)
+        if len(calls) == 7:
+            raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(fsmod.os, "fsync", failing)
+    st = FilesystemStorage(meta, str(tmp_path))
+    write_all(st, meta, blob)
+    st.close()
+    assert len(calls) == len(files)
+    assert not os.path.exists(resume_path(str(tmp_path), meta)), "an fsync failed: no record"

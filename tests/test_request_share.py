@@ -1,0 +1,143 @@
+"""Requests of several fast peers under the piece manager's cap on requested blocks (see peer.py FAIR_SHARE and
+ENDGAME_QUEUE): batches stay large, endgame duplicates few, and the download still completes.
+
+Real :class:`~torrentcore.peer.peer.Peer` and :class:`~torrentcore.piecemanager.PieceManager`; the connection
+is a stand-in that records what is sent and hands out zeroed blocks (no socket: the seeders' side is
+``benchmarks/swarm.py``'s, with libtorrent). Counts only, no timing.
+"""
+
+from __future__ import annotations
+
+import random
+import struct
+
+from torrentcore import bencode, metainfo
+from torrentcore.bitfield import Bitfield
+from torrentcore.hookspec import BLOCK_SIZE
+from torrentcore.peer import messages as msg
+from torrentcore.peer import peer as peer_mod
+from torrentcore.piecemanager import PieceManager
+from torrentcore_plugins.rarest_first import RarestFirst
+
+PIECE = 16 * BLOCK_SIZE
+PIECES = 512  # 8,192 blocks: four times the cap of 2,048 requested blocks
+
+
+class Conn:
+    """What a Peer uses of its connection: send() (requests and cancels counted), prefetch()/take()."""
+
+    def __init__(self, port: int) -> None:
+        self.address = ("127.0.0.1", port)
+        self.closed = False
+        self.encrypted = False
+        self.producer = None
+        self.request_batches: list[int] = []
+        self.cancels = 0
+        self._zero = memoryview(bytes(BLOCK_SIZE))
+
+    def send(self, data: bytes) -> None:
+        requests = 0
+        k = 0
+        while k < len(data):
+            length, kind = struct.unpack_from(">IB", data, k)
+            k += 4 + length
+            if kind == msg.REQUEST:
+                requests += 1
+            elif kind == msg.CANCEL:
+                self.cancels += 1
+        if requests:
+            self.request_batches.append(requests)
+
+    def prefetch(self, n: int) -> None:
+        pass
+
+    def take(self, n: int) -> memoryview:
+        return self._zero[:n]
+
+
+class Limit:
+    rate = 0
+
+
+class Port:
+    """The torrent as its peers see it (torrentcore.peer.ports.TorrentPort), reduced to what a download uses."""
+
+    def __init__(self, meta) -> None:
+        self.meta = meta
+        self.have = Bitfield(meta.num_pieces)
+        self.manager = PieceManager(meta, self.have, RarestFirst(meta.num_pieces, random.Random(1)))
+        self.peers: dict = {}
+        self.download_limit = Limit()
+        self.wasted = 0
+        self.dht_port = None
+
+    def block_arrived(self, n: int) -> None:
+        pass
+
+    def stats_wasted(self, n: int) -> None:
+        self.wasted += n
+
+    def verify_piece(self, piece) -> None:  # the hash check is not what is tested here
+        self.manager.recycle(piece)
+        self.manager.piece_verified(piece.index)
+        self.have.set(piece.index)
+
+    def wake_requesters(self) -> None:
+        pass
+
+
+def three_peers(monkeypatch):
+    """A torrent of PIECES pieces and three fast peers with every piece, each with its first requests out."""
+    monkeypatch.setattr(peer_mod.Peer, "pipeline_depth", lambda self: peer_mod.MAX_DEPTH)  # fast peers
+    info = {b"name": b"t", b"piece length": PIECE, b"pieces": b"\x00" * 20 * PIECES, b"length": PIECE * PIECES}
+    meta = metainfo.parse(bencode.encode({b"info": info}))
+    port = Port(meta)
+    peers = []
+    for k in range(3):
+        p = peer_mod.Peer(port, Conn(7000 + k), b"-LT2110-" + bytes(12), bytes(8), incoming=False)
+        port.peers[p.key] = p
+        peers.append(p)
+        p.has = Bitfield.full(meta.num_pieces)
+        port.manager.add_peer_pieces(p.has)
+        p.am_interested, p.peer_choking = True, False
+    for p in peers:
+        p.fill_requests()
+    return port, peers
+
+
+def serve(peers, rounds: int) -> None:
+    """The peers answer in turn, one block each, oldest request first, until none has requests left."""
+    for _step in range(rounds):
+        busy = [p for p in peers if p.outstanding]
+        if not busy:
+            return
+        for p in busy:
+            (index, begin), length = next(iter(p.outstanding.items()))
+            p._on_piece(index, begin, length)
+
+
+def test_three_fast_peers_keep_large_request_batches_and_few_endgame_duplicates(monkeypatch):
+    port, peers = three_peers(monkeypatch)
+    # The seeders answer in turn, one block each, oldest request first (as equally fast peers on loopback).
+    serve(peers, 20 * PIECES * 16)
+    assert port.have.complete and port.manager.requested_blocks == 0, "the download completes"
+    total = PIECES * PIECE // BLOCK_SIZE
+    requested = sum(sum(p.conn.request_batches) for p in peers)
+    sends = sum(len(p.conn.request_batches) for p in peers)
+    duplicates = requested - total
+    # Before the fair share, every 32 blocks freed anywhere went out as a batch of 32 (here 659 sends of 15
+    # blocks on average, endgame's included); with it 118 sends (an equal share of 682 blocks, refilled by quarters).
+    assert requested / sends >= 50, f"{sends} request sends for {requested} blocks"
+    # Before ENDGAME_QUEUE each block arriving in endgame asked for 4 duplicates: here 1,858; with it 225.
+    assert duplicates <= 6 * peer_mod.ENDGAME_QUEUE, f"{duplicates} endgame duplicates"
+
+
+def test_endgame_finishes_when_a_peer_stalls_with_its_share_requested(monkeypatch):
+    """One of the three never answers: once the others run low in endgame, its blocks are asked of them."""
+    port, peers = three_peers(monkeypatch)
+    serve(peers, 1000)  # a third of the download from all three: each has its share requested
+    stalled = peers[2]
+    assert not port.have.complete and len(stalled.outstanding) > 4 * peer_mod.ENDGAME_QUEUE
+    serve(peers[:2], 20 * PIECES * 16)
+    assert port.have.complete, "the blocks of the stalled peer came from the others"
+    assert port.manager.requested_blocks == len(stalled.outstanding)  # (its own requests until it times out)
