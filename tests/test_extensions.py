@@ -239,12 +239,14 @@ def test_plugin_extension_round_trips_between_two_torrentcore_processes(tmp_path
 
 
 class RawPeer:
-    """A blocking client speaking just the wire format (handshake, framed messages)."""
+    """A blocking client speaking just the wire format (handshake, framed messages). Each one is a peer of its
+    own, with a peer id of its own: the session refuses an address and id it dropped twice for protocol errors
+    (torrentcore/reconnect_throttle.py)."""
 
     def __init__(self, port: int, info_hash: bytes) -> None:
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
         reserved = msg.reserved_bytes(msg.RESERVED_EXTENSIONS)
-        self.sock.sendall(msg.handshake(info_hash, b"-RP0001-" + b"r" * 12, reserved))
+        self.sock.sendall(msg.handshake(info_hash, b"-RP0001-" + os.urandom(6).hex().encode(), reserved))
         reply = self._read(68)
         assert reply[28:48] == info_hash
 
