@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 
@@ -19,9 +20,21 @@ def write_json(results: Any, dest: str) -> None:
 def private_state_dir() -> str:
     """Give the torrentcore processes a benchmark starts a state folder of their own (resume records, DHT
     state), never the user's: ``$TORRENTCORE_STATE_DIR`` if already set, else a new temporary folder."""
-    import os
     import tempfile
 
     if not os.environ.get("TORRENTCORE_STATE_DIR"):
         os.environ["TORRENTCORE_STATE_DIR"] = tempfile.mkdtemp(prefix="torrentcore-bench-state-")
     return os.environ["TORRENTCORE_STATE_DIR"]
+
+
+def aria2_done_hook(work: str) -> tuple[str, str]:
+    """A script for aria2c's ``--on-bt-download-complete`` that writes the completion time (``date +%s.%N``)
+    to a stamp file in ``work``: ``(hook, stamp)``, the stamp removed if an earlier round left one."""
+    stamp = os.path.join(work, "aria2-done")
+    hook = os.path.join(work, "aria2-hook.sh")
+    with open(hook, "w") as f:
+        f.write(f"#!/bin/sh\ndate +%s.%N > {stamp}\n")
+    os.chmod(hook, 0o755)
+    if os.path.exists(stamp):
+        os.unlink(stamp)
+    return hook, stamp

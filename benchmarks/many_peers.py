@@ -53,24 +53,8 @@ GIB = 1 << 30
 
 
 def start_seeders(n: int, torrent: bytes, data_dir: str, timeout: float) -> list[rp.LibtorrentPeer]:
-    """``n`` libtorrent seeders (one session each, small thread pools) that checked ``data_dir`` and announced."""
-    seeders: list[rp.LibtorrentPeer] = []
-    try:
-        for i in range(n):
-            s = rp.LibtorrentPeer(name=f"seed{i}", background_poll=None, alert_mask=swarm.SEEDER_ALERTS,
-                                  aio_threads=1, hashing_threads=1)
-            seeders.append(s)
-            s.add_torrent(torrent, data_dir)
-        for s in seeders:
-            if not s.wait_finished(timeout=timeout) or not s.status()["is_seeding"]:
-                raise RuntimeError(f"seeder did not become a seed: {s.describe()}")
-            if not s.wait_announced(timeout=30):
-                raise RuntimeError(f"seeder did not announce: {s.describe()}")
-    except BaseException:
-        for s in seeders:
-            s.close()
-        raise
-    return seeders
+    """``n`` libtorrent seeders (one session each, one disk thread) that checked ``data_dir`` and announced."""
+    return swarm.start_seeders(n, torrent, data_dir, timeout, aio_threads=1, announce_timeout=30)
 
 
 def connected_peers(log_path: str) -> int:

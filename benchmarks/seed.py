@@ -39,7 +39,7 @@ sys.path.insert(0, os.path.join(HERE, os.pardir, "tests"))
 sys.path.insert(0, HERE)
 
 import realpeers as rp  # noqa: E402
-from common import private_state_dir  # noqa: E402
+from common import aria2_done_hook, private_state_dir  # noqa: E402
 from download import parse_size  # noqa: E402
 from opentracker_fixture import OpenTracker  # noqa: E402
 
@@ -60,13 +60,7 @@ def leech_from(torrent: bytes, endpoint: tuple[str, int], out: str, timeout: flo
 def aria2_leech(torrent_path: str, out: str, work: str, timeout: float) -> float:
     """An aria2c leecher finding its seeder through the torrent's tracker; seconds until its completion hook."""
     os.makedirs(out, exist_ok=True)
-    stamp = os.path.join(work, "aria2-done")
-    hook = os.path.join(work, "aria2-hook.sh")
-    with open(hook, "w") as f:
-        f.write(f"#!/bin/sh\ndate +%s.%N > {stamp}\n")
-    os.chmod(hook, 0o755)
-    if os.path.exists(stamp):
-        os.unlink(stamp)
+    hook, stamp = aria2_done_hook(work)
     t0 = time.time()
     with rp.Aria2Peer(torrent_path, out, extra_args=[f"--on-bt-download-complete={hook}"], debug_log=False,
                       log_dir=work) as leecher:

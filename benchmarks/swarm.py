@@ -63,7 +63,7 @@ sys.path.insert(0, os.path.join(HERE, os.pardir, "tests"))
 
 import libtorrent as lt  # noqa: E402
 import realpeers as rp  # noqa: E402
-from common import private_state_dir, write_json  # noqa: E402
+from common import aria2_done_hook, private_state_dir, write_json  # noqa: E402
 from opentracker_fixture import OpenTracker  # noqa: E402
 
 CLIENTS = ("torrentcore", "torrentcore-baseline", "aria2c", "libtorrent")
@@ -255,13 +255,7 @@ def download(client: str, torrent_path: str, out: str, work: str, timeout: float
                "--max-peers", str(max_peers), "--max-connections-per-ip", "1000", *TC_TRANSPORTS,  # all on 127.0.0.1
                "--log-format", "json", "--log-level", "info", *crypto, *extra.get(client, [])]
     elif client == "aria2c":
-        stamp = os.path.join(work, "aria2-done")
-        hook = os.path.join(work, "aria2-hook.sh")
-        with open(hook, "w") as f:
-            f.write(f"#!/bin/sh\ndate +%s.%N > {stamp}\n")
-        os.chmod(hook, 0o755)
-        if os.path.exists(stamp):
-            os.unlink(stamp)
+        hook, stamp = aria2_done_hook(work)
         cmd = [rp.ARIA2C, *rp.Aria2Peer.base_args(out, port, seed=False), f"--bt-max-peers={max_peers}",
                f"--on-bt-download-complete={hook}", *crypto, *extra.get(client, []), torrent_path]
     elif client == "libtorrent":
@@ -307,8 +301,11 @@ SEEDER_ALERTS = int(lt.alert.category_t.error_notification | lt.alert.category_t
 
 
 def start_seeders(n: int, torrent: bytes, data_dir: str, timeout: float,
-                  seed_mode: bool = False, rc4: bool = False) -> list[rp.LibtorrentPeer]:
+                  seed_mode: bool = False, rc4: bool = False, aio_threads: int = 2,
+                  announce_timeout: float = 15) -> list[rp.LibtorrentPeer]:
     """``n`` libtorrent seeders that have checked ``data_dir`` and announced to the torrent's tracker.
+
+    ``aio_threads``: each seeder's disk threads (1 for many seeders on two cores, benchmarks/many_peers.py).
 
     ``rc4``: MSE/PE connections accepted beside plaintext ones, RC4 only.
     ``seed_mode``: no check at start (libtorrent then hashes each piece on its first upload, during the
@@ -320,13 +317,13 @@ def start_seeders(n: int, torrent: bytes, data_dir: str, timeout: float,
             crypto = {"in_enc_policy": int(lt.enc_policy.pe_enabled),
                       "allowed_enc_level": int(lt.enc_level.rc4)} if rc4 else {}
             s = rp.LibtorrentPeer(name=f"seed{i}", background_poll=None, alert_mask=SEEDER_ALERTS,
-                                  aio_threads=2, hashing_threads=1, **crypto)
+                                  aio_threads=aio_threads, hashing_threads=1, **crypto)
             seeders.append(s)
             s.add_torrent(torrent, data_dir, seed=seed_mode)  # by default a full check now, not during the rounds
         for s in seeders:
             if not s.wait_finished(timeout=timeout) or not s.status()["is_seeding"]:
                 raise RuntimeError(f"seeder did not become a seed: {s.describe()}")
-            if not s.wait_announced(timeout=15):
+            if not s.wait_announced(timeout=announce_timeout):
                 raise RuntimeError(f"seeder did not announce: {s.describe()}")
     except BaseException:
         for s in seeders:

@@ -129,6 +129,7 @@ class Connection:
         hook, self.on_drained = self.on_drained, None
         if hook is not None:
             hook()
+
     def take(self, n: int) -> memoryview:
         """The next ``n`` bytes, already buffered (:meth:`prefetch`), as a view of the read buffer: consumed, and
         valid only until the next read (copy them before anything else reads this connection)."""
