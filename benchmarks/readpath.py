@@ -10,7 +10,8 @@ REQUEST with its PIECE at once (one ``sendall`` per batch of requests it read). 
 process: the event loop's thread runs the peer greenlet exactly as in a download; downloaded pieces go through
 :class:`~torrentcore.verifier.Verifier` (SHA-1 in the worker threads) to a storage that discards the bytes, so
 neither the disk nor the page cache is measured. Per round it prints MB/s and the CPU seconds per GiB of the
-event loop's thread (``time.thread_time``) and of the whole process: the event loop's share is what limits a
+event loop's thread (``time.thread_time``) and of the whole process, the minor page faults per GiB of both
+(``getrusage``: fresh piece buffers fault in their pages) and the peak RSS: the event loop's share is what limits a
 download (``benchmarks/swarm.py`` measures the whole client against libtorrent and aria2c).
 """
 
