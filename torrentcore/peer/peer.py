@@ -344,7 +344,8 @@ class Peer:
 
     def _after_pieces_changed(self) -> None:
         t = self.torrent
-        if self.has.complete and t.have.complete:
+        if self.has.complete and t.have.complete and (not self.supports_v2 or self._layers is None
+                                                      or self._layers.complete):  # it may give missing layers
             self.conn.close("both sides are seeds")
             return
         self.set_interested(t.manager.interesting(self.has))
