@@ -4,8 +4,9 @@ arrive: it is complete only once every held piece was checked with its Merkle ha
 The race is made to happen every time: a fake seed has every piece and speaks v2, but holds torrentcore's hash
 requests until the test releases them, after torrentcore said it completed on SHA-1 and waits for the layers.
 
-* ``--no-seed`` does not exit then: the fake seed is kept, the layers come, the held pieces are checked with
-  them, and only then "download complete" and the exit.
+* ``--no-seed`` does not exit then: the fake seed is kept, torrentcore goes on dialling, a libtorrent seeder
+  that joins late gives the layers (torrentcore must not greet it as a seed: libtorrent hangs up on two
+  seeds), the held pieces are checked with them, and only then "download complete" and the exit.
 * A piece whose data passes SHA-1 and fails its Merkle hash (SHAttered's two colliding prefixes, one in the
   true data and one in what the fake serves): the re-check clears it, and it comes again from an honest
   libtorrent seeder; the file is then byte-exact.
@@ -39,7 +40,7 @@ from fakepeer import (  # noqa: F401  (fixture "fakes")
     read_message,
     recv_exact,
 )
-from realpeers import LibtorrentPeer, assert_same_tree, make_payload, wait_until
+from realpeers import LibtorrentPeer, assert_same_tree, free_port, make_payload, wait_until
 from test_v2_layers_late import _layer_answer
 from torrentcore_cli import torrentcore_factory  # noqa: F401  (fixture "torrentcore")
 
@@ -111,8 +112,9 @@ class HeldHashesSeed(FakePeerServer):
         if self.gone:
             return
         self.socks.append(sock)
-        recv_exact(sock, 68)
-        sock.sendall(handshake(self.info_hash, self.peer_id, reserved=bytes(7) + b"\x10"))  # BEP 52 bit
+        # Either hash of the hybrid: torrentcore asks for layers only over its v2 swarm (as libtorrent answers).
+        theirs = recv_exact(sock, 68)[28:48]
+        sock.sendall(handshake(theirs, self.peer_id, reserved=bytes(7) + b"\x10"))  # BEP 52 bit
         sock.sendall(message(BITFIELD, full_bitfield(self.meta.num_pieces)))
         for _ in range(100_000):
             msg_id, body = read_message(sock)
@@ -158,26 +160,34 @@ def _hybrid(tmp_path: Path, seed: int, collide_at: int | None = None):
 
 
 def _wait_complete_on_sha1(run, fake) -> None:
-    """torrentcore said it completed on SHA-1 and waits for the layers, which the fake holds; it has not exited."""
-    assert run.wait_event(WAITING, 30), f"{fake}\n{run.describe()}"
-    assert fake.held and not fake.answered, fake
-    assert run.returncode is None and not run.events("download complete"), run.describe()
+    """torrentcore has every piece on SHA-1 and waits for the layers, which the fake holds: it has not exited,
+    nor called itself complete."""
+    assert wait_until(lambda: run.events(WAITING) or run.returncode is not None, 30), f"{fake}\n{run.describe()}"
+    assert run.returncode is None, f"exited before any piece was checked with its Merkle hash\n{run.describe()}"
+    assert run.events(WAITING)[0]["files_missing"] == len(TREE) and fake.held and not fake.answered, fake
+    assert not run.events("download complete"), run.describe()
 
 
 def test_no_seed_run_waits_for_the_layers_and_checks_held_pieces_before_it_exits(tmp_path, torrentcore, fakes):
-    root, _full, bare, meta, stream = _hybrid(tmp_path, seed=61)
-    fake = HeldHashesSeed(meta, stream, meta.piece_layers, root / "a.bin")
+    root, full, bare, meta, stream = _hybrid(tmp_path, seed=61)
+    fake = HeldHashesSeed(meta, stream, meta.piece_layers, root / "a.bin")  # never answers a hash request
     fakes.append(fake)
-    run = torrentcore.run(bare, tmp_path / "dl", peers=[fake.endpoint])
+    lt_port = free_port()  # where a libtorrent seeder will listen, once torrentcore has every piece
+    run = torrentcore.run(bare, tmp_path / "dl", peers=[fake.endpoint, ("127.0.0.1", lt_port)])
     _wait_complete_on_sha1(run, fake)
-    assert fake.closed_by_them == 0, fake  # the seed, where the layers come from, was kept
-    fake.release()
-    assert run.wait(30) == 0, f"{fake}\n{run.describe()}"
+    assert fake.closed_by_them == 0, fake  # a seed that may give the layers is kept
+    # The libtorrent seeder joins now; torrentcore's next try reaches it. torrentcore does not greet it as a
+    # seed (libtorrent hangs up on two seeds at once), asks it for the layers, and checks its pieces with them.
+    with LibtorrentPeer(port=lt_port, name="lt-seeder") as seeder:
+        seeder.add_torrent(full, root.parent, seed=True)
+        assert run.wait(30) == 0, f"{fake}\n{run.describe()}\n{seeder.describe()}"
+        uploaded = sum(t["uploaded"] for t in seeder.transfers())
     assert_same_tree(root, tmp_path / "dl" / root.name)
+    assert uploaded == 0 and not fake.answered  # the layers came from libtorrent, no data
     checked = run.events(CHECKED)
     assert sorted(e["file"].split("/")[-1] for e in checked) == ["a.bin", "b.bin"], run.describe()
     assert sum(e["checked"] for e in checked) == meta.num_pieces and not any(e["failed"] for e in checked)
-    assert run.events(BOTH) and run.events(BOTH)[0]["failed"] == 0, run.describe()
+    assert run.events("piece layers complete") and run.events(BOTH)[0]["failed"] == 0, run.describe()
     # "download complete" (and with it the exit) came after the check, not before.
     names = [e.get("event") for e in run.logs()]
     assert names.index(BOTH) < names.index("download complete"), names

@@ -179,6 +179,11 @@ class Torrent:
                            complete=self._done_downloading, may_connect=self._may_connect, name=meta.name,
                            dial=services.dial, encryption=services.encryption)
         self.swarm.connect_interval = None  # woken by new candidates and by _tick (the session's clock)
+        if meta.hybrid and self.layer_recheck is not None:
+            # Piece layers come only over connections made with the v2 hash (see Swarm.run_peer): dial with it
+            # while they are missing; a peer that refused it (a v1-only client) is dialled with the v1 hash next.
+            self.swarm.alt_identity = replace(identity, info_hash=meta.info_hashes[1])
+            self.swarm.use_alt = lambda: not self.layers.complete
         self.choker = Choker(self.swarm, slots=config.upload_slots, total_length=meta.total_length)
         self.port.wake_requesters = self.swarm.wake_requesters
         self.port.interest_changed = self.choker.peer_interest_changed
