@@ -112,12 +112,16 @@ def test_btmh_magnet_download_from_libtorrent_seeder(tmp_path, torrentcore, kind
         proc = torrentcore.run(link, tmp_path / "dl")
         assert proc.wait(RUN_TIMEOUT) == 0, proc.describe()
     assert_same_tree(root, tmp_path / "dl" / os.path.basename(root))
-    if kind == "v2":
-        assert proc.events("piece layers complete"), proc.describe()
-        # The saved .torrent now holds them: a later run on the folder can check the data at once.
-        saved = metainfo.load(str(tmp_path / "dl" / f"{meta.name}.torrent"))
-        assert saved.info_hash_v2 == meta.info_hash_v2 and not saved.missing_layers()
-        assert saved.piece_layers == meta.piece_layers
+    # A hybrid too gets its layers from libtorrent (over a connection made with its v2 hash: libtorrent takes
+    # hash requests on no other) and is complete only once its pieces are checked with both hashes.
+    assert proc.events("piece layers complete"), proc.describe()
+    names = [e.get("event") for e in proc.logs()]
+    assert names.index("piece layers complete") < names.index("download complete"), names
+    assert not re.search(r"never arrived|SHA-1 only", proc.stdout), proc.stdout
+    # The saved .torrent now holds them: a later run on the folder can check the data at once.
+    saved = metainfo.load(str(tmp_path / "dl" / f"{meta.name}.torrent"))
+    assert saved.info_hash_v2 == meta.info_hash_v2 and not saved.missing_layers()
+    assert saved.piece_layers == meta.piece_layers
 
 
 def test_libtorrent_btmh_magnet_download_from_torrentcore_seeder(tmp_path, torrentcore):
