@@ -140,3 +140,33 @@ def test_libtorrent_btmh_magnet_download_from_torrentcore_seeder(tmp_path, torre
         assert leecher.wait_finished(timeout=RUN_TIMEOUT, handle=handle), leecher.describe() + seeder.describe()
         assert handle.torrent_file().info_hashes().v2.to_bytes() == meta.info_hash_v2
     assert_same_tree(root, tmp_path / "lt" / os.path.basename(root))
+
+
+def test_daemon_stores_the_piece_layers_a_btmh_magnet_got_from_libtorrent(tmp_path):
+    """The daemon's database keeps the piece layers fetched from peers, not only the info dictionary: after
+    a restart the torrent's pieces can be checked with their Merkle hashes at once."""
+    import sqlite3
+
+    from daemon_harness import DaemonProcess
+
+    from torrentcore.daemon.database import DB_NAME
+
+    root = make_payload(tmp_path / "seed", MAGNET_TREE, seed=10)
+    torrent = tmp_path / "x.torrent"
+    meta = lt_torrent(root, torrent, "hybrid", piece_length=32 * KiB)
+    daemon = DaemonProcess(tmp_path / "d")
+    try:
+        with LibtorrentPeer(name="lt-seeder") as seeder:
+            seeder.add_torrent(torrent, tmp_path / "seed", seed=True)
+            link = _btmh(meta, seeder.endpoint, hybrid=True)
+            tid = daemon.rpc("torrent-add", filename=link)["torrent-added"]["id"]
+            daemon.wait_torrent(tid, lambda t: t["percentDone"] == 1, RUN_TIMEOUT, "percentDone")
+    finally:
+        assert daemon.terminate() == 0, daemon.stderr()[-2000:]
+    with sqlite3.connect(daemon.config_dir / DB_NAME) as db:
+        (stored,) = db.execute("SELECT metainfo FROM torrents").fetchone()
+    path = tmp_path / "stored.torrent"
+    path.write_bytes(stored)
+    saved = metainfo.load(str(path))
+    assert saved.info_hash == meta.info_hash and not saved.missing_layers()
+    assert saved.piece_layers == meta.piece_layers
