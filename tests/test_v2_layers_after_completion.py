@@ -238,3 +238,23 @@ def test_layers_that_never_come_give_one_warning_and_exit_0(tmp_path, torrentcor
     assert run.events(WAITING) and run.events("download complete") and not run.events(CHECKED), run.describe()
     assert fake.hash_requests >= 1 and not fake.answered, fake
     assert "Traceback" not in run.stderr
+
+
+def test_an_unanswered_chunk_goes_to_one_more_peer_each_second_and_greetings_withhold_unchecked_pieces(tmp_path):
+    from torrentcore.bitfield import Bitfield
+    from torrentcore.piece_layers import SECOND_ASK_AFTER, PieceLayers
+
+    _root, _full, bare, meta, _stream = _hybrid(tmp_path, seed=65)
+    layers = PieceLayers(metainfo.load(str(bare)))
+    a, b, c, t = object(), object(), object(), 100.0
+    first = [layers.next_request(t, a), layers.next_request(t, a)]  # a chunk of each file's layer
+    assert all(first) and layers.next_request(t, a) is None
+    assert layers.next_request(t + SECOND_ASK_AFTER / 2, b) is None  # a may still answer
+    assert [layers.next_request(t + SECOND_ASK_AFTER, b) for _ in range(2)] == first  # it did not: b too
+    assert layers.next_request(t + 1.5 * SECOND_ASK_AFTER, c) is None  # one more per period only
+    assert layers.next_request(t + 2 * SECOND_ASK_AFTER, b) is None  # never the same peer twice
+    assert layers.next_request(t + 2 * SECOND_ASK_AFTER, c) == first[0]
+    have = Bitfield.full(meta.num_pieces)
+    assert layers.advertised(have) is have  # downloading, or seeding: every piece we have
+    layers.withhold = True  # complete on SHA-1, waiting for the layers: not greeting as a seed
+    assert layers.advertised(have).count == 0

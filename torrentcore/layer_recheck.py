@@ -103,6 +103,7 @@ class LayerRecheck:
             return False
         if self.waiting_since is None:
             self.waiting_since = time.monotonic() if now is None else now
+            self.layers.withhold = True  # not greeting as a seed: libtorrent's seeds would hang up
             log.info("download complete on SHA-1; waiting for piece layers", torrent=self.meta.name,
                      files_missing=len(self.meta.missing_layers()), rechecking=self.running, bound=LAYER_WAIT)
         return True
@@ -113,6 +114,7 @@ class LayerRecheck:
         if self.waiting_since is None or self.gave_up or self.settled or now - self.waiting_since < LAYER_WAIT:
             return None
         self.gave_up = True
+        self.layers.withhold = False
         missing = len(self.meta.missing_layers())
         if missing:
             return (f"piece layers for {missing} file(s) never arrived from peers: "

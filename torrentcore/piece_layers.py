@@ -110,6 +110,9 @@ class PieceLayers:
         #: Told of each file whose layer just arrived (fetched and proved); it calls :meth:`file_ready` when
         #: the pieces held unverified are checked. None: a file is ready as soon as its layer arrives.
         self.on_file_layer: Callable[[FileEntry], None] | None = None
+        #: Greet new peers without the pieces not checked with their Merkle hash (:meth:`advertised`): set while
+        #: a download complete on SHA-1 waits for its layers (torrentcore.layer_recheck), cleared if it gives up.
+        self.withhold = False
 
     @property
     def complete(self) -> bool:
@@ -152,13 +155,13 @@ class PieceLayers:
         return Bitfield(has.size, mask.to_bytes(n, "big"))
 
     def advertised(self, have: Bitfield) -> Bitfield:
-        """What we tell a new peer we have: ``have`` less a hybrid's pieces not checked with their Merkle hash yet
-        (their file's layer missing or being checked), ``have`` itself when there are none.
+        """What we tell a new peer we have: while :attr:`withhold`, ``have`` less a hybrid's pieces not checked
+        with their Merkle hash yet (their file's layer missing or being checked); otherwise ``have`` itself.
 
         A hybrid complete on SHA-1 that waits for its layers would otherwise greet as a seed, and a libtorrent
         seed closes a connection between two seeds at once (``upload_upload_connection``): the layers it could
         give would never come (measured: it reconnected every 3 s and was dropped every time)."""
-        if not self._unready or not have.count:
+        if not self.withhold or not self._unready or not have.count:
             return have
         n = len(have.to_bytes())
         mask = int.from_bytes(have.to_bytes(), "big") & int.from_bytes(self._ready().to_bytes(), "big")
