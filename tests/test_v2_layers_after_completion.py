@@ -258,3 +258,23 @@ def test_an_unanswered_chunk_goes_to_one_more_peer_each_second_and_greetings_wit
     assert layers.advertised(have) is have  # downloading, or seeding: every piece we have
     layers.withhold = True  # complete on SHA-1, waiting for the layers: not greeting as a seed
     assert layers.advertised(have).count == 0
+
+
+def test_data_complete_on_disk_at_start_waits_for_the_layers_too(tmp_path, torrentcore, fakes):
+    """A resumed hybrid magnet download whose data is all on disk: its start-up check passes on SHA-1, and a
+    ``--no-seed`` run still waits for the layers and checks every piece with them (downloading nothing)."""
+    import shutil
+
+    root, _full, bare, meta, stream = _hybrid(tmp_path, seed=66)
+    shutil.copytree(root, tmp_path / "dl" / root.name)
+    fake = HeldHashesSeed(meta, stream, meta.piece_layers, root / "a.bin")
+    fakes.append(fake)
+    run = torrentcore.run(bare, tmp_path / "dl", peers=[fake.endpoint])
+    assert wait_until(lambda: fake.held or run.returncode is not None, 30), f"{fake}\n{run.describe()}"
+    assert run.returncode is None, f"exited on its SHA-1 check alone\n{run.describe()}"
+    assert run.events(WAITING) and not run.events("download complete"), run.describe()
+    fake.release()
+    assert run.wait(30) == 0, f"{fake}\n{run.describe()}"
+    assert sum(e["checked"] for e in run.events(CHECKED)) == meta.num_pieces, run.describe()
+    assert run.events(BOTH)[0]["failed"] == 0 and fake.served == 0, fake
+    assert_same_tree(root, tmp_path / "dl" / root.name)

@@ -241,7 +241,12 @@ class Torrent:
         are still coming: :meth:`torrentcore.layer_recheck.LayerRecheck.holds_completion`).
         Until then the swarm, the choker and the trackers see a download, and seeds are dialled and kept."""
         r = self.layer_recheck
-        return self.complete and (r is None or r.settled or r.gave_up)
+        return self.complete and (r is None or r.settled or r.gave_up or r.waiting_since is None)
+
+    def _holds_completion(self) -> bool:
+        """All pieces passed SHA-1, some not yet their Merkle hash: wait for the layers (``seed`` does not)."""
+        r = self.layer_recheck
+        return r is not None and not self.config.seed_only and r.holds_completion()
 
     def _layers_settled(self) -> None:
         """Every layer known and every held piece re-checked: a download that waited for that completes now."""
@@ -400,7 +405,7 @@ class Torrent:
             if self.exit_code is None:
                 self._check()
             while self.exit_code is None:
-                if self.complete and not self._should_seed():
+                if self._done_downloading() and not self._should_seed():
                     self._finish(EXIT_OK)
                     break
                 self._run_network()
@@ -442,7 +447,7 @@ class Torrent:
         self.manager = PieceManager(self.meta, self.have, self.strategy, self.selected)
         self.port.manager = self.manager
         self.state = "seeding" if self.complete else "downloading"
-        if self.complete:
+        if self.complete and not self._holds_completion():
             self.completed_at = time.monotonic()
         if self.config.seed_only and not self.complete:
             # ``torrentcore seed`` never downloads: incomplete or corrupt data is an error.
@@ -476,7 +481,7 @@ class Torrent:
         if self.dht is None and self.announcer.tiers is None and not len(self.peer_list) and not self.complete \
                 and not self.webseeds.active:
             self.reporter.emit("error", message="this torrent has no trackers and no peers were given", fatal=False)
-        if self.complete:
+        if self.completed_at is not None:
             self.reporter.emit("completed", snapshot=self.snapshot())
         self.swarm.connect_now.set()
         self.network_up.set()
@@ -522,7 +527,7 @@ class Torrent:
             return
         if self.verifier.unconfirmed and self.stats.downloaded and not self.outcome.confirm_trusted():
             return  # a piece the resume record claimed was bad: it is being downloaded again
-        if self.layer_recheck is not None and self.layer_recheck.holds_completion():
+        if self._holds_completion():
             return  # complete on SHA-1 only: the Merkle check waits for piece layers from peers (layer_recheck)
         self.completed_at = time.monotonic()
         self.state = "seeding"
