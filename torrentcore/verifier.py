@@ -56,9 +56,13 @@ VERIFY_BATCH_WAIT = 0.002
 #: Worker tasks draining one torrent's queue at most (a second starts while two batches wait): hashing then
 #: uses both cores, and on a busy machine two threads get their share of the CPU (one alone fell behind).
 VERIFY_WORKERS = 2
-#: A worker task whose queue ran empty waits this long for the next piece before it ends (one wake-up of a
-#: waiting thread per piece instead of a thread-pool task per batch: the task cost the event loop 72 us of
-#: CPU each, about 250 per 512 MiB, and the pieces waited for a batch to fill). LINGER_MEASURE.
+#: A worker task whose queue ran empty waits this long for the next piece before it ends: submit() then wakes
+#: it (a lock release) instead of starting a thread-pool task (72 us of the event loop's CPU each, 200-400 per
+#: 512 MiB) once a batch has queued. Longer than the gap between pieces at any useful rate (0.6 ms at 400 MB/s,
+#: 2.6 ms at 100 MB/s), short enough that a waiting worker holds a pool thread only briefly. Measured
+#: (benchmarks/readpath.py, 2 x 256 MiB, 3 pairs, load 2-5): tasks 198-410 -> 4-13 per 512 MiB, the event
+#: loop's CPU in submit() 30-52 -> 22-30 ms; swarm.py 512 MiB, 1 seeder, 5 rounds, load 5-6, against the same
+#: code without it: 1.10x the MB/s (4 of 5 rounds), CPU 2.38 against 2.51 s.
 VERIFY_LINGER = 0.005
 #: Start-up check with thread-safe storages: bytes read and hashed per hand-off to a worker thread.
 CHECK_BATCH_BYTES = 4 << 20
