@@ -148,7 +148,7 @@ class Peer:
         if self.fast:
             self._send_fast_greeting()
         elif t.have.count:
-            self.conn.send(msg.bitfield(t.have.to_bytes()))
+            self.conn.send(msg.bitfield(self._advertised().to_bytes()))
         if self.supports_dht and t.dht_port is not None:
             self.conn.send(msg.port(t.dht_port))  # BEP 5: where our DHT node listens
         conn = self.conn
@@ -282,7 +282,8 @@ class Peer:
 
     def _after_pieces_changed(self) -> None:
         t = self.torrent
-        if self.has.complete and t.have.complete:
+        if self.has.complete and t.have.complete and (not self.supports_v2 or self._layers is None
+                                                      or self._layers.complete):  # it may give missing layers
             self.conn.close("both sides are seeds")
             return
         self.set_interested(t.manager.interesting(self.has))
@@ -399,15 +400,21 @@ class Peer:
 
     # --- fast extension (BEP 6) --------------------------------------------------------------------
 
+    def _advertised(self) -> Bitfield:
+        """The pieces we greet with: a hybrid leaves out those not checked with their Merkle hash yet."""
+        have = self.torrent.have
+        return have if self._layers is None else self._layers.advertised(have)
+
     def _send_fast_greeting(self) -> None:
         """HAVE ALL / HAVE NONE / BITFIELD (one of them is required), then our allowed-fast set."""
         t = self.torrent
-        if t.have.complete:
+        have = self._advertised()
+        if have.complete:
             self.conn.send(msg.simple(msg.HAVE_ALL))
-        elif not t.have.count:
+        elif not have.count:
             self.conn.send(msg.simple(msg.HAVE_NONE))
         else:
-            self.conn.send(msg.bitfield(t.have.to_bytes()))
+            self.conn.send(msg.bitfield(have.to_bytes()))
         # At most a quarter of the torrent, so that choking still means something on small torrents.
         k = min(ALLOWED_FAST_K, t.meta.num_pieces // 4)
         allowed = msg.allowed_fast_set(t.meta.info_hash, self.address[0], t.meta.num_pieces, k)
