@@ -10,6 +10,10 @@ after it:
 * :class:`~torrentcore.announcer.Announcer`: trackers and the DHT;
 * :class:`~torrentcore.piece_outcome.PieceOutcome`: what follows a piece's hash check (stored, failed,
   a trusted piece found bad), smart ban included;
+* :class:`~torrentcore.completion.Completion`: when the download counts as complete (a hybrid's piece
+  layers may hold it back), what follows, and when seeding is done;
+* :class:`~torrentcore.progress_reports.ProgressReports`: the progress snapshots and when a tick sends one;
+* :class:`~torrentcore.periodic.PeriodicWork`: the once-a-second work while the network runs;
 * :class:`~torrentcore.choker.Choker`, :class:`~torrentcore.stats.TransferStats`.
 
 Peers see the torrent only through a :class:`~torrentcore.peer.ports.TorrentPort` built here from
@@ -35,8 +39,8 @@ import structlog
 from . import __version__
 from .announcer import Announcer, AnnounceState
 from .bitfield import Bitfield
-from .choker import INTERVAL as CHOKE_INTERVAL
 from .choker import Choker
+from .completion import Completion, CompletionCalls
 from .config import TorrentConfig
 from .errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_RUNTIME, StorageError
 from .events import Event, Paused, Reporter, Resumed
@@ -47,15 +51,17 @@ from .peer import handshake
 from .peer import messages as msg
 from .peer.extensions import UT_PEX, ExtensionRegistry
 from .peer_list import PeerList
+from .periodic import PeriodicCalls, PeriodicWork
 from .piece_layers import PieceLayers
 from .piece_outcome import OutcomeCalls, PieceOutcome
 from .piecemanager import Piece, PieceManager
+from .progress_reports import ProgressCalls, ProgressReports
 from .ratelimit import RateLimits, TokenBucket
 from .seeding import SeedingLimits
 from .selection import select_files, wanted_pieces
-from .stats import TransferStats, left_bytes, make_snapshot
+from .stats import TransferStats, left_bytes
 from .swarm import ConnectionSlots, Swarm
-from .ticker import TICK, Ticker
+from .ticker import Ticker
 from .tracker import TrackerTiers
 from .verifier import Verifier
 from .webseed import WebSeeds
@@ -64,9 +70,6 @@ log = structlog.get_logger(__name__)
 
 #: Most seconds a shutdown waits for pieces being hashed or written (one piece each, at most 16).
 SHUTDOWN_VERIFY_WAIT = 10.0
-#: Seconds a download that does not seed waits, at most, for its "completed" announce before it stops (it
-#: was a fixed 0.1 s: a tenth of a 512 MiB download at libtorrent's speed here; the announce takes ~5 ms).
-COMPLETED_ANNOUNCE_WAIT = 0.1
 
 _RESERVED = msg.reserved_bytes(msg.RESERVED_EXTENSIONS, msg.RESERVED_FAST)
 _RESERVED_DHT = bytes(a | b for a, b in zip(_RESERVED, msg.reserved_bytes(msg.RESERVED_DHT)))
@@ -130,13 +133,10 @@ class _PeerPort:
 class Torrent:
     """One torrent of a session (see the module docstring).
 
-    Over 400 lines (about 510): this class is the torrent's life cycle (start, pause, recheck, stop,
-    shutdown), its once-a-second work and the wiring between its collaborators; every job with rules of its
-    own lives in the collaborator's module (the outcome of a piece in :mod:`torrentcore.piece_outcome`), and
-    what is left here is the order in which they are called and the state they share (``state``,
-    ``completed_at``, ``exit_code``, ``seeding_stopped``), which reporters, the handle, the reader and the
-    daemon read and write. The once-a-second work (about 40 lines) and the progress reports read that state
-    on every call: moving them out would trade their lines for a port carrying most of it.
+    About 420 lines: the torrent's life cycle (start, pause, recheck, stop, shutdown) and the wiring of its
+    collaborators (``__init__`` alone is about 95 lines of it); every job with rules of its own lives in the
+    collaborator's module, and what is left is the order they are called in and the state they share
+    (``state``, ``exit_code``, ``seeding_stopped``), read and written by reporters, the handle and the daemon.
     """
 
     def __init__(self, meta: Metainfo, save_path: str, config: TorrentConfig, services: SessionServices) -> None:
@@ -168,7 +168,7 @@ class Torrent:
             meta, self.layers, self.verifier, self.have, lambda: self.manager,
             lambda index: self.outcome.held_piece_good(index),
             lambda index: self.outcome.trusted_piece_bad(index), lambda: self.swarm.wake_requesters(),
-            lambda fn: gevent.spawn(self._guard, fn), self._stopping, settled=self._layers_settled)
+            lambda fn: gevent.spawn(self._guard, fn), self._stopping, settled=lambda: self.completion.layers_settled())
         self.port = _PeerPort(self)
         self.peer_list = PeerList(services.listen_port, on_new=lambda: self.swarm.connect_now.set())
         reserved = _RESERVED_DHT if self.dht else _RESERVED
@@ -176,9 +176,9 @@ class Torrent:
             reserved = bytes(a | b for a, b in zip(reserved, msg.reserved_bytes(msg.RESERVED_V2)))
         identity = handshake.Identity(meta.info_hash, services.peer_id, reserved)
         self.swarm = Swarm(self.port, self.peer_list, identity, config.max_peers, services.slots, self.reporter,
-                           complete=self._done_downloading, may_connect=self._may_connect, name=meta.name,
-                           dial=services.dial, encryption=services.encryption)
-        self.swarm.connect_interval = None  # woken by new candidates and by _tick (the session's clock)
+                           complete=lambda: self.completion.done_downloading(), may_connect=self._may_connect,
+                           name=meta.name, dial=services.dial, encryption=services.encryption)
+        self.swarm.connect_interval = None  # woken by new candidates and by PeriodicWork's ticks
         if meta.hybrid and self.layer_recheck is not None:
             # Piece layers come only over connections made with the v2 hash (see Swarm.run_peer): dial with it
             # while they are missing; a peer that refused it (a v1-only client) is dialled with the v1 hash next.
@@ -190,8 +190,9 @@ class Torrent:
         self.swarm.on_peer_lost = self._peer_lost
         self.webseeds = WebSeeds(meta, self.port, self._warn, enabled=config.web_seeds)
         self.outcome = PieceOutcome(
-            OutcomeCalls(manager=lambda: self.manager, stopping=self._stopping, completed=self._on_complete,
-                         incomplete_again=self._incomplete_again, guard=self._guard),
+            OutcomeCalls(manager=lambda: self.manager, stopping=self._stopping,
+                         completed=lambda: self.completion.on_complete(),
+                         incomplete_again=lambda: self.completion.incomplete_again(), guard=self._guard),
             self.verifier, self.swarm, self.webseeds, self.reporter, self.stats.stats_wasted, self.log)
         self.port.verify_piece = self.outcome.verify_piece
         self.extensions = ExtensionRegistry.for_torrent(
@@ -201,7 +202,6 @@ class Torrent:
                                    self.dht, meta.name, encryption=services.encryption)
         self.state = "paused" if config.paused else "queued"
         self.started_at = time.monotonic()
-        self.completed_at: float | None = None
         self.exit_code: int | None = None
         self.error: str | None = None
         self.seeding_stopped = False
@@ -213,14 +213,25 @@ class Torrent:
         self._main_greenlet: gevent.Greenlet | None = None
         self._greenlets: list[gevent.Greenlet] = []
         self.seeding_limits = SeedingLimits(config, meta.data_length)  # pad bytes are never uploaded
-        self._warned_hangups = False
+        self.completion = Completion(
+            CompletionCalls(complete=lambda: self.complete, config=lambda: self.config, set_state=self._set_state,
+                            confirm_trusted=self.outcome.confirm_trusted, snapshot=self.snapshot, finish=self._finish),
+            self.layer_recheck, self.verifier, self.stats, self.swarm, self.announcer, self.reporter,
+            self.seeding_limits, self.started_at, self.log)
+        self.progress = ProgressReports(
+            ProgressCalls(state=lambda: self.state, running=lambda: self.exit_code is None,
+                          selection=lambda: (self.selected, self.selected_files),
+                          checked=lambda: self.verifier.checked, seeding_stopped=lambda: self.seeding_stopped,
+                          emit=self.reporter.emit),
+            meta, self.have, self.stats, self.swarm.peers, self.started_at)
+        self.periodic = PeriodicWork(
+            PeriodicCalls(guard=self._guard, complete=lambda: self.complete, finish=self._finish),
+            services.ticker if services.ticker is not None else Ticker(), self.progress, self.stats,
+            self.swarm, self.peer_list, self.choker, self.announcer, self.completion, self.layers,
+            self.layer_recheck, self.reporter)
         self._recheck = False
         #: Set while the network runs (peers are taken); an incoming peer that arrives during the check waits.
         self.network_up = gevent.event.Event()
-        self._ticker = services.ticker if services.ticker is not None else Ticker()
-        self._tick_token: int | None = None
-        self._network_since = self._last_tick = self._last_choke = 0.0
-        self._last_report_key: tuple | None = None  # see _report_key
         #: Called once a v2 torrent's piece layers fetched from peers are complete (the handle saves them).
         self.on_layers_complete: Callable[[], None] | None = None
 
@@ -236,22 +247,17 @@ class Torrent:
         """Every wanted piece is verified (all of them, or those of the selected files)."""
         return self.manager.complete
 
-    def _done_downloading(self) -> bool:
-        """Complete, and no piece still waits for its Merkle check (a hybrid fetched by magnet whose piece layers
-        are still coming: :meth:`torrentcore.layer_recheck.LayerRecheck.holds_completion`).
-        Until then the swarm, the choker and the trackers see a download, and seeds are dialled and kept."""
-        r = self.layer_recheck
-        return self.complete and (r is None or r.settled or r.gave_up or r.waiting_since is None)
+    @property
+    def completed_at(self) -> float | None:
+        """When the download completed (monotonic clock); None while it downloads (:mod:`torrentcore.completion`)."""
+        return self.completion.completed_at
 
-    def _holds_completion(self) -> bool:
-        """All pieces passed SHA-1, some not yet their Merkle hash: wait for the layers (``seed`` does not)."""
-        r = self.layer_recheck
-        return r is not None and not self.config.seed_only and r.holds_completion()
+    @completed_at.setter
+    def completed_at(self, when: float | None) -> None:
+        self.completion.completed_at = when
 
-    def _layers_settled(self) -> None:
-        """Every layer known and every held piece re-checked: a download that waited for that completes now."""
-        if self.complete:
-            self._on_complete()
+    def _set_state(self, state: str) -> None:
+        self.state = state
 
     def add_peers(self, addresses, source: str = "tracker") -> int:
         """Learn peer addresses; ``source`` says where they came from."""
@@ -278,7 +284,7 @@ class Torrent:
             if self.network_up.is_set():
                 self.webseeds.start_workers(self._spawn)  # their loops ended when the selection was complete
         elif self.completed_at is None and self.state == "downloading":
-            self._on_complete()
+            self.completion.on_complete()
         self.swarm.wake_requesters()
 
     def read_block(self, index: int, begin: int, length: int) -> bytes | None:
@@ -293,14 +299,6 @@ class Torrent:
         except StorageError as exc:
             self.fail(str(exc))
             return None
-
-    def _incomplete_again(self) -> None:
-        """A trusted piece was bad (see :mod:`torrentcore.piece_outcome`): a completed torrent downloads again."""
-        if self.completed_at is not None and not self.complete:
-            self.completed_at = None  # back to downloading (``seed`` cannot: the piece is just not served)
-            self.state = "downloading"
-            if self.config.seed_only:
-                self.log.warning("the data is no longer complete; serving the pieces that are good")
 
     def _warn(self, message: str) -> None:
         self.reporter.emit("error", message=message, fatal=False)
@@ -393,10 +391,7 @@ class Torrent:
         return self.exit_code is not None
 
     def _may_connect(self) -> bool:
-        return not (self._done_downloading() and not self._should_seed())
-
-    def _should_seed(self) -> bool:
-        return self.config.seed or self.config.seed_only
+        return not (self.completion.done_downloading() and not self.completion.should_seed())
 
     def _main(self) -> None:
         self.reporter.emit("start", save_path=self.save_path, options=self.config)
@@ -405,7 +400,7 @@ class Torrent:
             if self.exit_code is None:
                 self._check()
             while self.exit_code is None:
-                if self._done_downloading() and not self._should_seed():
+                if self.completion.done_downloading() and not self.completion.should_seed():
                     self._finish(EXIT_OK)
                     break
                 self._run_network()
@@ -437,7 +432,7 @@ class Torrent:
                 self.have.clear(i)
             self.verifier.checked = 0
             self.completed_at = None
-        reporter = gevent.spawn(self._report_loop)
+        reporter = gevent.spawn(self.progress.report_loop)
         try:
             finished = self.verifier.check_existing(force=force)
         finally:
@@ -447,7 +442,7 @@ class Torrent:
         self.manager = PieceManager(self.meta, self.have, self.strategy, self.selected)
         self.port.manager = self.manager
         self.state = "seeding" if self.complete else "downloading"
-        if self.complete and not self._holds_completion():
+        if self.complete and not self.completion.holds_completion():
             self.completed_at = time.monotonic()
         if self.config.seed_only and not self.complete:
             # ``torrentcore seed`` never downloads: incomplete or corrupt data is an error.
@@ -463,12 +458,7 @@ class Torrent:
         network_since = time.monotonic()
         self.peer_list.add(self.config.peers, source="manual")
         spawn = self._spawn
-        # The once-a-second work and the choker's rounds run from the session's ticker (one greenlet for
-        # every torrent, see torrentcore.ticker): a report and a choking round now, then on its ticks.
-        self._network_since = self._last_tick = self._last_choke = network_since
-        self._guard(self._report)
-        self._guard(self.choker.rechoke)
-        self._tick_token = self._ticker.add(self._on_tick)
+        self.periodic.start(network_since)  # a report and a choking round now, then on the ticker's ticks
         spawn(self.swarm.connect_loop)
         if UT_PEX in self.extensions.handlers:
             spawn(self.extensions.handlers[UT_PEX].loop)
@@ -491,9 +481,7 @@ class Torrent:
 
     def _stop_network(self) -> None:
         self.network_up.clear()
-        if self._tick_token is not None:
-            self._ticker.remove(self._tick_token)
-            self._tick_token = None
+        self.periodic.stop()
         for g in self._greenlets:
             g.kill(block=False)
         self._greenlets.clear()
@@ -522,105 +510,6 @@ class Torrent:
             self.exit_code = code
         self._done.set()
 
-    def _on_complete(self) -> None:
-        if self.completed_at is not None:
-            return
-        if self.verifier.unconfirmed and self.stats.downloaded and not self.outcome.confirm_trusted():
-            return  # a piece the resume record claimed was bad: it is being downloaded again
-        if self._holds_completion():
-            return  # complete on SHA-1 only: the Merkle check waits for piece layers from peers (layer_recheck)
-        self.completed_at = time.monotonic()
-        self.state = "seeding"
-        self.verifier.flush()
-        self.log.info("download complete", seconds=round(self.completed_at - self.started_at, 2))
-        self.reporter.emit("completed", snapshot=self.snapshot())
-        self.announcer.announced.clear()
-        self.announcer.announce_now.set()
-        self.swarm.drop_seeds()
-        if not self._should_seed():
-            gevent.spawn(self._finish_after_announce)
-
-    def _finish_after_announce(self) -> None:
-        self.announcer.announced.wait(COMPLETED_ANNOUNCE_WAIT)
-        self._finish(EXIT_OK)
-
-    # --- periodic work ---------------------------------------------------------------------------
-
-    def _seeding_done(self) -> bool:
-        if self.completed_at is None or not self._should_seed():
-            return False
-        interested = any(p.peer_interested for p in self.peers.values())
-        return self.seeding_limits.reached(self.completed_at, self.stats.downloaded, self.stats.uploaded, interested)
-
-    def _on_tick(self, now: float) -> None:
-        """The ticker's call, once a second while the network runs."""
-        self._guard(self._report_if_changed)
-        self._guard(self._tick, now)
-        if now - self._last_choke >= CHOKE_INTERVAL - TICK / 2:
-            self._last_choke = now
-            self._guard(self.choker.rechoke)
-
-    def _tick(self, now: float) -> None:
-        elapsed, self._last_tick = now - self._last_tick, now
-        self.stats.tick(elapsed)
-        if self.peers:  # with none, the per-peer work, the choker's turns and the requesters have nothing to do
-            self._tick_peers(now, elapsed)
-        if len(self.peer_list):
-            self.swarm.connect_now.set()  # candidates to dial (or retry): the connect loop looks once a second
-        self.announcer.maybe_announce_early()
-        if self.layer_recheck is not None and (expired := self.layer_recheck.wait_expired(now)):
-            self._warn(expired)
-            self._on_complete()
-        since = self._network_since
-        if not self._warned_hangups and not self.complete and self.swarm.everyone_hangs_up(since, now):
-            self._warned_hangups = True
-            self.reporter.emit("error", fatal=False, message=(
-                f"every peer tried ({self.swarm.closed_by_peer} so far) closed the connection right after "
-                "our handshake: they probably accept only encrypted or uTP connections"))
-        if self._seeding_done():
-            self._finish(EXIT_OK)
-
-    def _tick_peers(self, now: float, elapsed: float) -> None:
-        fetching = self.layers is not None and not self.layers.complete
-        for peer in list(self.peers.values()):
-            peer.down.tick(elapsed)
-            peer.up.tick(elapsed)
-            peer.check_timeouts(now)
-            if fetching and peer.hashes is not None:  # chunks a lost or silent peer was asked for go
-                peer.hashes.request()                  # to another one
-        self.choker.tick(now)
-        self.swarm.wake_requesters()
-
-    def _report(self) -> None:
-        self._last_report_key = self._report_key()
-        self.reporter.emit("progress", snapshot=self.snapshot())
-
-    def _report_key(self) -> tuple | None:
-        """What a progress snapshot would show, elapsed time aside; None with a peer connected (always news).
-
-        A torrent with no peer whose key is the one of its last report is not reported on a tick (see
-        ``torrentcore_on_progress``): 500 idle seeders spent 80 % of their ticks building, hooking and
-        queueing identical snapshots (py-spy, benchmarks/many_torrents.py).
-        """
-        if self.peers:
-            return None
-        s = self.stats
-        selected = self.selected
-        return (self.state, self.exit_code is None, self.have.count, selected,
-                None if selected is None else selected.count, self.selected_files, s.downloaded, s.uploaded,
-                s.wasted, s.rate_down, s.rate_up, self.verifier.checked, self.seeding_stopped)
-
-    def _report_if_changed(self) -> None:
-        key = self._report_key()
-        if key is None or key != self._last_report_key:
-            self._report()
-
-    def _report_loop(self) -> None:
-        """Progress reports while the data is checked (before the network and its ticks)."""
-        while True:
-            self._report()
-            gevent.sleep(TICK)
-
     # --- state for reporters and trackers ---------------------------------------------------------
 
     def left(self) -> int:
@@ -632,17 +521,14 @@ class Torrent:
         return AnnounceState(
             info_hash=self.meta.info_hash, peer_id=self.services.peer_id, listen_port=self.services.listen_port,
             uploaded=lambda: stats.uploaded, downloaded=lambda: stats.downloaded, left=self.left,
-            complete=self._done_downloading, peer_count=lambda: len(self.peers),
+            complete=lambda: self.completion.done_downloading(), peer_count=lambda: len(self.peers),
             has_waiting_candidates=self.peer_list.waiting, add_peers=self.peer_list.add,
             warn=lambda message: self.reporter.emit("error", message=message, fatal=False),
             other_hashes=self.meta.info_hashes[1:])
 
     def snapshot(self) -> ProgressSnapshot:
         """The torrent's state now, for reporters."""
-        return make_snapshot(self.meta, self.have, self.selected, self.selected_files, list(self.peers.values()),
-                             self.stats, state=self.state if self.exit_code is None else "stopping",
-                             elapsed=time.monotonic() - self.started_at, checked=self.verifier.checked,
-                             extra={"seeding_stopped": True} if self.seeding_stopped else {})
+        return self.progress.snapshot()
 
     # --- shutdown ----------------------------------------------------------------------------------
 

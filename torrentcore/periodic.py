@@ -1,0 +1,126 @@
+"""A running torrent's once-a-second work, called from the session's ticker (:mod:`torrentcore.ticker`).
+
+From :meth:`PeriodicWork.start` to :meth:`PeriodicWork.stop` (while the network runs), on every tick
+:class:`PeriodicWork`: sends a progress report when there is news, moves the rate meters on, runs each
+peer's timeouts (and asks another peer for the piece-layer chunks a lost one was asked for), gives the
+choker its turn and wakes the requesters, lets the connect loop look for candidates, lets the announcer
+announce early, ends the wait for a hybrid's piece layers when it expired, warns once if every peer hangs
+up right after our handshake, and ends a torrent whose seeding is done. Every
+:data:`~torrentcore.choker.INTERVAL` seconds (and once at the start) it runs a choking round.
+
+The torrent is seen only through :class:`PeriodicCalls` (callbacks) and its collaborators, never as a whole.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from .choker import INTERVAL as CHOKE_INTERVAL
+from .errors import EXIT_OK
+from .ticker import TICK, Ticker
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .announcer import Announcer
+    from .choker import Choker
+    from .completion import Completion
+    from .layer_recheck import LayerRecheck
+    from .peer_list import PeerList
+    from .piece_layers import PieceLayers
+    from .progress_reports import ProgressReports
+    from .stats import TransferStats
+    from .swarm import Swarm
+
+
+@dataclass(frozen=True)
+class PeriodicCalls:
+    """What the periodic work needs of its torrent, as callbacks."""
+
+    #: Run ``fn(*args)`` as the torrent's background work is run: an exception stops the torrent, one clear line.
+    guard: Callable[..., None]
+    #: Every wanted piece is verified.
+    complete: Callable[[], bool]
+    #: End the torrent with this exit code.
+    finish: Callable[[int], None]
+
+
+class PeriodicWork:
+    """The once-a-second work of one torrent (see the module docstring)."""
+
+    def __init__(self, calls: PeriodicCalls, ticker: Ticker, progress: ProgressReports, stats: TransferStats,
+                 swarm: Swarm, peer_list: PeerList, choker: Choker, announcer: Announcer, completion: Completion,
+                 layers: PieceLayers | None, layer_recheck: LayerRecheck | None, reporter: Any) -> None:
+        self._calls = calls
+        self._ticker = ticker
+        self._progress = progress
+        self._token: int | None = None
+        self._stats = stats
+        self._swarm = swarm
+        self._peer_list = peer_list
+        self._choker = choker
+        self._announcer = announcer
+        self._completion = completion
+        self._layers = layers
+        self._recheck = layer_recheck
+        self._reporter = reporter
+        self._network_since = self._last_tick = self._last_choke = 0.0
+        self._warned_hangups = False
+
+    def start(self, now: float) -> None:
+        """The network starts now: a report and a choking round now, then on the ticker's ticks (one greenlet for
+        every torrent of the session, see :mod:`torrentcore.ticker`)."""
+        self._network_since = self._last_tick = self._last_choke = now
+        self._calls.guard(self._progress.report)
+        self._calls.guard(self._choker.rechoke)
+        self._token = self._ticker.add(self.on_tick)
+
+    def stop(self) -> None:
+        """The network stops: no more ticks."""
+        if self._token is not None:
+            self._ticker.remove(self._token)
+            self._token = None
+
+    def on_tick(self, now: float) -> None:
+        """The ticker's call, once a second while the network runs."""
+        guard = self._calls.guard
+        guard(self._progress.report_if_changed)
+        guard(self._tick, now)
+        if now - self._last_choke >= CHOKE_INTERVAL - TICK / 2:
+            self._last_choke = now
+            guard(self._choker.rechoke)
+
+    def _tick(self, now: float) -> None:
+        elapsed, self._last_tick = now - self._last_tick, now
+        self._stats.tick(elapsed)
+        swarm = self._swarm
+        if swarm.peers:  # with none, the per-peer work, the choker's turns and the requesters have nothing to do
+            self._tick_peers(now, elapsed)
+        if len(self._peer_list):
+            swarm.connect_now.set()  # candidates to dial (or retry): the connect loop looks once a second
+        self._announcer.maybe_announce_early()
+        if self._recheck is not None and (expired := self._recheck.wait_expired(now)):
+            self._reporter.emit("error", message=expired, fatal=False)
+            self._completion.on_complete()
+        since = self._network_since
+        if not self._warned_hangups and not self._calls.complete() and swarm.everyone_hangs_up(since, now):
+            self._warned_hangups = True
+            self._reporter.emit("error", fatal=False, message=(
+                f"every peer tried ({swarm.closed_by_peer} so far) closed the connection right after "
+                "our handshake: they probably accept only encrypted or uTP connections"))
+        if self._completion.seeding_done():
+            self._calls.finish(EXIT_OK)
+
+    def _tick_peers(self, now: float, elapsed: float) -> None:
+        fetching = self._layers is not None and not self._layers.complete
+        for peer in list(self._swarm.peers.values()):
+            peer.down.tick(elapsed)
+            peer.up.tick(elapsed)
+            peer.check_timeouts(now)
+            if fetching and peer.hashes is not None:  # chunks a lost or silent peer was asked for go
+                peer.hashes.request()                  # to another one
+        self._choker.tick(now)
+        self._swarm.wake_requesters()
+
+
+__all__ = ["PeriodicCalls", "PeriodicWork"]
