@@ -1,7 +1,8 @@
 """What a script holds for one torrent of a session: :class:`TorrentHandle`, and frozen status snapshots.
 
 A handle stays valid for the torrent's whole life, including before a magnet link's metadata has
-arrived (state ``"metadata"``) and after it stopped (its last status is kept). Every method blocks
+arrived (state ``"metadata"``, fetched by :class:`~torrentcore.magnet_fetch.MagnetFetch`) and after it
+stopped (its last status is kept). Every method blocks
 only the calling greenlet.
 """
 
@@ -20,6 +21,7 @@ from . import metainfo
 from .data_move import move_files, rename_on_disk, rename_target, renamed
 from .errors import EXIT_INTERRUPTED, EXIT_OK, BadInputError, TorrentcoreError
 from .events import Removed
+from .magnet_fetch import FetchCalls, MagnetFetch
 
 if TYPE_CHECKING:  # pragma: no cover
     from .config import TorrentConfig
@@ -131,9 +133,10 @@ def load_source(source: Any) -> Loaded:
 class TorrentHandle:
     """A torrent in a :class:`~torrentcore.Session` (returned by ``session.add_torrent``).
 
-    Over 400 lines: it is the whole public surface of one torrent (life cycle, status, files, limits,
-    moving and renaming data, what the daemon's RPC reads), each method a thin, documented step onto the
-    engine; the steps of moving and renaming data on disk live in :mod:`torrentcore.data_move`.
+    It is the whole public surface of one torrent (life cycle, status, files, limits, moving and renaming
+    data, what the daemon's RPC reads), each method a thin, documented step onto the engine; the steps of
+    moving and renaming data on disk live in :mod:`torrentcore.data_move`, the fetch of a magnet link's
+    metadata in :mod:`torrentcore.magnet_fetch`.
     """
 
     def __init__(self, session: SessionPort, info_hash: bytes, save_path: str, config: TorrentConfig,
@@ -144,8 +147,7 @@ class TorrentHandle:
         self.config = config
         self.name = name
         self.torrent: Torrent | None = None
-        self._fetcher: Any = None
-        self._fetch_greenlet: gevent.Greenlet | None = None
+        self._fetch: MagnetFetch | None = None
         self._error: str | None = None
         self._exit_code: int | None = None
         self._attached = gevent.event.Event()
@@ -175,72 +177,11 @@ class TorrentHandle:
     def fetch_metadata(self, magnet: Magnet) -> None:
         """Fetch a magnet link's metadata in the background, then attach the torrent (the session calls this)."""
         self._magnet_trackers = magnet.trackers
-        self._fetch_greenlet = gevent.spawn(self._fetch, magnet)
-
-    def _fetch(self, magnet: Magnet) -> None:
-        from .metadata import (
-            MetadataError,
-            MetadataFetcher,
-            find_saved_torrent,
-            save_torrent_file,
-            torrent_file,
-            tracker_source,
-        )
-
-        session = self._session
-        try:
-            saved = find_saved_torrent(self.save_path, magnet.info_hash) if self.save_path != "-" else None
-            if saved is not None:  # a second run on the same folder: the metadata is already here
-                log.info("metadata found on disk", path=saved, info_hash=magnet.info_hash_hex)
-                meta = metainfo.load(saved)
-                peers = list(magnet.peers)
-            else:
-                port = session.port or 6881
-                sources = [tracker_source(magnet.trackers, session.peer_id, port)] if magnet.trackers else []
-                dht = session.dht_node()
-                if dht is not None:
-                    sources.append(lambda info_hash: dht.get_peers(info_hash, timeout=30.0))
-                given = [*magnet.peers, *self.config.peers]
-                if not sources and not given:
-                    raise BadInputError("the magnet link names no tracker (tr=) and no peer (x.pe=), no --peer was "
-                                        "given and the DHT is off: there is nowhere to fetch its metadata from")
-                # own_port: the port trackers are told, so that they listing us is not a peer.
-                self._fetcher = MetadataFetcher(magnet.info_hash, session.peer_id, given, sources,
-                                                own_port=port, encryption=session.encryption,
-                                                connect=session.dialer.connect, info_hash_v2=magnet.info_hash_v2)
-                result = self._fetcher.fetch(timeout=self.config.metadata_timeout)
-                data = torrent_file(result.raw_info, magnet.trackers, url_list=magnet.web_seeds)
-                meta = metainfo.parse(data)
-                if self.save_path != "-":
-                    path = save_torrent_file(self.save_path, meta.name, data)
-                    log.info("metadata saved", path=path, info_hash=meta.info_hash_hex)
-                peers = [*result.peers, *(p for p in magnet.peers if p not in self._fetcher.bad_peers())]
-        except MetadataError as exc:
-            stopped = self._exit_code is not None
-            self._end(self._exit_code if stopped else exc.exit_code,
-                      "interrupted while fetching the metadata" if stopped else str(exc))
-            return
-        except TorrentcoreError as exc:
-            self._end(exc.exit_code, str(exc))
-            return
-        if self._exit_code is not None:
-            self._end(self._exit_code, None)
-            return
-        meta.url_list.extend(u for u in magnet.web_seeds if u not in meta.url_list)  # BEP 19 ws= of the link
-        try:
-            torrent = session._make_torrent(meta, self.save_path, self.config)
-        except TorrentcoreError as exc:  # e.g. --only matching no file of the metadata: one line, its exit code
-            self._end(exc.exit_code, str(exc))
-            return
-        torrent.add_peers(peers, source="magnet")
-        if meta.missing_layers() and self.save_path != "-":
-            # A v2 link's piece layers come from peers: keep them in the saved .torrent once they have.
-            def save_layers(meta=meta, trackers=magnet.trackers) -> None:
-                path = save_torrent_file(self.save_path, meta.name, torrent_file(meta.raw_info, trackers,
-                                                                                 meta.piece_layers, meta.url_list))
-                log.info("metadata saved with its piece layers", path=path)
-            torrent.on_layers_complete = save_layers
-        self.attach(torrent)
+        self._fetch = MagnetFetch(self._session, FetchCalls(
+            save_path=lambda: self.save_path, config=lambda: self.config, exit_code=lambda: self._exit_code,
+            make_torrent=lambda meta: self._session._make_torrent(meta, self.save_path, self.config),
+            end=self._end, attach=self.attach), magnet)
+        self._fetch.start()
 
     def _end(self, code: int, error: str | None) -> None:
         self._exit_code = code
@@ -510,10 +451,7 @@ class TorrentHandle:
             self.torrent.stop(exit_code)
         elif self._exit_code is None:
             self._exit_code = exit_code
-            if self._fetcher is not None:
-                self._fetcher.stop()
-            elif self._fetch_greenlet is not None:
-                self._fetch_greenlet.kill(block=False)
+            if self._fetch is not None and self._fetch.stop():
                 self._end(exit_code, None)
 
     def join(self, timeout: float | None = None) -> bool:
