@@ -6,9 +6,10 @@ can ask for; :mod:`.rpc` only translates requests into these calls. Once a secon
 applies the queue, notes completions and activity, stores a magnet link's metadata once it arrived, and
 saves changed totals (every :data:`SAVE_INTERVAL` seconds, in one transaction).
 
-A little over 400 lines, on purpose: this is the daemon's whole torrent life cycle (add, reload, start,
-stop, move, remove) in one place; what Transmission's limit settings mean is in :mod:`.limits`, the queue's
-decisions and moves in :mod:`.queue`, the torrent-get fields in :mod:`.fields`.
+This is the daemon's whole torrent life cycle (add, reload, start, stop, move, remove) in one place; what
+Transmission's limit settings mean is in :mod:`.limits`, the queue's decisions and moves in :mod:`.queue`,
+the torrent-get fields in :mod:`.fields`, the settings a torrent-add stores in :mod:`.add_settings`, which
+torrents an RPC ``ids`` names in :mod:`.torrent_ids`.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ from ..config import DAEMON_RPC_HOST, DAEMON_RPC_PORT, DAEMON_SESSION_DEFAULTS, 
 from ..errors import EXIT_OK, BadInputError, TorrentcoreError
 from ..handle import load_source
 from ..session import Session
-from . import limits, queue
+from . import limits, queue, torrent_ids
+from .add_settings import added_settings
 from .database import DB_NAME, Database, TorrentRow
 from .entry import TorrentEntry
 from .fields import DOWNLOAD, SEED, activity, is_stalled
@@ -184,26 +186,9 @@ class Daemon:
             metainfo, magnet = bytes(source), None
         else:
             metainfo, magnet = None, source
-        settings: dict[str, Any] = {}
         n = len(loaded.meta.data_files) if loaded.meta is not None else 0
-        if n and (unwanted or wanted):
-            flags = [1] * n
-            for i in unwanted or []:
-                if 0 <= i < n:
-                    flags[i] = 0
-            for i in wanted or []:
-                if 0 <= i < n:
-                    flags[i] = 1
-            settings["wanted"] = flags
-        if n and priorities:
-            prio = [0] * n
-            for i, p in priorities.items():
-                if 0 <= i < n:
-                    prio[i] = p
-            settings["priorities"] = prio
-        if labels:
-            settings["labels"] = list(labels)
-        settings["peer-limit"] = int(peer_limit or self.settings["peer-limit-per-torrent"])
+        settings = added_settings(n, unwanted, wanted, priorities, labels,
+                                  int(peer_limit or self.settings["peer-limit-per-torrent"]))
         position = max((e.row.queue_position for e in self.entries.values()), default=-1) + 1
         row = TorrentRow(info_hash=ih, name=loaded.name, download_dir=folder, metainfo=metainfo, magnet=magnet,
                          stopped=bool(paused), queue_position=position, added_date=int(time.time()),
@@ -473,27 +458,8 @@ class Daemon:
 
     def select(self, ids: Any) -> list[TorrentEntry]:
         """The torrents an RPC ``ids`` names (None: all; a number, a hash, a list of them, or
-        ``"recently-active"``)."""
-        if ids is None:
-            return sorted(self.entries.values(), key=lambda e: e.id)
-        if ids == "recently-active":
-            cutoff = time.time() - 60
-            return [e for e in self.entries.values() if e.row.activity_date >= cutoff or e.row.added_date >= cutoff]
-        if not isinstance(ids, list):
-            ids = [ids]
-        out = []
-        for i in ids:
-            if isinstance(i, bool):
-                continue
-            if isinstance(i, int):
-                e = self.entries.get(i)
-            elif isinstance(i, str):
-                e = next((x for x in self.entries.values() if x.row.info_hash == i.lower()), None)
-            else:
-                e = None
-            if e is not None and e not in out:
-                out.append(e)
-        return out
+        ``"recently-active"``; see :mod:`.torrent_ids`)."""
+        return torrent_ids.select(self.entries, ids)
 
     def free_space(self, path: str) -> tuple[int, int]:
         """(free bytes, total bytes) of the filesystem holding ``path``."""
