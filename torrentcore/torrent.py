@@ -13,6 +13,7 @@ after it:
 * :class:`~torrentcore.completion.Completion`: when the download counts as complete (a hybrid's piece
   layers may hold it back), what follows, and when seeding is done;
 * :class:`~torrentcore.progress_reports.ProgressReports`: the progress snapshots and when a tick sends one;
+* :class:`~torrentcore.network_run.NetworkRun`: what starts when the torrent goes online and stops after;
 * :class:`~torrentcore.periodic.PeriodicWork`: the once-a-second work while the network runs;
 * :class:`~torrentcore.choker.Choker`, :class:`~torrentcore.stats.TransferStats`.
 
@@ -47,9 +48,10 @@ from .events import Event, Paused, Reporter, Resumed
 from .hookspec import ProgressSnapshot
 from .layer_recheck import LayerRecheck
 from .metainfo import Metainfo
+from .network_run import NetworkCalls, NetworkRun
 from .peer import handshake
 from .peer import messages as msg
-from .peer.extensions import UT_PEX, ExtensionRegistry
+from .peer.extensions import ExtensionRegistry
 from .peer_list import PeerList
 from .periodic import PeriodicCalls, PeriodicWork
 from .piece_layers import PieceLayers
@@ -133,10 +135,10 @@ class _PeerPort:
 class Torrent:
     """One torrent of a session (see the module docstring).
 
-    About 420 lines: the torrent's life cycle (start, pause, recheck, stop, shutdown) and the wiring of its
-    collaborators (``__init__`` alone is about 95 lines of it); every job with rules of its own lives in the
-    collaborator's module, and what is left is the order they are called in and the state they share
-    (``state``, ``exit_code``, ``seeding_stopped``), read and written by reporters, the handle and the daemon.
+    What is here: the torrent's life cycle (start, pause, recheck, stop, shutdown) and the wiring of its
+    collaborators; every job with rules of its own lives in the collaborator's module, and what is left is the
+    order they are called in and the state they share (``state``, ``exit_code``, ``seeding_stopped``), read
+    and written by reporters, the handle and the daemon.
     """
 
     def __init__(self, meta: Metainfo, save_path: str, config: TorrentConfig, services: SessionServices) -> None:
@@ -211,7 +213,6 @@ class Torrent:
             self._unpaused.set()
         self._pause_requested = gevent.event.Event()
         self._main_greenlet: gevent.Greenlet | None = None
-        self._greenlets: list[gevent.Greenlet] = []
         self.seeding_limits = SeedingLimits(config, meta.data_length)  # pad bytes are never uploaded
         self.completion = Completion(
             CompletionCalls(complete=lambda: self.complete, config=lambda: self.config, set_state=self._set_state,
@@ -232,6 +233,11 @@ class Torrent:
         self._recheck = False
         #: Set while the network runs (peers are taken); an incoming peer that arrives during the check waits.
         self.network_up = gevent.event.Event()
+        self.network = NetworkRun(
+            NetworkCalls(guard=self._guard, manual_peers=lambda: self.config.peers, complete=lambda: self.complete,
+                         completed=lambda: self.completed_at is not None, snapshot=self.snapshot),
+            self.network_up, self.periodic, self.swarm, self.peer_list, self.extensions, self.announcer, self.dht,
+            self.webseeds, self.reporter)
         #: Called once a v2 torrent's piece layers fetched from peers are complete (the handle saves them).
         self.on_layers_complete: Callable[[], None] | None = None
 
@@ -282,7 +288,7 @@ class Torrent:
                     peer.set_interested(True)
             self.swarm.connect_now.set()
             if self.network_up.is_set():
-                self.webseeds.start_workers(self._spawn)  # their loops ended when the selection was complete
+                self.webseeds.start_workers(self.network.spawn)  # their loops ended when the selection was complete
         elif self.completed_at is None and self.state == "downloading":
             self.completion.on_complete()
         self.swarm.wake_requesters()
@@ -455,43 +461,10 @@ class Torrent:
         if not self._unpaused.is_set():
             return
         self.state = "seeding" if self.complete else "downloading"
-        network_since = time.monotonic()
-        self.peer_list.add(self.config.peers, source="manual")
-        spawn = self._spawn
-        self.periodic.start(network_since)  # a report and a choking round now, then on the ticker's ticks
-        spawn(self.swarm.connect_loop)
-        if UT_PEX in self.extensions.handlers:
-            spawn(self.extensions.handlers[UT_PEX].loop)
-        if self.announcer.tiers is not None:
-            spawn(self.announcer.tracker_loop)
-        if self.dht is not None:
-            spawn(self.announcer.dht_loop)
-        if not self.complete:
-            self.webseeds.start_workers(spawn, fresh=True)
-        if self.dht is None and self.announcer.tiers is None and not len(self.peer_list) and not self.complete \
-                and not self.webseeds.active:
-            self.reporter.emit("error", message="this torrent has no trackers and no peers were given", fatal=False)
-        if self.completed_at is not None:
-            self.reporter.emit("completed", snapshot=self.snapshot())
-        self.swarm.connect_now.set()
-        self.network_up.set()
+        self.network.start()
         waiters = [self._done, self._pause_requested]
         gevent.wait(waiters, count=1)
-        self._stop_network()
-
-    def _stop_network(self) -> None:
-        self.network_up.clear()
-        self.periodic.stop()
-        for g in self._greenlets:
-            g.kill(block=False)
-        self._greenlets.clear()
-        self.swarm.stop()
-        self.announcer.stopped()
-
-    def _spawn(self, fn, *args) -> gevent.Greenlet:
-        g = gevent.spawn(self._guard, fn, *args)
-        self._greenlets.append(g)
-        return g
+        self.network.stop()
 
     def _guard(self, fn, *args) -> None:
         """Run a background loop; an unexpected exception is fatal, never silent."""
@@ -533,7 +506,7 @@ class Torrent:
     # --- shutdown ----------------------------------------------------------------------------------
 
     def _shutdown(self) -> None:
-        self._stop_network()
+        self.network.stop()
         # Pieces being hashed or written finish first (a stop lets no new write start): every piece the
         # storage records is then counted in the final snapshot.
         self.verifier.wait_idle(SHUTDOWN_VERIFY_WAIT)
