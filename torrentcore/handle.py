@@ -351,7 +351,7 @@ class TorrentHandle:
             for limits, shared in ((t.download_limit, t.services.download_limit),
                                    (t.upload_limit, t.services.upload_limit)):
                 own = limits.buckets[0]
-                limits.buckets[:] = [own, shared] if honored else [own]
+                limits.buckets = (own, shared) if honored else (own,)
 
     def set_seed_limits(self, ratio: float | None, minutes: float | None, idle: float | None) -> None:
         """Change when seeding stops (as ``TorrentConfig.seed_ratio``/``seed_time``/``seed_idle``; None or 0:
