@@ -40,6 +40,7 @@ import gevent  # noqa: E402
 gevent.get_hub().NOT_ERROR += (KeyboardInterrupt,)
 
 import argparse  # noqa: E402
+import gc  # noqa: E402
 import ipaddress  # noqa: E402
 import logging  # noqa: E402
 import os  # noqa: E402
@@ -423,6 +424,8 @@ def main(argv: list[str] | None = None) -> int:
         debug = args.debug
         configure_logging("debug" if debug else args.log_level, args.log_format or "console")
         # Only the chosen command's module is imported (what the others import is not paid for).
+        if args.command not in ("run", "seed"):
+            gc.enable()  # off during start-up (__main__.entry); run and seed turn it on after theirs
         if args.command == "info":
             from .commands.info import cmd_info
 

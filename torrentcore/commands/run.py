@@ -101,7 +101,9 @@ def run_torrents(args, pm, sources: list[str], save_path: str, seed_only: bool) 
             handles.append(session.add_torrent(source, save_path, torrent_config))
         # Start-up objects (modules, plugins, parsed torrents) are long-lived: out of the collector's sight,
         # gen-2 collections no longer walk them during the download (gc was ~3% of the event loop's CPU).
+        # The collector was off until now (torrentcore.__main__.entry): start-up is over.
         gc.freeze()
+        gc.enable()
         streamer = gevent.spawn(_stream, handles[0]) if save_path == "-" else None
         handlers = install_stop_handlers(session.stop_all)  # SIGINT 130, SIGTERM 143, SIGHUP 129: a clean stop
         try:
