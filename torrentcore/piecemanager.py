@@ -497,15 +497,28 @@ class PieceManager:
         :meth:`block_received` (in the usual case the same empty answer each time, not a new tuple).
         """
         piece = self.partial.get(index)
-        if piece is None or begin % BLOCK_SIZE:
+        if piece is None:
             return None
-        b = begin // BLOCK_SIZE
+        b, rest = divmod(begin, BLOCK_SIZE)
         state = piece.state
         n = len(data)
-        if b >= len(state) or state[b] == RECEIVED or n != min(BLOCK_SIZE, piece.size - begin):
+        end = begin + n
+        size = piece.size
+        # A whole block: BLOCK_SIZE bytes, or the piece's shorter last block (so not empty, and inside the piece).
+        if rest or not 0 < n <= BLOCK_SIZE or end > size or (n != BLOCK_SIZE and end != size) or state[b] == RECEIVED:
             return None
-        piece.buffer[begin : begin + n] = data
-        return self._record(piece, b, peer)
+        piece.buffer[begin:end] = data
+        # What _record does, inline for the usual block (requested from this peer only, not the last one).
+        if state[b] == FREE or piece.received + 1 == len(state):
+            return self._record(piece, b, peer)
+        state[b] = RECEIVED
+        piece.received += 1
+        piece.senders[b] = peer
+        asked = piece.requesters.pop(b, ())
+        self.requested_blocks -= len(asked)
+        if len(asked) == 1 and asked[0] == peer:
+            return _NOTHING
+        return [p for p in asked if p != peer], None
 
     def block_received(self, peer: Hashable, index: int, begin: int) -> tuple[Sequence[Hashable], Piece | None]:
         """Record a block stored via :meth:`block_buffer`.

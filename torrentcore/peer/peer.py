@@ -33,6 +33,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = structlog.get_logger(__name__)
 _PIECE = msg.PIECE
+_monotonic = time.monotonic
 
 #: Our advertised request queue, and the most requests we queue from one peer.
 OUR_REQQ = 500
@@ -170,17 +171,24 @@ class Peer:
         if self.supports_dht and t.dht_port is not None:
             self.conn.send(msg.port(t.dht_port))  # BEP 5: where our DHT node listens
         conn = self.conn
-        read_message, handle, on_piece = conn.read_message, self._handle, self._on_piece
+        read_message, take_block, handle = conn.read_message, conn.take_block, self._handle
+        on_piece, on_block = self._on_piece, self._on_block
         messages, block_bytes = READ_YIELD_MESSAGES, READ_YIELD_BYTES  # left before the next yield
         try:
             while not conn.closed:
-                msg_id, payload = read_message()
-                if msg_id == _PIECE:  # nearly every message of a download: no dispatch chain
+                block = take_block(BLOCK_SIZE)
+                if block is not None:  # a whole block already buffered (nearly every one of a download)
                     self.got_first_message = True
-                    on_piece(*payload)
-                    block_bytes -= payload[2]
+                    on_block(*block)
+                    block_bytes -= len(block[2])
                 else:
-                    handle(msg_id, payload)
+                    msg_id, payload = read_message()
+                    if msg_id == _PIECE:  # a block not all received yet: no dispatch chain either
+                        self.got_first_message = True
+                        on_piece(*payload)
+                        block_bytes -= payload[2]
+                    else:
+                        handle(msg_id, payload)
                 messages -= 1
                 if messages <= 0 or block_bytes <= 0:  # fairness: see READ_YIELD_MESSAGES
                     if conn.on_drained is not None:
@@ -346,43 +354,59 @@ class Peer:
         self.requests.check_timeouts(now)
 
     def _on_piece(self, index: int, begin: int, length: int) -> None:
-        # The per-block hot path (65,536 calls per GiB): keep it free of logging, hooks and allocations.
-        t = self.torrent
+        """A PIECE header whose payload is not all received yet (the rest: :meth:`_on_block`)."""
         key = (index, begin)
         pipe = self.requests
-        outstanding = pipe.outstanding
-        if outstanding.get(key) != length and key not in pipe.awaiting_answer:
+        if pipe.outstanding.get(key) != length and key not in pipe.awaiting_answer:
             # Never asked for (nor cancelled/released): a bogus index, offset or length, or data pushed at us.
             raise ProtocolError(f"block we did not request (piece {index}, offset {begin}, {length} bytes)")
-        conn = self.conn
-        manager = t.manager
-        if pipe.awaiting_answer:
-            pipe.awaiting_answer.pop(key, None)
         # Receive the whole block first, then copy it into its piece and record it in one call (store_block):
         # no other greenlet runs between finding the piece and recording the block, so no other peer can
         # complete (endgame) the piece meanwhile and have it hashed while this one still writes into it.
         # Only blocks of at most BLOCK_SIZE are ever requested (a longer one is never needed).
+        conn = self.conn
         if length <= BLOCK_SIZE:
             conn.prefetch(length)
-            result = manager.store_block(self.key, index, begin, conn.take(length))
-        else:
-            result = None
-        if result is None:
-            if length > BLOCK_SIZE:
-                conn.skip(length)
-            t.stats_wasted(length)
-            outstanding.pop(key, None)
+            self._on_block(index, begin, conn.take(length))
             return
-        outstanding.pop(key, None)
-        pipe.last_block = time.monotonic()
+        pipe.awaiting_answer.pop(key, None)
+        conn.skip(length)
+        self.torrent.stats_wasted(length)
+        pipe.outstanding.pop(key, None)
+
+    def _on_block(self, index: int, begin: int, data: memoryview) -> None:
+        """A whole block received (``data``: a view of the read buffer, valid until the next read)."""
+        # The per-block hot path (65,536 calls per GiB): keep it free of logging, hooks and allocations.
+        key = (index, begin)
+        pipe = self.requests
+        outstanding = pipe.outstanding
+        length = len(data)
+        asked = outstanding.pop(key, None)
+        if asked != length:
+            if key not in pipe.awaiting_answer:
+                # Never asked for (nor cancelled/released): a bogus index, offset or length, or data pushed at us.
+                if asked is not None:
+                    outstanding[key] = asked  # still requested (released with the others when the peer goes)
+                raise ProtocolError(f"block we did not request (piece {index}, offset {begin}, {length} bytes)")
+        if pipe.awaiting_answer:
+            pipe.awaiting_answer.pop(key, None)
+        t = self.torrent
+        manager = t.manager
+        # Copied into its piece and recorded in one call, no other greenlet running meanwhile (see _on_piece).
+        result = manager.store_block(self.key, index, begin, data)
+        if result is None:
+            t.stats_wasted(length)
+            return
+        pipe.last_block = _monotonic()
         pipe.snubbed = False
         self.down.add(length)
-        others, piece = result
         t.block_arrived(length)
-        for other in others:
-            peer = t.peers.get(other)
-            if peer is not None:
-                peer.cancel_block(index, begin)
+        others, piece = result
+        if others:
+            for other in others:
+                peer = t.peers.get(other)
+                if peer is not None:
+                    peer.cancel_block(index, begin)
         if piece is not None:
             t.verify_piece(piece)
         # Else fill_requests would find too little room here, or all peers together at the request limit.
