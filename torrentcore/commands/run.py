@@ -101,7 +101,8 @@ def run_torrents(args, pm, sources: list[str], save_path: str, seed_only: bool) 
             handles.append(session.add_torrent(source, save_path, torrent_config))
         # Start-up objects (modules, plugins, parsed torrents) are long-lived: out of the collector's sight,
         # gen-2 collections no longer walk them during the download (gc was ~3% of the event loop's CPU).
-        # The collector was off until now (torrentcore.__main__.entry): start-up is over.
+        # The collector was off until now (torrentcore.__main__.entry): start-up is over. Its cyclic garbage
+        # (about 1,300 objects for one torrent) is frozen with the rest: cheaper than a full collection.
         gc.freeze()
         gc.enable()
         streamer = gevent.spawn(_stream, handles[0]) if save_path == "-" else None
