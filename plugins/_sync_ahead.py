@@ -1,11 +1,11 @@
 """Making written files durable while the download goes on, instead of all at the end.
 
-:class:`SyncAhead` is the filesystem storage's helper: after every :data:`SYNC_AHEAD_BYTES` written, the
-files written since are ``fsync``-ed in the background (real OS threads, also under gevent's
+:class:`SyncAhead` is the filesystem storage's helper: the files written are ``fsync``-ed in the background
+while the download goes on, in batches of :data:`SYNC_AHEAD_BYTES` (real OS threads, also under gevent's
 monkey-patching), on duplicates of their descriptors, so that the storage may close its own meanwhile.
 What it has synced no longer waits for the ``fsync`` at close, which then covers only what was written
 after the last hand-over (most of the data of a download is on disk by then). Each file is synced once it is
-finished (no byte of it is written again), big ones also every :data:`SYNC_AHEAD_BYTES`, so each file's
+finished (no byte of it is written again), big ones also every :data:`SYNC_AHEAD_FILE_BYTES`, so each file's
 ``fsync`` (a journal commit on ext4) happens about once however many files there are. The storage's rule is
 unchanged: the resume record is written only after every file written was ``fsync``-ed without error, its
 last write before the ``fsync`` started (a failure in the background makes :meth:`SyncAhead.wait` say so).
@@ -21,19 +21,27 @@ from collections.abc import Callable
 
 from gevent import monkey
 
-#: A file is handed to the background fsync once it is finished (every byte of it written) or once this many
-#: bytes were written to it since; a batch starts once the files handed over hold this many bytes. Measured with
-#: benchmarks/storage_write.py (512 MiB written in random piece order, then closed; 2-core VM, ext4 on virtio):
-#: close() took 0.20 s for one file and 0.33-0.44 s for swarm.py's 200-file tree when every fsync waited for it.
-#: Every 32 MiB written to any file, all files written since (in random order nearly all of them, each time):
-#: the tree's close 0.16-0.19 s but 1,100 fsyncs instead of 200. Finished files only (and big files every
-#: 32 MiB), in batches of 32 MiB: (see docs/performance.md).
+#: A file is handed to the background fsync once it is finished (every byte of it written) or once
+#: SYNC_AHEAD_FILE_BYTES were written to it since; a batch starts once the files handed over hold
+#: SYNC_AHEAD_BYTES. Measured with benchmarks/storage_write.py (512 MiB written in random piece order, then
+#: closed; 2-core VM, ext4 on virtio, load 2-4): close() took 0.20 s for one file and 0.33-0.50 s for
+#: swarm.py's 200-file tree when every fsync waited for it. Every 32 MiB written, all files written since (in
+#: random order nearly all of them each time): the tree's close 0.16-0.19 s, but 1,100 fsyncs instead of 200;
+#: finished files only: 0.31-0.43 s (in random order most files finish near the end); finished files and
+#: every 4 MiB of one: 0.20-0.30 s, 1 MiB: 0.25-0.31 s. In swarm.py downloads (tree, 3 seeders, same run as
+#: the code before): "download complete" to exit 0.17-0.21 s instead of 0.50-0.59 s (one file: 0.07-0.17 s
+#: instead of 0.38-0.50 s); libtorrent, which never fsyncs, 0.31 s.
 SYNC_AHEAD_BYTES = 32 << 20
 SYNC_AHEAD_FILE_BYTES = 4 << 20
+#: OS threads of one background batch (close, which is waited for, uses the storage's SYNC_THREADS). Each
+#: thread takes the GIL back after every fsync, from the event loop and the verifier's workers: swarm.py tree,
+#: 1 seeder, summed time peers waited for a verify slot (2 runs each, load 7): the code before 0.42/0.45 s,
+#: 8 threads 0.50/0.43 s, 1 thread 0.25/0.24 s.
+SYNC_AHEAD_THREADS = 1
 
 
 class SyncAhead:
-    """Background ``fsync`` of finished files (and of big files every :data:`SYNC_AHEAD_BYTES`), in batches.
+    """Background ``fsync`` of finished files (and of big files every :data:`SYNC_AHEAD_FILE_BYTES`), in batches.
 
     ``note(key, nbytes, finished)`` after each write returns whether a batch should start now;
     ``ready()`` lists the files handed over since the last batch; ``start(items)`` takes ``(key, fd)``
@@ -42,9 +50,8 @@ class SyncAhead:
     lock); a batch runs in OS threads of its own, one batch at a time.
     """
 
-    def __init__(self, open_fd: Callable[[object], int], threads: int) -> None:
+    def __init__(self, open_fd: Callable[[object], int]) -> None:
         self._open_fd = open_fd
-        self._threads = threads
         self._pending: dict[object, int] = {}  # bytes written to each file since it was last handed over
         self._ready: set[object] = set()  # files handed over for the next batch
         self._ready_bytes = 0
@@ -85,7 +92,7 @@ class SyncAhead:
 
         def run() -> None:
             try:
-                if not all(in_threads(self._sync_one, items, self._threads)):
+                if not all(in_threads(self._sync_one, items, SYNC_AHEAD_THREADS)):
                     self._failed = True
             finally:
                 lock.release()

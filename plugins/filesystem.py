@@ -145,7 +145,7 @@ class FilesystemStorage:
         # checked. A file that no longer looks like this was changed by someone else.
         self._seen: dict[int, tuple[int, int, int]] = {}
         self._unsynced: set[int] = set()  # files written since the last fsync (started)
-        self._sync_ahead = SyncAhead(self._open_for_sync, SYNC_THREADS)  # fsyncs during the download
+        self._sync_ahead = SyncAhead(self._open_for_sync)  # fsyncs during the download
         self._written: dict[int, int] = {}  # bytes written to each file (to know when it is finished)
         self._changed: str | None = None  # what changed behind our back, if anything
 
