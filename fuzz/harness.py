@@ -627,7 +627,7 @@ def check_peer(data: bytes) -> None:
     only hash-checked pieces become ours, and once it is gone (as the swarm cleans up) no availability
     and no request is left in the piece manager.
     """
-    from torrentcore.peer import budget
+    from torrentcore.peer import budget, request_pipeline
     from torrentcore.peer import peer as peer_mod
     from torrentcore.peer.extensions import ExtensionRegistry, MetadataServer, PexHandler
 
@@ -652,7 +652,7 @@ def check_peer(data: bytes) -> None:
             for _ in range(arg % 8 + 1):
                 p._produce()
         elif action == 3:
-            p.last_block -= peer_mod.REQUEST_TIMEOUT + 1
+            p.requests.last_block -= request_pipeline.REQUEST_TIMEOUT + 1
             p.check_timeouts(time.monotonic())
         elif action == 4 and p.outstanding:  # another peer delivers one of our blocks first (endgame)
             index, begin = list(p.outstanding)[arg % len(p.outstanding)]
@@ -706,7 +706,7 @@ def check_peer(data: bytes) -> None:
     for index in port.have.indices():
         assert index in have or index in port.verified
     # The peer is gone: the swarm releases its requests and its pieces' availability.
-    p._drop_requests(send_cancel=False)
+    p.requests.drop(send_cancel=False)
     port.manager.remove_peer_pieces(p.has)
     assert port.manager.requested_blocks == 0, port.manager.requested_blocks
     assert not any(port.manager.availability), list(port.manager.availability)
@@ -714,11 +714,12 @@ def check_peer(data: bytes) -> None:
 
 def _assert_peer_bounded(p) -> None:
     from torrentcore.peer import peer as peer_mod
+    from torrentcore.peer import request_pipeline as rp
 
     assert len(p.uploads) <= peer_mod.OUR_REQQ
-    assert len(p.outstanding) <= peer_mod.MAX_DEPTH
-    assert len(p.awaiting_answer) <= peer_mod.MAX_AWAITING_ANSWER
-    assert len(p.allowed_fast_in) <= peer_mod.MAX_ALLOWED_FAST_IN
+    assert len(p.outstanding) <= rp.MAX_DEPTH
+    assert len(p.requests.awaiting_answer) <= rp.MAX_AWAITING_ANSWER
+    assert len(p.requests.allowed_fast_in) <= rp.MAX_ALLOWED_FAST_IN
     assert p.has.size == p.torrent.meta.num_pieces
     assert p.bad_requests <= peer_mod.MAX_BAD_REQUESTS + 1
     assert p.cancels_in <= p.requests_in + peer_mod.CANCEL_SLACK + 1

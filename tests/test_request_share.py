@@ -1,5 +1,5 @@
-"""Requests of several fast peers under the piece manager's cap on requested blocks (see peer.py FAIR_SHARE and
-ENDGAME_QUEUE): batches stay large, endgame duplicates few, and the download still completes.
+"""Requests of several fast peers under the piece manager's cap on requested blocks (see request_pipeline.py
+FAIR_SHARE and ENDGAME_QUEUE): batches stay large, endgame duplicates few, and the download still completes.
 
 Real :class:`~torrentcore.peer.peer.Peer` and :class:`~torrentcore.piecemanager.PieceManager`; the connection
 is a stand-in that records what is sent and hands out zeroed blocks (no socket: the seeders' side is
@@ -16,6 +16,7 @@ from torrentcore.bitfield import Bitfield
 from torrentcore.hookspec import BLOCK_SIZE
 from torrentcore.peer import messages as msg
 from torrentcore.peer import peer as peer_mod
+from torrentcore.peer import request_pipeline as rp
 from torrentcore.piecemanager import PieceManager
 from torrentcore_plugins.rarest_first import RarestFirst
 
@@ -88,7 +89,7 @@ class Port:
 
 def three_peers(monkeypatch):
     """A torrent of PIECES pieces and three fast peers with every piece, each with its first requests out."""
-    monkeypatch.setattr(peer_mod.Peer, "pipeline_depth", lambda self: peer_mod.MAX_DEPTH)  # fast peers
+    monkeypatch.setattr(rp.RequestPipeline, "depth", lambda self: rp.MAX_DEPTH)  # fast peers
     info = {b"name": b"t", b"piece length": PIECE, b"pieces": b"\x00" * 20 * PIECES, b"length": PIECE * PIECES}
     meta = metainfo.parse(bencode.encode({b"info": info}))
     port = Port(meta)
@@ -129,7 +130,7 @@ def test_three_fast_peers_keep_large_request_batches_and_few_endgame_duplicates(
     # blocks on average, endgame's included); with it 118 sends (an equal share of 682 blocks, refilled by quarters).
     assert requested / sends >= 50, f"{sends} request sends for {requested} blocks"
     # Before ENDGAME_QUEUE each block arriving in endgame asked for 4 duplicates: here 1,858; with it 225.
-    assert duplicates <= 6 * peer_mod.ENDGAME_QUEUE, f"{duplicates} endgame duplicates"
+    assert duplicates <= 6 * rp.ENDGAME_QUEUE, f"{duplicates} endgame duplicates"
 
 
 def test_endgame_finishes_when_a_peer_stalls_with_its_share_requested(monkeypatch):
@@ -137,7 +138,7 @@ def test_endgame_finishes_when_a_peer_stalls_with_its_share_requested(monkeypatc
     port, peers = three_peers(monkeypatch)
     serve(peers, 1000)  # a third of the download from all three: each has its share requested
     stalled = peers[2]
-    assert not port.have.complete and len(stalled.outstanding) > 4 * peer_mod.ENDGAME_QUEUE
+    assert not port.have.complete and len(stalled.outstanding) > 4 * rp.ENDGAME_QUEUE
     serve(peers[:2], 20 * PIECES * 16)
     assert port.have.complete, "the blocks of the stalled peer came from the others"
     assert port.manager.requested_blocks == len(stalled.outstanding)  # (its own requests until it times out)

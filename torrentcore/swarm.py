@@ -299,7 +299,7 @@ class Swarm:
             self._leechers = None
             self._since.pop(peer.address, None)
             self._slot_of.pop(peer.address, None)
-        peer._drop_requests(send_cancel=False)
+        peer.requests.drop(send_cancel=False)
         self.port.manager.remove_peer_pieces(peer.has)
         if peer.has.complete:
             self.peer_list.mark_seed(peer.address)

@@ -1,8 +1,8 @@
 """The life of one peer connection after the handshake: one greenlet reading messages.
 
 :class:`Peer` keeps the four BEP 3 states (am/peer choking, am/peer
-interested), the peer's pieces, our outstanding requests and its queued
-requests to us, and reacts to every message. Decisions that involve the whole
+interested), the peer's pieces and its queued requests to us, and reacts to every message; our requests to
+it are its :class:`~torrentcore.peer.request_pipeline.RequestPipeline`'s. Decisions that involve the whole
 swarm (which blocks, who to unchoke) are delegated to the torrent.
 """
 
@@ -19,13 +19,13 @@ from .. import bencode
 from ..bitfield import Bitfield
 from ..errors import ProtocolError, TorrentcoreError
 from ..hookspec import BLOCK_SIZE, PeerInfo
-from ..piecemanager import MIN_BATCH
 from ..ratemeter import RateMeter
 from . import budget as bud
 from . import messages as msg
 from .connection import Connection, format_address
 from .extensions import MAX_HANDSHAKE, MAX_HANDSHAKE_VALUES, ExtensionRegistry, PeerExtensions
 from .hash_exchange import HashExchange
+from .request_pipeline import MAX_DEPTH, RequestPipeline
 from .upload import UPLOAD_BATCH_BYTES, piece_messages, take_run
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -34,34 +34,6 @@ if TYPE_CHECKING:  # pragma: no cover
 log = structlog.get_logger(__name__)
 _PIECE = msg.PIECE
 
-#: Pipeline depth bounds (blocks of 16 KiB). The depth follows the peer's rate.
-MIN_DEPTH = 16
-START_DEPTH = 64
-MAX_DEPTH = 1000
-#: The pipeline is topped up once 1/REFILL_SHARE of it is free: one picker scan and one send of requests per
-#: batch. With 8 (batches of 125 requests at the full depth) the sends of requests were 35 % of the peer
-#: greenlet's time on loopback (py-spy, benchmarks/readpath.py; each send wakes the seeder); with 4 half as
-#: many, and 3/4 of the pipeline (12 MiB at the full depth) still queued at the seeder. Measured 4 against 8
-#: (readpath.py, 8 alternating pairs, load 4-9): 1.30x the MB/s, 0.93x the event loop's CPU per GiB.
-REFILL_SHARE = 4
-#: FAIR_SHARE: when the peers' pipelines together would pass the piece manager's cap on requested blocks
-#: (MAX_OUTSTANDING_BYTES), each peer's depth is cut to an equal share of the cap among the peers with
-#: requests outstanding (Peer._fair_share). Without it three fast seeders (depth 1000 each, cap 2048) all sat
-#: just under their refill mark, and every 32 blocks freed anywhere went out as a batch of 32: 1,272 request
-#: sends and picker scans per 512 MiB against 135 with one seeder (27 blocks a batch against 243); with it 281, and
-#: the event loop's CPU per 512 MiB with 3 seeders 1.70/1.97/1.80 -> 1.54/1.62/1.71 s (paired runs, with ENDGAME_QUEUE).
-#: In endgame a peer asks for duplicates of other peers' blocks only once it has at most this many blocks
-#: outstanding itself: with three seeders each holding ~680 blocks when endgame began, every arriving block
-#: asked for 4 more duplicates, 1,871 of them (5.7 % of a 512 MiB download received twice, 1,748 CANCELs).
-#: 64 blocks (1 MiB) keep a fast peer busy while the others' queues drain; a peer that stalls still has all
-#: its blocks asked of the others once they run low. Measured: 4-36 duplicates per 512 MiB instead of 1,871.
-ENDGAME_QUEUE = 64
-#: Seconds of data to keep requested from a peer (libtorrent uses 3).
-QUEUE_SECONDS = 2.0
-#: The same before the peer's first one-second rate sample, from the rate since our first request.
-EARLY_QUEUE_SECONDS = 0.1
-#: The peer's request queue when it does not say (BEP 10 'reqq').
-DEFAULT_REQQ = 250
 #: Our advertised request queue, and the most requests we queue from one peer.
 OUR_REQQ = 500
 #: A peer whose requests keep being invalid is dropped after this many.
@@ -72,16 +44,8 @@ MAX_CHOKED_REQUESTS = 50
 #: ...counting only those arriving this many seconds after our CHOKE (the ones already on the way then are
 #: honest; 2 s is several round trips on any real link).
 CHOKE_GRACE = 2.0
-#: Seconds without a block while requests are outstanding before they go elsewhere.
-REQUEST_TIMEOUT = 20.0
 #: Fast extension (BEP 6): pieces in the allowed-fast set we grant each IPv4 peer (BEP 6 suggests 10).
 ALLOWED_FAST_K = 10
-#: Most allowed-fast pieces we accept from one peer, and most answers to cancelled requests we remember.
-MAX_ALLOWED_FAST_IN = 100
-MAX_AWAITING_ANSWER = 2048
-#: Seconds a piece a peer rejected (while unchoking us) is not asked from that peer again (other peers
-#: get it meanwhile; a peer that rejects everything is asked again at most this often).
-REJECT_BACKOFF = 3.0
 #: Fairness: a peer's read loop yields to the other greenlets (gevent.sleep(0)) after this many messages or
 #: this many block bytes, whichever comes first, even while data is already buffered (gevent's recv_into
 #: then returns at once, so without it one flooding peer held the event loop: an honest leecher fell from
@@ -97,8 +61,8 @@ class Peer:
     """A connected, handshaken peer of one torrent.
 
     Over 400 lines, on purpose: one connection's whole state machine (BEP 3 choking and interest, BEP 6
-    fast extension, BEP 10 dispatch, request pipelining, upload queue) in one place,
-    with the per-block paths written inline because they run 65,536 times per GiB.
+    fast extension, BEP 10 dispatch, upload queue) in one place, with the per-block paths written inline
+    because they run 65,536 times per GiB. Our requests live in :mod:`torrentcore.peer.request_pipeline`.
     """
 
     def __init__(self, torrent: TorrentPort, conn: Connection, peer_id: bytes, reserved: bytes, incoming: bool,
@@ -129,9 +93,6 @@ class Peer:
             self._layers, conn.send, torrent.meta.num_pieces, self.supports_v2, torrent.layers_complete,
             lambda i: torrent.read_block(i, 0, torrent.meta.piece_size(i)))  # block-layer hashes come from disk
         self.allowed_fast_out: frozenset[int] = frozenset()  # pieces it may request while we choke it
-        self.allowed_fast_in: set[int] = set()  # pieces we may request while it chokes us
-        self.awaiting_answer: dict[tuple[int, int], None] = {}  # cancelled/released: a REJECT may still come
-        self.rejected: dict[int, float] = {}  # piece -> until when not to ask this peer for it again
         self.suggested = 0
         self.log = log.bind(torrent=torrent.meta.name, peer=format_address(self.address))
         self.has = Bitfield(torrent.meta.num_pieces)
@@ -139,7 +100,6 @@ class Peer:
         self.am_interested = False
         self.peer_choking = True
         self.peer_interested = False
-        self.outstanding: dict[tuple[int, int], int] = {}
         #: Requests of the peer we will serve, in order (an OrderedDict: a CANCEL removes one in O(1)).
         self.uploads: OrderedDict[tuple[int, int, int], None] = OrderedDict()
         self.requests_in = 0  # REQUESTs received (CANCELs beyond these plus CANCEL_SLACK are a flood)
@@ -148,12 +108,6 @@ class Peer:
         self.budget = bud.MessageBudget()
         self.down = RateMeter()
         self.up = RateMeter()
-        self.last_block = time.monotonic()
-        self.snubbed = False
-        self._refill_below = MAX_DEPTH  # set by fill_requests(): _on_piece calls it at or below this many
-        self._refill_min_free = 1  # ... and when the piece manager has at least this many blocks to hand out
-        self._first_request = 0.0  # monotonic time of our first request (pipeline_depth's early rate)
-        self.reqq = DEFAULT_REQQ
         self.listen_port: int | None = None
         self.client = _client_name(peer_id)
         self.bad_requests = 0
@@ -169,6 +123,8 @@ class Peer:
         #: MSE/PE: the peer's BEP 10 ``e`` flag (1: it prefers encrypted connections).
         self.prefers_encryption = False
         self.extensions = PeerExtensions(self, extensions or ExtensionRegistry({}))
+        #: Our requests to this peer (:mod:`torrentcore.peer.request_pipeline`).
+        self.requests = RequestPipeline(self, torrent, self.log)
         conn.producer = self._produce
 
     # --- identity --------------------------------------------------------------------------------
@@ -257,7 +213,7 @@ class Peer:
         elif msg_id == msg.CHOKE:
             self.budget.spend(bud.STATE)
             self.peer_choking = True
-            self._on_choked()
+            self.requests.on_choked(self.fast)
         elif msg_id == msg.UNCHOKE:
             self.budget.spend(bud.STATE)
             self.peer_choking = False
@@ -359,113 +315,48 @@ class Peer:
             if value:
                 self.fill_requests()
 
-    # --- requesting --------------------------------------------------------------------------------
+    # --- requesting (torrentcore.peer.request_pipeline) ---------------------------------------------
 
-    def pipeline_depth(self) -> int:
-        """How many blocks to keep requested: enough for ``QUEUE_SECONDS`` at the peer's rate."""
-        if self.snubbed:
-            return 2
-        down = self.down
-        if not down.measured:
-            # No rate sample yet (the first second): estimate the rate from what came since our first
-            # request, and keep a shorter horizon. Without it a fast peer was held to 16 blocks (256 KiB)
-            # in flight for its whole first second; slow peers still get START_DEPTH / MIN_DEPTH.
-            elapsed = max(time.monotonic() - self._first_request, 0.05) if self._first_request else 1.0
-            by_rate = int(down.total / elapsed * EARLY_QUEUE_SECONDS / BLOCK_SIZE)
-        else:
-            by_rate = int(down.rate * QUEUE_SECONDS / BLOCK_SIZE)
-        depth = max(START_DEPTH if down.total < 4 * 1024 * 1024 else MIN_DEPTH, by_rate)
-        return min(depth, self.reqq, MAX_DEPTH)
+    @property
+    def outstanding(self) -> dict[tuple[int, int], int]:
+        """Our requests to the peer not yet answered: (piece, offset) -> length (the pipeline's)."""
+        return self.requests.outstanding
+
+    @property
+    def snubbed(self) -> bool:
+        """No block for REQUEST_TIMEOUT while requests were outstanding (the choker ranks such peers last)."""
+        return self.requests.snubbed
 
     @property
     def may_request(self) -> bool:
-        """The one rule for "may we send this peer requests now": we are interested, the connection is
-        open, and the peer unchokes us or has allowed-fast pieces for us (BEP 6)."""
-        return self.am_interested and not self.conn.closed and (not self.peer_choking or bool(self.allowed_fast_in))
+        """May we send this peer requests now (:attr:`RequestPipeline.may_request`)."""
+        return self.requests.may_request
 
     def fill_requests(self) -> None:
-        """Top up the request pipeline if we may (:attr:`may_request`) and there is room."""
-        if not self.may_request:
-            return
-        manager = self.torrent.manager
-        if manager.endgame and len(self.outstanding) > ENDGAME_QUEUE:
-            return  # endgame: duplicates only for a peer about to run dry (see ENDGAME_QUEUE)
-        depth = self.pipeline_depth()
-        if manager.requested_blocks - len(self.outstanding) + depth > manager.max_requested:
-            depth = min(depth, self._fair_share(manager.max_requested))
-        # Top up only once REFILL_SHARE of the pipeline is free (one scan of the picker per batch). _on_piece
-        # skips the call above this mark; it is a hint only (a stale mark costs one batch's delay at most).
-        batch = max(1, depth // REFILL_SHARE)
-        self._refill_below = depth - batch
-        self._refill_min_free = min(batch, MIN_BATCH)
-        room = depth - len(self.outstanding)
-        if room <= 0 or (self.outstanding and room < batch):
-            return
-        if self.outstanding and manager.max_requested - manager.requested_blocks < min(room, MIN_BATCH):
-            return  # all peers together have the most blocks requested: next_requests would hand out none
-        has = self._requestable() if self.peer_choking or self.rejected else self.has
-        if self._layers is not None and self._layers.blocking:
-            has = self._layers.requestable(has)  # v2: only pieces whose file's layer is known can be checked
-        blocks = manager.next_requests(self.key, has, room)
-        if blocks:
-            out = self.outstanding
-            for index, begin, length in blocks:
-                out[(index, begin)] = length
-            if len(out) == len(blocks):
-                self.last_block = time.monotonic()  # the request clock starts now
-                if not self._first_request:
-                    self._first_request = self.last_block
-            self.conn.send(b"".join(msg.request(*b) for b in blocks))
-        elif not self.outstanding and not self.torrent.manager.interesting(self.has):
-            self.set_interested(False)
-
-    def _fair_share(self, cap: int) -> int:
-        """This peer's part of the blocks all peers may have requested together (``cap``): an equal share among
-        the peers with requests outstanding (see FAIR_SHARE), at least MIN_DEPTH."""
-        others = 0
-        for peer in self.torrent.peers.values():
-            if peer.outstanding and peer is not self:
-                others += 1
-        return max(cap // (others + 1), MIN_DEPTH)
-
-    def _drop_requests(self, send_cancel: bool) -> None:
-        if not self.outstanding:
-            return
-        blocks = [(i, b, n) for (i, b), n in self.outstanding.items()]
-        self.outstanding.clear()
-        self.torrent.manager.release(self.key, blocks)
-        self._expect_answers(blocks)
-        if send_cancel and not self.conn.closed:
-            self.conn.send(b"".join(msg.cancel(*b) for b in blocks))
-        self.torrent.wake_requesters()
+        """Top up the request pipeline if we may and there is room (:meth:`RequestPipeline.fill`)."""
+        self.requests.fill()
 
     def cancel_block(self, index: int, begin: int) -> None:
         """Another peer delivered this block first (endgame): cancel ours."""
-        length = self.outstanding.pop((index, begin), None)
-        if length is not None:
-            self._expect_answers([(index, begin, length)])
-            self.conn.send(msg.cancel(index, begin, length))
+        self.requests.cancel_block(index, begin)
 
     def check_timeouts(self, now: float) -> None:
         """Called every second: a peer that stopped delivering loses its requests to others."""
-        if self.outstanding and now - self.last_block > REQUEST_TIMEOUT:
-            if not self.snubbed:
-                self.log.info("peer snubbed us", outstanding=len(self.outstanding))
-            self.snubbed = True
-            self._drop_requests(send_cancel=True)
+        self.requests.check_timeouts(now)
 
     def _on_piece(self, index: int, begin: int, length: int) -> None:
         # The per-block hot path (65,536 calls per GiB): keep it free of logging, hooks and allocations.
         t = self.torrent
         key = (index, begin)
-        outstanding = self.outstanding
-        if outstanding.get(key) != length and key not in self.awaiting_answer:
+        pipe = self.requests
+        outstanding = pipe.outstanding
+        if outstanding.get(key) != length and key not in pipe.awaiting_answer:
             # Never asked for (nor cancelled/released): a bogus index, offset or length, or data pushed at us.
             raise ProtocolError(f"block we did not request (piece {index}, offset {begin}, {length} bytes)")
         conn = self.conn
         manager = t.manager
-        if self.awaiting_answer:
-            self.awaiting_answer.pop(key, None)
+        if pipe.awaiting_answer:
+            pipe.awaiting_answer.pop(key, None)
         # Receive the whole block first, then copy it into its piece and record it in one call (store_block):
         # no other greenlet runs between finding the piece and recording the block, so no other peer can
         # complete (endgame) the piece meanwhile and have it hashed while this one still writes into it.
@@ -482,8 +373,8 @@ class Peer:
             outstanding.pop(key, None)
             return
         outstanding.pop(key, None)
-        self.last_block = time.monotonic()
-        self.snubbed = False
+        pipe.last_block = time.monotonic()
+        pipe.snubbed = False
         self.down.add(length)
         others, piece = result
         t.block_arrived(length)
@@ -494,9 +385,9 @@ class Peer:
         if piece is not None:
             t.verify_piece(piece)
         # Else fill_requests would find too little room here, or all peers together at the request limit.
-        if len(outstanding) <= self._refill_below and (
-                not outstanding or manager.max_requested - manager.requested_blocks >= self._refill_min_free):
-            self.fill_requests()
+        if len(outstanding) <= pipe.refill_below and (
+                not outstanding or manager.max_requested - manager.requested_blocks >= pipe.refill_min_free):
+            pipe.fill()
         if t.download_limit.rate:
             t.download_limit.consume(length)  # may sleep: only once the block is recorded
 
@@ -656,7 +547,7 @@ class Peer:
                 self._after_pieces_changed()
             return
         if msg_id == msg.REJECT:
-            self._on_reject(*msg.parse_triple(payload))
+            self.requests.on_reject(*msg.parse_triple(payload))
             return
         index = msg.parse_have(payload)
         if index >= n:
@@ -664,75 +555,8 @@ class Peer:
         if msg_id == msg.SUGGEST:
             self.budget.spend(bud.SUGGEST)
             self.suggested += 1  # advisory: our strategy already orders pieces by rarity
-        elif index not in self.allowed_fast_in and len(self.allowed_fast_in) < MAX_ALLOWED_FAST_IN:
-            self.allowed_fast_in.add(index)
-            if self.peer_choking:
-                self.fill_requests()
-        else:
+        elif not self.requests.allow_fast(index):
             self.budget.spend(bud.SUGGEST)  # a repeated allowed-fast piece, or more than we take
-
-    def _on_reject(self, index: int, begin: int, length: int) -> None:
-        """The peer will not send a block we asked for: it goes back to the pool for other peers."""
-        if index >= self.torrent.meta.num_pieces:
-            raise ProtocolError(f"reject for piece {index} of {self.torrent.meta.num_pieces}")
-        key = (index, begin)
-        requested = self.outstanding.get(key)
-        if requested is None or requested != length:
-            if key in self.awaiting_answer:  # we cancelled or gave it up already
-                del self.awaiting_answer[key]
-                return
-            raise ProtocolError(f"reject for a block we did not request (piece {index}, offset {begin})")
-        del self.outstanding[key]
-        self.torrent.manager.release(self.key, [(index, begin, length)])
-        if self.peer_choking:
-            self.allowed_fast_in.discard(index)  # it no longer serves that piece while choking us
-        else:
-            self.rejected[index] = time.monotonic() + REJECT_BACKOFF
-        self.fill_requests()
-        self.torrent.wake_requesters()
-
-    def _on_choked(self) -> None:
-        """CHOKE: without the fast extension every request is void; with it the peer rejects what it drops.
-
-        Requests for allowed-fast pieces stay outstanding; the others are given to other peers at once
-        (their rejects are then expected, and a block that arrives anyway is still taken).
-        """
-        if not self.fast:
-            self._drop_requests(send_cancel=False)
-            return
-        drop = [(i, b, n) for (i, b), n in self.outstanding.items() if i not in self.allowed_fast_in]
-        if not drop:
-            return
-        for i, b, _n in drop:
-            del self.outstanding[(i, b)]
-        self.torrent.manager.release(self.key, drop)
-        self._expect_answers(drop)
-        self.torrent.wake_requesters()
-
-    def _expect_answers(self, blocks) -> None:
-        """Remember blocks we gave up on: a fast peer still answers them (piece or reject, BEP 6), and any
-        peer may have sent them already (a block arriving later is no protocol error, see ``_on_piece``)."""
-        waiting = self.awaiting_answer
-        for index, begin, _length in blocks:
-            waiting[(index, begin)] = None
-        while len(waiting) > MAX_AWAITING_ANSWER:
-            del waiting[next(iter(waiting))]
-
-    def _requestable(self) -> Bitfield:
-        """The peer's pieces we may ask it for now: allowed-fast ones while it chokes us, minus recent rejects."""
-        now = time.monotonic()
-        for index in [i for i, until in self.rejected.items() if until <= now]:
-            del self.rejected[index]
-        if self.peer_choking:
-            out = Bitfield(self.has.size)
-            for index in self.allowed_fast_in:
-                if self.has[index] and index not in self.rejected:
-                    out.set(index)
-            return out
-        out = Bitfield(self.has.size, self.has.to_bytes())
-        for index in self.rejected:
-            out.clear(index)
-        return out
 
     # --- extension protocol (BEP 10) ---------------------------------------------------------------
 
@@ -764,7 +588,7 @@ class Peer:
             raise ProtocolError("extension handshake is not a dictionary")
         reqq = info.get(b"reqq")
         if isinstance(reqq, int) and reqq > 0:
-            self.reqq = min(reqq, MAX_DEPTH)
+            self.requests.reqq = min(reqq, MAX_DEPTH)
         port = info.get(b"p")
         if isinstance(port, int) and 0 < port < 65536:
             self.listen_port = port
