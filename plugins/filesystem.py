@@ -88,6 +88,9 @@ MAX_OPEN_FILES = 256
 #: 0.83-0.91 s, which was most of the second between "download complete" and exit; 4 at once 0.39 s, 8 0.27 s,
 #: 16 0.27 s.
 SYNC_THREADS = 8
+#: Descriptors duplicated at most for one background fsync batch (plugins/_sync_ahead.py); the batch opens the
+#: other files again by path, one at a time.
+SYNC_AHEAD_DUPS = 32
 #: Claimed pieces of a resume record hashed before it is trusted (the first, the last, and random ones)...
 RESUME_SAMPLE = 8
 #: ...but no more than one in this many claimed pieces (the first and the last always): 8 of a 4 MiB
@@ -306,9 +309,12 @@ class FilesystemStorage:
             self._unsynced.discard(i)
             fd = self._fds.get(i)
             try:
-                items.append((i, None if fd is None else os.dup(fd)))
-            except OSError:  # no descriptor to spare: the file is opened again by path for its fsync
-                items.append((i, None))
+                # Files not open, and those beyond SYNC_AHEAD_DUPS (descriptors are counted), are opened again
+                # by path for their fsync, one at a time.
+                dup = None if fd is None or len(items) >= SYNC_AHEAD_DUPS else os.dup(fd)
+            except OSError:  # no descriptor to spare
+                dup = None
+            items.append((i, dup))
         self._sync_ahead.start(items)
 
     # --- noticing changes made by others -----------------------------------------------------------

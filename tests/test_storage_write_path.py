@@ -129,3 +129,33 @@ def test_a_failed_fsync_during_the_download_means_no_record(tmp_path, monkeypatc
     st.close()
     assert sum(1 for ino, _ in calls if ino == first) == 1, "handed over: not synced again at close"
     assert not os.path.exists(resume_path(str(tmp_path), meta)), "an fsync failed: no record"
+
+
+def test_a_background_batch_duplicates_few_descriptors_and_still_syncs_every_file(tmp_path, monkeypatch):
+    """Many small files finishing at once: only SYNC_AHEAD_DUPS descriptors are duplicated per batch (the
+    others are opened again by path), and every file is fsync'ed once all the same."""
+    monkeypatch.setattr(_sync_ahead, "SYNC_AHEAD_BYTES", 256 << 10)
+    monkeypatch.setattr(_sync_ahead, "SYNC_AHEAD_FILE_BYTES", 1 << 30)
+    monkeypatch.setattr(fsmod, "SYNC_AHEAD_DUPS", 2)
+    files = [([b"f%02d" % k], os.urandom(9000 + k)) for k in range(40)]
+    meta, blob = make_meta(files)
+    dups: list[int] = []
+    real_dup = os.dup
+
+    def dup(fd):
+        dups.append(fd)
+        return real_dup(fd)
+
+    monkeypatch.setattr(fsmod.os, "dup", dup)
+    calls = _fsyncs(monkeypatch)
+    st = FilesystemStorage(meta, str(tmp_path))
+    batches = 0
+    for i in range(meta.num_pieces):
+        before = len(calls)
+        write_in_order(st, meta, blob, [i], settle=True)
+        batches += len(calls) > before
+    assert batches >= 1 and len(dups) <= 2 * batches, (batches, len(dups))
+    st.close()
+    inodes = {os.stat(tmp_path / "t" / p[0].decode()).st_ino for p, _ in files}
+    assert sorted(ino for ino, _ in calls if ino in inodes) == sorted(inodes)
+    assert FilesystemStorage(meta, str(tmp_path)).completed_pieces() == set(range(meta.num_pieces))
