@@ -492,8 +492,8 @@ class FilesystemStorage:
 
     def close(self) -> None:
         """Make written data durable, close every file and save the resume record (if it can be trusted)."""
-        ahead_ok = self._sync_ahead.wait()  # the files synced in the background (their fsync ended well)
-        synced = self._sync() and ahead_ok
+        synced = self._sync()  # the rest, while the background batch (other files) may still run...
+        synced = self._sync_ahead.wait() and synced  # ...and the files synced in the background (all went well)
         while self._fds:
             _, fd = self._fds.popitem()
             try:
