@@ -17,9 +17,11 @@
   (:func:`torrentcore.statefile.state_dir`, ``resume/<sha1 of info-hash and
   folder>.resume``), never beside the user's data, and is written on close
   (:func:`torrentcore.statefile.write_atomic`, after the data files were
-  ``fsync``-ed). It is trusted only while every file still has that size and
-  time, every claimed piece lies inside its files, and a sample of the claimed
-  pieces hashes correctly; otherwise the engine re-hashes what is on disk. A
+  ``fsync``-ed: most of them already during the download, by :mod:`._sync_ahead`, each
+  once it is finished, so that close waits only for the last ones). It is
+  trusted only while every file still has that size and time, every claimed
+  piece lies inside its files, and a sample of the claimed pieces hashes
+  correctly; otherwise the engine re-hashes what is on disk. A
   record that is not a regular file, malformed, or of the wrong shape is ignored
   with one warning. Old-style records beside the data
   (``.torrentcore-<infohash>.resume``, written by earlier versions) are ignored: the data is
