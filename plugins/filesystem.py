@@ -495,7 +495,7 @@ class FilesystemStorage:
     def close(self) -> None:
         """Make written data durable, close every file and save the resume record (if it can be trusted)."""
         synced = self._sync()  # the rest, while the background batch (other files) may still run...
-        synced = self._sync_ahead.wait() and synced  # ...and the files synced in the background (all went well)
+        synced = self._sync_ahead.wait(SYNC_THREADS) and synced  # ...helped to its end (and all went well)
         while self._fds:
             _, fd = self._fds.popitem()
             try:
