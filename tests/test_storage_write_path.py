@@ -159,3 +159,33 @@ def test_a_background_batch_duplicates_few_descriptors_and_still_syncs_every_fil
     inodes = {os.stat(tmp_path / "t" / p[0].decode()).st_ino for p, _ in files}
     assert sorted(ino for ino, _ in calls if ino in inodes) == sorted(inodes)
     assert FilesystemStorage(meta, str(tmp_path)).completed_pieces() == set(range(meta.num_pieces))
+
+
+def test_close_helps_a_running_background_batch_to_its_end(tmp_path, monkeypatch):
+    """The batch's own thread is held in its first fsync until every other file of the batch was fsync'ed: only
+    the threads wait() lends it can have done those (without them it would do all, 10 s later)."""
+    paths = []
+    for k in range(12):
+        p = tmp_path / f"f{k}"
+        p.write_bytes(b"x" * 100)
+        paths.append(p)
+    done: list[int] = []
+    all_others = threading.Event()
+    first_thread: list[int] = []
+    real = os.fsync
+
+    def fsync(fd):
+        if not first_thread:
+            first_thread.append(threading.get_ident())
+            all_others.wait(10)  # bounded: a broken wait() only makes this test slow, then fail
+        real(fd)
+        done.append(threading.get_ident())
+        if len(done) == len(paths) - 1 and not all_others.is_set():
+            all_others.set()
+
+    monkeypatch.setattr(_sync_ahead.os, "fsync", fsync)
+    ahead = _sync_ahead.SyncAhead(lambda key: os.open(paths[key], os.O_RDONLY))
+    ahead.start([(k, None) for k in range(len(paths))])
+    assert ahead.wait(4)
+    assert len(done) == len(paths)
+    assert done.count(first_thread[0]) == 1, "the batch's thread synced only the file it was held in"
