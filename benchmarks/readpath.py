@@ -10,7 +10,8 @@ REQUEST with its PIECE at once (one ``sendall`` per batch of requests it read). 
 process: the event loop's thread runs the peer greenlet exactly as in a download; downloaded pieces go through
 :class:`~torrentcore.verifier.Verifier` (SHA-1 in the worker threads) to a storage that discards the bytes, so
 neither the disk nor the page cache is measured. Per round it prints MB/s and the CPU seconds per GiB of the
-event loop's thread (``time.thread_time``) and of the whole process: the event loop's share is what limits a
+event loop's thread (``time.thread_time``) and of the whole process, the minor page faults per GiB of both
+(``getrusage``: fresh piece buffers fault in their pages) and the peak RSS: the event loop's share is what limits a
 download (``benchmarks/swarm.py`` measures the whole client against libtorrent and aria2c).
 """
 
@@ -24,6 +25,7 @@ import argparse  # noqa: E402
 import hashlib  # noqa: E402
 import os  # noqa: E402
 import random  # noqa: E402
+import resource  # noqa: E402
 import socket  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
@@ -166,8 +168,14 @@ def _metainfo(size: int):
     return parse(bencode.encode({b"info": info}))
 
 
-def one_round(meta, size: int, pool) -> tuple[float, float, float]:
-    """(wall s, event-loop thread CPU s, process CPU s) to download ``size`` bytes from a fresh seeder."""
+def _faults(who: int) -> int:
+    """Minor page faults so far of the calling thread (RUSAGE_THREAD) or of the process (RUSAGE_SELF)."""
+    return resource.getrusage(who).ru_minflt
+
+
+def one_round(meta, size: int, pool) -> tuple[float, float, float, int, int]:
+    """(wall s, event-loop thread CPU s, process CPU s, event-loop thread minor page faults, process minor
+    page faults) to download ``size`` bytes from a fresh seeder."""
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
     server.listen(1)
@@ -179,15 +187,17 @@ def one_round(meta, size: int, pool) -> tuple[float, float, float]:
         peer = Peer(port, Connection(sock, address), b"-XX0000-" + b"0" * 12, RESERVED, incoming=True)
         port.peers[peer.key] = peer
         t0, c0, p0 = time.perf_counter(), time.thread_time(), time.process_time()
+        f0, g0 = _faults(resource.RUSAGE_THREAD), _faults(resource.RUSAGE_SELF)
         runner = gevent.spawn(peer.run)
         if not port.done.wait(300):
             raise SystemExit("download did not finish in 300 s")
         wall, cpu, pcpu = time.perf_counter() - t0, time.thread_time() - c0, time.process_time() - p0
+        faults, pfaults = _faults(resource.RUSAGE_THREAD) - f0, _faults(resource.RUSAGE_SELF) - g0
         peer.close("done")
         runner.join(5)
         if port.failed:
             raise SystemExit(f"{port.failed} pieces failed their hash check")
-        return wall, cpu, pcpu
+        return wall, cpu, pcpu, faults, pfaults
     finally:
         seeder.kill()
         seeder.wait()
@@ -215,13 +225,16 @@ def main() -> int:
     gib = size / (1 << 30)
     results = []
     for r in range(args.rounds):
-        wall, cpu, pcpu = one_round(meta, size, pool)
-        results.append((wall, cpu, pcpu))
+        wall, cpu, pcpu, faults, pfaults = one_round(meta, size, pool)
+        results.append((wall, cpu, pcpu, faults, pfaults))
         print(f"round {r}: {size / 1e6 / wall:6.0f} MB/s  event loop {cpu / gib:5.2f} CPU s/GiB  "
-              f"process {pcpu / gib:5.2f} CPU s/GiB", flush=True)
+              f"process {pcpu / gib:5.2f} CPU s/GiB  minor faults per GiB: event loop {faults / gib:,.0f}, "
+              f"process {pfaults / gib:,.0f}; peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss >> 10} MiB",
+              flush=True)
     mid = sorted(results, key=lambda x: x[1])[len(results) // 2]
     print(f"median (by event-loop CPU): {size / 1e6 / mid[0]:.0f} MB/s, event loop {mid[1] / gib:.2f} CPU s/GiB, "
-          f"process {mid[2] / gib:.2f} CPU s/GiB; load average {os.getloadavg()[0]:.1f}")
+          f"process {mid[2] / gib:.2f} CPU s/GiB, minor faults per GiB {mid[3] / gib:,.0f} (event loop), "
+          f"{mid[4] / gib:,.0f} (process); load average {os.getloadavg()[0]:.1f}")
     return 0
 
 

@@ -650,7 +650,7 @@ def check_peer(data: bytes) -> None:
             p.choke()
         elif action == 2:
             for _ in range(arg % 8 + 1):
-                p._produce()
+                p.serving.produce()
         elif action == 3:
             p.requests.last_block -= request_pipeline.REQUEST_TIMEOUT + 1
             p.check_timeouts(time.monotonic())
@@ -713,16 +713,16 @@ def check_peer(data: bytes) -> None:
 
 
 def _assert_peer_bounded(p) -> None:
-    from torrentcore.peer import peer as peer_mod
     from torrentcore.peer import request_pipeline as rp
+    from torrentcore.peer import upload
 
-    assert len(p.uploads) <= peer_mod.OUR_REQQ
+    assert len(p.serving.uploads) <= upload.OUR_REQQ
     assert len(p.outstanding) <= rp.MAX_DEPTH
     assert len(p.requests.awaiting_answer) <= rp.MAX_AWAITING_ANSWER
     assert len(p.requests.allowed_fast_in) <= rp.MAX_ALLOWED_FAST_IN
     assert p.has.size == p.torrent.meta.num_pieces
-    assert p.bad_requests <= peer_mod.MAX_BAD_REQUESTS + 1
-    assert p.cancels_in <= p.requests_in + peer_mod.CANCEL_SLACK + 1
+    assert p.serving.bad_requests <= upload.MAX_BAD_REQUESTS + 1
+    assert p.serving.cancels_in <= p.serving.requests_in + upload.CANCEL_SLACK + 1
     assert p.conn._queued <= MAX_QUEUED + MAX_MESSAGE or p.conn.closed
     assert p.torrent.manager.requested_blocks >= 0
 

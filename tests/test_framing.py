@@ -13,6 +13,7 @@ import socket
 import gevent
 import pytest
 
+from torrentcore.errors import ProtocolError
 from torrentcore.hookspec import BLOCK_SIZE
 from torrentcore.peer import encryption as mse
 from torrentcore.peer import messages as msg
@@ -64,9 +65,16 @@ class Stingy:
         return getattr(self.sock, name)
 
 
-def _read(conn: Connection, count: int) -> list:
+def _read(conn: Connection, count: int, take_blocks: bool = False) -> list:
+    """``count`` messages as ``(id, payload)``, a PIECE's payload as ``(index, begin, bytes)``. With
+    ``take_blocks``, as Peer.run reads: first :meth:`Connection.take_block` (a whole PIECE of at most
+    BLOCK_SIZE already buffered), else :meth:`Connection.read_message`."""
     out = []
     for _ in range(count):
+        if take_blocks and (block := conn.take_block(BLOCK_SIZE)) is not None:
+            index, begin, data = block
+            out.append((msg.PIECE, (index, begin, bytes(data))))
+            continue
         msg_id, payload = conn.read_message()
         if msg_id == msg.PIECE:
             index, begin, length = payload
@@ -86,6 +94,12 @@ def _tcp_pair() -> tuple[socket.socket, socket.socket]:
         left = socket.create_connection(server.getsockname())
         right, _ = server.accept()
     return left, right
+
+
+@pytest.fixture(params=[False, True], ids=["read_message", "take_block"])
+def take_blocks(request) -> bool:
+    """Read as :func:`_read` does with or without :meth:`Connection.take_block` first (as Peer.run does)."""
+    return request.param
 
 
 @pytest.fixture(params=["tcp", "rc4", "utp"])
@@ -124,7 +138,7 @@ def transport(request):
         close()
 
 
-def test_every_split_point_of_every_message(transport):
+def test_every_split_point_of_every_message(transport, take_blocks):
     """The stream sent once per split point k, read as two reads cut at k: every message boundary and
     every byte inside a length prefix, an id, a PIECE header and a payload is a read boundary once."""
     stream, expected = _stream(SMALL_BLOCK)
@@ -135,11 +149,11 @@ def test_every_split_point_of_every_message(transport):
     sender = gevent.spawn(send, stream * (len(stream) - 1))
     with gevent.Timeout(BOUND):
         for _ in range(len(stream) - 1):
-            assert _read(conn, len(expected)) == expected
+            assert _read(conn, len(expected), take_blocks) == expected
         sender.get()
 
 
-def test_many_messages_in_one_read(transport):
+def test_many_messages_in_one_read(transport, take_blocks):
     """Whole batches of messages (blocks among them) arrive in one read and are all parsed from it."""
     stream, expected = _stream(BIG_BLOCK)
     send, conn, stingy = transport([])
@@ -147,17 +161,101 @@ def test_many_messages_in_one_read(transport):
     with gevent.Timeout(BOUND):
         sender.get()
         gevent.sleep(0.05)  # let it all arrive: the first reads then carry many messages each
-        got = _read(conn, 8 * len(expected))
+        got = _read(conn, 8 * len(expected), take_blocks)
     assert got == expected * 8
     assert stingy.reads < len(got) // 2  # several messages per read (one per read would be len(got))
 
 
 @pytest.mark.parametrize("block", [BIG_BLOCK, HUGE_BLOCK], ids=["16KiB", "64KiB"])
-def test_a_piece_spanning_many_reads(transport, block):
+def test_a_piece_spanning_many_reads(transport, block, take_blocks):
     """Reads of 1,000 bytes (and odd sizes): a block's payload is gathered from many reads, byte exact."""
     stream, expected = _stream(block)
     send, conn, stingy = transport([1000, 1, 3, 4093] * 200)
     sender = gevent.spawn(send, stream * 2)
     with gevent.Timeout(BOUND):
-        assert _read(conn, 2 * len(expected)) == expected * 2
+        assert _read(conn, 2 * len(expected), take_blocks) == expected * 2
         sender.get()
+
+
+def test_take_block_takes_only_a_whole_piece_message_already_buffered():
+    """take_block consumes a PIECE only when all of it is in the buffer and its payload is at most ``most``
+    bytes; anything else (another message, a part of a block, a larger block, a malformed length) is left
+    untouched for read_message, which then reads it (or refuses it) as before."""
+    left, right = _tcp_pair()
+    try:
+        conn = Connection(right, ("127.0.0.1", 1))
+        block = os.urandom(BLOCK_SIZE)
+        with gevent.Timeout(BOUND):
+            left.sendall(msg.have(3) + msg.piece_header(4, 16384, BLOCK_SIZE) + block[:100])
+            conn.prefetch(9 + 13 + 100)
+            assert conn.take_block(BLOCK_SIZE) is None, "a HAVE is not a block"
+            assert conn.read_message() == (msg.HAVE, (3).to_bytes(4, "big"))
+            assert conn.take_block(BLOCK_SIZE) is None, "13 + 100 bytes of a 16 KiB block are buffered"
+            assert conn.buffered == 13 + 100, "nothing consumed"
+            left.sendall(block[100:] + msg.piece_header(5, 0, 2 * BLOCK_SIZE) + bytes(2 * BLOCK_SIZE))
+            conn.prefetch(13 + BLOCK_SIZE)
+            index, begin, data = conn.take_block(BLOCK_SIZE)
+            assert (index, begin, bytes(data)) == (4, 16384, block)
+            conn.prefetch(13 + 2 * BLOCK_SIZE)
+            assert conn.take_block(BLOCK_SIZE) is None, "a block over BLOCK_SIZE is read_message's (then skipped)"
+            assert conn.read_message() == (msg.PIECE, (5, 0, 2 * BLOCK_SIZE))
+            conn.skip(2 * BLOCK_SIZE)
+            left.sendall((8).to_bytes(4, "big") + bytes([msg.PIECE]) + bytes(8))  # a PIECE too short for a header
+            conn.prefetch(12)
+            assert conn.take_block(BLOCK_SIZE) is None
+            with pytest.raises(ProtocolError):
+                conn.read_message()
+    finally:
+        left.close()
+        right.close()
+
+
+class _Preloaded:
+    """A socket whose peer already sent ``data``: each recv_into gets as much of it as the buffer offered holds
+    (as a real socket does with that much queued), then end of stream."""
+
+    def __init__(self, data: bytes, most: int = 1 << 30) -> None:
+        self.data = memoryview(data)
+        self.pos = 0
+        self.most = most  # at most this many bytes per read (a slow peer's trickle)
+        self.offered: list[int] = []
+
+    def recv_into(self, view) -> int:
+        n = min(len(view), len(self.data) - self.pos, self.most)
+        view[:n] = self.data[self.pos : self.pos + n]
+        self.pos += n
+        self.offered.append(len(view))
+        return n
+
+    def settimeout(self, timeout) -> None:
+        pass
+
+    def setsockopt(self, *args) -> None:
+        pass
+
+
+def test_the_read_buffer_grows_for_a_peer_that_fills_it_and_stays_small_otherwise():
+    """Reads that fill the whole buffer double it up to READ_BUFFER_MAX (the peer sends faster than we read);
+    a peer whose reads never fill it keeps READ_BUFFER; a message larger than the buffer (a bitfield of 2^21
+    pieces is 256 KiB) is read whole on a fresh connection. Every byte comes out in order meanwhile."""
+    from torrentcore.peer.connection import READ_BUFFER, READ_BUFFER_MAX
+
+    assert READ_BUFFER < READ_BUFFER_MAX
+    blocks = [(i, 0, os.urandom(BLOCK_SIZE)) for i in range(160)]  # 2.5 MiB, all "queued" at once
+    fast = Connection(_Preloaded(b"".join(msg.piece_header(i, b, len(d)) + d for i, b, d in blocks)), ("h", 1))
+    assert fast.read_buffer_size == READ_BUFFER
+    got = _read(fast, len(blocks), take_blocks=True)
+    assert got == [(msg.PIECE, blk) for blk in blocks]
+    assert fast.read_buffer_size == READ_BUFFER_MAX
+    assert max(fast.sock.offered) > READ_BUFFER_MAX // 2, "reads of up to a whole 1 MiB buffer"
+
+    slow = Connection(_Preloaded(b""), ("h", 1))
+    for n in range(50):  # one small message per read: never a full buffer
+        slow.sock.data, slow.sock.pos = memoryview(msg.have(n)), 0
+        assert slow.read_message() == (msg.HAVE, n.to_bytes(4, "big"))
+    assert slow.read_buffer_size == READ_BUFFER
+
+    bits = os.urandom(1 << 18)
+    big = Connection(_Preloaded(msg.bitfield(bits) + msg.have(7), most=4000), ("h", 1))
+    assert big.read_message() == (msg.BITFIELD, bits)
+    assert big.read_message() == (msg.HAVE, (7).to_bytes(4, "big"))

@@ -159,3 +159,32 @@ def test_store_block_copies_records_and_refuses_what_is_not_needed():
         expected = b"".join(payload[blk] for blk in sorted(a) if blk[0] == piece.index)
         assert bytes(piece.buffer) == expected
     assert pm.requested_blocks == 0, "every request (the endgame duplicates too) is accounted for"
+
+
+def test_store_block_refuses_every_wrong_length_and_records_only_whole_blocks():
+    """The length checks of store_block's inline path: nothing longer than BLOCK_SIZE (not even up to the end
+    of the piece), nothing empty, a full block only where one fits, the short last block only with its own
+    length; a refused block leaves the piece as it was (still requested, nothing received)."""
+    m = meta(2, last=PL // 2 + 5)  # piece 1: blocks of 16384, 16384 and 5 bytes
+    pm = PieceManager(m, Bitfield(2), Sequential())
+    pm.add_peer_pieces(full(2))
+    asked = pm.next_requests("a", full(2), 100)
+    assert (1, 32768, 5) in asked and (0, 32768, 16384) in asked
+    before = pm.requested_blocks
+    wrong = [
+        (0, 32768, 2 * 16384),  # two blocks' worth, exactly to the end of piece 0
+        (1, 16384, 16384 + 5),  # a block and the last one's 5 bytes, to the end of piece 1
+        (1, 32768, 16384),  # a full block where only 5 bytes are left
+        (1, 32768, 4),
+        (1, 32768, 0),
+        (0, 0, 0),
+        (0, 0, 16383),
+        (1, 49152, 16384),  # past the end of the piece
+    ]
+    for index, begin, n in wrong:
+        assert pm.store_block("a", index, begin, bytes(n)) is None, (index, begin, n)
+    assert pm.requested_blocks == before
+    assert all(p.received == 0 for p in pm.partial.values())
+    assert pm.store_block("a", 1, 32768, b"12345") == ((), None)
+    assert pm.store_block("a", 0, 32768, bytes(16384)) == ((), None)
+    assert pm.requested_blocks == before - 2

@@ -100,11 +100,11 @@ def test_produce_batches_runs_and_honours_the_limit_choking_and_failed_reads():
     peer = _peer(port)
     peer.am_choking = False
     blocks = [(i, b, B) for i in range(n) for b in range(0, plen, B)]
-    peer.uploads = _queue(*blocks)
+    peer.serving.uploads = _queue(*blocks)
     sent: list[tuple[int, int, bytes]] = []
     calls = 0
-    while peer.uploads and calls < 100:
-        out = peer._produce()
+    while peer.serving.uploads and calls < 100:
+        out = peer.serving.produce()
         calls += 1
         if out:
             assert len(out) <= UPLOAD_BATCH_BYTES + 2 * B  # one batch: at most the budget and one block over
@@ -120,16 +120,16 @@ def test_produce_batches_runs_and_honours_the_limit_choking_and_failed_reads():
 
     # Under a rate limit: one block per call, each paid for before it is read.
     port.upload_limit = limit = _Limit()
-    peer.uploads = _queue(*blocks[:4])
-    outs = [peer._produce() for _ in range(4)]
-    assert [len(o) for o in outs] == [13 + B] * 4 and limit.asked == [B] * 4 and not peer.uploads
+    peer.serving.uploads = _queue(*blocks[:4])
+    outs = [peer.serving.produce() for _ in range(4)]
+    assert [len(o) for o in outs] == [13 + B] * 4 and limit.asked == [B] * 4 and not peer.serving.uploads
 
     # Choked: a fast peer's requests outside its allowed-fast set are rejected (BEP 6), one REJECT per block.
     port.upload_limit = harness._NoLimit()
     peer.am_choking = True
     peer.allowed_fast_out = frozenset({2})
-    peer.uploads = _queue((1, 0, B), (1, B, B), (2, 0, B))
-    out = peer._produce()
+    peer.serving.uploads = _queue((1, 0, B), (1, B, B), (2, 0, B))
+    out = peer.serving.produce()
     assert out[: 2 * 17] == msg.reject(1, 0, B) + msg.reject(1, B, B)
     assert _read_messages(out[2 * 17 :]) == [(2, 0, payload[2 * plen : 2 * plen + B])]
     peer.conn.close("done")

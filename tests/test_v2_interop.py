@@ -112,12 +112,16 @@ def test_btmh_magnet_download_from_libtorrent_seeder(tmp_path, torrentcore, kind
         proc = torrentcore.run(link, tmp_path / "dl")
         assert proc.wait(RUN_TIMEOUT) == 0, proc.describe()
     assert_same_tree(root, tmp_path / "dl" / os.path.basename(root))
-    if kind == "v2":
-        assert proc.events("piece layers complete"), proc.describe()
-        # The saved .torrent now holds them: a later run on the folder can check the data at once.
-        saved = metainfo.load(str(tmp_path / "dl" / f"{meta.name}.torrent"))
-        assert saved.info_hash_v2 == meta.info_hash_v2 and not saved.missing_layers()
-        assert saved.piece_layers == meta.piece_layers
+    # A hybrid too gets its layers from libtorrent (over a connection made with its v2 hash: libtorrent takes
+    # hash requests on no other) and is complete only once its pieces are checked with both hashes.
+    assert proc.events("piece layers complete"), proc.describe()
+    names = [e.get("event") for e in proc.logs()]
+    assert names.index("piece layers complete") < names.index("download complete"), names
+    assert not re.search(r"never arrived|SHA-1 only", proc.stdout), proc.stdout
+    # The saved .torrent now holds them: a later run on the folder can check the data at once.
+    saved = metainfo.load(str(tmp_path / "dl" / f"{meta.name}.torrent"))
+    assert saved.info_hash_v2 == meta.info_hash_v2 and not saved.missing_layers()
+    assert saved.piece_layers == meta.piece_layers
 
 
 def test_libtorrent_btmh_magnet_download_from_torrentcore_seeder(tmp_path, torrentcore):
@@ -136,3 +140,33 @@ def test_libtorrent_btmh_magnet_download_from_torrentcore_seeder(tmp_path, torre
         assert leecher.wait_finished(timeout=RUN_TIMEOUT, handle=handle), leecher.describe() + seeder.describe()
         assert handle.torrent_file().info_hashes().v2.to_bytes() == meta.info_hash_v2
     assert_same_tree(root, tmp_path / "lt" / os.path.basename(root))
+
+
+def test_daemon_stores_the_piece_layers_a_btmh_magnet_got_from_libtorrent(tmp_path):
+    """The daemon's database keeps the piece layers fetched from peers, not only the info dictionary: after
+    a restart the torrent's pieces can be checked with their Merkle hashes at once."""
+    import sqlite3
+
+    from daemon_harness import DaemonProcess
+
+    from torrentcore.daemon.database import DB_NAME
+
+    root = make_payload(tmp_path / "seed", MAGNET_TREE, seed=10)
+    torrent = tmp_path / "x.torrent"
+    meta = lt_torrent(root, torrent, "hybrid", piece_length=32 * KiB)
+    daemon = DaemonProcess(tmp_path / "d")
+    try:
+        with LibtorrentPeer(name="lt-seeder") as seeder:
+            seeder.add_torrent(torrent, tmp_path / "seed", seed=True)
+            link = _btmh(meta, seeder.endpoint, hybrid=True)
+            tid = daemon.rpc("torrent-add", filename=link)["torrent-added"]["id"]
+            daemon.wait_torrent(tid, lambda t: t["percentDone"] == 1, RUN_TIMEOUT, "percentDone")
+    finally:
+        assert daemon.terminate() == 0, daemon.stderr()[-2000:]
+    with sqlite3.connect(daemon.config_dir / DB_NAME) as db:
+        (stored,) = db.execute("SELECT metainfo FROM torrents").fetchone()
+    path = tmp_path / "stored.torrent"
+    path.write_bytes(stored)
+    saved = metainfo.load(str(path))
+    assert saved.info_hash == meta.info_hash and not saved.missing_layers()
+    assert saved.piece_layers == meta.piece_layers

@@ -190,8 +190,8 @@ class LateLayerPeer(FakePeerServer):
         return {"served": self.served, "answered": self.answered}
 
     def _script(self, sock: socket.socket) -> None:
-        recv_exact(sock, 68)
-        sock.sendall(handshake(self.info_hash, self.peer_id, reserved=bytes(7) + b"\x10"))
+        theirs = recv_exact(sock, 68)[28:48]  # a hybrid's either hash: layers are asked for over its v2 one
+        sock.sendall(handshake(theirs, self.peer_id, reserved=bytes(7) + b"\x10"))
         n = self.meta.num_pieces
         bits = bytearray((n + 7) // 8)
         for i in range(n - 1):

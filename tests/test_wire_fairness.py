@@ -30,6 +30,7 @@ from torrentcore import bencode
 from torrentcore.peer import budget as bud
 from torrentcore.peer import messages as msg
 from torrentcore.peer import peer as peer_mod
+from torrentcore.peer import upload
 from torrentcore.peer.connection import Connection
 from torrentcore.peer.extensions import MAX_HANDSHAKE_VALUES, ExtensionRegistry, MetadataServer, PexHandler
 
@@ -124,7 +125,7 @@ def test_a_request_repeated_while_queued_is_answered_once_and_a_flood_of_them_is
     stream = msg.simple(msg.INTERESTED) + msg.request(1, 0, 16384) * 100_000
     peer, ended, _consumed, sock = _run_peer(stream, fast=True, actions=[0], port=port)
     assert "flood of useless request messages" in ended, ended
-    assert peer.bad_requests == 0 and not sock.sent.count(bytes([0, 0, 0, 13, msg.REJECT]))
+    assert peer.serving.bad_requests == 0 and not sock.sent.count(bytes([0, 0, 0, 13, msg.REJECT]))
 
 
 def test_honest_conversation_stays_within_every_budget():
@@ -144,16 +145,16 @@ def test_cancels_over_500_queued_uploads_are_constant_cost_and_a_cancel_flood_is
     payload = bytes(range(256)) * (n * piece_length // 256)
     port = harness.WirePort(range(n), payload=payload, piece_length=piece_length)
     port.upload_limit = _Gate()  # the writer takes the first request, then waits: the other 499 stay queued
-    blocks = [(i, b, 16384) for i in range(n) for b in range(0, piece_length, 16384)][: peer_mod.OUR_REQQ]
+    blocks = [(i, b, 16384) for i in range(n) for b in range(0, piece_length, 16384)][: upload.OUR_REQQ]
     requests = b"".join(msg.request(*b) for b in blocks)
     cancels = b"".join(msg.cancel(*b) for b in reversed(blocks))  # the worst order for a list or deque
     flood = msg.cancel(0, 0, 16384) * 100_000
     peer, ended, consumed, sock = _run_peer(msg.simple(msg.INTERESTED) + requests + cancels + flood, fast=True,
                                             actions=[0], port=port)
     assert ended.startswith("protocol error: flood of cancel messages"), ended
-    assert not peer.uploads and peer.requests_in == len(blocks)
-    assert peer.cancels_in == len(blocks) + peer_mod.CANCEL_SLACK + 1
-    assert consumed < 5 + 17 * 2 * len(blocks) + 17 * (peer_mod.CANCEL_SLACK + 1) + 256 * 1024
+    assert not peer.serving.uploads and peer.serving.requests_in == len(blocks)
+    assert peer.serving.cancels_in == len(blocks) + upload.CANCEL_SLACK + 1
+    assert consumed < 5 + 17 * 2 * len(blocks) + 17 * (upload.CANCEL_SLACK + 1) + 256 * 1024
     # A REJECT for each cancelled request (BEP 6: one answer per request), none for the flood.
     rejects = sock.sent.count(bytes([0, 0, 0, 13, msg.REJECT]))
     assert rejects == len(blocks) - 1, rejects

@@ -35,7 +35,7 @@ INTERVAL = 10.0
 OPTIMISTIC_INTERVAL = 30.0
 DEFAULT_SLOTS = 4
 #: Requests while choked (counted by the peer past its grace) that make a peer greedy; the peer is dropped
-#: at 50 (``peer.MAX_CHOKED_REQUESTS``), and never unchoked from 10 on.
+#: at 50 (``upload.MAX_CHOKED_REQUESTS``), and never unchoked from 10 on.
 GREEDY_CHOKED_REQUESTS = 10
 #: Bytes beyond the torrent's size we may send one peer before it counts as greedy (re-requests after a
 #: failed hash check elsewhere, or after a reconnection, stay far below).

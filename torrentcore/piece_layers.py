@@ -45,6 +45,11 @@ CHUNK = 512
 MAX_SERVED = 8192
 #: Seconds before a chunk asked of a peer that did not answer may be asked of another.
 REQUEST_TIMEOUT = 5.0
+#: Seconds after which a chunk still unanswered may be asked of one more peer (each such period, one more,
+#: within REQUEST_TIMEOUT: at most 5 asks in all): a peer that sits on hash requests, or left, must not hold
+#: them while a seed that joined could answer (libtorrent here answers in milliseconds; a chunk is at most
+#: 16 KiB of hashes, so a second ask costs little).
+SECOND_ASK_AFTER = 1.0
 _HEADER = struct.Struct(">32sIIII")
 HEADER_SIZE = _HEADER.size  # 48
 
@@ -80,6 +85,8 @@ class _Missing:
     layers: int  # layers above the piece layer up to the root
     hashes: list[bytes | None]
     asked: dict[int, float] = field(default_factory=dict)  # chunk start -> when
+    askers: dict[int, list[object]] = field(default_factory=dict)  # chunk start -> who was asked since then
+    last_ask: dict[int, float] = field(default_factory=dict)  # chunk start -> when it was last asked of a peer
 
 
 class PieceLayers:
@@ -103,6 +110,9 @@ class PieceLayers:
         #: Told of each file whose layer just arrived (fetched and proved); it calls :meth:`file_ready` when
         #: the pieces held unverified are checked. None: a file is ready as soon as its layer arrives.
         self.on_file_layer: Callable[[FileEntry], None] | None = None
+        #: Greet new peers without the pieces not checked with their Merkle hash (:meth:`advertised`): set while
+        #: a download complete on SHA-1 waits for its layers (torrentcore.layer_recheck), cleared if it gives up.
+        self.withhold = False
 
     @property
     def complete(self) -> bool:
@@ -143,6 +153,19 @@ class PieceLayers:
         n = len(has.to_bytes())
         mask = int.from_bytes(has.to_bytes(), "big") & int.from_bytes(self._ready().to_bytes(), "big")
         return Bitfield(has.size, mask.to_bytes(n, "big"))
+
+    def advertised(self, have: Bitfield) -> Bitfield:
+        """What we tell a new peer we have: while :attr:`withhold`, ``have`` less a hybrid's pieces not checked
+        with their Merkle hash yet (their file's layer missing or being checked); otherwise ``have`` itself.
+
+        A hybrid complete on SHA-1 that waits for its layers would otherwise greet as a seed, and a libtorrent
+        seed closes a connection between two seeds at once (``upload_upload_connection``): the layers it could
+        give would never come (measured: it reconnected every 3 s and was dropped every time)."""
+        if not self.withhold or not self._unready or not have.count:
+            return have
+        n = len(have.to_bytes())
+        mask = int.from_bytes(have.to_bytes(), "big") & int.from_bytes(self._ready().to_bytes(), "big")
+        return Bitfield(have.size, mask.to_bytes(n, "big"))
 
     def file_ready(self, root: bytes) -> None:
         """The pieces of a file whose layer arrived were checked: they may be requested from now on."""
@@ -247,14 +270,25 @@ class PieceLayers:
 
     # --- fetching --------------------------------------------------------------------------------
 
-    def next_request(self, now: float | None = None) -> HashRequest | None:
-        """A chunk of a missing layer to ask for (not asked within :data:`REQUEST_TIMEOUT`), or None."""
+    def next_request(self, now: float | None = None, asker: object = None) -> HashRequest | None:
+        """A chunk of a missing layer to ask for (not asked within :data:`REQUEST_TIMEOUT`), or None.
+
+        ``asker`` (its :class:`~torrentcore.peer.hash_exchange.HashExchange`) may also get a chunk another peer
+        was asked over :data:`SECOND_ASK_AFTER` ago and has not answered."""
         now = time.monotonic() if now is None else now
         for root, m in self._missing.items():
             for start in range(0, m.pieces, CHUNK):
-                if m.hashes[start] is not None or now - m.asked.get(start, -1e9) < REQUEST_TIMEOUT:
+                if m.hashes[start] is not None:
                     continue
-                m.asked[start] = now
+                if now - m.asked.get(start, -1e9) < REQUEST_TIMEOUT:
+                    whom = m.askers.get(start, [])
+                    if asker is None or asker in whom or now - m.last_ask.get(start, now) < SECOND_ASK_AFTER:
+                        continue
+                    whom.append(asker)  # those asked are slow (or gone): one more may answer first
+                else:
+                    m.asked[start] = now
+                    m.askers[start] = [asker]
+                m.last_ask[start] = now
                 count = min(CHUNK, merkle.next_pow2(m.pieces - start))
                 # Proof up to the layer below the root: the asker climbs to the root itself.
                 return HashRequest(root, self.piece_layer, start, count, m.layers - 1)
@@ -265,6 +299,7 @@ class PieceLayers:
         m = self._missing.get(req.root)
         if m is not None:
             m.asked.pop(req.index, None)
+            m.askers.pop(req.index, None)
 
     def received(self, req: HashRequest, hashes: list[bytes]) -> bool:
         """Check a hashes reply against the file's root; keep it if right. False: a wrong or unasked reply.
@@ -289,6 +324,7 @@ class PieceLayers:
         real = min(req.count, m.pieces - req.index)
         m.hashes[req.index : req.index + real] = hashes[:real]
         m.asked.pop(req.index, None)
+        m.askers.pop(req.index, None)
         if all(h is not None for h in m.hashes):
             layer = b"".join(m.hashes)  # type: ignore[arg-type]
             if merkle.layer_root(merkle.split(layer), self.meta.piece_length) != m.entry.root:
@@ -303,4 +339,4 @@ class PieceLayers:
         return True
 
 
-__all__ = ["PieceLayers", "HashRequest", "CHUNK", "MAX_SERVED", "HEADER_SIZE", "REQUEST_TIMEOUT"]
+__all__ = ["PieceLayers", "HashRequest", "CHUNK", "MAX_SERVED", "HEADER_SIZE", "REQUEST_TIMEOUT", "SECOND_ASK_AFTER"]

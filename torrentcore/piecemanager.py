@@ -51,6 +51,7 @@ SPARE_BUFFER_BYTES = 8 * 1024 * 1024
 URGENT_DUPLICATE_PIECES = 2
 
 Block = tuple[int, int, int]  # (piece index, begin, length)
+_REQUESTED_STATE = bytes([REQUESTED])
 #: block_received's and store_block's usual answer: no other peer to cancel, the piece not complete yet.
 _NOTHING: tuple[tuple[()], None] = ((), None)
 
@@ -360,6 +361,24 @@ class PieceManager:
         size = piece.size
         requesters = piece.requesters
         index = piece.index
+        if piece.free == nblocks - b:
+            # Every block from first_free on is free (no block before it is): most calls, a piece just started
+            # or the rest of one a batch cut. Taken as one run, not tested one by one: next_requests' CPU per
+            # block 1.42-1.55 -> 1.09-1.13 us (2,048 pieces of 256 KiB, one seed, batches of 250, thread_time).
+            end = min(nblocks, b + count - len(out))
+            if end <= b:
+                return
+            state[b:end] = _REQUESTED_STATE * (end - b)
+            for k in range(b, end):
+                requesters[k] = [peer]
+            out.extend([(index, begin, BLOCK_SIZE) for begin in range(b * BLOCK_SIZE, end * BLOCK_SIZE, BLOCK_SIZE)])
+            if end == nblocks and size % BLOCK_SIZE:
+                out[-1] = (index, (end - 1) * BLOCK_SIZE, size - (end - 1) * BLOCK_SIZE)
+            piece.free -= end - b
+            piece.first_free = end
+            if not piece.free:
+                self.partial_open.pop(index, None)
+            return
         while b < nblocks and len(out) < count:
             if state[b] == FREE:
                 state[b] = REQUESTED
@@ -497,15 +516,28 @@ class PieceManager:
         :meth:`block_received` (in the usual case the same empty answer each time, not a new tuple).
         """
         piece = self.partial.get(index)
-        if piece is None or begin % BLOCK_SIZE:
+        if piece is None:
             return None
-        b = begin // BLOCK_SIZE
+        b, rest = divmod(begin, BLOCK_SIZE)
         state = piece.state
         n = len(data)
-        if b >= len(state) or state[b] == RECEIVED or n != min(BLOCK_SIZE, piece.size - begin):
+        end = begin + n
+        size = piece.size
+        # A whole block: BLOCK_SIZE bytes, or the piece's shorter last block (so not empty, and inside the piece).
+        if rest or not 0 < n <= BLOCK_SIZE or end > size or (n != BLOCK_SIZE and end != size) or state[b] == RECEIVED:
             return None
-        piece.buffer[begin : begin + n] = data
-        return self._record(piece, b, peer)
+        piece.buffer[begin:end] = data
+        # What _record does, inline for the usual block (requested from this peer only, not the last one).
+        if state[b] == FREE or piece.received + 1 == len(state):
+            return self._record(piece, b, peer)
+        state[b] = RECEIVED
+        piece.received += 1
+        piece.senders[b] = peer
+        asked = piece.requesters.pop(b, ())
+        self.requested_blocks -= len(asked)
+        if len(asked) == 1 and asked[0] == peer:
+            return _NOTHING
+        return [p for p in asked if p != peer], None
 
     def block_received(self, peer: Hashable, index: int, begin: int) -> tuple[Sequence[Hashable], Piece | None]:
         """Record a block stored via :meth:`block_buffer`.

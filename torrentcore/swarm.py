@@ -26,6 +26,7 @@ import structlog
 
 from .errors import ProtocolError
 from .peer import handshake
+from .peer import messages as msg
 from .peer.connection import format_address
 from .peer.peer import Peer
 from .slots import DIAL_DEADLINE, ConnectionSlots, Slot, direction_limit, least_useful
@@ -59,6 +60,12 @@ class Swarm:
         self.peers: dict[Address, Peer] = port.peers  # type: ignore[assignment]
         self.peer_list = peer_list
         self.identity = identity
+        #: Another identity to dial with while ``use_alt()`` says so: a hybrid that needs piece layers dials
+        #: with its v2 hash (see :class:`~torrentcore.torrent.Torrent`); a peer that failed such a dial after
+        #: answering it (a v1-only client) is dialled with ``identity`` from then on.
+        self.alt_identity: handshake.Identity | None = None
+        self.use_alt: Callable[[], bool] = lambda: False
+        self._alt_refused: set[Address] = set()
         self.max_peers = max(1, max_peers)
         self.pool = gevent.pool.Pool(self.max_peers)
         self.slots = slots
@@ -179,9 +186,14 @@ class Swarm:
         try:
             try:
                 with gevent.Timeout(DIAL_DEADLINE, ProtocolError("dial took too long")):
-                    done = self._dial_fn(cand.address, self.identity, encryption=self.encryption,
+                    alt = self.alt_identity
+                    if alt is not None and (cand.address in self._alt_refused or not self.use_alt()):
+                        alt = None
+                    done = self._dial_fn(cand.address, alt or self.identity, encryption=self.encryption,
                                          peer_encryption=cand.encryption, peer_utp=cand.utp)
             except (ProtocolError, OSError, ConnectionError) as exc:
+                if alt is not None and not isinstance(exc, ConnectionRefusedError):
+                    self._alt_refused.add(cand.address)
                 if "closed" in str(exc) or isinstance(exc, ConnectionResetError):
                     self.closed_by_peer += 1
                 self.peer_list.failed(cand)
@@ -267,7 +279,14 @@ class Swarm:
             return
         conn = done.conn
         addr = conn.address
-        peer = Peer(self.port, conn, done.peer_id, done.reserved, incoming,
+        reserved = done.reserved
+        if self.port.meta.hybrid:
+            # A hybrid asks for piece layers (BEP 52 hash requests) only on a connection made with its v2 hash:
+            # on a v1 one, libtorrent takes them only from a peer that opened it in plaintext with the v2 bit,
+            # and hangs up on any other ("invalid message", measured with MSE and with incoming connections).
+            v2, bit = done.info_hash != self.identity.info_hash, msg.reserved_bytes(msg.RESERVED_V2)
+            reserved = bytes((a | b) if v2 else (a & ~b) for a, b in zip(reserved, bit))
+        peer = Peer(self.port, conn, done.peer_id, reserved, incoming,
                     source=cand.source if cand is not None else "incoming", extensions=self.extensions,
                     encrypted=done.encrypted)
         self.peers[addr] = peer

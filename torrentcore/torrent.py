@@ -168,7 +168,7 @@ class Torrent:
             meta, self.layers, self.verifier, self.have, lambda: self.manager,
             lambda index: self.outcome.held_piece_good(index),
             lambda index: self.outcome.trusted_piece_bad(index), lambda: self.swarm.wake_requesters(),
-            lambda fn: gevent.spawn(self._guard, fn), self._stopping)
+            lambda fn: gevent.spawn(self._guard, fn), self._stopping, settled=self._layers_settled)
         self.port = _PeerPort(self)
         self.peer_list = PeerList(services.listen_port, on_new=lambda: self.swarm.connect_now.set())
         reserved = _RESERVED_DHT if self.dht else _RESERVED
@@ -176,9 +176,14 @@ class Torrent:
             reserved = bytes(a | b for a, b in zip(reserved, msg.reserved_bytes(msg.RESERVED_V2)))
         identity = handshake.Identity(meta.info_hash, services.peer_id, reserved)
         self.swarm = Swarm(self.port, self.peer_list, identity, config.max_peers, services.slots, self.reporter,
-                           complete=lambda: self.complete, may_connect=self._may_connect, name=meta.name,
+                           complete=self._done_downloading, may_connect=self._may_connect, name=meta.name,
                            dial=services.dial, encryption=services.encryption)
         self.swarm.connect_interval = None  # woken by new candidates and by _tick (the session's clock)
+        if meta.hybrid and self.layer_recheck is not None:
+            # Piece layers come only over connections made with the v2 hash (see Swarm.run_peer): dial with it
+            # while they are missing; a peer that refused it (a v1-only client) is dialled with the v1 hash next.
+            self.swarm.alt_identity = replace(identity, info_hash=meta.info_hashes[1])
+            self.swarm.use_alt = lambda: not self.layers.complete
         self.choker = Choker(self.swarm, slots=config.upload_slots, total_length=meta.total_length)
         self.port.wake_requesters = self.swarm.wake_requesters
         self.port.interest_changed = self.choker.peer_interest_changed
@@ -230,6 +235,23 @@ class Torrent:
     def complete(self) -> bool:
         """Every wanted piece is verified (all of them, or those of the selected files)."""
         return self.manager.complete
+
+    def _done_downloading(self) -> bool:
+        """Complete, and no piece still waits for its Merkle check (a hybrid fetched by magnet whose piece layers
+        are still coming: :meth:`torrentcore.layer_recheck.LayerRecheck.holds_completion`).
+        Until then the swarm, the choker and the trackers see a download, and seeds are dialled and kept."""
+        r = self.layer_recheck
+        return self.complete and (r is None or r.settled or r.gave_up or r.waiting_since is None)
+
+    def _holds_completion(self) -> bool:
+        """All pieces passed SHA-1, some not yet their Merkle hash: wait for the layers (``seed`` does not)."""
+        r = self.layer_recheck
+        return r is not None and not self.config.seed_only and r.holds_completion()
+
+    def _layers_settled(self) -> None:
+        """Every layer known and every held piece re-checked: a download that waited for that completes now."""
+        if self.complete:
+            self._on_complete()
 
     def add_peers(self, addresses, source: str = "tracker") -> int:
         """Learn peer addresses; ``source`` says where they came from."""
@@ -371,7 +393,7 @@ class Torrent:
         return self.exit_code is not None
 
     def _may_connect(self) -> bool:
-        return not (self.complete and not self._should_seed())
+        return not (self._done_downloading() and not self._should_seed())
 
     def _should_seed(self) -> bool:
         return self.config.seed or self.config.seed_only
@@ -383,7 +405,7 @@ class Torrent:
             if self.exit_code is None:
                 self._check()
             while self.exit_code is None:
-                if self.complete and not self._should_seed():
+                if self._done_downloading() and not self._should_seed():
                     self._finish(EXIT_OK)
                     break
                 self._run_network()
@@ -425,7 +447,7 @@ class Torrent:
         self.manager = PieceManager(self.meta, self.have, self.strategy, self.selected)
         self.port.manager = self.manager
         self.state = "seeding" if self.complete else "downloading"
-        if self.complete:
+        if self.complete and not self._holds_completion():
             self.completed_at = time.monotonic()
         if self.config.seed_only and not self.complete:
             # ``torrentcore seed`` never downloads: incomplete or corrupt data is an error.
@@ -459,7 +481,7 @@ class Torrent:
         if self.dht is None and self.announcer.tiers is None and not len(self.peer_list) and not self.complete \
                 and not self.webseeds.active:
             self.reporter.emit("error", message="this torrent has no trackers and no peers were given", fatal=False)
-        if self.complete:
+        if self.completed_at is not None:
             self.reporter.emit("completed", snapshot=self.snapshot())
         self.swarm.connect_now.set()
         self.network_up.set()
@@ -505,6 +527,8 @@ class Torrent:
             return
         if self.verifier.unconfirmed and self.stats.downloaded and not self.outcome.confirm_trusted():
             return  # a piece the resume record claimed was bad: it is being downloaded again
+        if self._holds_completion():
+            return  # complete on SHA-1 only: the Merkle check waits for piece layers from peers (layer_recheck)
         self.completed_at = time.monotonic()
         self.state = "seeding"
         self.verifier.flush()
@@ -544,6 +568,9 @@ class Torrent:
         if len(self.peer_list):
             self.swarm.connect_now.set()  # candidates to dial (or retry): the connect loop looks once a second
         self.announcer.maybe_announce_early()
+        if self.layer_recheck is not None and (expired := self.layer_recheck.wait_expired(now)):
+            self._warn(expired)
+            self._on_complete()
         since = self._network_since
         if not self._warned_hangups and not self.complete and self.swarm.everyone_hangs_up(since, now):
             self._warned_hangups = True
@@ -605,7 +632,7 @@ class Torrent:
         return AnnounceState(
             info_hash=self.meta.info_hash, peer_id=self.services.peer_id, listen_port=self.services.listen_port,
             uploaded=lambda: stats.uploaded, downloaded=lambda: stats.downloaded, left=self.left,
-            complete=lambda: self.complete, peer_count=lambda: len(self.peers),
+            complete=self._done_downloading, peer_count=lambda: len(self.peers),
             has_waiting_candidates=self.peer_list.waiting, add_peers=self.peer_list.add,
             warn=lambda message: self.reporter.emit("error", message=message, fatal=False),
             other_hashes=self.meta.info_hashes[1:])

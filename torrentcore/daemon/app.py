@@ -141,6 +141,7 @@ class Daemon:
         if self.db is not None:
             for entry in self.entries.values():
                 entry.sync_totals()
+                self._store_metainfo(entry)  # what arrived since the last round (a link done within a second)
             self.save(force=True)
             self.db.close()
             self.db = None
@@ -409,6 +410,23 @@ class Daemon:
             if entry.row.stopped and entry.handle.status().state not in ("paused", "done", "error"):
                 entry.handle.pause()
 
+    @staticmethod
+    def _store_metainfo(entry: TorrentEntry) -> bool:
+        """Keep a magnet link's metadata in the row once it arrived, and again once a v2 link's piece layers
+        (fetched from peers after it) are complete. True: the metadata was stored for the first time."""
+        row, meta = entry.row, entry.handle.meta
+        if meta is None or (row.metainfo is not None and not entry.layers_pending):
+            return False
+        from ..metadata import torrent_file
+
+        first, entry.layers_pending = row.metainfo is None, bool(meta.missing_layers())
+        if first or not entry.layers_pending:
+            row.metainfo = torrent_file(meta.raw_info, meta.trackers, meta.piece_layers, url_list=meta.url_list)
+            entry.dirty = True
+        if first:
+            row.name = meta.name
+        return first
+
     def _tick(self) -> None:
         now = time.time()
         mono = time.monotonic()
@@ -429,12 +447,7 @@ class Daemon:
             if s.num_pieces and s.progress >= 1 and not row.done_date:
                 row.done_date = int(now)
                 entry.dirty = True
-            if row.metainfo is None and h.meta is not None:
-                from ..metadata import torrent_file
-
-                row.metainfo = torrent_file(h.meta.raw_info, h.meta.trackers, url_list=h.meta.url_list)
-                row.name = h.meta.name
-                entry.dirty = True
+            if self._store_metainfo(entry):
                 self.apply_torrent_settings(entry)
             if h.finished and s.state == "done" and not h.error and not row.stopped and not entry.queued:
                 row.stopped = True  # seeding reached its limit: stopped ("finished"), as Transmission does

@@ -50,6 +50,8 @@ class TorrentEntry:
     last_complete: bool | None = None
     #: What torrent-get computes once per metainfo (see fields.TorrentView.static).
     cache: dict = field(default_factory=dict)
+    #: The metainfo stored lacks piece layers still coming from peers (a v2 magnet link): stored again then.
+    layers_pending: bool = False
     #: Seconds spent downloading and seeding over every run (secondsDownloading, secondsSeeding).
     seconds: list[float] = field(default_factory=lambda: [0.0, 0.0])
 

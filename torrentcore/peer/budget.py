@@ -14,7 +14,7 @@ keep-alives a second): a flooder is dropped within the first fraction of a secon
 within every budget in the suite's real-peer tests (tests/test_wire_flood.py and the interop tests).
 
 Kinds bounded by counts rather than rates (new HAVEs by the piece count, CANCELs by the requests the peer
-sent, queued requests by ``OUR_REQQ``) are checked in :mod:`torrentcore.peer.peer`.
+sent, queued requests by ``OUR_REQQ``) are checked in :mod:`torrentcore.peer.upload`.
 """
 
 from __future__ import annotations

@@ -110,7 +110,7 @@ class HashExchange:
         if now < self._quiet_until:
             return
         while self._outstanding < MAX_HASH_REQUESTS:
-            req = layers.next_request(now)
+            req = layers.next_request(now, self)
             if req is None:
                 return
             self._outstanding += 1

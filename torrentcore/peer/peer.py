@@ -1,15 +1,15 @@
 """The life of one peer connection after the handshake: one greenlet reading messages.
 
 :class:`Peer` keeps the four BEP 3 states (am/peer choking, am/peer
-interested), the peer's pieces and its queued requests to us, and reacts to every message; our requests to
-it are its :class:`~torrentcore.peer.request_pipeline.RequestPipeline`'s. Decisions that involve the whole
+interested) and the peer's pieces, and reacts to every message; our requests to it are its
+:class:`~torrentcore.peer.request_pipeline.RequestPipeline`'s, its requests to us its
+:class:`~torrentcore.peer.upload.UploadQueue`'s. Decisions that involve the whole
 swarm (which blocks, who to unchoke) are delegated to the torrent.
 """
 
 from __future__ import annotations
 
 import time
-from collections import OrderedDict
 from typing import TYPE_CHECKING
 
 import gevent
@@ -26,24 +26,15 @@ from .connection import Connection, format_address
 from .extensions import MAX_HANDSHAKE, MAX_HANDSHAKE_VALUES, ExtensionRegistry, PeerExtensions
 from .hash_exchange import HashExchange
 from .request_pipeline import MAX_DEPTH, RequestPipeline
-from .upload import UPLOAD_BATCH_BYTES, piece_messages, take_run
+from .upload import OUR_REQQ, UploadQueue
 
 if TYPE_CHECKING:  # pragma: no cover
     from .ports import TorrentPort
 
 log = structlog.get_logger(__name__)
 _PIECE = msg.PIECE
+_monotonic = time.monotonic
 
-#: Our advertised request queue, and the most requests we queue from one peer.
-OUR_REQQ = 500
-#: A peer whose requests keep being invalid is dropped after this many.
-MAX_BAD_REQUESTS = 20
-#: Requests while we choke it (outside its allowed-fast set) after which a peer is dropped, as libtorrent
-#: does with ``max_rejects`` (50): an honest peer stops requesting when choked, a greedy one never does...
-MAX_CHOKED_REQUESTS = 50
-#: ...counting only those arriving this many seconds after our CHOKE (the ones already on the way then are
-#: honest; 2 s is several round trips on any real link).
-CHOKE_GRACE = 2.0
 #: Fast extension (BEP 6): pieces in the allowed-fast set we grant each IPv4 peer (BEP 6 suggests 10).
 ALLOWED_FAST_K = 10
 #: Fairness: a peer's read loop yields to the other greenlets (gevent.sleep(0)) after this many messages or
@@ -53,16 +44,15 @@ ALLOWED_FAST_K = 10
 #: gevent polls sockets at least every switch interval (5 ms) while greenlets keep yielding.
 READ_YIELD_MESSAGES = 64
 READ_YIELD_BYTES = 256 * 1024
-#: CANCELs beyond the REQUESTs a peer sent (plus this slack) are a flood, not late cancels.
-CANCEL_SLACK = 64
 
 
 class Peer:
     """A connected, handshaken peer of one torrent.
 
-    Over 400 lines, on purpose: one connection's whole state machine (BEP 3 choking and interest, BEP 6
-    fast extension, BEP 10 dispatch, upload queue) in one place, with the per-block paths written inline
-    because they run 65,536 times per GiB. Our requests live in :mod:`torrentcore.peer.request_pipeline`.
+    About 450 lines: one connection's state machine (BEP 3 choking and interest, BEP 6 fast extension, BEP 10
+    dispatch) in one place, with the per-block path (``_on_piece``) written inline because it runs 65,536 times
+    per GiB. Our requests to the peer are its :class:`~torrentcore.peer.request_pipeline.RequestPipeline`'s,
+    its requests to us its :class:`~torrentcore.peer.upload.UploadQueue`'s.
     """
 
     def __init__(self, torrent: TorrentPort, conn: Connection, peer_id: bytes, reserved: bytes, incoming: bool,
@@ -100,21 +90,12 @@ class Peer:
         self.am_interested = False
         self.peer_choking = True
         self.peer_interested = False
-        #: Requests of the peer we will serve, in order (an OrderedDict: a CANCEL removes one in O(1)).
-        self.uploads: OrderedDict[tuple[int, int, int], None] = OrderedDict()
-        self.requests_in = 0  # REQUESTs received (CANCELs beyond these plus CANCEL_SLACK are a flood)
-        self.cancels_in = 0
         #: Per-kind budgets of control messages (see :mod:`torrentcore.peer.budget`).
         self.budget = bud.MessageBudget()
         self.down = RateMeter()
         self.up = RateMeter()
         self.listen_port: int | None = None
         self.client = _client_name(peer_id)
-        self.bad_requests = 0
-        #: Requests received while choked past CHOKE_GRACE (the choker never unchokes such a peer), and when
-        #: we last choked it (0: never unchoked, so no request can be on its way honestly).
-        self.choked_requests = 0
-        self.choked_at = 0.0
         self.got_first_message = False
         #: The connection ended for a protocol error or a flood (the listener then throttles its reconnects).
         self.misbehaved = False
@@ -125,7 +106,9 @@ class Peer:
         self.extensions = PeerExtensions(self, extensions or ExtensionRegistry({}))
         #: Our requests to this peer (:mod:`torrentcore.peer.request_pipeline`).
         self.requests = RequestPipeline(self, torrent, self.log)
-        conn.producer = self._produce
+        #: The peer's requests to us (:mod:`torrentcore.peer.upload`).
+        self.serving = UploadQueue(self, torrent)
+        conn.producer = self.serving.produce
 
     # --- identity --------------------------------------------------------------------------------
 
@@ -166,21 +149,28 @@ class Peer:
         if self.fast:
             self._send_fast_greeting()
         elif t.have.count:
-            self.conn.send(msg.bitfield(t.have.to_bytes()))
+            self.conn.send(msg.bitfield(self._advertised().to_bytes()))
         if self.supports_dht and t.dht_port is not None:
             self.conn.send(msg.port(t.dht_port))  # BEP 5: where our DHT node listens
         conn = self.conn
-        read_message, handle, on_piece = conn.read_message, self._handle, self._on_piece
+        read_message, take_block, handle = conn.read_message, conn.take_block, self._handle
+        on_piece, on_block = self._on_piece, self._on_block
         messages, block_bytes = READ_YIELD_MESSAGES, READ_YIELD_BYTES  # left before the next yield
         try:
             while not conn.closed:
-                msg_id, payload = read_message()
-                if msg_id == _PIECE:  # nearly every message of a download: no dispatch chain
+                block = take_block(BLOCK_SIZE)
+                if block is not None:  # a whole block already buffered (nearly every one of a download)
                     self.got_first_message = True
-                    on_piece(*payload)
-                    block_bytes -= payload[2]
+                    on_block(*block)
+                    block_bytes -= len(block[2])
                 else:
-                    handle(msg_id, payload)
+                    msg_id, payload = read_message()
+                    if msg_id == _PIECE:  # a block not all received yet: no dispatch chain either
+                        self.got_first_message = True
+                        on_piece(*payload)
+                        block_bytes -= payload[2]
+                    else:
+                        handle(msg_id, payload)
                 messages -= 1
                 if messages <= 0 or block_bytes <= 0:  # fairness: see READ_YIELD_MESSAGES
                     if conn.on_drained is not None:
@@ -238,9 +228,9 @@ class Peer:
                 self.budget.spend(bud.LATE_BITFIELD)
                 self._on_late_bitfield(payload)
         elif msg_id == msg.REQUEST:
-            self._on_request(*msg.parse_triple(payload))
+            self.serving.on_request(*msg.parse_triple(payload))
         elif msg_id == msg.CANCEL:
-            self._on_cancel(msg.parse_triple(payload))
+            self.serving.on_cancel(msg.parse_triple(payload))
         elif msg_id in msg.FAST_IDS:
             self._on_fast(msg_id, payload, first)
         elif msg_id == msg.EXTENDED:
@@ -300,7 +290,8 @@ class Peer:
 
     def _after_pieces_changed(self) -> None:
         t = self.torrent
-        if self.has.complete and t.have.complete:
+        if self.has.complete and t.have.complete and (not self.supports_v2 or self._layers is None
+                                                      or self._layers.complete):  # it may give missing layers
             self.conn.close("both sides are seeds")
             return
         self.set_interested(t.manager.interesting(self.has))
@@ -314,6 +305,11 @@ class Peer:
             self.conn.send(msg.simple(msg.INTERESTED if value else msg.NOT_INTERESTED))
             if value:
                 self.fill_requests()
+
+    @property
+    def choked_requests(self) -> int:
+        """Requests it sent while we choked it, past CHOKE_GRACE (the choker never unchokes a greedy peer)."""
+        return self.serving.choked_requests
 
     # --- requesting (torrentcore.peer.request_pipeline) ---------------------------------------------
 
@@ -345,43 +341,59 @@ class Peer:
         self.requests.check_timeouts(now)
 
     def _on_piece(self, index: int, begin: int, length: int) -> None:
-        # The per-block hot path (65,536 calls per GiB): keep it free of logging, hooks and allocations.
-        t = self.torrent
+        """A PIECE header whose payload is not all received yet (the rest: :meth:`_on_block`)."""
         key = (index, begin)
         pipe = self.requests
-        outstanding = pipe.outstanding
-        if outstanding.get(key) != length and key not in pipe.awaiting_answer:
+        if pipe.outstanding.get(key) != length and key not in pipe.awaiting_answer:
             # Never asked for (nor cancelled/released): a bogus index, offset or length, or data pushed at us.
             raise ProtocolError(f"block we did not request (piece {index}, offset {begin}, {length} bytes)")
-        conn = self.conn
-        manager = t.manager
-        if pipe.awaiting_answer:
-            pipe.awaiting_answer.pop(key, None)
         # Receive the whole block first, then copy it into its piece and record it in one call (store_block):
         # no other greenlet runs between finding the piece and recording the block, so no other peer can
         # complete (endgame) the piece meanwhile and have it hashed while this one still writes into it.
         # Only blocks of at most BLOCK_SIZE are ever requested (a longer one is never needed).
+        conn = self.conn
         if length <= BLOCK_SIZE:
             conn.prefetch(length)
-            result = manager.store_block(self.key, index, begin, conn.take(length))
-        else:
-            result = None
-        if result is None:
-            if length > BLOCK_SIZE:
-                conn.skip(length)
-            t.stats_wasted(length)
-            outstanding.pop(key, None)
+            self._on_block(index, begin, conn.take(length))
             return
-        outstanding.pop(key, None)
-        pipe.last_block = time.monotonic()
+        pipe.awaiting_answer.pop(key, None)
+        conn.skip(length)
+        self.torrent.stats_wasted(length)
+        pipe.outstanding.pop(key, None)
+
+    def _on_block(self, index: int, begin: int, data: memoryview) -> None:
+        """A whole block received (``data``: a view of the read buffer, valid until the next read)."""
+        # The per-block hot path (65,536 calls per GiB): keep it free of logging, hooks and allocations.
+        key = (index, begin)
+        pipe = self.requests
+        outstanding = pipe.outstanding
+        length = len(data)
+        asked = outstanding.pop(key, None)
+        if asked != length:
+            if key not in pipe.awaiting_answer:
+                # Never asked for (nor cancelled/released): a bogus index, offset or length, or data pushed at us.
+                if asked is not None:
+                    outstanding[key] = asked  # still requested (released with the others when the peer goes)
+                raise ProtocolError(f"block we did not request (piece {index}, offset {begin}, {length} bytes)")
+        if pipe.awaiting_answer:
+            pipe.awaiting_answer.pop(key, None)
+        t = self.torrent
+        manager = t.manager
+        # Copied into its piece and recorded in one call, no other greenlet running meanwhile (see _on_piece).
+        result = manager.store_block(self.key, index, begin, data)
+        if result is None:
+            t.stats_wasted(length)
+            return
+        pipe.last_block = _monotonic()
         pipe.snubbed = False
         self.down.add(length)
-        others, piece = result
         t.block_arrived(length)
-        for other in others:
-            peer = t.peers.get(other)
-            if peer is not None:
-                peer.cancel_block(index, begin)
+        others, piece = result
+        if others:
+            for other in others:
+                peer = t.peers.get(other)
+                if peer is not None:
+                    peer.cancel_block(index, begin)
         if piece is not None:
             t.verify_piece(piece)
         # Else fill_requests would find too little room here, or all peers together at the request limit.
@@ -391,109 +403,12 @@ class Peer:
         if t.download_limit.rate:
             t.download_limit.consume(length)  # may sleep: only once the block is recorded
 
-    # --- their requests ----------------------------------------------------------------------------
-
-    def _on_cancel(self, block: tuple[int, int, int]) -> None:
-        """CANCEL: drop a queued request (O(1)); more cancels than requests (plus a slack) are a flood."""
-        self.cancels_in += 1
-        if self.cancels_in > self.requests_in + CANCEL_SLACK:
-            raise bud.FloodError(f"flood of cancel messages ({self.cancels_in} cancels for "
-                                 f"{self.requests_in} requests)")
-        if self.uploads.pop(block, 0) is None and self.fast:
-            self.conn.send(msg.reject(*block))  # BEP 6: every request gets exactly one answer, a cancelled one too
-
-    def _on_request(self, index: int, begin: int, length: int) -> None:
-        t = self.torrent
-        self.requests_in += 1
-        if (index >= t.meta.num_pieces or not 0 < length <= msg.MAX_REQUEST_LENGTH
-                or begin + length > t.meta.piece_size(index)):
-            # No piece, offset or length like this exists: a broken or hostile peer, not a race.
-            raise ProtocolError(f"invalid request (piece {index}, offset {begin}, {length} bytes)")
-        if not t.have[index]:
-            self.bad_requests += 1
-            if self.bad_requests > MAX_BAD_REQUESTS:
-                raise ProtocolError("too many invalid requests")
-            self._reject(index, begin, length)
-            return
-        if self.am_choking and index not in self.allowed_fast_out:
-            # BEP 3: requests while choked are dropped; BEP 6: rejected, except allowed-fast pieces.
-            self.budget.spend(bud.USELESS_REQUEST)
-            if time.monotonic() - self.choked_at > CHOKE_GRACE:
-                self.choked_requests += 1
-                if self.choked_requests > MAX_CHOKED_REQUESTS:
-                    raise ProtocolError("too many requests while choked")
-            self._reject(index, begin, length)
-            return
-        uploads = self.uploads
-        block = (index, begin, length)
-        if block in uploads:  # asked again while queued: the one answer to come serves both
-            self.budget.spend(bud.USELESS_REQUEST)
-            return
-        if len(uploads) >= OUR_REQQ:
-            self.bad_requests += 1
-            if self.bad_requests > MAX_BAD_REQUESTS:
-                raise ProtocolError("request queue flooded")
-            self._reject(index, begin, length)
-            return
-        uploads[block] = None
-        self.conn.wake()
-
-    def _produce(self) -> bytes | None:
-        """Writer callback: the next PIECE messages to upload (BEP 6 rejects too), or None when none is due.
-
-        Runs of consecutive queued blocks are read with one storage read and framed as one buffer, up to
-        :data:`~torrentcore.peer.upload.UPLOAD_BATCH_BYTES` (see :mod:`torrentcore.peer.upload`); under an
-        upload rate limit one block at a time, as each waits for its tokens.
-        """
-        uploads = self.uploads
-        if not uploads or (self.am_choking and not self.allowed_fast_out):
-            return None
-        t = self.torrent
-        conn = self.conn
-        budget = 0 if t.upload_limit.rate else UPLOAD_BATCH_BYTES  # 0: take_run takes one block
-        out: list[bytes] = []
-        while uploads and not conn.closed:
-            index, begin, lengths = take_run(uploads, budget)
-            total = sum(lengths)
-            if self.am_choking and index not in self.allowed_fast_out:
-                if self.fast:
-                    out.append(_rejects(index, begin, lengths))
-                continue
-            t.upload_limit.consume(total)  # may sleep (a limit is set: one block)
-            if conn.closed:
-                break
-            if self.am_choking and index not in self.allowed_fast_out:
-                if self.fast:
-                    out.append(_rejects(index, begin, lengths))
-                continue
-            data = t.read_block(index, begin, total)  # a trusted piece is hashed first (Torrent.read_block)
-            if data is None:
-                if self.fast and not conn.closed:
-                    out.append(_rejects(index, begin, lengths))
-                continue
-            self.up.add(total)
-            t.block_uploaded(total)
-            out.append(piece_messages(index, begin, lengths, data))
-            budget -= total
-            if budget <= 0:
-                break
-        return b"".join(out) if out else None
-
     def choke(self) -> None:
         """Stop serving this peer."""
         if not self.am_choking:
             self.am_choking = True
-            self.choked_at = time.monotonic()
             self.conn.send(msg.simple(msg.CHOKE))
-            if self.fast:
-                # BEP 6: choking no longer drops requests silently: reject all but the allowed-fast ones.
-                keep = [r for r in self.uploads if r[0] in self.allowed_fast_out]
-                rejected = [r for r in self.uploads if r[0] not in self.allowed_fast_out]
-                self.uploads = OrderedDict.fromkeys(keep)
-                if rejected:
-                    self.conn.send(b"".join(msg.reject(*r) for r in rejected))
-            else:
-                self.uploads.clear()
+            self.serving.choked()
 
     def unchoke(self) -> None:
         """Start serving this peer."""
@@ -509,26 +424,27 @@ class Peer:
 
     # --- fast extension (BEP 6) --------------------------------------------------------------------
 
+    def _advertised(self) -> Bitfield:
+        """The pieces we greet with: a hybrid leaves out those not checked with their Merkle hash yet."""
+        have = self.torrent.have
+        return have if self._layers is None else self._layers.advertised(have)
+
     def _send_fast_greeting(self) -> None:
         """HAVE ALL / HAVE NONE / BITFIELD (one of them is required), then our allowed-fast set."""
         t = self.torrent
-        if t.have.complete:
+        have = self._advertised()
+        if have.complete:
             self.conn.send(msg.simple(msg.HAVE_ALL))
-        elif not t.have.count:
+        elif not have.count:
             self.conn.send(msg.simple(msg.HAVE_NONE))
         else:
-            self.conn.send(msg.bitfield(t.have.to_bytes()))
+            self.conn.send(msg.bitfield(have.to_bytes()))
         # At most a quarter of the torrent, so that choking still means something on small torrents.
         k = min(ALLOWED_FAST_K, t.meta.num_pieces // 4)
         allowed = msg.allowed_fast_set(t.meta.info_hash, self.address[0], t.meta.num_pieces, k)
         if allowed:
             self.allowed_fast_out = frozenset(allowed)
             self.conn.send(b"".join(msg.allowed_fast(i) for i in allowed))
-
-    def _reject(self, index: int, begin: int, length: int) -> None:
-        """Tell a fast-extension peer that a request of its will not be served (others get silence)."""
-        if self.fast:
-            self.conn.send(msg.reject(index, begin, length))
 
     def _on_fast(self, msg_id: int, payload: bytes, first: bool) -> None:
         name = msg.NAMES[msg_id]
@@ -614,15 +530,6 @@ class Peer:
     def close(self, reason: str) -> None:
         """Drop the connection."""
         self.conn.close(reason)
-
-
-def _rejects(index: int, begin: int, lengths: list[int]) -> bytes:
-    """BEP 6 REJECTs of a run of consecutive blocks (see :func:`torrentcore.peer.upload.take_run`)."""
-    out = []
-    for n in lengths:
-        out.append(msg.reject(index, begin, n))
-        begin += n
-    return b"".join(out)
 
 
 def _client_name(peer_id: bytes) -> str:

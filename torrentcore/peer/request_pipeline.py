@@ -174,7 +174,7 @@ class RequestPipeline:
                 self.last_block = time.monotonic()  # the request clock starts now
                 if not self._first_request:
                     self._first_request = self.last_block
-            peer.conn.send(b"".join(msg.request(*b) for b in blocks))
+            peer.conn.send(msg.requests(blocks))  # one buffer, one wake-up of the writer, one sendall
         elif not outstanding and not manager.interesting(peer.has):
             peer.set_interested(False)
 
