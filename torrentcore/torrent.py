@@ -192,7 +192,7 @@ class Torrent:
         self.outcome = PieceOutcome(
             OutcomeCalls(manager=lambda: self.manager, stopping=self._stopping, completed=self._on_complete,
                          incomplete_again=self._incomplete_again, guard=self._guard),
-            self.verifier, self.swarm, self.webseeds, self.reporter, self.stats.stats_wasted, self.log)
+            self.verifier, self.swarm, self.webseeds, self.reporter, self.stats.piece_corrupt, self.log)
         self.port.verify_piece = self.outcome.verify_piece
         self.extensions = ExtensionRegistry.for_torrent(
             meta, self.swarm, services.hooks.torrentcore_extensions(torrent=meta), pex=services.pex)

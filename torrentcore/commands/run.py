@@ -94,11 +94,29 @@ def run_torrents(args, pm, sources: list[str], save_path: str, seed_only: bool) 
             missing = describe_missing_data(meta, save_path)
             if missing:  # the folder missing, a file, or no file of the torrent in it: say why (exit 2)
                 raise BadInputError(missing)
-    session = Session(session_config, plugin_manager=pm)
+    # The stop signals are handled from before the session exists (it logs "listening" as it starts): a
+    # signal during start-up stops every torrent added so far, and those added after it, cleanly.
+    stops: list[int] = []
+    session: Session | None = None
+
+    def stop(code: int) -> None:
+        stops.append(code)
+        if session is not None:
+            session.stop_all(code)
+
+    handlers = install_stop_handlers(stop)  # SIGINT 130, SIGTERM 143, SIGHUP 129: a clean stop
+    try:
+        session = Session(session_config, plugin_manager=pm)
+    except BaseException:
+        for handler in handlers:
+            handler.cancel()
+        raise
     handles = []
     try:
         for source in loaded:
             handles.append(session.add_torrent(source, save_path, torrent_config))
+        if stops:
+            session.stop_all(stops[0])
         # Start-up objects (modules, plugins, parsed torrents) are long-lived: out of the collector's sight,
         # gen-2 collections no longer walk them during the download (gc was ~3% of the event loop's CPU).
         # The collector was off until now (torrentcore.__main__.entry): start-up is over. Its cyclic garbage
@@ -106,16 +124,13 @@ def run_torrents(args, pm, sources: list[str], save_path: str, seed_only: bool) 
         gc.freeze()
         gc.enable()
         streamer = gevent.spawn(_stream, handles[0]) if save_path == "-" else None
-        handlers = install_stop_handlers(session.stop_all)  # SIGINT 130, SIGTERM 143, SIGHUP 129: a clean stop
-        try:
-            for handle in handles:
-                handle.join()
-            if streamer is not None:
-                streamer.join()
-        finally:
-            for handler in handlers:
-                handler.cancel()
+        for handle in handles:
+            handle.join()
+        if streamer is not None:
+            streamer.join()
     finally:
+        for handler in handlers:  # a second Ctrl-C during the close below interrupts it, as before
+            handler.cancel()
         session.close()
     for handle in handles:
         if handle.error:
