@@ -64,7 +64,11 @@ _sleep = time.sleep  # the torrentcore child replaces it with gevent's
 
 
 def child_torrentcore(args) -> None:
-    # Started as `torrentcore run` starts: the CLI module patches for gevent and imports structlog first.
+    # Started as `torrentcore run` starts: the collector off (torrentcore.__main__.entry), the CLI module
+    # patches for gevent and imports structlog first; once the torrents are added, gc.freeze and gc.enable.
+    import gc
+
+    gc.disable()
     from torrentcore.cli import configure_logging  # isort: skip
 
     import gevent
@@ -81,6 +85,8 @@ def child_torrentcore(args) -> None:
     config = TorrentConfig.seeding_forever()
     handles = [session.add_torrent(path, args.data, config) for path in sorted(os.listdir(args.torrents))
                for path in [os.path.join(args.torrents, path)]]
+    gc.freeze()
+    gc.enable()
     deadline = time.monotonic() + args.timeout
     while any(h.status().state != "seeding" for h in handles):
         if time.monotonic() > deadline:

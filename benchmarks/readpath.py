@@ -44,6 +44,8 @@ from torrentcore.peer import messages as msg  # noqa: E402
 from torrentcore.peer.connection import Connection  # noqa: E402
 from torrentcore.peer.peer import Peer  # noqa: E402
 from torrentcore.piecemanager import PieceManager  # noqa: E402
+from torrentcore.ratelimit import RateLimits, TokenBucket  # noqa: E402
+from torrentcore.stats import TransferStats  # noqa: E402
 from torrentcore.verifier import Verifier  # noqa: E402
 from torrentcore_plugins.rarest_first import RarestFirst  # noqa: E402
 
@@ -89,13 +91,6 @@ while True:
 """
 
 
-class _Limit:
-    rate = 0.0
-
-    def consume(self, n: int) -> None:
-        pass
-
-
 class _NullStorage:
     """Thread-safe writes that keep nothing (the disk is not what is measured here)."""
 
@@ -122,16 +117,16 @@ class _Port:
         self.have = Bitfield(meta.num_pieces)
         self.manager = PieceManager(meta, self.have, RarestFirst(meta.num_pieces, random.Random(1)))
         self.peers: dict = {}
-        self.download_limit = self.upload_limit = _Limit()
+        # As a torrent's port: its own limit chained with the session's (none set), and its stats counters.
+        self.download_limit = RateLimits(TokenBucket(0), TokenBucket(0))
+        self.upload_limit = RateLimits(TokenBucket(0), TokenBucket(0))
+        stats = TransferStats()
+        self.block_arrived, self.block_uploaded, self.stats_wasted = (
+            stats.block_arrived, stats.block_uploaded, stats.stats_wasted)
         self.listen_port, self.dht_port, self.version, self.encryption, self.layers = 0, None, "bench", "disable", None
         self.verifier = Verifier(meta, _NullStorage(), self.have, pool, lambda: False, lambda i: None)
         self.done = gevent.event.Event()
         self.failed = 0
-
-    def block_arrived(self, n: int) -> None:
-        pass
-
-    block_uploaded = stats_wasted = block_arrived
 
     def verify_piece(self, piece) -> None:
         self.verifier.acquire_slot()

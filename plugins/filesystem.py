@@ -17,9 +17,11 @@
   (:func:`torrentcore.statefile.state_dir`, ``resume/<sha1 of info-hash and
   folder>.resume``), never beside the user's data, and is written on close
   (:func:`torrentcore.statefile.write_atomic`, after the data files were
-  ``fsync``-ed). It is trusted only while every file still has that size and
-  time, every claimed piece lies inside its files, and a sample of the claimed
-  pieces hashes correctly; otherwise the engine re-hashes what is on disk. A
+  ``fsync``-ed: most of them already during the download, by :mod:`._sync_ahead`, each
+  once it is finished, so that close waits only for the last ones). It is
+  trusted only while every file still has that size and time, every claimed
+  piece lies inside its files, and a sample of the claimed pieces hashes
+  correctly; otherwise the engine re-hashes what is on disk. A
   record that is not a regular file, malformed, or of the wrong shape is ignored
   with one warning. Old-style records beside the data
   (``.torrentcore-<infohash>.resume``, written by earlier versions) are ignored: the data is
@@ -45,7 +47,6 @@ from collections import OrderedDict
 from collections.abc import Iterable
 
 import structlog
-from gevent import monkey
 
 from torrentcore.hookspec import (
     Bitfield,
@@ -66,6 +67,9 @@ from torrentcore.hookspec import (
     write_atomic,
 )
 
+from ._sync_ahead import SyncAhead
+from ._sync_ahead import in_threads as _in_threads
+
 log = structlog.get_logger(__name__)
 
 RESUME_VERSION = 2
@@ -74,13 +78,21 @@ RESUME_VERSION = 2
 RESUME_SLACK_BYTES = 64 * 1024
 #: Sub-folder of the state directory holding resume records.
 RESUME_FOLDER = "resume"
-#: Open file descriptors kept at most (least recently used are closed).
-MAX_OPEN_FILES = 128
+#: Open file descriptors kept at most (least recently used are closed). Pieces come in random order (rarest
+#: first among equals), so a torrent of more files than this opens and closes them all the time: swarm.py's
+#: tree (200 files, 512 MiB, random piece order, benchmarks/storage_write.py) with 128 opened a file on every
+#: other piece (each open walks its folders: 1.06 os.open, 0.64 mkdir and 1.0 close per piece); with 256 each
+#: file is opened once. 256 per torrent is what the session's file descriptor limit is raised to hold anyway
+#: for a few torrents (ulimit -n is usually 1024 or more); a torrent of fewer files opens only those.
+MAX_OPEN_FILES = 256
 #: Files fsync'ed at once when the storage closes (each in an OS thread: ext4 commits concurrent fsyncs
 #: together). 200 files of 2.5 MiB just written (the size of benchmarks/swarm.py's tree): one after another
 #: 0.83-0.91 s, which was most of the second between "download complete" and exit; 4 at once 0.39 s, 8 0.27 s,
 #: 16 0.27 s.
 SYNC_THREADS = 8
+#: Descriptors duplicated at most for one background fsync batch (plugins/_sync_ahead.py); the batch opens the
+#: other files again by path, one at a time.
+SYNC_AHEAD_DUPS = 32
 #: Claimed pieces of a resume record hashed before it is trusted (the first, the last, and random ones)...
 RESUME_SAMPLE = 8
 #: ...but no more than one in this many claimed pieces (the first and the last always): 8 of a 4 MiB
@@ -137,7 +149,9 @@ class FilesystemStorage:
         # File index -> (inode, size, mtime_ns) as last seen by us: after our own writes, or when the data was
         # checked. A file that no longer looks like this was changed by someone else.
         self._seen: dict[int, tuple[int, int, int]] = {}
-        self._unsynced: set[int] = set()  # files written since the last fsync
+        self._unsynced: set[int] = set()  # files written since the last fsync (started)
+        self._sync_ahead = SyncAhead(self._open_for_sync)  # fsyncs during the download
+        self._written: dict[int, int] = {}  # bytes written to each file (to know when it is finished)
         self._changed: str | None = None  # what changed behind our back, if anything
 
     # --- mapping ---------------------------------------------------------------------------------
@@ -187,7 +201,11 @@ class FilesystemStorage:
         path = self._path(f)
         verb = "write" if create else "read"
         try:
-            folder = open_folder_under(self.save_path, f.path[:-1], create)
+            # The folders usually exist (created by an earlier open): walk them without trying a mkdir of
+            # each component first; only a missing one makes the walk again, creating.
+            folder = open_folder_under(self.save_path, f.path[:-1], False)
+            if folder is None and create:
+                folder = open_folder_under(self.save_path, f.path[:-1], True)
         except UnsafePath as exc:
             raise StorageError(f"refusing to {verb} {f.relpath}: {exc} (it could lead outside "
                                f"{self.save_path})") from None
@@ -280,6 +298,26 @@ class FilesystemStorage:
                 what = "disk full" if exc.errno == errno.ENOSPC else exc.strerror
                 raise StorageError(f"cannot write {self._path(self._files[i])}: {what}") from None
             self._unsynced.add(i)
+            done = self._written[i] = self._written.get(i, 0) + n
+            if self._sync_ahead.note(i, n, done >= self._files[i].length):
+                self._start_sync_ahead()
+
+    def _start_sync_ahead(self) -> None:
+        """Hand the files written since the last hand-over to the background fsync (see SyncAhead)."""
+        items: list[tuple[object, int | None]] = []
+        for i in self._sync_ahead.ready():
+            if i not in self._unsynced:
+                continue
+            self._unsynced.discard(i)
+            fd = self._fds.get(i)
+            try:
+                # Files not open, and those beyond SYNC_AHEAD_DUPS (descriptors are counted), are opened again
+                # by path for their fsync, one at a time.
+                dup = None if fd is None or len(items) >= SYNC_AHEAD_DUPS else os.dup(fd)
+            except OSError:  # no descriptor to spare
+                dup = None
+            items.append((i, dup))
+        self._sync_ahead.start(items)
 
     # --- noticing changes made by others -----------------------------------------------------------
 
@@ -456,7 +494,8 @@ class FilesystemStorage:
 
     def close(self) -> None:
         """Make written data durable, close every file and save the resume record (if it can be trusted)."""
-        synced = self._sync()
+        synced = self._sync()  # the rest, while the background batch (other files) may still run...
+        synced = self._sync_ahead.wait(SYNC_THREADS) and synced  # ...helped to its end (and all went well)
         while self._fds:
             _, fd = self._fds.popitem()
             try:
@@ -488,9 +527,7 @@ class FilesystemStorage:
             if fd is not None:
                 os.fsync(fd)
             else:
-                # Never through a link, and never blocking on a FIFO swapped in since the write.
-                flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
-                tmp = os.open(self._path(self._files[i]), flags)
+                tmp = self._open_for_sync(i)
                 try:
                     os.fsync(tmp)
                 finally:
@@ -498,6 +535,12 @@ class FilesystemStorage:
         except OSError:
             return False
         return True
+
+    def _open_for_sync(self, i: int) -> int:
+        """A new read-only descriptor of file ``i`` for its ``fsync`` (OSError if it cannot be opened): never
+        through a link, and never blocking on a FIFO swapped in since the write."""
+        flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+        return os.open(self._path(self._files[i]), flags)
 
     def _changed_behind_our_back(self, files: list[int]) -> str | None:
         """What changed in our files since we last saw them (before the record is written), if anything."""
@@ -554,39 +597,3 @@ def _open_storage(torrent: Metainfo, save_path: str, options: TorrentConfig) -> 
 def torrentcore_storage_backends():
     """Offer the ``filesystem`` backend."""
     return {"filesystem": _open_storage}
-
-
-def _in_threads(func, items: list, threads: int) -> list[bool]:
-    """``[func(item) for item in items]`` in up to ``threads`` OS threads (real ones, also under gevent's
-    monkey-patching, which makes ``threading`` threads greenlets), waiting for all of them: blocking, as the
-    calls themselves are (the caller may hold a thread lock, so it must not yield to other greenlets).
-    ``func`` must not raise."""
-    if len(items) <= 1 or threads <= 1:
-        return [func(item) for item in items]
-    start = monkey.get_original("_thread", "start_new_thread")
-    allocate = monkey.get_original("_thread", "allocate_lock")
-    results: list[bool] = [False] * len(items)
-    n = min(threads, len(items))
-    done = []
-
-    def run(k: int, lock) -> None:
-        try:
-            for j in range(k, len(items), n):
-                results[j] = func(items[j])
-        finally:
-            lock.release()
-
-    for k in range(n):
-        lock = allocate()
-        lock.acquire()
-        try:
-            start(run, (k, lock))
-        except RuntimeError:  # no thread to be had: this share here
-            lock.release()
-            for j in range(k, len(items), n):
-                results[j] = func(items[j])
-            continue
-        done.append(lock)
-    for lock in done:
-        lock.acquire()
-    return results

@@ -15,13 +15,18 @@ import socket
 import subprocess
 import sys
 import time
+import types
 
 import gevent
+import gevent.event
 import pytest
 from realpeers import RealPeers, assert_same_tree, free_port, make_payload, make_torrent, wait_until
 from torrentcore_cli import torrentcore_factory  # noqa: F401  (fixture "torrentcore")
 
+from torrentcore.peer.handshake import Identity
+from torrentcore.peer_list import PeerList
 from torrentcore.slots import HALF_OPEN_IN, ConnectionSlots, HalfOpen, direction_limit, least_useful
+from torrentcore.swarm import Swarm
 
 MiB = 1 << 20
 FLOODER = os.path.join(os.path.dirname(__file__), "flooder.py")
@@ -79,6 +84,46 @@ def test_least_useful_is_an_idle_peer_past_its_grace():
     since = {"idle-old": 0.0, "idle-new": 99.0, **{p.name: 0.0 for p in useful}}
     assert least_useful([*useful, idle_new, idle_old], now=100.0, since=lambda p: since[p.name]) is idle_old
     assert least_useful([*useful, idle_new], now=100.0, since=lambda p: since[p.name]) is None
+
+
+def _swarm_dialling(slots: ConnectionSlots, dial) -> tuple[Swarm, PeerList, gevent.Greenlet]:
+    """A torrent's swarm with 6 candidates on 2 addresses, its connect loop (returned) run once: its dials
+    are spawned, not run yet (until the caller lets the hub run)."""
+    port = types.SimpleNamespace(peers={})
+    peers = PeerList(lambda: 6881)
+    peers.add([(ip, 1000 + n) for ip in ("192.0.2.1", "192.0.2.2") for n in range(3)])
+    swarm = Swarm(port, peers, Identity(bytes(20), bytes(20), bytes(8)), 50, slots, reporter=None,
+                  complete=lambda: False, may_connect=lambda: True, dial=dial)
+    swarm.connect_interval = None
+    swarm.connect_now.set()
+    loop = gevent.spawn(swarm.connect_loop)
+    gevent.sleep(0)  # the loop spawned its dials and waits; the dials are scheduled, not run yet
+    return swarm, peers, loop
+
+
+@pytest.mark.parametrize("when", ["before their first run", "while dialling"])
+def test_dials_killed_give_back_their_slots_and_per_ip_counts(when):
+    """A torrent stopped (its pool killed) while its dials are only scheduled, or while they dial: the
+    session's dial count and per-IP counts, and the candidates, are all given back."""
+    slots = ConnectionSlots(100, max_per_ip=2)
+    dialled, hang = [], gevent.event.Event()
+
+    def dial(address, identity, **kwargs):
+        dialled.append(address)
+        hang.wait(10)
+        raise OSError("not reached")
+
+    swarm, peers, loop = _swarm_dialling(slots, dial)
+    assert slots.dialing == 4 and peers.dialing() == 4  # 2 per address: the per-IP cap
+    assert slots.room_to("192.0.2.1") == slots.room_to("192.0.2.2") == 0
+    if when == "while dialling":
+        assert wait_until(lambda: len(dialled) == 4, 5)
+    swarm.stop()  # (no switch to the hub before: dials not run yet are never run)
+    loop.kill()
+    gevent.sleep(0)  # the pool's links run
+    assert len(dialled) == (0 if when == "before their first run" else 4)
+    assert slots.dialing == 0 and peers.dialing() == 0
+    assert slots.room_to("192.0.2.1") == slots.room_to("192.0.2.2") == 2
 
 
 # --- per IP -----------------------------------------------------------------------------------------

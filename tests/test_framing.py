@@ -67,13 +67,15 @@ class Stingy:
 
 def _read(conn: Connection, count: int, take_blocks: bool = False) -> list:
     """``count`` messages as ``(id, payload)``, a PIECE's payload as ``(index, begin, bytes)``. With
-    ``take_blocks``, as Peer.run reads: first :meth:`Connection.take_block` (a whole PIECE of at most
-    BLOCK_SIZE already buffered), else :meth:`Connection.read_message`."""
-    out = []
-    for _ in range(count):
-        if take_blocks and (block := conn.take_block(BLOCK_SIZE)) is not None:
-            index, begin, data = block
-            out.append((msg.PIECE, (index, begin, bytes(data))))
+    ``take_blocks``, as Peer.run reads: first :meth:`Connection.take_blocks` (the whole PIECEs of at most
+    BLOCK_SIZE already buffered, here at most the messages still wanted), else :meth:`Connection.read_message`."""
+    out: list = []
+
+    def on_block(index: int, begin: int, data) -> None:
+        out.append((msg.PIECE, (index, begin, bytes(data))))
+
+    while len(out) < count:
+        if take_blocks and conn.take_blocks(on_block, BLOCK_SIZE, 1 << 30, count - len(out))[1]:
             continue
         msg_id, payload = conn.read_message()
         if msg_id == msg.PIECE:
@@ -96,9 +98,9 @@ def _tcp_pair() -> tuple[socket.socket, socket.socket]:
     return left, right
 
 
-@pytest.fixture(params=[False, True], ids=["read_message", "take_block"])
+@pytest.fixture(params=[False, True], ids=["read_message", "take_blocks"])
 def take_blocks(request) -> bool:
-    """Read as :func:`_read` does with or without :meth:`Connection.take_block` first (as Peer.run does)."""
+    """Read as :func:`_read` does with or without :meth:`Connection.take_blocks` first (as Peer.run does)."""
     return request.param
 
 
@@ -177,37 +179,65 @@ def test_a_piece_spanning_many_reads(transport, block, take_blocks):
         sender.get()
 
 
-def test_take_block_takes_only_a_whole_piece_message_already_buffered():
-    """take_block consumes a PIECE only when all of it is in the buffer and its payload is at most ``most``
+def test_take_blocks_takes_only_whole_piece_messages_already_buffered():
+    """take_blocks hands over a PIECE only when all of it is in the buffer and its payload is at most ``most``
     bytes; anything else (another message, a part of a block, a larger block, a malformed length) is left
     untouched for read_message, which then reads it (or refuses it) as before."""
     left, right = _tcp_pair()
+    got: list = []
+
+    def on_block(index: int, begin: int, data) -> None:
+        got.append((index, begin, bytes(data)))
+
     try:
         conn = Connection(right, ("127.0.0.1", 1))
         block = os.urandom(BLOCK_SIZE)
         with gevent.Timeout(BOUND):
             left.sendall(msg.have(3) + msg.piece_header(4, 16384, BLOCK_SIZE) + block[:100])
             conn.prefetch(9 + 13 + 100)
-            assert conn.take_block(BLOCK_SIZE) is None, "a HAVE is not a block"
+            assert conn.take_blocks(on_block, BLOCK_SIZE, 1 << 20, 64) == (0, 0), "a HAVE is not a block"
             assert conn.read_message() == (msg.HAVE, (3).to_bytes(4, "big"))
-            assert conn.take_block(BLOCK_SIZE) is None, "13 + 100 bytes of a 16 KiB block are buffered"
-            assert conn.buffered == 13 + 100, "nothing consumed"
+            assert conn.take_blocks(on_block, BLOCK_SIZE, 1 << 20, 64) == (0, 0), "13 + 100 bytes of 16 KiB"
+            assert conn.buffered == 13 + 100 and not got, "nothing consumed"
             left.sendall(block[100:] + msg.piece_header(5, 0, 2 * BLOCK_SIZE) + bytes(2 * BLOCK_SIZE))
             conn.prefetch(13 + BLOCK_SIZE)
-            index, begin, data = conn.take_block(BLOCK_SIZE)
-            assert (index, begin, bytes(data)) == (4, 16384, block)
+            assert conn.take_blocks(on_block, BLOCK_SIZE, 1 << 20, 64) == (BLOCK_SIZE, 1)
+            assert got == [(4, 16384, block)]
             conn.prefetch(13 + 2 * BLOCK_SIZE)
-            assert conn.take_block(BLOCK_SIZE) is None, "a block over BLOCK_SIZE is read_message's (then skipped)"
+            assert conn.take_blocks(on_block, BLOCK_SIZE, 1 << 20, 64) == (0, 0), "over BLOCK_SIZE: read_message's"
             assert conn.read_message() == (msg.PIECE, (5, 0, 2 * BLOCK_SIZE))
             conn.skip(2 * BLOCK_SIZE)
             left.sendall((8).to_bytes(4, "big") + bytes([msg.PIECE]) + bytes(8))  # a PIECE too short for a header
             conn.prefetch(12)
-            assert conn.take_block(BLOCK_SIZE) is None
+            assert conn.take_blocks(on_block, BLOCK_SIZE, 1 << 20, 64) == (0, 0)
             with pytest.raises(ProtocolError):
                 conn.read_message()
+            assert len(got) == 1
     finally:
         left.close()
         right.close()
+
+
+def test_take_blocks_stops_at_its_budget_and_at_close():
+    """take_blocks hands over at most ``max_bytes`` of payload (the block that reaches it included) and at most
+    ``max_blocks`` blocks per call, the rest left buffered in order (the reader's fairness yield comes between);
+    it stops after the block during which the connection was closed."""
+    blocks = [os.urandom(BLOCK_SIZE) for _ in range(10)]
+    conn = Connection(_Preloaded(b"".join(msg.piece_header(1, i * BLOCK_SIZE, BLOCK_SIZE) + b
+                                          for i, b in enumerate(blocks))), ("127.0.0.1", 1))
+    conn.prefetch(10 * (13 + BLOCK_SIZE))
+    got: list = []
+
+    def on_block(index: int, begin: int, data) -> None:
+        got.append(bytes(data))
+        if len(got) == 8:
+            conn.closed = True
+
+    assert conn.take_blocks(on_block, BLOCK_SIZE, 2 * BLOCK_SIZE + 1, 64) == (3 * BLOCK_SIZE, 3)
+    assert conn.take_blocks(on_block, BLOCK_SIZE, 1 << 20, 2) == (2 * BLOCK_SIZE, 2)
+    assert conn.take_blocks(on_block, BLOCK_SIZE, 1 << 20, 64) == (3 * BLOCK_SIZE, 3), "closed during the 8th"
+    assert got == blocks[:8]
+    assert conn.buffered == 2 * (13 + BLOCK_SIZE)
 
 
 class _Preloaded:

@@ -1,4 +1,6 @@
-"""The ``torrentcore`` command: ``info``, ``run``, ``seed``, ``create``, ``plugins``.
+"""The ``torrentcore`` command: its argument parser, and the dispatch to ``info``, ``run``, ``seed``,
+``create``, ``daemon`` and ``plugins`` (each in a module of its own: :mod:`torrentcore.commands`,
+:mod:`torrentcore.daemon.command`).
 
 This is the program's entry point, so it is the one place that patches the
 standard library for gevent (before anything imports ``socket``) and the one
@@ -6,8 +8,8 @@ place that configures structlog.
 
 Exit codes: 0 success, 1 runtime failure, 2 bad input, 130 interrupted (Ctrl-C).
 
-About 700 lines: the parser of five sub-commands with their help texts, and the small commands ``info``,
-``create`` and ``plugins``; ``run`` and ``seed`` are thin clients of :class:`torrentcore.Session`.
+Only the chosen command's module is imported, and only its options are built (:func:`chosen_command`), so
+that a command pays at start-up for what it uses.
 """
 
 import importlib.metadata as _metadata
@@ -38,13 +40,12 @@ import gevent  # noqa: E402
 gevent.get_hub().NOT_ERROR += (KeyboardInterrupt,)
 
 import argparse  # noqa: E402
+import gc  # noqa: E402
 import ipaddress  # noqa: E402
-import json  # noqa: E402
 import logging  # noqa: E402
 import os  # noqa: E402
 import re  # noqa: E402
 import sys  # noqa: E402
-import time  # noqa: E402
 import traceback  # noqa: E402
 
 
@@ -76,10 +77,9 @@ from .errors import (  # noqa: E402
     EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_RUNTIME,
-    BadInputError,
     TorrentcoreError,
 )
-from .process import install_stop_handlers, printing  # noqa: E402
+from .process import printing  # noqa: E402
 
 LOG_LEVELS = ["debug", "info", "warning", "error"]
 
@@ -208,8 +208,49 @@ def _default_metadata_timeout() -> float:
     return default_of(TorrentConfig, "metadata_timeout")
 
 
-def build_parser(pm=None) -> argparse.ArgumentParser:
-    """The full argument parser; ``pm`` adds plugin options to ``run`` and ``seed``."""
+#: The sub-commands, in the order ``torrentcore --help`` lists them, with their line there.
+COMMANDS = {
+    "info": "show what a .torrent file or magnet link contains",
+    "run": "download torrents (then seed them for a while)",
+    "seed": "seed data that is already on disk",
+    "create": "make a .torrent file from a file or folder",
+    "daemon": "run in the foreground with Transmission-compatible remote control (RPC)",
+    "plugins": "list installed plugins, strategies, storage backends and settings",
+}
+
+
+class _NoCommand(Exception):
+    """The top-level options are wrong: the full parser says why."""
+
+
+class _CommandFinder(argparse.ArgumentParser):
+    """A parser that raises instead of printing an error and exiting."""
+
+    def error(self, message: str):
+        raise _NoCommand(message)
+
+
+def chosen_command(argv: list[str]) -> str | None:
+    """The sub-command ``argv`` names, as the full parser finds it (its top-level options are the same; the
+    sub-commands' options are skipped); ``None`` if it names none or the top-level options are wrong."""
+    parser = _CommandFinder(add_help=False, exit_on_error=False)
+    _common(parser, top=True)
+    sub = parser.add_subparsers(dest="command")
+    for name in COMMANDS:
+        sub.add_parser(name, add_help=False)
+    try:
+        known, _ = parser.parse_known_args(argv)
+    except (argparse.ArgumentError, _NoCommand):
+        return None
+    return known.command
+
+
+def build_parser(pm=None, command: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser; ``pm`` adds plugin options to ``run`` and ``seed``.
+
+    ``command``: only that sub-command gets its options (the others only their line in ``--help``), so that
+    ``run`` does not import the daemon's module for its options; ``None``: every sub-command, in full.
+    """
     parser = argparse.ArgumentParser(
         prog="torrentcore",
         description="A BitTorrent engine: download, seed and inspect torrents.",
@@ -219,75 +260,87 @@ def build_parser(pm=None) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
-    p = sub.add_parser("info", help="show what a .torrent file or magnet link contains")
-    _common(p, top=False)
-    p.add_argument("torrent", help=".torrent file or magnet link")
-    p.add_argument("--json", action="store_true", help="print JSON for machines")
+    def command_parser(name: str) -> argparse.ArgumentParser | None:
+        p = sub.add_parser(name, help=COMMANDS[name])
+        if command is not None and name != command:
+            return None
+        _common(p, top=False)
+        return p
 
-    p = sub.add_parser("run", help="download torrents (then seed them for a while)")
-    _common(p, top=False)
-    p.add_argument("torrent", nargs="+", help=".torrent file(s) or magnet link(s), all run in one session")
-    p.add_argument("-o", "--output", default=".", metavar="DIR",
-                   help="download folder (default: .); '-' with --storage memory writes a single-file "
-                        "torrent's data to standard output, in order, as it arrives")
-    p.add_argument("--no-seed", action="store_true", help="exit as soon as the download is complete")
-    p.add_argument("--metadata-timeout", type=float, default=_default_metadata_timeout(), metavar="SECONDS",
-                   help="magnet links: give up if no peer sends the metadata within this time (default: %(default)s)")
-    sel = p.add_argument_group("file selection (files numbered as 'torrentcore info' lists them, from 0)")
-    sel.add_argument("--only", action="append", default=[], metavar="GLOB|INDEX",
-                     help="download only the files matching (repeatable); a glob is matched against the "
-                          "path inside the torrent or as 'info' shows it ('*' also matches '/')")
-    sel.add_argument("--skip", action="append", default=[], metavar="GLOB|INDEX",
-                     help="do not download the files matching (repeatable; applied after --only)")
-    _network_options(p)
-    _plugin_options(p)
-    if pm is not None:
-        pm.hook.torrentcore_add_options(parser=p)
+    p = command_parser("info")
+    if p is not None:
+        p.add_argument("torrent", help=".torrent file or magnet link")
+        p.add_argument("--json", action="store_true", help="print JSON for machines")
 
-    p = sub.add_parser("seed", help="seed data that is already on disk")
-    _common(p, top=False)
-    p.add_argument("torrent", nargs="+", help=".torrent file(s), all seeded on one port")
-    p.add_argument("-d", "--data", required=True, metavar="DIR",
-                   help="folder holding the data (the torrent's files or folder inside it)")
-    _network_options(p)
-    _plugin_options(p)
-    if pm is not None:
-        pm.hook.torrentcore_add_options(parser=p)
+    p = command_parser("run")
+    if p is not None:
+        p.add_argument("torrent", nargs="+", help=".torrent file(s) or magnet link(s), all run in one session")
+        p.add_argument("-o", "--output", default=".", metavar="DIR",
+                       help="download folder (default: .); '-' with --storage memory writes a single-file "
+                            "torrent's data to standard output, in order, as it arrives")
+        p.add_argument("--no-seed", action="store_true", help="exit as soon as the download is complete")
+        p.add_argument("--metadata-timeout", type=float, default=_default_metadata_timeout(), metavar="SECONDS",
+                       help="magnet links: give up if no peer sends the metadata within this time "
+                            "(default: %(default)s)")
+        sel = p.add_argument_group("file selection (files numbered as 'torrentcore info' lists them, from 0)")
+        sel.add_argument("--only", action="append", default=[], metavar="GLOB|INDEX",
+                         help="download only the files matching (repeatable); a glob is matched against the "
+                              "path inside the torrent or as 'info' shows it ('*' also matches '/')")
+        sel.add_argument("--skip", action="append", default=[], metavar="GLOB|INDEX",
+                         help="do not download the files matching (repeatable; applied after --only)")
+        _network_options(p)
+        _plugin_options(p)
+        if pm is not None:
+            pm.hook.torrentcore_add_options(parser=p)
 
-    p = sub.add_parser("create", help="make a .torrent file from a file or folder")
-    _common(p, top=False)
-    p.add_argument("path", help="file or folder to share")
-    p.add_argument("-t", "--tracker", action="append", default=[], metavar="URL",
-                   help="tracker URL (repeatable; each one is its own tier)")
-    p.add_argument("-o", "--output", metavar="FILE", help="where to write (default: NAME.torrent)")
-    p.add_argument("-f", "--force", action="store_true", help="overwrite the output file if it exists")
-    p.add_argument("--piece-length", type=parse_rate, default=None, metavar="BYTES",
-                   help="piece length, e.g. 256k (default: chosen from the size)")
-    p.add_argument("-w", "--web-seed", action="append", default=[], metavar="URL",
-                   help="web seed URL (BEP 19 url-list; repeatable): the file itself, or for a folder the URL "
-                        "of the folder that holds it")
-    p.add_argument("--private", action="store_true", help="mark private (BEP 27: trackers only)")
-    p.add_argument("--comment", default=None)
-    p.add_argument("--created-by", default=f"torrentcore {__version__}")
-    p.add_argument("--no-date", action="store_true", help="omit the creation date (reproducible output)")
-    p.add_argument("--threads", type=int, default=None, metavar="N",
-                   help="threads that read and hash the data (default: one per CPU)")
-    fmt = p.add_mutually_exclusive_group()
-    for kind, text in (("hybrid", "v1 and v2 in one torrent (BEP 52; the default, as libtorrent 2.x and "
-                                  "qBittorrent make: v1-only clients can join, v2 clients get per-file hashes)"),
-                       ("v2", "v2 only (SHA-256 Merkle trees; v1-only clients cannot read it)"),
-                       ("v1", "v1 only (SHA-1 pieces, BEP 3)")):
-        fmt.add_argument(f"--{kind}", dest="kind", action="store_const", const=kind, help=text)
+    p = command_parser("seed")
+    if p is not None:
+        p.add_argument("torrent", nargs="+", help=".torrent file(s), all seeded on one port")
+        p.add_argument("-d", "--data", required=True, metavar="DIR",
+                       help="folder holding the data (the torrent's files or folder inside it)")
+        _network_options(p)
+        _plugin_options(p)
+        if pm is not None:
+            pm.hook.torrentcore_add_options(parser=p)
 
-    from .daemon.command import add_parser as add_daemon_parser
+    p = command_parser("create")
+    if p is not None:
+        p.add_argument("path", help="file or folder to share")
+        p.add_argument("-t", "--tracker", action="append", default=[], metavar="URL",
+                       help="tracker URL (repeatable; each one is its own tier)")
+        p.add_argument("-o", "--output", metavar="FILE", help="where to write (default: NAME.torrent)")
+        p.add_argument("-f", "--force", action="store_true", help="overwrite the output file if it exists")
+        p.add_argument("--piece-length", type=parse_rate, default=None, metavar="BYTES",
+                       help="piece length, e.g. 256k (default: chosen from the size)")
+        p.add_argument("-w", "--web-seed", action="append", default=[], metavar="URL",
+                       help="web seed URL (BEP 19 url-list; repeatable): the file itself, or for a folder the URL "
+                            "of the folder that holds it")
+        p.add_argument("--private", action="store_true", help="mark private (BEP 27: trackers only)")
+        p.add_argument("--comment", default=None)
+        p.add_argument("--created-by", default=f"torrentcore {__version__}")
+        p.add_argument("--no-date", action="store_true", help="omit the creation date (reproducible output)")
+        p.add_argument("--threads", type=int, default=None, metavar="N",
+                       help="threads that read and hash the data (default: one per CPU)")
+        fmt = p.add_mutually_exclusive_group()
+        for kind, text in (("hybrid", "v1 and v2 in one torrent (BEP 52; the default, as libtorrent 2.x and "
+                                      "qBittorrent make: v1-only clients can join, v2 clients get per-file hashes)"),
+                           ("v2", "v2 only (SHA-256 Merkle trees; v1-only clients cannot read it)"),
+                           ("v1", "v1 only (SHA-1 pieces, BEP 3)")):
+            fmt.add_argument(f"--{kind}", dest="kind", action="store_const", const=kind, help=text)
 
-    add_daemon_parser(sub, _common)
+    p = command_parser("daemon")
+    if p is not None:
+        from .daemon.command import add_arguments as add_daemon_arguments
 
-    p = sub.add_parser("plugins", help="list installed plugins, strategies, storage backends and settings")
-    _common(p, top=False)
-    p.add_argument("--json", action="store_true", help="print JSON for machines")
-    _plugin_options(p)
+        add_daemon_arguments(p)
+
+    p = command_parser("plugins")
+    if p is not None:
+        p.add_argument("--json", action="store_true", help="print JSON for machines")
+        _plugin_options(p)
+
     return parser
+
 
 
 # --- logging ---------------------------------------------------------------------------------------
@@ -315,143 +368,6 @@ def configure_logging(level: str, fmt: str) -> None:
     )
 
 
-# --- commands --------------------------------------------------------------------------------------
-
-
-def _load_torrent(path: str):
-    from . import metainfo
-    from .errors import MetainfoError
-    from .magnet import is_magnet, parse_magnet
-
-    if is_magnet(path):
-        parse_magnet(path)  # a malformed link is reported as one (exit 2)
-        raise MetainfoError("'seed' needs a .torrent file to check the data against; 'torrentcore run MAGNET' "
-                            "saves NAME.torrent in its download folder")
-    return metainfo.load(path)
-
-
-def cmd_info(args) -> int:
-    """``torrentcore info``."""
-    from .magnet import is_magnet, parse_magnet
-
-    if is_magnet(args.torrent):
-        m = parse_magnet(args.torrent)
-        sources = _peer_sources(m.trackers, None, m.peers)
-        data = {"magnet": True, "info_hash": m.info_hash_hex,
-                "info_hash_v2": None if m.info_hash_v2 is None else m.info_hash_v2.hex(),
-                "name": m.name, "trackers": m.trackers, "web_seeds": m.web_seeds,
-                "peers": sources["magnet_peers"], "peer_sources": sources}
-        if args.json:
-            print(json.dumps(data, indent=2))
-        else:
-            print(f"name:       {m.name or '(unknown until metadata is fetched)'}")
-            if m.info_hash_v2 is None or m.info_hash != m.info_hash_v2[:20]:
-                print(f"info-hash:  {m.info_hash_hex}")
-            if m.info_hash_v2 is not None:
-                print(f"info-hash v2: {m.info_hash_v2.hex()}")
-            for n, tier in enumerate(m.trackers):
-                print(f"tracker:    tier {n}: {' '.join(tier)}")
-            for url in m.web_seeds:
-                print(f"web seed:   {url}")
-            _write_peer_sources(sys.stdout, sources)
-        return EXIT_OK
-    meta = _load_torrent(args.torrent)
-    files = [{"index": i, "path": f.relpath, "length": f.length} for i, f in enumerate(meta.data_files)]
-    data = {
-        "name": meta.name,
-        "info_hash": meta.info_hash_hex,
-        "info_hash_v1": None if meta.v2_only else meta.info_hash_hex,
-        "info_hash_v2": meta.info_hash_v2_hex,
-        "meta_version": 2 if meta.v2 else 1,
-        "missing_piece_layers": len(meta.missing_layers()),
-        "total_size": meta.data_length,
-        "piece_length": meta.piece_length,
-        "pieces": meta.num_pieces,
-        "private": meta.private,
-        "hybrid_v1_v2": meta.hybrid,
-        "files": files,
-        "trackers": meta.trackers,
-        "created_by": meta.created_by,
-        "comment": meta.comment,
-        "creation_date": meta.creation_date,
-        "url_list": meta.url_list,
-        "http_seeds": meta.http_seeds,
-        "peer_sources": _peer_sources(meta.trackers, meta.private, []),
-    }
-    if args.json:
-        print(json.dumps(data, indent=2, ensure_ascii=False))
-        return EXIT_OK
-    out = sys.stdout
-    out.write(f"name:         {meta.name}\n")
-    if meta.hybrid:
-        out.write(f"info-hash:    {meta.info_hash_hex}  (v1; hybrid v1/v2 torrent)\n")
-        out.write(f"info-hash v2: {meta.info_hash_v2_hex}\n")
-    elif meta.v2_only:
-        out.write(f"info-hash v2: {meta.info_hash_v2_hex}  (v2-only torrent; {meta.info_hash_hex} on the wire)\n")
-    else:
-        out.write(f"info-hash:    {meta.info_hash_hex}\n")
-    out.write(f"total size:   {_human(meta.data_length)} ({meta.data_length} bytes)\n")
-    out.write(f"pieces:       {meta.num_pieces} x {_human(meta.piece_length)}\n")
-    if meta.missing_layers():
-        out.write(f"piece layers: missing for {len(meta.missing_layers())} file(s) (they are fetched from peers)\n")
-    out.write(f"private:      {'yes' if meta.private else 'no'}\n")
-    if meta.created_by:
-        out.write(f"created by:   {meta.created_by}\n")
-    if meta.creation_date is not None:
-        stamp = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(max(0, meta.creation_date)))
-        out.write(f"created:      {stamp}\n")
-    if meta.comment:
-        out.write(f"comment:      {meta.comment}\n")
-    if meta.trackers:
-        for n, tier in enumerate(meta.trackers):
-            out.write(f"tracker tier {n}: {' '.join(tier)}\n")
-    else:
-        out.write("trackers:     none (trackerless)\n")
-    for url in meta.url_list:
-        out.write(f"web seed:     {url}\n")
-    for url in meta.http_seeds:
-        out.write(f"web seed:     {url}  (BEP 17 httpseeds)\n")
-    _write_peer_sources(out, data["peer_sources"])
-    out.write(f"files ({len(files)}):\n")
-    for f in files:
-        out.write(f"  {f['index']:>4}  {_human(f['length']):>10}  {f['path']}\n")
-    return EXIT_OK
-
-
-def _peer_sources(trackers: list[list[str]], private: bool | None, peers: list[tuple[str, int]]) -> dict:
-    """Where peers of a torrent may come from: its trackers, DHT and PEX unless private (BEP 27), and the
-    peers a magnet link names (``x.pe``). ``private`` is ``None`` for a magnet (unknown until metadata)."""
-    from .peer.connection import format_address
-
-    allowed = "no: private torrent" if private else "allowed"
-    if private is None:
-        allowed = "allowed unless the metadata says private"
-    return {
-        "trackers": [url for tier in trackers for url in tier],
-        "dht": allowed,
-        "pex": allowed,
-        "magnet_peers": [format_address(p) for p in peers],
-    }
-
-
-def _write_peer_sources(out, sources: dict) -> None:
-    count = len(sources["trackers"])
-    out.write("peer sources:\n")
-    out.write(f"  trackers:   {f'{count} (listed above)' if count else 'none'}\n")
-    out.write(f"  DHT:        {sources['dht']}\n")
-    out.write(f"  PEX:        {sources['pex']}\n")
-    if sources["magnet_peers"]:
-        out.write(f"  x.pe peers: {' '.join(sources['magnet_peers'])}\n")
-
-
-def _human(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n}"  # pragma: no cover
-
-
 def _make_pm(args):
     from . import plugins
 
@@ -471,13 +387,6 @@ def _plugin_settings(args, pm) -> dict:
     return plugins.resolve_settings(pm, args.plugin_opts, plugins.load_config(args.config), config_name)
 
 
-#: Configuration fields -> the option that sets them (named in the one line a bad value gets).
-_OPTION_OF = {"listen_port": "--port", "dht_port": "--dht-port", "max_connections": "--max-connections",
-              "max_connections_per_ip": "--max-connections-per-ip",
-              "max_peers": "--max-peers", "upload_slots": "--upload-slots", "seed_ratio": "--seed-ratio",
-              "seed_time": "--seed-time", "seed_idle": "--seed-idle", "metadata_timeout": "--metadata-timeout",
-              "max_download_rate": "--max-download-rate", "max_upload_rate": "--max-upload-rate"}
-
 
 def _parse_transports(text: str) -> tuple[str, ...]:
     """``utp,tcp`` -> ("utp", "tcp") (argparse type of ``--transports``)."""
@@ -488,258 +397,6 @@ def _parse_transports(text: str) -> tuple[str, ...]:
         raise argparse.ArgumentTypeError(f"expected utp, tcp or both (comma-separated), not {text!r}")
     return names
 
-
-def _session_config(args, pm):
-    """The SessionConfig of ``run``/``seed`` from the parsed options (a bad value: ValueError)."""
-    from .config import SessionConfig
-
-    hosts = tuple(h.strip() for h in (args.listen_host or "").split(",") if h.strip()) or ("0.0.0.0",)
-    return SessionConfig(
-        listen_port=args.port, listen_hosts=hosts, dht=not args.no_dht, dht_port=args.dht_port,
-        dht_bootstrap=tuple(args.dht_bootstrap), pex=not args.no_pex, encryption=args.encryption,
-        transports=args.transports, max_download_rate=args.max_download_rate, max_upload_rate=args.max_upload_rate,
-        max_connections=args.max_connections, max_connections_per_ip=args.max_connections_per_ip,
-        disabled_plugins=tuple(_disabled(args)), plugins=tuple(_enabled(args)),
-        plugin_settings=args.plugin_settings)
-
-
-def _torrent_config(args, pm, seed_only: bool):
-    """The TorrentConfig of ``run``/``seed`` from the parsed options (a bad value: ValueError)."""
-    from .config import TorrentConfig
-
-    own = {"seed_ratio": args.seed_ratio, "seed_time": args.seed_time, "seed_idle": args.seed_idle}
-    limits = {k: v for k, v in own.items() if v is not None}  # not given: the defaults of run or seed
-    common = dict(
-        max_peers=args.max_peers, upload_slots=args.upload_slots, strategy=args.strategy, storage=args.storage,
-        peers=tuple(args.peers), web_seeds=not args.no_web_seeds, extra=_plugin_option_values(args, pm), **limits)
-    if seed_only:
-        return TorrentConfig.seeding_forever(**common)
-    return TorrentConfig(seed=not args.no_seed, only=tuple(args.only), skip=tuple(args.skip),
-                         metadata_timeout=args.metadata_timeout, **common)
-
-
-def _plugin_option_values(args, pm) -> dict:
-    """Values of the command-line options plugins added (``torrentcore_add_options``), by ``dest``."""
-    if pm is None:
-        return {}
-    probe = argparse.ArgumentParser(add_help=False)
-    pm.hook.torrentcore_add_options(parser=probe)
-    return {a.dest: getattr(args, a.dest) for a in probe._actions if hasattr(args, a.dest)}
-
-
-def _disabled(args) -> list[str]:
-    return [*args.disable, *(n[3:] for n in args.plugin if n.startswith("no:"))]
-
-
-def _enabled(args) -> list[str]:
-    return [n for n in args.plugin if not n.startswith("no:")]
-
-
-def _run_torrents(args, pm, sources: list[str], save_path: str, seed_only: bool) -> int:
-    """Run every torrent of ``sources`` in one Session (one port, one DHT); return the worst exit code."""
-    import gc
-
-    import gevent
-
-    from .magnet import is_magnet
-    from .session import Session
-
-    if save_path == "-" and (len(sources) != 1 or is_magnet(sources[0]) or args.storage != "memory"):
-        raise BadInputError("-o - (the data to standard output) needs --storage memory and one .torrent file")
-    try:
-        session_config = _session_config(args, pm)
-        torrent_config = _torrent_config(args, pm, seed_only)
-    except ValueError as exc:
-        message = str(exc)
-        option = _OPTION_OF.get(message.split(" ", 1)[0])
-        raise BadInputError(f"{option}: {message}" if option else message) from None
-    # Every .torrent is read (and a malformed one refused) before anything starts.
-    loaded = [_load_torrent(s) if seed_only or not is_magnet(s) else _check_magnet(s) for s in sources]
-    if save_path == "-" and (loaded[0].multi_file or args.only or args.skip):
-        raise BadInputError("-o - (the data to standard output) works for single-file torrents only")
-    if seed_only and args.storage == "filesystem":
-        from .datafolder import describe_missing_data
-
-        for meta in loaded:
-            missing = describe_missing_data(meta, save_path)
-            if missing:  # the folder missing, a file, or no file of the torrent in it: say why (exit 2)
-                raise BadInputError(missing)
-    session = Session(session_config, plugin_manager=pm)
-    handles = []
-    try:
-        for source in loaded:
-            handles.append(session.add_torrent(source, save_path, torrent_config))
-        # Start-up objects (modules, plugins, parsed torrents) are long-lived: out of the collector's sight,
-        # gen-2 collections no longer walk them during the download (gc was ~3% of the event loop's CPU).
-        gc.freeze()
-        streamer = gevent.spawn(_stream, handles[0]) if save_path == "-" else None
-        handlers = install_stop_handlers(session.stop_all)  # SIGINT 130, SIGTERM 143, SIGHUP 129: a clean stop
-        try:
-            for handle in handles:
-                handle.join()
-            if streamer is not None:
-                streamer.join()
-        finally:
-            for handler in handlers:
-                handler.cancel()
-    finally:
-        session.close()
-    for handle in handles:
-        if handle.error:
-            prefix = f"{handle.name}: " if len(handles) > 1 else ""
-            print(f"torrentcore: error: {prefix}{handle.error}", file=sys.stderr)
-    return max((h.exit_code if h.exit_code is not None else EXIT_RUNTIME) for h in handles)
-
-
-def _stream(handle) -> None:
-    """``run --storage memory -o -``: the file to standard output, in order, through a streaming reader."""
-    from .reader_source import run_streaming
-
-    torrent = handle.torrent
-    code = run_streaming(torrent, sys.stdout.buffer)
-    if code != EXIT_OK and torrent.exit_code == EXIT_OK:
-        torrent.exit_code = code  # the data did not all reach standard output
-
-
-def _check_magnet(link: str) -> str:
-    from .magnet import parse_magnet
-
-    parse_magnet(link)  # a malformed link is bad input (exit 2) before anything starts
-    return link
-
-
-def cmd_run(args, pm) -> int:
-    """``torrentcore run``."""
-    # "-o -": the data goes to standard output (memory storage, single-file torrents; checked below).
-    save_path = "-" if args.output == "-" else os.path.abspath(args.output)
-    return _run_torrents(args, pm, args.torrent, save_path, seed_only=False)
-
-
-def cmd_seed(args, pm) -> int:
-    """``torrentcore seed``."""
-    return _run_torrents(args, pm, args.torrent, os.path.abspath(args.data), seed_only=True)
-
-
-def _hashes_text(meta) -> str:
-    """``info-hash X`` (v1), ``info-hash X, v2 info-hash Y`` (hybrid) or ``v2 info-hash Y``."""
-    if meta.hybrid:
-        return f"info-hash {meta.info_hash_hex}, v2 info-hash {meta.info_hash_v2_hex}"
-    if meta.v2_only:
-        return f"v2 info-hash {meta.info_hash_v2_hex}"
-    return f"info-hash {meta.info_hash_hex}"
-
-
-def cmd_create(args) -> int:
-    """``torrentcore create``: refuses to overwrite without ``--force`` (checked before hashing), warns when
-    no tracker is given, never packs the output file or torrentcore's own files."""
-    from .create import DEFAULT_KIND, create_torrent, torrent_name
-
-    out = args.output or f"{torrent_name(args.path) or 'torrent'}.torrent"
-    _check_create_output(out, args.force)
-    data, meta = create_torrent(
-        args.path,
-        trackers=args.tracker,
-        web_seeds=args.web_seed,
-        piece_length=args.piece_length,
-        private=args.private,
-        comment=args.comment,
-        created_by=args.created_by,
-        creation_date=None if args.no_date else int(time.time()),
-        progress=_create_progress(),
-        exclude=[out],
-        kind=args.kind or DEFAULT_KIND,
-        threads=args.threads,
-    )
-    _write_torrent_file(out, data, args.force)
-    if not meta.trackers:
-        how = ("it is private, so only --peer can connect peers (private torrents use no DHT or PEX)"
-               if meta.private else "peers will have to find each other through the DHT, PEX or --peer")
-        if meta.url_list:
-            how += " (the web seeds serve the data without them)"
-        print(f"torrentcore: warning: no tracker given (-t URL): {how}", file=sys.stderr)
-    print(f"created {out}: {meta.name}, {_human(meta.data_length)}, {meta.num_pieces} pieces of "
-          f"{_human(meta.piece_length)}, {_hashes_text(meta)}")
-    return EXIT_OK
-
-
-def _check_create_output(out: str, force: bool) -> None:
-    """Refuse (exit 2) an ``-o`` that exists, unless ``--force``; or that is a folder."""
-    if os.path.isdir(out):
-        raise BadInputError(f"{out} is a folder: give -o the name of the .torrent file to write")
-    if os.path.lexists(out) and not force:
-        raise BadInputError(_exists_message(out))
-
-
-def _exists_message(out: str) -> str:
-    return f"{out} already exists: add --force to overwrite it (or write elsewhere with -o FILE)"
-
-
-def _write_torrent_file(out: str, data: bytes, force: bool) -> None:
-    """Write ``out``: a new file only (``O_EXCL``), or with ``force`` a temporary file renamed over it, so an
-    existing .torrent is either kept or replaced whole."""
-    import secrets
-
-    folder = os.path.dirname(os.path.abspath(out))
-    # The name marks it as ours (create never packs it); os.open with 0o666 respects the umask.
-    target = os.path.join(folder, f".torrentcore-create-{secrets.token_hex(6)}.torrent.part") if force else out
-    try:
-        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    except FileExistsError:  # created since the check
-        raise BadInputError(_exists_message(out)) from None
-    except OSError as exc:
-        raise TorrentcoreError(f"cannot write {out}: {exc.strerror}") from None
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        if target != out:
-            os.replace(target, out)
-    except OSError as exc:
-        try:
-            os.unlink(target)  # ours either way: created just now (O_EXCL)
-        except OSError:
-            pass
-        raise TorrentcoreError(f"cannot write {out}: {exc.strerror}") from None
-
-
-def _create_progress():
-    if not sys.stderr.isatty():
-        return None
-
-    def report(done: int, total: int) -> None:
-        sys.stderr.write(f"\rhashing {done}/{total} pieces ({100 * done // max(total, 1)}%)")
-        if done == total:
-            sys.stderr.write("\n")
-        sys.stderr.flush()
-
-    return report
-
-
-def cmd_plugins(args, pm) -> int:
-    """``torrentcore plugins [--json]``: every installed plugin (state, kinds, distribution), what it offers."""
-    from . import plugins
-
-    infos = plugins.plugin_infos(pm)
-    offers = plugins.providers(pm)
-    values = getattr(args, "plugin_settings", {})
-    if args.json:
-        print(json.dumps({"plugins": [i.as_json() for i in infos], "strategies": offers["strategy"],
-                          "storages": offers["storage"], "settings": values}, indent=2, default=repr))
-        return EXIT_OK
-    for i in infos:
-        origin = f"{i.dist} {i.version}" if i.dist else f"module {i.module}" + (f" {i.version}" if i.version else "")
-        note = "  (load with -p " + i.name + ")" if i.state == "opt-in" else ""
-        note += f"  ({i.error})" if i.error else ""
-        print(f"plugin    {i.name:20} {i.state:9} {', '.join(i.kinds) or '-':28} {origin}{note}")
-    for kind, label in (("strategy", "strategy"), ("storage", "storage ")):
-        for name, owner in sorted(offers[kind].items()):
-            print(f"{label}  {name:20} from {owner}")
-    declared = plugins.declared_settings(pm)
-    for ns in sorted(declared):
-        for key, setting in sorted(declared[ns].items()):
-            value = values.get(ns, {}).get(key, setting.default)
-            print(f"setting   {ns + '.' + key:26} = {value!r:10} ({setting.type.__name__}, default "
-                  f"{setting.default!r}) {setting.help}")
-    return EXIT_OK
 
 
 # --- entry point -----------------------------------------------------------------------------------
@@ -762,13 +419,20 @@ def main(argv: list[str] | None = None) -> int:
         wants_pm = bool({"run", "seed", "plugins"} & set(argv))
         if wants_pm:
             pm = _make_pm(known)
-        parser = build_parser(pm)
+        parser = build_parser(pm, chosen_command(argv))
         args = parser.parse_args(argv)
         debug = args.debug
         configure_logging("debug" if debug else args.log_level, args.log_format or "console")
+        # Only the chosen command's module is imported (what the others import is not paid for).
+        if args.command not in ("run", "seed"):
+            gc.enable()  # off during start-up (__main__.entry); run and seed turn it on after theirs
         if args.command == "info":
+            from .commands.info import cmd_info
+
             return printing(cmd_info, args)  # stdout closed or unwritable: one line, exit 1
         if args.command == "create":
+            from .commands.create import cmd_create
+
             return cmd_create(args)
         if args.command == "daemon":
             from .daemon.command import cmd_daemon
@@ -778,9 +442,15 @@ def main(argv: list[str] | None = None) -> int:
             pm = _make_pm(args)
         args.plugin_settings = _plugin_settings(args, pm)  # what plugins read: options.plugin_settings
         if args.command == "run":
+            from .commands.run import cmd_run
+
             return cmd_run(args, pm)
         if args.command == "seed":
+            from .commands.seed import cmd_seed
+
             return cmd_seed(args, pm)
+        from .commands.plugins import cmd_plugins
+
         return printing(cmd_plugins, args, pm)
     except TorrentcoreError as exc:
         if debug:

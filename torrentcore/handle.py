@@ -152,7 +152,7 @@ class TorrentHandle:
         self._exit_code: int | None = None
         self._attached = gevent.event.Event()
         self._paused = config.paused
-        self._earlier = [0, 0]  # bytes down/up of earlier runs (restart, move_data)
+        self._earlier = [0, 0, 0]  # bytes down/up/corrupt of earlier runs (restart, move_data)
         self._magnet_trackers: list[list[str]] = []
         self._honors_session_limits = True
 
@@ -292,7 +292,7 @@ class TorrentHandle:
             for limits, shared in ((t.download_limit, t.services.download_limit),
                                    (t.upload_limit, t.services.upload_limit)):
                 own = limits.buckets[0]
-                limits.buckets[:] = [own, shared] if honored else [own]
+                limits.buckets = (own, shared) if honored else (own,)
 
     def set_seed_limits(self, ratio: float | None, minutes: float | None, idle: float | None) -> None:
         """Change when seeding stops (as ``TorrentConfig.seed_ratio``/``seed_time``/``seed_idle``; None or 0:
@@ -334,6 +334,7 @@ class TorrentHandle:
         """A new run of the stopped torrent ``old`` on ``meta``, its byte counters carried over."""
         self._earlier[0] += old.stats.downloaded
         self._earlier[1] += old.stats.uploaded
+        self._earlier[2] += old.stats.corrupt
         self.attach(self._session._make_torrent(meta, self.save_path, self.config))
 
     def move_data(self, new_path: str | os.PathLike) -> None:
@@ -399,6 +400,11 @@ class TorrentHandle:
         t = self.torrent
         now = (t.stats.downloaded, t.stats.uploaded) if t is not None else (0, 0)
         return self._earlier[0] + now[0], self._earlier[1] + now[1]
+
+    def corrupted(self) -> int:
+        """Bytes of pieces that failed their hash check, over every run of this handle (``corruptEver``)."""
+        t = self.torrent
+        return self._earlier[2] + (t.stats.corrupt if t is not None else 0)
 
     def check_progress(self) -> float:
         """How far the check of the data on disk is (0 to 1) while the state is ``checking``; 0 otherwise."""

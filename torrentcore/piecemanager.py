@@ -54,6 +54,9 @@ Block = tuple[int, int, int]  # (piece index, begin, length)
 _REQUESTED_STATE = bytes([REQUESTED])
 #: block_received's and store_block's usual answer: no other peer to cancel, the piece not complete yet.
 _NOTHING: tuple[tuple[()], None] = ((), None)
+#: :meth:`PieceManager.store_block`'s answer for the usual block (asked from that peer only, not its piece's last):
+#: always this one tuple, so the caller tests ``is STORED`` instead of unpacking it.
+STORED = _NOTHING
 
 
 class Piece:
@@ -518,17 +521,22 @@ class PieceManager:
         piece = self.partial.get(index)
         if piece is None:
             return None
-        b, rest = divmod(begin, BLOCK_SIZE)
-        state = piece.state
         n = len(data)
         end = begin + n
-        size = piece.size
-        # A whole block: BLOCK_SIZE bytes, or the piece's shorter last block (so not empty, and inside the piece).
-        if rest or not 0 < n <= BLOCK_SIZE or end > size or (n != BLOCK_SIZE and end != size) or state[b] == RECEIVED:
+        # A whole block at a block boundary: BLOCK_SIZE bytes inside the piece, or the piece's shorter last block.
+        if n == BLOCK_SIZE:
+            if end > piece.size or begin % BLOCK_SIZE:
+                return None
+        elif not 0 < n < BLOCK_SIZE or end != piece.size or begin % BLOCK_SIZE:
+            return None
+        b = begin // BLOCK_SIZE
+        state = piece.state
+        was = state[b]
+        if was == RECEIVED:
             return None
         piece.buffer[begin:end] = data
         # What _record does, inline for the usual block (requested from this peer only, not the last one).
-        if state[b] == FREE or piece.received + 1 == len(state):
+        if was == FREE or piece.received + 1 == len(state):
             return self._record(piece, b, peer)
         state[b] = RECEIVED
         piece.received += 1

@@ -19,7 +19,6 @@
 
 from __future__ import annotations
 
-import configparser
 import importlib
 import os
 import sys
@@ -594,6 +593,8 @@ def load_config(path: str | None) -> dict[str, dict[str, Any]]:
         raise BadInputError(f"config file {path} is not UTF-8 text") from None
     if path.endswith(".toml"):
         return _load_toml(path, text)
+    import configparser  # here: a run without an INI file does not pay for it (5-10 ms with its regexes)
+
     parser = configparser.ConfigParser(interpolation=None)
     parser.optionxform = str  # keys are case-sensitive, as in TOML
     try:

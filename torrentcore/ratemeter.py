@@ -6,20 +6,24 @@ from collections import deque
 
 
 class RateMeter:
-    """Counts bytes; :meth:`tick` (once a second) closes a sample; :attr:`rate` averages the window."""
+    """Counts bytes; :meth:`tick` (once a second) closes a sample; :attr:`rate` averages the window.
 
-    __slots__ = ("total", "_pending", "_samples", "rate")
+    Counting is one addition to :attr:`total` (:meth:`add`, or ``meter.total += n`` inline on a per-block path):
+    a sample is what ``total`` grew by since the last tick.
+    """
+
+    __slots__ = ("total", "_ticked", "_samples", "rate")
 
     def __init__(self, window: int = 5) -> None:
+        #: Bytes counted in all.
         self.total = 0
-        self._pending = 0
-        self._samples: deque[int] = deque(maxlen=window)
+        self._ticked = 0  # total at the last tick
+        self._samples: deque[float] = deque(maxlen=window)
         self.rate = 0.0
 
     def add(self, n: int) -> None:
         """Count ``n`` bytes."""
         self.total += n
-        self._pending += n
 
     @property
     def measured(self) -> bool:
@@ -28,6 +32,7 @@ class RateMeter:
 
     def tick(self, seconds: float = 1.0) -> None:
         """Close the current sample (covering ``seconds``)."""
-        self._samples.append(self._pending / max(seconds, 1e-3))
-        self._pending = 0
+        total = self.total
+        self._samples.append((total - self._ticked) / max(seconds, 1e-3))
+        self._ticked = total
         self.rate = sum(self._samples) / len(self._samples)

@@ -19,39 +19,45 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 class TransferStats:
-    """Payload bytes down, up and wasted (this session), and the rates of the last tick."""
+    """Payload bytes down, up, wasted and corrupt (this session), and the rates of the last tick."""
 
-    __slots__ = ("downloaded", "uploaded", "wasted", "rate_down", "rate_up", "_down_tick", "_up_tick")
+    __slots__ = ("downloaded", "uploaded", "wasted", "corrupt", "rate_down", "rate_up", "_down_ticked", "_up_ticked")
 
     def __init__(self) -> None:
         self.downloaded = 0
         self.uploaded = 0
         self.wasted = 0
+        #: Bytes of pieces that failed their hash check (Transmission's ``corruptEver``, for this run).
+        self.corrupt = 0
         self.rate_down = 0.0
         self.rate_up = 0.0
-        self._down_tick = 0
-        self._up_tick = 0
+        self._down_ticked = 0  # downloaded / uploaded at the last tick (a rate is what they grew by since)
+        self._up_ticked = 0
 
     def block_arrived(self, n: int) -> None:
         """Payload bytes received."""
         self.downloaded += n
-        self._down_tick += n
 
     def block_uploaded(self, n: int) -> None:
         """Payload bytes sent."""
         self.uploaded += n
-        self._up_tick += n
 
     def stats_wasted(self, n: int) -> None:
         """Bytes received that could not be used (duplicates, unrequested, failed pieces)."""
         self.wasted += n
 
+    def piece_corrupt(self, n: int) -> None:
+        """A piece of ``n`` bytes failed its hash check: its bytes are wasted, and counted as corrupt."""
+        self.wasted += n
+        self.corrupt += n
+
     def tick(self, elapsed: float) -> None:
         """Turn the bytes counted since the last tick into rates."""
+        down, up = self.downloaded, self.uploaded
         if elapsed > 0:
-            self.rate_down = self._down_tick / elapsed
-            self.rate_up = self._up_tick / elapsed
-        self._down_tick = self._up_tick = 0
+            self.rate_down = (down - self._down_ticked) / elapsed
+            self.rate_up = (up - self._up_ticked) / elapsed
+        self._down_ticked, self._up_ticked = down, up
 
 
 def have_bytes(meta: Metainfo, have: Bitfield) -> int:

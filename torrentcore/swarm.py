@@ -176,7 +176,24 @@ class Swarm:
                     self.slots.closed_to(cand.address[0])
                     self.peer_list.released(cand)
                     break
-                self.pool.spawn(self._dial, cand)
+                self._spawn_dial(cand)
+
+    def _spawn_dial(self, cand: Candidate) -> None:
+        """Run :meth:`_dial` in the pool. What the connect loop counted for it before (a dial slot, the per-IP
+        count, the candidate marked as dialled) ``_dial`` gives back once it runs; a greenlet killed before its
+        first run (the torrent stopping, the session closing) never runs it, so its link gives them back."""
+        ran: list[bool] = []
+
+        def run() -> None:
+            ran.append(True)
+            self._dial(cand)
+
+        self.pool.spawn(run).link(lambda _g: ran or self._dial_never_ran(cand))
+
+    def _dial_never_ran(self, cand: Candidate) -> None:
+        self.slots.dial_done()
+        self.slots.closed_to(cand.address[0])
+        self.peer_list.released(cand)
 
     def _connected_to(self, address: Address) -> bool:
         return address in self.peers
@@ -199,6 +216,9 @@ class Swarm:
                 self.peer_list.failed(cand)
                 self.log.debug("dial failed", peer=format_address(cand.address), reason=str(exc))
                 return
+            except gevent.GreenletExit:  # killed while dialling (the torrent paused): dialled again on resume
+                self.peer_list.released(cand)
+                raise
             finally:
                 self.slots.dial_done()
             cand.encryption = done.obfuscated  # prefer: next time try first what worked

@@ -195,7 +195,7 @@ class Torrent:
             OutcomeCalls(manager=lambda: self.manager, stopping=self._stopping,
                          completed=lambda: self.completion.on_complete(),
                          incomplete_again=lambda: self.completion.incomplete_again(), guard=self._guard),
-            self.verifier, self.swarm, self.webseeds, self.reporter, self.stats.stats_wasted, self.log)
+            self.verifier, self.swarm, self.webseeds, self.reporter, self.stats.piece_corrupt, self.log)
         self.port.verify_piece = self.outcome.verify_piece
         self.extensions = ExtensionRegistry.for_torrent(
             meta, self.swarm, services.hooks.torrentcore_extensions(torrent=meta), pex=services.pex)

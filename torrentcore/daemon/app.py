@@ -255,9 +255,11 @@ class Daemon:
         self._apply_queue()
 
     def _run(self, entry: TorrentEntry) -> None:
+        h = entry.handle
+        if h.finished or h.status().state in ("paused", "done", "error"):  # startDate: not when already running
+            entry.start_date = int(time.time())
         entry.queued = False
         entry.started = time.monotonic()
-        h = entry.handle
         if h.finished and h.torrent is not None:
             h.restart()
             self.apply_torrent_settings(entry)

@@ -30,10 +30,8 @@ def default_config_dir() -> str:
     return os.path.join(base, "torrentcore")
 
 
-def add_parser(sub, common) -> None:
-    """The ``daemon`` sub-command's options."""
-    p = sub.add_parser("daemon", help="run in the foreground with Transmission-compatible remote control (RPC)")
-    common(p, top=False)
+def add_arguments(p) -> None:
+    """The ``daemon`` sub-command's options, added to its parser ``p`` (its line in ``--help``: the CLI's)."""
     p.add_argument("--config-dir", default=None, metavar="DIR",
                    help="folder of the database and lock (default: $XDG_CONFIG_HOME/torrentcore); resume "
                         "records stay in the state folder ($TORRENTCORE_STATE_DIR, else $XDG_STATE_HOME)")
@@ -158,4 +156,4 @@ def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-__all__ = ["add_parser", "cmd_daemon", "options_from", "default_config_dir"]
+__all__ = ["add_arguments", "cmd_daemon", "options_from", "default_config_dir"]

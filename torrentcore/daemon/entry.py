@@ -28,6 +28,9 @@ TORRENT_SETTING_DEFAULTS: dict[str, Any] = {
 }
 
 
+#: Where the bytes that failed their hash check over every run are kept in the row's settings (Transmission's name).
+CORRUPT_KEY = "corruptEver"
+
 #: Where the seconds downloading and seeding are kept in the row's settings (Transmission's field names).
 SECONDS_KEYS = ("secondsDownloading", "secondsSeeding")
 
@@ -54,10 +57,16 @@ class TorrentEntry:
     layers_pending: bool = False
     #: Seconds spent downloading and seeding over every run (secondsDownloading, secondsSeeding).
     seconds: list[float] = field(default_factory=lambda: [0.0, 0.0])
+    #: Bytes that failed their hash check in the runs before this process (``corruptEver`` stored in ``row``).
+    base_corrupt: int = 0
+    #: Wall-clock time (seconds) the torrent last started running in this process, 0: not yet (``startDate``).
+    start_date: int = 0
 
     def __post_init__(self) -> None:
         stored = [self.row.settings.get(key) for key in SECONDS_KEYS]  # anything but a count is 0
         self.seconds = [float(v) if type(v) in (int, float) and v >= 0 else 0.0 for v in stored]
+        corrupt = self.row.settings.get(CORRUPT_KEY)
+        self.base_corrupt = corrupt if type(corrupt) is int and corrupt >= 0 else 0
 
     @property
     def id(self) -> int:
@@ -92,8 +101,13 @@ class TorrentEntry:
         down, up = self.handle.transferred()
         return self.base[0] + down, self.base[1] + up
 
+    def corrupt_ever(self) -> int:
+        """corruptEver: bytes of pieces that failed their hash check, stored total plus this process's."""
+        return self.base_corrupt + self.handle.corrupted()
+
     def sync_totals(self) -> None:
-        """Copy the totals and the seconds downloading and seeding into the row (saved with the next write)."""
+        """Copy the totals, corrupt bytes and seconds downloading and seeding into the row (saved with the next
+        write)."""
         down, up = self.totals()
         if (down, up) != (self.row.downloaded_ever, self.row.uploaded_ever):
             self.row.downloaded_ever, self.row.uploaded_ever = down, up
@@ -102,6 +116,10 @@ class TorrentEntry:
             if self.row.settings.get(key, 0) != int(seconds):
                 self.row.settings[key] = int(seconds)
                 self.dirty = True
+        corrupt = self.corrupt_ever()
+        if self.row.settings.get(CORRUPT_KEY, 0) != corrupt:
+            self.row.settings[CORRUPT_KEY] = corrupt
+            self.dirty = True
 
     def file_count(self) -> int:
         """Data files (0 before a magnet link's metadata)."""

@@ -56,6 +56,7 @@ _U32 = struct.Struct(">I")
 _U32x2 = struct.Struct(">II")
 _PIECE_HDR = struct.Struct(">IBII")  # length, id, index, begin: a PIECE message's 13-byte header
 _PIECE_ID = msg.PIECE
+_NO_BLOCKS = (0, 0)  # take_blocks' answer when no whole block is buffered (nothing allocated)
 
 
 class Connection:
@@ -171,23 +172,37 @@ class Connection:
         self._start = start + n
         return self._view[start : start + n]
 
-    def take_block(self, most: int) -> tuple[int, int, memoryview] | None:
-        """The next message if it is a PIECE whose whole payload (at most ``most`` bytes) is already buffered:
-        ``(index, begin, payload)``, consumed, the payload a view of the read buffer valid only until the next
-        read (as :meth:`take`). Otherwise None and nothing consumed (read it with :meth:`read_message`).
+    def take_blocks(self, on_block: Callable[[int, int, memoryview], None], most: int, max_bytes: int,
+                    max_blocks: int) -> tuple[int, int]:
+        """Hand every PIECE message whose whole payload (at most ``most`` bytes) is already buffered to
+        ``on_block(index, begin, payload)``, in order, each consumed before its call, the payload a view of the
+        read buffer valid only during the call: until the next message is not such a block, the connection is
+        closed, or ``max_bytes`` of payload or ``max_blocks`` blocks were handed over (the reader's fairness
+        budget). Returns (payload bytes, blocks) handed over; (0, 0): read the next message with
+        :meth:`read_message`.
 
-        The download's fast path: a 256 KiB read holds 15 whole blocks of 16 KiB, taken here without waiting,
-        without a timeout change (nothing is read from the socket) and without a header tuple per block.
+        The download's fast path: a 1 MiB read holds 63 whole blocks of 16 KiB, taken here without waiting,
+        without a timeout change (nothing is read from the socket), and without a call, a tuple and a turn of
+        the reader's loop per block (taking them one by one cost 106 bytecodes per block, this 80).
         """
-        start = self._start
-        avail = self._end - start
-        if avail < 13:
-            return None
-        length, msg_id, index, begin = _PIECE_HDR.unpack_from(self._buf, start)
-        if msg_id != _PIECE_ID or length < 9 or length - 9 > most or avail < length + 4:
-            return None
-        self._start = end = start + 4 + length
-        return index, begin, self._view[start + 13 : end]
+        unpack, buf, view = _PIECE_HDR.unpack_from, self._buf, self._view
+        start, stop = self._start, self._end  # (on_block reads nothing from this connection: both stay)
+        last = stop - 13
+        longest = most + 9
+        got = blocks = 0
+        while start <= last:
+            length, msg_id, index, begin = unpack(buf, start)
+            end = start + 4 + length
+            if msg_id != _PIECE_ID or length < 9 or length > longest or end > stop:
+                break
+            self._start = end
+            on_block(index, begin, view[start + 13 : end])
+            got += length - 9
+            blocks += 1
+            if got >= max_bytes or blocks >= max_blocks or self.closed:
+                break
+            start = end
+        return (got, blocks) if blocks else _NO_BLOCKS
 
     def read_exact(self, n: int) -> bytes:
         """Read exactly ``n`` bytes (``n`` <= the read buffer)."""

@@ -31,6 +31,7 @@ Pieces:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import random
@@ -90,8 +91,13 @@ class EncryptionError(ProtocolError):
 # --- primitives ----------------------------------------------------------------------------------
 
 
+@functools.cache
 def _arc4_algorithm() -> type:
-    """The ARC4 class of ``cryptography``: its ``decrepit`` module if present, else the old location."""
+    """The ARC4 class of ``cryptography``: its ``decrepit`` module if present, else the old location.
+
+    Imported on the first RC4 stream (MSE handshake), not with this module: a run with ``--encryption disable``
+    does not import ``cryptography`` (10-15 ms of start-up here).
+    """
     try:
         from cryptography.hazmat.decrepit.ciphers.algorithms import ARC4
     except ImportError:  # pragma: no cover - cryptography < 43
@@ -101,16 +107,13 @@ def _arc4_algorithm() -> type:
     return ARC4
 
 
-_ARC4 = _arc4_algorithm()
-
-
 def rc4(key: bytes) -> Any:
     """An RC4 stream for ``key`` (a ``cryptography`` cipher context), its first 1024 bytes discarded."""
     from cryptography.hazmat.primitives.ciphers import Cipher
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # older releases warn when ARC4 is used from its old home
-        context = Cipher(_ARC4(key), mode=None).encryptor()
+        context = Cipher(_arc4_algorithm()(key), mode=None).encryptor()
     context.update(bytes(DISCARD))
     return context
 

@@ -19,6 +19,7 @@ from .. import bencode
 from ..bitfield import Bitfield
 from ..errors import ProtocolError, TorrentcoreError
 from ..hookspec import BLOCK_SIZE, PeerInfo
+from ..piecemanager import STORED
 from ..ratemeter import RateMeter
 from . import budget as bud
 from . import messages as msg
@@ -153,16 +154,17 @@ class Peer:
         if self.supports_dht and t.dht_port is not None:
             self.conn.send(msg.port(t.dht_port))  # BEP 5: where our DHT node listens
         conn = self.conn
-        read_message, take_block, handle = conn.read_message, conn.take_block, self._handle
+        read_message, take_blocks, handle = conn.read_message, conn.take_blocks, self._handle
         on_piece, on_block = self._on_piece, self._on_block
         messages, block_bytes = READ_YIELD_MESSAGES, READ_YIELD_BYTES  # left before the next yield
         try:
             while not conn.closed:
-                block = take_block(BLOCK_SIZE)
-                if block is not None:  # a whole block already buffered (nearly every one of a download)
+                # The whole blocks already buffered (nearly every one of a download), within the budget.
+                got, blocks = take_blocks(on_block, BLOCK_SIZE, block_bytes, messages)
+                if blocks:
                     self.got_first_message = True
-                    on_block(*block)
-                    block_bytes -= len(block[2])
+                    block_bytes -= got
+                    messages -= blocks
                 else:
                     msg_id, payload = read_message()
                     if msg_id == _PIECE:  # a block not all received yet: no dispatch chain either
@@ -171,7 +173,7 @@ class Peer:
                         block_bytes -= payload[2]
                     else:
                         handle(msg_id, payload)
-                messages -= 1
+                    messages -= 1
                 if messages <= 0 or block_bytes <= 0:  # fairness: see READ_YIELD_MESSAGES
                     if conn.on_drained is not None:
                         conn.call_on_drained()  # (an INTERESTED heard: _interest_heard)
@@ -384,18 +386,19 @@ class Peer:
         if result is None:
             t.stats_wasted(length)
             return
-        pipe.last_block = _monotonic()
-        pipe.snubbed = False
-        self.down.add(length)
+        # The one per-block count of this peer: its rate, and (RequestPipeline.check_timeouts, snubbed) whether
+        # blocks still come, without a clock read or flag per block.
+        self.down.total += length
         t.block_arrived(length)
-        others, piece = result
-        if others:
-            for other in others:
-                peer = t.peers.get(other)
-                if peer is not None:
-                    peer.cancel_block(index, begin)
-        if piece is not None:
-            t.verify_piece(piece)
+        if result is not STORED:  # not the usual block (asked from this peer only, not its piece's last)
+            others, piece = result
+            if others:
+                for other in others:
+                    peer = t.peers.get(other)
+                    if peer is not None:
+                        peer.cancel_block(index, begin)
+            if piece is not None:
+                t.verify_piece(piece)
         # Else fill_requests would find too little room here, or all peers together at the request limit.
         if len(outstanding) <= pipe.refill_below and (
                 not outstanding or manager.max_requested - manager.requested_blocks >= pipe.refill_min_free):

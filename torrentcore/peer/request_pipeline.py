@@ -108,15 +108,21 @@ class RequestPipeline:
         self.allowed_fast_in: set[int] = set()
         #: The peer's request queue (BEP 10 'reqq', at most MAX_DEPTH).
         self.reqq = DEFAULT_REQQ
-        #: When the last block came (or our first request of an empty pipeline went out).
+        #: When the last block came, as :meth:`check_timeouts` saw it (to the second), or when our first request of
+        #: an empty pipeline went out. Peer._on_block only counts the block (``down.total``): no clock read per block.
         self.last_block = time.monotonic()
-        #: No block for REQUEST_TIMEOUT while requests were outstanding (cleared by the next block).
-        self.snubbed = False
+        self._seen_down = 0  # down.total at the last check_timeouts
+        self._snubbed_at = -1  # down.total when the peer was found snubbed (-1: it is not)
         #: Set by fill(): Peer._on_piece calls it at or below this many outstanding blocks...
         self.refill_below = MAX_DEPTH
         #: ... and when the piece manager has at least this many blocks to hand out.
         self.refill_min_free = 1
         self._first_request = 0.0  # monotonic time of our first request (depth()'s early rate)
+
+    @property
+    def snubbed(self) -> bool:
+        """No block for REQUEST_TIMEOUT while requests were outstanding (cleared by the next block)."""
+        return self._snubbed_at == self._peer.down.total
 
     def depth(self) -> int:
         """How many blocks to keep requested: enough for ``QUEUE_SECONDS`` at the peer's rate."""
@@ -210,10 +216,14 @@ class RequestPipeline:
 
     def check_timeouts(self, now: float) -> None:
         """Called every second: a peer that stopped delivering loses its requests to others."""
+        down = self._peer.down.total
+        if down != self._seen_down:  # blocks came since the last check
+            self._seen_down = down
+            self.last_block = now
         if self.outstanding and now - self.last_block > REQUEST_TIMEOUT:
             if not self.snubbed:
                 self._log.info("peer snubbed us", outstanding=len(self.outstanding))
-            self.snubbed = True
+            self._snubbed_at = down
             self.drop(send_cancel=True)
 
     def allow_fast(self, index: int) -> bool:

@@ -1,0 +1,133 @@
+"""The filesystem storage's write path alone: a torrent's pieces written in random order, then closed.
+
+    python benchmarks/storage_write.py                          # 512 MiB, 200 files (swarm.py's tree), 3 rounds
+    python benchmarks/storage_write.py --files 1 --rounds 5     # one file, for comparison
+    python benchmarks/storage_write.py --baseline-python /work/venv-s4base/bin/python   # before/after
+
+No network: each round builds the storage (``FilesystemStorage`` of the installed torrentcore), writes every
+piece once in a random order (as rarest-first with equal availability asks for them) with
+``write`` + ``mark_complete``, as the verifier's worker does, and then closes it (fsync of the files written,
+the resume record). It reports, per GiB, the CPU seconds of the writing thread (``time.thread_time``) and the
+system calls that matter here, counted by wrapping ``os`` functions in this process (opens of files and
+folders, ``mkdir``, ``fstat``/``stat``, ``pwrite``, ``close``, ``fsync``), and the wall time of ``close``.
+``--baseline-python`` runs the same rounds with another environment's torrentcore, alternating, and prints
+both. The layout is ``benchmarks/swarm.py``'s ``tree_spec`` (files of uneven sizes in nested folders).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+COUNTED = ("open", "mkdir", "stat", "fstat", "pwrite", "close", "fsync")
+
+
+def tree_spec(total: int, files: int, seed: int = 7) -> dict[str, int]:
+    """The same layout as ``benchmarks/swarm.py``'s (kept in step with it; swarm.py needs libtorrent)."""
+    rng = random.Random(seed)
+    weights = [rng.choice((0.02, 0.2, 0.5, 1.0, 1.5, 3.0)) for _ in range(files)]
+    scale = total / sum(weights)
+    sizes = [max(1, int(w * scale)) for w in weights]
+    sizes[-1] += total - sum(sizes)
+    return {f"d{i % 7}/s{i % 3}/file{i:03d}.bin": n for i, n in enumerate(sizes)}
+
+
+def one_round(size: int, files: int, piece_length: int, seed: int) -> dict:
+    """In this process: write a torrent of ``size`` bytes in ``files`` files; return CPU, counts and times."""
+    from torrentcore import bencode, metainfo
+    from torrentcore_plugins import filesystem as fsmod
+
+    spec = tree_spec(size, files) if files > 1 else {"payload.bin": size}
+    num_pieces = (size + piece_length - 1) // piece_length
+    info = {b"name": b"payload", b"piece length": piece_length, b"pieces": bytes(20 * num_pieces),
+            b"files": [{b"length": n, b"path": [p.encode() for p in path.split("/")]} for path, n in spec.items()]}
+    meta = metainfo.parse(bencode.encode({b"info": info}))
+    counts = dict.fromkeys(COUNTED, 0)
+    real = {name: getattr(os, name) for name in COUNTED}
+
+    def counting(name):
+        fn = real[name]
+
+        def wrapper(*a, **k):
+            counts[name] += 1
+            return fn(*a, **k)
+        return wrapper
+
+    work = tempfile.mkdtemp(prefix="storage-write-", dir="/tmp")
+    os.environ["TORRENTCORE_STATE_DIR"] = os.path.join(work, "state")
+    data = hashlib.sha256(b"x").digest() * (piece_length // 32)
+    order = list(range(num_pieces))
+    random.Random(seed).shuffle(order)
+    try:
+        for name in COUNTED:
+            setattr(os, name, counting(name))
+        try:
+            storage = fsmod.FilesystemStorage(meta, os.path.join(work, "out"))
+            cpu0, t0 = time.thread_time(), time.perf_counter()
+            for index in order:
+                storage.write(index, 0, memoryview(data)[: meta.piece_size(index)])
+                storage.mark_complete(index)
+            cpu_write, t_write = time.thread_time() - cpu0, time.perf_counter() - t0
+            writes = dict(counts)
+            t1 = time.perf_counter()
+            storage.close()
+            t_close = time.perf_counter() - t1
+        finally:
+            for name, fn in real.items():
+                setattr(os, name, fn)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    gib = size / (1 << 30)
+    return {"write_cpu_per_gib": cpu_write / gib, "write_wall": t_write, "close_wall": t_close,
+            "calls_per_piece": {k: round(v / num_pieces, 2) for k, v in writes.items()},
+            "close_calls": {k: counts[k] - writes[k] for k in COUNTED}}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--size", default="512M", help="payload size (k, M, G suffixes)")
+    ap.add_argument("--files", type=int, default=200)
+    ap.add_argument("--piece-length", type=int, default=256 << 10)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--baseline-python", help="another environment's python, run in alternating rounds")
+    ap.add_argument("--one", action="store_true", help=argparse.SUPPRESS)  # a single round, JSON on stdout
+    args = ap.parse_args()
+    scale = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}.get(args.size[-1].lower(), 1)
+    size = int(float(args.size.rstrip("kKmMgG")) * scale)
+    if args.one:
+        print(json.dumps(one_round(size, args.files, args.piece_length, seed=args.rounds)))
+        return 0
+    pythons = {"torrentcore": sys.executable}
+    if args.baseline_python:
+        pythons["baseline"] = args.baseline_python
+    results: dict[str, list[dict]] = {name: [] for name in pythons}
+    for r in range(args.rounds):
+        names = list(pythons) if r % 2 == 0 else list(reversed(pythons))
+        for name in names:
+            cmd = [pythons[name], "-I", os.path.abspath(__file__), "--one", "--size", args.size, "--files",
+                   str(args.files), "--piece-length", str(args.piece_length), "--rounds", str(r)]
+            out = subprocess.run(cmd, capture_output=True, text=True, cwd="/tmp", timeout=600, check=True).stdout
+            res = json.loads(out)
+            results[name].append(res)
+            print(f"round {r} {name:12s} write CPU/GiB {res['write_cpu_per_gib']:.3f} s, "
+                  f"write {res['write_wall']:.2f} s, close {res['close_wall']:.3f} s, "
+                  f"per piece {res['calls_per_piece']}, close {res['close_calls']}")
+    for name, rs in results.items():
+        print(f"{name}: median write CPU/GiB {statistics.median(r['write_cpu_per_gib'] for r in rs):.3f} s, "
+              f"close {statistics.median(r['close_wall'] for r in rs):.3f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
