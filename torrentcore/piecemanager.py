@@ -534,7 +534,10 @@ class PieceManager:
         was = state[b]
         if was == RECEIVED:
             return None
-        piece.buffer[begin:end] = data
+        view = piece.view
+        if view is None:  # one view per piece: a copy into it needs no temporary (a bytearray's slice does)
+            view = piece.view = memoryview(piece.buffer)
+        view[begin:end] = data
         # What _record does, inline for the usual block (requested from this peer only, not the last one).
         if was == FREE or piece.received + 1 == len(state):
             return self._record(piece, b, peer)
