@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 from typing import Any
 
 
@@ -38,3 +39,13 @@ def aria2_done_hook(work: str) -> tuple[str, str]:
     if os.path.exists(stamp):
         os.unlink(stamp)
     return hook, stamp
+
+
+def tree_spec(total: int, files: int, seed: int = 7) -> dict[str, int]:
+    """About ``files`` files of uneven sizes (a few KiB to several MiB) in nested folders, ``total`` bytes."""
+    rng = random.Random(seed)
+    weights = [rng.choice((0.02, 0.2, 0.5, 1.0, 1.5, 3.0)) for _ in range(files)]
+    scale = total / sum(weights)
+    sizes = [max(1, int(w * scale)) for w in weights]
+    sizes[-1] += total - sum(sizes)
+    return {f"d{i % 7}/s{i % 3}/file{i:03d}.bin": n for i, n in enumerate(sizes)}

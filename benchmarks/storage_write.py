@@ -11,7 +11,7 @@ the resume record). It reports, per GiB, the CPU seconds of the writing thread (
 system calls that matter here, counted by wrapping ``os`` functions in this process (opens of files and
 folders, ``mkdir``, ``fstat``/``stat``, ``pwrite``, ``close``, ``fsync``), and the wall time of ``close``.
 ``--baseline-python`` runs the same rounds with another environment's torrentcore, alternating, and prints
-both. The layout is ``benchmarks/swarm.py``'s ``tree_spec`` (files of uneven sizes in nested folders).
+both. The layout is swarm.py's 200-file tree (``benchmarks/common.py``'s ``tree_spec``: uneven sizes, nested folders).
 """
 
 from __future__ import annotations
@@ -29,18 +29,10 @@ import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)  # the child runs with -I, which leaves the script's folder out of sys.path
+from common import tree_spec  # noqa: E402
 
 COUNTED = ("open", "mkdir", "stat", "fstat", "pwrite", "close", "fsync")
-
-
-def tree_spec(total: int, files: int, seed: int = 7) -> dict[str, int]:
-    """The same layout as ``benchmarks/swarm.py``'s (kept in step with it; swarm.py needs libtorrent)."""
-    rng = random.Random(seed)
-    weights = [rng.choice((0.02, 0.2, 0.5, 1.0, 1.5, 3.0)) for _ in range(files)]
-    scale = total / sum(weights)
-    sizes = [max(1, int(w * scale)) for w in weights]
-    sizes[-1] += total - sum(sizes)
-    return {f"d{i % 7}/s{i % 3}/file{i:03d}.bin": n for i, n in enumerate(sizes)}
 
 
 def one_round(size: int, files: int, piece_length: int, seed: int) -> dict:

@@ -48,7 +48,6 @@ import argparse
 import datetime
 import json
 import os
-import random
 import resource
 import shutil
 import signal
@@ -63,7 +62,7 @@ sys.path.insert(0, os.path.join(HERE, os.pardir, "tests"))
 
 import libtorrent as lt  # noqa: E402
 import realpeers as rp  # noqa: E402
-from common import aria2_done_hook, private_state_dir, write_json  # noqa: E402
+from common import aria2_done_hook, private_state_dir, tree_spec, write_json  # noqa: E402
 from opentracker_fixture import OpenTracker  # noqa: E402
 
 CLIENTS = ("torrentcore", "torrentcore-baseline", "aria2c", "libtorrent")
@@ -93,16 +92,6 @@ def parse_size(text: str) -> int:
     """``256M`` -> bytes (k, M, G suffixes, powers of 1024)."""
     scale = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}.get(text[-1].lower(), 1)
     return int(float(text.rstrip("kKmMgG")) * scale)
-
-
-def tree_spec(total: int, files: int, seed: int = 7) -> dict[str, int]:
-    """About ``files`` files of uneven sizes (a few KiB to several MiB) in nested folders, ``total`` bytes."""
-    rng = random.Random(seed)
-    weights = [rng.choice((0.02, 0.2, 0.5, 1.0, 1.5, 3.0)) for _ in range(files)]
-    scale = total / sum(weights)
-    sizes = [max(1, int(w * scale)) for w in weights]
-    sizes[-1] += total - sum(sizes)
-    return {f"d{i % 7}/s{i % 3}/file{i:03d}.bin": n for i, n in enumerate(sizes)}
 
 
 # --------------------------------------------------------------------------------------------------
