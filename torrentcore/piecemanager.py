@@ -17,7 +17,6 @@ in endgame, so that one slow peer does not hold a waiting read.
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Hashable, Iterable, Iterator, Sequence
 
 from .bitfield import Bitfield
@@ -171,8 +170,7 @@ class PieceManager:
             self._unstarted = sum(1 for i in selected.indices() if not have[i])
         # Selected pieces not verified yet (kept up to date by piece_verified()).
         self._missing = self._unstarted
-        #: Buffers of stored pieces, the oldest first (see _start).
-        self._spare: deque[bytearray] = deque()
+        self._spare: list[bytearray] = []
         self._spare_max = max(SPARE_BUFFERS, SPARE_BUFFER_BYTES // max(1, torrent.piece_length))
         # Urgent windows by owner (a reader), each in its own order; ``urgent`` is all of them merged.
         self._urgent_windows: dict[Hashable, list[int]] = {}
@@ -316,12 +314,7 @@ class PieceManager:
 
     def _start(self, index: int) -> Piece:
         size = self.torrent.piece_size(index)
-        # The spare stored longest ago, not the last one: a buffer just hashed and written by a worker thread has
-        # its lines in the other core's cache, and every block copied into it waits for them (py-spy: the copy
-        # was 16 % of the peer greenlet's samples, ~3 us per 16 KiB block, ~1 us into a warm buffer).
-        # benchmarks/readpath.py, 8 alternating pairs (24 rounds each, 256 MiB, load 1.5-3.0), event loop
-        # CPU s/GiB median 1.205 -> 1.105, MB/s 426 -> 471.
-        spare = self._spare.popleft() if self._spare and size == self.torrent.piece_length else None
+        spare = self._spare.pop() if self._spare and size == self.torrent.piece_length else None
         piece = Piece(index, size, spare)
         pads = self.pad_blocks.get(index)
         if pads:
