@@ -86,3 +86,80 @@ def test_pieces_one_by_one_share_one_worker_task_and_close_ends_it(monkeypatch):
         assert v.wait_idle(1)
     finally:
         pool.kill()
+
+
+def _verifier(n: int, pool, storage=None):
+    pieces = b"".join(hashlib.sha1(_data(i)).digest() for i in range(n))
+    meta = metainfo.parse(bencode.encode({b"info": {b"name": b"t", b"piece length": PIECE, b"pieces": pieces,
+                                                     b"length": PIECE * n}}))
+    storage = storage or _Storage()
+    return verifier.Verifier(meta, storage, Bitfield(n), pool, lambda: False, lambda i: None), storage
+
+
+def test_verdicts_of_a_burst_come_back_in_few_deliveries(monkeypatch):
+    """A worker posts its verdicts in batches (VERDICT_BATCH_BYTES), so the event loop is woken and a delivering
+    greenlet started a few times for 32 pieces, not once per piece; each piece still gets one verdict."""
+    deliveries = []
+    deliver = verifier.Verifier._deliver
+
+    def counting(self) -> None:
+        deliveries.append(len(self._verdicts))
+        deliver(self)
+
+    monkeypatch.setattr(verifier.Verifier, "_deliver", counting)
+    n = 32  # 2 MiB of 64 KiB pieces: two batches of 16 (a quarter of the 64 slots), two workers
+    pool = gevent.threadpool.ThreadPool(2)
+    v, storage = _verifier(n, pool)
+    verdicts: dict[int, object] = {}
+    done = gevent.event.Event()
+
+    def on_verdict(piece, verdict) -> None:
+        assert piece.index in storage.complete or verdict is not True  # written and marked before its verdict
+        verdicts[piece.index] = verdict
+        if len(verdicts) == n:
+            done.set()
+
+    try:
+        for i in range(n):
+            v.acquire_slot()
+            v.submit(Piece(i, PIECE, bytearray(_data(i) if i != 7 else _data(99))), on_verdict)
+        assert done.wait(20), f"{len(verdicts)} of {n} verdicts"
+        assert verdicts == {i: i != 7 for i in range(n)}
+        # Each worker posts when it holds 16 verdicts and when its queue stays empty: at most 4 posts in all.
+        assert len(deliveries) <= 4, deliveries
+        assert v.wait_idle(5)
+    finally:
+        v.close()
+        pool.kill()
+
+
+def test_close_posts_the_verdicts_a_waiting_worker_holds(monkeypatch):
+    """A worker holding verdicts while it waits for more pieces posts them when close() ends it: no piece that was
+    stored stays without its verdict (the torrent counts it, and wait_idle() at shutdown returns)."""
+    monkeypatch.setattr(verifier, "VERDICT_WAIT", 60.0)  # the worker holds the verdict until it is ended
+    monkeypatch.setattr(verifier, "VERIFY_LINGER", 60.0)
+    monkeypatch.setattr(verifier, "VERIFY_BATCH_WAIT", 0.0)  # handed over at once
+    pool = gevent.threadpool.ThreadPool(2)
+    v, storage = _verifier(4, pool)
+    verdicts: dict[int, object] = {}
+    arrived = gevent.event.Event()
+
+    def on_verdict(piece, verdict) -> None:
+        verdicts[piece.index] = verdict
+        arrived.set()
+
+    try:
+        v.acquire_slot()
+        v.submit(Piece(2, PIECE, bytearray(_data(2))), on_verdict)
+        for _ in range(1000):  # bounded: 10 s
+            if storage.complete and v._lingering:
+                break
+            gevent.sleep(0.01)
+        assert storage.complete == [2] and v._lingering == 1
+        assert not arrived.wait(0.05) and not verdicts  # held: one verdict is less than a batch
+        v.close()
+        assert arrived.wait(10), "close() did not post the held verdict"
+        assert verdicts == {2: True}
+        assert v.wait_idle(5)
+    finally:
+        pool.kill()
