@@ -18,6 +18,7 @@ import gevent.threadpool
 
 from torrentcore import bencode, metainfo, verifier
 from torrentcore.bitfield import Bitfield
+from torrentcore.errors import StorageError
 from torrentcore.peer import messages as msg
 from torrentcore.peer.connection import Connection
 from torrentcore.piece_outcome import OutcomeCalls, PieceOutcome
@@ -263,5 +264,35 @@ def test_haves_of_a_batch_of_verdicts_leave_in_one_write(monkeypatch):
     finally:
         conn.close("done")
         theirs.close()
+        v.close()
+        pool.kill()
+
+
+def test_a_storage_error_is_posted_at_once(monkeypatch):
+    """A verdict that is an error (or a stop's None) is not held for a batch: the torrent hears of a failing disk
+    at once, not after the worker wrote more pieces."""
+    monkeypatch.setattr(verifier, "VERDICT_WAIT", 60.0)  # a held verdict would wait until close()
+    monkeypatch.setattr(verifier, "VERIFY_BATCH_WAIT", 0.0)
+
+    class _Full(_Storage):
+        def write(self, index: int, begin: int, data) -> None:
+            raise StorageError("cannot write t: disk full")
+
+    pool = gevent.threadpool.ThreadPool(2)
+    v, _ = _verifier(4, pool, _Full())
+    verdicts: dict[int, object] = {}
+    arrived = gevent.event.Event()
+
+    def on_verdict(piece, verdict) -> None:
+        verdicts[piece.index] = verdict
+        arrived.set()
+
+    try:
+        v.acquire_slot()
+        v.submit(Piece(1, PIECE, bytearray(_data(1))), on_verdict)
+        assert arrived.wait(10), "the error was held"
+        assert isinstance(verdicts[1], StorageError)
+        assert v.wait_idle(5)
+    finally:
         v.close()
         pool.kill()
