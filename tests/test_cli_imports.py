@@ -31,7 +31,8 @@ print(json.dumps({"code": code, "gc_enabled": gc.isenabled(),
 #: Modules of features that a plain ``run`` (no DHT, no encryption) never uses.
 NOT_FOR_RUN = ("torrentcore.daemon", "torrentcore.webui", "torrentcore.create", "torrentcore.commands.info",
                "torrentcore.commands.create", "torrentcore.commands.plugins", "torrentcore.commands.seed",
-               "torrentcore.dht", "cryptography", "configparser")
+               "torrentcore.dht", "cryptography", "configparser",
+               "asyncio")  # structlog's async log methods import it on first use (cli._import_structlog_without_rich)
 
 
 def _complete_torrent(tmp_path) -> str:
@@ -79,3 +80,24 @@ def test_info_imports_no_engine(tmp_path):
     assert _loaded(modules, ("torrentcore.session", "torrentcore.torrent", "torrentcore.daemon",
                              "torrentcore.commands.run", "torrentcore.plugins", "requests")) == []
     assert result["gc_enabled"]
+
+
+#: structlog's async log methods work although the CLI deferred structlog's import of asyncio.
+ASYNC_LOG = """
+import asyncio
+import structlog
+import torrentcore.cli as cli
+cli.configure_logging("info", "json")
+async def main():
+    await structlog.get_logger().ainfo("from a coroutine", n=1)
+asyncio.run(main())
+"""
+
+
+def test_structlog_async_methods_work_with_asyncio_deferred(tmp_path):
+    # structlog first, as the CLI imports it: its asyncio is the stand-in, and the real one works through it.
+    code = "import torrentcore.cli, sys; assert 'asyncio' not in sys.modules, 'asyncio imported'\n" + ASYNC_LOG
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                         stdin=subprocess.DEVNULL, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert '"event": "from a coroutine"' in out.stderr and '"n": 1' in out.stderr
