@@ -24,7 +24,8 @@ def _reference(cls: type) -> type:
 
 
 def _values(cls: type, seed: int) -> dict:
-    samples = {"str": f"text {seed}", "int": seed, "bool": bool(seed % 2), "tuple": (seed, "x"), "Any": ("snapshot", seed)}
+    samples = {"str": f"text {seed}", "int": seed, "bool": bool(seed % 2), "tuple": (seed, "x"),
+               "Any": ("snapshot", seed)}
     values = {"info_hash": bytes([seed]) * 20, "name": f"torrent {seed}", "at": 1000.0 + seed}
     for f in dataclasses.fields(cls)[3:]:
         values[f.name] = samples[f.type]
