@@ -21,11 +21,21 @@ def _patch_all() -> None:
     """``monkey.patch_all()``, scanning the installed packages' entry points once instead of 25 times.
 
     gevent looks up its plugin entry points for every module it patches, and each look-up reads every
-    installed distribution's metadata: 0.1-0.25 s of every start-up here. One scan, then a filter.
+    installed distribution's metadata: 0.1-0.25 s of every start-up here. One scan, then a filter (each
+    group's filtered once: gevent asks for 4 groups 25 times, filtering them all cost 3-5 ms).
     """
     scan = _metadata.entry_points
     everything = scan()
-    _metadata.entry_points = lambda **params: everything.select(**params)  # type: ignore[assignment]
+    groups: dict = {}
+
+    def entry_points(**params):
+        if params.keys() != {"group"}:
+            return everything.select(**params)
+        if params["group"] not in groups:
+            groups[params["group"]] = everything.select(**params)
+        return groups[params["group"]]
+
+    _metadata.entry_points = entry_points  # type: ignore[assignment]
     try:
         monkey.patch_all()
     finally:
