@@ -32,6 +32,7 @@ print(json.dumps({"code": code, "gc_enabled": gc.isenabled(),
 NOT_FOR_RUN = ("torrentcore.daemon", "torrentcore.webui", "torrentcore.create", "torrentcore.commands.info",
                "torrentcore.commands.create", "torrentcore.commands.plugins", "torrentcore.commands.seed",
                "torrentcore.dht", "cryptography", "configparser",
+               "torrentcore.magnet_fetch", "torrentcore.data_move",  # magnet links; moving/renaming data
                "asyncio")  # structlog's async log methods import it on first use (cli._import_structlog_without_rich)
 
 
