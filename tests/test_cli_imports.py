@@ -72,6 +72,34 @@ def test_run_imports_only_what_it_uses(tmp_path):
     assert result["gc_enabled"], "the collector stays off after start-up"
 
 
+#: The run probe, counting the scans of every installed distribution's entry points.
+COUNTING_PROBE = """
+import importlib.metadata, json, sys
+scans = []
+real = importlib.metadata.entry_points
+def counted(**params):
+    scans.append(params)
+    return real(**params)
+importlib.metadata.entry_points = counted
+sys.argv = ["torrentcore", *sys.argv[1:]]
+from torrentcore.__main__ import entry
+code = entry()
+print(json.dumps({"code": code, "scans": len(scans)}))
+"""
+
+
+def test_run_scans_the_entry_points_once(tmp_path):
+    """gevent's 25 look-ups while it patches and the plugin manager's share one scan (torrentcore.entry_points)."""
+    torrent = _complete_torrent(tmp_path)
+    env = cli_env(tmp_path / "state")
+    env["XDG_CONFIG_HOME"] = str(tmp_path / "config")
+    out = subprocess.run([sys.executable, "-c", COUNTING_PROBE, "run", torrent, "-o", str(tmp_path / "data"),
+                          "--no-seed", "--quiet", "--no-dht", "--port", "0", "--listen-host", "127.0.0.1"],
+                         capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL, env=env, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == {"code": 0, "scans": 1}
+
+
 def test_info_imports_no_engine(tmp_path):
     torrent = _complete_torrent(tmp_path)
     result = _probe(tmp_path, "info", torrent)

@@ -16,6 +16,8 @@ import importlib.metadata as _metadata
 
 from gevent import monkey
 
+from .entry_points import installed as _installed_entry_points
+
 
 def _patch_all() -> None:
     """``monkey.patch_all()``, scanning the installed packages' entry points once instead of 25 times.
@@ -25,7 +27,7 @@ def _patch_all() -> None:
     group's filtered once: gevent asks for 4 groups 25 times, filtering them all cost 3-5 ms).
     """
     scan = _metadata.entry_points
-    everything = scan()
+    everything = _installed_entry_points()  # the plugin manager's scan too (torrentcore.entry_points)
     groups: dict = {}
 
     def entry_points(**params):
