@@ -33,6 +33,7 @@ NOT_FOR_RUN = ("torrentcore.daemon", "torrentcore.webui", "torrentcore.create", 
                "torrentcore.commands.create", "torrentcore.commands.plugins", "torrentcore.commands.seed",
                "torrentcore.dht", "cryptography", "configparser",
                "torrentcore.magnet_fetch", "torrentcore.data_move",  # magnet links; moving/renaming data
+               "torrentcore.piece_layers", "torrentcore.layer_recheck", "torrentcore.peer.hash_exchange",  # v2
                "asyncio")  # structlog's async log methods import it on first use (cli._import_structlog_without_rich)
 
 
