@@ -43,6 +43,7 @@ import json
 import os
 import random
 import stat
+import weakref
 from collections import OrderedDict
 from collections.abc import Iterable
 
@@ -78,21 +79,27 @@ RESUME_VERSION = 2
 RESUME_SLACK_BYTES = 64 * 1024
 #: Sub-folder of the state directory holding resume records.
 RESUME_FOLDER = "resume"
-#: Open file descriptors kept at most (least recently used are closed). Pieces come in random order (rarest
-#: first among equals), so a torrent of more files than this opens and closes them all the time: swarm.py's
-#: tree (200 files, 512 MiB, random piece order, benchmarks/storage_write.py) with 128 opened a file on every
-#: other piece (each open walks its folders: 1.06 os.open, 0.64 mkdir and 1.0 close per piece); with 256 each
-#: file is opened once. 256 per torrent is what the session's file descriptor limit is raised to hold anyway
-#: for a few torrents (ulimit -n is usually 1024 or more); a torrent of fewer files opens only those.
-MAX_OPEN_FILES = 256
+#: Data files kept open by all the filesystem storages of the process together (each keeps its own least
+#: recently used ones: OPEN_FILES_BUDGET divided by the storages open, at least MIN_OPEN_FILES), as libtorrent
+#: keeps one file pool of 40 for its session: these descriptors come out of the session's RESERVED_FDS
+#: (torrentcore/session.py), which the connections leave free. It was 256 per torrent, so that a 200-file
+#: tree written in random piece order opened each file once (with 128: a file opened on every other piece,
+#: each open walking its folders). Pieces now come in 4 MiB extents (plugins/rarest_first.py), a few files at
+#: a time: benchmarks/storage_write.py, swarm.py's tree (512 MiB, 200 files) in extent order, os.open calls
+#: per piece (folders and files): 0.53 with 256, 0.72 with 64, 0.78 with 32, 0.84 with 16 (in random piece
+#: order 0.53 / 2.95 / 4.16 / 4.82).
+OPEN_FILES_BUDGET = 32
+MIN_OPEN_FILES = 4
+#: The filesystem storages not closed yet (their number divides OPEN_FILES_BUDGET).
+_LIVE: weakref.WeakSet = weakref.WeakSet()
 #: Files fsync'ed at once when the storage closes (each in an OS thread: ext4 commits concurrent fsyncs
 #: together). 200 files of 2.5 MiB just written (the size of benchmarks/swarm.py's tree): one after another
 #: 0.83-0.91 s, which was most of the second between "download complete" and exit; 4 at once 0.39 s, 8 0.27 s,
 #: 16 0.27 s.
 SYNC_THREADS = 8
 #: Descriptors duplicated at most for one background fsync batch (plugins/_sync_ahead.py); the batch opens the
-#: other files again by path, one at a time.
-SYNC_AHEAD_DUPS = 32
+#: other files again by path, one at a time. (A batch of 32 MiB holds about 13 files of swarm.py's tree.)
+SYNC_AHEAD_DUPS = 16
 #: Claimed pieces of a resume record hashed before it is trusted (the first, the last, and random ones)...
 RESUME_SAMPLE = 8
 #: ...but no more than one in this many claimed pieces (the first and the last always): 8 of a 4 MiB
@@ -140,7 +147,8 @@ class FilesystemStorage:
             raise StorageError(f"cannot create download folder {self.save_path}: {exc.strerror}") from None
         self._files = [f for f in torrent.files if f.length > 0 or not (f.pad or f.symlink)]
         self._starts = [f.offset for f in self._files]
-        self._fds: OrderedDict[int, int] = OrderedDict()
+        self._fds: OrderedDict[int, int] = OrderedDict()  # least recently used first (see OPEN_FILES_BUDGET)
+        _LIVE.add(self)
         self._complete: set[int] = set()
         self._finalized = False
         # pieces_with_data() starts a check of the data on disk; until check_finished() says it ran to the
@@ -187,7 +195,8 @@ class FilesystemStorage:
         if fd is None:
             return None
         self._fds[index] = fd
-        if len(self._fds) > MAX_OPEN_FILES:
+        limit = max(MIN_OPEN_FILES, OPEN_FILES_BUDGET // max(1, len(_LIVE)))
+        while len(self._fds) > limit:
             _, old = self._fds.popitem(last=False)
             os.close(old)
         return fd
@@ -496,6 +505,7 @@ class FilesystemStorage:
         """Make written data durable, close every file and save the resume record (if it can be trusted)."""
         synced = self._sync()  # the rest, while the background batch (other files) may still run...
         synced = self._sync_ahead.wait(SYNC_THREADS) and synced  # ...helped to its end (and all went well)
+        _LIVE.discard(self)
         while self._fds:
             _, fd = self._fds.popitem()
             try:

@@ -53,6 +53,16 @@ RANDOM_FIRST_PIECES = 4
 WEB_SEED_SCAN = 4096
 #: The sequential strategy's read-ahead window in bytes (rounded up to whole pieces).
 SEQUENTIAL_WINDOW = 8 * 1024 * 1024
+#: Ties are broken extent by extent: the extents (runs of EXTENT_BYTES of pieces, at least one piece) come
+#: in a random order per torrent, the pieces of one extent in index order (libtorrent's 4 MiB
+#: ``piece_extent_affinity``). A download from seeds then writes its files a few at a time instead of all at
+#: once, so that each file is finished (and fsync'ed in the background: plugins/_sync_ahead.py) while the
+#: download goes on, not all of them at the end. swarm.py tree (512 MiB, 200 files), same run as the order
+#: piece by piece, load 2-3: "download complete" to exit 0.06-0.09 s instead of 0.21-0.28 s (1 and 3 seeders).
+EXTENT_BYTES = 4 << 20
+#: ...but a torrent has at least this many extents (a small one smaller extents), so that peers downloading
+#: it at the same time still start in different places.
+MIN_EXTENTS = 16
 
 
 class RarestFirst:
@@ -65,15 +75,15 @@ class RarestFirst:
     (``availability_changed``: a HAVE, a leecher's bitfield arriving or leaving) swaps places with the
     last (or first) piece of its bucket and the boundary moves: O(1), never a rebuild. Seeds change every
     piece alike and reorder nothing (the engine does not even report them). Inside a bucket, pieces start
-    in a random order per torrent (``rng``) and stay shuffled by the swaps. Before
-    :data:`RANDOM_FIRST_PIECES` pieces are verified, pieces come in that random order alone.
+    in a random order per torrent (``rng``; runs of ``extent`` pieces in index order, the runs shuffled:
+    :data:`EXTENT_BYTES`) and stay shuffled by the swaps. Before :data:`RANDOM_FIRST_PIECES` pieces are
+    verified, pieces come in that random order alone.
     """
 
-    def __init__(self, num_pieces: int, rng: random.Random | None = None) -> None:
+    def __init__(self, num_pieces: int, rng: random.Random | None = None, extent: int = 1) -> None:
         self._rng = rng or random.Random()
         self._num_pieces = num_pieces
-        self._by_tie = array("l", range(num_pieces))  # the random order of the start and of ties
-        self._rng.shuffle(self._by_tie)
+        self._by_tie = _extent_order(num_pieces, extent, self._rng)  # the random order of the start and of ties
         self._random_cursor = 0
         self._random_selection: object = None
         self._built_for: int | None = None  # id() of the SwarmView the buckets describe
@@ -272,6 +282,25 @@ class RarestFirst:
         return index not in swarm.partial and swarm.wanted(index)
 
 
+def _extent_order(num_pieces: int, extent: int, rng: random.Random) -> array:
+    """Every piece: runs of ``extent`` pieces (the last one may be shorter) in a random order, each in order."""
+    extent = max(1, extent)
+    starts = list(range(0, num_pieces, extent))
+    rng.shuffle(starts)
+    if extent == 1:
+        return array("l", starts)
+    order = array("l")
+    for s in starts:
+        order.extend(range(s, min(s + extent, num_pieces)))
+    return order
+
+
+def extent_pieces(piece_length: int, num_pieces: int) -> int:
+    """Pieces in one extent: :data:`EXTENT_BYTES` of them, at most 1/:data:`MIN_EXTENTS` of the torrent, at
+    least one."""
+    return max(1, min(EXTENT_BYTES // max(1, piece_length), num_pieces // MIN_EXTENTS))
+
+
 def _run_from(swarm: SwarmView, first: int, max_pieces: int) -> list[int]:
     """``first`` and the wanted, unstarted pieces right after it (at most ``max_pieces`` in all)."""
     run = [first]
@@ -371,7 +400,7 @@ class RandomOrder:
 
 
 def _rarest_first(torrent: Metainfo, options: TorrentConfig) -> PieceStrategy:
-    return RarestFirst(torrent.num_pieces)
+    return RarestFirst(torrent.num_pieces, extent=extent_pieces(torrent.piece_length, torrent.num_pieces))
 
 
 def window_pieces(window_bytes: int, piece_length: int) -> int:

@@ -188,3 +188,38 @@ def test_store_block_refuses_every_wrong_length_and_records_only_whole_blocks():
     assert pm.store_block("a", 1, 32768, b"12345") == ((), None)
     assert pm.store_block("a", 0, 32768, bytes(16384)) == ((), None)
     assert pm.requested_blocks == before - 2
+
+
+def test_recycled_buffers_go_to_new_pieces_bounded_and_fully_overwritten():
+    """A stored piece's buffer is kept for a later piece (no fresh, zeroed memory per piece), at most
+    ``_spare_max`` are kept, and a reused buffer is complete only once every block of the new piece overwrote it."""
+    m = meta(40)
+    pm = PieceManager(m, Bitfield(40), Sequential())
+    pm.add_peer_pieces(full(40))
+    stored = []
+    for index in range(3):  # pieces 0-2, each received in full and stored
+        for i, begin, n in pm.next_requests("a", full(40), 4):
+            assert i == index
+            result = pm.store_block("a", i, begin, bytes([0xA0 + index]) * n)
+        stored.append(result[1])
+    buffers = {id(piece.buffer) for piece in stored}
+    for piece in stored:
+        pm.piece_verified(piece.index)
+        pm.recycle(piece)
+        assert piece.buffer == bytearray() and piece.view is None
+    blocks = pm.next_requests("a", full(40), 8)  # pieces 3 and 4 start, each with a stored piece's buffer
+    assert [i for i, _b, _n in blocks] == [3] * 4 + [4] * 4
+    assert {id(pm.partial[3].buffer), id(pm.partial[4].buffer)} < buffers
+    old = bytes(pm.partial[3].buffer)
+    assert old in {bytes([0xA0 + k]) * PL for k in range(3)}, "(still an old piece's bytes)"
+    new = random.Random(5).randbytes(PL)
+    for k, (i, begin, n) in enumerate(blocks[:4]):
+        result = pm.store_block("a", i, begin, new[begin:begin + n])
+        assert (result[1] is not None) == (k == 3), "complete (to be hashed) only with its last block"
+    assert bytes(result[1].buffer) == new, "every byte of the reused buffer overwritten"
+    # Bounded: many pieces stored at once keep at most _spare_max buffers.
+    pm._spare_max = 4
+    started = [pm._start(index) for index in range(5, 15)]
+    for piece in started:
+        pm.recycle(piece)
+    assert len(pm._spare) == 4

@@ -7,6 +7,7 @@ attribute read per block, kept current by its buckets. Real Peer, RequestPipelin
 from __future__ import annotations
 
 import random
+import struct
 
 from torrentcore import bencode, metainfo
 from torrentcore.bitfield import Bitfield
@@ -137,3 +138,43 @@ def test_a_chain_of_rate_limits_keeps_its_rate_current():
     other = RateLimits(TokenBucket(300), shared)  # the session's bucket is shared by every torrent
     shared.set_rate(0)
     assert (limits.rate, other.rate) == (0, 300)
+
+
+def test_the_torrent_counts_each_batch_of_blocks_once_and_before_a_piece_is_handed_over():
+    """Peer.run adds the blocks of a take_blocks batch to the torrent's counters at once (not per block): the
+    count is exact at each hand-over of a complete piece (where other greenlets may run), and when a bogus
+    block ends the run in the middle of a batch."""
+    import socket
+
+    from torrentcore.peer.connection import Connection
+
+    info = {b"name": b"t", b"piece length": 4 * BLOCK_SIZE, b"pieces": b"\x00" * 20 * 8, b"length": 32 * BLOCK_SIZE}
+    port = _Port(metainfo.parse(bencode.encode({b"info": info})))
+    seen: list[tuple[int, int]] = []
+
+    def verify_piece(piece) -> None:
+        seen.append((port.stats.downloaded, p.down.total))
+        port.manager.recycle(piece)
+
+    port.verify_piece = verify_piece
+    port.have_count = 0
+    ours, theirs = socket.socketpair()
+    try:
+        conn = Connection(ours, ("127.0.0.1", 7001))
+        p = peer_mod.Peer(port, conn, b"-LT2110-" + bytes(12), bytes(8), incoming=False)
+        port.peers[p.key] = p
+        p.has = Bitfield.full(8)
+        port.manager.add_peer_pieces(p.has)
+        p.am_interested, p.peer_choking = True, False
+        p.fill_requests()
+        asked = sorted(p.outstanding)[:22]  # pieces 0-4 and two blocks of piece 5: two batches of 16 and 6
+        stream = b"".join(struct.pack(">IBII", 9 + BLOCK_SIZE, 7, i, b) + bytes(BLOCK_SIZE) for i, b in asked)
+        stream += struct.pack(">IBII", 9 + BLOCK_SIZE, 7, 7, 100) + bytes(BLOCK_SIZE)  # never requested
+        conn.feed(stream)
+        reason = p.run()
+    finally:
+        theirs.close()
+        ours.close()
+    assert reason.startswith("protocol error: block we did not request"), reason
+    assert p.down.total == port.stats.downloaded == 22 * BLOCK_SIZE, "every stored block counted, once"
+    assert seen == [(k * 4 * BLOCK_SIZE, k * 4 * BLOCK_SIZE) for k in range(1, 6)], "exact at each hand-over"

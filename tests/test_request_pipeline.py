@@ -123,3 +123,34 @@ def test_runs_of_blocks_match_block_by_block_with_short_last_blocks_and_released
     again = pm._next_requests("b", full, 10)
     assert again[0] == (index, 2 * BLOCK_SIZE, BLOCK_SIZE) and pm.partial[index].requesters[2] == ["b"]
     assert all(pm.partial[i].requesters[b // BLOCK_SIZE] == ["a", "b"] for i, b, _n in again[1:])
+
+
+def test_a_run_of_blocks_shares_one_requester_list_that_is_never_changed_in_place():
+    """A run of free blocks is requested with one requester list for all its blocks; an endgame duplicate, a
+    release and a received block each change only their own block's requesters (the count stays exact)."""
+    meta = _meta(2, 8 * BLOCK_SIZE)
+    pm = PieceManager(meta, Bitfield(meta.num_pieces), RarestFirst(meta.num_pieces, random.Random(3)))
+    full = Bitfield.full(meta.num_pieces)
+    pm.add_peer_pieces(full)
+    blocks = pm.next_requests("a", full, 16)
+    assert len(blocks) == 16 and pm.requested_blocks == 16
+    piece = pm.partial[blocks[0][0]]
+    assert len({id(who) for who in piece.requesters.values()}) == 1, "one list for the run"
+    pm.endgame = True  # every block is requested: b gets duplicates (at most ENDGAME_BLOCKS_PER_CALL)
+    dup = pm.next_requests("b", full, 1)
+    assert len(dup) == 1
+    index, begin, _n = dup[0]
+    other = pm.partial[index]
+    assert other.requesters[begin // BLOCK_SIZE] == ["a", "b"]
+    assert all(who == ["a"] for b, who in other.requesters.items() if b != begin // BLOCK_SIZE)
+    # a gives one block of the run back: only that one is free again
+    pm.release("a", [(piece.index, 3 * BLOCK_SIZE, BLOCK_SIZE)])
+    assert piece.state[3] == FREE and 3 not in piece.requesters
+    assert all(who == ["a"] or b == begin // BLOCK_SIZE for b, who in piece.requesters.items())
+    # b gives its duplicate back: a still has it
+    pm.release("b", [dup[0]])
+    assert other.requesters[begin // BLOCK_SIZE] == ["a"] and other.state[begin // BLOCK_SIZE] == REQUESTED
+    assert pm.requested_blocks == 15
+    assert pm.store_block("a", piece.index, 0, bytes(BLOCK_SIZE)) == ((), None)
+    assert 0 not in piece.requesters and all(who == ["a"] for who in piece.requesters.values())
+    assert pm.requested_blocks == 14

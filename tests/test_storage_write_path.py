@@ -4,6 +4,7 @@ fsync'ed without error". Counts only, no timing."""
 
 from __future__ import annotations
 
+import gc
 import os
 import random
 import threading
@@ -26,9 +27,10 @@ def write_in_order(storage, meta, blob, order, settle=False):
             storage._sync_ahead.wait()
 
 
-def test_a_tree_of_200_files_written_in_random_order_opens_each_file_once(tmp_path, monkeypatch):
-    """swarm.py's tree has 200 files and pieces come in random order: with too small an open-file cache every
-    other piece reopened a file (walking its folders and trying a mkdir of each)."""
+def test_a_tree_of_200_files_written_extent_by_extent_opens_each_file_at_most_twice(tmp_path, monkeypatch):
+    """swarm.py's tree has 200 files; rarest-first asks for pieces extent by extent (plugins/rarest_first.py), so
+    that the storage's share of OPEN_FILES_BUDGET (all of it for one torrent) holds the files being written: a
+    file is opened again only if it spans two extents. Folders are walked without a mkdir once they exist."""
     files = [([b"d%d" % (k % 7), b"s%d" % (k % 3), b"f%03d" % k], os.urandom(3000 + 7 * k)) for k in range(200)]
     meta, blob = make_meta(files, piece_length=16384)
     opened: list[str] = []
@@ -47,15 +49,57 @@ def test_a_tree_of_200_files_written_in_random_order_opens_each_file_once(tmp_pa
     monkeypatch.setattr(FilesystemStorage, "_open_file", open_file)
     monkeypatch.setattr(fsmod.os, "mkdir", mkdir)
     st = FilesystemStorage(meta, str(tmp_path))
-    order = list(range(meta.num_pieces))
-    random.Random(5).shuffle(order)
-    write_in_order(st, meta, blob, order)
+    extent = 3  # rarest_first.extent_pieces for these 49 pieces
+    starts = list(range(0, meta.num_pieces, extent))
+    random.Random(5).shuffle(starts)
+    most_open = 0
+    for s in starts:
+        write_in_order(st, meta, blob, range(s, min(s + extent, meta.num_pieces)))
+        most_open = max(most_open, len(st._fds))
     st.close()
-    assert sorted(opened) == sorted({f.relpath for f in meta.files}), "each file opened once"
+    counts = {p: opened.count(p) for p in set(opened)}
+    assert set(counts) == {f.relpath for f in meta.files} and max(counts.values()) <= 2, counts
+    assert sum(counts.values()) <= len(meta.files) + len(starts), "only files across two extents again"
+    assert most_open <= fsmod.OPEN_FILES_BUDGET
     # Only the first file of each of the 21 folders d*/s* walks its 3 folders creating (each open tried 3).
     assert len(mkdirs) == 3 * 21, mkdirs
     for f, (_, data) in zip(meta.files, files):
         assert (tmp_path / f.relpath).read_bytes() == data
+
+
+def test_the_storages_of_a_process_share_one_budget_of_open_files(tmp_path, monkeypatch):
+    """OPEN_FILES_BUDGET is for every storage of the process together (the session's RESERVED_FDS), each keeping
+    an equal share of its least recently used files and at least MIN_OPEN_FILES; a closed storage leaves the
+    budget to the others. The data is written whole however often files are opened again."""
+    gc.collect()  # storages of other tests that were never closed (a cycle through their SyncAhead) are gone
+    monkeypatch.setattr(fsmod, "OPEN_FILES_BUDGET", 12)
+    monkeypatch.setattr(fsmod, "MIN_OPEN_FILES", 2)
+    files = [([b"f%02d" % k], os.urandom(5000 + k)) for k in range(30)]
+    meta, blob = make_meta(files, piece_length=16384)
+    folders = [tmp_path / f"t{k}" for k in range(8)]
+    stores = [FilesystemStorage(meta, str(folder)) for folder in folders[:2]]
+    order = list(range(meta.num_pieces))
+    random.Random(3).shuffle(order)
+    most = [0, 0]
+    for i in order:
+        for k, st in enumerate(stores):
+            write_in_order(st, meta, blob, [i])
+            most[k] = max(most[k], len(st._fds))
+    assert most == [6, 6], "two storages: half the budget each"
+    stores[1].close()
+    write_in_order(stores[0], meta, blob, order)  # the pieces again (the same bytes)
+    assert len(stores[0]._fds) == 12, "alone again: the whole budget"
+    stores[0].close()
+    many = [FilesystemStorage(meta, str(folder)) for folder in folders]  # 8 storages: 12 // 8 < 2
+    for st in many:
+        write_in_order(st, meta, blob, order)
+        assert len(st._fds) == 2
+    for st in many:
+        st.close()
+    for folder in folders:
+        for f, (_, data) in zip(meta.files, files):
+            assert (folder / f.relpath).read_bytes() == data
+    assert FilesystemStorage(meta, str(folders[0])).completed_pieces() == set(range(meta.num_pieces))
 
 
 def _fsyncs(monkeypatch, fail_first: set[int] | None = None):

@@ -145,6 +145,39 @@ def test_random_is_random_among_the_peers_pieces_and_finishes_started_ones_first
     assert order[0] == started and set(order) == set(range(0, n, 2)), order
 
 
+def test_rarest_first_breaks_ties_extent_by_extent():
+    """Equally rare pieces come in 4 MiB extents (shuffled, each in order), so a download from seeds finishes
+    files as it goes (plugins/_sync_ahead.py syncs each once it is finished) instead of all at the end."""
+    n = 42  # the last extent is shorter
+    orders = set()
+    for seed in range(4):
+        pm = PieceManager(meta(n), Bitfield(n), RarestFirst(n, random.Random(seed), extent=4))
+        pm.add_peer_pieces(Bitfield.full(n))
+        order = drain(pm)
+        assert sorted(order) == list(range(n))
+        # (the last extent, 40-41, is 2 pieces: the runs after it are shifted by 2)
+        cut = order.index(40)
+        assert order[cut : cut + 2] == [40, 41]
+        rest = order[:cut] + order[cut + 2 :]
+        runs = [rest[k : k + 4] for k in range(0, len(rest), 4)]
+        assert all(r == list(range(r[0], r[0] + 4)) and r[0] % 4 == 0 for r in runs), order
+        orders.add(tuple(order))
+    assert len(orders) == 4  # the extents are shuffled per torrent
+    # The plugin's factory: 4 MiB extents of the torrent's pieces, at least 16 extents, at least one piece.
+    assert strategies.extent_pieces(256 << 10, 4096) == 16 and strategies.extent_pieces(16 << 20, 64) == 1
+    assert strategies.extent_pieces(256 << 10, 64) == 4 and strategies.extent_pieces(256 << 10, 8) == 1
+    factory = strategies.torrentcore_piece_strategies()["rarest-first"]
+    made = drain_new(factory(meta(n), TorrentConfig()), n)  # 42 pieces of 64 KiB: extents of 2
+    assert sorted(made) == list(range(n)) and made != list(range(n))
+    assert all(made[k + 1] == made[k] + 1 for k in range(0, n, 2)), made
+
+
+def drain_new(strategy, n: int) -> list[int]:
+    pm = PieceManager(meta(n), Bitfield(n), strategy)
+    pm.add_peer_pieces(Bitfield.full(n))
+    return drain(pm)
+
+
 @pytest.mark.parametrize("make", [lambda n: RarestFirst(n, random.Random(0)), lambda n: Sequential(3),
                                   lambda n: RandomOrder(n, random.Random(0))],
                          ids=["rarest-first", "sequential", "random"])

@@ -59,6 +59,12 @@ _NOTHING: tuple[tuple[()], None] = ((), None)
 STORED = _NOTHING
 
 
+def _others(asked: Sequence[Hashable], peer: Hashable) -> list[Hashable]:
+    """The peers of ``asked`` other than ``peer`` (out of line: a comprehension in the per-block path made its
+    ``peer`` a closure cell, read through one more indirection on every block)."""
+    return [p for p in asked if p != peer]
+
+
 class Piece:
     """A piece being downloaded: its buffer and the state of each block."""
 
@@ -73,6 +79,8 @@ class Piece:
         self.view: memoryview | None = None
         nblocks = (size + BLOCK_SIZE - 1) // BLOCK_SIZE
         self.state = bytearray(nblocks)
+        #: block number -> the peers it is requested from. A list may be shared by several blocks (a run
+        #: requested at once): replace it, never change it in place.
         self.requesters: dict[int, list[Hashable]] = {}
         self.free = nblocks
         self.received = 0
@@ -372,8 +380,9 @@ class PieceManager:
             if end <= b:
                 return
             state[b:end] = _REQUESTED_STATE * (end - b)
-            for k in range(b, end):
-                requesters[k] = [peer]
+            # One list for the run, shared by its blocks (a new list per block was ~8 bytecodes and an
+            # allocation per requested block): requester lists are replaced, never changed in place.
+            requesters.update(dict.fromkeys(range(b, end), [peer]))
             out.extend([(index, begin, BLOCK_SIZE) for begin in range(b * BLOCK_SIZE, end * BLOCK_SIZE, BLOCK_SIZE)])
             if end == nblocks and size % BLOCK_SIZE:
                 out[-1] = (index, (end - 1) * BLOCK_SIZE, size - (end - 1) * BLOCK_SIZE)
@@ -454,7 +463,7 @@ class PieceManager:
                     continue
                 for b, who in piece.requesters.items():
                     if piece.state[b] == REQUESTED and peer not in who and len(who) < ENDGAME_DUPLICATES:
-                        who.append(peer)
+                        piece.requesters[b] = [*who, peer]  # (a new list: see _take_free)
                         out.append((index, b * BLOCK_SIZE, piece.block_length(b)))
                         budget -= 1
                         if budget <= 0:
@@ -467,7 +476,7 @@ class PieceManager:
                 continue
             for b, who in piece.requesters.items():
                 if piece.state[b] == REQUESTED and peer not in who and len(who) < ENDGAME_DUPLICATES:
-                    who.append(peer)
+                    piece.requesters[b] = [*who, peer]  # (a new list: see _take_free)
                     out.append((piece.index, b * BLOCK_SIZE, piece.block_length(b)))
                     if len(out) >= count:
                         return out
@@ -482,10 +491,12 @@ class PieceManager:
             b = begin // BLOCK_SIZE
             who = piece.requesters.get(b)
             if who and peer in who:
-                who.remove(peer)
+                who = [p for p in who if p != peer]  # a new list (see _take_free)
                 self.requested_blocks -= 1
                 self._endgame_epoch += 1
-                if not who:
+                if who:
+                    piece.requesters[b] = who
+                else:
                     del piece.requesters[b]
                     if piece.state[b] == REQUESTED:
                         piece.state[b] = FREE
@@ -531,16 +542,17 @@ class PieceManager:
             return None
         b = begin // BLOCK_SIZE
         state = piece.state
-        was = state[b]
-        if was == RECEIVED:
-            return None
         view = piece.view
         if view is None:  # one view per piece: a copy into it needs no temporary (a bytearray's slice does)
             view = piece.view = memoryview(piece.buffer)
-        view[begin:end] = data
-        # What _record does, inline for the usual block (requested from this peer only, not the last one).
-        if was == FREE or piece.received + 1 == len(state):
+        if state[b] != REQUESTED or piece.received + 1 == len(state):
+            # Not the usual block (requested, not the piece's last): a duplicate, a free block, or the last one.
+            if state[b] == RECEIVED:
+                return None
+            view[begin:end] = data
             return self._record(piece, b, peer)
+        view[begin:end] = data
+        # What _record does, inline for the usual block.
         state[b] = RECEIVED
         piece.received += 1
         piece.senders[b] = peer
@@ -548,7 +560,7 @@ class PieceManager:
         self.requested_blocks -= len(asked)
         if len(asked) == 1 and asked[0] == peer:
             return _NOTHING
-        return [p for p in asked if p != peer], None
+        return _others(asked, peer), None
 
     def block_received(self, peer: Hashable, index: int, begin: int) -> tuple[Sequence[Hashable], Piece | None]:
         """Record a block stored via :meth:`block_buffer`.
@@ -576,7 +588,7 @@ class PieceManager:
         if len(asked) == 1 and asked[0] == peer:
             others: Sequence[Hashable] = ()  # the usual case: asked from this peer only (nothing allocated)
         else:
-            others = [p for p in asked if p != peer]
+            others = _others(asked, peer)
         if piece.received == len(piece.state):
             del self.partial[index]
             self.partial_open.pop(index, None)

@@ -40,8 +40,8 @@ from .transport import Dialer
 
 log = structlog.get_logger(__name__)
 
-#: File descriptors kept free of peer connections (DHT and listen sockets, storage files, resume records,
-#: the thread pool's pipes, logs).
+#: File descriptors kept free of peer connections (DHT and listen sockets, storage files: the filesystem
+#: storages' OPEN_FILES_BUDGET of 32 for the whole process, resume records, the thread pool's pipes, logs).
 RESERVED_FDS = 64
 #: Seconds an incoming peer for a torrent still checking its data waits before it is closed...
 ROUTE_WAIT = 30.0

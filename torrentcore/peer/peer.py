@@ -98,6 +98,9 @@ class Peer:
         #: Per-kind budgets of control messages (see :mod:`torrentcore.peer.budget`).
         self.budget = bud.MessageBudget()
         self.down = RateMeter()
+        #: ``down.total`` as already added to the torrent's counters (``block_arrived``): the blocks of one
+        #: :meth:`Connection.take_blocks` batch are counted there at once (see :meth:`_count_arrived`).
+        self._counted = 0
         self.up = RateMeter()
         self.listen_port: int | None = None
         self.client = _client_name(peer_id)
@@ -166,6 +169,8 @@ class Peer:
                 # The whole blocks already buffered (nearly every one of a download), within the budget.
                 got, blocks = take_blocks(on_block, BLOCK_SIZE, block_bytes, messages)
                 if blocks:
+                    if self.down.total != self._counted:
+                        self._count_arrived()
                     self.got_first_message = True
                     block_bytes -= got
                     messages -= blocks
@@ -194,7 +199,19 @@ class Peer:
             return self.conn.close_reason or f"connection lost: {exc}"
         except TorrentcoreError as exc:
             return str(exc)
+        finally:
+            self._count_arrived()  # the blocks of a batch cut short (an error, a close)
         return self.conn.close_reason or "closed"
+
+    def _count_arrived(self) -> None:
+        """Add the blocks stored since the last call to the torrent's counters (``block_arrived``): once per
+        batch of :meth:`Connection.take_blocks`, and before anything in the per-block path that may let another
+        greenlet run (a complete piece's hand-over, a rate limit's sleep), so the torrent's count is never
+        behind when someone else can read it. One call per batch instead of one per block."""
+        n = self.down.total - self._counted
+        if n:
+            self._counted += n
+            self.torrent.block_arrived(n)
 
     def _handle(self, msg_id: int, payload) -> None:
         # BITFIELD (or BEP 6 HAVE ALL / HAVE NONE) must come first, but the BEP 10 handshake may precede it
@@ -361,6 +378,7 @@ class Peer:
         if length <= BLOCK_SIZE:
             conn.prefetch(length)
             self._on_block(index, begin, conn.take(length))
+            self._count_arrived()
             return
         pipe.awaiting_answer.pop(key, None)
         conn.skip(length)
@@ -391,9 +409,9 @@ class Peer:
             t.stats_wasted(length)
             return
         # The one per-block count of this peer: its rate, and (RequestPipeline.check_timeouts, snubbed) whether
-        # blocks still come, without a clock read or flag per block.
+        # blocks still come, without a clock read or flag per block; the torrent's count follows from it once
+        # per batch (_count_arrived).
         self.down.total += length
-        t.block_arrived(length)
         if result is not STORED:  # not the usual block (asked from this peer only, not its piece's last)
             others, piece = result
             if others:
@@ -402,12 +420,14 @@ class Peer:
                     if peer is not None:
                         peer.cancel_block(index, begin)
             if piece is not None:
+                self._count_arrived()  # (the hand-over may wait for a slot: other greenlets run)
                 t.verify_piece(piece)
         # Else fill_requests would find too little room here, or all peers together at the request limit.
         if len(outstanding) <= pipe.refill_below and (
                 not outstanding or manager.max_requested - manager.requested_blocks >= pipe.refill_min_free):
             pipe.fill()
         if t.download_limit.rate:
+            self._count_arrived()
             t.download_limit.consume(length)  # may sleep: only once the block is recorded
 
     def choke(self) -> None:
