@@ -225,23 +225,35 @@ def test_sequential_verifies_low_pieces_first_unlike_rarest_first_and_random(tmp
     n = 192
     seeder = peers.libtorrent("seeder", ignore_limits_on_local_network=False, upload_rate_limit=4_000_000)
     seeder.add_torrent(torrent, tmp_path / "seed", seed=True)
-    orders: dict[str, list[int]] = {}
-    for strategy in ("sequential", "rarest-first", "random"):
-        order_file = tmp_path / f"{strategy}.order"
+    def verification_order(strategy: str, attempt: int = 0) -> list[int]:
+        order_file = tmp_path / f"{strategy}-{attempt}.order"
         monkeypatch.setenv("ORDER_FILE", str(order_file))
-        out = tmp_path / strategy
+        out = tmp_path / f"{strategy}-{attempt}"
         done = run_cli(["run", str(torrent), "-o", str(out), "--no-seed", "--quiet", "--port", "0",
                         "--peer", f"127.0.0.1:{seeder.port}", "--plugin", "order_plugin", "--strategy", strategy,
                         "--plugin-opt", "sequential.window=2M"], timeout=60)
         assert done.returncode == 0, done.stderr
         assert_same_tree(root, out / "payload", strategy)
-        orders[strategy] = [int(x) for x in order_file.read_text().split()]
-        assert sorted(orders[strategy]) == list(range(n)), strategy
-    rho = {name: spearman(order) for name, order in orders.items()}
-    print("rank correlation of verification order with piece index:", rho)
-    seq = orders["sequential"]
+        order = [int(x) for x in order_file.read_text().split()]
+        assert sorted(order) == list(range(n)), strategy
+        return order
+
+    seq = verification_order("sequential")
     # The first requests fill the 32-piece window from piece 0 in order (the pipeline starts at 16 pieces).
     assert max(seq[:16]) < 32, seq
+
+    def looks_sequential(order: list[int]) -> bool:
+        """Most of the first 32 pieces verified are the 32 lowest ones."""
+        return sum(1 for index in order[:32] if index < 32) > 24
+
+    assert looks_sequential(seq), seq
     for other in ("rarest-first", "random"):
-        assert rho["sequential"] > rho[other] + 0.3, rho
-        assert sum(orders[other][:16]) > sum(seq[:16]) * 3, orders
+        order = verification_order(other)
+        # rarest-first shuffles 16 extents of 12 pieces here (plugins/rarest_first.py, EXTENT_BYTES/MIN_EXTENTS),
+        # each in index order: such a shuffle looks sequential by chance in 0.17 % of runs (simulated, 200,000
+        # shuffles), twice in a row in about 3 of a million. random shuffles all 192 pieces: practically never.
+        if looks_sequential(order):
+            order = verification_order(other, attempt=1)
+        print(other, "rank correlation of verification order with piece index:", spearman(order),
+              "sequential:", spearman(seq))
+        assert not looks_sequential(order), (other, order, seq)
