@@ -2,6 +2,7 @@
 
     python benchmarks/startup.py                       # 100,000-piece info, 1 GiB check
     python benchmarks/startup.py --check-size 256M --runs 3 --json -
+    python benchmarks/startup.py --skip info --skip check --runs 11 --baseline-python /work/venv-base/bin/python
 
 1. ``info``: a single-file torrent of ``--pieces`` pieces (default 100,000 x 16 KiB; only the metainfo
    exists, the piece hashes are random) is read by ``torrentcore info`` and ``torrentcore info --json``
@@ -13,6 +14,11 @@
    measured on the same file: reading and hashing the pieces on one thread, and on two threads (both
    cores), and with libtorrent checking the same data (a fresh session, no ``seed_mode``). The file is
    in the page cache (it was just written), so this measures CPU, not the disk.
+3. ``run``: the fixed cost of one ``torrentcore run T -o DIR --no-seed`` (wall and CPU of the whole process):
+   a one-piece torrent whose data is in place, so the process starts (imports, gevent's monkey-patching,
+   plugins, the session), checks one piece and exits. Next to ``python -c pass`` and gevent's
+   ``monkey.patch_all()`` alone, and with ``--baseline-python PYTHON`` an older torrentcore installed there
+   (``PYTHON -I -m torrentcore``; this one then runs the same way). The commands take turns, every round.
 """
 
 from __future__ import annotations
@@ -147,13 +153,48 @@ def check_bench(work: str, size: int, piece_length: int, runs: int) -> dict:
     }
 
 
+def run_bench(work: str, runs: int, baseline_python: str | None) -> dict:
+    """Median wall, CPU and peak RSS of ``torrentcore run --no-seed`` on a one-piece complete torrent, with the
+    references; the commands take turns in every round (this machine is shared)."""
+    folder = os.path.join(work, "run-data")
+    root = rp.make_payload(folder, 256 * 1024, seed="run", name="one.bin")
+    torrent = os.path.join(work, "one.torrent")
+    rp.make_torrent(root, [], piece_length=256 * 1024, out=torrent)
+    run_args = ["run", torrent, "-o", folder, "--no-seed", "--quiet", "--no-dht", "--listen-host", "127.0.0.1"]
+    mine = [sys.executable, "-I", "-m", "torrentcore"] if baseline_python else torrentcore_cmd()
+    commands = {"python -c pass": [sys.executable, "-I", "-c", "pass"],
+                "gevent monkey.patch_all()": [sys.executable, "-I", "-c",
+                                              "from gevent import monkey; monkey.patch_all()"],
+                "torrentcore run": [*mine, *run_args]}
+    if baseline_python:
+        commands["torrentcore-baseline run"] = [baseline_python, "-I", "-m", "torrentcore", *run_args]
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "PYTHONDONTWRITEBYTECODE")}
+    env.update(TORRENTCORE_STATE_DIR=os.path.join(work, "run-state"), XDG_CONFIG_HOME=os.path.join(work, "run-cfg"))
+    log = os.path.join(work, "run.log")
+    seen: dict[str, list] = {name: [] for name in commands}
+    names = list(commands)
+    for r in range(runs):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            cmd = [*commands[name], "--port", str(rp.free_port())] if "torrentcore" in name else commands[name]
+            code, wall, usage, hwm = run_child(cmd, 120, log, cwd=work, env=env)
+            if code != 0:
+                with open(log, errors="replace") as f:
+                    raise RuntimeError(f"{name} exited with {code}: {f.read()[-2000:]}")
+            seen[name].append((wall, usage.ru_utime + usage.ru_stime, hwm / 1024))
+    return {name: {"wall_s": round(statistics.median(w for w, _, _ in v), 3),
+                   "cpu_s": round(statistics.median(c for _, c, _ in v), 3),
+                   "peak_rss_mib": round(max(m for _, _, m in v), 1)} for name, v in seen.items()}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--pieces", type=int, default=100_000, help="pieces of the info torrent (default 100000)")
     ap.add_argument("--check-size", type=parse_size, default=parse_size("1G"), help="data to check (default 1G)")
     ap.add_argument("--piece-length", type=parse_size, default=parse_size("256k"))
     ap.add_argument("--runs", type=int, default=5, help="runs per measurement (median)")
-    ap.add_argument("--skip", choices=["info", "check"], action="append", default=[])
+    ap.add_argument("--skip", choices=["info", "check", "run"], action="append", default=[])
+    ap.add_argument("--baseline-python", metavar="PYTHON", default=None,
+                    help="run: also an older torrentcore installed for PYTHON (PYTHON -I -m torrentcore)")
     ap.add_argument("--workdir", default="/tmp/bench")
     ap.add_argument("--json", metavar="FILE", help="also write the results as JSON ('-' for stdout)")
     args = ap.parse_args()
@@ -186,6 +227,14 @@ def main() -> int:
             print(f"| read + SHA-1, 2 threads (the limit) | {c['sha1_2_threads_s']:.2f} | {c['sha1_2_threads_mb_s']} |")
             print(f"torrentcore reaches {c['torrentcore_vs_2_thread_limit']:.2f} of the two-thread limit start to "
                   f"exit, {c['check_alone_vs_2_thread_limit']:.2f} for the check alone", flush=True)
+        if "run" not in args.skip:
+            r = results["run"] = run_bench(work, args.runs, args.baseline_python)
+            print(f"\n### run: the fixed cost of one 'torrentcore run --no-seed' (a one-piece torrent already on "
+                  f"disk), median of {args.runs}, commands taking turns")
+            print("| command | wall s | CPU s | peak RSS MiB |")
+            print("|---|---:|---:|---:|")
+            for name, v in r.items():
+                print(f"| {name} | {v['wall_s']:.3f} | {v['cpu_s']:.3f} | {v['peak_rss_mib']:.0f} |", flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     results["load_at_end"] = os.getloadavg()

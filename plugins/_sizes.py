@@ -6,7 +6,8 @@ import re
 
 from torrentcore.hookspec import BadInputError
 
-_SIZE = re.compile(r"\s*([0-9]*\.?[0-9]+)\s*([kKmMgGtT]?)(i?[bB])?\s*")
+#: A pattern, compiled (and cached by ``re``) when first used, not at import.
+_SIZE = r"\s*([0-9]*\.?[0-9]+)\s*([kKmMgGtT]?)(i?[bB])?\s*"
 _SCALE = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
 
 
@@ -16,7 +17,7 @@ def parse_size(text: str | int, what: str = "size") -> int:
         if text < 0:
             raise BadInputError(f"invalid {what} {text} (must not be negative)")
         return text
-    m = _SIZE.fullmatch(str(text))
+    m = re.fullmatch(_SIZE, str(text))
     if not m:
         raise BadInputError(f"invalid {what} {text!r} (examples: 512k, 64M, 2G, 1048576)")
     return int(float(m.group(1)) * _SCALE[m.group(2).lower()])

@@ -31,7 +31,10 @@ print(json.dumps({"code": code, "gc_enabled": gc.isenabled(),
 #: Modules of features that a plain ``run`` (no DHT, no encryption) never uses.
 NOT_FOR_RUN = ("torrentcore.daemon", "torrentcore.webui", "torrentcore.create", "torrentcore.commands.info",
                "torrentcore.commands.create", "torrentcore.commands.plugins", "torrentcore.commands.seed",
-               "torrentcore.dht", "cryptography", "configparser")
+               "torrentcore.dht", "cryptography", "configparser",
+               "torrentcore.magnet_fetch", "torrentcore.data_move",  # magnet links; moving/renaming data
+               "torrentcore.piece_layers", "torrentcore.layer_recheck", "torrentcore.peer.hash_exchange",  # v2
+               "asyncio")  # structlog's async log methods import it on first use (cli._import_structlog_without_rich)
 
 
 def _complete_torrent(tmp_path) -> str:
@@ -70,6 +73,34 @@ def test_run_imports_only_what_it_uses(tmp_path):
     assert result["gc_enabled"], "the collector stays off after start-up"
 
 
+#: The run probe, counting the scans of every installed distribution's entry points.
+COUNTING_PROBE = """
+import importlib.metadata, json, sys
+scans = []
+real = importlib.metadata.entry_points
+def counted(**params):
+    scans.append(params)
+    return real(**params)
+importlib.metadata.entry_points = counted
+sys.argv = ["torrentcore", *sys.argv[1:]]
+from torrentcore.__main__ import entry
+code = entry()
+print(json.dumps({"code": code, "scans": len(scans)}))
+"""
+
+
+def test_run_scans_the_entry_points_once(tmp_path):
+    """gevent's 25 look-ups while it patches and the plugin manager's share one scan (torrentcore.entry_points)."""
+    torrent = _complete_torrent(tmp_path)
+    env = cli_env(tmp_path / "state")
+    env["XDG_CONFIG_HOME"] = str(tmp_path / "config")
+    out = subprocess.run([sys.executable, "-c", COUNTING_PROBE, "run", torrent, "-o", str(tmp_path / "data"),
+                          "--no-seed", "--quiet", "--no-dht", "--port", "0", "--listen-host", "127.0.0.1"],
+                         capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL, env=env, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == {"code": 0, "scans": 1}
+
+
 def test_info_imports_no_engine(tmp_path):
     torrent = _complete_torrent(tmp_path)
     result = _probe(tmp_path, "info", torrent)
@@ -79,3 +110,24 @@ def test_info_imports_no_engine(tmp_path):
     assert _loaded(modules, ("torrentcore.session", "torrentcore.torrent", "torrentcore.daemon",
                              "torrentcore.commands.run", "torrentcore.plugins", "requests")) == []
     assert result["gc_enabled"]
+
+
+#: structlog's async log methods work although the CLI deferred structlog's import of asyncio.
+ASYNC_LOG = """
+import asyncio
+import structlog
+import torrentcore.cli as cli
+cli.configure_logging("info", "json")
+async def main():
+    await structlog.get_logger().ainfo("from a coroutine", n=1)
+asyncio.run(main())
+"""
+
+
+def test_structlog_async_methods_work_with_asyncio_deferred(tmp_path):
+    # structlog first, as the CLI imports it: its asyncio is the stand-in, and the real one works through it.
+    code = "import torrentcore.cli, sys; assert 'asyncio' not in sys.modules, 'asyncio imported'\n" + ASYNC_LOG
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                         stdin=subprocess.DEVNULL, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert '"event": "from a coroutine"' in out.stderr and '"n": 1' in out.stderr

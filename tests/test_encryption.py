@@ -69,6 +69,64 @@ def test_rc4_known_answer_and_discard():
     assert mse.rc4(bytes([1, 2, 3, 4, 5])).update(bytes(16)) == raw[1024:]
 
 
+def test_handshake_rc4_in_python_is_the_same_stream():
+    """:class:`HandshakeRC4` (Python while short) gives :func:`rc4`'s keystream, through the hand-over to
+    ``cryptography`` past :data:`PYTHON_KEYSTREAM_BYTES` and through :meth:`HandshakeRC4.cipher`."""
+    rng = random.Random(17)
+    for key in (bytes([1, 2, 3, 4, 5]), rng.randbytes(20), rng.randbytes(20)):
+        ours, reference = mse.HandshakeRC4(key), mse.rc4(key)
+        used = 0
+        while used < mse.PYTHON_KEYSTREAM_BYTES + 1000:
+            data = rng.randbytes(rng.choice([0, 1, 6, 14, 300, 512]))
+            assert ours.update(data) == reference.update(data)
+            used += len(data)
+        data = rng.randbytes(100)
+        assert ours.cipher().update(data) == reference.update(data)
+        into, expected = bytearray(64), bytearray(64)
+        ours.update_into(data[:64], into)
+        reference.update_into(data[:64], expected)
+        assert into == expected
+
+
+#: Handshakes offering both methods, as a run's outgoing connections under ``prefer`` (both sides in this
+#: process: 4 RC4 streams each); prints whether ``cryptography`` got imported.
+PLAINTEXT_HANDSHAKES = """
+import sys
+from torrentcore.peer import encryption as mse
+for _ in range(mse.PYTHON_HANDSHAKE_STREAMS // 4):
+    both = mse.CRYPTO_PLAINTEXT | mse.CRYPTO_RC4
+    a = mse.Initiator(bytes(20), b"ia" * 34, provide=both)
+    b = mse.Responder(lambda: [bytes(20)])
+    for _ in range(5):
+        for src, dst in ((a, b), (b, a)):
+            data = src.outgoing()
+            if data:
+                dst.receive(data)
+    assert a.result.method == b.result.method == mse.CRYPTO_PLAINTEXT and b.result.initial_payload == b"ia" * 34
+print("cryptography" in sys.modules)
+"""
+
+
+def test_plaintext_handshakes_do_not_import_cryptography():
+    """Start-up: MSE handshakes that end in plaintext (libtorrent's choice when offered both, our ``prefer``)
+    run their RC4 in Python; ``cryptography`` (11-15 ms to import) is imported for an RC4 payload stream."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", PLAINTEXT_HANDSHAKES], capture_output=True, text=True, timeout=60,
+                         stdin=subprocess.DEVNULL)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "False"
+
+
+def test_rc4_payload_streams_are_cryptography_contexts():
+    a, b = _pair()
+    _run_in_memory(a, b, 4096)
+    assert a.result.method == b.result.method == mse.CRYPTO_RC4
+    for stream in (a.result.encryptor, a.result.decryptor, b.result.encryptor, b.result.decryptor):
+        assert not isinstance(stream, mse.HandshakeRC4) and hasattr(stream, "update_into")
+
+
 def test_dh_shared_secret_agrees_and_rejects_degenerate_keys():
     xa, ya = mse.keypair()
     xb, yb = mse.keypair()

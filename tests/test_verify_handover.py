@@ -10,6 +10,7 @@ the machine's speed.
 from __future__ import annotations
 
 import hashlib
+import socket
 
 import gevent
 import gevent.event
@@ -17,6 +18,10 @@ import gevent.threadpool
 
 from torrentcore import bencode, metainfo, verifier
 from torrentcore.bitfield import Bitfield
+from torrentcore.errors import StorageError
+from torrentcore.peer import messages as msg
+from torrentcore.peer.connection import Connection
+from torrentcore.piece_outcome import OutcomeCalls, PieceOutcome
 from torrentcore.piecemanager import Piece
 
 PIECE = 64 * 1024
@@ -85,4 +90,209 @@ def test_pieces_one_by_one_share_one_worker_task_and_close_ends_it(monkeypatch):
                 gevent.sleep(0.01)
         assert v.wait_idle(1)
     finally:
+        pool.kill()
+
+
+def _verifier(n: int, pool, storage=None):
+    pieces = b"".join(hashlib.sha1(_data(i)).digest() for i in range(n))
+    meta = metainfo.parse(bencode.encode({b"info": {b"name": b"t", b"piece length": PIECE, b"pieces": pieces,
+                                                     b"length": PIECE * n}}))
+    storage = storage or _Storage()
+    return verifier.Verifier(meta, storage, Bitfield(n), pool, lambda: False, lambda i: None), storage
+
+
+class _CountingAsync:
+    """The Verifier's async watcher (a worker's post of verdicts to the event loop), its sends counted."""
+
+    def __init__(self, v) -> None:
+        self._real = gevent.get_hub().loop.async_(ref=False)
+        self._real.start(v._verdicts_ready)
+        self.posts = 0
+
+    def send(self) -> None:
+        self.posts += 1  # (from a worker thread, holding the GIL)
+        self._real.send()
+
+    def close(self) -> None:
+        self._real.close()
+
+
+def test_verdicts_of_a_burst_are_posted_in_few_batches(monkeypatch):
+    """A worker posts its verdicts in batches (VERDICT_BATCH_BYTES), so the event loop is woken a few times for
+    32 pieces, not once per piece; each piece still gets one verdict, after its write."""
+    # A worker that finds its queue empty posts what it holds after VERDICT_WAIT: longer than any pause between
+    # two submits here, so that only full batches and each worker's last one are posted (counts, not timing).
+    monkeypatch.setattr(verifier, "VERDICT_WAIT", 0.5)
+    n = 32  # 2 MiB of 64 KiB pieces: batches of 16 (a quarter of the 64 slots), at most two workers
+    pool = gevent.threadpool.ThreadPool(2)
+    v, storage = _verifier(n, pool)
+    v._async = notify = _CountingAsync(v)
+    verdicts: dict[int, object] = {}
+    done = gevent.event.Event()
+
+    def on_verdict(piece, verdict) -> None:
+        assert piece.index in storage.complete or verdict is not True  # written and marked before its verdict
+        verdicts[piece.index] = verdict
+        if len(verdicts) == n:
+            done.set()
+
+    try:
+        for i in range(n):
+            v.acquire_slot()
+            v.submit(Piece(i, PIECE, bytearray(_data(i) if i != 7 else _data(99))), on_verdict)
+        assert done.wait(20), f"{len(verdicts)} of {n} verdicts"
+        assert verdicts == {i: i != 7 for i in range(n)}
+        # Each worker posts when it holds 16 verdicts and when its queue stays empty: at most 4 posts in all.
+        assert notify.posts <= 4, f"{notify.posts} posts for {n} pieces"
+        assert v.wait_idle(5)
+    finally:
+        v.close()
+        pool.kill()
+
+
+def test_close_posts_the_verdicts_a_waiting_worker_holds(monkeypatch):
+    """A worker holding verdicts while it waits for more pieces posts them when close() ends it: no piece that was
+    stored stays without its verdict (the torrent counts it, and wait_idle() at shutdown returns)."""
+    monkeypatch.setattr(verifier, "VERDICT_WAIT", 60.0)  # the worker holds the verdict until it is ended
+    monkeypatch.setattr(verifier, "VERIFY_LINGER", 60.0)
+    monkeypatch.setattr(verifier, "VERIFY_BATCH_WAIT", 0.0)  # handed over at once
+    pool = gevent.threadpool.ThreadPool(2)
+    v, storage = _verifier(4, pool)
+    verdicts: dict[int, object] = {}
+    arrived = gevent.event.Event()
+
+    def on_verdict(piece, verdict) -> None:
+        verdicts[piece.index] = verdict
+        arrived.set()
+
+    try:
+        v.acquire_slot()
+        v.submit(Piece(2, PIECE, bytearray(_data(2))), on_verdict)
+        for _ in range(1000):  # bounded: 10 s
+            if storage.complete and v._lingering:
+                break
+            gevent.sleep(0.01)
+        assert storage.complete == [2] and v._lingering == 1
+        assert not arrived.wait(0.05) and not verdicts  # held: one verdict is less than a batch
+        v.close()
+        assert arrived.wait(10), "close() did not post the held verdict"
+        assert verdicts == {2: True}
+        assert v.wait_idle(5)
+    finally:
+        pool.kill()
+
+
+class _CountingSocket:
+    """A socket whose sendall calls are counted (one per write of the peer's writer greenlet)."""
+
+    def __init__(self, sock) -> None:
+        self._sock = sock
+        self.writes = 0
+
+    def sendall(self, data) -> None:
+        self.writes += 1
+        self._sock.sendall(data)
+
+    def __getattr__(self, name: str):
+        return getattr(self._sock, name)
+
+
+class _OnePeer:
+    """PieceOutcome's view of the swarm: one leecher on a real Connection (PieceOutcome.Peers)."""
+
+    def __init__(self, conn) -> None:
+        self.peers: dict = {}
+        self.connect_now = gevent.event.Event()
+        self.conn = conn
+
+    def wake_requesters(self) -> None:
+        pass
+
+    def broadcast_have(self, index: int) -> None:
+        self.conn.send(msg.have(index))
+
+    def ban(self, address, reason: str) -> None:
+        raise AssertionError(f"nobody lied: {address} {reason}")
+
+
+class _Manager:
+    complete = False
+
+    def piece_verified(self, index: int) -> None:
+        pass
+
+    def recycle(self, piece) -> None:
+        pass
+
+
+class _Quiet:
+    def emit(self, kind: str, **kwargs) -> None:
+        pass
+
+    def warning(self, *args, **kwargs) -> None:
+        pass
+
+
+def test_haves_of_a_batch_of_verdicts_leave_in_one_write(monkeypatch):
+    """The HAVEs of the pieces delivered together are queued before the peer's writer runs: a burst of 32 pieces
+    reaches a leecher as 32 HAVEs in at most 4 writes (at most one per post of verdicts), not one per piece."""
+    monkeypatch.setattr(verifier, "VERDICT_WAIT", 0.5)  # as in the burst test: only full and last batches posted
+    n = 32
+    pool = gevent.threadpool.ThreadPool(2)
+    v, _ = _verifier(n, pool)
+    ours, theirs = socket.socketpair()
+    counting = _CountingSocket(ours)
+    conn = Connection(counting, ("127.0.0.1", 6881))
+    conn.start_writer()
+    calls = OutcomeCalls(manager=_Manager, stopping=lambda: False, completed=lambda: None,
+                         incomplete_again=lambda: None, guard=lambda fn, *args: fn(*args))
+    v._async = notify = _CountingAsync(v)
+    outcome = PieceOutcome(calls, v, _OnePeer(conn), None, _Quiet(), lambda size: None, _Quiet())
+    try:
+        for i in range(n):
+            outcome.verify_piece(Piece(i, PIECE, bytearray(_data(i))))
+        got = b""
+        with gevent.Timeout(20, AssertionError(f"{len(got) // 9} of {n} HAVEs arrived")):
+            while len(got) < 9 * n:
+                got += theirs.recv(4096)
+        haves = [int.from_bytes(got[k + 5 : k + 9], "big") for k in range(0, len(got), 9)]
+        assert all(got[k : k + 5] == b"\0\0\0\x05\x04" for k in range(0, len(got), 9)), got[:18]
+        assert sorted(haves) == list(range(n))
+        # One write per delivery at most (a delivery may carry several posts' verdicts), and few posts.
+        assert counting.writes <= notify.posts <= 4, f"{counting.writes} writes, {notify.posts} posts for {n} HAVEs"
+        assert v.wait_idle(5)
+    finally:
+        conn.close("done")
+        theirs.close()
+        v.close()
+        pool.kill()
+
+
+def test_a_storage_error_is_posted_at_once(monkeypatch):
+    """A verdict that is an error (or a stop's None) is not held for a batch: the torrent hears of a failing disk
+    at once, not after the worker wrote more pieces."""
+    monkeypatch.setattr(verifier, "VERDICT_WAIT", 60.0)  # a held verdict would wait until close()
+    monkeypatch.setattr(verifier, "VERIFY_BATCH_WAIT", 0.0)
+
+    class _Full(_Storage):
+        def write(self, index: int, begin: int, data) -> None:
+            raise StorageError("cannot write t: disk full")
+
+    pool = gevent.threadpool.ThreadPool(2)
+    v, _ = _verifier(4, pool, _Full())
+    verdicts: dict[int, object] = {}
+    arrived = gevent.event.Event()
+
+    def on_verdict(piece, verdict) -> None:
+        verdicts[piece.index] = verdict
+        arrived.set()
+
+    try:
+        v.acquire_slot()
+        v.submit(Piece(1, PIECE, bytearray(_data(1))), on_verdict)
+        assert arrived.wait(10), "the error was held"
+        assert isinstance(verdicts[1], StorageError)
+        assert v.wait_idle(5)
+    finally:
+        v.close()
         pool.kill()

@@ -18,15 +18,14 @@ import gevent.event
 import structlog
 
 from . import metainfo
-from .data_move import move_files, rename_on_disk, rename_target, renamed
 from .errors import EXIT_INTERRUPTED, EXIT_OK, BadInputError, TorrentcoreError
 from .events import Removed
-from .magnet_fetch import FetchCalls, MagnetFetch
 
 if TYPE_CHECKING:  # pragma: no cover
     from .config import TorrentConfig
     from .events import Event
     from .magnet import Magnet
+    from .magnet_fetch import MagnetFetch
     from .metainfo import Metainfo
     from .torrent import Torrent
 
@@ -176,6 +175,8 @@ class TorrentHandle:
 
     def fetch_metadata(self, magnet: Magnet) -> None:
         """Fetch a magnet link's metadata in the background, then attach the torrent (the session calls this)."""
+        from .magnet_fetch import FetchCalls, MagnetFetch  # magnet links only: not imported by every run
+
         self._magnet_trackers = magnet.trackers
         self._fetch = MagnetFetch(self._session, FetchCalls(
             save_path=lambda: self.save_path, config=lambda: self.config, exit_code=lambda: self._exit_code,
@@ -348,6 +349,8 @@ class TorrentHandle:
         if old is None or new == self.save_path:
             self.save_path = new
             return
+        from .data_move import move_files  # moving and renaming: imported when used
+
         self._stop_for_good(old)
         try:
             move_files(old.meta, self.save_path, new)
@@ -373,6 +376,8 @@ class TorrentHandle:
         (empty, ``.``, ``..``, a separator or a control character) or that another file already has, and
         for a torrent without metadata yet; :class:`OSError` (or ``UnsafePath`` for a link) when the disk
         refuses, the torrent then going on unchanged."""
+        from .data_move import rename_on_disk, rename_target, renamed
+
         meta = self.meta
         if meta is None:
             raise ValueError("the torrent has no metadata yet")

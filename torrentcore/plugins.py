@@ -31,6 +31,7 @@ import pluggy
 import structlog
 
 from . import hookspec
+from .entry_points import installed as installed_entry_points
 from .errors import BadInputError, PluginError, StorageError
 
 log = structlog.get_logger(__name__)
@@ -48,26 +49,11 @@ REPORTER_PREFIX = "torrentcore_on_"
 # --- loading ---------------------------------------------------------------------------------------
 
 
-#: The last scan of every installed entry point, with the ``sys.path`` (and its folders' mtimes) it was made for.
-_scan: tuple[tuple, Any] | None = None
-
-
 def _installed_entry_points() -> Any:
-    """Every installed entry point, scanned once while ``sys.path`` and its folders are unchanged (installing a
-    distribution changes its folder's mtime). Each scan reads every distribution's metadata: a run made 6 of
-    them, 7 % of its start-up (py-spy of ``torrentcore run`` on a complete torrent)."""
-    global _scan
-    key = tuple((entry, _mtime(entry)) for entry in sys.path)
-    if _scan is None or _scan[0] != key:
-        _scan = (key, metadata.entry_points())
-    return _scan[1]
-
-
-def _mtime(path: str) -> int:
-    try:
-        return os.stat(path or ".").st_mtime_ns
-    except OSError:
-        return -1
+    """Every installed entry point: :func:`torrentcore.entry_points.installed` (one scan while ``sys.path`` and
+    its folders are unchanged; each scan reads every distribution's metadata: a run made 6 of them, 7 % of
+    its start-up, before they were shared; the CLI's scan for gevent's monkey-patching is the first)."""
+    return installed_entry_points()
 
 
 def _entry_points(group: str) -> dict[str, metadata.EntryPoint]:

@@ -31,7 +31,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gevent
 import gevent.event
@@ -46,7 +46,6 @@ from .config import TorrentConfig
 from .errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_RUNTIME, StorageError
 from .events import Event, Paused, Reporter, Resumed
 from .hookspec import ProgressSnapshot
-from .layer_recheck import LayerRecheck
 from .metainfo import Metainfo
 from .network_run import NetworkCalls, NetworkRun
 from .peer import handshake
@@ -54,7 +53,6 @@ from .peer import messages as msg
 from .peer.extensions import ExtensionRegistry
 from .peer_list import PeerList
 from .periodic import PeriodicCalls, PeriodicWork
-from .piece_layers import PieceLayers
 from .piece_outcome import OutcomeCalls, PieceOutcome
 from .piecemanager import Piece, PieceManager
 from .progress_reports import ProgressCalls, ProgressReports
@@ -67,6 +65,10 @@ from .ticker import Ticker
 from .tracker import TrackerTiers
 from .verifier import Verifier
 from .webseed import WebSeeds
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .layer_recheck import LayerRecheck
+    from .piece_layers import PieceLayers
 
 log = structlog.get_logger(__name__)
 
@@ -164,13 +166,21 @@ class Torrent:
         self.download_limit = RateLimits(TokenBucket(config.max_download_rate), services.download_limit)
         self.upload_limit = RateLimits(TokenBucket(config.max_upload_rate), services.upload_limit)
         self.verifier = Verifier(meta, self.storage, self.have, services.pool, self._stopping, self._checked_good)
-        self.layers = PieceLayers(meta) if meta.v2 else None
+        self.layers: PieceLayers | None = None
         #: Checks the pieces held for want of a piece layer when it arrives (None: every layer is known).
-        self.layer_recheck = None if self.layers is None or self.layers.complete else LayerRecheck(
-            meta, self.layers, self.verifier, self.have, lambda: self.manager,
-            lambda index: self.outcome.held_piece_good(index),
-            lambda index: self.outcome.trusted_piece_bad(index), lambda: self.swarm.wake_requesters(),
-            lambda fn: gevent.spawn(self._guard, fn), self._stopping, settled=lambda: self.completion.layers_settled())
+        self.layer_recheck: LayerRecheck | None = None
+        if meta.v2:  # BEP 52's modules are imported for v2 and hybrid torrents only (start-up of a v1 run)
+            from .layer_recheck import LayerRecheck
+            from .piece_layers import PieceLayers
+
+            self.layers = PieceLayers(meta)
+            if not self.layers.complete:
+                self.layer_recheck = LayerRecheck(
+                    meta, self.layers, self.verifier, self.have, lambda: self.manager,
+                    lambda index: self.outcome.held_piece_good(index),
+                    lambda index: self.outcome.trusted_piece_bad(index), lambda: self.swarm.wake_requesters(),
+                    lambda fn: gevent.spawn(self._guard, fn), self._stopping,
+                    settled=lambda: self.completion.layers_settled())
         self.port = _PeerPort(self)
         self.peer_list = PeerList(services.listen_port, on_new=lambda: self.swarm.connect_now.set())
         reserved = _RESERVED_DHT if self.dht else _RESERVED

@@ -75,7 +75,8 @@ IDLE_WAIT = 0.5
 #: Bytes read from the HTTP body at a time.
 READ_CHUNK = 256 * 1024
 
-_CONTENT_RANGE = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$", re.IGNORECASE)
+#: A pattern, compiled (and cached by ``re``) when first used, not at import.
+_CONTENT_RANGE = r"(?i)^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$"
 _RETRY_STATUSES = frozenset({404, 408, 410, 425, 429, 500, 502, 503, 504})
 
 
@@ -253,7 +254,7 @@ class WebSeed:
         try:
             status = resp.status_code
             if status == 206:
-                m = _CONTENT_RANGE.match(resp.headers.get("content-range", ""))
+                m = re.match(_CONTENT_RANGE, resp.headers.get("content-range", ""))
                 if not m or int(m.group(1)) != offset or int(m.group(2)) != offset + length - 1:
                     raise _Broken(f"answered another range than asked ({resp.headers.get('content-range')!r})")
                 declared = resp.headers.get("content-length")

@@ -25,11 +25,11 @@ from . import budget as bud
 from . import messages as msg
 from .connection import Connection, format_address
 from .extensions import MAX_HANDSHAKE, MAX_HANDSHAKE_VALUES, ExtensionRegistry, PeerExtensions
-from .hash_exchange import HashExchange
 from .request_pipeline import MAX_DEPTH, RequestPipeline
 from .upload import OUR_REQQ, UploadQueue
 
 if TYPE_CHECKING:  # pragma: no cover
+    from .hash_exchange import HashExchange
     from .ports import TorrentPort
 
 log = structlog.get_logger(__name__)
@@ -80,9 +80,13 @@ class Peer:
         #: A v2 torrent's piece layers (None for v1; a port without the attribute is a v1 torrent's).
         self._layers = getattr(torrent, "layers", None)
         #: BEP 52 hash messages with this peer (None for a v1 torrent).
-        self.hashes = None if self._layers is None else HashExchange(
-            self._layers, conn.send, torrent.meta.num_pieces, self.supports_v2, torrent.layers_complete,
-            lambda i: torrent.read_block(i, 0, torrent.meta.piece_size(i)))  # block-layer hashes come from disk
+        self.hashes: HashExchange | None = None
+        if self._layers is not None:
+            from .hash_exchange import HashExchange  # v2 torrents only: not imported by a v1 run
+
+            self.hashes = HashExchange(
+                self._layers, conn.send, torrent.meta.num_pieces, self.supports_v2, torrent.layers_complete,
+                lambda i: torrent.read_block(i, 0, torrent.meta.piece_size(i)))  # block-layer hashes come from disk
         self.allowed_fast_out: frozenset[int] = frozenset()  # pieces it may request while we choke it
         self.suggested = 0
         self.log = log.bind(torrent=torrent.meta.name, peer=format_address(self.address))

@@ -37,7 +37,8 @@ COMPACT_V6_SIZE = 18
 #: Most peer entries read from one reply (per list); the engine remembers at most 2000 addresses anyway.
 MAX_PEERS = 5000
 
-_HOSTNAME = re.compile(
+#: A DNS name (RFC 1123 labels). A pattern, compiled (and cached by ``re``) when first used, not at import.
+_HOSTNAME = (
     r"^(?=.{1,253}\.?$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
     r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$"
 )
@@ -122,7 +123,7 @@ def normalise_host(host: str | bytes) -> str | None:
         pass
     else:
         return None if _bogus(ip) else _ip_text(ip)
-    if _HOSTNAME.match(host) and not host.replace(".", "").isdigit():
+    if re.match(_HOSTNAME, host) and not host.replace(".", "").isdigit():
         return host.rstrip(".").lower()
     return None
 
