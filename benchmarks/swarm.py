@@ -31,7 +31,15 @@ torrentcore-rc4/X (torrentcore-rc4/torrentcore: the cost of RC4). ``--encryption
 ``--baseline-python`` (an older torrentcore may not have ``--encryption``): measure them in separate runs.
 Without ``--encryption`` torrentcore runs with its default policy (``prefer``) and no ``--encryption`` option.
 
-The order of the clients rotates every round. Every download is checked byte for byte and then deleted.
+The order of the clients rotates every round: with as many rounds as clients (``--rounds 4`` for the four) each
+client is in each position once. Every download is checked byte for byte and then deleted.
+
+CPU is given as user + sys, and sys apart, because on this benchmark's VM the kernel time of writing into
+the page cache depends on the hypervisor as much as on the client: writing 1 GiB into a new file cost
+0.31-0.42 s of sys time right after another such write had been deleted, and 1.2-2.5 s after a pause of
+5 s or more, and in some sequences of processes every other one (2026-12-01, the same loop of pwrite calls
+in a small script). Any client can be the one that pays, in any round; per-round medians and the user
+time (which does not move with it) are the figures to compare.
 Per client and round it records the wall time from process start to exit (what a user waits for),
 the time until the download was complete on disk (aria2: its ``--on-bt-download-complete`` hook;
 torrentcore: its ``download complete`` log line; libtorrent: after ``flush_cache``), CPU seconds
@@ -100,7 +108,8 @@ def parse_size(text: str) -> int:
 
 
 class Result(dict):
-    """One download: ``wall`` and ``done`` seconds, ``cpu`` seconds, ``rss_mib``, ``seeders_cpu``."""
+    """One download: ``wall`` and ``done`` seconds, ``cpu`` seconds (``user`` + ``sys``), ``rss_mib``,
+    ``seeders_cpu``."""
 
 
 def _vm_hwm_kib(pid: int) -> int:
@@ -275,6 +284,8 @@ def download(client: str, torrent_path: str, out: str, work: str, timeout: float
         wall=round(wall, 3),
         done=round(done_at - started, 3) if done_at else None,
         cpu=round(usage.ru_utime + usage.ru_stime, 3),
+        user=round(usage.ru_utime, 3),
+        sys=round(usage.ru_stime, 3),
         rss_mib=round(hwm / 1024, 1),
         seeders_cpu=round(self_after.ru_utime + self_after.ru_stime - self_before.ru_utime - self_before.ru_stime,
                           3),
@@ -358,6 +369,7 @@ def run_swarm(case: str, size: int, piece_length: int, files: int, seeder_counts
                         done = f", done {res['done']:.2f}s" if res["done"] else ""
                         log(args, f"  {case} seeders={n} round {r}: {who:20s} {res['wall']:6.2f}s "
                                   f"({size / 1e6 / res['wall']:5.0f} MB/s{done}) cpu {res['cpu']:5.2f}s "
+                                  f"(sys {res['sys']:4.2f}) "
                                   f"rss {res['rss_mib']:5.0f} MiB  seeders cpu {res['seeders_cpu']:.2f}s")
                     rows.append(row)
             finally:
@@ -382,14 +394,17 @@ def summarize(case, size, piece_length, files, num_pieces, seeders, clients, row
             "median_done_mb_s": round(size / 1e6 / statistics.median(dones), 1) if dones else None,
             "median_cpu_s": statistics.median(x["cpu"] for x in res),
             "cpu_s_per_gib": round(statistics.median(x["cpu"] for x in res) / (size / (1 << 30)), 2),
+            "user_s_per_gib": round(statistics.median(x["user"] for x in res) / (size / (1 << 30)), 2),
+            "sys_s_per_gib": round(statistics.median(x["sys"] for x in res) / (size / (1 << 30)), 2),
             "peak_rss_mib": max(x["rss_mib"] for x in res),
             "median_seeders_cpu_s": statistics.median(x["seeders_cpu"] for x in res),
         }
     ordered = [c for c in RATIO_ORDER if c in clients]
-    ratios = {}
+    ratios, cpu = {}, {}
     for i, first in enumerate(ordered):
         for other in ordered[i + 1:]:
             ratios.update(speed_ratios(rows, first, other))
+            cpu[f"{first}/{other}"] = round(statistics.median(row[first]["cpu"] / row[other]["cpu"] for row in rows), 3)
     before_after = {}
     if "torrentcore" in clients and "torrentcore-baseline" in clients:
         for ref in (c for c in ordered if c not in TORRENTCORES):
@@ -399,7 +414,7 @@ def summarize(case, size, piece_length, files, num_pieces, seeders, clients, row
                     before_after[f"vs {ref}{kind}"] = {"before": old, "after": new, "after/before": round(new / old, 3)}
     return {"case": case, "size": size, "piece_length": piece_length, "files": files, "pieces": num_pieces,
             "seeders": seeders, "rounds": rows, "clients": per_client, "speed_ratios": ratios,
-            "before_after": before_after}
+            "cpu_ratios": cpu, "before_after": before_after}
 
 
 def speed_ratios(rows: list[dict], first: str, other: str) -> dict[str, float]:
@@ -416,14 +431,18 @@ def print_summary(s: dict, args: argparse.Namespace) -> None:
     """A Markdown table of one summary."""
     print(f"\n### {s['case']}: {s['size'] / MIB:.0f} MiB, {s['files']} file(s), {s['piece_length'] >> 10} KiB pieces "
           f"({s['pieces']}), {s['seeders']} seeder(s), {len(s['rounds'])} rounds")
-    print("| client | median MB/s (wall) | MB/s to complete | CPU s | CPU s/GiB | peak RSS MiB | seeders CPU s |")
+    print("| client | median MB/s (wall) | MB/s to complete | CPU s | CPU s/GiB (user + sys) | peak RSS MiB "
+          "| seeders CPU s |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     for who, c in s["clients"].items():
         done = f"{c['median_done_mb_s']:.0f}" if c["median_done_mb_s"] else "-"
         print(f"| {who} | {c['median_mb_s']:.0f} | {done} | {c['median_cpu_s']:.2f} | {c['cpu_s_per_gib']:.2f} "
-              f"| {c['peak_rss_mib']:.0f} | {c['median_seeders_cpu_s']:.2f} |")
+              f"({c['user_s_per_gib']:.2f} + {c['sys_s_per_gib']:.2f}) | {c['peak_rss_mib']:.0f} "
+              f"| {c['median_seeders_cpu_s']:.2f} |")
     print("speed ratios (median of per-round ratios; A/B > 1: A is faster): "
           + ", ".join(f"{k} = {v:.2f}" for k, v in s["speed_ratios"].items()), flush=True)
+    print("CPU ratios (median of per-round ratios; A/B > 1: A used more CPU): "
+          + ", ".join(f"{k} = {v:.2f}" for k, v in s["cpu_ratios"].items()), flush=True)
     if s["before_after"]:
         print("\nbefore/after (speed ratio of torrentcore-baseline and of torrentcore against each client; "
               "after/before >= 1: no worse)")
