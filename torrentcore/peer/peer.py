@@ -50,7 +50,7 @@ READ_YIELD_BYTES = 256 * 1024
 class Peer:
     """A connected, handshaken peer of one torrent.
 
-    About 450 lines: one connection's state machine (BEP 3 choking and interest, BEP 6 fast extension, BEP 10
+    About 510 lines: one connection's state machine (BEP 3 choking and interest, BEP 6 fast extension, BEP 10
     dispatch) in one place, with the per-block path (``_on_piece``) written inline because it runs 65,536 times
     per GiB. Our requests to the peer are its :class:`~torrentcore.peer.request_pipeline.RequestPipeline`'s,
     its requests to us its :class:`~torrentcore.peer.upload.UploadQueue`'s.
