@@ -60,18 +60,9 @@ def _data(i: int) -> bytes:
 
 def test_pieces_one_by_one_share_one_worker_task_and_close_ends_it(monkeypatch):
     monkeypatch.setattr(verifier, "VERIFY_LINGER", 60.0)  # far longer than this test: the worker always waits
-    pieces = b"".join(hashlib.sha1(_data(i)).digest() for i in range(N))
-    meta = metainfo.parse(bencode.encode({b"info": {b"name": b"t", b"piece length": PIECE, b"pieces": pieces,
-                                                     b"length": PIECE * N}}))
-    storage = _Storage()
     pool = _CountingPool(2)
-    v = verifier.Verifier(meta, storage, Bitfield(N), pool, lambda: False, lambda i: None)
-    verdicts: dict[int, object] = {}
-    arrived = gevent.event.Event()
-
-    def on_verdict(piece, verdict) -> None:
-        verdicts[piece.index] = verdict
-        arrived.set()
+    v, storage = _verifier(N, pool)
+    verdicts, arrived, on_verdict = _recorder()
 
     try:
         for i in range(N):  # one at a time: each waits for the previous verdict (the queue is empty between)
@@ -91,6 +82,18 @@ def test_pieces_one_by_one_share_one_worker_task_and_close_ends_it(monkeypatch):
         assert v.wait_idle(1)
     finally:
         pool.kill()
+
+
+def _recorder():
+    """``(verdicts, arrived, on_verdict)``: ``on_verdict`` records each piece's verdict and sets ``arrived``."""
+    verdicts: dict[int, object] = {}
+    arrived = gevent.event.Event()
+
+    def on_verdict(piece, verdict) -> None:
+        verdicts[piece.index] = verdict
+        arrived.set()
+
+    return verdicts, arrived, on_verdict
 
 
 def _verifier(n: int, pool, storage=None):
@@ -158,12 +161,7 @@ def test_close_posts_the_verdicts_a_waiting_worker_holds(monkeypatch):
     monkeypatch.setattr(verifier, "VERIFY_BATCH_WAIT", 0.0)  # handed over at once
     pool = gevent.threadpool.ThreadPool(2)
     v, storage = _verifier(4, pool)
-    verdicts: dict[int, object] = {}
-    arrived = gevent.event.Event()
-
-    def on_verdict(piece, verdict) -> None:
-        verdicts[piece.index] = verdict
-        arrived.set()
+    verdicts, arrived, on_verdict = _recorder()
 
     try:
         v.acquire_slot()
@@ -280,12 +278,7 @@ def test_a_storage_error_is_posted_at_once(monkeypatch):
 
     pool = gevent.threadpool.ThreadPool(2)
     v, _ = _verifier(4, pool, _Full())
-    verdicts: dict[int, object] = {}
-    arrived = gevent.event.Event()
-
-    def on_verdict(piece, verdict) -> None:
-        verdicts[piece.index] = verdict
-        arrived.set()
+    verdicts, arrived, on_verdict = _recorder()
 
     try:
         v.acquire_slot()
