@@ -70,6 +70,7 @@ from torrentcore.hookspec import (
 
 from ._sync_ahead import SyncAhead
 from ._sync_ahead import in_threads as _in_threads
+from ._write_size import WriteSize
 
 log = structlog.get_logger(__name__)
 
@@ -159,6 +160,7 @@ class FilesystemStorage:
         self._seen: dict[int, tuple[int, int, int]] = {}
         self._unsynced: set[int] = set()  # files written since the last fsync (started)
         self._sync_ahead = SyncAhead(self._open_for_sync)  # fsyncs during the download
+        self._write_size = WriteSize()  # bytes per pwrite, from what the writes cost (see _write_size)
         self._written: dict[int, int] = {}  # bytes written to each file (to know when it is finished)
         self._changed: str | None = None  # what changed behind our back, if anything
 
@@ -294,13 +296,17 @@ class FilesystemStorage:
                 continue
             fd = self._open(i, create=True)
             chunk = view[start : start + n]
+            size, measure = self._write_size.chunk(n)
             try:
                 self._check_unchanged(i, os.fstat(fd))
                 try:
+                    began = self._write_size.clock() if measure else 0.0
                     while chunk:
-                        written = os.pwrite(fd, chunk, file_off)
+                        written = os.pwrite(fd, chunk[:size], file_off)
                         chunk = chunk[written:]
                         file_off += written
+                    if measure:
+                        self._write_size.measured(size, n, self._write_size.clock() - began)
                 finally:
                     self._note(i, os.fstat(fd))  # our own write, even a partial one, changes the file
             except OSError as exc:
