@@ -29,6 +29,8 @@
 * While the engine checks data found at start, the record on disk is left as it
   was: an interrupted check writes no record (the next start checks again) and
   only :meth:`FilesystemStorage.check_finished` allows a new one.
+* Each write of a piece goes out whole, or 32 KiB per ``pwrite`` while whole writes cost much more CPU per
+  byte (a VM's page-cache penalty), as :mod:`._write_size` measures.
 * Files changed behind our back during a run (deleted, truncated, rewritten by
   another program: seen by comparing each file's inode, size and modification
   time with what they were after our own last write) stop the download with a
