@@ -6,6 +6,8 @@ test_hostile_peers.py and test_connection_slots.py; these pin down each outcome'
 
 from __future__ import annotations
 
+import dataclasses
+
 import gevent.event
 import pytest
 
@@ -209,3 +211,33 @@ def test_a_bad_trusted_piece_is_fetched_again_from_peers_that_have_it():
     assert has_it.am_interested and not lacks_it.am_interested
     assert swarm.connect_now.is_set() and swarm.wakes == 1
     assert outcome.confirm_trusted() is True  # nothing left to confirm
+
+
+def test_a_failed_hand_over_to_the_verifier_is_fatal_not_a_stalled_download():
+    """An internal error while a complete piece is handed to the verifier reaches the torrent's guard (which
+    makes it fatal, one clear line) and frees the slot: the piece, already out of the download, would otherwise
+    never be verified nor asked for again."""
+    errors: list[BaseException] = []
+    slots = {"taken": 0}
+
+    class BrokenVerifier:
+        def acquire_slot(self) -> None:
+            slots["taken"] += 1
+
+        def release_slot(self) -> None:
+            slots["taken"] -= 1
+
+        def submit(self, piece, on_verdict) -> None:
+            raise RuntimeError("a bug in the hand-over")
+
+    def guard(fn, *args) -> None:
+        try:
+            fn(*args)
+        except Exception as exc:  # noqa: BLE001 - what Torrent._guard turns into a failed torrent
+            errors.append(exc)
+
+    outcome, manager, *_ = _outcome(verifier=BrokenVerifier())
+    outcome._calls = dataclasses.replace(outcome._calls, guard=guard)
+    outcome.verify_piece(_piece(5, [("10.0.0.1", 1)]))
+    assert [str(e) for e in errors] == ["a bug in the hand-over"]
+    assert slots["taken"] == 0

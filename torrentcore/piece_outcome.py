@@ -95,7 +95,14 @@ class PieceOutcome:
         """Hash a complete piece off the event loop, then store it (batched: see :mod:`torrentcore.verifier`).
         The caller (a peer's reader) waits while the verify queue is full."""
         self.verifier.acquire_slot()
-        self.verifier.submit(piece, self._on_verdict)
+        try:
+            self.verifier.submit(piece, self._on_verdict)
+        except Exception as exc:  # noqa: BLE001 - a bug in the hand-over: fatal, as one in the worker would be
+            # (without this the piece, taken out of the download and never verified, stalled it for good).
+            try:
+                self._on_verdict(piece, exc)
+            finally:
+                self.verifier.release_slot()
 
     def _on_verdict(self, piece: Piece, verdict) -> None:
         """A piece's hash check and write ended (in a greenlet; its slot is released after this)."""
