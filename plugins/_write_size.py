@@ -37,12 +37,12 @@ SMALL_WRITE_BYTES = 32 * 1024
 MEASURED_WRITE_BYTES = 128 * 1024
 #: Measured writes between two tries of the size not chosen: PROBE_FIRST after a try that changed the choice
 #: or found it much cheaper than thought (and at the start), doubled after each other try, up to PROBE_MOST (128
-#: MiB of 256 KiB pieces). The size chosen is measured at every write, so the start of a penalty is seen at once,
-#: its end within PROBE_MOST writes and the tries after it (0.04 s of CPU at most, in small writes that whole ones
-#: would have done for less). Tries of the worse size cost: with one every 32 writes, 5-7 % of a tree's pieces
-#: went out in small writes without the penalty and the writing thread's CPU per GiB was 1.08x that of whole
-#: writes only (benchmarks/storage_write.py --extent 16 --rate 200, 4 rounds); with gaps of up to 128 writes, 19-21
-#: tries of 2,041 writes and 1.02-1.06x; a tree of 2,048 pieces now makes 9 tries.
+#: MiB of 256 KiB pieces) while whole writes are chosen. The size chosen is measured at every write, so the start
+#: of a penalty is seen at once, its end within PROBE_MOST_SMALL writes and the tries after it. Tries of the worse
+#: size cost: with one every 32 writes, 5-7 % of a tree's pieces went out in small writes without the penalty and
+#: the writing thread's CPU per GiB was 1.08x that of whole writes only (benchmarks/storage_write.py --extent 16
+#: --rate 200, 4 rounds); with gaps of up to 128 writes, 19-21 tries of 2,041 writes and 1.02-1.06x. With these
+#: gaps 2,048 writes make 10 tries (writes 2, 10, 26, 58, 122, 250, 506, 1018, 1530, 2042).
 PROBE_FIRST = 4
 PROBE_MOST = 512
 #: ...but while small writes are chosen, whole ones are tried at least every PROBE_MOST_SMALL writes: a wrong
