@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
+import re
 import subprocess
 import sys
 
@@ -40,7 +41,10 @@ def test_fuzz_target_runs_clean(target, tmp_path):
     )
     crashes = [p.name for p in tmp_path.iterdir() if p.name != "corpus"]
     assert out.returncode == 0 and not crashes, f"{crashes}\n{out.stderr[-4000:]}"
-    assert f"Done {RUNS[target]} runs" in out.stderr
+    # libFuzzer ran the inputs asked for and ended normally ("Done N runs"). N can pass -runs by a few (seen: 602 of
+    # 600 for peer, in 1 CI run of about 20).
+    done = re.search(r"^Done (\d+) runs", out.stderr, re.M)
+    assert done and int(done.group(1)) >= RUNS[target], out.stderr[-2000:]
     # The working corpus was seeded (the conformance torrents for bencode and metainfo).
     conformance = target in ("bencode", "metainfo")
     seeds = {hashlib.sha1(s).hexdigest() for s in runner.conformance_seeds()} if conformance else set()
