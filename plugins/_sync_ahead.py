@@ -6,9 +6,10 @@ monkey-patching), on duplicates of their descriptors, so that the storage may cl
 What it has synced no longer waits for the ``fsync`` at close, which then covers only what was written
 after the last hand-over (most of the data of a download is on disk by then). Each file is synced once it is
 finished (no byte of it is written again), big ones also every :data:`SYNC_AHEAD_FILE_BYTES`, so each file's
-``fsync`` (a journal commit on ext4) happens about once however many files there are. The storage's rule is
-unchanged: the resume record is written only after every file written was ``fsync``-ed without error, its
-last write before the ``fsync`` started (a failure in the background makes :meth:`SyncAhead.wait` say so).
+``fsync`` (a journal commit on ext4) happens about once however many files there are. The storage's rule:
+the resume record vouches for a file as on the disk only once it was ``fsync``-ed without error, its last
+write before the ``fsync`` started (:meth:`SyncAhead.not_synced` lists the others; a failure in the background
+makes :meth:`SyncAhead.wait` and :attr:`SyncAhead.failed` say so, and then no record is written).
 
 :func:`in_threads` runs blocking calls in several OS threads at once (ext4 commits concurrent fsyncs
 together).
@@ -58,6 +59,7 @@ class SyncAhead:
         self._busy = None  # the running batch's lock (held until it ends), or None
         self._queue: deque = deque()  # the running batch's files not taken by a thread yet
         self._failed = False
+        self._inflight: set = set()  # files handed to a batch whose fsync has not ended well (yet)
 
     def note(self, key: object, nbytes: int, finished: bool) -> bool:
         """``nbytes`` were written to file ``key`` (``finished``: all of it is written now): True if a batch
@@ -86,6 +88,7 @@ class SyncAhead:
         self._ready_bytes = 0
         if not items:
             return
+        self._inflight.update(key for key, _ in items)
         start_thread = monkey.get_original("_thread", "start_new_thread")
         lock = monkey.get_original("_thread", "allocate_lock")()
         lock.acquire()
@@ -130,7 +133,31 @@ class SyncAhead:
                 os.close(fd)
         except OSError:
             return False
+        self._inflight.discard(key)
         return True
+
+    def not_synced(self) -> set:
+        """The files handed over whose ``fsync`` has not ended well: still running, waiting, abandoned or failed."""
+        return set(self._inflight)
+
+    @property
+    def failed(self) -> bool:
+        """Whether an ``fsync`` of a batch failed."""
+        return self._failed
+
+    def abandon(self) -> None:
+        """Start no more ``fsync`` of the running batch (the one under way ends by itself); its files stay in
+        :meth:`not_synced`. For a close that does not wait for the disk (see ``plugins/_boot.py``)."""
+        while True:
+            try:
+                _key, fd = self._queue.popleft()
+            except IndexError:
+                return
+            if fd is not None:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
 
     def wait(self, threads: int = 0) -> bool:
         """Finish the running batch, if any, helping it with ``threads`` OS threads (0: only wait for it).

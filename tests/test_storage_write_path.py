@@ -141,6 +141,7 @@ def test_finished_files_are_fsynced_during_the_download_and_once(tmp_path, monke
 
 
 def test_a_big_file_is_fsynced_every_so_many_bytes_and_a_rewrite_is_synced_again(tmp_path, monkeypatch):
+    monkeypatch.setattr(fsmod, "boot_id", lambda: None)  # a system that names no boot: close fsyncs
     monkeypatch.setattr(_sync_ahead, "SYNC_AHEAD_BYTES", 64 << 10)
     monkeypatch.setattr(_sync_ahead, "SYNC_AHEAD_FILE_BYTES", 64 << 10)
     meta, blob = make_meta([([b"big"], os.urandom(16384 * 40))])
@@ -178,6 +179,7 @@ def test_a_failed_fsync_during_the_download_means_no_record(tmp_path, monkeypatc
 def test_a_background_batch_duplicates_few_descriptors_and_still_syncs_every_file(tmp_path, monkeypatch):
     """Many small files finishing at once: only SYNC_AHEAD_DUPS descriptors are duplicated per batch (the
     others are opened again by path), and every file is fsync'ed once all the same."""
+    monkeypatch.setattr(fsmod, "boot_id", lambda: None)  # a system that names no boot: close fsyncs
     monkeypatch.setattr(_sync_ahead, "SYNC_AHEAD_BYTES", 256 << 10)
     monkeypatch.setattr(_sync_ahead, "SYNC_AHEAD_FILE_BYTES", 1 << 30)
     monkeypatch.setattr(fsmod, "SYNC_AHEAD_DUPS", 2)
