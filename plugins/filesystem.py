@@ -16,7 +16,7 @@
   size and modification time. It lives in the state directory
   (:func:`torrentcore.statefile.state_dir`, ``resume/<sha1 of info-hash and
   folder>.resume``), never beside the user's data, and is written on close
-  (:func:`torrentcore.statefile.write_atomic`). Files are ``fsync``-ed during the
+  (:func:`torrentcore.statefile.write_atomic`; its form: :mod:`._resume_record`). Files are ``fsync``-ed during the
   download by :mod:`._sync_ahead`, each once it is finished. Close waits for no
   ``fsync`` where the system names its boot (:mod:`._boot`): the record names the boot
   and lists the files not known to be on the disk yet; in the same boot the page cache
@@ -44,9 +44,7 @@ from __future__ import annotations
 
 import bisect
 import errno
-import json
 import os
-import random
 import stat
 import weakref
 from collections import OrderedDict
@@ -55,7 +53,6 @@ from collections.abc import Iterable
 import structlog
 
 from torrentcore.hookspec import (
-    Bitfield,
     FileEntry,
     Metainfo,
     Storage,
@@ -65,30 +62,21 @@ from torrentcore.hookspec import (
     UnsafeStateFile,
     decode_json,
     hookimpl,
-    keyed_name,
     open_folder_under,
     read_state,
     remove_state,
-    state_dir,
     write_atomic,
 )
 
+from . import _resume_record as record_format
 from ._boot import boot_id
+from ._resume_record import RESUME_FOLDER, Record, max_record_bytes, resume_path  # noqa: F401 (RESUME_FOLDER: read by tests)
 from ._sync_ahead import SyncAhead
 from ._sync_ahead import in_threads as _in_threads
 from ._write_size import WriteSize
 
 log = structlog.get_logger(__name__)
 
-#: 3 names the boot it was written in and the files not fsync-ed yet ("boot", "unsynced"); 2 (every file
-#: fsync-ed before the record) is still read.
-RESUME_VERSION = 3
-RESUME_VERSIONS_READ = (2, 3)
-#: A resume record is small (one bit per piece, two numbers per file): refuse to read more than
-#: this many bytes beyond what the torrent's own record can need (see :func:`max_record_bytes`).
-RESUME_SLACK_BYTES = 64 * 1024
-#: Sub-folder of the state directory holding resume records.
-RESUME_FOLDER = "resume"
 #: Data files kept open by all the filesystem storages of the process together (each keeps its own least
 #: recently used ones: OPEN_FILES_BUDGET divided by the storages open, at least MIN_OPEN_FILES), as libtorrent
 #: keeps one file pool of 40 for its session: these descriptors come out of the session's RESERVED_FDS
@@ -110,38 +98,12 @@ SYNC_THREADS = 8
 #: Descriptors duplicated at most for one background fsync batch (plugins/_sync_ahead.py); the batch opens the
 #: other files again by path, one at a time. (A batch of 32 MiB holds about 13 files of swarm.py's tree.)
 SYNC_AHEAD_DUPS = 16
-#: Claimed pieces of a resume record hashed before it is trusted (the first, the last, and random ones)...
-RESUME_SAMPLE = 8
-#: ...but no more than one in this many claimed pieces (the first and the last always): 8 of a 4 MiB
-#: torrent's 16 pieces were half its data, 38 % of the start-up of 500 trusted torrents (py-spy,
-#: benchmarks/many_torrents.py). Every trusted piece is hashed anyway before its first upload.
-RESUME_SAMPLE_ONE_IN = 8
-
-
-def resume_path(save_path: str, torrent: Metainfo) -> str:
-    """Where the resume record of ``torrent`` downloaded to ``save_path`` lives (in the state directory).
-
-    Keyed by info-hash and the folder's absolute path: the same torrent in two folders has two records.
-    """
-    name = keyed_name(torrent.info_hash_hex, os.path.abspath(save_path), suffix=".resume")
-    return os.path.join(state_dir(), RESUME_FOLDER, name)
-
-
-def max_record_bytes(torrent: Metainfo) -> int:
-    """The largest resume record ``torrent`` can have (hex bitfield, two 20-digit numbers per file, the path)."""
-    return RESUME_SLACK_BYTES + 2 * ((torrent.num_pieces + 7) // 8) + 48 * len(torrent.files) + 8 * 4096
-
-
-def _is_count(value: object) -> bool:
-    """A JSON integer that can be a size or a time (``-1`` for a missing file); never a bool."""
-    return type(value) is int and -1 <= value < 2**63
-
-
 class FilesystemStorage:
     """A :class:`~torrentcore.hookspec.Storage` over ordinary files under ``save_path``.
 
-    A little over 400 lines: the Storage protocol's nine methods plus the safety of every path (folders
-    walked one component at a time, no link followed) and the resume record's trust rules.
+    About 480 lines: the Storage protocol's nine methods plus the safety of every path (folders walked one
+    component at a time, no link followed), the files changed behind our back, and what of a resume record
+    to trust (its form and sampling: :mod:`._resume_record`).
     """
 
     #: The engine may call ``read``, ``write`` and ``mark_complete`` from worker threads (one call at a
@@ -401,22 +363,25 @@ class FilesystemStorage:
     def completed_pieces(self) -> set[int] | None:
         """The pieces of the resume record, if every file still matches it (``None``: check the data)."""
         path = resume_path(self.save_path, self.torrent)
+        listed = self._listed_files()
         try:
             raw = read_state(path, max_record_bytes(self.torrent))
             if raw is None:
                 return None
-            claimed, current, listed, boot = self._parse_record(decode_json(raw))
+            record = record_format.decode(decode_json(raw), self.torrent, self.save_path, len(listed))
         except (UnsafeStateFile, ValueError) as exc:
             log.warning("ignoring the resume record; checking the data again", path=path, reason=str(exc))
             return None
-        if claimed is None:
+        current = self._unchanged_since(record, listed)
+        if current is None:
             return None  # a record of other files or times: stale, not hostile
+        claimed, unsynced = record.claimed, {listed[k] for k in record.unsynced}
         # The files it lists were not on the disk yet when it was written: unless this is still the boot it
         # names (then the page cache holds what the disk may not: see plugins/_boot.py), hash their pieces.
-        same_boot = boot is not None and boot == boot_id()
+        same_boot = record.boot is not None and record.boot == boot_id()
         try:
-            if listed and not same_boot:
-                self._check_after_restart(claimed, listed)
+            if unsynced and not same_boot:
+                self._check_after_restart(claimed, unsynced)
             if not self._record_matches_data(claimed, current):
                 return None
         except StorageError:
@@ -424,8 +389,25 @@ class FilesystemStorage:
         for i, st in current.items():
             self._note(i, st)
         if same_boot:
-            self._unsynced |= listed  # still not known to be on the disk: listed again by the next record
+            self._unsynced |= unsynced  # still not known to be on the disk: listed again by the next record
         return claimed
+
+    def _listed_files(self) -> list[int]:
+        """The files a resume record lists (all but pad files and symlinks), in order."""
+        return [i for i, f in enumerate(self._files) if not f.pad and not f.symlink]
+
+    def _unchanged_since(self, record: Record, listed: list[int]) -> dict[int, os.stat_result] | None:
+        """The listed files' current stats, if each still has the record's size and time (else ``None``)."""
+        current: dict[int, os.stat_result] = {}
+        for i, (size, mtime) in zip(listed, record.stats):
+            st = self._stat(self._files[i])
+            if st is not None and not stat.S_ISREG(st.st_mode):
+                return None
+            if ((st.st_size, st.st_mtime_ns) if st else (-1, -1)) != (size, mtime):
+                return None
+            if st is not None:
+                current[i] = st
+        return current
 
     def _check_after_restart(self, claimed: set[int], suspect: set[int]) -> None:  # (in place)
         """The machine started again since the record was written: hash the claimed pieces of the files it
@@ -436,47 +418,6 @@ class FilesystemStorage:
         claimed.difference_update(bad)
         log.info("checked the pieces not yet on the disk when the machine stopped", checked=len(pieces),
                  lost=len(bad))
-
-    def _parse_record(self, record: object) -> tuple[set[int] | None, dict[int, os.stat_result], set[int], str | None]:
-        """The pieces a decoded record claims, the files' current stats, the files it lists as not on the disk
-        yet and the boot it names (``(None, {}, set(), None)`` if it is stale).
-
-        Raises :class:`ValueError` for a record of the wrong shape (types, sizes, another torrent).
-        """
-        if not isinstance(record, dict):
-            raise ValueError("not a JSON object")
-        if record.get("version") not in RESUME_VERSIONS_READ:
-            raise ValueError(f"unknown version {str(record.get('version'))[:20]}")
-        if record.get("info_hash") != self.torrent.info_hash_hex or record.get("save_path") != self.save_path:
-            raise ValueError("it belongs to another torrent or folder")
-        stats, hex_bits = record.get("files"), record.get("pieces")
-        files = [i for i, f in enumerate(self._files) if not f.pad and not f.symlink]
-        if not isinstance(stats, list) or len(stats) != len(files):
-            raise ValueError("'files' does not list this torrent's files")
-        if not isinstance(hex_bits, str) or len(hex_bits) != 2 * ((self.torrent.num_pieces + 7) // 8):
-            raise ValueError("'pieces' is not this torrent's bitfield")
-        for entry in stats:
-            if not (isinstance(entry, list) and len(entry) == 2 and all(map(_is_count, entry))):
-                raise ValueError("a file entry is not [size, mtime]")
-        boot, unsynced = record.get("boot"), record.get("unsynced", [])
-        if boot is not None and not isinstance(boot, str):
-            raise ValueError("'boot' is not a string")
-        if not (isinstance(unsynced, list) and all(type(k) is int and 0 <= k < len(files) for k in unsynced)):
-            raise ValueError("'unsynced' does not list files of this torrent")
-        bits = bytes.fromhex(hex_bits)
-        current: dict[int, os.stat_result] = {}
-        for i, (size, mtime) in zip(files, stats):
-            st = self._stat(self._files[i])
-            if st is not None and not stat.S_ISREG(st.st_mode):
-                return None, {}, set(), None
-            if ((st.st_size, st.st_mtime_ns) if st else (-1, -1)) != (size, mtime):
-                return None, {}, set(), None
-            if st is not None:
-                current[i] = st
-        n = self.torrent.num_pieces
-        if n % 8 and bits[-1] & ((1 << (8 - n % 8)) - 1):
-            raise ValueError("'pieces' has bits set past the last piece")
-        return set(Bitfield(n, bits).indices()), current, {files[k] for k in unsynced}, boot
 
     def _record_matches_data(self, claimed: set[int], current: dict[int, os.stat_result]) -> bool:
         """Whether the claimed pieces can be what is on disk: inside existing files, and a sample hashes right.
@@ -492,14 +433,7 @@ class FilesystemStorage:
                 st = current.get(i)
                 if st is None or st.st_size < file_off + n:
                     return False
-        if not claimed:
-            return True
-        ordered = sorted(claimed)
-        sample = {ordered[0], ordered[-1]}
-        rest = ordered[1:-1]
-        extra = min(RESUME_SAMPLE, len(ordered) // RESUME_SAMPLE_ONE_IN) - len(sample)
-        sample.update(random.sample(rest, max(0, min(len(rest), extra))))
-        for piece in sorted(sample):
+        for piece in record_format.sample(claimed):
             size = self.torrent.piece_size(piece)
             if not self.torrent.piece_ok(piece, self.read(piece, 0, size)):
                 log.warning("resume record does not match the data; checking it again", piece=piece)
@@ -623,9 +557,9 @@ class FilesystemStorage:
         """Write the record: verified pieces, each file's size and time, and (``boot``) the boot and the files
         of ``not_durable`` (not ``fsync``-ed yet)."""
         path = resume_path(self.save_path, self.torrent)
-        indices = [i for i, f in enumerate(self._files) if not f.pad and not f.symlink]
+        listed = self._listed_files()
         reported = self._changed
-        changed = self._changed_behind_our_back(indices)
+        changed = self._changed_behind_our_back(listed)
         if changed:
             # The verified pieces may no longer be on disk: no record, so the next run hashes the data again.
             # (A change already reported as a write error is not reported twice.)
@@ -634,24 +568,13 @@ class FilesystemStorage:
             remove_state(path)
             return
         stats = []
-        for i in indices:
+        for i in listed:
             st = self._stat(self._files[i])
-            stats.append([st.st_size, st.st_mtime_ns] if st else [-1, -1])
-        n = self.torrent.num_pieces
-        bits = bytearray((n + 7) // 8)
-        for i in self._complete:
-            bits[i >> 3] |= 0x80 >> (i & 7)
-        record = {
-            "version": RESUME_VERSION,
-            "info_hash": self.torrent.info_hash_hex,
-            "save_path": self.save_path,
-            "files": stats,
-            "pieces": bits.hex(),
-            "boot": boot,
-            "unsynced": [k for k, i in enumerate(indices) if i in not_durable],
-        }
+            stats.append((st.st_size, st.st_mtime_ns) if st else (-1, -1))
+        unsynced = [k for k, i in enumerate(listed) if i in not_durable]
         try:
-            write_atomic(path, json.dumps(record, separators=(",", ":")).encode())
+            write_atomic(path, record_format.encode(self.torrent, self.save_path, stats, self._complete, boot,
+                                                    unsynced))
         except OSError as exc:
             # No new record only means a re-check next time (the old one no longer matches the files); never
             # fail a finished download for it.

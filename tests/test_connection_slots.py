@@ -335,7 +335,7 @@ def test_a_trusted_piece_that_is_bad_is_hashed_before_upload_and_downloaded_agai
     upload read hashes it: the libtorrent leecher never gets the bad bytes, and the piece comes again from a
     libtorrent seed."""
     from torrentcore import Session, SessionConfig, TorrentConfig
-    from torrentcore_plugins import filesystem
+    from torrentcore_plugins import _resume_record
 
     data = make_payload(tmp_path / "data", 4 * MiB, seed=21)
     torrent, _ = make_torrent(data, piece_length=256 * 1024, out=tmp_path / "p.torrent")
@@ -352,7 +352,7 @@ def test_a_trusted_piece_that_is_bad_is_hashed_before_upload_and_downloaded_agai
         f.seek(bad_piece * 256 * 1024 + 1000)
         f.write(b"\xff" * 64)
     os.utime(data, ns=(st.st_atime_ns, st.st_mtime_ns))
-    monkeypatch.setattr(filesystem, "RESUME_SAMPLE", 2)  # only the first and last piece are sampled
+    monkeypatch.setattr(_resume_record, "RESUME_SAMPLE", 2)  # only the first and last piece are sampled
     lt_seed = peers.libtorrent("seed")
     good_dir = tmp_path / "good"
     os.makedirs(good_dir)
@@ -477,7 +477,7 @@ def test_a_resumed_download_hashes_its_trusted_pieces_before_it_says_complete(tm
     and time kept). Resumed with every file, the engine downloads b from libtorrent, and before calling the
     torrent complete hashes a's trusted pieces, finds the bad one and downloads it again."""
     from torrentcore import Session, SessionConfig, TorrentConfig
-    from torrentcore_plugins import filesystem
+    from torrentcore_plugins import _resume_record
 
     root = make_payload(tmp_path / "data", {"a.bin": 2 * MiB, "b.bin": 2 * MiB}, seed=5)
     torrent, _ = make_torrent(root, piece_length=256 * 1024, out=tmp_path / "p.torrent")
@@ -495,7 +495,7 @@ def test_a_resumed_download_hashes_its_trusted_pieces_before_it_says_complete(tm
         f.seek(3 * 256 * 1024 + 5)
         f.write(b"\x00" * 32)
     os.utime(a, ns=(st.st_atime_ns, st.st_mtime_ns))
-    monkeypatch.setattr(filesystem, "RESUME_SAMPLE", 2)  # only the first and last claimed piece are sampled
+    monkeypatch.setattr(_resume_record, "RESUME_SAMPLE", 2)  # only the first and last claimed piece are sampled
     with Session(cfg) as session:
         handle = session.add_torrent(str(tmp_path / "p.torrent"), out,
                                      TorrentConfig(seed=False, peers=(lt_seed.endpoint,)))

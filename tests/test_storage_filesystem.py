@@ -166,7 +166,7 @@ def test_something_else_than_a_file_at_a_files_path_is_refused_in_one_line(tmp_p
 @pytest.mark.parametrize(("pieces", "hashed"), [(16, 2), (80, 8)])
 def test_a_resume_record_is_sampled_at_most_one_piece_in_eight(tmp_path, monkeypatch, pieces, hashed):
     """The first and the last claimed piece always, more only when there are many (RESUME_SAMPLE_ONE_IN)."""
-    from torrentcore_plugins import filesystem
+    from torrentcore_plugins import _resume_record
 
     meta, blob = make_meta([([b"a"], os.urandom(pieces * 16384))])
     st = FilesystemStorage(meta, str(tmp_path))
@@ -176,7 +176,7 @@ def test_a_resume_record_is_sampled_at_most_one_piece_in_eight(tmp_path, monkeyp
     real = type(meta).piece_ok
     monkeypatch.setattr(type(meta), "piece_ok", lambda self, i, data: checked.append(i) or real(self, i, data))
     assert FilesystemStorage(meta, str(tmp_path)).completed_pieces() == set(range(pieces))
-    assert len(checked) == hashed == min(filesystem.RESUME_SAMPLE, pieces // filesystem.RESUME_SAMPLE_ONE_IN)
+    assert len(checked) == hashed == min(_resume_record.RESUME_SAMPLE, pieces // _resume_record.RESUME_SAMPLE_ONE_IN)
     assert {0, pieces - 1} <= set(checked)
     # The first piece damaged (same size, same time): the record is refused.
     path = tmp_path / "t" / "a"
