@@ -106,8 +106,8 @@ def test_after_a_new_boot_the_unsynced_files_are_hashed_and_lost_pieces_dropped(
     assert set(range(8, 20)) <= set(checked) <= set(range(8, 20)) | {0}, "f1's pieces (and the sample's first)"
 
 
-def test_a_version_2_record_is_still_trusted(tmp_path, monkeypatch):
-    """Records of earlier versions were written after every file was fsync'ed: nothing is hashed again."""
+def _one_file_record(tmp_path, monkeypatch, change):
+    """Download a one-file torrent in boot "boot-a", then ``change(record)`` in its resume record on disk."""
     _boot_is(monkeypatch, "boot-a")
     meta, blob = make_meta([([b"a"], os.urandom(50000))])
     st = FilesystemStorage(meta, str(tmp_path))
@@ -116,28 +116,32 @@ def test_a_version_2_record_is_still_trusted(tmp_path, monkeypatch):
     path = resume_path(str(tmp_path), meta)
     with open(path) as f:
         record = json.load(f)
-    record["version"] = 2
-    del record["boot"], record["unsynced"]
+    change(record)
     with open(path, "w") as f:
         json.dump(record, f)
+    return meta
+
+
+def test_a_version_2_record_is_still_trusted(tmp_path, monkeypatch):
+    """Records of earlier versions were written after every file was fsync'ed: only the sample is hashed."""
+
+    def to_version_2(record):
+        record["version"] = 2
+        del record["boot"], record["unsynced"]
+
+    meta = _one_file_record(tmp_path, monkeypatch, to_version_2)
+    checked: list[int] = []
+    real_ok = meta.piece_ok
+    monkeypatch.setattr(meta, "piece_ok", lambda i, data: checked.append(i) or real_ok(i, data))
     _boot_is(monkeypatch, "boot-b")
     assert FilesystemStorage(meta, str(tmp_path)).completed_pieces() == set(range(meta.num_pieces))
+    assert sorted(checked) == [0, meta.num_pieces - 1], "the sample only (the first and the last piece)"
 
 
 @pytest.mark.parametrize("field, value", [("unsynced", [5]), ("unsynced", "0"), ("unsynced", [True]),
                                           ("boot", 7)])
 def test_a_record_with_a_malformed_unsynced_list_is_ignored(tmp_path, monkeypatch, field, value):
-    _boot_is(monkeypatch, "boot-a")
-    meta, blob = make_meta([([b"a"], os.urandom(50000))])
-    st = FilesystemStorage(meta, str(tmp_path))
-    write_all(st, meta, blob)
-    st.close()
-    path = resume_path(str(tmp_path), meta)
-    with open(path) as f:
-        record = json.load(f)
-    record[field] = value
-    with open(path, "w") as f:
-        json.dump(record, f)
+    meta = _one_file_record(tmp_path, monkeypatch, lambda record: record.__setitem__(field, value))
     assert FilesystemStorage(meta, str(tmp_path)).completed_pieces() is None
 
 
