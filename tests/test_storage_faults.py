@@ -32,6 +32,10 @@ PIECE_LENGTH = 64 * 1024
 SIZE = 8 << 20
 #: The seeder's upload cap while the fault is injected (bytes/s): the download takes about 4 s.
 SLOW = 2_000_000
+#: The seeder's rate while a test changes the files under the download (bytes/s): slowed to it as soon as the
+#: test's moment comes, so that the download cannot finish before the change (at SLOW the rest took ~2 s, and a
+#: loaded machine once let the test see its moment only after the last block had been sent).
+TRICKLE = 16_000
 RUN_TIMEOUT = 40
 
 
@@ -43,6 +47,26 @@ def _seeder(peers: RealPeers, torrent: Path, data: Path, limit: int = SLOW):
 
 def _uploaded(seeder) -> int:
     return sum(t["uploaded"] for t in seeder.transfers() if t["pid"].startswith(b"-TC"))
+
+
+def _moment(seeder, run, reached):
+    """A ``wait_until`` predicate: true once ``reached()`` is (the seeder then slows to TRICKLE at once) or the
+    run ended. Check afterwards that the seeder had blocks left to send (:func:`_resume_seeder`)."""
+    def ready() -> bool:
+        if run.returncode is not None:
+            return True
+        if reached():
+            seeder.session.apply_settings({"upload_rate_limit": TRICKLE})
+            return True
+        return False
+    return ready
+
+
+def _resume_seeder(seeder, run) -> None:
+    """The files were changed: the seeder sends the rest at SLOW again (it had some left: the download is still
+    running, so a write comes after the change)."""
+    assert _uploaded(seeder) < SIZE and run.returncode is None, run.describe()
+    seeder.session.apply_settings({"upload_rate_limit": SLOW})
 
 
 def _error_lines(run: TorrentcoreProcess) -> list[str]:
@@ -122,9 +146,10 @@ def test_file_deleted_under_a_running_download(tmp_path, peers, torrentcore):
     root, torrent, seeder, out = _start_slow(tmp_path, peers, torrentcore)
     run = torrentcore.run(torrent, out, peers=[seeder.endpoint])
     target = out / "fault.bin"
-    assert wait_until(lambda: _uploaded(seeder) >= SIZE // 3 or run.returncode is not None, 20), run.describe()
+    assert wait_until(_moment(seeder, run, lambda: _uploaded(seeder) >= SIZE // 3), 20), run.describe()
     assert target.is_file() and run.returncode is None, run.describe()
     target.unlink()
+    _resume_seeder(seeder, run)
     # Reported at the next write into the (now nameless) file: the run stops, it does not "finish".
     _assert_one_error(run, run.wait(RUN_TIMEOUT), f"{target} was deleted during the download")
     assert not target.exists(), "the engine must not bring the file back with pieces it no longer has"
@@ -140,10 +165,11 @@ def test_file_truncated_under_a_running_download(tmp_path, peers, torrentcore):
     root, torrent, seeder, out = _start_slow(tmp_path, peers, torrentcore)
     run = torrentcore.run(torrent, out, "--strategy", "sequential", peers=[seeder.endpoint])
     target = out / "fault.bin"
-    assert wait_until(lambda: _uploaded(seeder) >= SIZE // 2 or run.returncode is not None, 20), run.describe()
+    assert wait_until(_moment(seeder, run, lambda: _uploaded(seeder) >= SIZE // 2), 20), run.describe()
     assert run.returncode is None, run.describe()
     keep = SIZE // 4  # sequential: the first quarter is verified and on disk by now
     os.truncate(target, keep)
+    _resume_seeder(seeder, run)
     _assert_one_error(run, run.wait(RUN_TIMEOUT), f"{target} was truncated during the download")
     assert not resume_record(torrentcore.state_dir, out, metainfo.load(str(torrent))).exists(), os.listdir(out)
 
@@ -165,13 +191,14 @@ def test_finished_file_deleted_while_others_download(tmp_path, peers, torrentcor
 
     def _past_first_file() -> bool:
         try:
-            return second_file.stat().st_size >= 2 << 20 or run.returncode is not None
+            return second_file.stat().st_size >= 2 << 20
         except OSError:
             return False
 
-    assert wait_until(_past_first_file, 20), run.describe()
+    assert wait_until(_moment(seeder, run, _past_first_file), 20), run.describe()
     assert run.returncode is None, run.describe()
     first.unlink()
+    _resume_seeder(seeder, run)
     _assert_one_error(run, run.wait(RUN_TIMEOUT), f"{first} was deleted during the download")
     assert not run.summary() or run.summary()["verdict"] != "done", run.describe()
 
