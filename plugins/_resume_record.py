@@ -105,16 +105,15 @@ def encode(torrent: Metainfo, save_path: str, stats: list[tuple[int, int]], piec
            boot: str | None, unsynced: list[int]) -> bytes:
     """The record's bytes: ``stats`` per listed file, the verified ``pieces``, the ``boot`` and the positions
     in ``stats`` of the files not known to be on the disk yet."""
-    n = torrent.num_pieces
-    bits = bytearray((n + 7) // 8)
+    bits = Bitfield(torrent.num_pieces)
     for i in pieces:
-        bits[i >> 3] |= 0x80 >> (i & 7)
+        bits.set(i)
     record = {
         "version": RESUME_VERSION,
         "info_hash": torrent.info_hash_hex,
         "save_path": save_path,
-        "files": [list(s) for s in stats],
-        "pieces": bits.hex(),
+        "files": stats,
+        "pieces": bits.to_bytes().hex(),
         "boot": boot,
         "unsynced": unsynced,
     }

@@ -70,7 +70,7 @@ from torrentcore.hookspec import (
 
 from . import _resume_record as record_format
 from ._boot import boot_id
-from ._resume_record import RESUME_FOLDER, Record, max_record_bytes, resume_path  # noqa: F401 (RESUME_FOLDER: read by tests)
+from ._resume_record import Record, max_record_bytes, resume_path
 from ._sync_ahead import SyncAhead
 from ._sync_ahead import in_threads as _in_threads
 from ._write_size import WriteSize

@@ -306,7 +306,7 @@ def resume_record(state_dir: str | os.PathLike, save_path: str | os.PathLike, to
     """Where a run with ``TORRENTCORE_STATE_DIR=state_dir`` keeps the resume record of ``torrent`` (a
     :class:`~torrentcore.metainfo.Metainfo`) downloaded to ``save_path`` (``-o``/``-d``)."""
     from torrentcore.statefile import keyed_name
-    from torrentcore_plugins.filesystem import RESUME_FOLDER
+    from torrentcore_plugins._resume_record import RESUME_FOLDER
 
     name = keyed_name(torrent.info_hash_hex, os.path.abspath(save_path), suffix=".resume")
     return Path(state_dir) / RESUME_FOLDER / name
