@@ -4,6 +4,7 @@
     python benchmarks/many_peers.py --size 256M --rounds 2        # quicker
     python benchmarks/many_peers.py --peers 3,20,50 --json out.json
     python benchmarks/many_peers.py --profile /tmp/prof           # py-spy (raw collapsed stacks) per run
+    python benchmarks/many_peers.py --clients torrentcore --baseline-python BASE_VENV/bin/python   # before/after
 
 The script writes a sparse payload of zeros (cheap to create; still hashed and sent in full), makes a
 v1 torrent (256 KiB pieces by default), starts opentracker and ``--seeders`` libtorrent seeders on
@@ -13,6 +14,9 @@ round downloads the torrent with each client in turn, the order rotating every r
 * ``torrentcore-N`` for each N of ``--peers``: ``torrentcore run T -o OUT --no-seed --max-peers M``
   (it finds every seeder through the tracker; M is the smallest limit whose outgoing share,
   ``torrentcore.slots.direction_limit``, is N: 66 for 50, as a quarter is kept for incoming peers);
+* with ``--baseline-python PYTHON`` also ``torrentcore-baseline-N``: an older torrentcore installed for PYTHON,
+  in the same rounds (both then started as ``PYTHON -I -m torrentcore``, as in ``benchmarks/swarm.py``), and
+  the ratio of their CPU per N;
 * ``libtorrent-N``: ``benchmarks/lt_leecher.py --max-peers N`` (libtorrent's ``connections_limit``), the
   reference: how much does libtorrent's own CPU per GiB grow with the peer count?
 
@@ -95,19 +99,21 @@ def one_download(client: str, n: int, torrent_path: str, name: str, size: int, w
     out = os.path.join(work, f"out-{client}-{n}")
     shutil.rmtree(out, ignore_errors=True)
     extra: dict = {"torrentcore": [], "libtorrent": ["--max-peers", str(n)]}
+    if args.baseline_python:
+        extra["baseline-python"] = [args.baseline_python]
     if args.profile and client == "torrentcore":
         os.makedirs(args.profile, exist_ok=True)
         spy = os.path.join(os.path.dirname(sys.executable), "py-spy")
         extra["torrentcore-prefix"] = [spy, "record", "-r", "200", "-f", "raw", "-o",
                                        os.path.join(args.profile, f"{tag}.txt"), "--"]
-    res = swarm.download(client, torrent_path, out, work, args.timeout, tc_max_peers(n) if client == "torrentcore"
-                         else n, extra)
+    res = swarm.download(client, torrent_path, out, work, args.timeout,
+                         tc_max_peers(n) if client in swarm.TORRENTCORES else n, extra)
     got = os.path.join(out, name)
     if not all_zeros(got, size):
         raise RuntimeError(f"{client}-{n}: the download is not the payload")
     shutil.rmtree(out)
     row = {"cpu": res["cpu"], "wall": res["wall"], "rss_mib": res["rss_mib"], "seeders_cpu": res["seeders_cpu"]}
-    if client == "torrentcore":
+    if client in swarm.TORRENTCORES:
         row["peers"] = connected_peers(os.path.join(work, f"{client}.log"))
     return row
 
@@ -123,14 +129,20 @@ def main() -> int:
     ap.add_argument("--timeout", type=float, default=600)
     ap.add_argument("--profile", metavar="DIR", help="run torrentcore under py-spy record (DIR/tc-N-rR.txt); "
                     "its CPU figure is then py-spy's")
+    ap.add_argument("--baseline-python", metavar="PYTHON", default=None,
+                    help="also torrentcore-baseline: an older torrentcore installed for PYTHON, in the same rounds "
+                         "(both then run as PYTHON -I -m torrentcore; see benchmarks/swarm.py)")
     ap.add_argument("--json", help="write the results to this file (- for stdout)")
     args = ap.parse_args()
     counts = sorted({int(x) for x in args.peers.split(",")})
     clients = [c for c in args.clients.split(",") if c]
+    if args.baseline_python and "torrentcore-baseline" not in clients:
+        clients.insert(clients.index("torrentcore") + 1 if "torrentcore" in clients else 0, "torrentcore-baseline")
     if max(counts) > args.seeders:
         ap.error(f"--peers {max(counts)} needs at least that many --seeders")
     private_state_dir()
     work = tempfile.mkdtemp(prefix="tc-many-peers-")
+    installs = swarm.check_installs(args.baseline_python, work) if args.baseline_python else None
     t0 = time.monotonic()
     runs = [(c, n) for c in clients for n in counts]
     rows: list[dict] = []
@@ -185,6 +197,15 @@ def main() -> int:
                                        "mb_s": round(mb_s, 1), "connected": conn}
             conn_text = "/".join(str(c) for c in conn) if conn[0] is not None else "-"
             print(f"| {client} | {n} | {cpu:.2f} | {ratio:.2f} | {mb_s:.0f} | {conn_text} |")
+    if installs:
+        summary["installs"] = installs
+        summary["vs_baseline"] = {}
+        for n in counts:
+            ratio = statistics.median(row[f"torrentcore-{n}"]["cpu"] / row[f"torrentcore-baseline-{n}"]["cpu"]
+                                      for row in rows)
+            summary["vs_baseline"][n] = round(ratio, 3)
+        print("CPU torrentcore/torrentcore-baseline (median of per-round ratios): "
+              + ", ".join(f"{n} peers {r:.2f}" for n, r in summary["vs_baseline"].items()))
     print(f"load average per round: {summary['loads']} (all in {time.monotonic() - t0:.0f} s)")
     summary["rounds"] = rows
     if args.json:

@@ -263,6 +263,12 @@ class _Preloaded:
     def setsockopt(self, *args) -> None:
         pass
 
+    def shutdown(self, how) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
 
 def test_the_read_buffer_grows_for_a_peer_that_fills_it_and_stays_small_otherwise():
     """Reads that fill the whole buffer double it up to READ_BUFFER_MAX (the peer sends faster than we read);
@@ -289,3 +295,35 @@ def test_the_read_buffer_grows_for_a_peer_that_fills_it_and_stays_small_otherwis
     big = Connection(_Preloaded(msg.bitfield(bits) + msg.have(7), most=4000), ("h", 1))
     assert big.read_message() == (msg.BITFIELD, bits)
     assert big.read_message() == (msg.HAVE, (7).to_bytes(4, "big"))
+
+
+def test_read_buffers_beyond_the_floor_grow_only_within_the_process_wide_budget():
+    """Fast connections grow to READ_BUFFER_FLOOR whatever the others hold; beyond it only while the growth of
+    all open buffers stays within READ_BUFFERS_GROWTH (idle connections' READ_BUFFER not counted): with the
+    budget taken by others a fast peer stops at the floor (every byte still in order); once they are closed a
+    new fast peer grows to READ_BUFFER_MAX again, with any number of idle connections open."""
+    from torrentcore.peer import connection as connection_mod
+    from torrentcore.peer.connection import READ_BUFFER, READ_BUFFER_FLOOR, READ_BUFFER_MAX, READ_BUFFERS_GROWTH
+
+    blocks = [(i, 0, os.urandom(BLOCK_SIZE)) for i in range(160)]
+    stream = b"".join(msg.piece_header(i, b, len(d)) + d for i, b, d in blocks)
+    want = [(msg.PIECE, blk) for blk in blocks]
+    assert not any(len(c._buf) > READ_BUFFER for c in connection_mod._OPEN), "grown buffers of earlier tests open"
+    hogs = []
+    while sum(len(c._buf) - READ_BUFFER for c in hogs) + READ_BUFFER_FLOOR <= READ_BUFFERS_GROWTH:
+        hog = Connection(_Preloaded(stream), ("h", 2))
+        assert _read(hog, len(blocks), take_blocks=True) == want
+        hogs.append(hog)
+    assert hogs[0].read_buffer_size == READ_BUFFER_MAX
+    fast = Connection(_Preloaded(stream), ("h", 1))
+    assert _read(fast, len(blocks), take_blocks=True) == want
+    assert fast.read_buffer_size == READ_BUFFER_FLOOR
+    assert max(fast.sock.offered) <= READ_BUFFER_FLOOR
+    for conn in [*hogs, fast]:
+        conn.close()
+    idle = [Connection(_Preloaded(b""), ("h", 3)) for _ in range(300)]
+    again = Connection(_Preloaded(stream), ("h", 4))
+    assert _read(again, len(blocks), take_blocks=True) == want
+    assert again.read_buffer_size == READ_BUFFER_MAX
+    for conn in [*idle, again]:
+        conn.close()

@@ -18,13 +18,16 @@ from __future__ import annotations
 import socket
 import struct
 import time
+import weakref
 from collections.abc import Callable
 
 import gevent
 import gevent.event
+import gevent.socket
 
 from ..errors import ProtocolError
 from . import messages as msg
+from .send_all import send_all
 
 #: Largest message accepted: a 128 KiB block plus header, or a bitfield for 2^21 pieces.
 MAX_MESSAGE = 512 * 1024
@@ -47,6 +50,18 @@ READ_BUFFER = 64 * 1024
 #: (four times fewer recv_into calls, each a GIL release and re-acquire, and fewer partial blocks moved to the
 #: front). Idle and slow peers keep the small buffer: a bytearray is zeroed, so all of it is resident.
 READ_BUFFER_MAX = 1024 * 1024
+#: ...but beyond READ_BUFFER_FLOOR only while all the connections of the process together have grown theirs by at
+#: most READ_BUFFERS_GROWTH bytes beyond READ_BUFFER: a few fast peers still get READ_BUFFER_MAX whatever the
+#: number of idle connections, fifty fast ones about 320 KiB each. Fifty fast peers each grew a 1 MiB buffer
+#: (64 KiB to 1 MiB: 2 MiB of new zeroed memory per connection, 100 MiB of page faults per download), and those
+#: 50 MiB no longer fitted any CPU cache on the way to the pieces: ``Connection._resize`` alone was 1.6 % of the
+#: process in py-spy (benchmarks/many_peers.py, 50 peers), peak RSS 147-155 MiB against 82 MiB with 3 peers;
+#: with the budget 128-129 MiB.
+READ_BUFFER_FLOOR = 256 * 1024
+READ_BUFFERS_GROWTH = 16 * 1024 * 1024
+GROW_RETRY_READS = 64
+#: The connections open (their buffers' growth is counted against READ_BUFFERS_GROWTH).
+_OPEN: weakref.WeakSet = weakref.WeakSet()
 #: Fairness: the writer yields (gevent.sleep(0)) after sending this many bytes in a row. gevent's sendall
 #: returns without switching while the socket buffer has room, so a peer reading as fast as we upload would
 #: otherwise keep the event loop (64 blocks of 16 KiB: ~0.5 ms of copying on loopback).
@@ -75,6 +90,8 @@ class Connection:
         self._start = 0
         self._end = 0
         self._grow = False  # the next read first doubles the buffer (see READ_BUFFER_MAX)
+        self._grow_refused = 0  # full reads to go before the budget is asked again (see _fill)
+        _OPEN.add(self)
         self._out: list[bytes] = []
         self._queued = 0  # bytes in self._out
         self._wake = gevent.event.Event()
@@ -125,7 +142,15 @@ class Connection:
                 raise ConnectionError("connection closed by peer")
             self._end += n
             if n == space and 2 * n >= len(self._buf) and len(self._buf) < READ_BUFFER_MAX:
-                self._grow = True  # a read of half the buffer or more, and it filled it (see READ_BUFFER_MAX)
+                # A read of half the buffer or more, and it filled it (see READ_BUFFER_MAX): grow if the budget
+                # allows; refused, ask again only after GROW_RETRY_READS such reads (the budget is a sum over
+                # every connection).
+                if self._grow_refused:
+                    self._grow_refused -= 1
+                elif _may_grow(len(self._buf)):
+                    self._grow = True
+                else:
+                    self._grow_refused = GROW_RETRY_READS
 
     def _resize(self, need: int) -> None:
         """A new buffer of twice the size (at least ``need``, at most READ_BUFFER_MAX unless ``need`` is more),
@@ -338,7 +363,10 @@ class Connection:
                         data = more
                     else:
                         break
-                    self.sock.sendall(data)
+                    if type(self.sock) is gevent.socket.socket:  # (not an encryption wrapper or a uTP socket)
+                        send_all(self.sock, data)
+                    else:
+                        self.sock.sendall(data)
                     self.last_send = time.monotonic()
                     budget -= len(data)
                     if budget <= 0:
@@ -356,6 +384,7 @@ class Connection:
             return
         self.closed = True
         self.close_reason = reason
+        _OPEN.discard(self)
         self._wake.set()
         try:
             self.sock.shutdown(socket.SHUT_RDWR)
@@ -365,6 +394,15 @@ class Connection:
             self.sock.close()
         except OSError:
             pass
+
+
+def _may_grow(size: int) -> bool:
+    """Whether a read buffer of ``size`` bytes (less than READ_BUFFER_MAX) may double now (see READ_BUFFER_FLOOR,
+    READ_BUFFERS_GROWTH)."""
+    if 2 * size <= READ_BUFFER_FLOOR:
+        return True
+    grown = sum(max(0, len(conn._buf) - READ_BUFFER) for conn in list(_OPEN))
+    return grown + size <= READ_BUFFERS_GROWTH
 
 
 def format_address(address: tuple) -> str:

@@ -42,8 +42,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import gevent
+import gevent.socket
 
 from ..errors import ProtocolError
+from .send_all import send_all
 
 #: The 768-bit prime of the MSE specification (the Oakley group 1 prime) and its generator.
 P = int(
@@ -549,7 +551,10 @@ class RC4Socket:
 
     def sendall(self, data: Any, flags: int = 0) -> None:
         """Encrypt ``data`` and send all of it."""
-        self.sock.sendall(self._encrypt(data), flags)
+        if type(self.sock) is gevent.socket.socket and not flags:  # (see torrentcore.peer.send_all)
+            send_all(self.sock, self._encrypt(data))
+        else:
+            self.sock.sendall(self._encrypt(data), flags)
 
     def settimeout(self, timeout: float | None) -> None:
         """As ``socket.settimeout``."""

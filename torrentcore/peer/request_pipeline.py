@@ -49,6 +49,12 @@ REFILL_SHARE = 4
 #: 64 blocks (1 MiB) keep a fast peer busy while the others' queues drain; a peer that stalls still has all
 #: its blocks asked of the others once they run low. Measured: 4-36 duplicates per 512 MiB instead of 1,871.
 ENDGAME_QUEUE = 64
+#: _fair_share counts the other peers with requests outstanding again after this many seconds. Counting them
+#: at every call was 2.1 % of the process with 50 peers (py-spy, benchmarks/many_peers.py): at the cap, every
+#: few blocks that arrive anywhere let each peer's next block call fill(), which asks for its share first. Peers
+#: come and go far more slowly, and a share a quarter of a second old still leaves the cap itself exact
+#: (PieceManager.next_requests hands out nothing beyond it).
+FAIR_SHARE_REFRESH = 0.25
 #: Seconds of data to keep requested from a peer (libtorrent uses 3).
 QUEUE_SECONDS = 2.0
 #: The same before the peer's first one-second rate sample, from the rate since our first request.
@@ -118,6 +124,8 @@ class RequestPipeline:
         #: ... and when the piece manager has at least this many blocks to hand out.
         self.refill_min_free = 1
         self._first_request = 0.0  # monotonic time of our first request (depth()'s early rate)
+        self._others_requesting = 0  # other peers with requests outstanding, as _fair_share last counted them
+        self._share_until = 0.0  # ...until then
 
     @property
     def snubbed(self) -> bool:
@@ -186,13 +194,18 @@ class RequestPipeline:
 
     def _fair_share(self, cap: int) -> int:
         """This peer's part of the blocks all peers may have requested together (``cap``): an equal share among
-        the peers with requests outstanding (see FAIR_SHARE), at least MIN_DEPTH."""
-        others = 0
-        me = self._peer
-        for peer in self._torrent.peers.values():
-            if peer.outstanding and peer is not me:
-                others += 1
-        return max(cap // (others + 1), MIN_DEPTH)
+        the peers with requests outstanding (see FAIR_SHARE), at least MIN_DEPTH. The peers are counted again
+        at most every FAIR_SHARE_REFRESH seconds (see there)."""
+        now = time.monotonic()
+        if now >= self._share_until:
+            others = 0
+            me = self._peer
+            for peer in self._torrent.peers.values():
+                if peer.outstanding and peer is not me:
+                    others += 1
+            self._others_requesting = others
+            self._share_until = now + FAIR_SHARE_REFRESH
+        return max(cap // (self._others_requesting + 1), MIN_DEPTH)
 
     def drop(self, send_cancel: bool) -> None:
         """Give every outstanding request back to the piece manager (CANCELs sent if ``send_cancel``)."""
