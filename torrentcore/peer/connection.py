@@ -52,13 +52,15 @@ READ_BUFFER = 64 * 1024
 READ_BUFFER_MAX = 1024 * 1024
 #: ...but beyond READ_BUFFER_FLOOR only while all the connections of the process together have grown theirs by at
 #: most READ_BUFFERS_GROWTH bytes beyond READ_BUFFER: a few fast peers still get READ_BUFFER_MAX whatever the
-#: number of idle connections, fifty fast ones about 320 KiB each. Fifty fast peers each grew a 1 MiB buffer
+#: number of idle connections, fifty fast ones 256 or 512 KiB each. Fifty fast peers each grew a 1 MiB buffer
 #: (64 KiB to 1 MiB: 2 MiB of new zeroed memory per connection, 100 MiB of page faults per download), and those
 #: 50 MiB no longer fitted any CPU cache on the way to the pieces: ``Connection._resize`` alone was 1.6 % of the
-#: process in py-spy (benchmarks/many_peers.py, 50 peers), peak RSS 147-155 MiB against 82 MiB with 3 peers;
-#: with the budget 128-129 MiB.
+#: process in py-spy (benchmarks/many_peers.py, 50 peers), peak RSS 144-155 MiB against 80-83 MiB with 3 peers;
+#: with the budget 128-143 MiB (CPU per GiB the same within the noise).
 READ_BUFFER_FLOOR = 256 * 1024
 READ_BUFFERS_GROWTH = 16 * 1024 * 1024
+#: A connection refused growth asks the budget (a sum over every open connection) again only after this many
+#: more reads that filled its buffer.
 GROW_RETRY_READS = 64
 #: The connections open (their buffers' growth is counted against READ_BUFFERS_GROWTH).
 _OPEN: weakref.WeakSet = weakref.WeakSet()
