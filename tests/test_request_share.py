@@ -142,3 +142,23 @@ def test_endgame_finishes_when_a_peer_stalls_with_its_share_requested(monkeypatc
     serve(peers[:2], 20 * PIECES * 16)
     assert port.have.complete, "the blocks of the stalled peer came from the others"
     assert port.manager.requested_blocks == len(stalled.outstanding)  # (its own requests until it times out)
+
+
+def test_the_fair_share_counts_the_requesting_peers_again_only_after_the_refresh(monkeypatch):
+    """FAIR_SHARE_REFRESH: the share is the cap divided among the peers with requests out as last counted; a peer
+    that stopped requesting changes it once the refresh time has passed, not before."""
+    import types
+
+    port, peers = three_peers(monkeypatch)
+    assert all(p.outstanding for p in peers)
+    clock = [1000.0]
+    monkeypatch.setattr(rp, "time", types.SimpleNamespace(monotonic=lambda: clock[0]))
+    pipe = peers[0].requests
+    pipe._share_until = 0.0  # (whatever an earlier fill counted)
+    cap = port.manager.max_requested
+    assert pipe._fair_share(cap) == cap // 3
+    peers[1].requests.drop(send_cancel=False)
+    clock[0] += rp.FAIR_SHARE_REFRESH / 2
+    assert pipe._fair_share(cap) == cap // 3, "counted a moment ago"
+    clock[0] += rp.FAIR_SHARE_REFRESH
+    assert pipe._fair_share(cap) == cap // 2
