@@ -10,7 +10,7 @@ import gevent
 import pytest
 
 from torrentcore.peer.connection import Connection
-from torrentcore.peer.send_all import send_all
+from torrentcore.peer.send_all import send_all, sender_for
 
 
 class _Trickle:
@@ -91,3 +91,18 @@ def test_the_writer_sends_a_large_queue_whole_on_a_real_socket():
     assert bytes(got) == data
     conn.close()
     b.close()
+
+
+def test_sender_for_a_gevent_socket_is_send_all_and_for_other_sockets_their_own_sendall():
+    a, b = socket.socketpair()
+    try:
+        send = sender_for(a)
+        assert send.func is send_all and send.args == (a,)
+        send(b"hello")
+        assert b.recv(5) == b"hello"
+        trickle = _Trickle(most=3)
+        trickle.sendall = lambda data: trickle.got.extend(data)  # type: ignore[attr-defined]
+        assert sender_for(trickle) == trickle.sendall
+    finally:
+        a.close()
+        b.close()

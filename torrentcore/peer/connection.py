@@ -23,11 +23,10 @@ from collections.abc import Callable
 
 import gevent
 import gevent.event
-import gevent.socket
 
 from ..errors import ProtocolError
 from . import messages as msg
-from .send_all import send_all
+from .send_all import sender_for
 
 #: Largest message accepted: a 128 KiB block plus header, or a bitfield for 2^21 pieces.
 MAX_MESSAGE = 512 * 1024
@@ -351,6 +350,7 @@ class Connection:
         self._wake.set()
 
     def _write_loop(self) -> None:
+        send = sender_for(self.sock)
         try:
             while not self.closed:
                 self._wake.wait(KEEPALIVE_INTERVAL)
@@ -365,10 +365,7 @@ class Connection:
                         data = more
                     else:
                         break
-                    if type(self.sock) is gevent.socket.socket:  # (not an encryption wrapper or a uTP socket)
-                        send_all(self.sock, data)
-                    else:
-                        self.sock.sendall(data)
+                    send(data)
                     self.last_send = time.monotonic()
                     budget -= len(data)
                     if budget <= 0:

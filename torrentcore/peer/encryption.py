@@ -42,10 +42,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import gevent
-import gevent.socket
 
 from ..errors import ProtocolError
-from .send_all import send_all
+from .send_all import sender_for
 
 #: The 768-bit prime of the MSE specification (the Oakley group 1 prime) and its generator.
 P = int(
@@ -527,10 +526,11 @@ class RC4Socket:
     One reader and one writer at a time (as :class:`~torrentcore.peer.connection.Connection` uses it).
     """
 
-    __slots__ = ("sock", "_encrypt_into", "_encrypt", "_decrypt_into", "_decrypt")
+    __slots__ = ("sock", "_send", "_encrypt_into", "_encrypt", "_decrypt_into", "_decrypt")
 
     def __init__(self, sock: socket.socket, encryptor: Any, decryptor: Any) -> None:
         self.sock = sock
+        self._send = sender_for(sock)
         self._encrypt = encryptor.update
         self._encrypt_into = encryptor.update_into
         self._decrypt = decryptor.update
@@ -551,10 +551,10 @@ class RC4Socket:
 
     def sendall(self, data: Any, flags: int = 0) -> None:
         """Encrypt ``data`` and send all of it."""
-        if type(self.sock) is gevent.socket.socket and not flags:  # (see torrentcore.peer.send_all)
-            send_all(self.sock, self._encrypt(data))
-        else:
+        if flags:
             self.sock.sendall(self._encrypt(data), flags)
+        else:
+            self._send(self._encrypt(data))
 
     def settimeout(self, timeout: float | None) -> None:
         """As ``socket.settimeout``."""

@@ -10,13 +10,18 @@ behind it (py-spy, benchmarks/many_peers.py with 50 peers: 0.8 % of the process 
 
 :func:`send_all` keeps ``sendall``'s contract: every byte is sent, or an ``OSError`` is raised
 (``TimeoutError`` once the socket's timeout has passed without the rest going out; gevent's ``send`` waits
-for the socket to take more, for at most that timeout each time).
+for the socket to take more, for at most that timeout each time). :func:`sender_for` picks it for a socket once:
+other sockets (the RC4 wrapper, uTP) keep their own ``sendall``.
 """
 
 from __future__ import annotations
 
+import functools
 import time
+from collections.abc import Callable
 from typing import Any
+
+import gevent.socket
 
 
 def send_all(sock: Any, data: bytes | bytearray | memoryview) -> None:
@@ -32,3 +37,10 @@ def send_all(sock: Any, data: bytes | bytearray | memoryview) -> None:
         if deadline is not None and time.monotonic() > deadline:
             raise TimeoutError(f"timed out with {size - sent} of {size} bytes not sent")
         sent += sock.send(view[sent:])
+
+
+def sender_for(sock: Any) -> Callable[[bytes | bytearray | memoryview], None]:
+    """What sends all of a buffer on ``sock``: :func:`send_all` for a gevent socket, else its own ``sendall``."""
+    if type(sock) is gevent.socket.socket:
+        return functools.partial(send_all, sock)
+    return sock.sendall
