@@ -1,10 +1,26 @@
-"""HTTP tracker client against a scripted tracker on 127.0.0.1, plus peer-list parsing."""
+"""HTTP tracker client against scripted trackers on 127.0.0.1, plus peer-list parsing.
+
+Besides the replies themselves: chunked and compressed replies, keep-alive, proxies from the environment,
+TLS, and what an announce imports.
+"""
 
 from __future__ import annotations
 
+import base64
+import contextlib
+import datetime
+import gzip
+import http.client
+import ipaddress
+import json
 import socket
+import ssl
 import struct
+import subprocess
+import sys
 import threading
+import time
+import zlib
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import unquote_to_bytes
@@ -25,6 +41,7 @@ from torrentcore.tracker.peers import (
 
 INFO_HASH = bytes([0x00, 0x25, 0x26, 0x20, 0x2B, 0x3D, 0x3F, 0x7E, 0x80, 0xFF]) + b"ABCDEFGHIJ"
 PEER_ID = b"-TC0001-%& +=?/\x00\xff\x7f.a"
+PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
 
 
 def compact(*peers: tuple[str, int]) -> bytes:
@@ -41,46 +58,91 @@ def request(**kw: object) -> AnnounceRequest:
     return AnnounceRequest(**fields)
 
 
-Reply = tuple[int, bytes]
+#: ``(status, body)``, or ``(status, body, headers)``: ``Transfer-Encoding: chunked`` among the headers sends
+#: the body in chunks (without a Content-Length), ``Content-Encoding`` says how the body (given encoded) is.
+Reply = tuple[int, bytes] | tuple[int, bytes, dict[str, str]]
 
 
 class FakeHTTPTracker:
-    """An HTTP server on 127.0.0.1 that answers each GET with a scripted reply."""
+    """An HTTP server on 127.0.0.1 that answers each GET with a scripted reply.
 
-    def __init__(self) -> None:
+    ``protocol`` "HTTP/1.1" keeps connections open between requests (``connections`` counts those
+    accepted); ``close_after_reply`` then closes each one after its reply all the same, without saying so,
+    and ``drop_second_request`` closes a connection, unanswered, when a second request comes on it
+    (``drop_every_request``: at every request).
+    ``context`` (a server-side SSL context) makes it an HTTPS tracker.
+    """
+
+    def __init__(self, protocol: str = "HTTP/1.0", context: ssl.SSLContext | None = None) -> None:
         self.replies: list[Reply | Callable[[], Reply]] = []
         self.default: Reply = (200, encode({"interval": 1800, "peers": b""}))
         self.queries: list[dict[str, bytes]] = []
         self.paths: list[str] = []
+        self.headers: list[dict[str, str]] = []
+        self.connections = 0
+        self.close_after_reply = False
+        self.drop_second_request = False
+        self.drop_every_request = False
         self.release = threading.Event()
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = protocol
+            timeout = 10  # an idle kept-alive connection is not waited on forever
+
+            def setup(self) -> None:
+                super().setup()
+                fake.connections += 1
+                self.served = 0
+
             def do_GET(self) -> None:
                 path, _, query = self.path.partition("?")
                 fake.paths.append(path)
+                fake.headers.append(dict(self.headers.items()))
                 fields = {}
                 for item in query.split("&"):
                     name, _, value = item.partition("=")
                     fields[name] = unquote_to_bytes(value)
                 fake.queries.append(fields)
+                self.served += 1
+                if fake.drop_every_request or (fake.drop_second_request and self.served == 2):
+                    fake.drop_second_request = False
+                    self.close_connection = True
+                    return
                 reply = fake.replies.pop(0) if fake.replies else fake.default
-                status, body = reply() if callable(reply) else reply
+                status, body, *extra = reply() if callable(reply) else reply
+                headers = extra[0] if extra else {}
+                chunked = headers.get("Transfer-Encoding") == "chunked"
                 try:
                     self.send_response(status)
                     self.send_header("Content-Type", "text/plain")
-                    self.send_header("Content-Length", str(len(body)))
+                    for name, value in headers.items():
+                        self.send_header(name, value)
+                    if not chunked:
+                        self.send_header("Content-Length", str(len(body)))
                     self.end_headers()
-                    self.wfile.write(body)
+                    if chunked:
+                        for at in range(0, len(body), 7):
+                            piece = body[at : at + 7]
+                            self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+                        self.wfile.write(b"0\r\n\r\n")
+                    else:
+                        self.wfile.write(body)
                 except OSError:
                     pass
+                if fake.close_after_reply:
+                    self.close_connection = True
 
             def log_message(self, *args: object) -> None:
                 pass
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/announce"
+        scheme = "http"
+        if context is not None:
+            self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
+            scheme = "https"
+        self.url = f"{scheme}://127.0.0.1:{self.server.server_address[1]}/announce"
         self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05})
         self.thread.daemon = True
         self.thread.start()
@@ -92,9 +154,25 @@ class FakeHTTPTracker:
         self.thread.join(5)
 
 
+@pytest.fixture(autouse=True)
+def no_proxies(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No proxy from the caller's environment: every test here talks to 127.0.0.1 directly unless it says."""
+    for name in PROXY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.upper(), raising=False)
+
+
 @pytest.fixture
 def fake() -> Iterator[FakeHTTPTracker]:
     tracker = FakeHTTPTracker()
+    yield tracker
+    tracker.close()
+
+
+@pytest.fixture
+def fake11() -> Iterator[FakeHTTPTracker]:
+    """A fake tracker speaking HTTP/1.1: connections are kept open between requests."""
+    tracker = FakeHTTPTracker("HTTP/1.1")
     yield tracker
     tracker.close()
 
@@ -333,3 +411,397 @@ def test_no_time_left_is_a_tracker_error(fake: FakeHTTPTracker) -> None:
     with pytest.raises(TrackerError, match="timed out"):
         HTTPTracker(fake.url).announce(request(), timeout=0)
     assert fake.queries == []
+
+
+# -- transport: chunked and compressed replies, keep-alive, proxies, TLS, imports -----------------------
+
+
+def test_chunked_reply(fake11: FakeHTTPTracker) -> None:
+    body = encode({"interval": 60, "peers": compact(("10.0.0.1", 1), ("10.0.0.2", 2))})
+    fake11.replies.append((200, body, {"Transfer-Encoding": "chunked"}))
+    resp = HTTPTracker(fake11.url).announce(request(), timeout=5)
+    assert resp.peers == [("10.0.0.1", 1), ("10.0.0.2", 2)]
+
+
+def test_chunked_reply_past_the_cap_is_refused(fake11: FakeHTTPTracker) -> None:
+    fake11.replies.append((200, encode({"interval": 60, "peers": b"\x00" * 6000}), {"Transfer-Encoding": "chunked"}))
+    with pytest.raises(TrackerError, match="reply is larger than 1000 bytes"):
+        HTTPTracker(fake11.url, max_body=1000).announce(request(), timeout=5)
+
+
+@pytest.mark.parametrize(
+    ("coding", "compress"),
+    [
+        ("gzip", gzip.compress),
+        ("deflate", zlib.compress),  # zlib-wrapped, as the RFC says
+        ("deflate", lambda data: zlib.compress(data)[2:-4]),  # raw deflate, as some servers send it
+    ],
+    ids=["gzip", "deflate", "raw-deflate"],
+)
+def test_compressed_reply_is_decoded(fake: FakeHTTPTracker, coding: str, compress: Callable[[bytes], bytes]) -> None:
+    body = encode({"interval": 60, "peers": compact(("10.0.0.9", 9)) * 50})
+    fake.replies.append((200, compress(body), {"Content-Encoding": coding}))
+    resp = HTTPTracker(fake.url).announce(request(), timeout=5)
+    assert resp.peers == [("10.0.0.9", 9)]
+    assert fake.headers[0]["Accept-Encoding"] == "identity"  # we never ask for a compressed reply
+    assert fake.headers[0]["User-Agent"].startswith("torrentcore/")
+
+
+def test_gzip_bomb_is_refused(fake11: FakeHTTPTracker) -> None:
+    bomb = gzip.compress(b"d8:intervali60e5:peers8388608:" + b"\x00" * (8 << 20) + b"e", compresslevel=9)
+    assert len(bomb) < 64 * 1024  # small as received: only the decoded size can stop it
+    fake11.replies.append((200, bomb, {"Content-Encoding": "gzip", "Transfer-Encoding": "chunked"}))
+    with pytest.raises(TrackerError) as info:
+        HTTPTracker(fake11.url, max_body=64 * 1024).announce(request(), timeout=10)
+    assert str(info.value) == f"tracker {fake11.url}: reply is larger than 65536 bytes once decoded from gzip"
+
+
+def test_unknown_content_encoding_is_a_clear_error(fake: FakeHTTPTracker) -> None:
+    fake.replies.append((200, b"\x1b\x00\x00", {"Content-Encoding": "br"}))
+    with pytest.raises(TrackerError, match=r"unsupported Content-Encoding \(br\)"):
+        HTTPTracker(fake.url).announce(request(), timeout=5)
+
+
+def test_corrupt_gzip_is_a_clear_error(fake: FakeHTTPTracker) -> None:
+    fake.replies.append((200, b"\x1f\x8b\x08\x00garbage garbage", {"Content-Encoding": "gzip"}))
+    with pytest.raises(TrackerError, match=r"reading the reply failed \(bad gzip data"):
+        HTTPTracker(fake.url).announce(request(), timeout=5)
+
+
+def test_reply_shorter_than_its_content_length_is_an_error() -> None:
+    body = encode({"interval": 60, "peers": b""})
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        server.settimeout(10)
+
+        def answer() -> None:
+            conn, _ = server.accept()
+            with conn:
+                conn.settimeout(10)
+                conn.recv(65536)
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body) + 50, body))
+
+        thread = threading.Thread(target=answer, daemon=True)
+        thread.start()
+        url = f"http://127.0.0.1:{server.getsockname()[1]}/announce"
+        with pytest.raises(TrackerError) as info:
+            HTTPTracker(url).announce(request(), timeout=5)
+        thread.join(5)
+    assert str(info.value) == (
+        f"tracker {url}: reading the reply failed (the connection closed after {len(body)} of {len(body) + 50} bytes)"
+    )
+
+
+def test_keep_alive_two_announces_on_one_connection(fake11: FakeHTTPTracker) -> None:
+    tracker = HTTPTracker(fake11.url)
+    tracker.announce(request(event="started"), timeout=5)
+    tracker.announce(request(), timeout=5)
+    assert fake11.connections == 1
+    assert len(fake11.queries) == 2
+    tracker.close()  # closes the kept connection: the next announce opens a new one
+    tracker.announce(request(), timeout=5)
+    assert fake11.connections == 2
+    tracker.close()
+
+
+def test_server_closing_after_each_reply_still_answers_the_second_announce(fake11: FakeHTTPTracker) -> None:
+    fake11.close_after_reply = True  # HTTP/1.1 without "Connection: close", then it closes all the same
+    tracker = HTTPTracker(fake11.url)
+    tracker.announce(request(event="started"), timeout=5)
+    resp = tracker.announce(request(), timeout=5)
+    assert resp.interval == 1800
+    assert fake11.connections == 2
+    assert len(fake11.queries) == 2
+
+
+def test_request_lost_on_a_reused_connection_is_sent_again_on_a_new_one(fake11: FakeHTTPTracker) -> None:
+    fake11.drop_second_request = True  # the kept connection takes the request and closes, unanswered
+    tracker = HTTPTracker(fake11.url)
+    tracker.announce(request(event="started"), timeout=5)
+    fake11.replies.append(reply(interval=77, peers=b""))
+    resp = tracker.announce(request(), timeout=5)
+    assert resp.interval == 77
+    assert fake11.connections == 2
+    assert len(fake11.queries) == 3  # the dropped request and its retry
+    tracker.close()
+
+
+def test_a_kept_connection_the_server_closed_is_seen_before_use(fake11: FakeHTTPTracker) -> None:
+    from torrentcore.tracker.http_transport import connection_dropped as _dropped
+
+    tracker = HTTPTracker(fake11.url)
+    tracker.announce(request(), timeout=5)
+    assert tracker._idle is not None and not _dropped(tracker._idle[1])  # open and quiet: reusable
+    tracker.close()
+    fake11.close_after_reply = True
+    tracker.announce(request(), timeout=5)
+    assert tracker._idle is not None  # the server did not say it would close
+    deadline = time.monotonic() + 5
+    while not _dropped(tracker._idle[1]) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert _dropped(tracker._idle[1])
+    tracker.close()
+
+
+def test_request_lost_on_a_new_connection_is_not_sent_again(fake11: FakeHTTPTracker) -> None:
+    fake11.drop_every_request = True
+    with pytest.raises(TrackerError) as info:
+        HTTPTracker(fake11.url).announce(request(), timeout=5)
+    assert str(info.value) == f"tracker {fake11.url}: request failed (closed the connection without a reply)"
+    assert fake11.connections == 1 and len(fake11.queries) == 1
+
+
+def test_connection_not_reused_after_a_reply_cut_short(fake11: FakeHTTPTracker) -> None:
+    fake11.replies.append(reply(interval=60, peers=compact(("10.0.0.1", 1)) * 400))
+    tracker = HTTPTracker(fake11.url, max_body=1000)
+    with pytest.raises(TrackerError, match="larger than"):
+        tracker.announce(request(), timeout=5)
+    tracker.announce(request(), timeout=5)
+    assert fake11.connections == 2  # the unread rest of the first reply was never taken for the second
+    tracker.announce(request(), timeout=5)
+    assert fake11.connections == 2
+    tracker.close()
+
+
+class TinyProxy:
+    """An HTTP proxy on 127.0.0.1 that records what it is asked: a GET it answers itself (it reaches no
+    tracker), a CONNECT it tunnels to the host and port asked for (or refuses, with ``refuse_connect``)."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.headers: list[dict[str, str]] = []
+        self.refuse_connect = False
+        self.body = encode({"interval": 900, "peers": compact(("10.7.7.7", 7777))})
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            timeout = 10
+
+            def do_GET(self) -> None:
+                proxy.lines.append(self.requestline)
+                proxy.headers.append(dict(self.headers.items()))
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(proxy.body)))
+                self.end_headers()
+                self.wfile.write(proxy.body)
+
+            def do_CONNECT(self) -> None:
+                proxy.lines.append(self.requestline)
+                proxy.headers.append(dict(self.headers.items()))
+                if proxy.refuse_connect:
+                    self.send_error(407, "Proxy Authentication Required")
+                    return
+                host, _, port = self.path.rpartition(":")
+                with socket.create_connection((host, int(port)), timeout=10) as upstream:
+                    self.send_response(200, "Connection established")
+                    self.end_headers()
+                    self.wfile.flush()
+                    copier = threading.Thread(target=_copy, args=(upstream, self.connection), daemon=True)
+                    copier.start()
+                    _copy(self.connection, upstream)
+                    copier.join(10)
+                self.close_connection = True
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05})
+        self.thread.daemon = True
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(5)
+
+
+def _copy(source: socket.socket, sink: socket.socket) -> None:
+    """Bytes from ``source`` to ``sink`` until either end closes (or 10 s pass without any)."""
+    try:
+        while data := source.recv(65536):
+            sink.sendall(data)
+    except OSError:
+        pass
+    finally:
+        with contextlib.suppress(OSError):
+            sink.shutdown(socket.SHUT_WR)
+
+
+@pytest.fixture
+def proxy() -> Iterator[TinyProxy]:
+    server = TinyProxy()
+    yield server
+    server.close()
+
+
+def test_http_proxy_from_the_environment(proxy: TinyProxy, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HTTP_PROXY", proxy.url.replace("http://", "http://us%20er:p%40ss@"))
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")  # not for an http:// tracker
+    url = "http://tracker.invalid:6969/announce?passkey=s3cr3t"  # never resolved: the proxy answers
+    resp = HTTPTracker(url).announce(request(event="started"), timeout=5)
+    assert resp.peers == [("10.7.7.7", 7777)]
+    assert proxy.lines == [f"GET {build_announce_url(url, request(event='started'))} HTTP/1.1"]  # as built
+    headers = proxy.headers[0]
+    assert headers["Host"] == "tracker.invalid:6969"
+    assert headers["Proxy-Authorization"] == "Basic " + base64.b64encode(b"us er:p@ss").decode()
+    assert headers["User-Agent"].startswith("torrentcore/")
+
+
+def test_no_proxy_bypasses_the_proxy(proxy: TinyProxy, fake: FakeHTTPTracker, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("http_proxy", proxy.url)
+    monkeypatch.setenv("no_proxy", "tracker.example, 127.0.0.1")
+    resp = HTTPTracker(fake.url).announce(request(), timeout=5)
+    assert resp.interval == 1800
+    assert proxy.lines == [] and len(fake.queries) == 1
+    assert "Proxy-Authorization" not in fake.headers[0]
+
+
+def test_all_proxy_is_used_when_no_scheme_proxy_is_set(proxy: TinyProxy, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ALL_PROXY", proxy.url.removeprefix("http://"))  # no scheme: http://, as requests read it
+    HTTPTracker("http://tracker.invalid/announce").announce(request(), timeout=5)
+    assert proxy.lines[0].startswith("GET http://tracker.invalid/announce?info_hash=")
+    assert "Proxy-Authorization" not in proxy.headers[0]
+
+
+@pytest.mark.parametrize("variable", ["ALL_PROXY", "all_proxy", "HTTP_PROXY"])
+def test_socks_proxy_is_refused_clearly(fake: FakeHTTPTracker, monkeypatch: pytest.MonkeyPatch, variable: str) -> None:
+    monkeypatch.setenv(variable, "socks5h://127.0.0.1:1080")
+    with pytest.raises(TrackerError) as info:
+        HTTPTracker(fake.url).announce(request(), timeout=5)
+    assert str(info.value) == (
+        f"tracker {fake.url}: SOCKS proxies are not supported for trackers: unset {variable} or add 127.0.0.1 to"
+        " NO_PROXY"
+    )
+    assert fake.queries == []  # not silently bypassed
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    assert HTTPTracker(fake.url).announce(request(), timeout=5).interval == 1800
+
+
+def test_https_proxy_url_is_refused_clearly(fake: FakeHTTPTracker, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HTTP_PROXY", "https://user:secret@127.0.0.1:3128")
+    with pytest.raises(TrackerError, match=r"HTTP_PROXY is not an http:// URL .*only http:// proxies") as info:
+        HTTPTracker(fake.url).announce(request(), timeout=5)
+    assert "secret" not in str(info.value)
+
+
+# -- TLS --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tls_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str, str]:
+    """``(cert file, key file, cert PEM)`` of a self-signed certificate for 127.0.0.1."""
+    x509 = pytest.importorskip("cryptography.x509")
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "torrentcore test tracker")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+        .sign(key, hashes.SHA256())
+    )
+    folder = tmp_path_factory.mktemp("tls")
+    pem = cert.public_bytes(serialization.Encoding.PEM).decode()
+    (folder / "cert.pem").write_text(pem)
+    (folder / "key.pem").write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return str(folder / "cert.pem"), str(folder / "key.pem"), pem
+
+
+@pytest.fixture
+def tls_fake(tls_files: tuple[str, str, str]) -> Iterator[FakeHTTPTracker]:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(tls_files[0], tls_files[1])
+    tracker = FakeHTTPTracker("HTTP/1.1", context=context)
+    yield tracker
+    tracker.close()
+
+
+def test_https_certificate_is_verified(tls_fake: FakeHTTPTracker) -> None:
+    # The default context trusts certifi's CAs only: a self-signed certificate is refused, with a short cause.
+    with pytest.raises(TrackerError) as info:
+        HTTPTracker(tls_fake.url).announce(request(), timeout=5)
+    assert str(info.value).startswith(f"tracker {tls_fake.url}: request failed (TLS certificate verify failed: ")
+    assert "self-signed" in str(info.value) and "\n" not in str(info.value)
+    assert tls_fake.queries == []
+
+
+def test_https_with_a_trusted_certificate_and_keep_alive(tls_fake: FakeHTTPTracker, tls_files) -> None:
+    tracker = HTTPTracker(tls_fake.url, ssl_context=ssl.create_default_context(cadata=tls_files[2]))
+    assert tracker.announce(request(event="started"), timeout=5).interval == 1800
+    assert tracker.announce(request(), timeout=5).interval == 1800
+    assert tls_fake.connections == 1
+    tracker.close()
+
+
+def test_https_host_name_is_checked(tls_fake: FakeHTTPTracker, tls_files) -> None:
+    url = tls_fake.url.replace("127.0.0.1", "localhost")  # the certificate names 127.0.0.1 only
+    context = ssl.create_default_context(cadata=tls_files[2])
+    with pytest.raises(TrackerError, match=r"TLS certificate verify failed: .*mismatch"):
+        HTTPTracker(url, ssl_context=context).announce(request(), timeout=5)
+
+
+def test_https_through_a_connect_tunnel(
+    tls_fake: FakeHTTPTracker, tls_files, proxy: TinyProxy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HTTPS_PROXY", proxy.url.replace("http://", "http://me:pw@"))
+    tracker = HTTPTracker(tls_fake.url, ssl_context=ssl.create_default_context(cadata=tls_files[2]))
+    assert tracker.announce(request(), timeout=5).interval == 1800
+    port = tls_fake.url.split(":")[2].split("/")[0]
+    assert proxy.lines == [f"CONNECT 127.0.0.1:{port} HTTP/1.0"]
+    assert proxy.headers[0]["Proxy-Authorization"] == "Basic " + base64.b64encode(b"me:pw").decode()
+    assert tls_fake.headers[0]["Host"] == f"127.0.0.1:{port}"
+    tracker.close()
+    proxy.refuse_connect = True
+    with pytest.raises(TrackerError, match=r"request failed \(Tunnel connection failed: 407"):
+        tracker.announce(request(), timeout=5)
+
+
+def test_default_tls_context_is_made_once_and_verifies() -> None:
+    from torrentcore.tracker import http_transport as tracker_http
+
+    context = tracker_http.tls_context()
+    assert tracker_http.tls_context() is context
+    assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
+
+
+def test_describe_gives_short_causes() -> None:
+    from torrentcore.tracker.http_transport import describe as _describe
+
+    assert _describe(ConnectionRefusedError(111, "Connection refused")) == "Connection refused"
+    assert _describe(socket.gaierror(-2, "Name or service not known")) == "name not resolved: Name or service not known"
+    assert _describe(http.client.RemoteDisconnected("Remote end closed")) == "closed the connection without a reply"
+    assert _describe(ValueError("bad thing at http://x/a?passkey=secret")) == "bad thing at http://x/a?..."
+
+
+# -- what announcing imports -------------------------------------------------------------------------
+
+IMPORT_PROBE = """
+import json, sys
+from gevent import monkey
+monkey.patch_all()
+import torrentcore.tracker.http
+from torrentcore.tracker import AnnounceRequest
+tracker = torrentcore.tracker.http.HTTPTracker(sys.argv[1])
+resp = tracker.announce(AnnounceRequest(info_hash=b"i" * 20, peer_id=b"p" * 20, port=6881), timeout=10)
+print(json.dumps({"interval": resp.interval, "loaded": [m for m in ("requests", "urllib3") if m in sys.modules]}))
+"""
+
+
+def test_announcing_imports_neither_requests_nor_urllib3(fake: FakeHTTPTracker) -> None:
+    out = subprocess.run(
+        [sys.executable, "-c", IMPORT_PROBE, fake.url], capture_output=True, text=True, timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == {"interval": 1800, "loaded": []}
+    assert len(fake.queries) == 1
