@@ -12,7 +12,8 @@ Only the chosen command's module is imported, and only its options are built (:f
 that a command pays at start-up for what it uses.
 """
 
-import importlib.metadata as _metadata
+import sys
+import types
 
 from gevent import monkey
 
@@ -20,14 +21,18 @@ from .entry_points import installed as _installed_entry_points
 
 
 def _patch_all() -> None:
-    """``monkey.patch_all()``, scanning the installed packages' entry points once instead of 25 times.
+    """``monkey.patch_all()``, with gevent's plugin look-ups answered from one scan of the entry points.
 
-    gevent looks up its plugin entry points for every module it patches, and each look-up reads every
-    installed distribution's metadata: 0.1-0.25 s of every start-up here. One scan, then a filter (each
-    group's filtered once: gevent asks for 4 groups 25 times, filtering them all cost 3-5 ms).
+    gevent looks up its plugin entry points (``importlib.metadata.entry_points(group=...)``) for every module
+    it patches, 25 times, and each look-up read every installed distribution's metadata: 0.1-0.25 s of every
+    start-up here. They are answered from the shared scan (:mod:`torrentcore.entry_points`, which the plugin
+    manager uses next), each group filtered once (gevent asks for 4 groups; filtering them all each time cost
+    3-5 ms). While gevent patches, a stand-in for ``importlib.metadata`` with only that function answers its
+    ``from importlib import metadata`` (when nothing imported the real module yet: importing it cost 15-20 ms
+    of every start-up, and a run needs nothing else from it); the stand-in then leaves ``sys.modules``, so
+    that any later ``import importlib.metadata`` is the real one.
     """
-    scan = _metadata.entry_points
-    everything = _installed_entry_points()  # the plugin manager's scan too (torrentcore.entry_points)
+    everything = _installed_entry_points()
     groups: dict = {}
 
     def entry_points(**params):
@@ -37,11 +42,23 @@ def _patch_all() -> None:
             groups[params["group"]] = everything.select(**params)
         return groups[params["group"]]
 
-    _metadata.entry_points = entry_points  # type: ignore[assignment]
+    real = sys.modules.get("importlib.metadata")
+    if real is None:
+        stand_in = types.ModuleType("importlib.metadata", "gevent's plugin look-ups while it patches (cli)")
+        stand_in.entry_points = entry_points  # type: ignore[attr-defined]
+        sys.modules["importlib.metadata"] = stand_in
+        try:
+            monkey.patch_all()
+        finally:
+            if sys.modules.get("importlib.metadata") is stand_in:
+                del sys.modules["importlib.metadata"]
+        return
+    scan = real.entry_points
+    real.entry_points = entry_points  # type: ignore[assignment]
     try:
         monkey.patch_all()
     finally:
-        _metadata.entry_points = scan
+        real.entry_points = scan
 
 
 _patch_all()
@@ -58,9 +75,7 @@ import ipaddress  # noqa: E402
 import logging  # noqa: E402
 import os  # noqa: E402
 import re  # noqa: E402
-import sys  # noqa: E402
 import traceback  # noqa: E402
-import types  # noqa: E402
 
 
 class _ImportedOnFirstUse(types.ModuleType):

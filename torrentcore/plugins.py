@@ -24,13 +24,13 @@ import os
 import sys
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from importlib import metadata
 from typing import Any
 
 import pluggy
 import structlog
 
 from . import hookspec
+from .entry_points import EntryPoint
 from .entry_points import installed as installed_entry_points
 from .errors import BadInputError, PluginError, StorageError
 
@@ -56,9 +56,9 @@ def _installed_entry_points() -> Any:
     return installed_entry_points()
 
 
-def _entry_points(group: str) -> dict[str, metadata.EntryPoint]:
+def _entry_points(group: str) -> dict[str, EntryPoint]:
     """Entry points of ``group`` by name (the first distribution on ``sys.path`` wins a duplicate name)."""
-    found: dict[str, metadata.EntryPoint] = {}
+    found: dict[str, EntryPoint] = {}
     for ep in _installed_entry_points().select(group=group):
         found.setdefault(ep.name, ep)
     return found
@@ -83,12 +83,17 @@ def get_plugin_manager(
     extra_modules = list(extra_modules)
     for name in disabled:
         pm.set_blocked(name)
-    if load_entrypoints:
+    regular = _entry_points(ENTRY_POINT_GROUP) if load_entrypoints else {}
+    for name, ep in regular.items():
+        # What pluggy's load_setuptools_entrypoints does, from the shared scan (pluggy's own rescans every
+        # distribution through importlib.metadata).
+        if pm.is_blocked(name) or pm.get_plugin(name) is not None:
+            continue
         try:
-            pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
+            plugin = ep.load()
         except Exception as exc:  # noqa: BLE001 - an installed plugin that cannot even be imported
             raise PluginError(f"cannot load an installed plugin: {exc!r} (disable it with --no-plugin NAME)") from None
-    regular = _entry_points(ENTRY_POINT_GROUP) if load_entrypoints else {}
+        _register(pm, plugin, name)
     opt_in = _entry_points(OPT_IN_GROUP)
     for name in extra_modules:
         if pm.is_blocked(name) or name in regular or pm.get_plugin(name) is not None:
@@ -198,6 +203,8 @@ def _hooks_of(pm: pluggy.PluginManager, plugin: object) -> list[str]:
 
 
 def _dist_of_module(module: str) -> tuple[str | None, str | None]:
+    from importlib import metadata  # (``torrentcore plugins`` only: a run never needs it)
+
     top = module.split(".")[0]
     try:
         dists = metadata.packages_distributions().get(top) or []
