@@ -112,11 +112,6 @@ class EntryPoints(tuple):
         return EntryPoints(ep for ep in self if ep.matches(**params))
 
     @property
-    def names(self) -> set[str]:
-        """The names of these entry points."""
-        return {ep.name for ep in self}
-
-    @property
     def groups(self) -> set[str]:
         """The groups of these entry points."""
         return {ep.group for ep in self}
@@ -147,7 +142,7 @@ def _read_all(path: list[str]) -> Iterator[EntryPoint]:
         return
     seen: set[str] = set()
     for folder in _metadata_folders(path):
-        name = _normalize(_name_from_folder(os.path.basename(folder)) or _read_name(folder))
+        name = _normalize(_name_from_folder(os.path.basename(folder)) or Distribution(folder).name)
         if name in seen:
             continue
         seen.add(name)
@@ -217,10 +212,6 @@ def _name_from_folder(stem: str) -> str | None:
     if ext not in (".dist-info", ".egg-info"):
         return None  # an egg's EGG-INFO: the name is in its metadata
     return filename.partition("-")[0]
-
-
-def _read_name(folder: str) -> str:
-    return Distribution(folder).name
 
 
 def _normalize(name: str) -> str:
