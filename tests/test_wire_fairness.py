@@ -119,6 +119,46 @@ def test_each_flood_is_dropped_with_its_reason(kind):
     assert consumed < len(first) + len(repeated) * 3000 + 256 * 1024, (consumed, ended)
 
 
+def _bitfield_of(n: int, indices) -> bytes:
+    bits = bytearray((n + 7) // 8)
+    for i in indices:
+        bits[i >> 3] |= 0x80 >> (i & 7)
+    return msg.bitfield(bytes(bits))
+
+
+def _late_bitfields(n: int, step: int) -> bytes:
+    """A leecher's stream: INTERESTED, a HAVE, then a bitfield of everything it has after each ``step`` pieces
+    more (what aria2c sends instead of its HAVEs), up to all ``n``."""
+    out = [msg.simple(msg.INTERESTED), msg.have(0)]
+    out += [_bitfield_of(n, range(min(upto, n))) for upto in range(1 + step, n + step, step)]
+    return b"".join(out)
+
+
+def test_late_bitfields_as_aria2c_sends_them_are_taken_however_many():
+    """aria2c sends a bitfield instead of its HAVEs once it is no longer than they would be (15 new pieces per
+    bitfield of a 1,024-piece torrent): 68 in one stream, far beyond the late-bitfield budget's burst of 32, are
+    all taken as HAVEs; the connection ends only with the stream."""
+    n = 1024
+    port = harness.WirePort(payload=bytes(n * 16384 // 256) * 256, piece_length=16384)
+    stream = _late_bitfields(n, step=15)
+    assert stream.count(bytes([0, 0, 0, 129, msg.BITFIELD])) > bud.ALLOWANCES[bud.LATE_BITFIELD].burst * 2
+    peer, ended, consumed, _sock = _run_peer(stream, port=port)
+    assert ended == "connection lost: connection closed by peer", ended
+    assert consumed == len(stream) and peer.has.complete
+    assert list(port.manager.availability.counts[:3]) == [1, 1, 1] and min(port.manager.availability.counts) == 1
+
+
+def test_late_bitfields_bringing_one_piece_each_spend_the_budget():
+    """The same stream with one new piece per bitfield (each still O(pieces) to read) is a flood: dropped after
+    the budget's burst, long before its 1,023 bitfields end."""
+    n = 1024
+    port = harness.WirePort(payload=bytes(n * 16384 // 256) * 256, piece_length=16384)
+    stream = _late_bitfields(n, step=1)
+    peer, ended, consumed, _sock = _run_peer(stream, port=port)
+    assert "flood of late bitfield messages" in ended, ended
+    assert peer.has.count < 64 + 256 * 1024 // 133, peer.has.count  # the burst, plus what one read buffer held
+
+
 def test_a_request_repeated_while_queued_is_answered_once_and_a_flood_of_them_is_dropped():
     port = harness.WirePort(range(5))
     port.upload_limit = _Gate()  # nothing is served until the peer is gone: the request stays queued

@@ -57,7 +57,8 @@ ALLOWANCES: Mapping[str, Allowance] = {
     # Requests while we choke the peer (those in flight when we choked it: its pipeline, at most our reqq of
     # 500 each choking round), or repeating one still queued.
     USELESS_REQUEST: Allowance(1000, 100.0),
-    # aria2 sends a bitfield instead of several HAVEs; each costs O(pieces).
+    # Late bitfields that bring few new pieces (aria2 sends one instead of its HAVEs when it is no longer than
+    # them: those are free, see Peer._on_late_bitfield); each costs O(pieces).
     LATE_BITFIELD: Allowance(32, 2.0),
     # BEP 6 SUGGEST / ALLOWED FAST: libtorrent sends ten allowed-fast pieces and a few suggestions.
     SUGGEST: Allowance(256, 20.0),

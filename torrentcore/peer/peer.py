@@ -38,6 +38,9 @@ _monotonic = time.monotonic
 
 #: Fast extension (BEP 6): pieces in the allowed-fast set we grant each IPv4 peer (BEP 6 suggests 10).
 ALLOWED_FAST_K = 10
+#: A late bitfield is free when it brings a new piece per this many of its bytes (5 + its length): aria2 sends
+#: one once it is no longer than its HAVEs (9 bytes each) would be; twice that is the margin.
+LATE_BITFIELD_HAVE_BYTES = 18
 #: Fairness: a peer's read loop yields to the other greenlets (gevent.sleep(0)) after this many messages or
 #: this many block bytes, whichever comes first, even while data is already buffered (gevent's recv_into
 #: then returns at once, so without it one flooding peer held the event loop: an honest leecher fell from
@@ -248,7 +251,6 @@ class Peer:
             if first:
                 self._on_bitfield(payload)
             else:
-                self.budget.spend(bud.LATE_BITFIELD)
                 self._on_late_bitfield(payload)
         elif msg_id == msg.REQUEST:
             self.serving.on_request(*msg.parse_triple(payload))
@@ -290,14 +292,23 @@ class Peer:
         self._after_pieces_changed()
 
     def _on_late_bitfield(self, payload: bytes) -> None:
-        """A bitfield after other messages: aria2 sends one instead of several HAVEs (libtorrent accepts it).
+        """A bitfield after other messages: aria2 sends one instead of its HAVEs whenever it is no longer than
+        they would be (``DefaultBtInteractive::checkHave``: 5 + bitfield length <= 9 x new pieces); libtorrent
+        accepts it.
 
-        Its new bits are taken as HAVEs; a peer does not lose pieces, so cleared bits are ignored.
+        Its new bits are taken as HAVEs; a peer does not lose pieces, so cleared bits are ignored. One that
+        brings at least half the new pieces aria2's rule needs is free, as new HAVEs are: at most
+        :data:`LATE_BITFIELD_HAVE_BYTES` x pieces / its length of those per connection (about 144, each
+        O(pieces) in C). Others spend the ``late bitfield`` budget. Why: an aria2c leecher fetching from us
+        at 100 MB/s sends dozens a second (one per 15 pieces of a 1,024-piece torrent), and a flat budget of
+        2 a second dropped it half a second in, every time (``benchmarks/seed.py``, issue 17).
         """
         update = Bitfield(self.torrent.meta.num_pieces, payload)
-        for index in update.indices():
-            if not self.has[index]:
-                self._on_have(index)
+        new = self.has.added_by(update)
+        if len(new) * LATE_BITFIELD_HAVE_BYTES < 5 + len(payload):
+            self.budget.spend(bud.LATE_BITFIELD)
+        for index in new:
+            self._on_have(index)
 
     def _on_have(self, index: int) -> None:
         if index >= self.has.size:
