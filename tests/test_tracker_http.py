@@ -31,6 +31,7 @@ from torrentcore.bencode import encode
 from torrentcore.errors import TrackerError
 from torrentcore.tracker import AnnounceRequest, HTTPTracker, announce, tracker_for_url
 from torrentcore.tracker.http import build_announce_url, parse_announce_reply
+from torrentcore.tracker.http_transport import env_proxy
 from torrentcore.tracker.peers import (
     dedupe_peers,
     normalise_host,
@@ -656,6 +657,26 @@ def test_no_proxy_bypasses_the_proxy(proxy: TinyProxy, fake: FakeHTTPTracker, mo
     assert resp.interval == 1800
     assert proxy.lines == [] and len(fake.queries) == 1
     assert "Proxy-Authorization" not in fake.headers[0]
+
+
+@pytest.mark.parametrize("networks", ["10.0.0.0/8, 127.0.0.0/8", "127.0.0.1/32", " 192.168.0.0/16,127.0.0.0/24 "])
+def test_no_proxy_networks_bypass_the_proxy(proxy: TinyProxy, fake: FakeHTTPTracker, monkeypatch: pytest.MonkeyPatch,
+                                            networks: str) -> None:
+    """A tracker whose address lies in a network NO_PROXY lists is asked directly, as requests did."""
+    monkeypatch.setenv("http_proxy", proxy.url)
+    monkeypatch.setenv("NO_PROXY", networks)
+    assert HTTPTracker(fake.url).announce(request(), timeout=5).interval == 1800
+    assert proxy.lines == [] and len(fake.queries) == 1
+
+
+def test_no_proxy_networks_leave_other_addresses_and_names_to_the_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("http_proxy", "http://proxy.example:3128")
+    monkeypatch.setenv("no_proxy", "10.0.0.0/8, fd00::/8, not/a/network, corp.example")
+    assert env_proxy("t", "http", "10.1.2.3", 80) is None
+    assert env_proxy("t", "http", "fd00::1", 80) is None
+    assert env_proxy("t", "http", "tracker.corp.example", 80) is None
+    assert env_proxy("t", "http", "11.1.2.3", 80) == ("proxy.example", 3128, None)
+    assert env_proxy("t", "http", "tracker.example", 80) == ("proxy.example", 3128, None)
 
 
 def test_all_proxy_is_used_when_no_scheme_proxy_is_set(proxy: TinyProxy, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -101,14 +101,16 @@ def env_proxy(tracker: str, scheme: str, host: str, port: int) -> tuple[str, int
     """``(host, port, Proxy-Authorization or None)`` of the proxy the environment names for this URL, if any.
 
     The variables are the ones ``requests`` read (``<scheme>_proxy``, else ``all_proxy``, either case;
-    ``no_proxy``). Raises :class:`TrackerError` for a proxy that is not an ``http://`` URL (SOCKS, say).
+    ``no_proxy``: names, domain suffixes, addresses and networks such as ``10.0.0.0/8``). Raises
+    :class:`TrackerError` for a proxy that is not an ``http://`` URL (SOCKS, say).
     """
     import urllib.request  # cheap, but only an HTTP announce needs it
 
     proxies = urllib.request.getproxies_environment()
     key = scheme if proxies.get(scheme) else "all"
     value = proxies.get(key)
-    if not value or urllib.request.proxy_bypass_environment(host if ":" in host else f"{host}:{port}", proxies):
+    if (not value or urllib.request.proxy_bypass_environment(host if ":" in host else f"{host}:{port}", proxies)
+            or in_no_proxy_network(host, proxies.get("no", ""))):
         return None
     name = f"{key}_proxy" if os.environ.get(f"{key}_proxy") else f"{key.upper()}_PROXY"
     if "://" not in value:
@@ -130,6 +132,31 @@ def env_proxy(tracker: str, scheme: str, host: str, port: int) -> tuple[str, int
         )
     auth = basic_auth(unquote(parts.username), unquote(parts.password or "")) if parts.username is not None else None
     return proxy_host, proxy_port, auth
+
+
+def in_no_proxy_network(host: str, no_proxy: str) -> bool:
+    """Whether ``host``, an IP address, lies in a network that ``no_proxy`` lists (``10.0.0.0/8``, ``fd00::/8``).
+
+    ``requests`` bypassed the proxy for such entries (IPv4) and ``urllib``'s own check does not read them;
+    host names and plain addresses are that check's (``proxy_bypass_environment``).
+    """
+    if "/" not in no_proxy:
+        return False
+    import ipaddress
+
+    try:
+        address = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False  # a name: matched by suffix, not by network
+    for entry in no_proxy.split(","):
+        entry = entry.strip()
+        if "/" in entry:
+            try:
+                if address in ipaddress.ip_network(entry, strict=False):
+                    return True
+            except ValueError:  # not a network ("example.com/x"): not ours to judge
+                continue
+    return False
 
 
 _original_poll: Any = None
