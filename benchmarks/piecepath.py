@@ -4,6 +4,7 @@ the real :class:`~torrentcore.verifier.Verifier` (SHA-1 and the write in the wor
 installed plugins' hooks, the session's event queue).
 
     python benchmarks/piecepath.py --size 256M --rounds 3
+    python benchmarks/piecepath.py --size 256M --rounds 3 --piece-kib 64     # 4x the pieces: the per-piece cost
     /work/venv-s5base/bin/python benchmarks/piecepath.py --installed ...   # the torrentcore installed there
 
 No network: a feeder greenlet on the event loop stands in for a peer's reader. For each block of a piece it asks
@@ -170,11 +171,13 @@ def main() -> int:
     ap.add_argument("--installed", action="store_true", help="use the installed torrentcore, not this checkout's")
     ap.add_argument("--feeder-only", action="store_true",
                     help="the feeder alone: pieces are marked done as they complete (its share of the CPU)")
+    ap.add_argument("--piece-kib", type=int, default=PIECE // 1024, help="piece length in KiB (default 256)")
     ap.add_argument("--rate", type=float, default=200.0,
                     help="MB/s the feeder keeps to (0: as fast as it can; default 200, a download's rate here)")
     args = ap.parse_args()
     scale = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}.get(args.size[-1].lower(), 1)
-    size = int(float(args.size.rstrip("kKmMgG")) * scale) // PIECE * PIECE
+    piece = args.piece_kib * 1024
+    size = int(float(args.size.rstrip("kKmMgG")) * scale) // piece * piece
     tmp = tempfile.mkdtemp(prefix="piecepath-")
     os.environ[STATE_DIR_ENV] = os.path.join(tmp, "state")  # the storage's resume records go there, not to ~
     try:
@@ -183,9 +186,9 @@ def main() -> int:
         payload = os.path.join(tmp, "payload.bin")
         with open(payload, "wb") as f:
             f.write(data[:size])
-        pieces = b"".join(hashlib.sha1(data[i:i + PIECE]).digest() for i in range(0, size, PIECE))
+        pieces = b"".join(hashlib.sha1(data[i:i + piece]).digest() for i in range(0, size, piece))
         del data
-        info = {b"name": b"piecepath.bin", b"piece length": PIECE, b"length": size, b"pieces": pieces}
+        info = {b"name": b"piecepath.bin", b"piece length": piece, b"length": size, b"pieces": pieces}
         meta = parse(bencode.encode({b"info": info}))
         pool = gevent.threadpool.ThreadPool(2)
         gib = size / (1 << 30)
