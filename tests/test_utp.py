@@ -328,6 +328,27 @@ def test_the_dht_answers_on_the_sessions_shared_udp_socket(tmp_path):
             other.stop()
 
 
+@pytest.mark.parametrize(("transports", "dht", "bound"), [(("tcp",), False, False), (("tcp",), True, True),
+                                                          (("utp", "tcp"), False, True)])
+def test_the_udp_port_is_bound_only_for_utp_or_the_dht(tmp_path, transports, dht, bound):
+    """``transports`` without uTP and no DHT: no UDP socket on the listen port (nothing would read it)."""
+    from torrentcore import Session
+    from torrentcore.config import SessionConfig
+
+    with Session(SessionConfig(listen_port=0, listen_hosts=(LOCAL,), dht=dht, dht_bootstrap=((LOCAL, 9),),
+                               transports=transports, state_dir=str(tmp_path))) as session:
+        assert (session.utp is not None) is bound
+        probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            if bound:
+                with pytest.raises(OSError):
+                    probe.bind((LOCAL, session.port))
+            else:
+                probe.bind((LOCAL, session.port))  # free: the session holds no UDP socket there
+        finally:
+            probe.close()
+
+
 def test_dialer_prefers_utp_and_falls_back_to_tcp(pair):
     """uTP peer: uTP. TCP-only peer (closed UDP port: ICMP), and TCP peer with a silent UDP port: TCP, the
     latter remembered so its next connection goes to TCP at once. uTP only: a TCP-only peer fails."""

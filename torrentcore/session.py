@@ -259,8 +259,11 @@ class Session:
 
     def _start_utp(self) -> None:
         """Bind UDP sockets on the listen port (the first IPv4 host, and the first IPv6 one if listened on)
-        and start uTP on them; a failure is logged, not fatal. The IPv4 one is shared with the DHT node."""
-        if not self.port:
+        and start uTP on them; a failure is logged, not fatal. The IPv4 one is shared with the DHT node.
+
+        Not with ``transports`` without uTP and no DHT: nothing would use them (a DHT node started later
+        binds its own socket)."""
+        if not self.port or ("utp" not in self.config.transports and not self.config.dht):
             return
         from .utp import Multiplexer
 
