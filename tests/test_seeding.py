@@ -104,17 +104,22 @@ def test_libtorrent_downloads_from_torrentcore_seeder(tmp_path, peers, torrentco
 # --------------------------------------------------------------------------------------------------
 
 
-@needs_aria2
-def test_aria2_downloads_from_torrentcore_seeder_via_opentracker(tmp_path, peers, opentracker, torrentcore):
-    root = make_payload(tmp_path / "seed", TREE, seed=22)
+def seeder_on_tracker(tmp_path, opentracker, torrentcore, spec, piece_length: int, seed: int):
+    """A ``torrentcore seed`` of a new payload, registered with a new opentracker (aria2 learns about the
+    seeder only from the tracker, so it must be registered first). Returns ``(root, torrent_path, seeder)``."""
+    root = make_payload(tmp_path / "seed", spec, seed=seed)
     tracker = opentracker()
     torrent_path = tmp_path / "t.torrent"
-    _, info_hash = make_torrent(root, [tracker.http_url], piece_length=32 * KiB, out=torrent_path)
+    _, info_hash = make_torrent(root, [tracker.http_url], piece_length=piece_length, out=torrent_path)
     tracker.add(info_hash)
-
     seeder = start_seeder(torrentcore, torrent_path, tmp_path / "seed")
-    # aria2 learns about the seeder only from the tracker: the seeder must be registered first.
     assert wait_tracker_count(tracker, info_hash, seeders=1), seeder.describe()
+    return root, torrent_path, seeder
+
+
+@needs_aria2
+def test_aria2_downloads_from_torrentcore_seeder_via_opentracker(tmp_path, peers, opentracker, torrentcore):
+    root, torrent_path, seeder = seeder_on_tracker(tmp_path, opentracker, torrentcore, TREE, 32 * KiB, seed=22)
     leecher = peers.aria2(torrent_path, tmp_path / "leech")
     rc = leecher.wait(timeout=20)
     assert rc == 0, peers.describe() + seeder.describe()
@@ -122,21 +127,14 @@ def test_aria2_downloads_from_torrentcore_seeder_via_opentracker(tmp_path, peers
 
 
 @needs_aria2
-def test_aria2_leecher_sending_bitfields_instead_of_haves_is_served_on_one_connection(
-        tmp_path, peers, opentracker, torrentcore):
+def test_aria2_leecher_sending_bitfields_instead_of_haves_is_never_dropped(tmp_path, peers, opentracker, torrentcore):
     """aria2c announces its new pieces with a whole bitfield once that is no longer than the HAVEs would be (15
     pieces of a 1,024-piece torrent): downloading 256 MiB on loopback it sends dozens a second. The seeder takes
     them as HAVEs and keeps the connection to the end. A flat late-bitfield budget (32, then 2 a second)
     dropped it for flooding half a second in, in every run here with 256 MiB (none with 128 MiB: aria2c sends
     fewer), and each round of ``benchmarks/seed.py`` lost about a second to the reconnection. The deterministic
     form of the same stream: tests/test_wire_fairness.py."""
-    root = make_payload(tmp_path / "seed", 256 * MiB, seed=24)
-    tracker = opentracker()
-    torrent_path = tmp_path / "t.torrent"
-    _, info_hash = make_torrent(root, [tracker.http_url], piece_length=256 * KiB, out=torrent_path)
-    tracker.add(info_hash)
-    seeder = start_seeder(torrentcore, torrent_path, tmp_path / "seed")
-    assert wait_tracker_count(tracker, info_hash, seeders=1), seeder.describe()
+    root, torrent_path, seeder = seeder_on_tracker(tmp_path, opentracker, torrentcore, 256 * MiB, 256 * KiB, seed=24)
     leecher = peers.aria2(torrent_path, tmp_path / "leech", debug_log=False)  # its trace slows it down
     assert leecher.wait(timeout=60) == 0, peers.describe() + seeder.describe()
     assert_same_tree(root, tmp_path / "leech" / "payload", peers.describe())

@@ -27,6 +27,7 @@ import pytest
 from realpeers import LOCALHOST, wait_until
 
 from torrentcore import bencode
+from torrentcore.bitfield import Bitfield
 from torrentcore.peer import budget as bud
 from torrentcore.peer import messages as msg
 from torrentcore.peer import peer as peer_mod
@@ -120,10 +121,10 @@ def test_each_flood_is_dropped_with_its_reason(kind):
 
 
 def _bitfield_of(n: int, indices) -> bytes:
-    bits = bytearray((n + 7) // 8)
+    bits = Bitfield(n)
     for i in indices:
-        bits[i >> 3] |= 0x80 >> (i & 7)
-    return msg.bitfield(bytes(bits))
+        bits.set(i)
+    return msg.bitfield(bits.to_bytes())
 
 
 def _late_bitfields(n: int, step: int) -> bytes:
@@ -145,7 +146,7 @@ def test_late_bitfields_as_aria2c_sends_them_are_taken_however_many():
     peer, ended, consumed, _sock = _run_peer(stream, port=port)
     assert ended == "connection lost: connection closed by peer", ended
     assert consumed == len(stream) and peer.has.complete
-    assert list(port.manager.availability.counts[:3]) == [1, 1, 1] and min(port.manager.availability.counts) == 1
+    assert set(port.manager.availability.counts) == {1}  # every piece counted once, none twice
 
 
 def test_late_bitfields_bringing_one_piece_each_spend_the_budget():
