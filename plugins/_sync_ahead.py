@@ -23,6 +23,8 @@ from collections.abc import Callable
 
 from gevent import monkey
 
+from torrentcore.hookspec import close_fd
+
 #: A file is handed to the background fsync once it is finished (every byte of it written) or once
 #: SYNC_AHEAD_FILE_BYTES were written to it since; a batch starts once the files handed over hold
 #: SYNC_AHEAD_BYTES. Measured with benchmarks/storage_write.py (512 MiB written in random piece order, then
@@ -130,7 +132,7 @@ class SyncAhead:
             try:
                 os.fsync(fd)
             finally:
-                os.close(fd)
+                close_fd(fd)
         except OSError:
             return False
         self._inflight.discard(key)
@@ -155,7 +157,7 @@ class SyncAhead:
                 return
             if fd is not None:
                 try:
-                    os.close(fd)
+                    close_fd(fd)
                 except OSError:
                     pass
 

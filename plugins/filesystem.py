@@ -60,9 +60,9 @@ from torrentcore.hookspec import (
     TorrentConfig,
     UnsafePath,
     UnsafeStateFile,
+    close_fd,
     decode_json,
     hookimpl,
-    open_folder_under,
     read_state,
     remove_state,
     write_atomic,
@@ -70,6 +70,7 @@ from torrentcore.hookspec import (
 
 from . import _resume_record as record_format
 from ._boot import boot_id
+from ._folders import OpenFolders
 from ._resume_record import Record, max_record_bytes, resume_path
 from ._sync_ahead import SyncAhead
 from ._sync_ahead import in_threads as _in_threads
@@ -120,6 +121,7 @@ class FilesystemStorage:
         self._files = [f for f in torrent.files if f.length > 0 or not (f.pad or f.symlink)]
         self._starts = [f.offset for f in self._files]
         self._fds: OrderedDict[int, int] = OrderedDict()  # least recently used first (see OPEN_FILES_BUDGET)
+        self._folders = OpenFolders(self.save_path)  # their folders' descriptors, within the same budget
         _LIVE.add(self)
         self._complete: set[int] = set()
         self._finalized = False
@@ -169,38 +171,49 @@ class FilesystemStorage:
             return None
         self._fds[index] = fd
         limit = max(MIN_OPEN_FILES, OPEN_FILES_BUDGET // max(1, len(_LIVE)))
-        while len(self._fds) > limit:
+        self._folders.trim(max(1, limit // 4))  # files and folders together within the limit
+        while len(self._fds) + len(self._folders) > limit:
             _, old = self._fds.popitem(last=False)
-            os.close(old)
+            close_fd(old)
         return fd
 
     def _open_file(self, f: FileEntry, create: bool) -> int | None:
         """Open ``f`` read-write relative to its folder, never through a link (``None``: it does not exist).
 
-        Its folders are walked (and created, if ``create``) one at a time by :func:`open_folder_under`; the
-        file is opened with ``O_NOFOLLOW`` and must be a regular file.
+        Its folder's descriptor comes from :class:`._folders.OpenFolders` (walked one component at a time by
+        :func:`open_folder_under`, and created if ``create``); the file is opened with ``O_NOFOLLOW`` and
+        must be a regular file. A folder kept from an earlier open where the file is missing is walked again
+        (it may have been moved or deleted since).
         """
         path = self._path(f)
         verb = "write" if create else "read"
-        try:
-            # The folders usually exist (created by an earlier open): walk them without trying a mkdir of
-            # each component first; only a missing one makes the walk again, creating.
-            folder = open_folder_under(self.save_path, f.path[:-1], False)
-            if folder is None and create:
-                folder = open_folder_under(self.save_path, f.path[:-1], True)
-        except UnsafePath as exc:
-            raise StorageError(f"refusing to {verb} {f.relpath}: {exc} (it could lead outside "
-                               f"{self.save_path})") from None
-        except OSError as exc:
-            if not create and exc.errno == errno.ENOENT:
+        for _attempt in range(2):
+            try:
+                folder, kept = self._folders.get(f.path[:-1], create)
+            except UnsafePath as exc:
+                raise StorageError(f"refusing to {verb} {f.relpath}: {exc} (it could lead outside "
+                                   f"{self.save_path})") from None
+            except OSError as exc:
+                if not create and exc.errno == errno.ENOENT:
+                    return None
+                raise StorageError(f"cannot open {path}: {exc.strerror}") from None
+            if folder is None:
                 return None
-            raise StorageError(f"cannot open {path}: {exc.strerror}") from None
-        if folder is None:
-            return None
+            fd = self._open_in(folder, f.path[-1], create, path)
+            if fd is not None or not kept:
+                break
+            self._folders.forget(f.path[:-1])
+        if fd is None and create:
+            raise StorageError(f"cannot create {path}")
+        return fd
+
+    def _open_in(self, folder: int, name: str, create: bool, path: str) -> int | None:
+        """Open the regular file ``name`` of the folder ``folder`` (``None``: it does not exist, or the
+        folder no longer does)."""
         flags = os.O_RDWR | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0)
         try:
             try:
-                st = os.stat(f.path[-1], dir_fd=folder, follow_symlinks=False)
+                st = os.stat(name, dir_fd=folder, follow_symlinks=False)
             except FileNotFoundError:
                 st = None
             if st is not None and stat.S_ISLNK(st.st_mode):
@@ -209,19 +222,15 @@ class FilesystemStorage:
                 raise StorageError(f"refusing to use {path}: it is not a regular file")
             if st is None and not create:
                 return None
-            fd = os.open(f.path[-1], flags | (os.O_CREAT if create else 0), 0o644, dir_fd=folder)
+            fd = os.open(name, flags | (os.O_CREAT if create else 0), 0o644, dir_fd=folder)
         except FileNotFoundError:
-            if create:
-                raise StorageError(f"cannot create {path}") from None
             return None
         except OSError as exc:
             if exc.errno == errno.ELOOP:
                 raise StorageError(f"refusing to follow a symlink at {path}") from None
             raise StorageError(f"cannot open {path}: {exc.strerror}") from None
-        finally:
-            os.close(folder)
         if not stat.S_ISREG(os.fstat(fd).st_mode):  # swapped in between the two calls above
-            os.close(fd)
+            close_fd(fd)
             raise StorageError(f"refusing to use {path}: it is not a regular file")
         return fd
 
@@ -498,9 +507,10 @@ class FilesystemStorage:
         while self._fds:
             _, fd = self._fds.popitem()
             try:
-                os.close(fd)
+                close_fd(fd)
             except OSError:
                 pass
+        self._folders.close()
         if not synced:  # data that may not have reached the disk must not be vouched for
             remove_state(resume_path(self.save_path, self.torrent))
             return
@@ -530,7 +540,7 @@ class FilesystemStorage:
                 try:
                     os.fsync(tmp)
                 finally:
-                    os.close(tmp)
+                    close_fd(tmp)
         except OSError:
             return False
         return True

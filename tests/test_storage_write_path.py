@@ -11,7 +11,7 @@ import threading
 
 from test_storage_filesystem import make_meta
 
-from torrentcore_plugins import _sync_ahead
+from torrentcore_plugins import _folders, _sync_ahead
 from torrentcore_plugins import filesystem as fsmod
 from torrentcore_plugins.filesystem import FilesystemStorage, resume_path
 
@@ -67,10 +67,16 @@ def test_a_tree_of_200_files_written_extent_by_extent_opens_each_file_at_most_tw
         assert (tmp_path / f.relpath).read_bytes() == data
 
 
+def _descriptors(st: FilesystemStorage) -> int:
+    """The descriptors a filesystem storage keeps open: its files and their folders."""
+    return len(st._fds) + len(st._folders)
+
+
 def test_the_storages_of_a_process_share_one_budget_of_open_files(tmp_path, monkeypatch):
     """OPEN_FILES_BUDGET is for every storage of the process together (the session's RESERVED_FDS), each keeping
     an equal share of its least recently used files and at least MIN_OPEN_FILES; a closed storage leaves the
-    budget to the others. The data is written whole however often files are opened again."""
+    budget to the others. The descriptors of their folders (plugins/_folders.py) count in the same share. The
+    data is written whole however often files are opened again."""
     gc.collect()  # storages of other tests that were never closed (a cycle through their SyncAhead) are gone
     monkeypatch.setattr(fsmod, "OPEN_FILES_BUDGET", 12)
     monkeypatch.setattr(fsmod, "MIN_OPEN_FILES", 2)
@@ -84,16 +90,17 @@ def test_the_storages_of_a_process_share_one_budget_of_open_files(tmp_path, monk
     for i in order:
         for k, st in enumerate(stores):
             write_in_order(st, meta, blob, [i])
-            most[k] = max(most[k], len(st._fds))
+            most[k] = max(most[k], _descriptors(st))
     assert most == [6, 6], "two storages: half the budget each"
     stores[1].close()
     write_in_order(stores[0], meta, blob, order)  # the pieces again (the same bytes)
-    assert len(stores[0]._fds) == 12, "alone again: the whole budget"
+    assert _descriptors(stores[0]) == 12, "alone again: the whole budget"
+    assert len(stores[0]._folders) == 1, "one folder (the download folder) in this flat torrent"
     stores[0].close()
     many = [FilesystemStorage(meta, str(folder)) for folder in folders]  # 8 storages: 12 // 8 < 2
     for st in many:
         write_in_order(st, meta, blob, order)
-        assert len(st._fds) == 2
+        assert _descriptors(st) == 2
     for st in many:
         st.close()
     for folder in folders:
@@ -235,3 +242,80 @@ def test_close_helps_a_running_background_batch_to_its_end(tmp_path, monkeypatch
     assert ahead.wait(4)
     assert len(done) == len(paths)
     assert done.count(first_thread[0]) == 1, "the batch's thread synced only the file it was held in"
+
+
+def _tree(k_files: int = 200):
+    """swarm.py's tree: files in 21 folders ``d*/s*``, in path order (as libtorrent, qBittorrent and
+    ``torrentcore create`` list them), so that the files of a folder come one after another."""
+    files = [([b"d%d" % (k % 7), b"s%d" % (k % 3), b"f%03d" % k], os.urandom(3000 + 7 * k)) for k in range(k_files)]
+    return sorted(files, key=lambda f: f[0])
+
+
+def test_folders_are_walked_once_while_their_descriptors_are_kept(tmp_path, monkeypatch):
+    """Opening a file walks its folders (an open and a close per component) only when the storage does not keep
+    that folder's descriptor (plugins/_folders.py): swarm.py's tree of 200 files in 21 folders, written extent
+    by extent, walks far fewer folders than it opens files, and its descriptors stay within the budget."""
+    files = _tree()
+    meta, blob = make_meta(files, piece_length=16384)
+    walks: list[tuple] = []
+    opens: list[str] = []
+    real_walk, real_open_file = _folders.open_folder_under, FilesystemStorage._open_file
+
+    def walk(root, parts, create):
+        walks.append(tuple(parts))
+        return real_walk(root, parts, create)
+
+    def open_file(self, f, create):
+        opens.append(f.relpath)
+        return real_open_file(self, f, create)
+
+    monkeypatch.setattr(_folders, "open_folder_under", walk)
+    monkeypatch.setattr(FilesystemStorage, "_open_file", open_file)
+    st = FilesystemStorage(meta, str(tmp_path))
+    starts = list(range(0, meta.num_pieces, 3))
+    random.Random(5).shuffle(starts)
+    most = 0
+    for s in starts:
+        write_in_order(st, meta, blob, range(s, min(s + 3, meta.num_pieces)))
+        most = max(most, len(st._fds) + len(st._folders))
+    st.close()
+    assert len(opens) >= len(files)
+    assert len(set(walks)) == 21, "each of the 21 folders walked"
+    # Two walks to create each folder (the first finds it missing), a few again once its descriptor was let go;
+    # without kept folders every one of the 212 opens walked (here: 50 walks).
+    assert len(walks) <= 3 * 21, (len(walks), len(opens))
+    assert most <= fsmod.OPEN_FILES_BUDGET
+    assert len(st._folders) == 0, "closed with the storage"
+    for f, (_, data) in zip(meta.files, files):
+        assert (tmp_path / f.relpath).read_bytes() == data
+
+
+def test_a_kept_folder_deleted_and_made_again_by_another_program_is_walked_again(tmp_path, monkeypatch):
+    """A folder whose descriptor the storage keeps, deleted (with its files) and created again behind its back:
+    the next file opened there is looked up in the new folder, for writing and for reading, not reported missing
+    from the deleted one."""
+    monkeypatch.setattr(fsmod, "OPEN_FILES_BUDGET", 4)
+    monkeypatch.setattr(fsmod, "MIN_OPEN_FILES", 4)
+    files = [([b"sub", b"f%d" % k], os.urandom(16384)) for k in range(6)]
+    meta, blob = make_meta(files, piece_length=16384)
+    st = FilesystemStorage(meta, str(tmp_path))
+    write_in_order(st, meta, blob, range(3))  # sub/f0..f2; "sub" kept open
+    assert ("t", "sub") in st._folders._fds
+    for fd in list(st._fds.values()):
+        os.close(fd)
+    st._fds.clear()
+    for k in range(3):
+        (tmp_path / "t" / "sub" / f"f{k}").unlink()
+    (tmp_path / "t" / "sub").rmdir()
+    (tmp_path / "t" / "sub").mkdir()
+    write_in_order(st, meta, blob, range(3, 5))  # sub/f3, f4, in the new folder (not all: no final check)
+    for k in range(3, 5):
+        assert (tmp_path / "t" / "sub" / f"f{k}").read_bytes() == files[k][1]
+    (tmp_path / "t" / "sub" / "f0").write_bytes(files[0][1])  # put back by hand: readable through the storage
+    for fd in list(st._fds.values()):
+        os.close(fd)
+    st._fds.clear()
+    st._folders.close()
+    assert st.read(3, 0, 16384) == files[3][1]
+    assert st.read(0, 0, 16384) == files[0][1]
+    st.close()

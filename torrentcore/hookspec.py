@@ -36,7 +36,7 @@ Everything a plugin needs is importable from this module, so a third-party
 plugin can do anything a default one can. That includes the safe state-file
 helpers of :mod:`torrentcore.statefile` (``state_dir``, ``read_state``,
 ``write_atomic``, ``decode_json``, ``keyed_name``, ``open_folder_under``,
-``remove_state``, ``UnsafeStateFile``, ``UnsafePath``), which the filesystem
+``remove_state``, ``close_fd``, ``UnsafeStateFile``, ``UnsafePath``), which the filesystem
 storage uses for its resume records and folders: never through a link we did
 not create, never blocking on a FIFO.
 """
@@ -57,6 +57,7 @@ from .metainfo import FileEntry, Metainfo
 from .statefile import (
     UnsafePath,
     UnsafeStateFile,
+    close_fd,
     decode_json,
     keyed_name,
     open_folder_under,
@@ -91,6 +92,7 @@ __all__ = [
     "TorrentConfig",
     "UnsafePath",
     "UnsafeStateFile",
+    "close_fd",
     "decode_json",
     "keyed_name",
     "open_folder_under",

@@ -22,6 +22,9 @@ The rules, for every file torrentcore keeps for itself:
 directory descriptors (``mkdir`` then ``open(O_DIRECTORY | O_NOFOLLOW)`` relative
 to the parent), so a symlink planted inside the folder is refused before anything
 is created beyond it.
+
+:func:`close_fd` closes the descriptors of these files and folders (``os.close`` as the standard library
+has it, also under gevent's monkey-patching).
 """
 
 from __future__ import annotations
@@ -34,6 +37,17 @@ import stat
 import tempfile
 from collections.abc import Sequence
 from typing import Any
+
+from gevent import monkey
+
+#: ``os.close`` as the standard library has it, whether or not gevent has patched ``os`` (before or after this
+#: import). gevent (25.8.1 and later) makes ``os.close`` cooperate with descriptors its hub may be watching: it
+#: checks each one first (``fcntl`` and ``fstat``, two more system calls, each handing the GIL over), and on the
+#: event loop's thread it defers the close of anything that is not a regular file (a folder) to the loop's next
+#: turn. The descriptors of data files, folders and state files are never watched: strace of one download of
+#: benchmarks/swarm.py's tree (512 MiB, 200 files, 3 seeders) counted 2,124 ``close`` and 1,955 ``fcntl``
+#: calls, one ``fcntl`` and one ``fstat`` before nearly every close.
+close_fd = monkey.get_original("os", "close")
 
 __all__ = [
     "STATE_DIR_ENV",
@@ -139,7 +153,7 @@ def read_state(path: str, max_bytes: int) -> bytes | None:
     except OSError as exc:
         raise UnsafeStateFile(f"cannot read it: {exc.strerror}") from None
     finally:
-        os.close(fd)
+        close_fd(fd)
 
 
 def decode_json(raw: bytes) -> Any:
@@ -170,7 +184,7 @@ def write_atomic(path: str, data: bytes, mode: int = 0o600, temp_prefix: str | N
                 view = view[os.write(fd, view):]
             os.fsync(fd)
         finally:
-            os.close(fd)
+            close_fd(fd)
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -200,7 +214,7 @@ def fsync_dir(path: str) -> None:
     except OSError:
         pass
     finally:
-        os.close(fd)
+        close_fd(fd)
 
 
 def _what_is(name: str, dir_fd: int) -> str:
@@ -235,15 +249,15 @@ def open_folder_under(root: str, parts: Sequence[str], create: bool) -> int | No
             except FileNotFoundError:
                 if create:
                     raise
-                os.close(fd)
+                close_fd(fd)
                 return None
             except OSError as exc:
                 if exc.errno in (errno.ELOOP, errno.ENOTDIR):  # Linux says ENOTDIR for a link to a folder
                     raise UnsafePath(f"{os.path.join(*walked)} is {_what_is(part, fd)}") from None
                 raise
-            os.close(fd)
+            close_fd(fd)
             fd = child
     except BaseException:
-        os.close(fd)
+        close_fd(fd)
         raise
     return fd
