@@ -86,7 +86,9 @@ log = structlog.get_logger(__name__)
 #: each open walking its folders). Pieces now come in 4 MiB extents (plugins/rarest_first.py), a few files at
 #: a time: benchmarks/storage_write.py, swarm.py's tree (512 MiB, 200 files) in extent order, os.open calls
 #: per piece (folders and files): 0.53 with 256, 0.72 with 64, 0.78 with 32, 0.84 with 16 (in random piece
-#: order 0.53 / 2.95 / 4.16 / 4.82).
+#: order 0.53 / 2.95 / 4.16 / 4.82). The folders' descriptors are kept too (plugins/_folders.py), within the same
+#: share: with 32, 0.62-0.67 instead of 0.79-0.80 (`storage_write.py --extent 16 --rounds 2 --baseline-python`,
+#: the writing thread's CPU the same within the noise: 0.54 against 0.55 s per GiB, gevent not patched there).
 OPEN_FILES_BUDGET = 32
 MIN_OPEN_FILES = 4
 #: The filesystem storages not closed yet (their number divides OPEN_FILES_BUDGET).
