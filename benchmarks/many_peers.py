@@ -61,17 +61,23 @@ def start_seeders(n: int, torrent: bytes, data_dir: str, timeout: float) -> list
     return swarm.start_seeders(n, torrent, data_dir, timeout, aio_threads=1, announce_timeout=30)
 
 
-def connected_peers(log_path: str) -> int:
-    """Distinct peers in torrentcore's ``peer connected`` lines (JSON log)."""
+def connected_peers(log_path: str) -> tuple[int, int | None]:
+    """Distinct peers in torrentcore's ``peer connected`` lines (JSON log), and the bytes of blocks received
+    twice (``wasted`` of its ``download complete`` line; None from a torrentcore that does not log it)."""
     peers = set()
+    wasted = None
     with open(log_path, errors="replace") as f:
         for line in f:
-            if '"peer connected"' in line:
+            if '"peer connected"' in line or '"download complete"' in line:
                 try:
-                    peers.add(json.loads(line).get("peer"))
+                    record = json.loads(line)
                 except ValueError:
-                    pass
-    return len(peers)
+                    continue
+                if record.get("event") == "peer connected":
+                    peers.add(record.get("peer"))
+                elif record.get("event") == "download complete":
+                    wasted = record.get("wasted")
+    return len(peers), wasted
 
 
 def tc_max_peers(n: int) -> int:
@@ -114,7 +120,7 @@ def one_download(client: str, n: int, torrent_path: str, name: str, size: int, w
     shutil.rmtree(out)
     row = {"cpu": res["cpu"], "wall": res["wall"], "rss_mib": res["rss_mib"], "seeders_cpu": res["seeders_cpu"]}
     if client in swarm.TORRENTCORES:
-        row["peers"] = connected_peers(os.path.join(work, f"{client}.log"))
+        row["peers"], row["wasted"] = connected_peers(os.path.join(work, f"{client}.log"))
     return row
 
 
@@ -169,6 +175,8 @@ def main() -> int:
                                            f"{client}-{n}-r{r}")
                         row[f"{client}-{n}"] = res
                         peers = f" peers {res['peers']:3d}" if "peers" in res else ""
+                        if res.get("wasted") is not None:
+                            peers += f" twice {res['wasted'] / MIB:5.1f} MiB"
                         print(f"  round {r} (load {row['load']:.1f}): {client}-{n:<3d} cpu {res['cpu']:6.2f}s "
                               f"wall {res['wall']:6.2f}s ({args.size / 1e6 / res['wall']:4.0f} MB/s){peers} "
                               f"seeders cpu {res['seeders_cpu']:.1f}s", flush=True)

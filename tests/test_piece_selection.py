@@ -102,6 +102,22 @@ def test_endgame_duplicates_and_cancels():
     assert piece is not None and piece.index == 0 and 0 in pm.verifying
 
 
+def test_a_piece_asked_of_two_peers_everywhere_is_skipped_until_a_release():
+    """Endgame: once every requested block of a piece is asked of ENDGAME_DUPLICATES peers, the piece is marked
+    saturated and a third peer gets nothing from it; a release (a peer choked us, left) frees it again."""
+    m = meta(1)
+    pm = PieceManager(m, Bitfield(1), Sequential())
+    for _ in range(3):
+        pm.add_peer_pieces(full(1))
+    a = pm.next_requests("a", full(1), 100)
+    b = pm.next_requests("b", full(1), 100)
+    assert pm.endgame and sorted(b) == sorted(a)
+    assert pm.next_requests("c", full(1), 100) == [], "every block is asked of two peers already"
+    assert pm.partial[0].saturated == pm._endgame_epoch
+    pm.release("a", a)
+    assert sorted(pm.next_requests("c", full(1), 100)) == sorted(a), "a's blocks, released, go to c"
+
+
 def test_failed_piece_is_wanted_again():
     m = meta(1)
     pm = PieceManager(m, Bitfield(1), Sequential())

@@ -142,7 +142,8 @@ class Completion:
         self.completed_at = time.monotonic()
         self._calls.set_state("seeding")
         self._verifier.flush()
-        self._log.info("download complete", seconds=round(self.completed_at - self._started_at, 2))
+        self._log.info("download complete", seconds=round(self.completed_at - self._started_at, 2),
+                       downloaded=self._stats.downloaded, wasted=self._stats.wasted)
         self._reporter.emit("completed", snapshot=self._calls.snapshot())
         self._announcer.announced.clear()
         self._announcer.announce_now.set()

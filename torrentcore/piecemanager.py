@@ -69,7 +69,7 @@ class Piece:
     """A piece being downloaded: its buffer and the state of each block."""
 
     __slots__ = ("index", "size", "buffer", "view", "state", "requesters", "free", "received", "senders",
-                 "first_free")
+                 "first_free", "saturated")
 
     def __init__(self, index: int, size: int, buffer: bytearray | None = None) -> None:
         self.index = index
@@ -87,6 +87,9 @@ class Piece:
         self.first_free = 0
         # block number -> peer that delivered it (for banning liars)
         self.senders: dict[int, Hashable] = {}
+        #: The endgame epoch in which every requested block was found asked of ENDGAME_DUPLICATES peers
+        #: (PieceManager._endgame_requests skips the piece until the epoch moves; -1: not found so).
+        self.saturated = -1
 
     def block_length(self, block: int) -> int:
         """Length of block number ``block``."""
@@ -470,16 +473,34 @@ class PieceManager:
                             return
 
     def _endgame_requests(self, peer: Hashable, has: Bitfield, count: int) -> list[Block]:
+        """Up to ``count`` duplicates for ``peer``: requested blocks of pieces it has, asked of fewer than
+        ENDGAME_DUPLICATES peers and not of it.
+
+        A piece whose every requested block is asked of ENDGAME_DUPLICATES peers is marked ``saturated`` for the
+        epoch and skipped after: within an epoch blocks only gain requesters or arrive (a release, which can free
+        one, moves the epoch). Scanning every requested block again at each call was a third of the event loop's
+        bytecodes in a 128 MiB download from 50 seeders.
+        """
         out: list[Block] = []
+        epoch = self._endgame_epoch
         for piece in self.partial.values():
-            if not has[piece.index]:
+            if piece.saturated == epoch or not has[piece.index]:
                 continue
-            for b, who in piece.requesters.items():
-                if piece.state[b] == REQUESTED and peer not in who and len(who) < ENDGAME_DUPLICATES:
-                    piece.requesters[b] = [*who, peer]  # (a new list: see _take_free)
+            state, requesters = piece.state, piece.requesters
+            open_blocks = False  # a block another peer could still be asked for
+            for b, who in requesters.items():
+                if len(who) < ENDGAME_DUPLICATES and state[b] == REQUESTED:
+                    if peer in who:
+                        open_blocks = True
+                        continue
+                    requesters[b] = [*who, peer]  # (a new list: see _take_free)
                     out.append((piece.index, b * BLOCK_SIZE, piece.block_length(b)))
+                    if len(who) + 1 < ENDGAME_DUPLICATES:
+                        open_blocks = True
                     if len(out) >= count:
                         return out
+            if not open_blocks:
+                piece.saturated = epoch
         return out
 
     def release(self, peer: Hashable, blocks: list[Block]) -> None:

@@ -48,6 +48,11 @@ REFILL_SHARE = 4
 #: asked for 4 more duplicates, 1,871 of them (5.7 % of a 512 MiB download received twice, 1,748 CANCELs).
 #: 64 blocks (1 MiB) keep a fast peer busy while the others' queues drain; a peer that stalls still has all
 #: its blocks asked of the others once they run low. Measured: 4-36 duplicates per 512 MiB instead of 1,871.
+#: A peer whose whole pipeline is shorter (many peers share the cap: 50 seeders get about 40 blocks each) waits
+#: until its refill mark instead (a quarter of its depth, see REFILL_SHARE): with 64 every one of 50 peers was
+#: asking for duplicates from the first moment of endgame, and each ask scanned every requested block
+#: (PieceManager._endgame_requests: 463 scans, a third of the event loop's bytecodes in a 128 MiB download
+#: from 50 seeders, and 1,593 blocks received twice, 19 % of it).
 ENDGAME_QUEUE = 64
 #: _fair_share counts the other peers with requests outstanding again after this many seconds. Counting them
 #: at every call was 2.1 % of the process with 50 peers (py-spy, benchmarks/many_peers.py): at the cap, every
@@ -170,6 +175,9 @@ class RequestPipeline:
         # Top up only once REFILL_SHARE of the pipeline is free (one scan of the picker per batch). _on_piece
         # skips the call above this mark; it is a hint only (a stale mark costs one batch's delay at most).
         batch = max(1, depth // REFILL_SHARE)
+        if manager.endgame and len(outstanding) > batch:
+            self.refill_below = batch  # endgame, a short pipeline: duplicates only at its refill mark
+            return
         self.refill_below = depth - batch
         self.refill_min_free = min(batch, MIN_BATCH)
         room = depth - len(outstanding)
