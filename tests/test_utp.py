@@ -229,6 +229,51 @@ def test_connect_to_a_silent_port_times_out_and_to_a_closed_port_is_refused(pair
         silent.close()
 
 
+class _CountingUDP:
+    """A real UDP socket that counts the reader's ``recvfrom`` calls (everything else goes to the socket)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self.recvfrom_calls = 0
+
+    def recvfrom(self, size: int):
+        self.recvfrom_calls += 1
+        return self._sock.recvfrom(size)
+
+    def __getattr__(self, name: str):
+        return getattr(self._sock, name)
+
+
+def test_an_icmp_error_whose_code_a_send_took_first_is_drained_and_the_reader_waits():
+    # A SYN to a closed port queues an ICMP error on the socket (IP_RECVERR) and sets its pending error; a send
+    # (the ticker's, another connection's) returns that pending error first, so the reader never gets it from
+    # recvfrom, while the error queue keeps the socket "readable" (EPOLLERR). The reader spun a core on it
+    # (seen seeding to aria2c: 1 core busy for seconds with no peer) until the queue was read.
+    udp, live, closed = _udp(), _udp(), _udp()
+    closed_addr = closed.getsockname()
+    closed.close()
+    counting = _CountingUDP(udp)
+    got: list[bytes] = []
+    mux = Multiplexer(counting, fallback=lambda data, addr: got.append(data))
+    try:
+        with gevent.Timeout(20):
+            udp.sendto(pk.build(pk.ST_SYN, 7, 0, 0, 1, 1, 0), closed_addr)
+            gevent.sleep(0.1)  # the ICMP answer arrives (loopback)
+            with pytest.raises(ConnectionRefusedError):  # this send takes the pending error: the state above
+                udp.sendto(b"x", live.getsockname())
+            mux.start()
+            gevent.sleep(0.5)
+            assert counting.recvfrom_calls < 20, f"the reader spun: {counting.recvfrom_calls} reads in 0.5 s"
+            live.sendto(b"d1:y1:qe", udp.getsockname())  # and it still reads what comes next
+            while not got:
+                gevent.sleep(0.01)
+        assert got == [b"d1:y1:qe"] and counting.recvfrom_calls < 40
+    finally:
+        mux.stop()
+        for s in (udp, live):
+            s.close()
+
+
 # --- hostile input ------------------------------------------------------------------------------------
 
 

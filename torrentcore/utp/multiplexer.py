@@ -164,7 +164,11 @@ class Multiplexer:
                         self.stats["internal_errors"] = self.stats.get("internal_errors", 0) + 1
                         log.warning("utp internal error on a datagram", error=repr(exc), exc_info=True)
             except (BlockingIOError, InterruptedError):
-                pass
+                if not handled:
+                    # Woken with nothing to read: an ICMP error whose code a send took first (sendto returns
+                    # the socket's pending error) still sits in the error queue, and keeps the socket readable
+                    # (EPOLLERR) until it is read. Unread, this loop spun a core (seeding to aria2c).
+                    self._drain_errors()
             except OSError as exc:  # an ICMP error reported on the socket (IP_RECVERR); the socket lives on
                 if not self.running:
                     return
