@@ -274,6 +274,27 @@ def test_an_icmp_error_whose_code_a_send_took_first_is_drained_and_the_reader_wa
             s.close()
 
 
+def test_a_send_that_meets_the_icmp_error_of_another_address_is_tried_again():
+    # The pending error of an ICMP answer (a SYN to a closed port) is returned by the next send, whatever its
+    # address: that datagram was not sent. The multiplexer's sender tries it once more.
+    udp, live, closed = _udp(), _udp(), _udp()
+    closed_addr = closed.getsockname()
+    closed.close()
+    live.settimeout(5)
+    mux = Multiplexer(udp)
+    try:
+        send = mux._sender(live.getsockname())
+        udp.sendto(pk.build(pk.ST_SYN, 7, 0, 0, 1, 1, 0), closed_addr)
+        gevent.sleep(0.1)  # the ICMP answer arrives (loopback)
+        send(b"to the live peer")
+        assert live.recvfrom(100)[0] == b"to the live peer"
+        assert mux.stats["dropped_send"] == 0
+    finally:
+        mux.stop()
+        for s in (udp, live):
+            s.close()
+
+
 # --- hostile input ------------------------------------------------------------------------------------
 
 

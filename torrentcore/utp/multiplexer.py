@@ -143,6 +143,14 @@ class Multiplexer:
         def send(data: bytes) -> None:
             try:
                 sendto(data, address)
+            except (ConnectionRefusedError, ConnectionResetError):
+                # The socket's pending error, from an ICMP answer to an earlier datagram to another address
+                # (IP_RECVERR): this datagram was not sent. The error is taken now (the reader finds it in the
+                # error queue), so a second try goes out.
+                try:
+                    sendto(data, address)
+                except OSError:
+                    stats["dropped_send"] += 1
             except OSError:  # buffer full (would block), or the network: counted as a loss, resent later
                 stats["dropped_send"] += 1
         return send
