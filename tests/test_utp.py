@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import random
 import socket
+import sys
 import tracemalloc
 
 import gevent
@@ -244,6 +245,7 @@ class _CountingUDP:
         return getattr(self._sock, name)
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="IP_RECVERR is Linux's")
 def test_an_icmp_error_whose_code_a_send_took_first_is_drained_and_the_reader_waits():
     # A SYN to a closed port queues an ICMP error on the socket (IP_RECVERR) and sets its pending error; a send
     # (the ticker's, another connection's) returns that pending error first, so the reader never gets it from
@@ -274,6 +276,7 @@ def test_an_icmp_error_whose_code_a_send_took_first_is_drained_and_the_reader_wa
             s.close()
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="IP_RECVERR is Linux's")
 def test_a_send_that_meets_the_icmp_error_of_another_address_is_tried_again():
     # The pending error of an ICMP answer (a SYN to a closed port) is returned by the next send, whatever its
     # address: that datagram was not sent. The multiplexer's sender tries it once more.
