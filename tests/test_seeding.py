@@ -338,6 +338,27 @@ def test_choker_reacts_to_interest_at_once():
     assert len(unchoked(ps)) == 3
 
 
+def test_choker_never_has_more_than_slots_plus_one_unchoked_while_slots_change_hands():
+    # The messages leave in the order the choker sends them: an unchoke before the choke it replaces would let
+    # a leecher see slots + 2 peers unchoked for a moment (tests/test_seeding.py's real-leecher test saw 3 of 1 + 1).
+    ps = [FakePeer(f"p{n}", down=1000.0 * n) for n in range(7)]
+    most = 0
+
+    def counting(peer: FakePeer) -> None:
+        nonlocal most
+        FakePeer.unchoke(peer)
+        most = max(most, len(unchoked(ps)))
+
+    for p in ps:
+        p.unchoke = lambda p=p: counting(p)
+    choker, _ = make_choker(ps, slots=2, seed=3)
+    for n in range(24):  # the optimistic slot changes hands every round, regular slots when rates change
+        ps[n % 7].down.rate = 10_000.0 * ((n * 5) % 7)
+        choker.rechoke(now=1000.0 + OPTIMISTIC_INTERVAL * n)
+        assert len(unchoked(ps)) == 3
+    assert choker.rotations >= 20 and most == 3
+
+
 def test_choker_sends_no_redundant_messages():
     ps = [FakePeer(f"p{n}", down=float(n)) for n in range(3)]
     choker, _ = make_choker(ps, slots=4)
@@ -369,17 +390,26 @@ def test_more_leechers_than_slots_all_complete(tmp_path, peers, torrentcore):
     most_unchoked = 0
     waited = 0  # samples in which an interested, connected leecher was choked by the seeder
 
-    def sample() -> bool:
-        nonlocal most_unchoked, waited
-        states = []
-        for leecher in leechers:
+    def choke_states() -> dict[int, bool]:
+        """Leecher number -> whether the seeder chokes it, for the leechers still interested in it."""
+        states = {}
+        for n, leecher in enumerate(leechers):
             if leecher.handle.status().is_seeding:
                 continue
             for p in leecher.handle.get_peer_info():
                 if p.ip[1] == port and p.flags & lt.peer_info.interesting:
-                    states.append(bool(p.flags & lt.peer_info.remote_choked))
-        most_unchoked = max(most_unchoked, states.count(False))
-        waited += states.count(True) > 0 and len(states) == 3
+                    states[n] = bool(p.flags & lt.peer_info.remote_choked)
+        return states
+
+    def sample() -> bool:
+        nonlocal most_unchoked, waited
+        # The leechers are read one after the other: a slot that changes hands between two reads shows both
+        # its old and its new holder unchoked. Two reads in a row, and a leecher counts as unchoked only if
+        # unchoked in both: a real excess lasts, a hand-over seen mid-way does not.
+        first, second = choke_states(), choke_states()
+        unchoked_both = [n for n in second if not second[n] and first.get(n) is False]
+        most_unchoked = max(most_unchoked, len(unchoked_both))
+        waited += list(second.values()).count(True) > 0 and len(second) == 3
         return all(leecher.handle.status().is_seeding for leecher in leechers)
 
     assert wait_until(sample, 25, interval=0.02), peers.describe() + seeder.describe()

@@ -140,13 +140,16 @@ class Choker:
         keep = set(map(id, regular))
         if self.optimistic is not None:
             keep.add(id(self.optimistic))
+        # Chokes go out before unchokes: a slot changing hands is never held by both peers at once (their
+        # messages leave in this order), so no more than slots + 1 peers are unchoked at any moment.
+        for p in peers:
+            if id(p) not in keep:
+                if not p.am_choking:
+                    waiting[id(p)] = now
+                p.choke()
         for p in peers:
             if id(p) in keep:
                 self._unchoke(p, now)
                 waiting[id(p)] = now  # its wait starts again once it is choked
-            else:
-                if not p.am_choking:
-                    waiting[id(p)] = now
-                p.choke()
         self._waiting = waiting
         self._turn = {k: v for k, v in self._turn.items() if k in waiting}
