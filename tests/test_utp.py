@@ -549,3 +549,26 @@ def test_utp_over_ipv6_in_a_session(tmp_path):
             sock = a.dialer.connect(("::1", b.port), 10)
             assert isinstance(sock, UTPSocket) and sock.getpeername() == ("::1", b.port)
             sock.close()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="IPV6_RECVERR is Linux's")
+def test_a_syn_to_a_closed_ipv6_port_is_refused_at_once():
+    """As over IPv4 (IP_RECVERR), the ICMPv6 port-unreachable answering a SYN ends the connect with
+    ConnectionRefusedError (IPV6_RECVERR), not after the connect timeout."""
+    from torrentcore.listener import ipv6_available
+
+    if not ipv6_available():
+        pytest.skip("no IPv6 on this host")
+    udp, closed = (socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) for _ in range(2))
+    for s in (udp, closed):
+        s.bind(("::1", 0))
+    closed_addr = closed.getsockname()[:2]
+    closed.close()
+    mux = Multiplexer(udp).start()
+    try:
+        with gevent.Timeout(20), pytest.raises(ConnectionRefusedError):
+            mux.connect(closed_addr, timeout=15)
+        assert not mux.conns
+    finally:
+        mux.stop()
+        udp.close()

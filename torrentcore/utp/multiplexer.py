@@ -45,8 +45,9 @@ MAX_DATAGRAM = 65535
 #: to BATCH packets late). 64 MiB from uTP-only libtorrent on loopback took 3.0-6.6 s with 4, 16, 64 or
 #: one ack per batch alike (this machine's noise is larger than the difference); 16 bounds the burst.
 ACK_EVERY = 16
-#: Linux's IP_RECVERR (the socket module does not name it).
+#: Linux's IP_RECVERR and IPV6_RECVERR (the socket module names neither).
 IP_RECVERR = 11
+IPV6_RECVERR = 25
 #: Datagrams handled in one batch before acks are sent and other greenlets run.
 BATCH = 256
 
@@ -87,8 +88,12 @@ class Multiplexer:
             except OSError:
                 pass
         if sys.platform.startswith("linux"):  # learn of ICMP port-unreachable: a SYN to a port without uTP
-            try:                                # then fails at once instead of timing out
-                sock.setsockopt(gevent.socket.IPPROTO_IP, IP_RECVERR, 1)
+            v6 = sock.family == gevent.socket.AF_INET6  # then fails at once instead of timing out
+            try:
+                if v6:
+                    sock.setsockopt(gevent.socket.IPPROTO_IPV6, IPV6_RECVERR, 1)
+                else:
+                    sock.setsockopt(gevent.socket.IPPROTO_IP, IP_RECVERR, 1)
             except OSError:
                 pass
         sock.settimeout(0.0)
