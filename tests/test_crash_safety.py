@@ -72,6 +72,10 @@ def test_repeated_sigkill_then_restart_ends_byte_identical(tmp_path, peers, torr
         if code == 0:
             break  # it finished between the look above and the kill
         assert code == -signal.SIGKILL, run.describe()
+        if run.events("download complete"):
+            # Killed on its way out, after every piece was verified (its record of the whole download may be
+            # written already: seen in a CI run): nothing was left to interrupt, as above.
+            break
         kills += 1
         assert not run.events("resume record trusted"), run.describe()  # a kill leaves no record behind
         assert not resume_record(torrentcore.state_dir, out, meta).exists(), attempt
