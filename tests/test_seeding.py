@@ -340,7 +340,7 @@ def test_choker_reacts_to_interest_at_once():
 
 def test_choker_never_has_more_than_slots_plus_one_unchoked_while_slots_change_hands():
     # The messages leave in the order the choker sends them: an unchoke before the choke it replaces would let
-    # a leecher see slots + 2 peers unchoked for a moment (tests/test_seeding.py's real-leecher test saw 3 of 1 + 1).
+    # a leecher see slots + 2 peers unchoked for a moment (the real-leecher test below once saw 3 of 1 + 1).
     ps = [FakePeer(f"p{n}", down=1000.0 * n) for n in range(7)]
     most = 0
 

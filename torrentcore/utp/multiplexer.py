@@ -88,12 +88,10 @@ class Multiplexer:
             except OSError:
                 pass
         if sys.platform.startswith("linux"):  # learn of ICMP port-unreachable: a SYN to a port without uTP
-            v6 = sock.family == gevent.socket.AF_INET6  # then fails at once instead of timing out
+            level, option = ((gevent.socket.IPPROTO_IPV6, IPV6_RECVERR)  # then fails at once, not timing out
+                             if sock.family == gevent.socket.AF_INET6 else (gevent.socket.IPPROTO_IP, IP_RECVERR))
             try:
-                if v6:
-                    sock.setsockopt(gevent.socket.IPPROTO_IPV6, IPV6_RECVERR, 1)
-                else:
-                    sock.setsockopt(gevent.socket.IPPROTO_IP, IP_RECVERR, 1)
+                sock.setsockopt(level, option, 1)
             except OSError:
                 pass
         sock.settimeout(0.0)
