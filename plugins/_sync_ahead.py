@@ -11,6 +11,11 @@ the resume record vouches for a file as on the disk only once it was ``fsync``-e
 write before the ``fsync`` started (:meth:`SyncAhead.not_synced` lists the others; a failure in the background
 makes :meth:`SyncAhead.wait` and :attr:`SyncAhead.failed` say so, and then no record is written).
 
+Where the resume record can name the boot (``plugins/_boot.py``), nothing waits for these ``fsync`` calls, so
+each hand-over first *settles* (:func:`settle_seconds`): a file is ``fsync``-ed only once the kernel has had the
+time to write its pages by itself, and the ``fsync`` then finds nothing left to write. The download no longer
+pays for the writeback, as libtorrent's and aria2c's never do (they never ``fsync``).
+
 :func:`in_threads` runs blocking calls in several OS threads at once (ext4 commits concurrent fsyncs
 together).
 """
@@ -18,6 +23,7 @@ together).
 from __future__ import annotations
 
 import os
+import time
 from collections import deque
 from collections.abc import Callable
 
@@ -42,6 +48,36 @@ SYNC_AHEAD_FILE_BYTES = 4 << 20
 #: workers: swarm.py tree, 1 seeder, summed time peers waited for a verify slot (2 runs each, load 7): the
 #: code before 0.42/0.45 s, batches in 8 threads 0.50/0.43 s, in 1 thread 0.25/0.24 s.
 
+#: Settling (see the module docstring): a hand-over is fsync-ed once this many seconds have passed beyond the
+#: kernel's own writeback of dirty pages (``vm.dirty_expire_centisecs`` after their first change, checked every
+#: ``vm.dirty_writeback_centisecs``). Measured (200 files of 2.5 MiB written, then each fsync-ed; 2-core VM,
+#: ext4 on virtio): at once 0.059 s of CPU and 0.45 s of wall time, 40 s later 0.003 s and 0.015 s. In
+#: swarm.py downloads of the 200-file tree, the same code with no fsync during the download was 1.11-1.13x as
+#: fast at 0.92-0.95x the CPU (1 and 3 seeders, 4 and 6 rounds, 2026-12-03); with the 1 GiB file 0.93-1.08x.
+SETTLE_MARGIN = 5.0
+#: The most seconds a hand-over settles: a kernel told to keep dirty pages longer writes them later than this,
+#: and the fsync then writes them itself, as it did before settling.
+SETTLE_MOST = 120.0
+#: Where the kernel's writeback settings are read (Linux).
+DIRTY_EXPIRE_PATH = "/proc/sys/vm/dirty_expire_centisecs"
+DIRTY_WRITEBACK_PATH = "/proc/sys/vm/dirty_writeback_centisecs"
+
+
+def settle_seconds() -> float:
+    """How long a hand-over waits before its ``fsync``: the kernel's expiry of dirty pages plus one period of its
+    writeback thread, plus :data:`SETTLE_MARGIN`, at most :data:`SETTLE_MOST`. 0 (fsync at once, as before) where
+    the settings cannot be read or the periodic writeback is off (``dirty_writeback_centisecs`` 0)."""
+    try:
+        with open(DIRTY_EXPIRE_PATH, encoding="ascii") as f:
+            expire = int(f.read(32).strip())
+        with open(DIRTY_WRITEBACK_PATH, encoding="ascii") as f:
+            period = int(f.read(32).strip())
+    except (OSError, ValueError):
+        return 0.0
+    if expire < 0 or period <= 0:
+        return 0.0
+    return min((expire + period) / 100 + SETTLE_MARGIN, SETTLE_MOST)
+
 
 class SyncAhead:
     """Background ``fsync`` of finished files (and of big files every :data:`SYNC_AHEAD_FILE_BYTES`), in batches.
@@ -51,12 +87,22 @@ class SyncAhead:
     pairs for them, descriptors this object now owns (duplicates: it closes them) or ``None`` with
     ``open_fd(key)`` opening the file again. Called by one thread at a time (the storage's callers hold its
     lock); a batch runs in OS threads of its own, one batch at a time.
+
+    With ``settle`` > 0 a hand-over joins the next batch only ``settle`` seconds later (by ``clock``), seen at the
+    first :meth:`note` after that; :meth:`settled_finished` gives the finished files whose time has come
+    meanwhile (at close, when no write comes any more).
     """
 
-    def __init__(self, open_fd: Callable[[object], int]) -> None:
+    def __init__(self, open_fd: Callable[[object], int], settle: float = 0.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self._open_fd = open_fd
+        self._settle = settle
+        self._clock = clock
         self._pending: dict[object, int] = {}  # bytes written to each file since it was last handed over
+        #: Hand-overs settling, oldest first: (when they may be fsync-ed, file, bytes, finished).
+        self._settling: deque[tuple[float, object, int, bool]] = deque()
         self._ready: set[object] = set()  # files handed over for the next batch
+        self._ready_finished: set[object] = set()  # ...of them, those settled as finished files
         self._ready_bytes = 0
         self._busy = None  # the running batch's lock (held until it ends), or None
         self._queue: deque = deque()  # the running batch's files not taken by a thread yet
@@ -69,15 +115,43 @@ class SyncAhead:
         pending = self._pending.get(key, 0) + nbytes
         if finished or pending >= SYNC_AHEAD_FILE_BYTES:
             self._pending.pop(key, None)
-            self._ready.add(key)
-            self._ready_bytes += pending
+            if self._settle > 0:
+                self._settling.append((self._clock() + self._settle, key, pending, finished))
+            else:
+                self._ready.add(key)
+                self._ready_bytes += pending
         else:
             self._pending[key] = pending
+        if self._settling:
+            self._take_settled()
         if self._ready_bytes < SYNC_AHEAD_BYTES:
             return False
         if self._busy is not None and not self._busy.locked():
             self._busy = None  # the last batch ended
         return self._busy is None
+
+    def _take_settled(self) -> list:
+        """Move the hand-overs whose settling time has come into the next batch; return their files."""
+        now = self._clock()
+        settling = self._settling
+        taken = []
+        while settling and settling[0][0] <= now:
+            _when, key, nbytes, finished = settling.popleft()
+            self._ready.add(key)
+            self._ready_bytes += nbytes
+            if finished:
+                self._ready_finished.add(key)
+            taken.append(key)
+        return taken
+
+    def settled_finished(self) -> list:
+        """At close: the finished files whose settling time has come and that no batch took yet (their fsync
+        finds nothing left to write), taken from the next batch; the caller fsyncs them itself."""
+        self._take_settled()
+        finished = self._ready_finished & self._ready
+        self._ready -= finished
+        self._ready_finished.clear()
+        return sorted(finished)
 
     def ready(self) -> list:
         """The files handed over for the next batch, in order."""
@@ -87,6 +161,7 @@ class SyncAhead:
         """fsync these files (those of :meth:`ready`) in the background; the caller forgets them as unsynced
         (:meth:`wait` says whether their fsync went well)."""
         self._ready.clear()
+        self._ready_finished.clear()
         self._ready_bytes = 0
         if not items:
             return

@@ -18,7 +18,9 @@
   folder>.resume``), never beside the user's data, and is written on close
   (:func:`torrentcore.statefile.write_atomic`; its form: :mod:`._resume_record`). Files are ``fsync``-ed during the
   download by :mod:`._sync_ahead`, each once it is finished. Close waits for no
-  ``fsync`` where the system names its boot (:mod:`._boot`): the record names the boot
+  ``fsync`` where the system names its boot (:mod:`._boot`); there each file's ``fsync`` also
+  waits until the kernel has written it by itself (about 40 s: :func:`._sync_ahead.settle_seconds`), and
+  close ``fsync``-s the finished files that have settled. The record names the boot
   and lists the files not known to be on the disk yet; in the same boot the page cache
   holds their data, after a new boot their claimed pieces are hashed first and the bad
   ones dropped. Elsewhere close ``fsync``-s the rest before it writes the record. It is
@@ -72,7 +74,7 @@ from . import _resume_record as record_format
 from ._boot import boot_id
 from ._folders import OpenFolders
 from ._resume_record import Record, max_record_bytes, resume_path
-from ._sync_ahead import SyncAhead
+from ._sync_ahead import SyncAhead, settle_seconds
 from ._sync_ahead import in_threads as _in_threads
 from ._write_size import WriteSize
 
@@ -134,7 +136,9 @@ class FilesystemStorage:
         # checked. A file that no longer looks like this was changed by someone else.
         self._seen: dict[int, tuple[int, int, int]] = {}
         self._unsynced: set[int] = set()  # files written since the last fsync (started)
-        self._sync_ahead = SyncAhead(self._open_for_sync)  # fsyncs during the download
+        # fsyncs during the download; where the record names the boot nothing waits for them, so each settles
+        # first (see _sync_ahead.settle_seconds)
+        self._sync_ahead = SyncAhead(self._open_for_sync, settle=settle_seconds() if boot_id() is not None else 0.0)
         self._write_size = WriteSize()  # bytes per pwrite, from what the writes cost (see _write_size)
         self._written: dict[int, int] = {}  # bytes written to each file (to know when it is finished)
         self._changed: str | None = None  # what changed behind our back, if anything
@@ -503,7 +507,7 @@ class FilesystemStorage:
             # The kernel writes the rest within about 30 s; waiting for it here was most of the time between
             # "download complete" and exit (benchmarks/swarm.py's tree: 0.2-0.9 s, libtorrent's whole tail 0.13 s).
             self._sync_ahead.abandon()
-            synced = not self._sync_ahead.failed
+            synced = self._sync_settled() and not self._sync_ahead.failed
             not_durable = self._unsynced | self._sync_ahead.not_synced()
         _LIVE.discard(self)
         while self._fds:
@@ -530,6 +534,16 @@ class FilesystemStorage:
         ok = all(_in_threads(self._sync_file, sorted(self._unsynced), SYNC_THREADS))
         self._unsynced.clear()
         return ok
+
+    def _sync_settled(self) -> bool:
+        """At a close that waits for no disk: ``fsync`` the finished files that have settled (the kernel wrote
+        their pages meanwhile, so this is quick), so that the record vouches for them; False if one failed."""
+        files = [i for i in self._sync_ahead.settled_finished() if i in self._unsynced]
+        ok = _in_threads(self._sync_file, files, SYNC_THREADS)
+        for i, good in zip(files, ok):
+            if good:
+                self._unsynced.discard(i)
+        return all(ok)
 
     def _sync_file(self, i: int) -> bool:
         """``fsync`` file ``i`` (in a thread of its own: see :func:`_in_threads`); False if that failed."""

@@ -130,6 +130,7 @@ def _fsyncs(monkeypatch, fail_first: set[int] | None = None):
 def test_finished_files_are_fsynced_during_the_download_and_once(tmp_path, monkeypatch):
     """Once the files handed over hold SYNC_AHEAD_BYTES, they are fsync'ed in other threads before close; close
     then syncs only the rest, and the record is written."""
+    monkeypatch.setattr(fsmod, "settle_seconds", lambda: 0.0)  # fsync at once (settling: test_sync_settle.py)
     monkeypatch.setattr(_sync_ahead, "SYNC_AHEAD_BYTES", 64 << 10)
     monkeypatch.setattr(_sync_ahead, "SYNC_AHEAD_FILE_BYTES", 1 << 30)  # only finished files
     files = [([b"f%02d" % k], os.urandom(20000 + k)) for k in range(24)]
@@ -168,6 +169,7 @@ def test_a_big_file_is_fsynced_every_so_many_bytes_and_a_rewrite_is_synced_again
 def test_a_failed_fsync_during_the_download_means_no_record(tmp_path, monkeypatch):
     """The file whose background fsync failed is not synced again at close (it was handed over), so only
     remembering the failure keeps the record from vouching for data that may not be on disk."""
+    monkeypatch.setattr(fsmod, "settle_seconds", lambda: 0.0)  # fsync at once (settling: test_sync_settle.py)
     monkeypatch.setattr(_sync_ahead, "SYNC_AHEAD_BYTES", 64 << 10)
     monkeypatch.setattr(_sync_ahead, "SYNC_AHEAD_FILE_BYTES", 1 << 30)
     files = [([b"f%02d" % k], os.urandom(20000 + k)) for k in range(12)]

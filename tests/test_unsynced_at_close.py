@@ -75,6 +75,7 @@ def test_close_waits_for_no_fsync_and_the_same_boot_trusts_the_record(tmp_path, 
 def test_after_a_new_boot_the_unsynced_files_are_hashed_and_lost_pieces_dropped(tmp_path, monkeypatch):
     """f0 is synced in the background during the download, f1 is not: after a new boot only f1's pieces are
     hashed, and its piece whose bytes did not survive is no longer claimed."""
+    monkeypatch.setattr(fsmod, "settle_seconds", lambda: 0.0)  # fsync at once (settling: test_sync_settle.py)
     monkeypatch.setattr(_sync_ahead, "SYNC_AHEAD_BYTES", 1)
     monkeypatch.setattr(_sync_ahead, "SYNC_AHEAD_FILE_BYTES", 1 << 30)
     _boot_is(monkeypatch, "boot-a")
@@ -146,12 +147,18 @@ def test_a_record_with_a_malformed_unsynced_list_is_ignored(tmp_path, monkeypatc
 
 
 def test_a_failed_background_fsync_means_no_record_even_without_waiting(tmp_path, monkeypatch):
+    monkeypatch.setattr(fsmod, "settle_seconds", lambda: 0.0)  # fsync at once (settling: test_sync_settle.py)
     monkeypatch.setattr(_sync_ahead, "SYNC_AHEAD_BYTES", 1)
     _boot_is(monkeypatch, "boot-a")
     meta, blob = make_meta([([b"f%d" % k], os.urandom(20000)) for k in range(3)])
+    real = os.fsync
+    failed: list[int] = []
 
-    def failing(fd):
-        raise OSError(5, "Input/output error")
+    def failing(fd):  # the data files' fsyncs fail; the record's own (in the state folder) would succeed
+        if os.readlink(f"/proc/self/fd/{fd}").startswith(str(tmp_path)):
+            failed.append(fd)
+            raise OSError(5, "Input/output error")
+        real(fd)
 
     monkeypatch.setattr(_sync_ahead.os, "fsync", failing)
     st = FilesystemStorage(meta, str(tmp_path))
@@ -160,4 +167,5 @@ def test_a_failed_background_fsync_means_no_record_even_without_waiting(tmp_path
         st.mark_complete(i)
         st._sync_ahead.wait()
     st.close()
+    assert failed, "the background batch fsync-ed a data file during the download"
     assert not os.path.exists(resume_path(str(tmp_path), meta)), "an fsync failed: no record"
