@@ -52,8 +52,9 @@ SYNC_AHEAD_FILE_BYTES = 4 << 20
 #: kernel's own writeback of dirty pages (``vm.dirty_expire_centisecs`` after their first change, checked every
 #: ``vm.dirty_writeback_centisecs``). Measured (200 files of 2.5 MiB written, then each fsync-ed; 2-core VM,
 #: ext4 on virtio): at once 0.059 s of CPU and 0.45 s of wall time, 40 s later 0.003 s and 0.015 s. In
-#: swarm.py downloads of the 200-file tree, the same code with no fsync during the download was 1.11-1.13x as
-#: fast at 0.92-0.95x the CPU (1 and 3 seeders, 4 and 6 rounds, 2026-12-03); with the 1 GiB file 0.93-1.08x.
+#: swarm.py downloads of the 200-file tree against the code before, in the same rounds (1 and 3 seeders, 4-8
+#: rounds, 2026-12-03): with no fsync during the download 1.11-1.13x as fast, with settling 0.88-1.11x (median
+#: 1.03; one 4-round run moves by ±13 %), CPU 0.92-1.04x (median 0.94); the 1 GiB file 0.93-1.20x.
 SETTLE_MARGIN = 5.0
 #: The most seconds a hand-over settles: a kernel told to keep dirty pages longer writes them later than this,
 #: and the fsync then writes them itself, as it did before settling.
@@ -130,19 +131,16 @@ class SyncAhead:
             self._busy = None  # the last batch ended
         return self._busy is None
 
-    def _take_settled(self) -> list:
-        """Move the hand-overs whose settling time has come into the next batch; return their files."""
+    def _take_settled(self) -> None:
+        """Move the hand-overs whose settling time has come into the next batch."""
         now = self._clock()
         settling = self._settling
-        taken = []
         while settling and settling[0][0] <= now:
             _when, key, nbytes, finished = settling.popleft()
             self._ready.add(key)
             self._ready_bytes += nbytes
             if finished:
                 self._ready_finished.add(key)
-            taken.append(key)
-        return taken
 
     def settled_finished(self) -> list:
         """At close: the finished files whose settling time has come and that no batch took yet (their fsync
