@@ -8,6 +8,7 @@ import json
 import os
 
 from test_storage_filesystem import make_meta
+from test_unsynced_at_close import _data_fsyncs
 
 from torrentcore_plugins import _sync_ahead
 from torrentcore_plugins import filesystem as fsmod
@@ -24,19 +25,8 @@ class Clock:
         return self.now
 
 
-def _data_fsyncs(monkeypatch, folder) -> list[str]:
-    """Record the names of the data files (under ``folder``) fsync'ed from now on, in order."""
-    seen: list[str] = []
-    real = os.fsync
-
-    def fsync(fd):
-        path = os.readlink(f"/proc/self/fd/{fd}")
-        if path.startswith(str(folder)):
-            seen.append(os.path.basename(path))
-        real(fd)
-
-    monkeypatch.setattr(_sync_ahead.os, "fsync", fsync)
-    return seen
+def _names(paths: list[str]) -> list[str]:
+    return sorted(os.path.basename(p) for p in paths)
 
 
 def test_settle_seconds_follow_the_kernels_writeback_settings(tmp_path, monkeypatch):
@@ -126,10 +116,10 @@ def test_files_settled_during_the_download_are_synced_in_the_background_once(tmp
     clock.now += 40
     _write(st, meta, blob, [4])  # f2 half: this write finds f0 and f1 settled
     st._sync_ahead.wait()
-    assert sorted(synced) == ["f0", "f1"]
+    assert _names(synced) == ["f0", "f1"]
     _write(st, meta, blob, range(5, meta.num_pieces))
     st.close()
-    assert sorted(synced) == ["f0", "f1"], "f2 and f3 have not settled: close waits for no fsync"
+    assert _names(synced) == ["f0", "f1"], "f2 and f3 have not settled: close waits for no fsync"
     with open(resume_path(str(tmp_path), meta)) as f:
         assert json.load(f)["unsynced"] == [2, 3]
 
@@ -146,7 +136,7 @@ def test_close_syncs_the_finished_files_that_settled_since_the_last_write(tmp_pa
     assert synced == []
     clock.now += 3600
     st.close()
-    assert sorted(synced) == ["f0", "f1", "f2"]
+    assert _names(synced) == ["f0", "f1", "f2"]
     with open(resume_path(str(tmp_path), meta)) as f:
         assert json.load(f)["unsynced"] == []
     assert FilesystemStorage(meta, str(tmp_path)).completed_pieces() == set(range(meta.num_pieces))
