@@ -13,8 +13,9 @@ makes :meth:`SyncAhead.wait` and :attr:`SyncAhead.failed` say so, and then no re
 
 Where the resume record can name the boot (``plugins/_boot.py``), nothing waits for these ``fsync`` calls, so
 each hand-over first *settles* (:func:`settle_seconds`): a file is ``fsync``-ed only once the kernel has had the
-time to write its pages by itself, and the ``fsync`` then finds nothing left to write. The download no longer
-pays for the writeback, as libtorrent's and aria2c's never do (they never ``fsync``).
+time to write its pages by itself, and the ``fsync`` then finds nothing left to write. A download shorter than
+that pays nothing for the writeback, as libtorrent's and aria2c's never do (they never ``fsync``); a longer one
+still does for a big file being written, whose ``fsync`` also covers its pages written since.
 
 :func:`in_threads` runs blocking calls in several OS threads at once (ext4 commits concurrent fsyncs
 together).
@@ -103,7 +104,7 @@ class SyncAhead:
         #: Hand-overs settling, oldest first: (when they may be fsync-ed, file, bytes, finished).
         self._settling: deque[tuple[float, object, int, bool]] = deque()
         self._ready: set[object] = set()  # files handed over for the next batch
-        self._ready_finished: set[object] = set()  # ...of them, those settled as finished files
+        self._ready_finished: set[object] = set()  # ...of them, those settled as finished files (a subset)
         self._ready_bytes = 0
         self._busy = None  # the running batch's lock (held until it ends), or None
         self._queue: deque = deque()  # the running batch's files not taken by a thread yet
@@ -146,9 +147,8 @@ class SyncAhead:
         """At close: the finished files whose settling time has come and that no batch took yet (their fsync
         finds nothing left to write), taken from the next batch; the caller fsyncs them itself."""
         self._take_settled()
-        finished = self._ready_finished & self._ready
+        finished, self._ready_finished = self._ready_finished, set()
         self._ready -= finished
-        self._ready_finished.clear()
         return sorted(finished)
 
     def ready(self) -> list:
