@@ -174,13 +174,22 @@ class Metainfo:
             return []
         return [f for f in self.files if f.root and f.length > self.piece_length and f.root not in self.piece_layers]
 
-    def piece_ok(self, index: int, data) -> bool:
+    def piece_ok(self, index: int, data, *, sha1: Any = None, hashed: int = 0) -> bool:
         """Whether ``data`` is piece ``index``: its SHA-1 (v1, hybrid) and its Merkle hash (v2, hybrid).
+
+        ``sha1`` (v1 torrents only): a SHA-1 object already fed ``data[:hashed]``, as a download feeds it while the
+        blocks arrive; only the rest of ``data`` is hashed here.
 
         A hybrid's piece must pass both; the bytes of a piece past its file's end (pad) must be zeros
         for v2. A v2-only piece whose layer is missing does not pass (see :meth:`missing_layers`); a
         hybrid's passes on its SHA-1 alone until the layer is fetched.
         """
+        if sha1 is not None:
+            if self.info_hash_v2 is not None:
+                raise ValueError("piece_ok: a SHA-1 fed beforehand is for v1 torrents only")
+            if hashed < len(data):
+                sha1.update(memoryview(data)[hashed:])
+            return sha1.digest() == self.piece_hash(index)
         if self.pieces and hashlib.sha1(data).digest() != self.piece_hash(index):
             return False
         if self.info_hash_v2 is None:

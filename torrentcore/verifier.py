@@ -367,7 +367,7 @@ class Verifier:
                     stored = self._hash_and_store(piece)
                     verdict = stored if stored is not False or not self._stopping() else None
                 else:
-                    verdict = self.meta.piece_ok(piece.index, piece.buffer)  # stored on the loop
+                    verdict = self._matches(piece)  # stored on the loop
             except BaseException as exc:  # noqa: BLE001 - carried to the loop, which makes it fatal
                 verdict = exc
             self._verdicts.append((piece, on_verdict, verdict))
@@ -408,6 +408,11 @@ class Verifier:
             return exc
         return True
 
+    def _matches(self, piece: Piece) -> bool:
+        """Whether a downloaded piece matches its hash; its SHA-1 may already be fed with its first bytes
+        (:attr:`Piece.sha1 <torrentcore.piecemanager.Piece.sha1>`)."""
+        return self.meta.piece_ok(piece.index, piece.buffer, sha1=piece.sha1, hashed=piece.hashed)
+
     def _hash_and_store(self, piece: Piece) -> bool | StorageError:
         """In a worker thread: hash the piece and only if it matches write it and mark it complete.
 
@@ -415,7 +420,7 @@ class Verifier:
         when it ran there) then overlaps with receiving. False: the hash did not match, or the torrent is
         stopping (nothing written). A StorageError is returned, not raised.
         """
-        if not self.meta.piece_ok(piece.index, piece.buffer):
+        if not self._matches(piece):
             return False
         with self.disk_lock:
             if self.storage_closed or self._stopping():
