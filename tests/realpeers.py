@@ -480,6 +480,12 @@ class LibtorrentPeer:
 
         if not wait_until(_done, max(0.0, deadline - time.monotonic())) or failed:
             return False
+        return self.flush(max(1.0, deadline - time.monotonic()), handle)
+
+    def flush(self, timeout: float = 10.0, handle: lt.torrent_handle | None = None) -> bool:
+        """Write the torrent's queued blocks to disk (``flush_cache()``) and wait (bounded) for its
+        ``cache_flushed_alert``: a piece libtorrent reports as had may still be only in its write queue."""
+        h = self._h(handle)
         before = self._alert_count("cache_flushed_alert", h)
         h.flush_cache()
 
@@ -487,7 +493,7 @@ class LibtorrentPeer:
             self.poll()
             return self._alert_count("cache_flushed_alert", h) > before
 
-        return wait_until(_flushed, max(1.0, deadline - time.monotonic()), interval=0.02)
+        return wait_until(_flushed, timeout, interval=0.02)
 
     def wait_peers(
         self, count: int = 1, timeout: float = 10.0, handle: lt.torrent_handle | None = None

@@ -48,14 +48,14 @@ SPARE_BUFFERS = 16
 #: (zeroed, so every page faulted in) cost 1.4 % of a 200-file download's samples (py-spy, swarm.py tree).
 SPARE_BUFFER_BYTES = 8 * 1024 * 1024
 #: A v1 piece's SHA-1 is fed on the event loop, HASH_RUN bytes at a time, with the blocks that arrived in order
-#: (and at its last block with the rest), while those bytes are still in this core's cache: the worker thread
-#: that hashed the whole piece later, on the other core, got 1.05 GB/s out of SHA-1 here, against 1.9 GB/s
-#: for bytes just written by the same core (openssl speed: 1.93). Each feed releases the GIL (hashlib does for
-#: 2 KiB or more), so the workers run meanwhile. Measured (swarm.py tree, 3 seeders, 12 alternating runs,
-#: wall and user CPU s per 512 MiB, medians): whole pieces in the worker 1.33 / 1.00; the loop feeding 16 KiB
-#: at a time, in chunks under 2 KiB so as not to release the GIL per block, 1.31 / 0.88 (the loop's per-block
-#: path 6.2 -> 17.2 us, benchmarks/blockpath.py); runs of 32 KiB 1.34 / 0.90, 64 KiB 1.25 / 0.90, 128 KiB
-#: 1.23 / 0.87.
+#: (and at its last block with the rest), while those bytes are still in this core's cache. The worker thread
+#: that hashed whole pieces, on the other core and a few ms later, got 1.05 GB/s out of SHA-1 here (perf: a
+#: third of the process's CPU); the same code gets 1.9-2.0 GB/s from bytes the same core just wrote (openssl
+#: speed: 1.93). Each feed releases the GIL (hashlib does for 2 KiB or more), so the workers run meanwhile.
+#: Measured (benchmarks/swarm.py, against the code hashing whole pieces in the workers, 8 rounds each): CPU
+#: 0.92-0.97x (user 1.97 -> 1.75 s/GiB on the tree, sys +0.05-0.17), wall 0.94-1.03x (the loop is now busy
+#: ~94 % of a download, against 77 % and 15 % waiting for data). Runs of 16 KiB in chunks under 2 KiB (no GIL
+#: release) made the loop the bottleneck, 128 and 256 KiB were the same as 64 within the noise (0.94-1.06).
 HASH_RUN = 64 * 1024
 #: The first pieces of each urgent window (those a read waits for, or soon will) whose requested blocks may
 #: be asked of a second peer once the whole window is requested (at most ENDGAME_DUPLICATES peers per block,
