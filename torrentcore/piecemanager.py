@@ -53,7 +53,7 @@ SPARE_BUFFER_BYTES = 8 * 1024 * 1024
 #: third of the process's CPU); the same code gets 1.9-2.0 GB/s from bytes the same core just wrote (openssl
 #: speed: 1.93). Each feed releases the GIL (hashlib does for 2 KiB or more), so the workers run meanwhile.
 #: Measured (benchmarks/swarm.py, against the code hashing whole pieces in the workers, 8 rounds each): CPU
-#: 0.92-0.97x (user 1.97 -> 1.75 s/GiB on the tree, sys +0.05-0.17), wall 0.94-1.03x (the loop is now busy
+#: 0.92-0.97x (user 1.98 -> 1.73-1.77 s/GiB on the tree, sys +0.02-0.17), wall 0.94-1.03x (the loop is now busy
 #: ~94 % of a download, against 77 % and 15 % waiting for data). Runs of 16 KiB in chunks under 2 KiB (no GIL
 #: release) made the loop the bottleneck, 128 and 256 KiB were the same as 64 within the noise (0.94-1.06).
 HASH_RUN = 64 * 1024
