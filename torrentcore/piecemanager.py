@@ -588,23 +588,18 @@ class PieceManager:
         view = piece.view
         if view is None:  # one view per piece: a copy into it needs no temporary (a bytearray's slice does)
             view = piece.view = memoryview(piece.buffer)
-        if state[b] != REQUESTED or piece.received + 1 == len(state):
-            # Not the usual block (requested, not the piece's last): a duplicate, a free block, or the last one.
-            if state[b] == RECEIVED:
-                return None
-            view[begin:end] = data
-            if begin == piece.contiguous:
-                piece.contiguous = end
-                if piece.sha1 is not None and (end == piece.size or end - piece.hashed >= HASH_RUN):
-                    piece.sha1.update(view[piece.hashed : end])
-                    piece.hashed = end
-            return self._record(piece, b, peer)
+        # The usual block: requested, not the piece's last. Otherwise a duplicate, a free block, or the last one.
+        usual = state[b] == REQUESTED and piece.received + 1 != len(state)
+        if not usual and state[b] == RECEIVED:
+            return None
         view[begin:end] = data
         if begin == piece.contiguous:  # in order: feed the piece's SHA-1 now and then (see HASH_RUN)
             piece.contiguous = end
-            if end - piece.hashed >= HASH_RUN and piece.sha1 is not None:
+            if piece.sha1 is not None and (end - piece.hashed >= HASH_RUN or end == piece.size):
                 piece.sha1.update(view[piece.hashed : end])
                 piece.hashed = end
+        if not usual:
+            return self._record(piece, b, peer)
         # What _record does, inline for the usual block.
         state[b] = RECEIVED
         piece.received += 1
