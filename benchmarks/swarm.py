@@ -109,7 +109,8 @@ def parse_size(text: str) -> int:
 
 class Result(dict):
     """One download: ``wall`` and ``done`` seconds, ``cpu`` seconds (``user`` + ``sys``), ``rss_mib``,
-    ``seeders_cpu``."""
+    ``seeders_cpu``; for torrentcore ``storage_stalled``, the seconds its peers waited for a free slot in the
+    queue of pieces to hash and write (its "download complete" line; None for other clients)."""
 
 
 def _vm_hwm_kib(pid: int) -> int:
@@ -267,11 +268,14 @@ def download(client: str, torrent_path: str, out: str, work: str, timeout: float
     if code != 0:
         raise RuntimeError(f"{name} exited with {code} (log kept: {_keep(log_path)}): {_tail(log_path)}")
     text = _tail(log_path, 1 << 20)
+    stalled = None
     if client in TORRENTCORES:
         for line in text.splitlines():
             if '"download complete"' in line:
-                stamp_text = json.loads(line)["timestamp"].replace("Z", "+00:00")
+                entry = json.loads(line)
+                stamp_text = entry["timestamp"].replace("Z", "+00:00")
                 done_at = datetime.datetime.fromisoformat(stamp_text).timestamp()
+                stalled = entry.get("storage_stalled")  # (an older torrentcore does not log it)
     elif client == "aria2c":
         if os.path.exists(stamp):
             with open(stamp) as f:
@@ -289,6 +293,7 @@ def download(client: str, torrent_path: str, out: str, work: str, timeout: float
         rss_mib=round(hwm / 1024, 1),
         seeders_cpu=round(self_after.ru_utime + self_after.ru_stime - self_before.ru_utime - self_before.ru_stime,
                           3),
+        storage_stalled=stalled,
     )
 
 
@@ -367,6 +372,8 @@ def run_swarm(case: str, size: int, piece_length: int, files: int, seeder_counts
                             shutil.copyfile(os.path.join(work, f"{who}.log"),
                                             os.path.join(args.keep_logs, f"{case}-s{n}-r{r}-{who}.log"))
                         done = f", done {res['done']:.2f}s" if res["done"] else ""
+                        if res["storage_stalled"] is not None:
+                            done += f", storage stalled {res['storage_stalled']:.2f}s"
                         log(args, f"  {case} seeders={n} round {r}: {who:20s} {res['wall']:6.2f}s "
                                   f"({size / 1e6 / res['wall']:5.0f} MB/s{done}) cpu {res['cpu']:5.2f}s "
                                   f"(sys {res['sys']:4.2f}) "
@@ -399,6 +406,9 @@ def summarize(case, size, piece_length, files, num_pieces, seeders, clients, row
             "peak_rss_mib": max(x["rss_mib"] for x in res),
             "median_seeders_cpu_s": statistics.median(x["seeders_cpu"] for x in res),
         }
+        stalls = [x["storage_stalled"] for x in res if x.get("storage_stalled") is not None]
+        if stalls:
+            per_client[who]["median_storage_stalled_s"] = statistics.median(stalls)
     ordered = [c for c in RATIO_ORDER if c in clients]
     ratios, cpu = {}, {}
     for i, first in enumerate(ordered):

@@ -77,6 +77,9 @@ class TorrentStatus:
     save_path: str
     error: str | None = None
     exit_code: int | None = None
+    #: Seconds (this session) during which peers waited because complete pieces were queued for their hash
+    #: check and write faster than the storage took them: the disk, not the network, was the limit then.
+    storage_stalled: float = 0.0
 
     @property
     def complete(self) -> bool:
@@ -244,7 +247,8 @@ class TorrentHandle:
             total_bytes=s.total_bytes, wanted_bytes=wanted, have_bytes=s.have_bytes, pieces_done=s.pieces_done,
             num_pieces=s.num_pieces, download_rate=s.download_rate, upload_rate=s.upload_rate,
             downloaded=s.downloaded, uploaded=s.uploaded, peers=s.peers, seeds=s.seeds, eta=s.eta,
-            save_path=self.save_path, error=t.error, exit_code=t.exit_code if self.finished else None)
+            save_path=self.save_path, error=t.error, exit_code=t.exit_code if self.finished else None,
+            storage_stalled=t.verifier.stalled_seconds)
 
     # --- acting ---------------------------------------------------------------------------------
 

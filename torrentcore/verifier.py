@@ -23,11 +23,11 @@ from typing import TYPE_CHECKING, Any
 
 import gevent
 import gevent.event
-import gevent.lock
 import structlog
 from gevent import monkey
 
 from .errors import StorageError
+from .verify_slots import VerifySlots
 
 if TYPE_CHECKING:  # pragma: no cover
     from .bitfield import Bitfield
@@ -124,11 +124,9 @@ class Verifier:
         self.storage_closed = False
         self.checked = 0
         self.threaded = bool(getattr(storage, "thread_safe_writes", False))
-        self._in_flight = 0
-        self._idle = gevent.event.Event()
-        self._idle.set()
-        slots = verify_slots(meta.piece_length)
-        self._slots = gevent.lock.Semaphore(slots)
+        #: The slots of the queue of complete pieces (:mod:`torrentcore.verify_slots`: waits are counted as stalls).
+        self.slots = VerifySlots(verify_slots(meta.piece_length))
+        slots = self.slots.count
         #: Verdicts a worker holds before it posts them (see VERDICT_BATCH_BYTES).
         self._verdict_batch = max(1, min(slots // 4, VERDICT_BATCH_BYTES // max(1, meta.piece_length)))
         # Batched hand-over (see the module docstring): pieces to check, verdicts to deliver, and whether a
@@ -268,22 +266,28 @@ class Verifier:
     # --- downloaded pieces ---------------------------------------------------------------------------
 
     def acquire_slot(self) -> None:
-        """Wait while :data:`VERIFY_QUEUE_BYTES` of pieces are queued for hashing."""
-        self._slots.acquire()
-        self._in_flight += 1
-        self._idle.clear()
+        """Wait while :func:`verify_slots` pieces are queued for their hash check and write (a stall of the
+        download, counted and timed by :attr:`slots`)."""
+        self.slots.acquire()
 
     def release_slot(self) -> None:
         """A queued piece was hashed and its verdict handled (stored and counted, or refused)."""
-        self._slots.release()
-        self._in_flight -= 1
-        if not self._in_flight:
-            self._idle.set()
+        self.slots.release()
+
+    @property
+    def stalls(self) -> int:
+        """Times a peer waited for a slot (:attr:`VerifySlots.stalls`)."""
+        return self.slots.stalls
+
+    @property
+    def stalled_seconds(self) -> float:
+        """Seconds during which peers waited for a slot (:attr:`VerifySlots.stalled_seconds`)."""
+        return self.slots.stalled_seconds
 
     def wait_idle(self, timeout: float) -> bool:
         """Wait (bounded) until no piece is being hashed or stored: at shutdown, so that the summary counts
         every piece the storage recorded. False on timeout."""
-        return self._idle.wait(timeout)
+        return self.slots.wait_idle(timeout)
 
     def submit(self, piece: Piece, on_verdict: Callable[[Piece, Any], None]) -> None:
         """Queue a complete piece (its slot taken with :meth:`acquire_slot`) for hash-then-store.
