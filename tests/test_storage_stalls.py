@@ -11,6 +11,7 @@ import textwrap
 import time
 
 import gevent
+import pytest
 from realpeers import (
     assert_same_tree,
     make_payload,
@@ -40,8 +41,8 @@ def test_free_slots_are_no_stall():
     verifier.acquire_slot()
     verifier.submit(None, None)
     verifier.acquire_slot()
-    assert verifier.stalls == 0
-    assert verifier.stalled_seconds == 0.0
+    assert verifier.slots.stalls == 0
+    assert verifier.slots.stalled_seconds == 0.0
 
 
 def test_waits_for_a_slot_are_counted_and_timed_once_however_many_peers_wait():
@@ -57,20 +58,21 @@ def test_waits_for_a_slot_are_counted_and_timed_once_however_many_peers_wait():
     began = time.monotonic()
     readers = [gevent.spawn(reader, "a"), gevent.spawn(reader, "b")]
     gevent.sleep(0.01)
-    assert 0 < verifier.stalled_seconds  # a stall still going on counts up to now
+    assert 0 < verifier.slots.stalled_seconds  # a stall still going on counts up to now
     gevent.joinall(readers, timeout=10)
     wall = time.monotonic() - began
     assert len(handed) == 6
     # 6 pieces, 2 slots free at first; both readers waited at once at first (a slot freed while one waits may
     # go to the other reader before the waiter runs, so 3 or 4 waits in all).
-    assert 2 <= verifier.stalls <= 4
+    assert 2 <= verifier.slots.stalls <= 4
     # Both readers waited nearly all the time: summed, their waits would be about twice the wall time.
-    assert 0 < verifier.stalled_seconds <= wall
+    assert 0 < verifier.slots.stalled_seconds <= wall
 
 
-def test_a_download_to_a_slow_disk_reports_its_storage_stalls(tmp_path, peers, torrentcore, monkeypatch):
-    """A real libtorrent seeder and a storage whose writes take 0.3 s each: the queue of 4 pieces of 4 MiB
-    (VERIFY_QUEUE_BYTES) fills, and the download says it waited for its disk; the bytes are intact."""
+@pytest.fixture
+def slow_disk(tmp_path, peers, monkeypatch):
+    """32 MiB in 4 MiB pieces (4 verify slots) on a libtorrent seeder, and the ``slow-filesystem`` storage of
+    ``tests/tc_slow_storage.py`` (0.3 s per write) importable by a torrentcore process: (root, torrent, seeder)."""
     root = make_payload(tmp_path / "seed", 32 * MiB, seed=61, name="big.bin")
     torrent = tmp_path / "t.torrent"
     make_torrent(root, [], piece_length=4 * MiB, out=torrent)
@@ -79,6 +81,13 @@ def test_a_download_to_a_slow_disk_reports_its_storage_stalls(tmp_path, peers, t
     tests = os.path.dirname(os.path.abspath(__file__))
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [tests, os.environ.get("PYTHONPATH")])))
     monkeypatch.setenv("TC_WRITE_DELAY", "0.3")
+    return root, torrent, seeder
+
+
+def test_a_download_to_a_slow_disk_reports_its_storage_stalls(tmp_path, slow_disk, peers, torrentcore):
+    """A real libtorrent seeder and a storage whose writes take 0.3 s each: the queue of 4 pieces of 4 MiB
+    (VERIFY_QUEUE_BYTES) fills, and the download says it waited for its disk; the bytes are intact."""
+    root, torrent, seeder = slow_disk
     out = tmp_path / "out"
     run = torrentcore.run(torrent, out, "--plugin", "tc_slow_storage", "--storage", "slow-filesystem",
                           peers=[seeder.endpoint])
@@ -89,16 +98,9 @@ def test_a_download_to_a_slow_disk_reports_its_storage_stalls(tmp_path, peers, t
     assert done["storage_stalled"] > 0, done
 
 
-def test_the_api_status_reports_the_stalls_of_a_slow_disk(tmp_path, peers, monkeypatch):
+def test_the_api_status_reports_the_stalls_of_a_slow_disk(tmp_path, slow_disk):
     """``TorrentHandle.status().storage_stalled``, through the public API (a script in its own process)."""
-    root = make_payload(tmp_path / "seed", 32 * MiB, seed=62, name="big.bin")
-    torrent = tmp_path / "t.torrent"
-    make_torrent(root, [], piece_length=4 * MiB, out=torrent)
-    seeder = peers.libtorrent("seeder")
-    seeder.add_torrent(torrent, tmp_path / "seed", seed=True)
-    tests = os.path.dirname(os.path.abspath(__file__))
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [tests, os.environ.get("PYTHONPATH")])))
-    monkeypatch.setenv("TC_WRITE_DELAY", "0.3")
+    root, torrent, seeder = slow_disk
     out = tmp_path / "out"
     code = textwrap.dedent(f"""
         import json, time

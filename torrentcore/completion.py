@@ -144,7 +144,8 @@ class Completion:
         self._verifier.flush()
         self._log.info("download complete", seconds=round(self.completed_at - self._started_at, 2),
                        downloaded=self._stats.downloaded, wasted=self._stats.wasted,
-                       storage_stalled=round(self._verifier.stalled_seconds, 2), storage_stalls=self._verifier.stalls)
+                       storage_stalled=round(self._verifier.slots.stalled_seconds, 2),
+                       storage_stalls=self._verifier.slots.stalls)
         self._reporter.emit("completed", snapshot=self._calls.snapshot())
         self._announcer.announced.clear()
         self._announcer.announce_now.set()

@@ -248,7 +248,7 @@ class TorrentHandle:
             num_pieces=s.num_pieces, download_rate=s.download_rate, upload_rate=s.upload_rate,
             downloaded=s.downloaded, uploaded=s.uploaded, peers=s.peers, seeds=s.seeds, eta=s.eta,
             save_path=self.save_path, error=t.error, exit_code=t.exit_code if self.finished else None,
-            storage_stalled=t.verifier.stalled_seconds)
+            storage_stalled=t.verifier.slots.stalled_seconds)
 
     # --- acting ---------------------------------------------------------------------------------
 

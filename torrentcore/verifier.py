@@ -274,16 +274,6 @@ class Verifier:
         """A queued piece was hashed and its verdict handled (stored and counted, or refused)."""
         self.slots.release()
 
-    @property
-    def stalls(self) -> int:
-        """Times a peer waited for a slot (:attr:`VerifySlots.stalls`)."""
-        return self.slots.stalls
-
-    @property
-    def stalled_seconds(self) -> float:
-        """Seconds during which peers waited for a slot (:attr:`VerifySlots.stalled_seconds`)."""
-        return self.slots.stalled_seconds
-
     def wait_idle(self, timeout: float) -> bool:
         """Wait (bounded) until no piece is being hashed or stored: at shutdown, so that the summary counts
         every piece the storage recorded. False on timeout."""
