@@ -173,6 +173,7 @@ def test_the_torrent_counts_each_batch_of_blocks_once_and_before_a_piece_is_hand
         conn.feed(stream)
         reason = p.run()
     finally:
+        conn.close()  # (its grown read buffer leaves the process-wide count: tests/test_framing.py checks it)
         theirs.close()
         ours.close()
     assert reason.startswith("protocol error: block we did not request"), reason
