@@ -49,3 +49,16 @@ def tree_spec(total: int, files: int, seed: int = 7) -> dict[str, int]:
     sizes = [max(1, int(w * scale)) for w in weights]
     sizes[-1] += total - sum(sizes)
     return {f"d{i % 7}/s{i % 3}/file{i:03d}.bin": n for i, n in enumerate(sizes)}
+
+
+def median_interval(values: list[float], resamples: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """A 95 % bootstrap interval of the median of ``values`` (per-round ratios): resampled with replacement
+    ``resamples`` times, a fixed seed so that a run's report is reproducible from its rounds. Wide with few
+    rounds (three rounds can only show their own spread): it says how far a median of this many rounds moves."""
+    import statistics
+
+    if not values:
+        raise ValueError("median_interval of no values")
+    rng = random.Random(seed)
+    medians = sorted(statistics.median(rng.choices(values, k=len(values))) for _ in range(resamples))
+    return medians[int(0.025 * resamples)], medians[int(0.975 * resamples) - 1]

@@ -45,7 +45,9 @@ the time until the download was complete on disk (aria2: its ``--on-bt-download-
 torrentcore: its ``download complete`` log line; libtorrent: after ``flush_cache``), CPU seconds
 (user+sys, ``os.wait4``) and peak RSS (``VmHWM``) of the process, and the CPU the seeders spent meanwhile.
 The summary gives medians and the speed ratio of every client against every other (``A/B``: B's wall
-time over A's, so above 1 means A is faster), each the median of the per-round ratios; with a baseline
+time over A's, so above 1 means A is faster), each the median of the per-round ratios with its 95 % bootstrap
+interval (how far a median of this many rounds moves: with ``--clients torrentcore,torrentcore-baseline`` and
+20-odd rounds it resolves a change of a few per cent, with 3 rounds only ~10 %); with a baseline
 also a before/after table: torrentcore-baseline/X next to torrentcore/X for X = aria2c and libtorrent
 (the change must not make these worse). Machines here are shared: read the ratios.
 """
@@ -70,7 +72,7 @@ sys.path.insert(0, os.path.join(HERE, os.pardir, "tests"))
 
 import libtorrent as lt  # noqa: E402
 import realpeers as rp  # noqa: E402
-from common import aria2_done_hook, private_state_dir, tree_spec, write_json  # noqa: E402
+from common import aria2_done_hook, median_interval, private_state_dir, tree_spec, write_json  # noqa: E402
 from opentracker_fixture import OpenTracker  # noqa: E402
 
 CLIENTS = ("torrentcore", "torrentcore-baseline", "aria2c", "libtorrent")
@@ -410,11 +412,13 @@ def summarize(case, size, piece_length, files, num_pieces, seeders, clients, row
         if stalls:
             per_client[who]["median_storage_stalled_s"] = statistics.median(stalls)
     ordered = [c for c in RATIO_ORDER if c in clients]
-    ratios, cpu = {}, {}
+    ratios, cpu, intervals = {}, {}, {}
     for i, first in enumerate(ordered):
         for other in ordered[i + 1:]:
-            ratios.update(speed_ratios(rows, first, other))
-            cpu[f"{first}/{other}"] = round(statistics.median(row[first]["cpu"] / row[other]["cpu"] for row in rows), 3)
+            ratios.update(speed_ratios(rows, first, other, intervals))
+            cpu_ratios = [row[first]["cpu"] / row[other]["cpu"] for row in rows]
+            cpu[f"{first}/{other}"] = round(statistics.median(cpu_ratios), 3)
+            intervals[f"cpu {first}/{other}"] = [round(x, 3) for x in median_interval(cpu_ratios)]
     before_after = {}
     if "torrentcore" in clients and "torrentcore-baseline" in clients:
         for ref in (c for c in ordered if c not in TORRENTCORES):
@@ -424,17 +428,30 @@ def summarize(case, size, piece_length, files, num_pieces, seeders, clients, row
                     before_after[f"vs {ref}{kind}"] = {"before": old, "after": new, "after/before": round(new / old, 3)}
     return {"case": case, "size": size, "piece_length": piece_length, "files": files, "pieces": num_pieces,
             "seeders": seeders, "rounds": rows, "clients": per_client, "speed_ratios": ratios,
-            "cpu_ratios": cpu, "before_after": before_after}
+            "cpu_ratios": cpu, "ratio_intervals": intervals, "before_after": before_after}
 
 
-def speed_ratios(rows: list[dict], first: str, other: str) -> dict[str, float]:
+def speed_ratios(rows: list[dict], first: str, other: str,
+                 intervals: dict[str, list[float]] | None = None) -> dict[str, float]:
     """``first/other`` (``other``'s wall time over ``first``'s: above 1, ``first`` is faster) and the same
-    for the time to complete, each the median of the per-round ratios."""
-    out = {f"{first}/{other}": round(statistics.median(row[other]["wall"] / row[first]["wall"] for row in rows), 3)}
+    for the time to complete, each the median of the per-round ratios; with ``intervals``, each median's 95 %
+    bootstrap interval is added there under the same key (:func:`common.median_interval`)."""
+    walls = [row[other]["wall"] / row[first]["wall"] for row in rows]
+    out = {f"{first}/{other}": round(statistics.median(walls), 3)}
     dones = [row[other]["done"] / row[first]["done"] for row in rows if row[other]["done"] and row[first]["done"]]
     if dones:
         out[f"{first}/{other} (done)"] = round(statistics.median(dones), 3)
+    if intervals is not None:
+        intervals[f"{first}/{other}"] = [round(x, 3) for x in median_interval(walls)]
+        if dones:
+            intervals[f"{first}/{other} (done)"] = [round(x, 3) for x in median_interval(dones)]
     return out
+
+
+def _with_interval(key: str, value: float, intervals: dict[str, list[float]]) -> str:
+    """``key = 1.04 (0.99-1.06)``: a ratio and its 95 % bootstrap interval, when known."""
+    low_high = intervals.get(key)
+    return f"{key} = {value:.2f}" + (f" ({low_high[0]:.2f}-{low_high[1]:.2f})" if low_high else "")
 
 
 def print_summary(s: dict, args: argparse.Namespace) -> None:
@@ -449,10 +466,12 @@ def print_summary(s: dict, args: argparse.Namespace) -> None:
         print(f"| {who} | {c['median_mb_s']:.0f} | {done} | {c['median_cpu_s']:.2f} | {c['cpu_s_per_gib']:.2f} "
               f"({c['user_s_per_gib']:.2f} + {c['sys_s_per_gib']:.2f}) | {c['peak_rss_mib']:.0f} "
               f"| {c['median_seeders_cpu_s']:.2f} |")
-    print("speed ratios (median of per-round ratios; A/B > 1: A is faster): "
-          + ", ".join(f"{k} = {v:.2f}" for k, v in s["speed_ratios"].items()), flush=True)
-    print("CPU ratios (median of per-round ratios; A/B > 1: A used more CPU): "
-          + ", ".join(f"{k} = {v:.2f}" for k, v in s["cpu_ratios"].items()), flush=True)
+    iv = s.get("ratio_intervals", {})
+    print("speed ratios (median of per-round ratios, its 95 % bootstrap interval; A/B > 1: A is faster): "
+          + ", ".join(_with_interval(k, v, iv) for k, v in s["speed_ratios"].items()), flush=True)
+    cpu_iv = {k.removeprefix("cpu "): v for k, v in iv.items() if k.startswith("cpu ")}
+    print("CPU ratios (median of per-round ratios, its 95 % bootstrap interval; A/B > 1: A used more CPU): "
+          + ", ".join(_with_interval(k, v, cpu_iv) for k, v in s["cpu_ratios"].items()), flush=True)
     if s["before_after"]:
         print("\nbefore/after (speed ratio of torrentcore-baseline and of torrentcore against each client; "
               "after/before >= 1: no worse)")

@@ -132,6 +132,7 @@ def test_a_fast_peer_waits_while_pieces_queue_for_their_hash_check():
 
     class _Meta:
         piece_length = VERIFY_QUEUE_BYTES // 2
+        pieces, info_hash_v2 = b"", None
 
     verifier = Verifier(_Meta(), object(), None, None, lambda: False, lambda i: None)  # room for 2 pieces
     verifier.submit = lambda piece, on_verdict: gevent.spawn_later(0.05, verifier.release_slot)  # a slow check
@@ -166,8 +167,26 @@ def test_swarm_benchmark_runs_end_to_end(tmp_path):
         stats = summary["clients"][client]
         assert stats["median_mb_s"] > 0 and stats["median_cpu_s"] > 0 and stats["peak_rss_mib"] > 0
     assert "torrentcore/libtorrent" in summary["speed_ratios"]
+    low, high = summary["ratio_intervals"]["torrentcore/libtorrent"]
+    assert low <= summary["speed_ratios"]["torrentcore/libtorrent"] <= high  # one round: the ratio itself
     assert "| torrentcore |" in proc.stdout
     assert not [p for p in os.listdir(tmp_path) if p.startswith("swarm-")]  # the work folder is gone
+
+
+def test_median_interval_brackets_the_median_and_narrows_with_more_rounds():
+    sys.path.insert(0, BENCH)
+    try:
+        from common import median_interval
+    finally:
+        sys.path.remove(BENCH)
+    assert median_interval([1.0, 1.0, 1.0]) == (1.0, 1.0)
+    few = [0.9, 1.0, 1.1]
+    many = few * 10
+    assert median_interval(few) == median_interval(few), "a fixed seed: the same report from the same rounds"
+    assert median_interval(few)[0] <= 1.0 <= median_interval(few)[1]
+    assert median_interval(many)[1] - median_interval(many)[0] < median_interval(few)[1] - median_interval(few)[0]
+    with pytest.raises(ValueError):
+        median_interval([])
 
 
 def test_picker_benchmark_runs():

@@ -29,6 +29,7 @@ MiB = 1024 * 1024
 def _verifier_with_two_slots(release_after: float) -> Verifier:
     class _Meta:
         piece_length = VERIFY_QUEUE_BYTES // 2
+        pieces, info_hash_v2 = b"", None
 
     verifier = Verifier(_Meta(), object(), None, None, lambda: False, lambda i: None)  # room for 2 pieces
     # A slow hash-and-write: each slot comes back release_after seconds after its piece was handed over.

@@ -77,6 +77,12 @@ def _others(asked: Sequence[Hashable], peer: Hashable) -> list[Hashable]:
     return [p for p in asked if p != peer]
 
 
+def hashes_on_arrival(torrent: Metainfo) -> bool:
+    """Whether the pieces' hashes are fed on the event loop as the blocks arrive (v1 torrents: SHA-1, see
+    HASH_RUN): the verifier's workers then only finish them and write. v2 and hybrid pieces are hashed whole there."""
+    return bool(torrent.pieces) and torrent.info_hash_v2 is None
+
+
 class Piece:
     """A piece being downloaded: its buffer and the state of each block."""
 
@@ -193,7 +199,7 @@ class PieceManager:
         self._missing = self._unstarted
         self._spare: list[bytearray] = []
         #: v1 only: each piece's SHA-1 is fed as its blocks arrive (see Piece.sha1).
-        self._hash_on_arrival = bool(torrent.pieces) and torrent.info_hash_v2 is None
+        self._hash_on_arrival = hashes_on_arrival(torrent)
         self._spare_max = max(SPARE_BUFFERS, SPARE_BUFFER_BYTES // max(1, torrent.piece_length))
         # Urgent windows by owner (a reader), each in its own order; ``urgent`` is all of them merged.
         self._urgent_windows: dict[Hashable, list[int]] = {}

@@ -27,6 +27,7 @@ import structlog
 from gevent import monkey
 
 from .errors import StorageError
+from .piecemanager import hashes_on_arrival
 from .verify_slots import VerifySlots
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -53,9 +54,19 @@ VERIFY_QUEUE_BATCHES = 4
 #: task and greenlet per piece 2.6-3.0 and 4.2-4.4 s; batched 1.8-2.3 and 3.0-3.4 s.
 VERIFY_BATCH_BYTES = 1 << 20
 VERIFY_BATCH_WAIT = 0.002
-#: Worker tasks draining one torrent's queue at most (a second starts while two batches wait): hashing then
-#: uses both cores, and on a busy machine two threads get their share of the CPU (one alone fell behind).
+#: Worker tasks draining one torrent's queue at most (a second starts while two batches wait) when the workers
+#: hash whole pieces (v2 and hybrid torrents): hashing then uses both cores, and on a busy machine two threads
+#: get their share of the CPU (one alone fell behind).
 VERIFY_WORKERS = 2
+#: ...and when the event loop fed each piece's hash as its blocks arrived (v1: :func:`~torrentcore.piecemanager.
+#: hashes_on_arrival`): the workers then finish the few hashes of pieces whose blocks came out of order and write,
+#: one at a time (``disk_lock``), so a second worker mostly waited for the lock, and every wake-up and GIL hand-over
+#: of its thread cost the event loop (a worker woke 2,500 times per 512 MiB download, mostly for the GIL).
+#: Measured (2026-12-04, swarm.py's kind of download from a persistent swarm, the code before and after in the
+#: same shuffled rounds, medians and their 95 % bootstrap intervals): the 512 MiB tree from 3 seeders 1.04x as
+#: fast (0.99-1.06, 24 rounds), 0.96x the CPU; from 1 seeder 1.10x (0.98-1.16, 20 rounds), 0.98x the CPU; 1 GiB
+#: from 3 seeders 1.04x (0.98-1.10, 12 rounds), 0.96x the CPU.
+WRITE_WORKERS = 1
 #: A worker task whose queue ran empty waits this long for the next piece before it ends: submit() then wakes
 #: it (a lock release) instead of starting a thread-pool task (72 us of the event loop's CPU each, 200-400 per
 #: 512 MiB) once a batch has queued. Longer than the gap between pieces at any useful rate (0.6 ms at 400 MB/s,
@@ -134,7 +145,8 @@ class Verifier:
         self._todo: deque = deque()
         self._verdicts: deque = deque()
         self._todo_lock = _thread_lock_type()()
-        self._draining = 0  # worker tasks draining ``_todo`` (at most VERIFY_WORKERS)
+        self._draining = 0  # worker tasks draining ``_todo`` (at most ``_workers``)
+        self._workers = WRITE_WORKERS if hashes_on_arrival(meta) else VERIFY_WORKERS
         self._todo_bytes = 0
         self._kick: Any = None
         # Workers waiting (VERIFY_LINGER) for a piece, and the real lock they wait on: released by submit()
@@ -299,7 +311,7 @@ class Verifier:
                     self._wake_pending = True
                     self._wake.release()  # a waiting worker takes it
             else:
-                start = (self._draining < VERIFY_WORKERS
+                start = (self._draining < self._workers
                          and self._todo_bytes >= VERIFY_BATCH_BYTES * (1 + self._draining))
                 if start:
                     self._draining += 1
