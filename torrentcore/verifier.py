@@ -54,6 +54,13 @@ VERIFY_QUEUE_BATCHES = 4
 #: task and greenlet per piece 2.6-3.0 and 4.2-4.4 s; batched 1.8-2.3 and 3.0-3.4 s.
 VERIFY_BATCH_BYTES = 1 << 20
 VERIFY_BATCH_WAIT = 0.002
+#: The same holds for a worker waiting for more (VERIFY_LINGER): woken once VERIFY_BATCH_BYTES are queued, or by
+#: the VERIFY_BATCH_WAIT kick, not once per piece (a futex wake by the event loop and a context switch and GIL
+#: hand-over by the worker each). Measured (the code before and after, same shuffled rounds, medians, 95 %
+#: bootstrap intervals; 2026-12-04): 1 GiB of 64 KiB pieces from 1 seeder 1.04x as fast (1.00-1.10, 10 rounds),
+#: 0.96x the CPU; 256 KiB pieces the same within the noise (the 512 MiB tree from 3 seeders 1.02x, 0.92-1.10, 20
+#: rounds, 0.99x the CPU; 1 GiB from 1 seeder 1.01x, 0.97-1.04, 14 rounds, 0.99x the CPU); `large_torrent.py` 1 GiB of
+#: 16 KiB pieces 0.95x the download CPU.
 #: Worker tasks draining one torrent's queue at most (a second starts while two batches wait) when the workers
 #: hash whole pieces (v2 and hybrid torrents): hashing then uses both cores, and on a busy machine two threads
 #: get their share of the CPU (one alone fell behind).
@@ -314,8 +321,11 @@ class Verifier:
             if self._lingering:
                 start = False
                 if not self._wake_pending:
-                    self._wake_pending = True
-                    self._wake.release()  # a waiting worker takes it
+                    if self._todo_bytes >= VERIFY_BATCH_BYTES:
+                        self._wake_pending = True
+                        self._wake.release()  # a waiting worker takes it, and the pieces queued meanwhile
+                    elif self._kick is None:  # fewer: woken by the kick (see VERIFY_BATCH_WAIT)
+                        self._kick = gevent.spawn_later(VERIFY_BATCH_WAIT, self._kick_drain)
             else:
                 start = (self._draining < self._workers
                          and self._todo_bytes >= VERIFY_BATCH_BYTES * (1 + self._draining))
@@ -327,9 +337,13 @@ class Verifier:
             self._kick = gevent.spawn_later(VERIFY_BATCH_WAIT, self._kick_drain)
 
     def _kick_drain(self) -> None:
-        """Fewer than VERIFY_BATCH_BYTES queued for VERIFY_BATCH_WAIT: hand them over anyway."""
+        """Fewer than VERIFY_BATCH_BYTES queued for VERIFY_BATCH_WAIT: hand them over anyway (wake a waiting
+        worker, else start one)."""
         self._kick = None
         with self._todo_lock:
+            if self._lingering and self._todo and not self._wake_pending:
+                self._wake_pending = True
+                self._wake.release()
             start = not self._draining and bool(self._todo)
             if start:
                 self._draining = 1
