@@ -289,3 +289,90 @@ def test_a_storage_error_is_posted_at_once(monkeypatch):
     finally:
         v.close()
         pool.kill()
+
+
+class _CountingWake:
+    """The Verifier's wake lock (a waiting worker's), its releases counted."""
+
+    def __init__(self, real) -> None:
+        self._real = real
+        self.releases = 0
+
+    def acquire(self, *args, **kwargs):
+        return self._real.acquire(*args, **kwargs)
+
+    def release(self) -> None:
+        self.releases += 1
+        self._real.release()
+
+
+def test_a_waiting_worker_is_woken_by_a_batch_or_the_kick_not_by_each_piece(monkeypatch):
+    """While the worker waits for more (VERIFY_LINGER), a piece smaller than VERIFY_BATCH_BYTES arms the kick
+    instead of waking it (the kick then does, once); a batch's worth queued wakes it at once."""
+    monkeypatch.setattr(verifier, "VERIFY_LINGER", 60.0)  # the worker always waits
+    monkeypatch.setattr(verifier, "VERDICT_WAIT", 0.0)  # and posts each verdict as it waits
+    per_batch = verifier.VERIFY_BATCH_BYTES // PIECE
+    n = 1 + 1 + per_batch
+    pool = _CountingPool(2)
+    v, storage = _verifier(n, pool)
+    verdicts, arrived, on_verdict = _recorder()
+    try:
+        arrived.clear()
+        v.acquire_slot()
+        v.submit(Piece(0, PIECE, bytearray(_data(0))), on_verdict)  # starts the one worker (by the kick)
+        assert arrived.wait(10) and v._lingering == 1
+        v._wake = wake = _CountingWake(v._wake)
+        arrived.clear()
+        v.acquire_slot()
+        v.submit(Piece(1, PIECE, bytearray(_data(1))), on_verdict)
+        assert wake.releases == 0 and v._kick is not None, "one small piece does not wake the worker by itself"
+        assert arrived.wait(10), "the kick woke it"
+        assert wake.releases == 1
+        while v._lingering != 1:
+            gevent.sleep(0.01)
+        for i in range(2, n):  # a batch's worth in one go: woken once, as the last of them is queued
+            v.acquire_slot()
+            v.submit(Piece(i, PIECE, bytearray(_data(i))), on_verdict)
+        assert wake.releases == 2
+        with gevent.Timeout(10, AssertionError(f"{len(verdicts)} of {n} verdicts")):
+            while len(verdicts) < n:
+                gevent.sleep(0.01)
+        assert verdicts == {i: True for i in range(n)} and storage.complete == list(range(n))
+        assert pool.spawned == 1, "one worker task for all of them"
+    finally:
+        v.close()
+        pool.kill()
+
+
+def test_v1_pieces_are_written_by_one_worker_v2_pieces_hashed_by_two():
+    """A v1 torrent's pieces were hashed on the event loop as they arrived: one worker task writes them, however
+    many batches queue (a second only waited for the disk lock). v2 and hybrid pieces are hashed whole in the
+    workers: two tasks share them."""
+    pool = _CountingPool(4)
+    n = 64  # 4 MiB of 64 KiB pieces: four batches queued before any worker could start
+    v, storage = _verifier(n, pool)
+    most = []
+    verdicts, arrived, on_verdict = _recorder()
+
+    def counting(piece, verdict) -> None:
+        most.append(v._draining)
+        on_verdict(piece, verdict)
+
+    try:
+        for i in range(n):
+            v.acquire_slot()
+            v.submit(Piece(i, PIECE, bytearray(_data(i))), counting)
+            most.append(v._draining)
+        with gevent.Timeout(20, AssertionError(f"{len(verdicts)} of {n} verdicts")):
+            while len(verdicts) < n:
+                gevent.sleep(0.01)
+        assert verdicts == {i: True for i in range(n)}
+        assert max(most) == 1 and pool.spawned == 1
+    finally:
+        v.close()
+        pool.kill()
+    v2 = hashlib.sha256(b"root").digest()
+    meta = metainfo.parse(bencode.encode({b"info": {b"name": b"t", b"piece length": PIECE, b"meta version": 2,
+                                                     b"file tree": {b"f": {b"": {b"length": PIECE, b"pieces root": v2}}}},
+                                          b"piece layers": {}}))
+    assert verifier.Verifier(meta, _Storage(), Bitfield(1), pool, lambda: False, lambda i: None)._workers == 2

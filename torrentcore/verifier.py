@@ -53,14 +53,14 @@ VERIFY_QUEUE_BATCHES = 4
 #: kind of download of 256 MiB, 256 KiB pieces, one peer; main-thread and process CPU per GiB): one thread-pool
 #: task and greenlet per piece 2.6-3.0 and 4.2-4.4 s; batched 1.8-2.3 and 3.0-3.4 s.
 VERIFY_BATCH_BYTES = 1 << 20
+#: ...or after this many seconds. The same holds for a worker waiting for more (VERIFY_LINGER): woken once
+#: VERIFY_BATCH_BYTES are queued, or by this kick, not once per piece (a futex wake by the event loop, a context
+#: switch and a GIL hand-over by the worker each). Measured (the code before and after in the same shuffled
+#: rounds, medians and their 95 % bootstrap intervals; 2026-12-04): 1 GiB of 64 KiB pieces from 1 seeder 1.04x
+#: as fast (1.00-1.10, 10 rounds), 0.96x the CPU; 256 KiB pieces the same within the noise (the 512 MiB tree from
+#: 3 seeders 1.02x, 0.92-1.10, 20 rounds; 1 GiB from 1 seeder 1.01x, 0.97-1.04, 14 rounds; 0.99x the CPU);
+#: benchmarks/large_torrent.py, 1 GiB of 16 KiB pieces: 0.95x the download CPU.
 VERIFY_BATCH_WAIT = 0.002
-#: The same holds for a worker waiting for more (VERIFY_LINGER): woken once VERIFY_BATCH_BYTES are queued, or by
-#: the VERIFY_BATCH_WAIT kick, not once per piece (a futex wake by the event loop and a context switch and GIL
-#: hand-over by the worker each). Measured (the code before and after, same shuffled rounds, medians, 95 %
-#: bootstrap intervals; 2026-12-04): 1 GiB of 64 KiB pieces from 1 seeder 1.04x as fast (1.00-1.10, 10 rounds),
-#: 0.96x the CPU; 256 KiB pieces the same within the noise (the 512 MiB tree from 3 seeders 1.02x, 0.92-1.10, 20
-#: rounds, 0.99x the CPU; 1 GiB from 1 seeder 1.01x, 0.97-1.04, 14 rounds, 0.99x the CPU); `large_torrent.py` 1 GiB of
-#: 16 KiB pieces 0.95x the download CPU.
 #: Worker tasks draining one torrent's queue at most (a second starts while two batches wait) when the workers
 #: hash whole pieces (v2 and hybrid torrents): hashing then uses both cores, and on a busy machine two threads
 #: get their share of the CPU (one alone fell behind).
