@@ -371,8 +371,7 @@ def test_v1_pieces_are_written_by_one_worker_v2_pieces_hashed_by_two():
     finally:
         v.close()
         pool.kill()
-    v2 = hashlib.sha256(b"root").digest()
+    tree = {b"f": {b"": {b"length": PIECE, b"pieces root": hashlib.sha256(b"root").digest()}}}
     meta = metainfo.parse(bencode.encode({b"info": {b"name": b"t", b"piece length": PIECE, b"meta version": 2,
-                                                     b"file tree": {b"f": {b"": {b"length": PIECE, b"pieces root": v2}}}},
-                                          b"piece layers": {}}))
+                                                     b"file tree": tree}, b"piece layers": {}}))
     assert verifier.Verifier(meta, _Storage(), Bitfield(1), pool, lambda: False, lambda i: None)._workers == 2
