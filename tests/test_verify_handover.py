@@ -328,8 +328,9 @@ def test_a_waiting_worker_is_woken_by_a_batch_or_the_kick_not_by_each_piece(monk
         assert wake.releases == 0 and v._kick is not None, "one small piece does not wake the worker by itself"
         assert arrived.wait(10), "the kick woke it"
         assert wake.releases == 1
-        while v._lingering != 1:
-            gevent.sleep(0.01)
+        with gevent.Timeout(10, AssertionError("the worker did not wait for more again")):
+            while v._lingering != 1:
+                gevent.sleep(0.01)
         for i in range(2, n):  # a batch's worth in one go: woken once, as the last of them is queued
             v.acquire_slot()
             v.submit(Piece(i, PIECE, bytearray(_data(i))), on_verdict)

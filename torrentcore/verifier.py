@@ -37,7 +37,12 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = structlog.get_logger(__name__)
 
-#: Hashing at start for storages without thread-safe writes: pieces hashed concurrently in the pool.
+#: The start-up check's tasks in the pool at once, one per core: pieces (storages without thread-safe writes) or
+#: batches of CHECK_BATCH_BYTES (the others; the next is handed over as the oldest one's verdicts are collected).
+#: Four batches at once (the pool's size, on two cores) contended for the disk lock, which the reads take one at
+#: a time, and for the GIL: 1 GiB in place checked, medians of 5 (four at once, then two; wall s, CPU s, context
+#: switches): 256 KiB pieces 0.62/0.61, 0.97/0.97, 3,400/1,900; 64 KiB 0.86/0.81, 1.26/1.16, 17,700/5,000;
+#: 16 KiB 2.03/1.59, 2.46/1.83, 102,000/30,000 (2026-12-04).
 CHECK_PARALLEL = 2
 #: Complete pieces waiting for their hash check and write, in bytes (at least 2 pieces, at most 16 unless
 #: small: see :func:`verify_slots`): beyond it the peer that completes a piece waits. A reader on a busy
@@ -92,14 +97,8 @@ VERIFY_LINGER = 0.005
 #: (event loop); process CPU 3.04-3.25 -> 2.54-2.87 s/GiB.
 VERDICT_BATCH_BYTES = 1 << 20
 VERDICT_WAIT = 0.002
-#: Start-up check with thread-safe storages: bytes read and hashed per hand-off to a worker thread...
+#: Start-up check with thread-safe storages: bytes read and hashed per hand-off to a worker thread.
 CHECK_BATCH_BYTES = 4 << 20
-#: ...and batches handed to the pool at once, one per core: the next is handed over as the oldest one's verdicts
-#: are collected. Four at once (the pool's size, on two cores) contended for the disk lock, which the reads take
-#: one at a time, and for the GIL: 1 GiB in place checked, medians of 5 (four at once, then two; wall s, CPU s,
-#: context switches): 256 KiB pieces 0.62/0.61, 0.97/0.97, 3,400/1,900; 64 KiB 0.86/0.81, 1.26/1.16,
-#: 17,700/5,000; 16 KiB 2.03/1.59, 2.46/1.83, 102,000/30,000.
-CHECK_BATCHES_IN_FLIGHT = 2
 #: ...and read per hold of the disk lock (at least one piece): a lock hand-over per 16 KiB piece between
 #: the two workers and the event loop was a third of the check's time in py-spy (1 GiB of 16 KiB pieces).
 #: Small on purpose: freeing several read buffers at once lets malloc return the memory to the OS, and the
@@ -240,7 +239,7 @@ class Verifier:
             if self._stopping():
                 return False
             pending.append((batch, self.pool.spawn(self._read_and_hash, batch)))
-            if len(pending) >= CHECK_BATCHES_IN_FLIGHT:
+            if len(pending) >= CHECK_PARALLEL:
                 self._collect_batch(*pending.pop(0))
         for item in pending:
             self._collect_batch(*item)
