@@ -141,3 +141,48 @@ def test_an_idle_seeder_is_reported_only_when_something_changes(tmp_path):
     finally:
         seeder.close()
     assert recorder.finish and recorder.finish[-1].uploaded >= size
+
+
+def test_a_seeder_at_rest_does_its_work_every_few_ticks_and_every_tick_once_busy(tmp_path):
+    """A completed torrent with no peer, no candidate and nothing moving does its once-a-second work every
+    REST_TICKS ticks (500 of them at rest cost 4.4 ms a second); a candidate to dial makes it tick every time."""
+    import os
+    import socket
+
+    from realpeers import make_payload, make_torrent
+
+    from torrentcore import Session, SessionConfig, TorrentConfig
+    from torrentcore.periodic import REST_TICKS
+
+    root = make_payload(tmp_path / "data", 64 * 1024, seed=3, name="rest.bin")
+    torrent = os.fspath(tmp_path / "rest.torrent")
+    make_torrent(root, [], piece_length=16 * 1024, out=torrent)
+    session = Session(SessionConfig(listen_port=0, listen_hosts=("127.0.0.1",), dht=False, pex=False))
+    session.ticker.interval = 0.02
+    try:
+        handle = session.add_torrent(torrent, tmp_path / "data", TorrentConfig.seeding_forever())
+        for _ in range(500):
+            if handle.status().state == "seeding" and len(session.ticker):
+                break
+            gevent.sleep(0.02)
+        assert handle.status().state == "seeding"
+        periodic = handle.torrent.periodic
+        full: list[float] = []
+        inner = periodic._tick
+        periodic._tick = lambda now: (full.append(now), inner(now))
+        _wait_ticks(session.ticker, 2)
+        full.clear()
+        ticks = 6 * REST_TICKS
+        _wait_ticks(session.ticker, ticks)
+        assert ticks // REST_TICKS - 1 <= len(full) <= ticks // REST_TICKS + 1, len(full)
+
+        with socket.socket() as closed:  # a port nobody listens on: the candidate stays, backing off
+            closed.bind(("127.0.0.1", 0))
+            address = closed.getsockname()
+        assert handle.torrent.add_peers([address], "manual") == 1
+        _wait_ticks(session.ticker, 1)
+        full.clear()
+        _wait_ticks(session.ticker, 10)
+        assert len(full) >= 9  # busy: every tick (one may be the one running when the count began)
+    finally:
+        session.close()

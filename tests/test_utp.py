@@ -298,6 +298,72 @@ def test_a_send_that_meets_the_icmp_error_of_another_address_is_tried_again():
             s.close()
 
 
+def test_the_timer_runs_only_while_there_are_connections(pair):
+    # With no connection the timer's greenlet is gone: it woke the event loop 20 times a second for nothing in
+    # a session that only seeds over TCP.
+    assert not pair.client.ticking and not pair.server.ticking
+    with gevent.Timeout(30):
+        got, _ = _transfer(pair.client, pair.server.address, pair.accepted, b"x" * 100_000)
+        assert got == b"x" * 100_000
+        assert pair.client.ticking or not pair.client.conns  # (it ran while the connection did)
+        while pair.client.conns or pair.server.conns or pair.client.ticking or pair.server.ticking:
+            gevent.sleep(0.05)  # the closed connections end on the timer's ticks, then the timer ends
+        # A new connection starts it again, and it works as the first did.
+        got, _ = _transfer(pair.client, pair.server.address, pair.accepted, b"y" * 50_000)
+        assert got == b"y" * 50_000
+
+
+def test_a_reset_carrying_our_send_id_ends_the_connection(pair):
+    # A peer that forgot the connection answers with the id of the packet it got (our send id), not ours to
+    # receive: the connection ends at once instead of retransmitting until it gives up.
+    with gevent.Timeout(20):
+        sock = _connect(pair)
+        server_conn = next(iter(pair.server.conns.values()))
+        client_addr = pair.udp[0].getsockname()
+        reset = pk.build(pk.ST_RESET, server_conn.send_id, 0, 0, 0, 1, 0)
+        pair.server.dispatch(reset, client_addr)
+        assert server_conn.finished and not pair.server.conns
+        assert pair.server.stats["unknown"] == 0
+        # A reset with an id that is neither is still unknown, and ends nothing.
+        client_conn = next(iter(pair.client.conns.values()))
+        pair.client.dispatch(pk.build(pk.ST_RESET, (client_conn.send_id + 7) & 0xFFFF, 0, 0, 0, 1, 0),
+                             pair.udp[1].getsockname())
+        assert not client_conn.finished and pair.client.stats["unknown"] == 1
+        sock.close()
+
+
+def test_resets_to_unknown_ids_stay_rate_limited_with_no_timer_running():
+    # The limit of resets per TICK is kept by the clock, not by the timer (which does not run without connections).
+    udp, attacker = _udp(), _udp()
+    mux = Multiplexer(udp)
+    now = [1000.0]
+    mux.clock = lambda: now[0]
+    attacker.settimeout(0.5)
+
+    def resets_for(count: int) -> int:
+        for i in range(count):
+            mux.dispatch(pk.build(pk.ST_DATA, 1000 + i, 0, 0, 65536, 1, 0), attacker.getsockname())
+        got = 0
+        try:
+            while True:
+                attacker.recvfrom(100)
+                got += 1
+        except (TimeoutError, OSError):
+            return got
+
+    try:
+        assert not mux.ticking
+        assert resets_for(100) == um.RESETS_PER_TICK
+        assert resets_for(10) == 0  # the same moment: the limit holds
+        now[0] += um.TICK + 0.001
+        assert resets_for(100) == um.RESETS_PER_TICK  # the next period: resets again
+        assert not mux.ticking and mux.stats["unknown"] == 210
+    finally:
+        mux.stop()
+        udp.close()
+        attacker.close()
+
+
 # --- hostile input ------------------------------------------------------------------------------------
 
 

@@ -8,6 +8,10 @@ announce early, ends the wait for a hybrid's piece layers when it expired, warns
 up right after our handshake, and ends a torrent whose seeding is done. Every
 :data:`~torrentcore.choker.INTERVAL` seconds (and once at the start) it runs a choking round.
 
+A completed torrent at rest (no peer connected, none to dial, no byte moved since the last tick, both rates
+0) has none of that to do but notice a seeding limit or a change a progress report shows: it does its work
+every :data:`REST_TICKS` ticks only, and every tick again from the first one that finds it busy.
+
 The torrent is seen only through :class:`PeriodicCalls` (callbacks) and its collaborators, never as a whole.
 """
 
@@ -31,6 +35,13 @@ if TYPE_CHECKING:  # pragma: no cover
     from .progress_reports import ProgressReports
     from .stats import TransferStats
     from .swarm import Swarm
+
+#: A completed torrent at rest (see the module docstring) does its once-a-second work every this many ticks: a
+#: seeding limit is then seen up to REST_TICKS - 1 seconds late, and a report of a change made while it rests
+#: (a selection that makes it incomplete ends the rest at once) as late. Measured (500 seeding torrents with
+#: no peer, benchmarks/many_torrents.py's kind, the ticker's time per tick): 4.4 ms, 9 us per torrent (cold
+#: caches: 4 us when the same ticks run back to back).
+REST_TICKS = 5
 
 
 @dataclass(frozen=True)
@@ -66,6 +77,7 @@ class PeriodicWork:
         self._reporter = reporter
         self._network_since = self._last_tick = self._last_choke = 0.0
         self._warned_hangups = False
+        self._rested = 0  # ticks skipped in a row at rest (see REST_TICKS)
 
     def start(self, now: float) -> None:
         """The network starts now: a report and a choking round now, then on the ticker's ticks (one greenlet for
@@ -83,12 +95,28 @@ class PeriodicWork:
 
     def on_tick(self, now: float) -> None:
         """The ticker's call, once a second while the network runs."""
+        if self._resting(now):
+            return
         guard = self._calls.guard
         guard(self._progress.report_if_changed)
         guard(self._tick, now)
         if now - self._last_choke >= CHOKE_INTERVAL - TICK / 2:
             self._last_choke = now
             guard(self._choker.rechoke)
+
+    def _resting(self, now: float) -> bool:
+        """Whether this tick is skipped: the torrent is at rest (see the module docstring), and fewer than
+        REST_TICKS ticks in a row were. A skipped tick moves the rates' clock on (no byte moved meanwhile)."""
+        if (self._swarm.peers or self._completion.completed_at is None or len(self._peer_list)
+                or not self._stats.still()):
+            self._rested = 0
+            return False
+        self._rested += 1
+        if self._rested < REST_TICKS:
+            self._last_tick = now
+            return True
+        self._rested = 0
+        return False
 
     def _tick(self, now: float) -> None:
         elapsed, self._last_tick = now - self._last_tick, now
@@ -123,4 +151,4 @@ class PeriodicWork:
         self._swarm.wake_requesters()
 
 
-__all__ = ["PeriodicCalls", "PeriodicWork"]
+__all__ = ["PeriodicCalls", "PeriodicWork", "REST_TICKS"]

@@ -51,6 +51,11 @@ class TransferStats:
         self.wasted += n
         self.corrupt += n
 
+    def still(self) -> bool:
+        """No byte counted since the last tick, and both rates 0 (a tick would change nothing)."""
+        return (self.downloaded == self._down_ticked and self.uploaded == self._up_ticked
+                and not self.rate_down and not self.rate_up)
+
     def tick(self, elapsed: float) -> None:
         """Turn the bytes counted since the last tick into rates."""
         down, up = self.downloaded, self.uploaded

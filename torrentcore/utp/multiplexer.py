@@ -29,13 +29,16 @@ from .socket import UTPSocket
 log = structlog.get_logger(__name__)
 
 Address = tuple[str, int]
-#: Seconds between ticks of the shared timer (retransmissions are due after >= 500 ms).
+#: Seconds between ticks of the shared timer (retransmissions are due after >= 500 ms). The timer runs only
+#: while there are connections: with none it woke the event loop 20 times a second for nothing (a session
+#: seeding 500 torrents over TCP, benchmarks/many_torrents.py: 20 of its 22 wake-ups a second).
 TICK = 0.05
 #: An accepted connection whose peer sent no data within this many seconds is dropped (SYN floods).
 HALF_OPEN_TIMEOUT = 10.0
 #: Default caps.
 MAX_CONNECTIONS = 1024
 MAX_HALF_OPEN = 64
+#: Resets sent to packets of unknown connections, at most, per TICK seconds.
 RESETS_PER_TICK = 32
 #: Kernel buffers of the UDP socket: a full window of 1 MiB in either direction fits.
 SOCKET_BUFFER = 4 * 1024 * 1024
@@ -77,10 +80,12 @@ class Multiplexer:
         self.conns: dict[tuple[Address, int], UTPConnection] = {}
         self.half_open: dict[tuple[Address, int], float] = {}
         self._dirty: set[UTPConnection] = set()
-        self._resets = 0
+        self._resets = 0  # resets sent since _resets_at (see RESETS_PER_TICK)
+        self._resets_at = 0.0
         self.last_malformed = ""  # why the last datagram was not a valid packet (diagnostics)
         self.stats: dict[str, int] = {"malformed": 0, "unknown": 0, "refused": 0, "dropped_send": 0}
         self._greenlets: list[gevent.Greenlet] = []
+        self._ticker: gevent.Greenlet | None = None  # the timer's greenlet, while there are connections
         self.running = False
         for opt in (gevent.socket.SO_SNDBUF, gevent.socket.SO_RCVBUF):
             try:
@@ -97,10 +102,15 @@ class Multiplexer:
         sock.settimeout(0.0)
 
     def start(self) -> Multiplexer:
-        """Start the reader and the ticker greenlets."""
+        """Start the reader greenlet (the timer's starts with the first connection)."""
         self.running = True
-        self._greenlets = [gevent.spawn(self._read_loop), gevent.spawn(self._tick_loop)]
+        self._greenlets = [gevent.spawn(self._read_loop)]
         return self
+
+    @property
+    def ticking(self) -> bool:
+        """Whether the timer's greenlet runs (it does while there are connections)."""
+        return self._ticker is not None
 
     def stop(self) -> None:
         """Reset every connection and stop (the UDP socket stays open: its owner closes it)."""
@@ -109,7 +119,8 @@ class Multiplexer:
             conn.abort()
         self.conns.clear()
         self.half_open.clear()
-        gevent.killall(self._greenlets, block=False)
+        ticker, self._ticker = self._ticker, None
+        gevent.killall([*self._greenlets, *([ticker] if ticker is not None else [])], block=False)
         self._greenlets = []
 
     # --- outgoing ----------------------------------------------------------------------------------
@@ -130,6 +141,7 @@ class Multiplexer:
         conn = UTPConnection(self._sender(address), recv_id, recv_id + 1, self.clock())
         sock = UTPSocket(conn, self, address)
         self.conns[(address, conn.recv_id)] = conn
+        self._start_ticking()
         conn.connect(self.clock())
         try:
             sock.wait_connected(timeout)
@@ -247,8 +259,12 @@ class Multiplexer:
             return
         key = (addr, p.connection_id)
         conn = self.conns.get(key)
+        if conn is None and p.type == pk.ST_RESET:
+            conn, key = self._reset_target(addr, p.connection_id)
         if conn is None:
             self.stats["unknown"] += 1
+            if now - self._resets_at >= TICK:
+                self._resets, self._resets_at = 0, now
             if p.type != pk.ST_RESET and self._resets < RESETS_PER_TICK:
                 self._resets += 1
                 self._sender(addr)(pk.build(pk.ST_RESET, p.connection_id, 0, 0, 0, random.randint(0, 0xFFFF),
@@ -265,6 +281,17 @@ class Multiplexer:
         if conn.finished:
             self._forget(key)
 
+    def _reset_target(self, addr: Address, cid: int) -> tuple[UTPConnection | None, tuple[Address, int]]:
+        """The connection a reset with an id not ours to receive is for: the one that sends with that id (its
+        receive id one above or below). A peer that forgot a connection answers its next packet with a reset
+        carrying that packet's id, our send id (libutp, and this multiplexer): our closed side's last FIN then
+        ended only when its retransmissions gave up, holding the connection and the timer meanwhile."""
+        for rid in ((cid + 1) & 0xFFFF, (cid - 1) & 0xFFFF):
+            conn = self.conns.get((addr, rid))
+            if conn is not None and conn.send_id == cid:
+                return conn, (addr, rid)
+        return None, (addr, cid)
+
     def _incoming(self, syn: pk.Packet, addr: Address, key: tuple[Address, int], now: float) -> None:
         if (self.on_accept is None or len(self.conns) >= self.max_connections
                 or len(self.half_open) >= self.max_half_open):
@@ -273,6 +300,7 @@ class Multiplexer:
         conn = UTPConnection(self._sender(addr), key[1], syn.connection_id, now)
         self.conns[key] = conn
         self.half_open[key] = now
+        self._start_ticking()
         conn.accept(syn, now)
         try:
             self.on_accept(UTPSocket(conn, self, addr), addr)
@@ -289,17 +317,27 @@ class Multiplexer:
 
     # --- time --------------------------------------------------------------------------------------
 
+    def _start_ticking(self) -> None:
+        """A connection was added: run the timer, unless it runs."""
+        if self._ticker is None and self.running:
+            self._ticker = gevent.spawn(self._tick_loop)
+
     def _tick_loop(self) -> None:
-        while self.running:
-            gevent.sleep(TICK)
-            try:
-                self.tick(self.clock())
-            except Exception as exc:  # noqa: BLE001 - one connection's bug must not stop every timer
-                log.warning("utp timer error", error=repr(exc), exc_info=True)
+        """Every TICK seconds, the connections' timers; ends once there is none (no yield between the test and
+        the end, so a connection added meanwhile finds the timer running or gone, never ending)."""
+        try:
+            while self.running and self.conns:
+                gevent.sleep(TICK)
+                try:
+                    self.tick(self.clock())
+                except Exception as exc:  # noqa: BLE001 - one connection's bug must not stop every timer
+                    log.warning("utp timer error", error=repr(exc), exc_info=True)
+        finally:
+            if self._ticker is gevent.getcurrent():
+                self._ticker = None
 
     def tick(self, now: float) -> None:
         """Run every connection's timers; forget finished and expired half-open connections."""
-        self._resets = 0
         for key, since in list(self.half_open.items()):
             if now - since > HALF_OPEN_TIMEOUT:
                 conn = self.conns.get(key)
