@@ -89,6 +89,15 @@ def _wait_ticks(ticker: Ticker, count: int) -> None:
         ticker.remove(token)
 
 
+def _wait_seeding(handle, ticker: Ticker) -> None:
+    """Return once the torrent seeds and ticks on ``ticker`` (bounded)."""
+    for _ in range(500):
+        if handle.status().state == "seeding" and len(ticker):
+            break
+        gevent.sleep(0.02)
+    assert handle.status().state == "seeding" and len(ticker)
+
+
 def test_an_idle_seeder_is_reported_only_when_something_changes(tmp_path):
     """No peer and nothing new: no progress report on a tick; a peer fetching it: reported, ending with the
     quiet state (no peer, rates back at zero, what was uploaded), then none again; the finish snapshot last."""
@@ -111,11 +120,7 @@ def test_an_idle_seeder_is_reported_only_when_something_changes(tmp_path):
     seeder.ticker.interval = 0.05  # the rule is per tick, not per second
     try:
         handle = seeder.add_torrent(torrent, tmp_path / "data", TorrentConfig.seeding_forever())
-        for _ in range(500):
-            if handle.status().state == "seeding" and len(seeder.ticker):
-                break
-            gevent.sleep(0.02)
-        assert handle.status().state == "seeding"
+        _wait_seeding(handle, seeder.ticker)
         _wait_ticks(seeder.ticker, 2)
         quiet = len(recorder.progress)
         assert quiet >= 1 and recorder.progress[-1].state == "seeding" and recorder.progress[-1].peers == 0
@@ -161,11 +166,7 @@ def test_a_seeder_at_rest_does_its_work_every_few_ticks_and_every_tick_once_busy
     session.ticker.interval = 0.02
     try:
         handle = session.add_torrent(torrent, tmp_path / "data", TorrentConfig.seeding_forever())
-        for _ in range(500):
-            if handle.status().state == "seeding" and len(session.ticker):
-                break
-            gevent.sleep(0.02)
-        assert handle.status().state == "seeding"
+        _wait_seeding(handle, session.ticker)
         periodic = handle.torrent.periodic
         full: list[float] = []
         inner = periodic._tick
